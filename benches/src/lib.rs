@@ -1,0 +1,1 @@
+//! Codec benchmarks and peer servers.
