@@ -131,8 +131,18 @@ impl Header {
                 max: max_body,
             });
         }
-        if cmd.needs_method() && !(1..=MAX_METHOD_LEN).contains(&(method_len as usize)) {
-            return Err(DecodeError::BadMethodLen { cmd, len: method_len });
+        // No command may carry a method longer than 127 bytes (a Response echoes its
+        // Request's), so every decoded frame can be re-encoded.
+        let method_ok = if cmd.needs_method() {
+            (1..=MAX_METHOD_LEN).contains(&(method_len as usize))
+        } else {
+            method_len as usize <= MAX_METHOD_LEN
+        };
+        if !method_ok {
+            return Err(DecodeError::BadMethodLen {
+                cmd,
+                len: method_len,
+            });
         }
         if cmd.is_control() && (body_len != 0 || method_len != 0) {
             return Err(DecodeError::ControlFrameWithBody { cmd });
@@ -202,7 +212,8 @@ pub enum DecodeError {
         /// The limit in force.
         max: u32,
     },
-    /// A Request, Notify or Stream frame whose method length is not 1..=127.
+    /// A Request, Notify or Stream frame whose method length is not 1..=127, or any frame
+    /// whose method is longer than 127 bytes.
     BadMethodLen {
         /// The frame's command.
         cmd: Command,
@@ -226,18 +237,32 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::UnknownCommand(b) => write!(f, "unknown command {} (cmd byte {b:#04x})", b & CMD_MASK),
+            DecodeError::UnknownCommand(b) => {
+                write!(f, "unknown command {} (cmd byte {b:#04x})", b & CMD_MASK)
+            }
             DecodeError::BodyTooLarge { declared, max } => {
-                write!(f, "declared body of {declared} bytes exceeds the maximum of {max}")
+                write!(
+                    f,
+                    "declared body of {declared} bytes exceeds the maximum of {max}"
+                )
             }
             DecodeError::BadMethodLen { cmd, len } => {
-                write!(f, "{cmd:?} frame with method length {len} (must be 1..={MAX_METHOD_LEN})")
+                write!(
+                    f,
+                    "{cmd:?} frame with method length {len} (must be 1..={MAX_METHOD_LEN})"
+                )
             }
             DecodeError::ControlFrameWithBody { cmd } => {
                 write!(f, "{cmd:?} frame must be a bare 16-byte header")
             }
-            DecodeError::MethodLongerThanBody { method_len, body_len } => {
-                write!(f, "method length {method_len} exceeds body length {body_len}")
+            DecodeError::MethodLongerThanBody {
+                method_len,
+                body_len,
+            } => {
+                write!(
+                    f,
+                    "method length {method_len} exceeds body length {body_len}"
+                )
             }
         }
     }
@@ -271,7 +296,10 @@ impl FrameRef<'_> {
 ///
 /// `Ok(None)` means `buf` holds only part of a frame; `Ok(Some((frame, len)))` gives the
 /// frame and how many bytes it took.
-pub fn parse_frame(buf: &[u8], max_body: u32) -> Result<Option<(FrameRef<'_>, usize)>, DecodeError> {
+pub fn parse_frame(
+    buf: &[u8],
+    max_body: u32,
+) -> Result<Option<(FrameRef<'_>, usize)>, DecodeError> {
     let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
@@ -305,34 +333,78 @@ pub struct Frame {
 impl Frame {
     /// Builds a Request frame.
     pub fn request(seq: u64, method: impl Into<Bytes>, payload: impl Into<Bytes>) -> Frame {
-        Frame::new(Command::Request, Flags::default(), seq, method.into(), payload.into())
+        Frame::new(
+            Command::Request,
+            Flags::default(),
+            seq,
+            method.into(),
+            payload.into(),
+        )
     }
 
     /// Builds a Notify frame.
     pub fn notify(seq: u64, method: impl Into<Bytes>, payload: impl Into<Bytes>) -> Frame {
-        Frame::new(Command::Notify, Flags::default(), seq, method.into(), payload.into())
+        Frame::new(
+            Command::Notify,
+            Flags::default(),
+            seq,
+            method.into(),
+            payload.into(),
+        )
     }
 
     /// Builds a Ping (seq 0, no body).
     pub fn ping() -> Frame {
-        Frame::new(Command::Ping, Flags::default(), 0, Bytes::new(), Bytes::new())
+        Frame::new(
+            Command::Ping,
+            Flags::default(),
+            0,
+            Bytes::new(),
+            Bytes::new(),
+        )
     }
 
     /// Builds a Pong (seq 0, no body).
     pub fn pong() -> Frame {
-        Frame::new(Command::Pong, Flags::default(), 0, Bytes::new(), Bytes::new())
+        Frame::new(
+            Command::Pong,
+            Flags::default(),
+            0,
+            Bytes::new(),
+            Bytes::new(),
+        )
     }
 
     /// Builds the Response to `request`: same seq, method and async bit.
-    pub fn response_to(request: &Header, method: impl Into<Bytes>, payload: impl Into<Bytes>) -> Frame {
+    pub fn response_to(
+        request: &Header,
+        method: impl Into<Bytes>,
+        payload: impl Into<Bytes>,
+    ) -> Frame {
         let flags = Flags(request.flags.0 & Flags::ASYNC);
-        Frame::new(Command::Response, flags, request.seq, method.into(), payload.into())
+        Frame::new(
+            Command::Response,
+            flags,
+            request.seq,
+            method.into(),
+            payload.into(),
+        )
     }
 
     /// Builds the error Response to `request`, carrying `text` as its payload.
-    pub fn error_response_to(request: &Header, method: impl Into<Bytes>, text: impl Into<Bytes>) -> Frame {
+    pub fn error_response_to(
+        request: &Header,
+        method: impl Into<Bytes>,
+        text: impl Into<Bytes>,
+    ) -> Frame {
         let flags = Flags(request.flags.0 & Flags::ASYNC).with_error();
-        Frame::new(Command::Response, flags, request.seq, method.into(), text.into())
+        Frame::new(
+            Command::Response,
+            flags,
+            request.seq,
+            method.into(),
+            text.into(),
+        )
     }
 
     /// Builds a frame with a computed header.
@@ -342,7 +414,11 @@ impl Frame {
     /// programming errors on the sending side, not network input.
     pub fn new(cmd: Command, flags: Flags, seq: u64, method: Bytes, payload: Bytes) -> Frame {
         let header = make_header(cmd, flags, 0, seq, method.len(), payload.len());
-        Frame { header, method, payload }
+        Frame {
+            header,
+            method,
+            payload,
+        }
     }
 
     /// Whether this is an error Response.
@@ -358,7 +434,10 @@ impl Frame {
     /// Encodes into a small header-plus-method block and the payload `Bytes` unchanged, for
     /// a vectored write that never copies the payload.
     pub fn encode(&self) -> (FrameHead, Bytes) {
-        (FrameHead::new(&self.header, &self.method), self.payload.clone())
+        (
+            FrameHead::new(&self.header, &self.method),
+            self.payload.clone(),
+        )
     }
 
     /// Appends the whole encoded frame to `dst` (copies the payload).
@@ -377,9 +456,20 @@ impl Frame {
     }
 }
 
-fn make_header(cmd: Command, flags: Flags, user_flags: u8, seq: u64, method_len: usize, payload_len: usize) -> Header {
-    assert!(method_len <= MAX_METHOD_LEN, "method longer than {MAX_METHOD_LEN} bytes");
-    let body_len = u32::try_from(method_len + payload_len).expect("frame body exceeds u32::MAX bytes");
+fn make_header(
+    cmd: Command,
+    flags: Flags,
+    user_flags: u8,
+    seq: u64,
+    method_len: usize,
+    payload_len: usize,
+) -> Header {
+    assert!(
+        method_len <= MAX_METHOD_LEN,
+        "method longer than {MAX_METHOD_LEN} bytes"
+    );
+    let body_len =
+        u32::try_from(method_len + payload_len).expect("frame body exceeds u32::MAX bytes");
     Header {
         body_len,
         user_flags,
@@ -402,7 +492,11 @@ pub struct FrameHead {
 impl FrameHead {
     /// Encodes `header` followed by `method` (whose length must equal `header.method_len`).
     pub fn new(header: &Header, method: &[u8]) -> FrameHead {
-        assert_eq!(method.len(), header.method_len as usize, "method length disagrees with header");
+        assert_eq!(
+            method.len(),
+            header.method_len as usize,
+            "method length disagrees with header"
+        );
         let mut buf = [0u8; HEADER_LEN + MAX_METHOD_LEN];
         buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         buf[HEADER_LEN..HEADER_LEN + method.len()].copy_from_slice(method);
@@ -420,7 +514,9 @@ impl FrameHead {
 
 impl fmt::Debug for FrameHead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameHead").field("bytes", &self.as_bytes()).finish()
+        f.debug_struct("FrameHead")
+            .field("bytes", &self.as_bytes())
+            .finish()
     }
 }
 
@@ -429,7 +525,15 @@ impl fmt::Debug for FrameHead {
 ///
 /// # Panics
 /// As [`Frame::new`].
-pub fn write_frame(dst: &mut BytesMut, cmd: Command, flags: Flags, user_flags: u8, seq: u64, method: &[u8], payload: &[u8]) {
+pub fn write_frame(
+    dst: &mut BytesMut,
+    cmd: Command,
+    flags: Flags,
+    user_flags: u8,
+    seq: u64,
+    method: &[u8],
+    payload: &[u8],
+) {
     let header = make_header(cmd, flags, user_flags, seq, method.len(), payload.len());
     dst.reserve(header.frame_len());
     dst.put_slice(&header.to_bytes());
@@ -482,7 +586,11 @@ impl Decoder {
         buf.advance(HEADER_LEN);
         let method = buf.split_to(header.method_len as usize).freeze();
         let payload = buf.split_to(header.payload_len()).freeze();
-        Ok(Some(Frame { header, method, payload }))
+        Ok(Some(Frame {
+            header,
+            method,
+            payload,
+        }))
     }
 }
 
