@@ -1,1 +1,44 @@
-//! Placeholder until written.
+//! ringrpc: a thread-per-core io_uring RPC server engine speaking the arpc wire format.
+//!
+//! One reactor thread per core, each pinned to its CPU and owning its io_uring, its
+//! `SO_REUSEPORT` listener and a slab of its connections. Data flows one way:
+//! ring → reactor → conn → router → conn → ring. All `unsafe` lives in `ring`.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use ringrpc::{Config, Server};
+//! use ringrpc_protocol::Frame;
+//!
+//! fn upper(ctx: &mut ringrpc::Context<'_>) {
+//!     let loud = ctx.payload().to_ascii_uppercase();
+//!     ctx.reply(&loud);
+//! }
+//!
+//! let config = Config::builder().cores(1).listen("127.0.0.1:0").build()?;
+//! let server = Server::builder().config(config).route("/upper", upper).build()?.start()?;
+//!
+//! let mut sock = std::net::TcpStream::connect(server.local_addr())?;
+//! sock.write_all(&Frame::request(1, "/upper", "hi").to_bytes())?;
+//! let mut answer = [0u8; 16 + 6 + 2];
+//! sock.read_exact(&mut answer)?;
+//! assert_eq!(&answer[22..], b"HI");
+//!
+//! let report = server.shutdown()?;
+//! assert_eq!(report.total().requests, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod conn;
+pub mod reactor;
+pub mod ring;
+pub mod router;
+pub mod server;
+
+pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr};
+pub use reactor::CoreStats;
+pub use router::{Context, Handler, RouteError, Router};
+pub use server::{
+    RunError, RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError,
+};

@@ -1,0 +1,314 @@
+//! Server configuration: a builder that validates every knob before anything starts.
+//!
+//! Invariants: a [`Config`] that exists has passed [`ConfigBuilder::build`]; each knob's doc
+//! states what it costs in memory.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ringrpc_protocol::DEFAULT_MAX_BODY;
+
+/// Where to listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `:PORT`: every interface, IPv6 dual-stack where the machine has IPv6, else IPv4.
+    AllInterfaces(u16),
+    /// A concrete address.
+    Addr(SocketAddr),
+}
+
+impl ListenAddr {
+    /// Parses `:8888`, `host:port`, `1.2.3.4:port` or `[::]:port`.
+    pub fn parse(s: &str) -> Result<ListenAddr, ConfigError> {
+        let bad = |why: &str| {
+            ConfigError(format!(
+                "invalid listen address {s:?}: {why} (use :PORT, HOST:PORT or [IPV6]:PORT)"
+            ))
+        };
+        if let Some(port) = s.strip_prefix(':') {
+            return port
+                .parse()
+                .map(ListenAddr::AllInterfaces)
+                .map_err(|_| bad("port is not a number 0..=65535"));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(ListenAddr::Addr(addr));
+        }
+        let mut addrs = s.to_socket_addrs().map_err(|e| bad(&e.to_string()))?;
+        addrs
+            .next()
+            .map(ListenAddr::Addr)
+            .ok_or_else(|| bad("the host name resolves to no address"))
+    }
+
+    /// The addresses to try binding, in order.
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        match self {
+            ListenAddr::AllInterfaces(port) => vec![
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port)),
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port)),
+            ],
+            ListenAddr::Addr(a) => vec![*a],
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::AllInterfaces(p) => write!(f, ":{p}"),
+            ListenAddr::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// A setting that cannot work; the text names the knob and the allowed range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+/// Validated server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) cores: usize,
+    pub(crate) listen: ListenAddr,
+    pub(crate) ring_entries: u32,
+    pub(crate) recv_buffers: u16,
+    pub(crate) recv_buffer_size: usize,
+    pub(crate) max_body: u32,
+    pub(crate) max_connections: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) stats_interval: Option<Duration>,
+    pub(crate) pin_cores: bool,
+}
+
+impl Config {
+    /// Starts from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+    /// Number of reactor threads.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+    /// The listen address as configured.
+    pub fn listen(&self) -> &ListenAddr {
+        &self.listen
+    }
+    /// Largest accepted frame body.
+    pub fn max_body(&self) -> u32 {
+        self.max_body
+    }
+    /// Connections each reactor accepts before refusing more.
+    pub fn max_connections_per_core(&self) -> usize {
+        self.max_connections.div_ceil(self.cores)
+    }
+}
+
+/// Builder for [`Config`]; [`ConfigBuilder::build`] validates.
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    cores: usize,
+    listen: String,
+    ring_entries: u32,
+    recv_buffers: u32,
+    recv_buffer_size: usize,
+    max_body: u32,
+    max_connections: usize,
+    shutdown_grace: Duration,
+    stats_interval: Option<Duration>,
+    pin_cores: bool,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        ConfigBuilder {
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            listen: ":8888".into(),
+            ring_entries: 4096,
+            recv_buffers: 2048,
+            recv_buffer_size: 4096,
+            max_body: DEFAULT_MAX_BODY,
+            max_connections: 100_000,
+            shutdown_grace: Duration::from_secs(5),
+            stats_interval: None,
+            pin_cores: true,
+        }
+    }
+}
+
+/// Largest `max_body` accepted: the frame must still fit a `u32` length.
+pub const MAX_MAX_BODY: u32 = u32::MAX - 16;
+
+impl ConfigBuilder {
+    /// Reactor threads, one per core (default: CPUs available). Each costs one thread, one
+    /// io_uring and one receive buffer ring.
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = n;
+        self
+    }
+    /// Listen address: `:PORT`, `HOST:PORT` or `[IPV6]:PORT` (default `:8888`).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+    /// Submission queue entries per core, a power of two in 8..=32768 (default 4096). Costs
+    /// 64 B per entry plus 4 completion entries of 16 B each: 128 B per entry per core.
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n;
+        self
+    }
+    /// Receive buffers per core, a power of two in 1..=32768 (default 2048). Costs
+    /// `recv_buffer_size` bytes each plus 16 B of ring entry: 8 MiB per core by default.
+    pub fn recv_buffers(mut self, n: u32) -> Self {
+        self.recv_buffers = n;
+        self
+    }
+    /// Size of each receive buffer in bytes, 256..=1 MiB (default 4096). See `recv_buffers`.
+    pub fn recv_buffer_size(mut self, n: usize) -> Self {
+        self.recv_buffer_size = n;
+        self
+    }
+    /// Largest frame body (method + payload) a peer may declare, 1..=u32::MAX−16 (default
+    /// 64 MiB − 16, as arpc). A connection holds at most this much for one partial frame,
+    /// and only as its bytes arrive.
+    pub fn max_body(mut self, n: u32) -> Self {
+        self.max_body = n;
+        self
+    }
+    /// Open connections over all cores before new ones are refused (default 100 000),
+    /// split evenly across cores. Each costs about 1 KiB idle plus its queued output.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// How long shutdown waits for in-progress connections to drain before closing them
+    /// (default 5 s).
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.shutdown_grace = d;
+        self
+    }
+    /// Log a one-line summary per core at this interval (default off). No memory cost.
+    pub fn stats_interval(mut self, d: Option<Duration>) -> Self {
+        self.stats_interval = d;
+        self
+    }
+    /// Pin each reactor thread to its own CPU (default on).
+    pub fn pin_cores(mut self, pin: bool) -> Self {
+        self.pin_cores = pin;
+        self
+    }
+
+    /// Validates every setting.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let err = |s: String| Err(ConfigError(s));
+        if !(1..=1024).contains(&self.cores) {
+            return err(format!("cores must be 1..=1024, got {}", self.cores));
+        }
+        if !self.ring_entries.is_power_of_two() || !(8..=32768).contains(&self.ring_entries) {
+            return err(format!(
+                "ring entries must be a power of two in 8..=32768, got {}",
+                self.ring_entries
+            ));
+        }
+        if !self.recv_buffers.is_power_of_two() || !(1..=32768).contains(&self.recv_buffers) {
+            return err(format!(
+                "receive buffers must be a power of two in 1..=32768, got {}",
+                self.recv_buffers
+            ));
+        }
+        if !(256..=1 << 20).contains(&self.recv_buffer_size) {
+            return err(format!(
+                "receive buffer size must be 256..=1048576 bytes, got {}",
+                self.recv_buffer_size
+            ));
+        }
+        if self.max_body == 0 || self.max_body > MAX_MAX_BODY {
+            return err(format!(
+                "max body must be 1..={MAX_MAX_BODY} bytes, got {}",
+                self.max_body
+            ));
+        }
+        if self.max_connections == 0 {
+            return err("max connections must be at least 1".into());
+        }
+        if self.stats_interval.is_some_and(|d| d.is_zero()) {
+            return err("stats interval must be longer than zero".into());
+        }
+        let listen = ListenAddr::parse(&self.listen)?;
+        Ok(Config {
+            cores: self.cores,
+            listen,
+            ring_entries: self.ring_entries,
+            recv_buffers: self.recv_buffers as u16,
+            recv_buffer_size: self.recv_buffer_size,
+            max_body: self.max_body,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace,
+            stats_interval: self.stats_interval,
+            pin_cores: self.pin_cores,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_listen_form() {
+        assert_eq!(
+            ListenAddr::parse(":8888").unwrap(),
+            ListenAddr::AllInterfaces(8888)
+        );
+        assert_eq!(
+            ListenAddr::parse("127.0.0.1:9").unwrap(),
+            ListenAddr::Addr("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("[::]:80").unwrap(),
+            ListenAddr::Addr("[::]:80".parse().unwrap())
+        );
+        assert!(
+            matches!(ListenAddr::parse("localhost:7").unwrap(), ListenAddr::Addr(a) if a.port() == 7)
+        );
+        assert!(ListenAddr::parse(":99999").is_err());
+        assert!(
+            ListenAddr::parse("nonsense")
+                .unwrap_err()
+                .0
+                .contains("nonsense")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_knobs_with_the_range() {
+        let e = Config::builder().ring_entries(1000).build().unwrap_err();
+        assert!(e.0.contains("power of two"), "{e}");
+        assert!(Config::builder().cores(0).build().is_err());
+        assert!(Config::builder().recv_buffers(65536).build().is_err());
+        assert!(Config::builder().recv_buffer_size(10).build().is_err());
+        assert!(Config::builder().max_body(0).build().is_err());
+        assert!(
+            Config::builder()
+                .stats_interval(Some(Duration::ZERO))
+                .build()
+                .is_err()
+        );
+        let c = Config::builder()
+            .cores(3)
+            .max_connections(10)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_connections_per_core(), 4);
+    }
+}

@@ -1,0 +1,645 @@
+//! One core's event loop: completions → connections → one send each → one kernel entry.
+//!
+//! Invariants:
+//! - Each tick drains every completion, lets each touched connection decode and dispatch,
+//!   then starts at most one vectored send per connection (none while one is in flight),
+//!   and enters the kernel once for all of it.
+//! - A connection's slot (and so its socket) is freed only when it has no recv armed and no
+//!   send in flight; every completion is checked against the slot's generation first.
+//! - Network input never panics the loop: a bad peer closes only its own connection.
+
+use std::fs::File;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnStats};
+use crate::ring::{Cqe, OpKind, Ring, RingError, Token, sys};
+use crate::router::Router;
+
+const TIMER_STATS: u32 = 0;
+const TIMER_ACCEPT_RETRY: u32 = 1;
+const TIMER_DRAIN: u32 = 2;
+/// How long accept pauses after running out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a draining reactor re-checks its connections and the grace deadline.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
+
+/// State shared by all reactors of a server and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) wakers: Vec<File>,
+}
+
+impl Shared {
+    /// Asks every reactor to drain and stop.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for w in &self.wakers {
+            // A full eventfd counter already guarantees a wake-up, so errors are harmless.
+            let _ = io::Write::write(&mut &*w, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// Totals of one reactor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Which reactor (0-based).
+    pub core: usize,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Connections refused at the connection limit.
+    pub refused: u64,
+    /// Requests dispatched.
+    pub requests: u64,
+    /// Notifies dispatched.
+    pub notifies: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Vectored sends issued.
+    pub sends: u64,
+    /// Requests and notifies for unknown methods.
+    pub not_found: u64,
+    /// Handlers that panicked.
+    pub panics: u64,
+    /// Connections closed for breaking the protocol.
+    pub protocol_errors: u64,
+    /// Connections closed by a socket error (reset, broken pipe).
+    pub socket_errors: u64,
+    /// Times the receive buffers ran out (recv re-armed).
+    pub recv_buffers_exhausted: u64,
+    /// Accept failures (descriptor or memory exhaustion).
+    pub accept_errors: u64,
+}
+
+impl CoreStats {
+    /// Average frames carried by one send.
+    pub fn frames_per_send(&self) -> f64 {
+        if self.sends == 0 {
+            0.0
+        } else {
+            self.frames_out as f64 / self.sends as f64
+        }
+    }
+
+    fn add_conn_delta(&mut self, before: &ConnStats, after: &ConnStats) {
+        self.bytes_in += after.bytes_in - before.bytes_in;
+        self.frames_in += after.frames_in - before.frames_in;
+        self.requests += after.requests - before.requests;
+        self.notifies += after.notifies - before.notifies;
+        self.not_found += after.not_found - before.not_found;
+        self.panics += after.panics - before.panics;
+    }
+}
+
+/// Why a connection was closed (logged at trace level).
+#[derive(Debug)]
+enum CloseReason {
+    PeerClosed,
+    Protocol(ringrpc_protocol::DecodeError),
+    Socket(io::Error),
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::Socket(e) => write!(f, "socket error: {e}"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+struct Slot {
+    stream: TcpStream,
+    generation: u32,
+    conn: Conn,
+    spare_batch: Vec<Bytes>,
+    recv_armed: bool,
+    send_in_flight: bool,
+    peer_eof: bool,
+    write_shut: bool,
+    dead: Option<CloseReason>,
+    shut_both: bool,
+    dirty: bool,
+    drain_target: Option<u64>,
+}
+
+impl Slot {
+    fn close(&mut self, reason: CloseReason) {
+        self.dead.get_or_insert(reason);
+    }
+}
+
+/// One core's reactor.
+pub(crate) struct Reactor {
+    id: usize,
+    ring: Ring,
+    listener: Option<TcpListener>,
+    conns: Slab<Slot>,
+    generation: u32,
+    router: Arc<Router>,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    dirty: Vec<usize>,
+    stats: CoreStats,
+    accept_armed: bool,
+    accept_backoff: bool,
+    draining: Option<Instant>,
+    forced: bool,
+    quiescing: bool,
+    last_report: (Instant, CoreStats),
+}
+
+fn timer(id: u32) -> Token {
+    Token::bare(OpKind::Timer, id)
+}
+
+const ACCEPT: Token = Token {
+    kind: OpKind::Accept,
+    generation: 0,
+    slot: 0,
+};
+const WAKE: Token = Token {
+    kind: OpKind::Wake,
+    generation: 0,
+    slot: 0,
+};
+
+impl Reactor {
+    /// Builds the reactor's ring; call on the reactor's own thread.
+    pub(crate) fn new(
+        id: usize,
+        config: Arc<Config>,
+        router: Arc<Router>,
+        shared: Arc<Shared>,
+        listener: TcpListener,
+        wake: File,
+    ) -> Result<Reactor, RingError> {
+        let ring = Ring::new(
+            config.ring_entries,
+            config.recv_buffers,
+            config.recv_buffer_size,
+            wake,
+        )?;
+        tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
+        Ok(Reactor {
+            id,
+            ring,
+            listener: Some(listener),
+            conns: Slab::with_capacity(1024),
+            generation: 0,
+            router,
+            config,
+            shared,
+            dirty: Vec::with_capacity(1024),
+            stats: CoreStats {
+                core: id,
+                ..CoreStats::default()
+            },
+            accept_armed: false,
+            accept_backoff: false,
+            draining: None,
+            forced: false,
+            quiescing: false,
+            last_report: (Instant::now(), CoreStats::default()),
+        })
+    }
+
+    /// Runs until shutdown has drained every connection; returns this core's totals.
+    pub(crate) fn run(mut self) -> io::Result<CoreStats> {
+        self.arm_accept();
+        self.ring.wake_read(WAKE)?;
+        if let Some(every) = self.config.stats_interval {
+            self.ring.timer(every, timer(TIMER_STATS))?;
+        }
+        let mut cqes = Vec::with_capacity(4096);
+        loop {
+            if self.draining.is_some() && self.conns.is_empty() {
+                break;
+            }
+            self.ring.submit_and_wait(1, &mut cqes)?;
+            for cqe in cqes.drain(..) {
+                self.on_completion(cqe);
+            }
+            if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
+                self.begin_drain();
+            }
+            if let Some(deadline) = self.draining {
+                if !self.forced && Instant::now() >= deadline {
+                    self.force_close_all();
+                }
+            }
+            self.flush();
+        }
+        self.quiesce();
+        Ok(self.stats)
+    }
+
+    fn on_completion(&mut self, cqe: Cqe) {
+        match cqe.token.kind {
+            OpKind::Accept => self.on_accept(cqe),
+            OpKind::Recv => self.on_recv(cqe),
+            OpKind::Send => self.on_send(cqe),
+            OpKind::Wake => {
+                if cqe.result >= 0 && !self.quiescing {
+                    if let Err(e) = self.ring.wake_read(WAKE) {
+                        tracing::error!(core = self.id, "cannot re-arm wake-up: {e}");
+                    }
+                }
+            }
+            OpKind::Timer => self.on_timer(cqe.token.slot),
+            OpKind::Cancel => {}
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        match self.ring.accept_multi(listener.as_raw_fd(), ACCEPT) {
+            Ok(()) => self.accept_armed = true,
+            Err(e) => tracing::error!(core = self.id, "cannot arm accept: {e}"),
+        }
+    }
+
+    fn on_accept(&mut self, cqe: Cqe) {
+        if !cqe.more() {
+            self.accept_armed = false;
+        }
+        if cqe.result >= 0 {
+            let stream = sys::stream_from_accept(cqe.result);
+            if self.draining.is_some() {
+                return;
+            }
+            if self.conns.len() >= self.config.max_connections_per_core() {
+                self.stats.refused += 1;
+                tracing::warn!(
+                    core = self.id,
+                    limit = self.config.max_connections_per_core(),
+                    "connection limit reached; refusing a connection"
+                );
+                return;
+            }
+            self.open_conn(stream);
+        } else {
+            let errno = -cqe.result;
+            match errno {
+                libc::ECANCELED => {}
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    self.stats.accept_errors += 1;
+                    tracing::warn!(
+                        core = self.id,
+                        "accept failed: {} — pausing accepts for {ACCEPT_BACKOFF:?}; raise the open-files limit (`ulimit -n`) or lower --max-connections",
+                        io::Error::from_raw_os_error(errno)
+                    );
+                    if self.accept_armed {
+                        let _ = self.ring.cancel(ACCEPT);
+                    }
+                    if !self.accept_backoff
+                        && self
+                            .ring
+                            .timer(ACCEPT_BACKOFF, timer(TIMER_ACCEPT_RETRY))
+                            .is_ok()
+                    {
+                        self.accept_backoff = true;
+                    }
+                }
+                _ => tracing::debug!(
+                    core = self.id,
+                    "accept: {}",
+                    io::Error::from_raw_os_error(errno)
+                ),
+            }
+        }
+        if !self.accept_armed && !self.accept_backoff && self.draining.is_none() && !self.quiescing
+        {
+            self.arm_accept();
+        }
+    }
+
+    fn open_conn(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.generation = self.generation.wrapping_add(1) & crate::ring::token::GENERATION_MASK;
+        let generation = self.generation;
+        let fd = stream.as_raw_fd();
+        let idx = self.conns.insert(Slot {
+            stream,
+            generation,
+            conn: Conn::new(peer, self.config.max_body),
+            spare_batch: Vec::new(),
+            recv_armed: false,
+            send_in_flight: false,
+            peer_eof: false,
+            write_shut: false,
+            dead: None,
+            shut_both: false,
+            dirty: false,
+            drain_target: None,
+        });
+        self.stats.accepted += 1;
+        let slot = &mut self.conns[idx];
+        match self
+            .ring
+            .recv_multi(fd, Token::conn(OpKind::Recv, idx, generation))
+        {
+            Ok(()) => slot.recv_armed = true,
+            Err(e) => slot.close(CloseReason::Socket(e)),
+        }
+        self.mark_dirty(idx);
+    }
+
+    fn mark_dirty(&mut self, idx: usize) {
+        if let Some(slot) = self.conns.get_mut(idx) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    /// The live slot a completion names, if its generation still matches.
+    fn live(&self, token: Token) -> Option<usize> {
+        let idx = token.slot as usize;
+        match self.conns.get(idx) {
+            Some(s) if s.generation == token.generation => Some(idx),
+            _ => None,
+        }
+    }
+
+    fn on_recv(&mut self, cqe: Cqe) {
+        let Some(idx) = self.live(cqe.token) else {
+            if let Some(bid) = cqe.buffer_id() {
+                self.ring.bufs().recycle(bid);
+            }
+            return;
+        };
+        let slot = &mut self.conns[idx];
+        if !cqe.more() {
+            slot.recv_armed = false;
+        }
+        if cqe.result > 0 {
+            match cqe.buffer_id() {
+                Some(bid) => {
+                    let bufs = self.ring.bufs();
+                    if slot.dead.is_none() && !slot.write_shut {
+                        let before = slot.conn.stats;
+                        let result = slot
+                            .conn
+                            .handle_recv(bufs.get(bid, cqe.result as usize), &self.router);
+                        self.stats.add_conn_delta(&before, &slot.conn.stats);
+                        if let Err(e) = result {
+                            self.stats.protocol_errors += 1;
+                            tracing::debug!(core = self.id, peer = %slot.conn.peer(), "closing connection: {e}");
+                            slot.close(CloseReason::Protocol(e));
+                        }
+                    }
+                    bufs.recycle(bid);
+                }
+                None => slot.close(CloseReason::Socket(io::Error::other(
+                    "recv completion without a buffer",
+                ))),
+            }
+        } else if cqe.result == 0 {
+            slot.peer_eof = true;
+        } else {
+            match -cqe.result {
+                libc::ENOBUFS => self.stats.recv_buffers_exhausted += 1,
+                libc::ECANCELED => {}
+                errno => {
+                    self.stats.socket_errors += 1;
+                    slot.close(CloseReason::Socket(io::Error::from_raw_os_error(errno)));
+                }
+            }
+        }
+        if !slot.recv_armed && slot.dead.is_none() && !slot.peer_eof {
+            let token = Token::conn(OpKind::Recv, idx, slot.generation);
+            match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
+                Ok(()) => slot.recv_armed = true,
+                Err(e) => slot.close(CloseReason::Socket(e)),
+            }
+        }
+        self.mark_dirty(idx);
+    }
+
+    fn on_send(&mut self, cqe: Cqe) {
+        let Some(done) = self.ring.take_send(&cqe) else {
+            return;
+        };
+        let Some(idx) = self.live(done.conn) else {
+            return;
+        };
+        let slot = &mut self.conns[idx];
+        slot.send_in_flight = false;
+        if done.result < 0 {
+            self.stats.socket_errors += 1;
+            slot.close(CloseReason::Socket(io::Error::from_raw_os_error(
+                -done.result,
+            )));
+        } else {
+            self.stats.bytes_out += done.result as u64;
+            let mut batch = done.segments;
+            slot.conn.out.sent(&mut batch, done.result as usize);
+            slot.spare_batch = batch;
+        }
+        self.mark_dirty(idx);
+    }
+
+    fn on_timer(&mut self, id: u32) {
+        if self.quiescing {
+            return;
+        }
+        match id {
+            TIMER_STATS => {
+                self.report_interval();
+                if let Some(every) = self.config.stats_interval {
+                    let _ = self.ring.timer(every, timer(TIMER_STATS));
+                }
+            }
+            TIMER_ACCEPT_RETRY => {
+                self.accept_backoff = false;
+                if !self.accept_armed && self.draining.is_none() {
+                    self.arm_accept();
+                }
+            }
+            TIMER_DRAIN => {
+                if self.draining.is_some() {
+                    let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+                    for idx in idxs {
+                        self.mark_dirty(idx);
+                    }
+                    let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn report_interval(&mut self) {
+        let now = Instant::now();
+        let (then, prev) = self.last_report;
+        let secs = now.duration_since(then).as_secs_f64().max(1e-9);
+        let s = self.stats;
+        let sends = s.sends - prev.sends;
+        let frames = s.frames_out - prev.frames_out;
+        tracing::info!(
+            "core {}: {} conns, {:.0} req/s, in {:.1} MB/s, out {:.1} MB/s, {:.1} frames/send, {} closed",
+            self.id,
+            self.conns.len(),
+            (s.requests - prev.requests) as f64 / secs,
+            (s.bytes_in - prev.bytes_in) as f64 / secs / 1e6,
+            (s.bytes_out - prev.bytes_out) as f64 / secs / 1e6,
+            if sends == 0 {
+                0.0
+            } else {
+                frames as f64 / sends as f64
+            },
+            s.closed - prev.closed,
+        );
+        self.last_report = (now, s);
+    }
+
+    fn begin_drain(&mut self) {
+        let grace = self.config.shutdown_grace;
+        self.draining = Some(Instant::now() + grace);
+        if self.accept_armed {
+            let _ = self.ring.cancel(ACCEPT);
+        }
+        // The kernel keeps its own reference until the accept is cancelled; then the
+        // listening socket closes and new connections are refused.
+        self.listener = None;
+        for (_, slot) in self.conns.iter_mut() {
+            // Everything the peer sent before this moment is owed an answer.
+            let unread = sys::unread_bytes(slot.stream.as_fd()).unwrap_or(0) as u64;
+            slot.drain_target = Some(slot.conn.stats.bytes_in + unread);
+        }
+        let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        for idx in idxs {
+            self.mark_dirty(idx);
+        }
+        let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));
+        tracing::debug!(core = self.id, conns = self.conns.len(), "draining");
+    }
+
+    fn force_close_all(&mut self) {
+        self.forced = true;
+        let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        if !idxs.is_empty() {
+            tracing::warn!(
+                core = self.id,
+                conns = idxs.len(),
+                "shutdown grace expired; closing remaining connections"
+            );
+        }
+        for idx in idxs {
+            self.conns[idx].close(CloseReason::Shutdown);
+            self.mark_dirty(idx);
+        }
+    }
+
+    /// Starts sends and moves connections through their close states.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &idx in &dirty {
+            self.advance(idx);
+        }
+        dirty.clear();
+        // `advance` never marks dirty, so nothing was pushed meanwhile; keep the capacity.
+        debug_assert!(self.dirty.is_empty());
+        self.dirty = dirty;
+    }
+
+    fn advance(&mut self, idx: usize) {
+        let Some(slot) = self.conns.get_mut(idx) else {
+            return;
+        };
+        slot.dirty = false;
+        let token = Token::conn(OpKind::Recv, idx, slot.generation);
+        if slot.dead.is_none() && !slot.send_in_flight && !slot.conn.out.is_empty() {
+            let mut batch = std::mem::take(&mut slot.spare_batch);
+            self.stats.frames_out += slot.conn.out.take_batch(&mut batch);
+            let send_token = Token::conn(OpKind::Send, idx, slot.generation);
+            match self.ring.send(slot.stream.as_raw_fd(), send_token, batch) {
+                Ok(()) => {
+                    slot.send_in_flight = true;
+                    self.stats.sends += 1;
+                }
+                Err(e) => slot.close(CloseReason::Socket(e)),
+            }
+        }
+        let drained = slot.drain_target.is_some_and(|target| {
+            slot.conn.stats.bytes_in >= target && slot.conn.partial_len() == 0
+        });
+        let output_done = !slot.send_in_flight && slot.conn.out.is_empty();
+        if slot.dead.is_none() && output_done && (slot.peer_eof || drained) && !slot.write_shut {
+            // Everything owed is written: send FIN, and keep reading (discarding) until the
+            // peer closes too, so unread input never turns our close into a reset.
+            let _ = slot.stream.shutdown(Shutdown::Write);
+            slot.write_shut = true;
+            if slot.peer_eof {
+                slot.close(CloseReason::PeerClosed);
+            }
+        }
+        if slot.dead.is_some() && !slot.shut_both {
+            slot.shut_both = true;
+            let _ = slot.stream.shutdown(Shutdown::Both);
+            if slot.recv_armed {
+                let _ = self.ring.cancel(token);
+            }
+        }
+        if slot.dead.is_some() && !slot.recv_armed && !slot.send_in_flight {
+            let slot = self.conns.remove(idx);
+            self.stats.closed += 1;
+            if let Some(reason) = &slot.dead {
+                tracing::trace!(core = self.id, peer = %slot.conn.peer(), "connection closed: {reason}");
+            }
+        }
+    }
+
+    /// Cancels the reactor's own ops and waits for every op to finish, so no kernel access
+    /// to ring-owned memory outlives the ring.
+    fn quiesce(&mut self) {
+        self.quiescing = true;
+        if self.accept_armed {
+            let _ = self.ring.cancel(ACCEPT);
+        }
+        let _ = self.ring.cancel(WAKE);
+        for id in [TIMER_STATS, TIMER_ACCEPT_RETRY, TIMER_DRAIN] {
+            let _ = self.ring.cancel(timer(id));
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut cqes = Vec::new();
+        while self.ring.in_flight() > 0 && Instant::now() < deadline {
+            if self.ring.submit_and_wait(1, &mut cqes).is_err() {
+                break;
+            }
+            for cqe in cqes.drain(..) {
+                if cqe.token.kind == OpKind::Send {
+                    self.ring.take_send(&cqe);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The public face of the engine: bind, start one reactor per core, shut down, report.
+//!
+//! Invariants: every listener of a server shares one port through `SO_REUSEPORT` and is
+//! bound before any reactor starts, so address errors surface synchronously; a reactor's
+//! io_uring is created on its own thread (SINGLE_ISSUER), and a failure of any one stops
+//! the others before `start` returns the error.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Config, ConfigError, ListenAddr};
+use crate::reactor::{CoreStats, Reactor, Shared};
+use crate::ring::{RingError, sys};
+use crate::router::{Handler, RouteError, Router};
+
+/// Listen backlog of each reactor's socket.
+const BACKLOG: i32 = 4096;
+
+/// Why the server could not start; each message names the cause and the fix.
+#[derive(Debug)]
+pub enum StartError {
+    /// A setting is out of range.
+    Config(ConfigError),
+    /// A method name is invalid.
+    Route(RouteError),
+    /// Another socket already listens on the address.
+    AddrInUse(SocketAddr),
+    /// Binding needs privileges the process lacks.
+    PermissionDenied(SocketAddr),
+    /// The address is not one of this machine's.
+    AddrNotAvailable(SocketAddr),
+    /// Any other socket error while binding.
+    Bind(SocketAddr, io::Error),
+    /// A reactor's io_uring could not be set up.
+    Ring(usize, RingError),
+    /// A thread or eventfd could not be created.
+    Resource(&'static str, io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Route(e) => write!(f, "{e}"),
+            StartError::AddrInUse(a) => write!(
+                f,
+                "address {a} is already in use: another process listens on port {p} (find it with `ss -ltnp 'sport = :{p}'`); stop it or choose another port with --listen",
+                p = a.port()
+            ),
+            StartError::PermissionDenied(a) => write!(
+                f,
+                "permission denied binding {a}: ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port of 1024 or more"
+            ),
+            StartError::AddrNotAvailable(a) => write!(
+                f,
+                "cannot bind {a}: that address is not assigned to this machine; use :PORT for all interfaces or one of `ip addr`'s addresses"
+            ),
+            StartError::Bind(a, e) => write!(f, "cannot bind {a}: {e}"),
+            StartError::Ring(core, e) => write!(f, "core {core}: {e}"),
+            StartError::Resource(what, e) => write!(f, "cannot create {what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A reactor stopped with an error or a panic.
+#[derive(Debug)]
+pub struct RunError {
+    /// Which reactor.
+    pub core: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "core {} failed: {}", self.core, self.message)
+    }
+}
+impl std::error::Error for RunError {}
+
+/// Per-core totals after a server stopped.
+#[derive(Clone, Debug, Default)]
+pub struct ServerReport {
+    /// One entry per reactor, in core order.
+    pub cores: Vec<CoreStats>,
+}
+
+impl ServerReport {
+    /// The sum over all cores (`core` is meaningless in it).
+    pub fn total(&self) -> CoreStats {
+        let mut t = CoreStats::default();
+        for c in &self.cores {
+            t.accepted += c.accepted;
+            t.closed += c.closed;
+            t.refused += c.refused;
+            t.requests += c.requests;
+            t.notifies += c.notifies;
+            t.frames_in += c.frames_in;
+            t.frames_out += c.frames_out;
+            t.bytes_in += c.bytes_in;
+            t.bytes_out += c.bytes_out;
+            t.sends += c.sends;
+            t.not_found += c.not_found;
+            t.panics += c.panics;
+            t.protocol_errors += c.protocol_errors;
+            t.socket_errors += c.socket_errors;
+            t.recv_buffers_exhausted += c.recv_buffers_exhausted;
+            t.accept_errors += c.accept_errors;
+        }
+        t
+    }
+}
+
+impl fmt::Display for ServerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = |f: &mut fmt::Formatter<'_>, name: &str, c: &CoreStats| {
+            writeln!(
+                f,
+                "{name:>7}: {} connections, {} requests, {} notifies, {} bytes in, {} bytes out, {} sends, {:.1} frames/send, {} protocol errors",
+                c.accepted,
+                c.requests,
+                c.notifies,
+                c.bytes_in,
+                c.bytes_out,
+                c.sends,
+                c.frames_per_send(),
+                c.protocol_errors
+            )
+        };
+        for c in &self.cores {
+            line(f, &format!("core {}", c.core), c)?;
+        }
+        line(f, "total", &self.total())
+    }
+}
+
+/// Stops a running server from any thread.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, answers every request already received, flushes, closes every
+    /// connection and lets `run`/`join` return. Returns at once; idempotent.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+}
+
+/// Collects routes and settings; [`ServerBuilder::build`] validates and binds.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    config: Option<Config>,
+    router: Router,
+    route_error: Option<RouteError>,
+}
+
+impl ServerBuilder {
+    /// Uses `config` (default: [`Config::builder`]'s defaults).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Serves `method` with `handler`, replacing a built-in of the same name.
+    pub fn route(mut self, method: &str, handler: Handler) -> Self {
+        if let Err(e) = self.router.add(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Validates, raises the open-files soft limit to the hard limit, and binds the
+    /// listeners (one per core, sharing the port).
+    pub fn build(self) -> Result<Server, StartError> {
+        if let Some(e) = self.route_error {
+            return Err(StartError::Route(e));
+        }
+        let config = match self.config {
+            Some(c) => c,
+            None => Config::builder().build().map_err(StartError::Config)?,
+        };
+        match sys::raise_nofile_limit() {
+            Ok((old, new)) if old != new => {
+                tracing::debug!("raised open-files limit from {old} to {new}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+        }
+        let (listeners, local_addr) = bind_all(config.listen(), config.cores())?;
+        let mut wakers = Vec::with_capacity(config.cores());
+        let mut wake_reads = Vec::with_capacity(config.cores());
+        for _ in 0..config.cores() {
+            let fd = sys::eventfd().map_err(|e| StartError::Resource("an eventfd", e))?;
+            wake_reads.push(
+                fd.try_clone()
+                    .map_err(|e| StartError::Resource("an eventfd", e))?,
+            );
+            wakers.push(fd);
+        }
+        Ok(Server {
+            config: Arc::new(config),
+            router: Arc::new(self.router),
+            listeners,
+            local_addr,
+            wake_reads,
+            shared: Arc::new(Shared {
+                shutdown: AtomicBool::new(false),
+                wakers,
+            }),
+        })
+    }
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<Config>,
+    router: Arc<Router>,
+    listeners: Vec<TcpListener>,
+    local_addr: SocketAddr,
+    wake_reads: Vec<File>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// A builder with the built-in `/echo` route.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: None,
+            router: Router::with_builtins(),
+            route_error: None,
+        }
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle that can stop the server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until shut down; blocks.
+    pub fn run(self) -> Result<ServerReport, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.start()?.join()?)
+    }
+
+    /// Starts every reactor and returns once all are serving.
+    pub fn start(self) -> Result<RunningServer, StartError> {
+        let cores = self.config.cores();
+        let cpus = if self.config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if self.config.pin_cores && cores > cpus.len() {
+            tracing::warn!(
+                "{cores} cores requested but only {} CPUs are available to this process; reactors will share CPUs",
+                cpus.len()
+            );
+        }
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
+        let mut threads = Vec::with_capacity(cores);
+        let wake_reads = self.wake_reads;
+        for (id, (listener, wake)) in self.listeners.into_iter().zip(wake_reads).enumerate() {
+            let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+            let (config, router, shared, ready) = (
+                self.config.clone(),
+                self.router.clone(),
+                self.shared.clone(),
+                ready_tx.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("ringrpc-core-{id}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if !core_affinity::set_for_current(cpu) {
+                            tracing::warn!(core = id, "could not pin to CPU {}", cpu.id);
+                        }
+                    }
+                    let reactor = match Reactor::new(id, config, router, shared, listener, wake) {
+                        Ok(r) => {
+                            let _ = ready.send((id, Ok(())));
+                            r
+                        }
+                        Err(e) => {
+                            let _ = ready.send((id, Err(e)));
+                            return Ok(CoreStats {
+                                core: id,
+                                ..CoreStats::default()
+                            });
+                        }
+                    };
+                    drop(ready);
+                    reactor.run()
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.shared.shutdown();
+                    join_all(threads);
+                    return Err(StartError::Resource("a reactor thread", e));
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..cores {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((id, Err(e))) => {
+                    failure.get_or_insert(StartError::Ring(id, e));
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = failure {
+            self.shared.shutdown();
+            join_all(threads);
+            return Err(e);
+        }
+        Ok(RunningServer {
+            handle: ServerHandle {
+                shared: self.shared,
+            },
+            local_addr: self.local_addr,
+            threads,
+        })
+    }
+}
+
+/// A server whose reactors are running.
+#[derive(Debug)]
+pub struct RunningServer {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<io::Result<CoreStats>>>,
+}
+
+impl RunningServer {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+    /// A handle to stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+    /// Shuts down and waits for every reactor.
+    pub fn shutdown(self) -> Result<ServerReport, RunError> {
+        self.handle.shutdown();
+        self.join()
+    }
+    /// Waits for every reactor to finish (after a shutdown from some handle).
+    pub fn join(self) -> Result<ServerReport, RunError> {
+        let mut report = ServerReport::default();
+        let mut failure = None;
+        for (core, result) in join_all(self.threads).into_iter().enumerate() {
+            match result {
+                Ok(stats) => report.cores.push(stats),
+                Err(message) => {
+                    // One core failing takes the server down rather than serving on a subset.
+                    self.handle.shutdown();
+                    failure.get_or_insert(RunError { core, message });
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+fn join_all(threads: Vec<JoinHandle<io::Result<CoreStats>>>) -> Vec<Result<CoreStats, String>> {
+    threads
+        .into_iter()
+        .map(|t| match t.join() {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "reactor panicked".into())),
+        })
+        .collect()
+}
+
+/// Binds `n` listeners sharing one port, trying each candidate address in turn.
+fn bind_all(listen: &ListenAddr, n: usize) -> Result<(Vec<TcpListener>, SocketAddr), StartError> {
+    let candidates = listen.candidates();
+    let last = candidates.len() - 1;
+    for (i, addr) in candidates.into_iter().enumerate() {
+        match bind_group(addr, n) {
+            Ok(bound) => return Ok(bound),
+            // `:PORT` on a machine without IPv6: fall back to IPv4.
+            Err(e)
+                if i < last
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+                    ) =>
+            {
+                tracing::debug!("cannot listen on {addr} ({e}); trying the next address");
+            }
+            Err(e) => {
+                return Err(match e.raw_os_error() {
+                    Some(libc::EADDRINUSE) => StartError::AddrInUse(addr),
+                    Some(libc::EACCES) | Some(libc::EPERM) => StartError::PermissionDenied(addr),
+                    Some(libc::EADDRNOTAVAIL) => StartError::AddrNotAvailable(addr),
+                    _ => StartError::Bind(addr, e),
+                });
+            }
+        }
+    }
+    unreachable!("the last candidate returns")
+}
+
+fn bind_group(addr: SocketAddr, n: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    // An exclusive bind first: SO_REUSEPORT would otherwise silently join another process's
+    // listeners on the same port (same user) instead of reporting the port as taken.
+    let probe = new_socket(addr, false)?;
+    probe.bind(&addr.into())?;
+    let actual = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
+    drop(probe);
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = new_socket(addr, true)?;
+        s.bind(&actual.into())?;
+        s.listen(BACKLOG)?;
+        listeners.push(TcpListener::from(s));
+    }
+    Ok((listeners, actual))
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        s.set_only_v6(false)?;
+    }
+    Ok(s)
+}
