@@ -593,13 +593,19 @@ impl Reactor {
             slot.conn.stats.bytes_in >= target && slot.conn.partial_len() == 0
         });
         let output_done = !slot.send_in_flight && slot.conn.out.is_empty();
-        if slot.dead.is_none() && output_done && (slot.peer_eof || drained) && !slot.write_shut {
-            // Everything owed is written: send FIN, and keep reading (discarding) until the
-            // peer closes too, so unread input never turns our close into a reset.
-            let _ = slot.stream.shutdown(Shutdown::Write);
-            slot.write_shut = true;
+        if slot.dead.is_none() && output_done && (slot.peer_eof || drained) {
+            // Everything owed is written: send FIN. Then close once the peer has closed too
+            // or nothing it sent is left unread; until then keep reading (and discarding),
+            // so unread input never turns our close into a reset that could destroy
+            // responses the peer has not read yet.
+            if !slot.write_shut {
+                let _ = slot.stream.shutdown(Shutdown::Write);
+                slot.write_shut = true;
+            }
             if slot.peer_eof {
                 slot.close(CloseReason::PeerClosed);
+            } else if sys::unread_bytes(slot.stream.as_fd()).is_ok_and(|n| n == 0) {
+                slot.close(CloseReason::Shutdown);
             }
         }
         if slot.dead.is_some() && !slot.shut_both {

@@ -1,0 +1,153 @@
+//! Tests of the `engine` binary: serving, signals, and startup errors that name the fix.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+use ringrpc_protocol::Frame;
+
+fn engine(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts the binary and reads the address from its "listening on" line.
+fn start(args: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut child = engine(args).spawn().expect("spawn engine");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    (child, addr, out)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            panic!("engine did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn failed_start(args: &[&str]) -> String {
+    let out = engine(args).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "engine {args:?} should fail to start"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("engine: error:"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn serves_echo_and_exits_cleanly_on_sigterm_with_totals() {
+    let (mut child, addr, mut out) = start(&["--cores", "2", "--listen", "127.0.0.1:0"]);
+    let mut c = Client::connect(addr);
+    for seq in 0..10 {
+        c.echo(seq, format!("payload {seq}").as_bytes());
+    }
+    c.send(&Frame::ping());
+    assert_eq!(c.recv().header.cmd, ringrpc_protocol::Command::Pong);
+    signal(&child, "-TERM");
+    // The open connection is closed by the server, after everything was answered.
+    assert!(c.try_recv().unwrap().is_none());
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("core 0:") && rest.contains("core 1:"),
+        "per-core totals missing: {rest}"
+    );
+    let total = rest
+        .lines()
+        .find(|l| l.trim_start().starts_with("total:"))
+        .expect("a total line");
+    assert!(total.contains("10 requests"), "{total}");
+    assert!(total.contains("frames/send"), "{total}");
+}
+
+#[test]
+fn sigint_also_drains_and_exits_zero() {
+    let (mut child, addr, _out) = start(&["--cores", "1", "--listen", "127.0.0.1:0"]);
+    Client::connect(addr).echo(1, b"x");
+    signal(&child, "-INT");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn more_cores_than_cpus_still_runs_with_a_warning() {
+    let (mut child, addr, _out) = start(&["--cores", "8", "--listen", "127.0.0.1:0"]);
+    Client::connect(addr).echo(1, b"x");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    if cpus < 8 {
+        assert!(err.contains("reactors will share CPUs"), "{err}");
+    }
+}
+
+#[test]
+fn address_in_use_names_the_cause_and_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = failed_start(&["--cores", "1", "--listen", &addr]);
+    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+}
+
+#[test]
+fn a_second_engine_on_the_same_port_is_refused_not_joined() {
+    let (mut first, addr, _out) = start(&["--cores", "1", "--listen", "127.0.0.1:0"]);
+    let err = failed_start(&["--cores", "1", "--listen", &addr.to_string()]);
+    assert!(err.contains("already in use"), "{err}");
+    signal(&first, "-TERM");
+    assert!(wait_exit(&mut first, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_allowed_range() {
+    assert!(
+        failed_start(&["--ring-entries", "1000", "--listen", "127.0.0.1:0"])
+            .contains("power of two")
+    );
+    assert!(failed_start(&["--buffers", "3", "--listen", "127.0.0.1:0"]).contains("power of two"));
+    assert!(failed_start(&["--cores", "0", "--listen", "127.0.0.1:0"]).contains("cores must be"));
+    assert!(failed_start(&["--listen", "not-an-address"]).contains("invalid listen address"));
+    assert!(failed_start(&["--listen", "192.0.2.1:0"]).contains("not assigned to this machine"));
+}
