@@ -1,0 +1,342 @@
+//! Command-line flags, their value parsers, and the validated [`Config`] a run uses.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ringrpc_protocol::{DEFAULT_MAX_BODY, MAX_METHOD_LEN};
+
+/// Flags of the `loadgen` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Closed-loop load generator for arpc / ringrpc servers",
+    long_about = "Closed-loop load generator for arpc / ringrpc servers.\n\n\
+        Every connection keeps --per-conn requests in flight; each answer is checked \
+        (command, seq, error flag, echoed payload) and timed into an HdrHistogram.\n\n\
+        Exit status: 0 when every measured request was answered correctly, 1 when any \
+        failed (errors, mismatches, timeouts, lost), 2 for usage or connection problems."
+)]
+pub struct Cli {
+    /// Server address, HOST:PORT (":PORT" means 127.0.0.1:PORT).
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub target: String,
+    /// Number of TCP connections.
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+    /// Requests kept in flight on each connection.
+    #[arg(long, default_value_t = 10)]
+    pub per_conn: usize,
+    /// Measured run time after warmup: 10s, 500ms, 2m, 1h or plain seconds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Load applied before measuring starts; its answers are not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Payload bytes per request.
+    #[arg(long, default_value_t = 32)]
+    pub payload: usize,
+    /// Method name sent in every request (the server must echo the payload).
+    #[arg(long, default_value = "/echo")]
+    pub method: String,
+    /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Pin I/O threads round-robin to these CPUs, e.g. `1` or `0,2-3`.
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+    /// Also write the results as a JSON object to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// A request unanswered for this long counts as a timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// No per-second progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// CPU ids parsed from `--cpus` (a newtype so clap takes the flag as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&ids.join(","))
+    }
+}
+
+/// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, `1.5s` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let invalid = || {
+        format!(
+            "invalid duration `{text}`: expected a number with an optional unit (us, ms, s, m, h), e.g. 10s or 500ms"
+        )
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(invalid());
+    }
+    let nanos_per_unit: u64 = match unit {
+        "" | "s" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "us" | "µs" => 1_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3600 * 1_000_000_000,
+        _ => return Err(invalid()),
+    };
+    // Whole numbers stay exact; fractions go through f64.
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole
+            .checked_mul(nanos_per_unit)
+            .map(Duration::from_nanos)
+            .ok_or_else(|| format!("duration `{text}` is too long"));
+    }
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    Duration::try_from_secs_f64(value * nanos_per_unit as f64 / 1e9)
+        .map_err(|_| format!("duration `{text}` is too long"))
+}
+
+/// Parses a CPU list such as `1`, `0,2-3`: comma-separated ids and inclusive ranges.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut ids = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let parse_id = |s: &str| {
+            s.trim().parse::<usize>().map_err(|_| {
+                format!("invalid CPU list `{text}`: `{part}` is not a CPU id or a range like 2-3")
+            })
+        };
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (parse_id(a)?, parse_id(b)?),
+            None => {
+                let id = parse_id(part)?;
+                (id, id)
+            }
+        };
+        if first > last {
+            return Err(format!(
+                "invalid CPU list `{text}`: range `{part}` runs backwards"
+            ));
+        }
+        for id in first..=last {
+            if ids.contains(&id) {
+                return Err(format!(
+                    "invalid CPU list `{text}`: CPU {id} is listed twice"
+                ));
+            }
+            ids.push(id);
+        }
+    }
+    Ok(CpuList(ids))
+}
+
+/// A flag combination that cannot run; the binary exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Validated run settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Server address as given (":PORT" already expanded to 127.0.0.1:PORT).
+    pub target: String,
+    /// Number of TCP connections.
+    pub conns: usize,
+    /// Requests kept in flight per connection.
+    pub per_conn: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    pub warmup: Duration,
+    /// Payload bytes per request.
+    pub payload: usize,
+    /// Method name sent.
+    pub method: String,
+    /// I/O threads, 1..=conns.
+    pub threads: usize,
+    /// CPUs the threads are pinned to round-robin; empty means no pinning.
+    pub cpus: Vec<usize>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Suppress progress lines.
+    pub quiet: bool,
+    /// Where to write the JSON result.
+    pub json: Option<PathBuf>,
+}
+
+impl Config {
+    /// Checks the flags and fills in derived defaults.
+    pub fn from_cli(cli: Cli) -> Result<Config, UsageError> {
+        let usage = |msg: String| Err(UsageError(msg));
+        if cli.conns == 0 {
+            return usage("--conns must be at least 1".into());
+        }
+        if cli.per_conn == 0 {
+            return usage("--per-conn must be at least 1".into());
+        }
+        if cli.duration.is_zero() {
+            return usage("--duration must be longer than zero".into());
+        }
+        if cli.timeout.is_zero() {
+            return usage("--timeout must be longer than zero".into());
+        }
+        if !(1..=MAX_METHOD_LEN).contains(&cli.method.len()) {
+            return usage(format!(
+                "--method must be 1 to {MAX_METHOD_LEN} bytes long, got {}",
+                cli.method.len()
+            ));
+        }
+        if cli.payload + cli.method.len() > DEFAULT_MAX_BODY as usize {
+            return usage(format!(
+                "--payload {} plus the method exceeds the frame body limit of {DEFAULT_MAX_BODY} bytes",
+                cli.payload
+            ));
+        }
+        let cpus = cli.cpus.map(|list| list.0).unwrap_or_default();
+        if !cpus.is_empty() {
+            check_cpus_available(&cpus)?;
+        }
+        let threads = match cli.threads {
+            Some(0) => return usage("--threads must be at least 1".into()),
+            Some(n) => n.min(cli.conns),
+            None => {
+                let cores = if cpus.is_empty() {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                } else {
+                    cpus.len()
+                };
+                cores.min(cli.conns)
+            }
+        };
+        let target = match cli.target.strip_prefix(':') {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => cli.target,
+        };
+        Ok(Config {
+            target,
+            conns: cli.conns,
+            per_conn: cli.per_conn,
+            duration: cli.duration,
+            warmup: cli.warmup,
+            payload: cli.payload,
+            method: cli.method,
+            threads,
+            cpus,
+            timeout: cli.timeout,
+            quiet: cli.quiet,
+            json: cli.json,
+        })
+    }
+}
+
+fn check_cpus_available(cpus: &[usize]) -> Result<(), UsageError> {
+    // Without an affinity mask to check against, pinning failures are reported per thread.
+    let Some(available) = core_affinity::get_core_ids() else {
+        return Ok(());
+    };
+    let available: Vec<usize> = available.iter().map(|core| core.id).collect();
+    match cpus.iter().find(|id| !available.contains(id)) {
+        Some(missing) => Err(UsageError(format!(
+            "--cpus: CPU {missing} is not available to this process (available: {})",
+            CpuList(available)
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 7 "), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_rejected() {
+        for bad in ["", "s", "ms", "10x", "-1s", "1.2.3s", "10 s", "ten"] {
+            assert!(parse_duration(bad).is_err(), "`{bad}` should be rejected");
+        }
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("1"), Ok(CpuList(vec![1])));
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(CpuList(vec![0, 2, 3])));
+        assert_eq!(parse_cpu_list("4-4, 1"), Ok(CpuList(vec![4, 1])));
+        assert_eq!(CpuList(vec![0, 2, 3]).to_string(), "0,2,3");
+    }
+
+    #[test]
+    fn cpu_lists_rejected() {
+        for bad in ["", "a", "1,", "3-1", "1-", "0,0", "0-2,1", "-1"] {
+            assert!(parse_cpu_list(bad).is_err(), "`{bad}` should be rejected");
+        }
+    }
+
+    #[test]
+    fn flags_defaults_and_derived_values() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--target",
+            ":9000",
+            "--conns",
+            "3",
+            "--threads",
+            "8",
+        ])
+        .unwrap();
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.target, "127.0.0.1:9000");
+        assert_eq!(config.threads, 3, "threads are capped at conns");
+        assert_eq!(config.per_conn, 10);
+        assert_eq!(config.duration, Duration::from_secs(10));
+        assert_eq!(config.warmup, Duration::from_secs(2));
+        assert_eq!(config.timeout, Duration::from_secs(5));
+        assert_eq!(config.payload, 32);
+        assert_eq!(config.method, "/echo");
+    }
+
+    #[test]
+    fn flags_rejected() {
+        for args in [
+            &["loadgen", "--conns", "0"][..],
+            &["loadgen", "--per-conn", "0"],
+            &["loadgen", "--duration", "0s"],
+            &["loadgen", "--threads", "0"],
+            &["loadgen", "--method", ""],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                Config::from_cli(cli).is_err(),
+                "{args:?} should be rejected"
+            );
+        }
+        assert!(Cli::try_parse_from(["loadgen", "--duration", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--cpus", "1-"]).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! One client connection: keeps its request window full, checks every answer, expires timeouts.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use ringrpc_protocol::{Command, Flags, Frame, write_frame};
+
+use crate::payload;
+use crate::worker::{Plan, WorkerState};
+
+/// Longest server error text kept for the report.
+const ERROR_TEXT_MAX: usize = 200;
+/// Timed-out requests are forgotten this many timeouts after they were sent, bounding memory
+/// against a server that never answers; an answer after that counts as unexpected.
+const FORGET_AFTER_TIMEOUTS: u32 = 10;
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    sent_at: Instant,
+    /// Sent inside the measured window, so it counts towards the totals.
+    measured: bool,
+    /// Already counted as a timeout; its slot in the window was reused.
+    timed_out: bool,
+}
+
+/// A connection and the requests outstanding on it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    id: usize,
+    /// `None` once the connection failed.
+    stream: Option<TcpStream>,
+    rx: BytesMut,
+    tx: BytesMut,
+    pending: HashMap<u64, Pending>,
+    /// Requests awaiting an answer that have not timed out.
+    in_flight: usize,
+    next_seq: u64,
+}
+
+impl Connection {
+    pub(crate) fn new(id: usize, stream: TcpStream) -> Connection {
+        Connection {
+            id,
+            stream: Some(stream),
+            rx: BytesMut::with_capacity(64 * 1024),
+            tx: BytesMut::with_capacity(4 * 1024),
+            pending: HashMap::new(),
+            in_flight: 0,
+            next_seq: 1,
+        }
+    }
+
+    /// Finished: failed, or past the deadline with nothing left to wait for.
+    pub(crate) fn is_done(&self, now: Instant, plan: &Plan) -> bool {
+        self.stream.is_none() || (now >= plan.deadline && self.in_flight == 0)
+    }
+
+    /// Sends what is due, reads once, handles every whole frame read and refills the window.
+    /// Returns whether anything happened.
+    pub(crate) fn step(&mut self, now: Instant, plan: &Plan, state: &mut WorkerState) -> bool {
+        let queued = self.fill_window(now, plan, state);
+        let result = self
+            .flush()
+            .and_then(|()| self.read_and_handle(plan, state));
+        match result {
+            Ok(received) => queued > 0 || received,
+            Err(reason) => {
+                self.fail(reason, state);
+                true
+            }
+        }
+    }
+
+    /// Queues new requests until `per_conn` are in flight; none at or after the deadline.
+    fn fill_window(&mut self, now: Instant, plan: &Plan, state: &mut WorkerState) -> usize {
+        if self.stream.is_none() || now >= plan.deadline {
+            return 0;
+        }
+        let measured = now >= plan.measure_start;
+        let mut queued = 0;
+        while self.in_flight < plan.per_conn {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            payload::fill(seq, &mut state.payload_buf);
+            write_frame(
+                &mut self.tx,
+                Command::Request,
+                Flags::default(),
+                0,
+                seq,
+                &plan.method,
+                &state.payload_buf,
+            );
+            self.pending.insert(
+                seq,
+                Pending {
+                    sent_at: now,
+                    measured,
+                    timed_out: false,
+                },
+            );
+            self.in_flight += 1;
+            queued += 1;
+        }
+        if measured {
+            state.counters.sent += queued as u64;
+        }
+        queued
+    }
+
+    /// Writes queued bytes until done or the socket pushes back (would-block, or the blocking
+    /// mode's short write timeout), so a full send buffer never stops us reading answers.
+    fn flush(&mut self) -> Result<(), String> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while !self.tx.is_empty() {
+            match stream.write(&self.tx) {
+                Ok(0) => return Err("write returned 0 bytes: connection closed".into()),
+                Ok(n) => self.tx.advance(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// One read; handles the frames it completes. Returns whether bytes arrived.
+    fn read_and_handle(&mut self, plan: &Plan, state: &mut WorkerState) -> Result<bool, String> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(false);
+        };
+        let n = match stream.read(&mut state.read_buf) {
+            Ok(0) => return Err("server closed the connection".into()),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(format!("read failed: {e}")),
+        };
+        // Frames that arrived in one read are stamped with one receive time.
+        let received_at = Instant::now();
+        self.rx.extend_from_slice(&state.read_buf[..n]);
+        loop {
+            match state.decoder.decode(&mut self.rx) {
+                Ok(Some(frame)) => {
+                    state.frames_received += 1;
+                    self.handle(frame, received_at, plan, state);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("undecodable frame from the server: {e}")),
+            }
+        }
+        self.fill_window(received_at, plan, state);
+        self.flush()?;
+        Ok(true)
+    }
+
+    fn handle(&mut self, frame: Frame, received_at: Instant, plan: &Plan, state: &mut WorkerState) {
+        let header = frame.header;
+        match header.cmd {
+            Command::Response => {}
+            Command::Ping => {
+                write_frame(
+                    &mut self.tx,
+                    Command::Pong,
+                    Flags::default(),
+                    0,
+                    header.seq,
+                    b"",
+                    b"",
+                );
+                return;
+            }
+            Command::Pong => return,
+            other => {
+                state.counters.note_unexpected(format!(
+                    "unsolicited {other:?} frame with seq {}",
+                    header.seq
+                ));
+                return;
+            }
+        }
+        let Some(pending) = self.pending.remove(&header.seq) else {
+            state.counters.note_unexpected(format!(
+                "response to seq {}, which is not outstanding",
+                header.seq
+            ));
+            return;
+        };
+        if pending.timed_out {
+            if pending.measured {
+                state.counters.late += 1;
+            }
+            return;
+        }
+        self.in_flight -= 1;
+        if !pending.measured {
+            return;
+        }
+        let counters = &mut state.counters;
+        if header.flags.is_error() {
+            counters.errors += 1;
+            counters.first_error.get_or_insert_with(|| {
+                let text = String::from_utf8_lossy(&frame.payload);
+                format!(
+                    "seq {}: {}",
+                    header.seq,
+                    text.chars().take(ERROR_TEXT_MAX).collect::<String>()
+                )
+            });
+        } else if let Some(why) = payload::mismatch(header.seq, plan.payload_len, &frame.payload) {
+            counters.mismatches += 1;
+            counters.first_mismatch.get_or_insert(why);
+        } else {
+            counters.answered += 1;
+            if received_at < plan.deadline {
+                counters.answered_in_window += 1;
+            }
+            let nanos = received_at
+                .saturating_duration_since(pending.sent_at)
+                .as_nanos();
+            state
+                .latencies
+                .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX).max(1));
+        }
+    }
+
+    /// Counts requests unanswered for `plan.timeout` as timeouts and frees their window slots.
+    pub(crate) fn expire(&mut self, now: Instant, plan: &Plan, state: &mut WorkerState) {
+        let forget_after = plan.timeout * FORGET_AFTER_TIMEOUTS;
+        let mut freed = 0;
+        self.pending.retain(|_, pending| {
+            let age = now.saturating_duration_since(pending.sent_at);
+            if !pending.timed_out && age >= plan.timeout {
+                pending.timed_out = true;
+                freed += 1;
+                if pending.measured {
+                    state.counters.timeouts += 1;
+                }
+            }
+            !(pending.timed_out && age >= forget_after)
+        });
+        self.in_flight -= freed;
+    }
+
+    /// At the end of the drain: whatever is still unanswered timed out.
+    pub(crate) fn expire_all(&mut self, state: &mut WorkerState) {
+        for pending in self.pending.values_mut().filter(|p| !p.timed_out) {
+            pending.timed_out = true;
+            if pending.measured {
+                state.counters.timeouts += 1;
+            }
+        }
+        self.in_flight = 0;
+    }
+
+    /// Closes a broken connection; its measured outstanding requests are lost.
+    fn fail(&mut self, reason: String, state: &mut WorkerState) {
+        let lost = self
+            .pending
+            .values()
+            .filter(|p| p.measured && !p.timed_out)
+            .count();
+        state.counters.lost += lost as u64;
+        state
+            .counters
+            .note_connection_failure(format!("connection {}: {reason}", self.id));
+        self.pending.clear();
+        self.in_flight = 0;
+        self.tx.clear();
+        self.stream = None;
+    }
+}

@@ -1,0 +1,18 @@
+//! Closed-loop load generator for the arpc wire format: flags, I/O threads, accounting, reports.
+//!
+//! Every connection keeps `--per-conn` requests in flight. Each answer is checked (command,
+//! seq, error flag, echoed payload) and its latency recorded in an HdrHistogram. [`run`] does
+//! a whole run and returns a [`Report`]; the `loadgen` binary is a thin wrapper around it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+mod conn;
+pub mod cpu;
+pub mod payload;
+pub mod report;
+mod run;
+mod worker;
+
+pub use cli::{Cli, Config, CpuList, UsageError, parse_cpu_list, parse_duration};
+pub use report::Report;
+pub use run::{RunError, run};

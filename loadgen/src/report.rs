@@ -1,0 +1,480 @@
+//! The result of a run: figures, pass/fail verdict, and its text (wrk2-style) and JSON forms.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::{Config, CpuList};
+use crate::cpu::CpuSource;
+use crate::worker::Counters;
+
+/// Percentile steps per halving of the remaining distance, as wrk2 prints them.
+const SPECTRUM_TICKS_PER_HALF_DISTANCE: u32 = 5;
+
+/// CPU time this process spent in the measured window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuUsage {
+    pub source: CpuSource,
+    pub time: Duration,
+}
+
+/// Timing of the run's phases as it actually happened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    /// Measured time (shorter than asked only if every connection failed early).
+    pub measured: Duration,
+    /// Time from the deadline until the last outstanding request was settled.
+    pub drain: Duration,
+    pub cpu: Option<CpuUsage>,
+}
+
+/// The settings the run used.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    pub target: String,
+    pub method: String,
+    pub conns: usize,
+    pub per_conn: usize,
+    pub threads: usize,
+    pub payload_bytes: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub timeout_s: f64,
+    /// CPUs the I/O threads were pinned to; empty when unpinned.
+    pub cpus: Vec<usize>,
+}
+
+/// Request outcomes. Every measured request (sent) ends as exactly one of answered, errors,
+/// mismatches, timeouts or lost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    /// Requests sent inside the measured window.
+    pub sent: u64,
+    /// Correct answers (their latencies form the histogram).
+    pub answered: u64,
+    /// Of those, answered before the deadline (used for requests/s).
+    pub answered_in_window: u64,
+    /// Responses with the error flag.
+    pub errors: u64,
+    /// Responses whose payload is not what was sent.
+    pub mismatches: u64,
+    /// Requests unanswered within the timeout.
+    pub timeouts: u64,
+    /// Requests outstanding on a connection when it failed.
+    pub lost: u64,
+    /// Frames answering nothing outstanding (unknown seq, unsolicited commands).
+    pub unexpected: u64,
+    /// Answers that arrived after their request had timed out.
+    pub late: u64,
+    /// Connections that failed (closed by the server, I/O error, undecodable frame).
+    pub connection_failures: u64,
+}
+
+/// Latency figures in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub p99_99: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub stdev: f64,
+    /// HdrHistogram layout, as wrk2's footer reports it.
+    pub buckets: u32,
+    pub sub_buckets: u32,
+}
+
+/// One line of the detailed percentile spectrum.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpectrumPoint {
+    pub value_us: f64,
+    /// Quantile in 0..=1.
+    pub percentile: f64,
+    pub total_count: u64,
+}
+
+/// Samples that explain failures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostics {
+    pub connection_errors: Vec<String>,
+    pub first_error: Option<String>,
+    pub first_mismatch: Option<String>,
+    pub first_unexpected: Option<String>,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub config: RunConfig,
+    pub counts: Counts,
+    /// sent == answered + errors + mismatches + timeouts + lost.
+    pub accounting_ok: bool,
+    pub measured_s: f64,
+    pub drain_s: f64,
+    pub requests_per_second: f64,
+    pub latency_us: Latency,
+    pub cpu_us_per_request: Option<f64>,
+    pub cpu_total_ms: Option<f64>,
+    pub cpu_source: Option<CpuSource>,
+    pub percentile_spectrum: Vec<SpectrumPoint>,
+    pub diagnostics: Diagnostics,
+    /// Why the run failed; empty on success.
+    pub failures: Vec<String>,
+    pub success: bool,
+}
+
+fn micros(nanos: u64) -> f64 {
+    nanos as f64 / 1000.0
+}
+
+/// Sub-buckets per bucket for `sigfig` significant digits (HdrHistogram's layout rule).
+fn sub_bucket_count(sigfig: u8) -> u32 {
+    let largest_single_unit = 2 * 10u64.pow(u32::from(sigfig));
+    1 << (64 - (largest_single_unit - 1).leading_zeros())
+}
+
+impl Report {
+    pub(crate) fn build(
+        config: &Config,
+        counters: &Counters,
+        latencies: &Histogram<u64>,
+        window: Window,
+    ) -> Report {
+        let counts = Counts {
+            sent: counters.sent,
+            answered: counters.answered,
+            answered_in_window: counters.answered_in_window,
+            errors: counters.errors,
+            mismatches: counters.mismatches,
+            timeouts: counters.timeouts,
+            lost: counters.lost,
+            unexpected: counters.unexpected,
+            late: counters.late,
+            connection_failures: counters.connection_failures,
+        };
+        let settled =
+            counts.answered + counts.errors + counts.mismatches + counts.timeouts + counts.lost;
+        let accounting_ok = counts.sent == settled;
+        let measured_s = window.measured.as_secs_f64();
+        let requests_per_second = if measured_s > 0.0 {
+            counts.answered_in_window as f64 / measured_s
+        } else {
+            0.0
+        };
+        let quantile = |q| micros(latencies.value_at_quantile(q));
+        let latency_us = Latency {
+            count: latencies.len(),
+            min: micros(latencies.min()),
+            p50: quantile(0.5),
+            p90: quantile(0.9),
+            p99: quantile(0.99),
+            p99_9: quantile(0.999),
+            p99_99: quantile(0.9999),
+            max: micros(latencies.max()),
+            mean: latencies.mean() / 1000.0,
+            stdev: latencies.stdev() / 1000.0,
+            buckets: u32::from(latencies.buckets()),
+            sub_buckets: sub_bucket_count(latencies.sigfig()),
+        };
+        let cpu_total_ms = window.cpu.map(|cpu| cpu.time.as_secs_f64() * 1e3);
+        let cpu_us_per_request = window
+            .cpu
+            .filter(|_| counts.answered_in_window > 0)
+            .map(|cpu| cpu.time.as_secs_f64() * 1e6 / counts.answered_in_window as f64);
+        let diagnostics = Diagnostics {
+            connection_errors: counters.connection_errors.clone(),
+            first_error: counters.first_error.clone(),
+            first_mismatch: counters.first_mismatch.clone(),
+            first_unexpected: counters.first_unexpected.clone(),
+        };
+        let failures = failures(&counts, settled, config.timeout, &diagnostics);
+        Report {
+            config: RunConfig {
+                target: config.target.clone(),
+                method: config.method.clone(),
+                conns: config.conns,
+                per_conn: config.per_conn,
+                threads: config.threads,
+                payload_bytes: config.payload,
+                duration_s: config.duration.as_secs_f64(),
+                warmup_s: config.warmup.as_secs_f64(),
+                timeout_s: config.timeout.as_secs_f64(),
+                cpus: config.cpus.clone(),
+            },
+            success: failures.is_empty(),
+            counts,
+            accounting_ok,
+            measured_s,
+            drain_s: window.drain.as_secs_f64(),
+            requests_per_second,
+            latency_us,
+            cpu_us_per_request,
+            cpu_total_ms,
+            cpu_source: window.cpu.map(|cpu| cpu.source),
+            percentile_spectrum: spectrum(latencies),
+            diagnostics,
+            failures,
+        }
+    }
+
+    /// 0 when every measured request was answered correctly, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.success { 0 } else { 1 }
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serialises: plain numbers and strings")
+            + "\n"
+    }
+
+    /// The human-readable form printed on stdout.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        self.write_summary(&mut out)
+            .expect("writing to a String cannot fail");
+        out.push('\n');
+        self.write_spectrum(&mut out)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    fn write_summary(&self, out: &mut String) -> std::fmt::Result {
+        let c = &self.config;
+        let n = &self.counts;
+        let l = &self.latency_us;
+        writeln!(out, "target      {}  method {}", c.target, c.method)?;
+        let pinning = if c.cpus.is_empty() {
+            String::new()
+        } else {
+            format!(" pinned to CPUs {}", CpuList(c.cpus.clone()))
+        };
+        writeln!(
+            out,
+            "load        {} conns × {} in flight, payload {} B, {} I/O thread{}{pinning}",
+            c.conns,
+            c.per_conn,
+            c.payload_bytes,
+            c.threads,
+            if c.threads == 1 { "" } else { "s" }
+        )?;
+        writeln!(
+            out,
+            "duration    {:.3} s measured after {:.3} s warmup (drain {:.3} s, timeout {:.3} s)",
+            self.measured_s, c.warmup_s, self.drain_s, c.timeout_s
+        )?;
+        writeln!(
+            out,
+            "requests    sent {}  answered {}  errors {}  mismatches {}  timeouts {}  lost {}",
+            n.sent, n.answered, n.errors, n.mismatches, n.timeouts, n.lost
+        )?;
+        writeln!(
+            out,
+            "other       unexpected frames {}  late answers {}  connection failures {}",
+            n.unexpected, n.late, n.connection_failures
+        )?;
+        let settled = n.answered + n.errors + n.mismatches + n.timeouts + n.lost;
+        writeln!(
+            out,
+            "accounting  sent {} {} answered + errors + mismatches + timeouts + lost {} ({})",
+            n.sent,
+            if self.accounting_ok { "==" } else { "!=" },
+            settled,
+            if self.accounting_ok { "ok" } else { "MISMATCH" }
+        )?;
+        writeln!(
+            out,
+            "throughput  {:.1} requests/s",
+            self.requests_per_second
+        )?;
+        writeln!(
+            out,
+            "latency µs  min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}",
+            l.min, l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max
+        )?;
+        match (self.cpu_us_per_request, self.cpu_total_ms, self.cpu_source) {
+            (Some(per_request), Some(total), Some(source)) => writeln!(
+                out,
+                "cpu         {per_request:.3} µs per answered request ({total:.1} ms user+system in the window, {})",
+                source.describe()
+            )?,
+            _ => writeln!(
+                out,
+                "cpu         unavailable (no answers in the window or /proc unreadable)"
+            )?,
+        }
+        let d = &self.diagnostics;
+        for (label, sample) in [
+            ("first error", &d.first_error),
+            ("first mismatch", &d.first_mismatch),
+            ("first unexpected", &d.first_unexpected),
+        ] {
+            if let Some(text) = sample {
+                writeln!(out, "{label}: {text}")?;
+            }
+        }
+        for reason in &d.connection_errors {
+            writeln!(out, "connection failure: {reason}")?;
+        }
+        if self.success {
+            writeln!(out, "result      ok")
+        } else {
+            writeln!(out, "result      FAILED: {}", self.failures.join("; "))
+        }
+    }
+
+    /// wrk2's `--latency` spectrum (HdrHistogram_c's classic format), values in milliseconds.
+    fn write_spectrum(&self, out: &mut String) -> std::fmt::Result {
+        let l = &self.latency_us;
+        writeln!(out, "  Detailed Percentile spectrum:")?;
+        writeln!(
+            out,
+            "{:>12} {:>12} {:>12} {:>12}\n",
+            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+        )?;
+        for point in &self.percentile_spectrum {
+            writeln!(
+                out,
+                "{:12.3} {:12.6} {:12} {:12.2}",
+                point.value_us / 1000.0,
+                point.percentile,
+                point.total_count,
+                1.0 / (1.0 - point.percentile)
+            )?;
+        }
+        writeln!(
+            out,
+            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+            l.mean / 1000.0,
+            l.stdev / 1000.0
+        )?;
+        writeln!(
+            out,
+            "#[Max     = {:12.3}, Total count    = {:12}]",
+            l.max / 1000.0,
+            l.count
+        )?;
+        writeln!(
+            out,
+            "#[Buckets = {:12}, SubBuckets     = {:12}]",
+            l.buckets, l.sub_buckets
+        )
+    }
+}
+
+fn spectrum(latencies: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    let mut total_count = 0;
+    latencies
+        .iter_quantiles(SPECTRUM_TICKS_PER_HALF_DISTANCE)
+        .map(|step| {
+            total_count += step.count_since_last_iteration();
+            SpectrumPoint {
+                value_us: micros(step.value_iterated_to()),
+                percentile: step.quantile_iterated_to(),
+                total_count,
+            }
+        })
+        .collect()
+}
+
+fn failures(
+    counts: &Counts,
+    settled: u64,
+    timeout: Duration,
+    diagnostics: &Diagnostics,
+) -> Vec<String> {
+    let first = |sample: &Option<String>| {
+        sample
+            .as_ref()
+            .map(|s| format!(" (first: {s})"))
+            .unwrap_or_default()
+    };
+    let mut why = Vec::new();
+    if counts.errors > 0 {
+        why.push(format!(
+            "{} error responses{}",
+            counts.errors,
+            first(&diagnostics.first_error)
+        ));
+    }
+    if counts.mismatches > 0 {
+        why.push(format!(
+            "{} mismatched answers{}",
+            counts.mismatches,
+            first(&diagnostics.first_mismatch)
+        ));
+    }
+    if counts.timeouts > 0 {
+        why.push(format!(
+            "{} requests unanswered after {:?}",
+            counts.timeouts, timeout
+        ));
+    }
+    if counts.lost > 0 {
+        why.push(format!(
+            "{} requests lost on failed connections",
+            counts.lost
+        ));
+    }
+    if counts.connection_failures > 0 {
+        let sample = diagnostics.connection_errors.first().cloned();
+        why.push(format!(
+            "{} connections failed{}",
+            counts.connection_failures,
+            first(&sample)
+        ));
+    }
+    if counts.unexpected > 0 {
+        why.push(format!(
+            "{} unexpected frames{}",
+            counts.unexpected,
+            first(&diagnostics.first_unexpected)
+        ));
+    }
+    if counts.answered == 0 {
+        why.push("no request was answered correctly in the measured window".into());
+    }
+    if counts.sent != settled {
+        why.push(format!(
+            "accounting broken: sent {} but answered + errors + mismatches + timeouts + lost = {settled}",
+            counts.sent
+        ));
+    }
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_buckets_match_hdrhistogram_c() {
+        assert_eq!(sub_bucket_count(1), 32);
+        assert_eq!(sub_bucket_count(2), 256);
+        assert_eq!(sub_bucket_count(3), 2048);
+    }
+
+    #[test]
+    fn spectrum_is_cumulative_and_ends_at_one() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
+        for ns in 1..=10_000u64 {
+            h.record(ns * 1000).unwrap();
+        }
+        let points = spectrum(&h);
+        let last = points.last().unwrap();
+        assert_eq!(last.percentile, 1.0);
+        assert_eq!(last.total_count, 10_000);
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].total_count <= w[1].total_count)
+        );
+        assert!(points.windows(2).all(|w| w[0].percentile < w[1].percentile));
+    }
+}

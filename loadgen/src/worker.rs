@@ -1,0 +1,198 @@
+//! An I/O thread: drives its connections through warmup, measurement and drain, and keeps the
+//! thread's counters and latency histogram.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use ringrpc_protocol::Decoder;
+
+use crate::conn::Connection;
+use crate::cpu::{CpuSource, WindowCpu};
+
+/// Bytes asked of each read.
+const READ_SIZE: usize = 64 * 1024;
+/// How often timeouts are checked and latencies published for the progress line.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(10);
+/// Most connection-failure reasons kept per run.
+const MAX_FAILURE_REASONS: usize = 16;
+
+/// What every worker needs to know about the run; shared read-only.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub per_conn: usize,
+    pub method: Bytes,
+    pub payload_len: usize,
+    pub timeout: Duration,
+    /// Requests sent from here on are measured.
+    pub measure_start: Instant,
+    /// No request is sent from here on; outstanding ones are drained.
+    pub deadline: Instant,
+    /// Whatever is still outstanding now has timed out.
+    pub drain_deadline: Instant,
+    /// How threads read their own CPU time; `None` when /proc is unreadable.
+    pub cpu_source: Option<CpuSource>,
+}
+
+/// Outcome counts. Every measured request ends in exactly one of answered, errors,
+/// mismatches, timeouts or lost.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counters {
+    pub sent: u64,
+    pub answered: u64,
+    /// Answered before the deadline: the numerator of requests/s.
+    pub answered_in_window: u64,
+    pub errors: u64,
+    pub mismatches: u64,
+    pub timeouts: u64,
+    pub lost: u64,
+    /// Frames that answer nothing outstanding; not tied to a sent request.
+    pub unexpected: u64,
+    /// Answers to requests already counted as timeouts.
+    pub late: u64,
+    pub connection_failures: u64,
+    pub connection_errors: Vec<String>,
+    pub first_error: Option<String>,
+    pub first_mismatch: Option<String>,
+    pub first_unexpected: Option<String>,
+}
+
+impl Counters {
+    pub(crate) fn note_unexpected(&mut self, what: String) {
+        self.unexpected += 1;
+        self.first_unexpected.get_or_insert(what);
+    }
+
+    pub(crate) fn note_connection_failure(&mut self, reason: String) {
+        self.connection_failures += 1;
+        if self.connection_errors.len() < MAX_FAILURE_REASONS {
+            self.connection_errors.push(reason);
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Counters) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.answered_in_window += other.answered_in_window;
+        self.errors += other.errors;
+        self.mismatches += other.mismatches;
+        self.timeouts += other.timeouts;
+        self.lost += other.lost;
+        self.unexpected += other.unexpected;
+        self.late += other.late;
+        self.connection_failures += other.connection_failures;
+        let room = MAX_FAILURE_REASONS.saturating_sub(self.connection_errors.len());
+        self.connection_errors
+            .extend(other.connection_errors.into_iter().take(room));
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.first_mismatch = self.first_mismatch.take().or(other.first_mismatch);
+        self.first_unexpected = self.first_unexpected.take().or(other.first_unexpected);
+    }
+}
+
+/// What a worker publishes while running, for the progress line and the final merge.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Frames received in every phase.
+    pub frames: AtomicU64,
+    /// Measured latencies (ns) published so far.
+    pub latencies: Mutex<Histogram<u64>>,
+}
+
+impl Shared {
+    pub(crate) fn new(empty: Histogram<u64>) -> Shared {
+        Shared {
+            frames: AtomicU64::new(0),
+            latencies: Mutex::new(empty),
+        }
+    }
+}
+
+/// Per-thread scratch and tallies the connections write into.
+#[derive(Debug)]
+pub(crate) struct WorkerState {
+    pub counters: Counters,
+    /// Latencies recorded since the last publish.
+    pub latencies: Histogram<u64>,
+    pub frames_received: u64,
+    pub decoder: Decoder,
+    pub read_buf: Vec<u8>,
+    pub payload_buf: Vec<u8>,
+}
+
+/// What a worker thread returns.
+#[derive(Debug)]
+pub(crate) struct WorkerOutput {
+    pub counters: Counters,
+    /// This thread's CPU time in the measured window; `None` when unreadable.
+    pub cpu_in_window: Option<Duration>,
+}
+
+/// Runs `conns` until each is done or the drain deadline passes. Latencies end up in
+/// `shared.latencies`.
+pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Shared) -> WorkerOutput {
+    let empty = shared
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut state = WorkerState {
+        counters: Counters::default(),
+        latencies: empty,
+        frames_received: 0,
+        decoder: Decoder::default(),
+        read_buf: vec![0; READ_SIZE],
+        payload_buf: vec![0; plan.payload_len],
+    };
+    let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
+    let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+    loop {
+        let now = Instant::now();
+        cpu.observe(now);
+        let mut progressed = false;
+        for conn in conns.iter_mut().filter(|c| !c.is_done(now, plan)) {
+            progressed |= conn.step(now, plan, &mut state);
+        }
+        let now = Instant::now();
+        if now >= plan.drain_deadline {
+            conns.iter_mut().for_each(|c| c.expire_all(&mut state));
+            break;
+        }
+        if now >= next_housekeeping {
+            conns
+                .iter_mut()
+                .for_each(|c| c.expire(now, plan, &mut state));
+            publish(&mut state, shared);
+            next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+        }
+        if conns.iter().all(|c| c.is_done(now, plan)) {
+            break;
+        }
+        if !progressed {
+            // Non-blocking connections with nothing to do: let other threads run.
+            std::thread::yield_now();
+        }
+    }
+    cpu.finish();
+    publish(&mut state, shared);
+    WorkerOutput {
+        counters: state.counters,
+        cpu_in_window: cpu.used(),
+    }
+}
+
+fn publish(state: &mut WorkerState, shared: &Shared) {
+    shared
+        .frames
+        .store(state.frames_received, Ordering::Relaxed);
+    if state.latencies.is_empty() {
+        return;
+    }
+    let mut published = shared.latencies.lock().unwrap_or_else(|e| e.into_inner());
+    published
+        .add(&state.latencies)
+        .expect("worker and shared histograms are built with the same bounds");
+    state.latencies.reset();
+}
