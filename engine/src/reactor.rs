@@ -380,6 +380,15 @@ impl Reactor {
         }
     }
 
+    fn mark_all_dirty(&mut self) {
+        for (idx, slot) in self.conns.iter_mut() {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
     /// The live slot a completion names, if its generation still matches.
     fn live(&self, token: Token) -> Option<usize> {
         let idx = token.slot as usize;
@@ -484,14 +493,9 @@ impl Reactor {
                     self.arm_accept();
                 }
             }
-            TIMER_DRAIN => {
-                if self.draining.is_some() {
-                    let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
-                    for idx in idxs {
-                        self.mark_dirty(idx);
-                    }
-                    let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));
-                }
+            TIMER_DRAIN if self.draining.is_some() => {
+                self.mark_all_dirty();
+                let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));
             }
             _ => {}
         }
@@ -535,28 +539,24 @@ impl Reactor {
             let unread = sys::unread_bytes(slot.stream.as_fd()).unwrap_or(0) as u64;
             slot.drain_target = Some(slot.conn.stats.bytes_in + unread);
         }
-        let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
-        for idx in idxs {
-            self.mark_dirty(idx);
-        }
+        self.mark_all_dirty();
         let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));
         tracing::debug!(core = self.id, conns = self.conns.len(), "draining");
     }
 
     fn force_close_all(&mut self) {
         self.forced = true;
-        let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
-        if !idxs.is_empty() {
+        if !self.conns.is_empty() {
             tracing::warn!(
                 core = self.id,
-                conns = idxs.len(),
+                conns = self.conns.len(),
                 "shutdown grace expired; closing remaining connections"
             );
         }
-        for idx in idxs {
-            self.conns[idx].close(CloseReason::Shutdown);
-            self.mark_dirty(idx);
+        for (_, slot) in self.conns.iter_mut() {
+            slot.close(CloseReason::Shutdown);
         }
+        self.mark_all_dirty();
     }
 
     /// Starts sends and moves connections through their close states.
