@@ -164,6 +164,7 @@ pub(crate) struct Reactor {
     stats: CoreStats,
     accept_armed: bool,
     accept_backoff: bool,
+    accept_failure_streak: u64,
     draining: Option<Instant>,
     forced: bool,
     quiescing: bool,
@@ -218,6 +219,7 @@ impl Reactor {
             },
             accept_armed: false,
             accept_backoff: false,
+            accept_failure_streak: 0,
             draining: None,
             forced: false,
             quiescing: false,
@@ -288,43 +290,35 @@ impl Reactor {
         }
         if cqe.result >= 0 {
             let stream = sys::stream_from_accept(cqe.result);
+            if self.accept_failure_streak > 0 {
+                tracing::info!(
+                    core = self.id,
+                    "accepting again after {} failed attempts",
+                    self.accept_failure_streak
+                );
+                self.accept_failure_streak = 0;
+            }
             if self.draining.is_some() {
                 return;
             }
-            if self.conns.len() >= self.config.max_connections_per_core() {
+            let limit = self.config.max_connections_per_core();
+            if self.conns.len() >= limit {
                 self.stats.refused += 1;
                 tracing::warn!(
                     core = self.id,
-                    limit = self.config.max_connections_per_core(),
+                    limit,
                     "connection limit reached; refusing a connection"
                 );
                 return;
             }
             self.open_conn(stream);
         } else {
-            let errno = -cqe.result;
-            match errno {
+            match -cqe.result {
                 libc::ECANCELED => {}
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    self.stats.accept_errors += 1;
-                    tracing::warn!(
-                        core = self.id,
-                        "accept failed: {} — pausing accepts for {ACCEPT_BACKOFF:?}; raise the open-files limit (`ulimit -n`) or lower --max-connections",
-                        io::Error::from_raw_os_error(errno)
-                    );
-                    if self.accept_armed {
-                        let _ = self.ring.cancel(ACCEPT);
-                    }
-                    if !self.accept_backoff
-                        && self
-                            .ring
-                            .timer(ACCEPT_BACKOFF, timer(TIMER_ACCEPT_RETRY))
-                            .is_ok()
-                    {
-                        self.accept_backoff = true;
-                    }
+                errno @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    self.accept_out_of_resources(errno)
                 }
-                _ => tracing::debug!(
+                errno => tracing::debug!(
                     core = self.id,
                     "accept: {}",
                     io::Error::from_raw_os_error(errno)
@@ -334,6 +328,31 @@ impl Reactor {
         if !self.accept_armed && !self.accept_backoff && self.draining.is_none() && !self.quiescing
         {
             self.arm_accept();
+        }
+    }
+
+    /// Out of descriptors or memory: pause accepting instead of spinning on the error; the
+    /// waiting connections stay in the listen backlog until the retry timer fires.
+    fn accept_out_of_resources(&mut self, errno: i32) {
+        self.stats.accept_errors += 1;
+        self.accept_failure_streak += 1;
+        if self.accept_failure_streak == 1 {
+            tracing::warn!(
+                core = self.id,
+                "accept failed: {} — retrying every {ACCEPT_BACKOFF:?}; raise the open-files limit (`ulimit -n`) or lower --max-connections",
+                io::Error::from_raw_os_error(errno)
+            );
+        }
+        if self.accept_armed {
+            let _ = self.ring.cancel(ACCEPT);
+        }
+        if !self.accept_backoff
+            && self
+                .ring
+                .timer(ACCEPT_BACKOFF, timer(TIMER_ACCEPT_RETRY))
+                .is_ok()
+        {
+            self.accept_backoff = true;
         }
     }
 

@@ -151,3 +151,66 @@ fn bad_settings_are_refused_with_the_allowed_range() {
     assert!(failed_start(&["--listen", "not-an-address"]).contains("invalid listen address"));
     assert!(failed_start(&["--listen", "192.0.2.1:0"]).contains("not assigned to this machine"));
 }
+
+/// utime + stime of a process in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn descriptor_exhaustion_on_accept_neither_spins_nor_sticks() {
+    // A hard limit of 48 descriptors: the engine cannot raise it, so accepts hit EMFILE.
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 48 && exec {} --cores 1 --listen 127.0.0.1:0",
+                env!("CARGO_BIN_EXE_engine")
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+
+    // More connections than descriptors: the rest wait in the listen backlog.
+    let mut clients: Vec<Client> = (0..80).map(|_| Client::connect(addr)).collect();
+    clients[0].echo(1, b"first is served");
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(child.id()) - before;
+    // A spinning accept loop would burn a whole CPU (about 100 ticks a second).
+    assert!(
+        spent < 50,
+        "engine used {spent} ticks in one second while out of descriptors"
+    );
+
+    // Free descriptors: the connections waiting in the backlog are accepted and served.
+    clients.drain(..60);
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.echo(i as u64, b"served after recovery");
+    }
+    drop(clients);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("ulimit -n"),
+        "the warning names the fix: {err}"
+    );
+}

@@ -277,3 +277,31 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn a_peer_that_vanishes_with_responses_queued_affects_only_itself() {
+    let server = start(1);
+    let addr = server.local_addr();
+    let mut good = Client::connect(addr);
+    good.echo(1, b"before");
+    {
+        let mut gone = Client::connect(addr);
+        // 32 MiB of requests and never a read: responses pile up on the server's side.
+        let frame = Frame::request(1, "/echo", vec![3u8; 256 * 1024]).to_bytes();
+        for _ in 0..128 {
+            gone.send_raw(&frame);
+        }
+        socket2::SockRef::from(&gone.sock)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+    }
+    good.echo(2, b"after");
+    drop(good);
+    let report = server.shutdown().unwrap();
+    let total = report.total();
+    assert_eq!(total.accepted, 2);
+    assert_eq!(
+        total.closed, 2,
+        "the vanished peer's slot and queue were released"
+    );
+}
