@@ -87,6 +87,7 @@ pub struct Config {
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
+    pub(crate) reflect: bool,
 }
 
 impl Config {
@@ -125,6 +126,7 @@ pub struct ConfigBuilder {
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
+    reflect: bool,
 }
 
 impl Default for ConfigBuilder {
@@ -142,6 +144,7 @@ impl Default for ConfigBuilder {
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
+            reflect: false,
         }
     }
 }
@@ -208,6 +211,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Benchmark mode: write every received byte straight back without decoding (default
+    /// off). It measures the transport alone (recv, buffer handling, vectored send) and is
+    /// not an RPC server: no frames are parsed, no limits apply to frames.
+    pub fn reflect(mut self, on: bool) -> Self {
+        self.reflect = on;
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let err = |s: String| Err(ConfigError(s));
@@ -256,6 +267,7 @@ impl ConfigBuilder {
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,
+            reflect: self.reflect,
         })
     }
 }

@@ -101,6 +101,12 @@ impl OutQueue {
         self.frames += 1;
     }
 
+    /// Queues bytes as they are (reflect mode: no framing, no frame counted).
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.small.extend_from_slice(bytes);
+        self.queued += bytes.len();
+    }
+
     /// Queues a Pong.
     pub fn push_pong(&mut self) {
         self.push_frame(Command::Pong, Flags::default(), 0, 0, &[], &[]);
@@ -204,6 +210,12 @@ impl Conn {
         }
         self.partial.extend_from_slice(data);
         Ok(())
+    }
+
+    /// Reflect mode: queues the received bytes to be written back unchanged, undecoded.
+    pub fn reflect(&mut self, data: &[u8]) {
+        self.stats.bytes_in += data.len() as u64;
+        self.out.push_raw(data);
     }
 
     /// Feeds `data` into the pending partial frame; returns what is left after it.

@@ -432,7 +432,11 @@ impl Reactor {
             match cqe.buffer_id() {
                 Some(bid) => {
                     let bufs = self.ring.bufs();
-                    if slot.dead.is_none() && !slot.write_shut {
+                    if self.config.reflect && slot.dead.is_none() && !slot.write_shut {
+                        let data = bufs.get(bid, cqe.result as usize);
+                        slot.conn.reflect(data);
+                        self.stats.bytes_in += data.len() as u64;
+                    } else if slot.dead.is_none() && !slot.write_shut {
                         let before = slot.conn.stats;
                         let result = slot
                             .conn

@@ -305,3 +305,19 @@ fn a_peer_that_vanishes_with_responses_queued_affects_only_itself() {
         "the vanished peer's slot and queue were released"
     );
 }
+
+#[test]
+fn reflect_mode_writes_back_exactly_what_arrived() {
+    let server = common::start_with(ringrpc::Config::builder().cores(1).reflect(true));
+    let mut c = Client::connect(server.local_addr());
+    // Not even a valid frame: reflect mode does not decode.
+    let junk: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    c.send_raw(&junk);
+    let mut back = vec![0u8; junk.len()];
+    std::io::Read::read_exact(&mut c.sock, &mut back).unwrap();
+    assert!(back == junk);
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.total().requests, 0);
+    assert_eq!(report.total().bytes_in, junk.len() as u64);
+    assert_eq!(report.total().protocol_errors, 0);
+}

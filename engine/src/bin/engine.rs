@@ -46,6 +46,10 @@ struct Args {
     /// Do not pin reactor threads to CPUs
     #[arg(long)]
     no_pin: bool,
+    /// Benchmark mode: write received bytes straight back without decoding (the transport
+    /// limit, for comparisons); not an RPC server
+    #[arg(long)]
+    reflect: bool,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -86,18 +90,25 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(args.max_connections)
         .shutdown_grace(seconds("shutdown-grace", args.shutdown_grace)?)
         .stats_interval(args.stats.map(|s| seconds("stats", s)).transpose()?)
-        .pin_cores(!args.no_pin);
+        .pin_cores(!args.no_pin)
+        .reflect(args.reflect);
     if let Some(n) = args.cores {
         config = config.cores(n);
     }
+    let reflect = args.reflect;
     let config = config.build()?;
     let cores = config.cores();
 
     // Registered before any reactor starts, so a signal is never lost in between.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let server = Server::builder().config(config).build()?.start()?;
+    let serving = if reflect {
+        "reflecting received bytes"
+    } else {
+        "methods: /echo"
+    };
     println!(
-        "engine listening on {} with {cores} cores (methods: /echo)",
+        "engine listening on {} with {cores} cores ({serving})",
         server.local_addr()
     );
     std::io::stdout().flush()?;
