@@ -167,7 +167,6 @@ pub(crate) struct Reactor {
     accept_failure_streak: u64,
     draining: Option<Instant>,
     forced: bool,
-    quiescing: bool,
     last_report: (Instant, CoreStats),
 }
 
@@ -222,7 +221,6 @@ impl Reactor {
             accept_failure_streak: 0,
             draining: None,
             forced: false,
-            quiescing: false,
             last_report: (Instant::now(), CoreStats::default()),
         })
     }
@@ -253,7 +251,13 @@ impl Reactor {
             }
             self.flush();
         }
-        self.quiesce();
+        // No kernel access to ring-owned memory may outlive the loop (Drop would do this too).
+        if !self.ring.cancel_all_and_wait() {
+            tracing::warn!(
+                core = self.id,
+                "some io_uring ops did not finish after cancellation"
+            );
+        }
         Ok(self.stats)
     }
 
@@ -263,7 +267,7 @@ impl Reactor {
             OpKind::Recv => self.on_recv(cqe),
             OpKind::Send => self.on_send(cqe),
             OpKind::Wake => {
-                if cqe.result >= 0 && !self.quiescing {
+                if cqe.result >= 0 {
                     if let Err(e) = self.ring.wake_read(WAKE) {
                         tracing::error!(core = self.id, "cannot re-arm wake-up: {e}");
                     }
@@ -325,8 +329,7 @@ impl Reactor {
                 ),
             }
         }
-        if !self.accept_armed && !self.accept_backoff && self.draining.is_none() && !self.quiescing
-        {
+        if !self.accept_armed && !self.accept_backoff && self.draining.is_none() {
             self.arm_accept();
         }
     }
@@ -500,9 +503,6 @@ impl Reactor {
     }
 
     fn on_timer(&mut self, id: u32) {
-        if self.quiescing {
-            return;
-        }
         match id {
             TIMER_STATS => {
                 self.report_interval();
@@ -643,31 +643,6 @@ impl Reactor {
             self.stats.closed += 1;
             if let Some(reason) = &slot.dead {
                 tracing::trace!(core = self.id, peer = %slot.conn.peer(), "connection closed: {reason}");
-            }
-        }
-    }
-
-    /// Cancels the reactor's own ops and waits for every op to finish, so no kernel access
-    /// to ring-owned memory outlives the ring.
-    fn quiesce(&mut self) {
-        self.quiescing = true;
-        if self.accept_armed {
-            let _ = self.ring.cancel(ACCEPT);
-        }
-        let _ = self.ring.cancel(WAKE);
-        for id in [TIMER_STATS, TIMER_ACCEPT_RETRY, TIMER_DRAIN] {
-            let _ = self.ring.cancel(timer(id));
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut cqes = Vec::new();
-        while self.ring.in_flight() > 0 && Instant::now() < deadline {
-            if self.ring.submit_and_wait(1, &mut cqes).is_err() {
-                break;
-            }
-            for cqe in cqes.drain(..) {
-                if cqe.token.kind == OpKind::Send {
-                    self.ring.take_send(&cqe);
-                }
             }
         }
     }

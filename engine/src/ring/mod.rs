@@ -5,8 +5,9 @@
 //! - Memory an in-flight op reads or writes (send batches with their iovecs and msghdr,
 //!   timer timespecs, the wake-up counter, the provided buffers) is owned by [`Ring`] from
 //!   push until the op's final completion, never by the caller.
-//! - The io_uring is dropped before that memory (field order), and the reactor drains all
-//!   in-flight ops before dropping the ring.
+//! - Dropping a `Ring` cancels every op still in flight and waits for the kernel to confirm;
+//!   if it does not within [`DROP_WAIT`], that memory is leaked rather than freed under the
+//!   kernel.
 //! - Minimum kernel: 6.0 (multishot recv). Multishot accept and buffer rings need 5.19;
 //!   DEFER_TASKRUN (6.1) and COOP_TASKRUN (5.19) are used when present.
 
@@ -16,8 +17,9 @@ pub mod token;
 
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -92,15 +94,20 @@ struct InFlightSend {
     _msg: Box<libc::msghdr>,
 }
 
-/// One reactor's io_uring plus the memory its ops use.
-pub struct Ring {
-    // Declared first: dropped (ring fd closed) before the memory below is freed.
-    uring: IoUring,
+/// Everything an in-flight op may read or write.
+struct KernelMem {
     bufs: BufRing,
     sends: Slab<InFlightSend>,
     timers: Vec<Option<Box<types::Timespec>>>,
-    wake_fd: File,
     wake_buf: Box<u64>,
+}
+
+/// One reactor's io_uring plus the memory its ops use.
+pub struct Ring {
+    uring: IoUring,
+    // Freed in Drop only once the kernel has finished every op, else leaked.
+    mem: ManuallyDrop<KernelMem>,
+    wake_fd: File,
     in_flight: usize,
     features: RingFeatures,
 }
@@ -109,11 +116,14 @@ impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("in_flight", &self.in_flight)
-            .field("sends", &self.sends.len())
+            .field("sends", &self.mem.sends.len())
             .field("features", &self.features)
             .finish()
     }
 }
+
+/// How long dropping a ring waits for cancelled ops to finish.
+pub const DROP_WAIT: Duration = Duration::from_secs(2);
 
 /// Buffer group id of the receive buffers (one group per ring).
 const RECV_BGID: u16 = 0;
@@ -131,8 +141,8 @@ impl Ring {
     ) -> Result<Ring, RingError> {
         let (uring, features) = setup(entries)?;
         let bufs = BufRing::new(buf_count, buf_size, RECV_BGID);
-        // SAFETY: the entries array lives in `bufs`, which this Ring owns and keeps until
-        // after `uring` is dropped (field order), so it outlives the registration.
+        // SAFETY: the entries array lives in `bufs`, which the Ring keeps until the kernel
+        // has finished every op (see Drop), or leaks; it outlives any use by the kernel.
         let reg = unsafe {
             uring.submitter().register_buf_ring_with_flags(
                 bufs.ring_addr(),
@@ -146,11 +156,13 @@ impl Ring {
         }
         Ok(Ring {
             uring,
-            bufs,
-            sends: Slab::new(),
-            timers: Vec::new(),
+            mem: ManuallyDrop::new(KernelMem {
+                bufs,
+                sends: Slab::new(),
+                timers: Vec::new(),
+                wake_buf: Box::new(0),
+            }),
             wake_fd,
-            wake_buf: Box::new(0),
             in_flight: 0,
             features,
         })
@@ -163,7 +175,7 @@ impl Ring {
 
     /// The receive buffers, to read what a recv completion delivered and recycle it.
     pub fn bufs(&mut self) -> &mut BufRing {
-        &mut self.bufs
+        &mut self.mem.bufs
     }
 
     /// Ops pushed and not yet finished.
@@ -184,7 +196,7 @@ impl Ring {
     /// Arms multishot recv on `fd` into the receive buffers (kernel ≥ 6.0).
     pub fn recv_multi(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
         self.push(
-            opcode::RecvMulti::new(types::Fd(fd), self.bufs.bgid()).build(),
+            opcode::RecvMulti::new(types::Fd(fd), self.mem.bufs.bgid()).build(),
             token,
         )
     }
@@ -192,7 +204,7 @@ impl Ring {
     /// Arms a read of the wake-up eventfd.
     pub fn wake_read(&mut self, token: Token) -> io::Result<()> {
         let fd = self.wake_fd.as_raw_fd();
-        let buf: *mut u64 = &mut *self.wake_buf;
+        let buf: *mut u64 = &mut *self.mem.wake_buf;
         self.push(
             opcode::Read::new(types::Fd(fd), buf.cast(), 8).build(),
             token,
@@ -203,16 +215,16 @@ impl Ring {
     /// per slot is armed at a time (its timespec is kept until the completion).
     pub fn timer(&mut self, after: Duration, token: Token) -> io::Result<()> {
         let slot = token.slot as usize;
-        if self.timers.len() <= slot {
-            self.timers.resize_with(slot + 1, || None);
+        if self.mem.timers.len() <= slot {
+            self.mem.timers.resize_with(slot + 1, || None);
         }
-        if self.timers[slot].is_some() {
+        if self.mem.timers[slot].is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "timer already armed",
             ));
         }
-        let ts = self.timers[slot].insert(Box::new(types::Timespec::from(after)));
+        let ts = self.mem.timers[slot].insert(Box::new(types::Timespec::from(after)));
         let ptr: *const types::Timespec = &**ts;
         self.push(opcode::Timeout::new(ptr).build(), token)
     }
@@ -250,7 +262,7 @@ impl Ring {
             msg_flags: 0,
         });
         let msg_ptr: *const libc::msghdr = &*msg;
-        let id = self.sends.insert(InFlightSend {
+        let id = self.mem.sends.insert(InFlightSend {
             conn,
             segments,
             _iovecs: iovecs,
@@ -261,7 +273,7 @@ impl Ring {
             .build();
         let result = self.push(entry, Token::bare(OpKind::Send, id as u32));
         if result.is_err() {
-            self.sends.remove(id);
+            self.mem.sends.remove(id);
         }
         result
     }
@@ -286,7 +298,8 @@ impl Ring {
     }
 
     /// Submits everything queued and waits for at least `want` completions; appends them
-    /// to `out`. `EINTR` and `EBUSY` (completion queue backlog) count as a normal wake-up.
+    /// to `out`. Pass every `OpKind::Send` completion to [`Ring::take_send`] to get its
+    /// segments back. `EINTR` and `EBUSY` (completion queue backlog) count as a normal wake-up.
     pub fn submit_and_wait(&mut self, want: usize, out: &mut Vec<Cqe>) -> io::Result<()> {
         match self.uring.submit_and_wait(want) {
             Ok(_) => {}
@@ -309,7 +322,7 @@ impl Ring {
             if !c.more() {
                 self.in_flight -= 1;
                 if token.kind == OpKind::Timer {
-                    if let Some(t) = self.timers.get_mut(token.slot as usize) {
+                    if let Some(t) = self.mem.timers.get_mut(token.slot as usize) {
                         *t = None;
                     }
                 }
@@ -321,12 +334,57 @@ impl Ring {
 
     /// Takes back a finished send's segments (call for each `OpKind::Send` completion).
     pub fn take_send(&mut self, cqe: &Cqe) -> Option<SendDone> {
-        let send = self.sends.try_remove(cqe.token.slot as usize)?;
+        let send = self.mem.sends.try_remove(cqe.token.slot as usize)?;
         Some(SendDone {
             conn: send.conn,
             result: cqe.result,
             segments: send.segments,
         })
+    }
+}
+
+impl Ring {
+    /// Cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel to finish
+    /// them all; returns whether it did.
+    pub fn cancel_all_and_wait(&mut self) -> bool {
+        if self.in_flight == 0 {
+            return true;
+        }
+        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+        if self
+            .push(cancel_all, Token::bare(OpKind::Cancel, 0))
+            .is_err()
+        {
+            return false;
+        }
+        let deadline = Instant::now() + DROP_WAIT;
+        let mut cqes = Vec::new();
+        while self.in_flight > 0 && Instant::now() < deadline {
+            if self.submit_and_wait(1, &mut cqes).is_err() {
+                break;
+            }
+            for cqe in cqes.drain(..) {
+                if cqe.token.kind == OpKind::Send {
+                    self.take_send(&cqe);
+                }
+            }
+        }
+        self.in_flight == 0
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.cancel_all_and_wait() {
+            // SAFETY: no op is in flight, so the kernel holds no pointer into `mem`; it is
+            // dropped exactly once, here.
+            unsafe { ManuallyDrop::drop(&mut self.mem) };
+        } else {
+            tracing::error!(
+                in_flight = self.in_flight,
+                "io_uring ops did not finish after cancellation; leaking their buffers"
+            );
+        }
     }
 }
 
@@ -433,4 +491,65 @@ fn memlock_limit_text() -> String {
                 })
         })
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn cancel_all_finishes_multishot_recv_timers_and_sends() {
+        let mut ring = Ring::new(64, 8, 4096, sys::eventfd().unwrap()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        ring.recv_multi(server.as_raw_fd(), Token::conn(OpKind::Recv, 1, 1))
+            .unwrap();
+        ring.timer(Duration::from_secs(3600), Token::bare(OpKind::Timer, 0))
+            .unwrap();
+        ring.wake_read(Token::bare(OpKind::Wake, 0)).unwrap();
+        ring.send(
+            client.as_raw_fd(),
+            Token::conn(OpKind::Send, 2, 1),
+            vec![Bytes::from_static(b"hi")],
+        )
+        .unwrap();
+        let mut cqes = Vec::new();
+        ring.submit_and_wait(0, &mut cqes).unwrap();
+        for c in cqes.iter().filter(|c| c.token.kind == OpKind::Send) {
+            ring.take_send(c).expect("the send's segments");
+        }
+        assert!(ring.in_flight() >= 3);
+        assert!(ring.cancel_all_and_wait());
+        assert_eq!(ring.in_flight(), 0);
+        assert_eq!(ring.mem.sends.len(), 0);
+    }
+
+    #[test]
+    fn recv_delivers_into_a_provided_buffer_that_is_recycled() {
+        let mut ring = Ring::new(64, 2, 4096, sys::eventfd().unwrap()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        ring.recv_multi(server.as_raw_fd(), Token::conn(OpKind::Recv, 3, 9))
+            .unwrap();
+        let mut seen = Vec::new();
+        // Two buffers only: more messages than buffers proves each one comes back.
+        for i in 0..6u8 {
+            std::io::Write::write_all(&mut client, &[i; 10]).unwrap();
+            let mut cqes = Vec::new();
+            while cqes.is_empty() {
+                ring.submit_and_wait(1, &mut cqes).unwrap();
+            }
+            for c in cqes {
+                assert_eq!(c.token, Token::conn(OpKind::Recv, 3, 9));
+                let bid = c.buffer_id().expect("a provided buffer");
+                seen.extend_from_slice(ring.bufs().get(bid, c.result as usize));
+                ring.bufs().recycle(bid);
+            }
+        }
+        assert_eq!(seen.len(), 60);
+        assert!(ring.cancel_all_and_wait());
+    }
 }
