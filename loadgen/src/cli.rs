@@ -12,9 +12,10 @@ use ringrpc_protocol::{DEFAULT_MAX_BODY, MAX_METHOD_LEN};
 #[command(
     name = "loadgen",
     version,
-    about = "Closed-loop load generator for arpc / ringrpc servers",
-    long_about = "Closed-loop load generator for arpc / ringrpc servers.\n\n\
-        Every connection keeps --per-conn requests in flight; each answer is checked \
+    about = "Load generator for arpc / ringrpc servers",
+    long_about = "Load generator for arpc / ringrpc servers.\n\n\
+        Every connection keeps --per-conn requests in flight (or, with --rate, sends on a \
+        fixed schedule); each answer is checked \
         (command, seq, error flag, echoed payload) and timed into an HdrHistogram.\n\n\
         Exit status: 0 when every measured request was answered correctly, 1 when any \
         failed (errors, mismatches, timeouts, lost), 2 for usage or connection problems."
@@ -56,6 +57,33 @@ pub struct Cli {
     /// No per-second progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// I/O engine: `uring` drives the connections through ringrpc's io_uring ring (multishot
+    /// recv, one vectored send per connection per turn); `std` uses plain sockets.
+    #[arg(long, value_enum, default_value = "uring")]
+    pub io: IoMode,
+    /// Open loop: send R requests/s over all connections on a fixed schedule, with latency
+    /// measured from each request's intended send time (coordinated-omission corrected);
+    /// --per-conn then caps the requests in flight per connection.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// PID of the server under test: report its CPU time per request over the measured
+    /// window beside the loadgen's own.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Accept our own request frames reflected back unchanged as answers (for a server that
+    /// writes back what it receives, such as `engine --reflect`).
+    #[arg(long)]
+    pub reflect: bool,
+}
+
+/// How connections are driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoMode {
+    /// ringrpc's io_uring ring.
+    Uring,
+    /// Plain sockets.
+    Std,
 }
 
 /// CPU ids parsed from `--cpus` (a newtype so clap takes the flag as one value).
@@ -176,6 +204,14 @@ pub struct Config {
     pub quiet: bool,
     /// Where to write the JSON result.
     pub json: Option<PathBuf>,
+    /// I/O engine.
+    pub io: IoMode,
+    /// Open-loop rate over all connections; `None` for the closed loop.
+    pub rate: Option<f64>,
+    /// Server process whose CPU time is reported.
+    pub server_pid: Option<u32>,
+    /// Reflected requests count as answers.
+    pub reflect: bool,
 }
 
 impl Config {
@@ -205,6 +241,20 @@ impl Config {
                 "--payload {} plus the method exceeds the frame body limit of {DEFAULT_MAX_BODY} bytes",
                 cli.payload
             ));
+        }
+        if let Some(rate) = cli.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return usage(format!(
+                    "--rate must be a positive number of requests/s, got {rate}"
+                ));
+            }
+        }
+        if let Some(pid) = cli.server_pid {
+            if crate::cpu::process_cpu_time(pid).is_none() {
+                return usage(format!(
+                    "--server-pid {pid}: no such process (or its /proc entry is unreadable)"
+                ));
+            }
         }
         let cpus = cli.cpus.map(|list| list.0).unwrap_or_default();
         if !cpus.is_empty() {
@@ -239,6 +289,10 @@ impl Config {
             timeout: cli.timeout,
             quiet: cli.quiet,
             json: cli.json,
+            io: cli.io,
+            rate: cli.rate,
+            server_pid: cli.server_pid,
+            reflect: cli.reflect,
         })
     }
 }

@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use ringrpc_protocol::{Command, Flags, Frame, write_frame};
+use bytes::{Buf, Bytes, BytesMut};
+use ringrpc_protocol::{Command, Flags, Header, parse_frame, write_frame};
 
 use crate::payload;
 use crate::worker::{Plan, WorkerState};
@@ -38,10 +39,21 @@ pub(crate) struct Connection {
     /// Requests awaiting an answer that have not timed out.
     in_flight: usize,
     next_seq: u64,
+    /// Open loop: when the next request is due; `None` in the closed loop.
+    schedule: Option<Schedule>,
+}
+
+/// Open-loop sending times of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    /// Intended send time of the next request; latency is measured from it, so a stalled
+    /// server cannot hide its stall by delaying our sends (coordinated omission).
+    pub next: Instant,
+    pub interval: Duration,
 }
 
 impl Connection {
-    pub(crate) fn new(id: usize, stream: TcpStream) -> Connection {
+    pub(crate) fn new(id: usize, stream: TcpStream, schedule: Option<Schedule>) -> Connection {
         Connection {
             id,
             stream: Some(stream),
@@ -50,7 +62,25 @@ impl Connection {
             pending: HashMap::new(),
             in_flight: 0,
             next_seq: 1,
+            schedule,
         }
+    }
+
+    /// The socket, while the connection is open.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        self.stream.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Encoded requests waiting to be written, taken for a vectored send.
+    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
+        (!self.tx.is_empty()).then(|| self.tx.split().freeze())
+    }
+
+    /// When this connection next has a request to send, if it is waiting on the clock.
+    pub(crate) fn next_due(&self, plan: &Plan) -> Option<Instant> {
+        let s = self.schedule?;
+        (self.stream.is_some() && self.in_flight < plan.per_conn && s.next < plan.deadline)
+            .then_some(s.next)
     }
 
     /// Finished: failed, or past the deadline with nothing left to wait for.
@@ -74,14 +104,29 @@ impl Connection {
         }
     }
 
-    /// Queues new requests until `per_conn` are in flight; none at or after the deadline.
-    fn fill_window(&mut self, now: Instant, plan: &Plan, state: &mut WorkerState) -> usize {
+    /// Queues new requests until `per_conn` are in flight (closed loop) or until none is due
+    /// yet (open loop); none at or after the deadline.
+    pub(crate) fn fill_window(
+        &mut self,
+        now: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) -> usize {
         if self.stream.is_none() || now >= plan.deadline {
             return 0;
         }
-        let measured = now >= plan.measure_start;
         let mut queued = 0;
         while self.in_flight < plan.per_conn {
+            let sent_at = match self.schedule.as_mut() {
+                None => now,
+                Some(s) if s.next <= now && s.next < plan.deadline => {
+                    let due = s.next;
+                    s.next += s.interval;
+                    due
+                }
+                Some(_) => break,
+            };
+            let measured = sent_at >= plan.measure_start;
             let seq = self.next_seq;
             self.next_seq += 1;
             payload::fill(seq, &mut state.payload_buf);
@@ -97,16 +142,16 @@ impl Connection {
             self.pending.insert(
                 seq,
                 Pending {
-                    sent_at: now,
+                    sent_at,
                     measured,
                     timed_out: false,
                 },
             );
             self.in_flight += 1;
             queued += 1;
-        }
-        if measured {
-            state.counters.sent += queued as u64;
+            if measured {
+                state.counters.sent += 1;
+            }
         }
         queued
     }
@@ -149,26 +194,78 @@ impl Connection {
         };
         // Frames that arrived in one read are stamped with one receive time.
         let received_at = Instant::now();
-        self.rx.extend_from_slice(&state.read_buf[..n]);
-        loop {
-            match state.decoder.decode(&mut self.rx) {
-                Ok(Some(frame)) => {
-                    state.frames_received += 1;
-                    self.handle(frame, received_at, plan, state);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(format!("undecodable frame from the server: {e}")),
-            }
-        }
-        self.fill_window(received_at, plan, state);
+        let read_buf = std::mem::take(&mut state.read_buf);
+        let result = self.on_received(&read_buf[..n], received_at, plan, state);
+        state.read_buf = read_buf;
+        result?;
         self.flush()?;
         Ok(true)
     }
 
-    fn handle(&mut self, frame: Frame, received_at: Instant, plan: &Plan, state: &mut WorkerState) {
-        let header = frame.header;
+    /// Handles bytes that arrived, by whatever I/O, and refills the window. Whole frames are
+    /// checked straight from `data`; only a partial frame's bytes are copied.
+    pub(crate) fn on_received(
+        &mut self,
+        data: &[u8],
+        received_at: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) -> Result<(), String> {
+        let result = if self.rx.is_empty() {
+            let consumed = self.handle_frames(data, received_at, plan, state);
+            if let Ok(n) = consumed {
+                self.rx.extend_from_slice(&data[n..]);
+            }
+            consumed
+        } else {
+            self.rx.extend_from_slice(data);
+            let rx = std::mem::take(&mut self.rx);
+            let consumed = self.handle_frames(&rx, received_at, plan, state);
+            self.rx = rx;
+            if let Ok(n) = consumed {
+                self.rx.advance(n);
+            }
+            consumed
+        };
+        result?;
+        self.fill_window(received_at, plan, state);
+        Ok(())
+    }
+
+    /// Handles every whole frame at the front of `bytes`; returns how many bytes they took.
+    fn handle_frames(
+        &mut self,
+        bytes: &[u8],
+        received_at: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) -> Result<usize, String> {
+        let mut used = 0;
+        loop {
+            match parse_frame(&bytes[used..], state.decoder.max_body()) {
+                Ok(Some((frame, len))) => {
+                    state.frames_received += 1;
+                    self.handle(frame.header, frame.payload, received_at, plan, state);
+                    used += len;
+                }
+                Ok(None) => return Ok(used),
+                Err(e) => return Err(format!("undecodable frame from the server: {e}")),
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        header: Header,
+        payload: &[u8],
+        received_at: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) {
         match header.cmd {
             Command::Response => {}
+            // A reflecting server sends our own request back as the answer.
+            Command::Request if plan.reflect => {}
             Command::Ping => {
                 write_frame(
                     &mut self.tx,
@@ -211,14 +308,14 @@ impl Connection {
         if header.flags.is_error() {
             counters.errors += 1;
             counters.first_error.get_or_insert_with(|| {
-                let text = String::from_utf8_lossy(&frame.payload);
+                let text = String::from_utf8_lossy(payload);
                 format!(
                     "seq {}: {}",
                     header.seq,
                     text.chars().take(ERROR_TEXT_MAX).collect::<String>()
                 )
             });
-        } else if let Some(why) = payload::mismatch(header.seq, plan.payload_len, &frame.payload) {
+        } else if let Some(why) = payload::mismatch(header.seq, plan.payload_len, payload) {
             counters.mismatches += 1;
             counters.first_mismatch.get_or_insert(why);
         } else {
@@ -265,7 +362,7 @@ impl Connection {
     }
 
     /// Closes a broken connection; its measured outstanding requests are lost.
-    fn fail(&mut self, reason: String, state: &mut WorkerState) {
+    pub(crate) fn fail(&mut self, reason: String, state: &mut WorkerState) {
         let lost = self
             .pending
             .values()

@@ -64,6 +64,25 @@ impl CpuSource {
     }
 }
 
+/// CPU time (user + system) another process has used so far, for `--server-pid`: the sum of
+/// its threads' schedstat nanoseconds, or its stat ticks (which also count exited threads)
+/// where schedstat is unreadable.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let from_schedstat = || -> Option<Duration> {
+        let mut total = 0u64;
+        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let text = fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(total))
+    };
+    from_schedstat().or_else(|| {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat_ticks(&text)
+            .map(|ticks| Duration::from_nanos(ticks * (1_000_000_000 / ASSUMED_USER_HZ)))
+    })
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/.../stat` line.
 fn parse_stat_ticks(text: &str) -> Option<u64> {
     // The command name may contain spaces and parentheses; fields resume after the last ')'.
@@ -138,6 +157,23 @@ impl WindowCpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_process_cpu_time_grows_while_it_works() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let first = process_cpu_time(pid).expect("readable while running");
+        std::thread::sleep(Duration::from_millis(200));
+        let second = process_cpu_time(pid);
+        child.wait().unwrap();
+        if let Some(second) = second {
+            assert!(second > first, "{first:?} then {second:?}");
+        }
+        assert!(process_cpu_time(u32::MAX).is_none());
+    }
 
     #[test]
     fn stat_line_with_awkward_command_name() {

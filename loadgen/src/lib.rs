@@ -11,8 +11,9 @@ pub mod cpu;
 pub mod payload;
 pub mod report;
 mod run;
+mod uring;
 mod worker;
 
-pub use cli::{Cli, Config, CpuList, UsageError, parse_cpu_list, parse_duration};
+pub use cli::{Cli, Config, CpuList, IoMode, UsageError, parse_cpu_list, parse_duration};
 pub use report::Report;
 pub use run::{RunError, run};

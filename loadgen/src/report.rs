@@ -28,6 +28,8 @@ pub(crate) struct Window {
     /// Time from the deadline until the last outstanding request was settled.
     pub drain: Duration,
     pub cpu: Option<CpuUsage>,
+    /// The server's CPU time in the window (`--server-pid`).
+    pub server_cpu: Option<Duration>,
 }
 
 /// The settings the run used.
@@ -44,6 +46,14 @@ pub struct RunConfig {
     pub timeout_s: f64,
     /// CPUs the I/O threads were pinned to; empty when unpinned.
     pub cpus: Vec<usize>,
+    /// I/O engine.
+    pub io: crate::cli::IoMode,
+    /// Open-loop rate in requests/s; `None` for the closed loop.
+    pub rate: Option<f64>,
+    /// Reflected requests were accepted as answers.
+    pub reflect: bool,
+    /// The server process whose CPU time was measured.
+    pub server_pid: Option<u32>,
 }
 
 /// Request outcomes. Every measured request (sent) ends as exactly one of answered, errors,
@@ -121,6 +131,9 @@ pub struct Report {
     pub latency_us: Latency,
     pub cpu_us_per_request: Option<f64>,
     pub cpu_total_ms: Option<f64>,
+    /// The server's CPU time per answered request (`--server-pid`).
+    pub server_cpu_us_per_request: Option<f64>,
+    pub server_cpu_total_ms: Option<f64>,
     pub cpu_source: Option<CpuSource>,
     pub percentile_spectrum: Vec<SpectrumPoint>,
     pub diagnostics: Diagnostics,
@@ -187,6 +200,11 @@ impl Report {
             .cpu
             .filter(|_| counts.answered_in_window > 0)
             .map(|cpu| cpu.time.as_secs_f64() * 1e6 / counts.answered_in_window as f64);
+        let server_cpu_total_ms = window.server_cpu.map(|t| t.as_secs_f64() * 1e3);
+        let server_cpu_us_per_request = window
+            .server_cpu
+            .filter(|_| counts.answered_in_window > 0)
+            .map(|t| t.as_secs_f64() * 1e6 / counts.answered_in_window as f64);
         let diagnostics = Diagnostics {
             connection_errors: counters.connection_errors.clone(),
             first_error: counters.first_error.clone(),
@@ -206,6 +224,10 @@ impl Report {
                 warmup_s: config.warmup.as_secs_f64(),
                 timeout_s: config.timeout.as_secs_f64(),
                 cpus: config.cpus.clone(),
+                io: config.io,
+                rate: config.rate,
+                reflect: config.reflect,
+                server_pid: config.server_pid,
             },
             success: failures.is_empty(),
             counts,
@@ -216,6 +238,8 @@ impl Report {
             latency_us,
             cpu_us_per_request,
             cpu_total_ms,
+            server_cpu_us_per_request,
+            server_cpu_total_ms,
             cpu_source: window.cpu.map(|cpu| cpu.source),
             percentile_spectrum: spectrum(latencies),
             diagnostics,
@@ -255,15 +279,25 @@ impl Report {
         } else {
             format!(" pinned to CPUs {}", CpuList(c.cpus.clone()))
         };
+        let io = match c.io {
+            crate::cli::IoMode::Uring => "io_uring",
+            crate::cli::IoMode::Std => "std sockets",
+        };
         writeln!(
             out,
-            "load        {} conns × {} in flight, payload {} B, {} I/O thread{}{pinning}",
+            "load        {} conns × {} in flight, payload {} B, {} {io} I/O thread{}{pinning}",
             c.conns,
             c.per_conn,
             c.payload_bytes,
             c.threads,
             if c.threads == 1 { "" } else { "s" }
         )?;
+        if let Some(rate) = c.rate {
+            writeln!(
+                out,
+                "open loop   {rate:.0} requests/s scheduled; latency measured from intended send times"
+            )?;
+        }
         writeln!(
             out,
             "duration    {:.3} s measured after {:.3} s warmup (drain {:.3} s, timeout {:.3} s)",
@@ -308,6 +342,16 @@ impl Report {
                 out,
                 "cpu         unavailable (no answers in the window or /proc unreadable)"
             )?,
+        }
+        if let (Some(per_request), Some(total), Some(pid)) = (
+            self.server_cpu_us_per_request,
+            self.server_cpu_total_ms,
+            self.config.server_pid,
+        ) {
+            writeln!(
+                out,
+                "server cpu  {per_request:.3} µs per answered request ({total:.1} ms user+system in the window, pid {pid})"
+            )?;
         }
         let d = &self.diagnostics;
         for (label, sample) in [

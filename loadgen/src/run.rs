@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::cli::Config;
-use crate::conn::Connection;
-use crate::cpu::{CpuSource, WindowCpu};
+use crate::cli::{Config, IoMode};
+use crate::conn::{Connection, Schedule};
+use crate::cpu::{CpuSource, WindowCpu, process_cpu_time};
 use crate::report::{CpuUsage, Report, Window};
+use crate::uring::run_uring_worker;
 use crate::worker::{Counters, Plan, Shared, WorkerOutput, run_worker};
 
 /// Longest a blocking read or write waits before the thread re-checks deadlines and timeouts.
@@ -94,16 +95,29 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     for i in 0..config.conns {
         groups[i % config.threads].push(connect(&addrs, config.timeout).map_err(connect_error)?);
     }
+    let start = Instant::now() + Duration::from_millis(1);
+    let measure_start = start + config.warmup;
+    let deadline = measure_start + config.duration;
+    // Open loop: each connection gets an equal share of the rate, staggered so the requests
+    // of different connections do not go out in bursts.
+    let interval = config
+        .rate
+        .map(|rate| Duration::from_secs_f64(config.conns as f64 / rate));
     let mut workers: Vec<Vec<Connection>> = Vec::with_capacity(groups.len());
     let mut next_id = 0;
     for group in groups {
-        // A lone connection gets blocking I/O with short timeouts; several share one thread
-        // through non-blocking sockets.
-        let blocking = group.len() == 1;
+        // With plain sockets, a lone connection gets blocking I/O with short timeouts and
+        // several share one thread through non-blocking sockets; io_uring needs neither.
+        let blocking = config.io == IoMode::Std && group.len() == 1;
+        let nonblocking = config.io == IoMode::Std && group.len() > 1;
         let mut conns = Vec::with_capacity(group.len());
         for stream in group {
-            configure(&stream, blocking).map_err(connect_error)?;
-            conns.push(Connection::new(next_id, stream));
+            configure(&stream, blocking, nonblocking).map_err(connect_error)?;
+            let schedule = interval.map(|interval| Schedule {
+                next: start + interval.mul_f64(next_id as f64 / config.conns as f64),
+                interval,
+            });
+            conns.push(Connection::new(next_id, stream, schedule));
             next_id += 1;
         }
         workers.push(conns);
@@ -114,9 +128,6 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     let empty_histogram =
         Histogram::<u64>::new_with_bounds(1, latency_high_ns.max(2), LATENCY_SIGFIG)
             .map_err(|e| RunError::Worker(format!("cannot create latency histogram: {e}")))?;
-    let start = Instant::now();
-    let measure_start = start + config.warmup;
-    let deadline = measure_start + config.duration;
     let plan = Arc::new(Plan {
         per_conn: config.per_conn,
         method: Bytes::copy_from_slice(config.method.as_bytes()),
@@ -126,6 +137,7 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         deadline,
         drain_deadline: deadline + config.timeout,
         cpu_source: CpuSource::detect(),
+        reflect: config.reflect,
     });
 
     let mut handles = Vec::with_capacity(workers.len());
@@ -135,6 +147,7 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         shared.push(Arc::clone(&worker_shared));
         let plan = Arc::clone(&plan);
         let cpu = (!config.cpus.is_empty()).then(|| config.cpus[index % config.cpus.len()]);
+        let io = config.io;
         let handle = thread::Builder::new()
             .name(format!("loadgen-io-{index}"))
             .spawn(move || {
@@ -143,23 +156,27 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
                         eprintln!("loadgen: warning: could not pin I/O thread {index} to CPU {id}");
                     }
                 }
-                run_worker(conns, &plan, &worker_shared)
+                match io {
+                    IoMode::Uring => run_uring_worker(conns, &plan, &worker_shared),
+                    IoMode::Std => Ok(run_worker(conns, &plan, &worker_shared)),
+                }
             })
             .map_err(|e| RunError::Worker(format!("cannot start thread: {e}")))?;
         handles.push(handle);
     }
 
-    let (measured, monitor_cpu) = monitor(config, &plan, start, &handles, &shared);
+    let (measured, monitor_cpu, server_cpu) = monitor(config, &plan, start, &handles, &shared);
 
     let mut counters = Counters::default();
     let mut cpu_in_window = monitor_cpu;
     let mut panicked = None;
     for handle in handles {
         match handle.join() {
-            Ok(output) => {
+            Ok(Ok(output)) => {
                 counters.merge(output.counters);
                 cpu_in_window = cpu_in_window.zip(output.cpu_in_window).map(|(a, b)| a + b);
             }
+            Ok(Err(why)) => panicked = Some(why),
             Err(_) => panicked = Some("an I/O thread panicked".to_string()),
         }
     }
@@ -184,6 +201,7 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
             .cpu_source
             .zip(cpu_in_window)
             .map(|(source, time)| CpuUsage { source, time }),
+        server_cpu,
     };
     Ok(Report::build(config, &counters, &latencies, window))
 }
@@ -199,26 +217,28 @@ fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
     Err(last_error.unwrap_or_else(|| io::Error::new(ErrorKind::AddrNotAvailable, "no addresses")))
 }
 
-fn configure(stream: &TcpStream, blocking: bool) -> io::Result<()> {
+fn configure(stream: &TcpStream, blocking: bool, nonblocking: bool) -> io::Result<()> {
     stream.set_nodelay(true)?;
     if blocking {
         stream.set_read_timeout(Some(BLOCKING_POLL))?;
-        stream.set_write_timeout(Some(BLOCKING_POLL))
-    } else {
-        stream.set_nonblocking(true)
+        stream.set_write_timeout(Some(BLOCKING_POLL))?;
     }
+    stream.set_nonblocking(nonblocking)
 }
 
 /// Prints progress once a second until the deadline passes or every worker has finished.
-/// Returns the measured time and this thread's CPU time within it.
+/// Returns the measured time, this thread's CPU time within it, and the server's (with
+/// `--server-pid`), sampled at the same edges.
 fn monitor(
     config: &Config,
     plan: &Plan,
     start: Instant,
-    handles: &[thread::JoinHandle<WorkerOutput>],
+    handles: &[thread::JoinHandle<Result<WorkerOutput, String>>],
     shared: &[Arc<Shared>],
-) -> (Duration, Option<Duration>) {
+) -> (Duration, Option<Duration>, Option<Duration>) {
     let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
+    let server_sample = || config.server_pid.and_then(process_cpu_time);
+    let mut server_start = None;
     let mut next_tick = start + Duration::from_secs(1);
     let mut last_tick = start;
     let mut last_frames = 0u64;
@@ -226,12 +246,20 @@ fn monitor(
         let now = Instant::now();
         cpu.observe(now);
         let measuring = now >= plan.measure_start;
+        if measuring && server_start.is_none() {
+            server_start = Some(server_sample());
+        }
         if now >= plan.deadline || handles.iter().all(|h| h.is_finished()) {
             cpu.finish();
+            let server = server_start
+                .flatten()
+                .zip(server_sample())
+                .map(|(a, b)| b.saturating_sub(a));
             let end = now.min(plan.deadline);
             return (
                 end.saturating_duration_since(plan.measure_start),
                 cpu.used(),
+                server,
             );
         }
         if !config.quiet && now >= next_tick {

@@ -15,7 +15,7 @@ use crate::cpu::{CpuSource, WindowCpu};
 /// Bytes asked of each read.
 const READ_SIZE: usize = 64 * 1024;
 /// How often timeouts are checked and latencies published for the progress line.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(10);
 /// Most connection-failure reasons kept per run.
 const MAX_FAILURE_REASONS: usize = 16;
 
@@ -34,6 +34,8 @@ pub(crate) struct Plan {
     pub drain_deadline: Instant,
     /// How threads read their own CPU time; `None` when /proc is unreadable.
     pub cpu_source: Option<CpuSource>,
+    /// Reflected Request frames count as answers.
+    pub reflect: bool,
 }
 
 /// Outcome counts. Every measured request ends in exactly one of answered, errors,
@@ -122,6 +124,24 @@ pub(crate) struct WorkerState {
     pub payload_buf: Vec<u8>,
 }
 
+impl WorkerState {
+    pub(crate) fn new(plan: &Plan, shared: &Shared) -> WorkerState {
+        let empty = shared
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        WorkerState {
+            counters: Counters::default(),
+            latencies: empty,
+            frames_received: 0,
+            decoder: Decoder::default(),
+            read_buf: vec![0; READ_SIZE],
+            payload_buf: vec![0; plan.payload_len],
+        }
+    }
+}
+
 /// What a worker thread returns.
 #[derive(Debug)]
 pub(crate) struct WorkerOutput {
@@ -133,19 +153,7 @@ pub(crate) struct WorkerOutput {
 /// Runs `conns` until each is done or the drain deadline passes. Latencies end up in
 /// `shared.latencies`.
 pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Shared) -> WorkerOutput {
-    let empty = shared
-        .latencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let mut state = WorkerState {
-        counters: Counters::default(),
-        latencies: empty,
-        frames_received: 0,
-        decoder: Decoder::default(),
-        read_buf: vec![0; READ_SIZE],
-        payload_buf: vec![0; plan.payload_len],
-    };
+    let mut state = WorkerState::new(plan, shared);
     let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
     loop {
@@ -183,7 +191,7 @@ pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Share
     }
 }
 
-fn publish(state: &mut WorkerState, shared: &Shared) {
+pub(crate) fn publish(state: &mut WorkerState, shared: &Shared) {
     shared
         .frames
         .store(state.frames_received, Ordering::Relaxed);

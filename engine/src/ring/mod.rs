@@ -301,12 +301,32 @@ impl Ring {
     /// to `out`. Pass every `OpKind::Send` completion to [`Ring::take_send`] to get its
     /// segments back. `EINTR` and `EBUSY` (completion queue backlog) count as a normal wake-up.
     pub fn submit_and_wait(&mut self, want: usize, out: &mut Vec<Cqe>) -> io::Result<()> {
-        match self.uring.submit_and_wait(want) {
+        let entered = self.uring.submit_and_wait(want);
+        self.reap(entered, out)
+    }
+
+    /// As [`Ring::submit_and_wait`], but returns after `timeout` even with no completion
+    /// (kernel ≥ 5.11).
+    pub fn submit_and_wait_for(
+        &mut self,
+        want: usize,
+        timeout: Duration,
+        out: &mut Vec<Cqe>,
+    ) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let entered = self.uring.submitter().submit_with_args(want, &args);
+        self.reap(entered, out)
+    }
+
+    fn reap(&mut self, entered: io::Result<usize>, out: &mut Vec<Cqe>) -> io::Result<()> {
+        match entered {
             Ok(_) => {}
+            // Interrupted, completion backlog, or the wait timing out: a normal wake-up.
             Err(e)
                 if matches!(
                     e.raw_os_error(),
-                    Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)
                 ) => {}
             Err(e) => return Err(e),
         }
