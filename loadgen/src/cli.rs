@@ -1,4 +1,8 @@
 //! Command-line flags, their value parsers, and the validated [`Config`] a run uses.
+//!
+//! Invariant: a [`Config`] only holds flag combinations a run can honour; the ones that do not
+//! apply to a protocol are refused here, never silently dropped (except `--io`, documented as
+//! ignored by `--proto grpc`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,16 +11,23 @@ use std::time::Duration;
 use clap::Parser;
 use ringrpc_protocol::{DEFAULT_MAX_BODY, MAX_METHOD_LEN};
 
+use crate::grpc::{GRPC_ECHO_METHOD, GRPC_MAX_PAYLOAD};
+
+/// The arpc method sent unless `--method` says otherwise.
+const DEFAULT_METHOD: &str = "/echo";
+
 /// Flags of the `loadgen` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "loadgen",
     version,
-    about = "Load generator for arpc / ringrpc servers",
-    long_about = "Load generator for arpc / ringrpc servers.\n\n\
+    about = "Load generator for arpc / ringrpc servers (and gRPC echo servers)",
+    long_about = "Load generator for arpc / ringrpc servers (and gRPC echo servers).\n\n\
         Every connection keeps --per-conn requests in flight (or, with --rate, sends on a \
         fixed schedule); each answer is checked \
         (command, seq, error flag, echoed payload) and timed into an HdrHistogram.\n\n\
+        With --proto grpc the same closed loop drives unary calls of ringrpc.echo.Echo/Echo \
+        (benches/proto/echo.proto) through tonic.\n\n\
         Exit status: 0 when every measured request was answered correctly, 1 when any \
         failed (errors, mismatches, timeouts, lost), 2 for usage or connection problems."
 )]
@@ -39,13 +50,16 @@ pub struct Cli {
     /// Payload bytes per request.
     #[arg(long, default_value_t = 32)]
     pub payload: usize,
-    /// Method name sent in every request (the server must echo the payload).
-    #[arg(long, default_value = "/echo")]
+    /// Method name sent in every request (the server must echo the payload). arpc only:
+    /// --proto grpc always calls /ringrpc.echo.Echo/Echo.
+    #[arg(long, default_value = DEFAULT_METHOD)]
     pub method: String,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
+    /// With --proto grpc: the tokio runtime's worker threads.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Pin I/O threads round-robin to these CPUs, e.g. `1` or `0,2-3`.
+    /// Pin I/O threads (with --proto grpc: tokio's threads) round-robin to these CPUs, e.g.
+    /// `1` or `0,2-3`.
     #[arg(long, value_parser = parse_cpu_list)]
     pub cpus: Option<CpuList>,
     /// Also write the results as a JSON object to this file.
@@ -58,7 +72,8 @@ pub struct Cli {
     #[arg(long)]
     pub quiet: bool,
     /// I/O engine: `uring` drives the connections through ringrpc's io_uring ring (multishot
-    /// recv, one vectored send per connection per turn); `std` uses plain sockets.
+    /// recv, one vectored send per connection per turn); `std` uses plain sockets. Ignored
+    /// with --proto grpc, which runs on tokio.
     #[arg(long, value_enum, default_value = "uring")]
     pub io: IoMode,
     /// Open loop: send R requests/s over all connections on a fixed schedule, with latency
@@ -74,6 +89,26 @@ pub struct Cli {
     /// writes back what it receives, such as `engine --reflect`).
     #[arg(long)]
     pub reflect: bool,
+    /// Wire protocol: `arpc` frames, or `grpc`: unary calls of ringrpc.echo.Echo/Echo over
+    /// --conns HTTP/2 connections with --per-conn concurrent calls each, on a tokio runtime
+    /// with --threads workers (closed loop only: no --rate, no --reflect; --io is ignored).
+    #[arg(long, value_enum, default_value = "arpc")]
+    pub proto: Proto,
+    /// Also write the measured latencies as an HdrHistogram interval log (V2 compressed
+    /// histograms, one per second of the measured window, values in nanoseconds), as
+    /// HdrHistogram's HistogramLogProcessor reads it.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+}
+
+/// The wire protocol a run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    /// Go arpc frames, driven by the I/O engine chosen with `--io`.
+    Arpc,
+    /// gRPC unary calls through tonic.
+    Grpc,
 }
 
 /// How connections are driven.
@@ -212,6 +247,10 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Reflected requests count as answers.
     pub reflect: bool,
+    /// Wire protocol.
+    pub proto: Proto,
+    /// Where to write the HdrHistogram interval log.
+    pub hdr_log: Option<PathBuf>,
 }
 
 impl Config {
@@ -229,6 +268,9 @@ impl Config {
         }
         if cli.timeout.is_zero() {
             return usage("--timeout must be longer than zero".into());
+        }
+        if cli.proto == Proto::Grpc {
+            check_grpc_flags(&cli)?;
         }
         if !(1..=MAX_METHOD_LEN).contains(&cli.method.len()) {
             return usage(format!(
@@ -276,6 +318,10 @@ impl Config {
             Some(port) => format!("127.0.0.1:{port}"),
             None => cli.target,
         };
+        let method = match cli.proto {
+            Proto::Arpc => cli.method,
+            Proto::Grpc => GRPC_ECHO_METHOD.to_string(),
+        };
         Ok(Config {
             target,
             conns: cli.conns,
@@ -283,7 +329,7 @@ impl Config {
             duration: cli.duration,
             warmup: cli.warmup,
             payload: cli.payload,
-            method: cli.method,
+            method,
             threads,
             cpus,
             timeout: cli.timeout,
@@ -293,8 +339,40 @@ impl Config {
             rate: cli.rate,
             server_pid: cli.server_pid,
             reflect: cli.reflect,
+            proto: cli.proto,
+            hdr_log: cli.hdr_log,
         })
     }
+}
+
+/// Refuses the flags `--proto grpc` cannot honour.
+fn check_grpc_flags(cli: &Cli) -> Result<(), UsageError> {
+    let refuse = |msg: String| Err(UsageError(msg));
+    if cli.rate.is_some() {
+        return refuse(
+            "--rate does not apply to --proto grpc: gRPC runs the closed loop only (drop --rate)"
+                .into(),
+        );
+    }
+    if cli.reflect {
+        return refuse(
+            "--reflect does not apply to --proto grpc: a gRPC server cannot reflect arpc frames"
+                .into(),
+        );
+    }
+    if cli.method != DEFAULT_METHOD {
+        return refuse(format!(
+            "--method does not apply to --proto grpc, which always calls {GRPC_ECHO_METHOD}"
+        ));
+    }
+    if cli.payload > GRPC_MAX_PAYLOAD {
+        return refuse(format!(
+            "--payload {} exceeds {GRPC_MAX_PAYLOAD} bytes, the most whose message fits tonic's \
+             default 4 MiB message limit",
+            cli.payload
+        ));
+    }
+    Ok(())
 }
 
 fn check_cpus_available(cpus: &[usize]) -> Result<(), UsageError> {
@@ -392,5 +470,29 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["loadgen", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--cpus", "1-"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--proto", "http"]).is_err());
+    }
+
+    #[test]
+    fn grpc_calls_the_echo_service_and_refuses_arpc_only_flags() {
+        let cli = Cli::try_parse_from(["loadgen", "--proto", "grpc", "--io", "std"]).unwrap();
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.proto, Proto::Grpc);
+        assert_eq!(config.method, GRPC_ECHO_METHOD);
+        let arpc = Config::from_cli(Cli::try_parse_from(["loadgen"]).unwrap()).unwrap();
+        assert_eq!((arpc.proto, arpc.method.as_str()), (Proto::Arpc, "/echo"));
+
+        let too_big = (GRPC_MAX_PAYLOAD + 1).to_string();
+        for (flags, named) in [
+            (&["--rate", "100"][..], "--rate"),
+            (&["--reflect"], "--reflect"),
+            (&["--method", "/other"], "--method"),
+            (&["--payload", too_big.as_str()], "--payload"),
+        ] {
+            let mut args = vec!["loadgen", "--proto", "grpc"];
+            args.extend_from_slice(flags);
+            let error = Config::from_cli(Cli::try_parse_from(&args).unwrap()).unwrap_err();
+            assert!(error.0.contains(named), "{args:?}: {error}");
+        }
     }
 }

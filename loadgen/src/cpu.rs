@@ -4,6 +4,8 @@
 //! it crosses the start and the end of the measured window, and the run sums the differences.
 //! Sampling per thread is exact even though the I/O threads exit right after the deadline,
 //! when a process-wide sum over `/proc/self/task` would already have lost them.
+//! `--proto grpc` is the exception: tokio's threads are not ours to instrument, so its monitor
+//! samples the whole process instead ([`CpuSource::Process`]) while the runtime is alive.
 //!
 //! Preferred source: the first field of `/proc/thread-self/schedstat`, on-CPU nanoseconds.
 //! Fallback: `utime + stime` of `/proc/thread-self/stat` in clock ticks assumed to be
@@ -26,6 +28,11 @@ pub enum CpuSource {
     Schedstat,
     /// `/proc/thread-self/stat` utime + stime at an assumed 100 ticks per second.
     Stat,
+    /// The whole process, as [`process_cpu_time`] reads it for our own PID: for runtimes
+    /// whose threads are not ours to sample one by one (`--proto grpc` on tokio). Threads
+    /// that exit inside the window take their time with them, so sample it only while the
+    /// runtime's threads are alive.
+    Process,
 }
 
 impl CpuSource {
@@ -37,8 +44,10 @@ impl CpuSource {
     }
 
     /// User plus system CPU time of the calling thread so far.
+    /// With [`CpuSource::Process`]: of the whole process the calling thread belongs to.
     pub fn thread_cpu_time(self) -> Option<Duration> {
         match self {
+            CpuSource::Process => process_cpu_time(std::process::id()),
             CpuSource::Schedstat => {
                 let text = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
                 text.split_whitespace()
@@ -60,6 +69,7 @@ impl CpuSource {
         match self {
             CpuSource::Schedstat => "per-thread /proc schedstat",
             CpuSource::Stat => "per-thread /proc stat at an assumed 100 ticks/s",
+            CpuSource::Process => "whole process, /proc schedstat of every thread",
         }
     }
 }

@@ -1,19 +1,24 @@
-//! Closed-loop load generator for the arpc wire format: flags, I/O threads, accounting, reports.
+//! Closed-loop load generator for the arpc wire format (and gRPC unary echo): flags, I/O
+//! threads, accounting, reports.
 //!
 //! Every connection keeps `--per-conn` requests in flight. Each answer is checked (command,
 //! seq, error flag, echoed payload) and its latency recorded in an HdrHistogram. [`run`] does
 //! a whole run and returns a [`Report`]; the `loadgen` binary is a thin wrapper around it.
+//! `--proto grpc` drives the same loop through tonic; `--hdr-log` also writes the latencies
+//! as an HdrHistogram interval log.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 mod conn;
 pub mod cpu;
+mod grpc;
+mod hdrlog;
 pub mod payload;
 pub mod report;
 mod run;
 mod uring;
 mod worker;
 
-pub use cli::{Cli, Config, CpuList, IoMode, UsageError, parse_cpu_list, parse_duration};
+pub use cli::{Cli, Config, CpuList, IoMode, Proto, UsageError, parse_cpu_list, parse_duration};
 pub use report::Report;
 pub use run::{RunError, run};

@@ -30,13 +30,17 @@ pub fn first_difference(seq: u64, actual: &[u8]) -> Option<usize> {
         .zip(words(seq))
         .enumerate()
         .find_map(|(i, (chunk, word))| {
-            let expected = &word[..chunk.len()];
-            (chunk != expected).then(|| {
+            // Whole words compare as integers: this runs once per answer, on the hot path.
+            let equal = match <[u8; 8]>::try_from(chunk) {
+                Ok(full) => u64::from_ne_bytes(full) == u64::from_ne_bytes(word),
+                Err(_) => chunk == &word[..chunk.len()],
+            };
+            (!equal).then(|| {
                 8 * i
                     + chunk
                         .iter()
-                        .zip(expected)
-                        .position(|(a, b)| a != b)
+                        .zip(word)
+                        .position(|(a, b)| *a != b)
                         .unwrap_or(0)
             })
         })

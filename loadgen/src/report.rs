@@ -1,4 +1,6 @@
 //! The result of a run: figures, pass/fail verdict, and its text (wrk2-style) and JSON forms.
+//!
+//! Invariant: a report is the same for every protocol; only its `config` says which one ran.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -6,7 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::{Config, CpuList};
+use crate::cli::{Config, CpuList, IoMode, Proto};
 use crate::cpu::CpuSource;
 use crate::worker::Counters;
 
@@ -35,6 +37,8 @@ pub(crate) struct Window {
 /// The settings the run used.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunConfig {
+    /// Wire protocol.
+    pub proto: Proto,
     pub target: String,
     pub method: String,
     pub conns: usize,
@@ -46,8 +50,8 @@ pub struct RunConfig {
     pub timeout_s: f64,
     /// CPUs the I/O threads were pinned to; empty when unpinned.
     pub cpus: Vec<usize>,
-    /// I/O engine.
-    pub io: crate::cli::IoMode,
+    /// I/O engine; `None` for gRPC, which runs on tokio whatever `--io` says.
+    pub io: Option<IoMode>,
     /// Open-loop rate in requests/s; `None` for the closed loop.
     pub rate: Option<f64>,
     /// Reflected requests were accepted as answers.
@@ -214,6 +218,7 @@ impl Report {
         let failures = failures(&counts, settled, config.timeout, &diagnostics);
         Report {
             config: RunConfig {
+                proto: config.proto,
                 target: config.target.clone(),
                 method: config.method.clone(),
                 conns: config.conns,
@@ -224,7 +229,7 @@ impl Report {
                 warmup_s: config.warmup.as_secs_f64(),
                 timeout_s: config.timeout.as_secs_f64(),
                 cpus: config.cpus.clone(),
-                io: config.io,
+                io: (config.proto == Proto::Arpc).then_some(config.io),
                 rate: config.rate,
                 reflect: config.reflect,
                 server_pid: config.server_pid,
@@ -279,13 +284,14 @@ impl Report {
         } else {
             format!(" pinned to CPUs {}", CpuList(c.cpus.clone()))
         };
-        let io = match c.io {
-            crate::cli::IoMode::Uring => "io_uring",
-            crate::cli::IoMode::Std => "std sockets",
+        let (proto, threads) = match (c.proto, c.io) {
+            (Proto::Arpc, Some(IoMode::Uring)) => ("arpc", "io_uring I/O thread"),
+            (Proto::Arpc, _) => ("arpc", "std sockets I/O thread"),
+            (Proto::Grpc, _) => ("grpc", "tokio worker thread"),
         };
         writeln!(
             out,
-            "load        {} conns × {} in flight, payload {} B, {} {io} I/O thread{}{pinning}",
+            "load        {proto}: {} conns × {} in flight, payload {} B, {} {threads}{}{pinning}",
             c.conns,
             c.per_conn,
             c.payload_bytes,

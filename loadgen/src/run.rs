@@ -1,9 +1,16 @@
-//! A whole run: connects, starts the I/O threads, prints progress, samples CPU time around the
-//! measured window, and merges the threads' results into a [`Report`].
+//! A whole run: opens the interval log, connects, applies the load (arpc I/O threads here,
+//! gRPC callers in [`crate::grpc`]), prints progress, samples CPU time around the measured
+//! window, and merges the results into a [`Report`].
+//!
+//! Invariants: both protocols run inside one [`Session`], so they share the phase edges
+//! (warmup, measured window, drain), the progress line, CPU sampling and the report. Every
+//! measured latency is published to one of the session's [`Shared`] histograms, all built by
+//! [`latency_histogram`]; the report, the progress p99 and the interval log all read those.
 
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -12,12 +19,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::cli::{Config, IoMode};
+use crate::cli::{Config, IoMode, Proto};
 use crate::conn::{Connection, Schedule};
 use crate::cpu::{CpuSource, WindowCpu, process_cpu_time};
+use crate::hdrlog::{HdrLogFile, IntervalLog};
 use crate::report::{CpuUsage, Report, Window};
 use crate::uring::run_uring_worker;
-use crate::worker::{Counters, Plan, Shared, WorkerOutput, run_worker};
+use crate::worker::{Counters, Plan, Shared, run_worker};
 
 /// Longest a blocking read or write waits before the thread re-checks deadlines and timeouts.
 const BLOCKING_POLL: Duration = Duration::from_millis(10);
@@ -32,16 +40,26 @@ pub enum RunError {
     /// The target did not resolve to any address.
     Resolve { target: String, cause: String },
     /// A connection could not be opened or configured.
-    Connect { target: String, cause: io::Error },
-    /// An I/O thread could not be started or panicked.
+    Connect {
+        target: String,
+        proto: Proto,
+        cause: io::Error,
+    },
+    /// An I/O thread (or the gRPC runtime) could not be started or panicked.
     Worker(String),
+    /// The `--hdr-log` file could not be created or written.
+    HdrLog { path: PathBuf, cause: String },
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Resolve { target, cause } => write!(f, "cannot resolve {target}: {cause}"),
-            RunError::Connect { target, cause } => {
+            RunError::Connect {
+                target,
+                proto,
+                cause,
+            } => {
                 let kind = cause.kind();
                 let what = match kind {
                     ErrorKind::ConnectionRefused
@@ -56,14 +74,28 @@ impl fmt::Display for RunError {
                 write!(f, "cannot connect to {target}: {what}")?;
                 if matches!(kind, ErrorKind::ConnectionRefused | ErrorKind::TimedOut) {
                     let port = target.rsplit(':').next().unwrap_or("8888");
-                    write!(
-                        f,
-                        " — is the engine running? start it with `engine --listen :{port}`"
-                    )?;
+                    match proto {
+                        Proto::Arpc => write!(
+                            f,
+                            " — is the engine running? start it with `engine --listen :{port}`"
+                        )?,
+                        Proto::Grpc => write!(
+                            f,
+                            " — is the gRPC server running? start it with \
+                             `grpc-echo --listen 127.0.0.1:{port}`"
+                        )?,
+                    }
                 }
                 Ok(())
             }
             RunError::Worker(why) => write!(f, "I/O thread failed: {why}"),
+            RunError::HdrLog { path, cause } => {
+                write!(
+                    f,
+                    "cannot write the HdrHistogram log {}: {cause}",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -72,22 +104,28 @@ impl std::error::Error for RunError {}
 
 /// Connects, applies the load described by `config`, and reports what happened.
 pub fn run(config: &Config) -> Result<Report, RunError> {
-    let addrs: Vec<SocketAddr> = config
-        .target
-        .to_socket_addrs()
-        .map_err(|e| RunError::Resolve {
-            target: config.target.clone(),
-            cause: e.to_string(),
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(RunError::Resolve {
-            target: config.target.clone(),
-            cause: "no addresses".into(),
-        });
+    // Before connecting, so that a bad path fails before any load is applied.
+    let hdr_log = config
+        .hdr_log
+        .as_deref()
+        .map(|path| {
+            HdrLogFile::create(path).map_err(|e| RunError::HdrLog {
+                path: path.to_path_buf(),
+                cause: e.to_string(),
+            })
+        })
+        .transpose()?;
+    match config.proto {
+        Proto::Arpc => run_arpc(config, hdr_log),
+        Proto::Grpc => crate::grpc::run_grpc(config, hdr_log),
     }
+}
+
+fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunError> {
+    let addrs = resolve(config)?;
     let connect_error = |cause| RunError::Connect {
         target: config.target.clone(),
+        proto: Proto::Arpc,
         cause,
     };
 
@@ -95,9 +133,8 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     for i in 0..config.conns {
         groups[i % config.threads].push(connect(&addrs, config.timeout).map_err(connect_error)?);
     }
-    let start = Instant::now() + Duration::from_millis(1);
-    let measure_start = start + config.warmup;
-    let deadline = measure_start + config.duration;
+    let mut session = Session::begin(config, CpuSource::detect(), hdr_log)?;
+    let start = session.start;
     // Open loop: each connection gets an equal share of the rate, staggered so the requests
     // of different connections do not go out in bursts.
     let interval = config
@@ -123,29 +160,10 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         workers.push(conns);
     }
 
-    let latency_high_ns =
-        u64::try_from((config.timeout * 2 + Duration::from_secs(1)).as_nanos()).unwrap_or(u64::MAX);
-    let empty_histogram =
-        Histogram::<u64>::new_with_bounds(1, latency_high_ns.max(2), LATENCY_SIGFIG)
-            .map_err(|e| RunError::Worker(format!("cannot create latency histogram: {e}")))?;
-    let plan = Arc::new(Plan {
-        per_conn: config.per_conn,
-        method: Bytes::copy_from_slice(config.method.as_bytes()),
-        payload_len: config.payload,
-        timeout: config.timeout,
-        measure_start,
-        deadline,
-        drain_deadline: deadline + config.timeout,
-        cpu_source: CpuSource::detect(),
-        reflect: config.reflect,
-    });
-
     let mut handles = Vec::with_capacity(workers.len());
-    let mut shared = Vec::with_capacity(workers.len());
     for (index, conns) in workers.into_iter().enumerate() {
-        let worker_shared = Arc::new(Shared::new(empty_histogram.clone()));
-        shared.push(Arc::clone(&worker_shared));
-        let plan = Arc::clone(&plan);
+        let worker_shared = session.publisher();
+        let plan = Arc::clone(&session.plan);
         let cpu = (!config.cpus.is_empty()).then(|| config.cpus[index % config.cpus.len()]);
         let io = config.io;
         let handle = thread::Builder::new()
@@ -165,16 +183,17 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         handles.push(handle);
     }
 
-    let (measured, monitor_cpu, server_cpu) = monitor(config, &plan, start, &handles, &shared);
+    let monitored = session.monitor(&|| handles.iter().all(|h| h.is_finished()));
 
     let mut counters = Counters::default();
-    let mut cpu_in_window = monitor_cpu;
+    // Each I/O thread samples its own CPU time at the window's edges; the monitor adds its own.
+    let mut workers_cpu = Some(Duration::ZERO);
     let mut panicked = None;
     for handle in handles {
         match handle.join() {
             Ok(Ok(output)) => {
                 counters.merge(output.counters);
-                cpu_in_window = cpu_in_window.zip(output.cpu_in_window).map(|(a, b)| a + b);
+                workers_cpu = workers_cpu.zip(output.cpu_in_window).map(|(a, b)| a + b);
             }
             Ok(Err(why)) => panicked = Some(why),
             Err(_) => panicked = Some("an I/O thread panicked".to_string()),
@@ -183,27 +202,26 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     if let Some(why) = panicked {
         return Err(RunError::Worker(why));
     }
-    let drained_at = Instant::now();
-    let mut latencies = empty_histogram;
-    for worker_shared in &shared {
-        let published = worker_shared
-            .latencies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        latencies
-            .add(&*published)
-            .expect("worker and merged histograms are built with the same bounds");
+    session.conclude(&counters, workers_cpu, monitored)
+}
+
+/// The target's addresses, or why there are none.
+pub(crate) fn resolve(config: &Config) -> Result<Vec<SocketAddr>, RunError> {
+    let addrs: Vec<SocketAddr> = config
+        .target
+        .to_socket_addrs()
+        .map_err(|e| RunError::Resolve {
+            target: config.target.clone(),
+            cause: e.to_string(),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(RunError::Resolve {
+            target: config.target.clone(),
+            cause: "no addresses".into(),
+        });
     }
-    let window = Window {
-        measured,
-        drain: drained_at.saturating_duration_since(deadline),
-        cpu: plan
-            .cpu_source
-            .zip(cpu_in_window)
-            .map(|(source, time)| CpuUsage { source, time }),
-        server_cpu,
-    };
-    Ok(Report::build(config, &counters, &latencies, window))
+    Ok(addrs)
 }
 
 fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
@@ -226,94 +244,220 @@ fn configure(stream: &TcpStream, blocking: bool, nonblocking: bool) -> io::Resul
     stream.set_nonblocking(nonblocking)
 }
 
-/// Prints progress once a second until the deadline passes or every worker has finished.
-/// Returns the measured time, this thread's CPU time within it, and the server's (with
-/// `--server-pid`), sampled at the same edges.
-fn monitor(
-    config: &Config,
-    plan: &Plan,
-    start: Instant,
-    handles: &[thread::JoinHandle<Result<WorkerOutput, String>>],
-    shared: &[Arc<Shared>],
-) -> (Duration, Option<Duration>, Option<Duration>) {
-    let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
-    let server_sample = || config.server_pid.and_then(process_cpu_time);
-    let mut server_start = None;
-    let mut next_tick = start + Duration::from_secs(1);
-    let mut last_tick = start;
-    let mut last_frames = 0u64;
-    loop {
-        let now = Instant::now();
-        cpu.observe(now);
-        let measuring = now >= plan.measure_start;
-        if measuring && server_start.is_none() {
-            server_start = Some(server_sample());
+/// An empty latency histogram (nanoseconds) with the bounds every histogram of a run shares:
+/// up to twice the timeout plus a second, so a late answer in the drain still fits.
+pub(crate) fn latency_histogram(timeout: Duration) -> Result<Histogram<u64>, RunError> {
+    let latency_high_ns =
+        u64::try_from((timeout * 2 + Duration::from_secs(1)).as_nanos()).unwrap_or(u64::MAX);
+    Histogram::<u64>::new_with_bounds(1, latency_high_ns.max(2), LATENCY_SIGFIG)
+        .map_err(|e| RunError::Worker(format!("cannot create latency histogram: {e}")))
+}
+
+/// What the monitor measured of the window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Monitored {
+    /// Measured time (shorter than asked only if every worker finished early).
+    measured: Duration,
+    /// The monitor thread's CPU time in the window (the whole process's with
+    /// [`CpuSource::Process`]).
+    cpu: Option<Duration>,
+    /// The `--server-pid` process's CPU time in the window.
+    server_cpu: Option<Duration>,
+}
+
+/// A run once connected, whatever the protocol: the plan, where latencies are published, the
+/// interval log, and the monitor that watches the phases go by.
+#[derive(Debug)]
+pub(crate) struct Session<'c> {
+    pub config: &'c Config,
+    pub plan: Arc<Plan>,
+    /// Warmup begins.
+    pub start: Instant,
+    /// One per publisher (an arpc I/O thread, a gRPC connection).
+    shared: Vec<Arc<Shared>>,
+    empty_histogram: Histogram<u64>,
+    interval_log: Option<IntervalLog>,
+}
+
+impl<'c> Session<'c> {
+    /// Fixes the phase edges from now: warmup, then the measured window, then the drain.
+    /// `cpu_source` is how the monitor (and arpc's I/O threads) read CPU time.
+    pub(crate) fn begin(
+        config: &'c Config,
+        cpu_source: Option<CpuSource>,
+        hdr_log: Option<HdrLogFile>,
+    ) -> Result<Session<'c>, RunError> {
+        let start = Instant::now() + Duration::from_millis(1);
+        let measure_start = start + config.warmup;
+        let deadline = measure_start + config.duration;
+        let empty_histogram = latency_histogram(config.timeout)?;
+        let interval_log = hdr_log
+            .map(|file| {
+                let path = file.path().to_path_buf();
+                file.begin(measure_start, empty_histogram.clone())
+                    .map_err(|e| RunError::HdrLog {
+                        path,
+                        cause: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        let plan = Arc::new(Plan {
+            per_conn: config.per_conn,
+            method: Bytes::copy_from_slice(config.method.as_bytes()),
+            payload_len: config.payload,
+            timeout: config.timeout,
+            measure_start,
+            deadline,
+            drain_deadline: deadline + config.timeout,
+            cpu_source,
+            reflect: config.reflect,
+        });
+        Ok(Session {
+            config,
+            plan,
+            start,
+            shared: Vec::new(),
+            empty_histogram,
+            interval_log,
+        })
+    }
+
+    /// A new place to publish frames and latencies, watched by the monitor and merged at the end.
+    pub(crate) fn publisher(&mut self) -> Arc<Shared> {
+        let shared = Arc::new(Shared::new(self.empty_histogram.clone()));
+        self.shared.push(Arc::clone(&shared));
+        shared
+    }
+
+    /// Prints progress once a second and closes interval-log intervals until the deadline
+    /// passes or `finished` says every worker is done. Samples this thread's CPU time (the
+    /// process's with [`CpuSource::Process`]) and the server's at the same edges.
+    pub(crate) fn monitor(&mut self, finished: &dyn Fn() -> bool) -> Monitored {
+        let (config, plan, start) = (self.config, Arc::clone(&self.plan), self.start);
+        let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
+        let server_sample = || config.server_pid.and_then(process_cpu_time);
+        let mut server_start = None;
+        let mut next_tick = start + Duration::from_secs(1);
+        let mut last_tick = start;
+        let mut last_frames = 0u64;
+        loop {
+            let now = Instant::now();
+            cpu.observe(now);
+            let measuring = now >= plan.measure_start;
+            if measuring && server_start.is_none() {
+                server_start = Some(server_sample());
+            }
+            if now >= plan.deadline || finished() {
+                cpu.finish();
+                let server_cpu = server_start
+                    .flatten()
+                    .zip(server_sample())
+                    .map(|(a, b)| b.saturating_sub(a));
+                let end = now.min(plan.deadline);
+                return Monitored {
+                    measured: end.saturating_duration_since(plan.measure_start),
+                    cpu: cpu.used(),
+                    server_cpu,
+                };
+            }
+            if let Some(log) = self.interval_log.as_mut() {
+                if now >= log.next_edge() {
+                    let mut cumulative = self.empty_histogram.clone();
+                    merge_published(&self.shared, &mut cumulative);
+                    log.close_interval(now, &cumulative);
+                }
+            }
+            if !config.quiet && now >= next_tick {
+                let frames: u64 = self
+                    .shared
+                    .iter()
+                    .map(|s| s.frames.load(Ordering::Relaxed))
+                    .sum();
+                let rate =
+                    (frames - last_frames) as f64 / now.duration_since(last_tick).as_secs_f64();
+                // Name the phase the second mostly belonged to: the tick at the edge reports warmup.
+                let phase = if last_tick >= plan.measure_start {
+                    "measuring"
+                } else {
+                    "warmup"
+                };
+                let p99 = if measuring {
+                    self.p99_so_far()
+                } else {
+                    "-".to_string()
+                };
+                eprintln!(
+                    "[{:6.1}s] {phase:<9} {rate:>12.0} req/s  p99 so far {p99}",
+                    now.duration_since(start).as_secs_f64()
+                );
+                last_frames = frames;
+                last_tick = now;
+                next_tick += Duration::from_secs(1);
+            }
+            let mut wake = plan.deadline;
+            if !measuring {
+                wake = wake.min(plan.measure_start);
+            }
+            if !config.quiet {
+                wake = wake.min(next_tick);
+            }
+            if let Some(log) = &self.interval_log {
+                wake = wake.min(log.next_edge());
+            }
+            thread::sleep(wake.saturating_duration_since(now).min(MONITOR_POLL));
         }
-        if now >= plan.deadline || handles.iter().all(|h| h.is_finished()) {
-            cpu.finish();
-            let server = server_start
-                .flatten()
-                .zip(server_sample())
-                .map(|(a, b)| b.saturating_sub(a));
-            let end = now.min(plan.deadline);
-            return (
-                end.saturating_duration_since(plan.measure_start),
-                cpu.used(),
-                server,
-            );
+    }
+
+    fn p99_so_far(&self) -> String {
+        let mut merged = self.empty_histogram.clone();
+        merge_published(&self.shared, &mut merged);
+        if merged.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1} µs", merged.value_at_quantile(0.99) as f64 / 1000.0)
         }
-        if !config.quiet && now >= next_tick {
-            let frames: u64 = shared
-                .iter()
-                .map(|s| s.frames.load(Ordering::Relaxed))
-                .sum();
-            let rate = (frames - last_frames) as f64 / now.duration_since(last_tick).as_secs_f64();
-            // Name the phase the second mostly belonged to: the tick at the edge reports warmup.
-            let phase = if last_tick >= plan.measure_start {
-                "measuring"
-            } else {
-                "warmup"
-            };
-            let p99 = if measuring {
-                p99_so_far(shared)
-            } else {
-                "-".to_string()
-            };
-            eprintln!(
-                "[{:6.1}s] {phase:<9} {rate:>12.0} req/s  p99 so far {p99}",
-                now.duration_since(start).as_secs_f64()
-            );
-            last_frames = frames;
-            last_tick = now;
-            next_tick += Duration::from_secs(1);
+    }
+
+    /// Once every worker is done: merges what they published, closes the interval log, and
+    /// builds the report. `workers_cpu` is the CPU time the workers measured themselves, added
+    /// to the monitor's.
+    pub(crate) fn conclude(
+        self,
+        counters: &Counters,
+        workers_cpu: Option<Duration>,
+        monitored: Monitored,
+    ) -> Result<Report, RunError> {
+        let drained_at = Instant::now();
+        let mut latencies = self.empty_histogram;
+        merge_published(&self.shared, &mut latencies);
+        if let Some(log) = self.interval_log {
+            let path = log.path().to_path_buf();
+            log.finish(drained_at, &latencies)
+                .map_err(|cause| RunError::HdrLog { path, cause })?;
         }
-        let mut wake = plan.deadline;
-        if !measuring {
-            wake = wake.min(plan.measure_start);
-        }
-        if !config.quiet {
-            wake = wake.min(next_tick);
-        }
-        thread::sleep(wake.saturating_duration_since(now).min(MONITOR_POLL));
+        let cpu_in_window = monitored.cpu.zip(workers_cpu).map(|(a, b)| a + b);
+        let window = Window {
+            measured: monitored.measured,
+            drain: drained_at.saturating_duration_since(self.plan.deadline),
+            cpu: self
+                .plan
+                .cpu_source
+                .zip(cpu_in_window)
+                .map(|(source, time)| CpuUsage { source, time }),
+            server_cpu: monitored.server_cpu,
+        };
+        Ok(Report::build(self.config, counters, &latencies, window))
     }
 }
 
-fn p99_so_far(shared: &[Arc<Shared>]) -> String {
-    let mut merged: Option<Histogram<u64>> = None;
-    for worker_shared in shared {
-        let published = worker_shared
+/// Adds every publisher's latencies so far to `into`.
+fn merge_published(shared: &[Arc<Shared>], into: &mut Histogram<u64>) {
+    for publisher in shared {
+        let published = publisher
             .latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match merged.as_mut() {
-            Some(total) => total
-                .add(&*published)
-                .expect("worker histograms are built with the same bounds"),
-            None => merged = Some(published.clone()),
-        }
-    }
-    match merged {
-        Some(h) if !h.is_empty() => format!("{:.1} µs", h.value_at_quantile(0.99) as f64 / 1000.0),
-        _ => "-".to_string(),
+        into.add(&*published)
+            .expect("every latency histogram of a run is built with the same bounds");
     }
 }
