@@ -5,6 +5,7 @@
 //! runtime underneath.
 
 pub mod arpc_codec;
+pub mod compare;
 pub mod echo_service;
 pub mod peer_cli;
 

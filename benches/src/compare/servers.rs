@@ -1,0 +1,174 @@
+//! The servers a comparison can run: how each is started and how loadgen must talk to it.
+
+/// Environment variable naming the external server's row.
+pub const EXTRA_NAME_VAR: &str = "COMPARE_EXTRA_NAME";
+/// Environment variable holding the external server's command, with `{port}` in it.
+pub const EXTRA_CMD_VAR: &str = "COMPARE_EXTRA_CMD";
+/// Row name for an external server given without [`EXTRA_NAME_VAR`].
+pub const DEFAULT_EXTRA_NAME: &str = "extra";
+
+/// How a server is started and how the comparison learns where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// A binary of this workspace, started on port 0; it prints `... listening on ADDR`.
+    Bundled {
+        binary: &'static str,
+        args: Vec<&'static str>,
+    },
+    /// A command from the environment, run by `sh -c 'exec COMMAND'` with `{port}` replaced
+    /// by a free port; it is ready once that port accepts TCP connections.
+    External { command_template: String },
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Row name, also used in output file names.
+    pub name: String,
+    pub launch: Launch,
+    /// Flags loadgen needs to talk to this server (protocol, reflection).
+    pub loadgen_args: Vec<&'static str>,
+}
+
+/// Every server of this workspace, in table order.
+pub fn bundled_servers() -> Vec<ServerSpec> {
+    let engine_args = vec!["--cores", "1", "--listen", "127.0.0.1:0", "--log", "warn"];
+    let mut reflect_args = engine_args.clone();
+    reflect_args.push("--reflect");
+    let peer_args = vec!["--listen", "127.0.0.1:0", "--threads", "1"];
+    let bundled = |name: &str, binary, args, loadgen_args| ServerSpec {
+        name: name.to_owned(),
+        launch: Launch::Bundled { binary, args },
+        loadgen_args,
+    };
+    vec![
+        bundled("engine", "engine", engine_args, vec![]),
+        bundled("reflect", "engine", reflect_args, vec!["--reflect"]),
+        bundled("peer-tokio", "peer-tokio", peer_args.clone(), vec![]),
+        bundled(
+            "peer-tokio-uring",
+            "peer-tokio-uring",
+            peer_args.clone(),
+            vec![],
+        ),
+        bundled("grpc-echo", "grpc-echo", peer_args, vec!["--proto", "grpc"]),
+    ]
+}
+
+/// The external arpc server described by [`EXTRA_NAME_VAR`] and [`EXTRA_CMD_VAR`], if any.
+pub fn extra_server(
+    name: Option<String>,
+    command: Option<String>,
+) -> Result<Option<ServerSpec>, String> {
+    let command = match command {
+        Some(command) if !command.trim().is_empty() => command,
+        _ if name.is_some() => {
+            return Err(format!(
+                "{EXTRA_NAME_VAR} is set but {EXTRA_CMD_VAR} is not: give the command that starts it"
+            ));
+        }
+        _ => return Ok(None),
+    };
+    if !command.contains("{port}") {
+        return Err(format!(
+            "{EXTRA_CMD_VAR} must contain {{port}} where the listen port goes, e.g. '/path/to/server --addr 127.0.0.1:{{port}}'"
+        ));
+    }
+    let name = name.unwrap_or_else(|| DEFAULT_EXTRA_NAME.to_owned());
+    let name_is_a_file_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_is_a_file_name || name.starts_with('.') {
+        return Err(format!(
+            "{EXTRA_NAME_VAR}={name:?}: use letters, digits, '-', '_' or '.' (it names output files)"
+        ));
+    }
+    if bundled_servers().iter().any(|s| s.name == name) {
+        return Err(format!(
+            "{EXTRA_NAME_VAR}={name:?} is already a bundled server's name"
+        ));
+    }
+    Ok(Some(ServerSpec {
+        name,
+        launch: Launch::External {
+            command_template: command,
+        },
+        loadgen_args: vec![],
+    }))
+}
+
+/// The rows named in `list` (comma-separated, in the order given), or all of `available`.
+pub fn select(available: Vec<ServerSpec>, list: Option<&str>) -> Result<Vec<ServerSpec>, String> {
+    let Some(list) = list else {
+        return Ok(available);
+    };
+    let mut chosen: Vec<ServerSpec> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let spec = available.iter().find(|s| s.name == name).ok_or_else(|| {
+            let known: Vec<&str> = available.iter().map(|s| s.name.as_str()).collect();
+            format!("unknown server {name:?}; known: {}", known.join(","))
+        })?;
+        if chosen.iter().all(|c| c.name != name) {
+            chosen.push(spec.clone());
+        }
+    }
+    if chosen.is_empty() {
+        return Err("--servers names no server".into());
+    }
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(specs: &[ServerSpec]) -> Vec<&str> {
+        specs.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn all_bundled_by_default_and_selection_keeps_its_order() {
+        let all = bundled_servers();
+        assert_eq!(
+            names(&select(all.clone(), None).unwrap()),
+            [
+                "engine",
+                "reflect",
+                "peer-tokio",
+                "peer-tokio-uring",
+                "grpc-echo"
+            ]
+        );
+        assert_eq!(
+            names(&select(all.clone(), Some("grpc-echo, engine,engine")).unwrap()),
+            ["grpc-echo", "engine"]
+        );
+        assert!(
+            select(all.clone(), Some("nginx"))
+                .unwrap_err()
+                .contains("known: engine")
+        );
+        assert!(select(all, Some(",")).is_err());
+    }
+
+    #[test]
+    fn extra_server_needs_a_port_placeholder_and_a_safe_name() {
+        assert_eq!(extra_server(None, None), Ok(None));
+        assert!(extra_server(Some("go".into()), None).is_err());
+        assert!(extra_server(None, Some("server --addr :9000".into())).is_err());
+        assert!(extra_server(Some("a/b".into()), Some("s {port}".into())).is_err());
+        assert!(extra_server(Some("engine".into()), Some("s {port}".into())).is_err());
+        let spec = extra_server(
+            Some("arpc-go".into()),
+            Some("srv --addr 127.0.0.1:{port}".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(spec.name, "arpc-go");
+        let unnamed = extra_server(None, Some("srv {port}".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(unnamed.name, DEFAULT_EXTRA_NAME);
+    }
+}
