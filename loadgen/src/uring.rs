@@ -13,7 +13,9 @@ use ringrpc::ring::{Cqe, OpKind, Ring, SendDone, Token, sys};
 
 use crate::conn::Connection;
 use crate::cpu::WindowCpu;
-use crate::worker::{HOUSEKEEPING_INTERVAL, Plan, Shared, WorkerOutput, WorkerState, publish};
+use crate::worker::{
+    HOUSEKEEPING_INTERVAL, Plan, Shared, WorkerOutput, WorkerState, end_of_turn, publish,
+};
 
 /// Submission queue entries per I/O thread.
 const RING_ENTRIES: u32 = 1024;
@@ -66,18 +68,14 @@ pub(crate) fn run_uring_worker(
             }
             start_send(&mut ring, conn, &mut io[i], i, &mut state);
         }
-        if now >= plan.drain_deadline {
-            conns.iter_mut().for_each(|c| c.expire_all(&mut state));
-            break;
-        }
-        if now >= next_housekeeping {
-            conns
-                .iter_mut()
-                .for_each(|c| c.expire(now, plan, &mut state));
-            publish(&mut state, shared);
-            next_housekeeping = now + HOUSEKEEPING_INTERVAL;
-        }
-        if conns.iter().all(|c| c.is_done(now, plan)) {
+        if end_of_turn(
+            &mut conns,
+            now,
+            plan,
+            &mut state,
+            shared,
+            &mut next_housekeeping,
+        ) {
             break;
         }
         // Sleep until a completion, the next due request, housekeeping or a phase edge.

@@ -164,18 +164,14 @@ pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Share
             progressed |= conn.step(now, plan, &mut state);
         }
         let now = Instant::now();
-        if now >= plan.drain_deadline {
-            conns.iter_mut().for_each(|c| c.expire_all(&mut state));
-            break;
-        }
-        if now >= next_housekeeping {
-            conns
-                .iter_mut()
-                .for_each(|c| c.expire(now, plan, &mut state));
-            publish(&mut state, shared);
-            next_housekeeping = now + HOUSEKEEPING_INTERVAL;
-        }
-        if conns.iter().all(|c| c.is_done(now, plan)) {
+        if end_of_turn(
+            &mut conns,
+            now,
+            plan,
+            &mut state,
+            shared,
+            &mut next_housekeeping,
+        ) {
             break;
         }
         if !progressed {
@@ -189,6 +185,29 @@ pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Share
         counters: state.counters,
         cpu_in_window: cpu.used(),
     }
+}
+
+/// The bookkeeping every I/O engine does at the end of a loop turn: at the drain deadline
+/// whatever is outstanding times out; every [`HOUSEKEEPING_INTERVAL`] timeouts are expired and
+/// latencies published. Returns whether the worker is finished.
+pub(crate) fn end_of_turn(
+    conns: &mut [Connection],
+    now: Instant,
+    plan: &Plan,
+    state: &mut WorkerState,
+    shared: &Shared,
+    next_housekeeping: &mut Instant,
+) -> bool {
+    if now >= plan.drain_deadline {
+        conns.iter_mut().for_each(|c| c.expire_all(state));
+        return true;
+    }
+    if now >= *next_housekeeping {
+        conns.iter_mut().for_each(|c| c.expire(now, plan, state));
+        publish(state, shared);
+        *next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+    }
+    conns.iter().all(|c| c.is_done(now, plan))
 }
 
 pub(crate) fn publish(state: &mut WorkerState, shared: &Shared) {

@@ -1,9 +1,12 @@
 //! loadgen against a real ringrpc engine on loopback: both I/O engines, reflect mode, the
 //! open loop and server CPU accounting. Assertions are about accounting, never timing.
 
+mod common;
+
 use std::net::SocketAddr;
 
 use clap::Parser;
+use common::assert_clean;
 use ringrpc::{Config as EngineConfig, RunningServer, Server};
 use ringrpc_loadgen::{Cli, Config, Report, run};
 
@@ -36,25 +39,6 @@ fn load(addr: SocketAddr, flags: &[&str]) -> Report {
     ];
     args.extend_from_slice(flags);
     run(&Config::from_cli(Cli::try_parse_from(args).unwrap()).unwrap()).expect("run")
-}
-
-fn assert_clean(report: &Report) {
-    let n = &report.counts;
-    assert!(report.success, "{:?}", report.failures);
-    assert!(n.answered > 0);
-    assert_eq!(
-        n.sent,
-        n.answered + n.errors + n.mismatches + n.timeouts + n.lost,
-        "{n:?}"
-    );
-    assert_eq!(
-        (n.errors, n.mismatches, n.timeouts, n.lost, n.unexpected),
-        (0, 0, 0, 0, 0)
-    );
-    assert_eq!(
-        report.latency_us.count, n.answered,
-        "one latency per answer"
-    );
 }
 
 #[test]

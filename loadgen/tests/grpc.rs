@@ -5,6 +5,8 @@
 //! and found through cargo's own report of the executable it produced. Every server started
 //! is killed when its guard drops, even when an assertion fails.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +14,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser;
-use ringrpc_loadgen::{Cli, Config, Proto, Report, run};
+use common::assert_clean;
+use ringrpc_loadgen::{Cli, Config, Proto, run};
 
 /// Builds grpc-echo (debug profile, the one tests run in) and returns its path.
 fn grpc_echo_binary() -> &'static PathBuf {
@@ -106,25 +109,6 @@ fn grpc_config(target: &str, flags: &[&str]) -> Config {
     ];
     args.extend_from_slice(flags);
     Config::from_cli(Cli::try_parse_from(args).expect("valid flags")).expect("valid config")
-}
-
-fn assert_clean(report: &Report) {
-    let n = &report.counts;
-    assert!(report.success, "{:?}", report.failures);
-    assert!(n.answered > 0);
-    assert_eq!(
-        n.sent,
-        n.answered + n.errors + n.mismatches + n.timeouts + n.lost,
-        "{n:?}"
-    );
-    assert_eq!(
-        (n.errors, n.mismatches, n.timeouts, n.lost, n.unexpected),
-        (0, 0, 0, 0, 0)
-    );
-    assert_eq!(
-        report.latency_us.count, n.answered,
-        "one latency per answer"
-    );
 }
 
 #[test]

@@ -3,59 +3,18 @@
 //! intervals tiling the measured window and the drain, whose counts add up exactly to the
 //! report's answered requests.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::thread;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use clap::Parser;
+use common::{Behaviour, spawn_server};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use ringrpc_loadgen::{Cli, Config, run};
-use ringrpc_protocol::{Command as FrameCommand, Decoder, Frame};
-
-/// An arpc echo server on an ephemeral loopback port; it lives until the test process exits.
-fn spawn_echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            thread::spawn(move || echo(stream));
-        }
-    });
-    addr
-}
-
-fn echo(mut stream: TcpStream) {
-    stream.set_nodelay(true).unwrap();
-    let decoder = Decoder::default();
-    let (mut rx, mut tx) = (BytesMut::new(), BytesMut::new());
-    let mut buf = vec![0; 64 * 1024];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        rx.extend_from_slice(&buf[..n]);
-        while let Ok(Some(frame)) = decoder.decode(&mut rx) {
-            if frame.header.cmd == FrameCommand::Request {
-                Frame::response_to(&frame.header, frame.method.clone(), frame.payload.clone())
-                    .encode_to(&mut tx);
-            }
-        }
-        if !tx.is_empty() {
-            if stream.write_all(&tx).is_err() {
-                return;
-            }
-            tx.clear();
-        }
-    }
-}
 
 /// Standard base64 with padding, as HdrHistogram logs encode histograms.
 fn decode_base64(text: &str) -> Vec<u8> {
@@ -120,7 +79,7 @@ fn temp_log(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn interval_log_counts_add_up_to_the_answered_requests() {
-    let addr = spawn_echo_server();
+    let addr = spawn_server(Behaviour::Echo);
     let path = temp_log("hdr");
     let target = addr.to_string();
     let args = [

@@ -1,112 +1,12 @@
 //! End-to-end runs of the load generator against small in-test arpc servers on loopback.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::process::Command as Process;
-use std::thread;
 
-use bytes::BytesMut;
-use clap::Parser;
-use ringrpc_loadgen::{Cli, Config, Report, run};
-use ringrpc_protocol::{Command, Decoder, Frame};
-
-/// How a test server answers requests.
-#[derive(Debug, Clone, Copy)]
-enum Behaviour {
-    Echo,
-    /// Flips the first payload byte of every tenth response on a connection.
-    CorruptEveryTenth,
-    /// Answers every request with an error response.
-    ErrorAll,
-    /// Reads requests and never answers.
-    Silent,
-    /// Echoes this many requests per connection, then closes it.
-    CloseAfter(usize),
-}
-
-/// Starts a server on an ephemeral loopback port; it lives until the test process exits.
-fn spawn_server(behaviour: Behaviour) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            thread::spawn(move || serve(stream, behaviour));
-        }
-    });
-    addr
-}
-
-fn serve(mut stream: TcpStream, behaviour: Behaviour) {
-    stream.set_nodelay(true).unwrap();
-    let decoder = Decoder::default();
-    let (mut rx, mut tx) = (BytesMut::new(), BytesMut::new());
-    let mut buf = vec![0; 64 * 1024];
-    let mut requests = 0usize;
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        rx.extend_from_slice(&buf[..n]);
-        loop {
-            let frame = match decoder.decode(&mut rx) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => return,
-            };
-            if frame.header.cmd != Command::Request {
-                continue;
-            }
-            requests += 1;
-            let echo =
-                Frame::response_to(&frame.header, frame.method.clone(), frame.payload.clone());
-            let response = match behaviour {
-                Behaviour::Echo => echo,
-                Behaviour::CorruptEveryTenth if requests % 10 == 0 => {
-                    let mut payload = frame.payload.to_vec();
-                    payload[0] ^= 0xff;
-                    Frame::response_to(&frame.header, frame.method.clone(), payload)
-                }
-                Behaviour::CorruptEveryTenth => echo,
-                Behaviour::ErrorAll => {
-                    Frame::error_response_to(&frame.header, frame.method.clone(), "no such method")
-                }
-                Behaviour::Silent => continue,
-                Behaviour::CloseAfter(limit) if requests > limit => return,
-                Behaviour::CloseAfter(_) => echo,
-            };
-            response.encode_to(&mut tx);
-        }
-        if !tx.is_empty() {
-            if stream.write_all(&tx).is_err() {
-                return;
-            }
-            tx.clear();
-        }
-    }
-}
-
-fn config(addr: SocketAddr, flags: &[&str]) -> Config {
-    let target = addr.to_string();
-    let mut args = vec!["loadgen", "--target", target.as_str(), "--quiet"];
-    args.extend_from_slice(flags);
-    Config::from_cli(Cli::try_parse_from(args).expect("valid flags")).expect("valid config")
-}
-
-fn assert_accounting(report: &Report) {
-    let n = &report.counts;
-    assert_eq!(
-        n.sent,
-        n.answered + n.errors + n.mismatches + n.timeouts + n.lost,
-        "every measured request is settled exactly once: {n:?}"
-    );
-    assert!(report.accounting_ok);
-    assert_eq!(
-        report.latency_us.count, n.answered,
-        "one latency per correct answer"
-    );
-}
+use common::{Behaviour, assert_accounting, config, spawn_server};
+use ringrpc_loadgen::run;
 
 #[test]
 fn echo_server_run_succeeds_and_accounts_for_every_request() {
