@@ -8,14 +8,18 @@
 //! - Output keeps frame order: small frames are coalesced into one buffer, large payloads
 //!   stay separate `Bytes`, and a partially sent batch resumes exactly where it stopped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use ringrpc_protocol::{
     Command, DecodeError, Flags, FrameRef, HEADER_LEN, Header, parse_frame, write_frame,
 };
 
+use crate::handle::{CallDone, CallError, ConnInfo};
+use crate::mailbox::Mailbox;
 use crate::ring::IOV_MAX;
 use crate::router::{Dispatched, Router};
 
@@ -39,7 +43,7 @@ pub struct ConnStats {
     pub not_found: u64,
     /// Handlers that panicked.
     pub panics: u64,
-    /// Frames this server does not take from a peer (Response, Stream) and dropped.
+    /// Frames dropped: Responses to no pending call (or to one that timed out), Streams.
     pub ignored: u64,
 }
 
@@ -101,6 +105,19 @@ impl OutQueue {
         self.frames += 1;
     }
 
+    /// Queues one frame encoded elsewhere (another thread, or once for a broadcast); a
+    /// large one is sent from its own buffer, shared, without copying.
+    pub fn push_encoded(&mut self, frame: Bytes) {
+        if frame.len() < ZERO_COPY_MIN {
+            self.small.extend_from_slice(&frame);
+        } else {
+            self.seal_small();
+            self.segments.push_back(frame.clone());
+        }
+        self.queued += frame.len();
+        self.frames += 1;
+    }
+
     /// Queues bytes as they are (reflect mode: no framing, no frame counted).
     pub fn push_raw(&mut self, bytes: &[u8]) {
         self.small.extend_from_slice(bytes);
@@ -159,11 +176,19 @@ impl OutQueue {
     }
 }
 
+/// A call this side made to the peer, waiting for its Response.
+struct PendingCall {
+    deadline: Instant,
+    done: CallDone,
+}
+
 /// One connection's protocol state.
-#[derive(Debug)]
 pub struct Conn {
-    peer: SocketAddr,
+    info: ConnInfo,
+    mailbox: Arc<Mailbox>,
     max_body: u32,
+    calls: HashMap<u64, PendingCall>,
+    next_call_seq: u64,
     partial: BytesMut,
     /// Responses and other frames to send.
     pub out: OutQueue,
@@ -171,12 +196,28 @@ pub struct Conn {
     pub stats: ConnStats,
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.info.id)
+            .field("peer", &self.info.peer)
+            .field("partial", &self.partial.len())
+            .field("queued", &self.out.queued_bytes())
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
 impl Conn {
-    /// A fresh connection from `peer` accepting bodies up to `max_body`.
-    pub fn new(peer: SocketAddr, max_body: u32) -> Conn {
+    /// A fresh connection accepting bodies up to `max_body`; handlers reach it later
+    /// through `mailbox`.
+    pub(crate) fn new(info: ConnInfo, mailbox: Arc<Mailbox>, max_body: u32) -> Conn {
         Conn {
-            peer,
+            info,
+            mailbox,
             max_body,
+            calls: HashMap::new(),
+            next_call_seq: 1,
             partial: BytesMut::new(),
             out: OutQueue::default(),
             stats: ConnStats::default(),
@@ -185,7 +226,63 @@ impl Conn {
 
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.info.peer
+    }
+
+    /// Who this connection is.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Queues a Request to the peer; `done` runs when its Response arrives, at `deadline`
+    /// ([`Conn::expire_calls`]) or when the connection closes ([`Conn::fail_calls`]).
+    pub(crate) fn start_call(
+        &mut self,
+        method: &[u8],
+        payload: &[u8],
+        timeout: Duration,
+        now: Instant,
+        done: CallDone,
+    ) {
+        let seq = self.next_call_seq;
+        self.next_call_seq += 1;
+        self.out
+            .push_frame(Command::Request, Flags::default(), 0, seq, method, payload);
+        self.calls.insert(
+            seq,
+            PendingCall {
+                deadline: now + timeout,
+                done,
+            },
+        );
+    }
+
+    /// Calls waiting for a Response.
+    pub fn calls_pending(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Fails every call whose deadline has passed with [`CallError::Timeout`]; a Response
+    /// arriving later is dropped as unknown.
+    pub fn expire_calls(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(call) = self.calls.remove(&seq) {
+                (call.done)(Err(CallError::Timeout));
+            }
+        }
+    }
+
+    /// Fails every pending call with `error` (the connection is closing).
+    pub fn fail_calls(&mut self, error: CallError) {
+        for (_, call) in self.calls.drain() {
+            (call.done)(Err(error.clone()));
+        }
     }
 
     /// Bytes of an incomplete frame held.
@@ -248,6 +345,22 @@ impl Conn {
         Ok(data)
     }
 
+    fn answer_call(&mut self, frame: &FrameRef<'_>) {
+        let Some(call) = self.calls.remove(&frame.header.seq) else {
+            // Unknown, or answered after its timeout.
+            self.stats.ignored += 1;
+            return;
+        };
+        let outcome = if frame.header.flags.is_error() {
+            Err(CallError::Remote(
+                String::from_utf8_lossy(frame.payload).into_owned(),
+            ))
+        } else {
+            Ok(Bytes::copy_from_slice(frame.payload))
+        };
+        (call.done)(outcome);
+    }
+
     fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router) {
         self.stats.frames_in += 1;
         match frame.header.cmd {
@@ -257,7 +370,7 @@ impl Conn {
                 } else {
                     self.stats.notifies += 1;
                 }
-                match router.dispatch(frame, self.peer, &mut self.out) {
+                match router.dispatch(frame, &self.info, &self.mailbox, &mut self.out) {
                     Dispatched::Handled => {}
                     Dispatched::NotFound => self.stats.not_found += 1,
                     Dispatched::Panicked => self.stats.panics += 1,
@@ -265,7 +378,8 @@ impl Conn {
             }
             Command::Ping => self.out.push_pong(),
             Command::Pong => {}
-            Command::Response | Command::Stream => self.stats.ignored += 1,
+            Command::Response => self.answer_call(frame),
+            Command::Stream => self.stats.ignored += 1,
         }
     }
 }
@@ -275,8 +389,17 @@ mod tests {
     use super::*;
     use ringrpc_protocol::{Decoder, Frame};
 
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn test_conn(max_body: u32) -> Conn {
+        let info = ConnInfo {
+            id: crate::handle::ConnId {
+                core: 0,
+                slot: 0,
+                generation: 1,
+            },
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mailbox = Arc::new(Mailbox::new(crate::ring::sys::eventfd().unwrap()));
+        Conn::new(info, mailbox, max_body)
     }
 
     fn drain_output(conn: &mut Conn) -> Vec<Frame> {
@@ -299,7 +422,7 @@ mod tests {
     #[test]
     fn whole_frames_are_answered_in_order() {
         let router = Router::with_builtins();
-        let mut conn = Conn::new(peer(), 1 << 20);
+        let mut conn = test_conn(1 << 20);
         let mut wire = BytesMut::new();
         for seq in 0..5u64 {
             Frame::request(seq, "/echo", format!("p{seq}")).encode_to(&mut wire);
@@ -326,7 +449,7 @@ mod tests {
         Frame::request(3, "/echo", "last").encode_to(&mut wire);
         for a in 0..=wire.len() {
             for b in a..=wire.len() {
-                let mut conn = Conn::new(peer(), 1 << 20);
+                let mut conn = test_conn(1 << 20);
                 for chunk in [&wire[..a], &wire[a..b], &wire[b..]] {
                     conn.handle_recv(chunk, &router).unwrap();
                 }
@@ -349,7 +472,7 @@ mod tests {
     #[test]
     fn oversized_body_is_rejected_from_the_header_alone() {
         let router = Router::with_builtins();
-        let mut conn = Conn::new(peer(), 1024);
+        let mut conn = test_conn(1024);
         let mut head = [0u8; 16];
         head[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         head[5] = 1;
@@ -364,7 +487,7 @@ mod tests {
     #[test]
     fn unknown_method_gets_error_and_notify_gets_nothing() {
         let router = Router::with_builtins();
-        let mut conn = Conn::new(peer(), 1 << 20);
+        let mut conn = test_conn(1 << 20);
         let mut wire = BytesMut::new();
         Frame::request(9, "/nope", "x").encode_to(&mut wire);
         Frame::notify(10, "/nope", "x").encode_to(&mut wire);
@@ -437,13 +560,77 @@ mod tests {
     }
 
     #[test]
+    fn calls_complete_on_response_remote_error_timeout_and_close() {
+        use std::sync::Mutex;
+        let router = Router::with_builtins();
+        let mut conn = test_conn(1 << 20);
+        type Outcomes = Arc<Mutex<Vec<(u32, Result<Bytes, CallError>)>>>;
+        let outcomes: Outcomes = Arc::default();
+        let now = Instant::now();
+        for tag in 1..=4u32 {
+            let outcomes = outcomes.clone();
+            let done: CallDone = Box::new(move |r| outcomes.lock().unwrap().push((tag, r)));
+            let timeout = if tag == 3 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(60)
+            };
+            conn.start_call(b"/ask", format!("q{tag}").as_bytes(), timeout, now, done);
+        }
+        // The four Requests went out with seqs 1..=4.
+        let sent = drain_output(&mut conn);
+        let seqs: Vec<_> = sent.iter().map(|f| (f.header.cmd, f.header.seq)).collect();
+        assert_eq!(
+            seqs,
+            (1..=4).map(|s| (Command::Request, s)).collect::<Vec<_>>()
+        );
+        assert_eq!(&sent[1].payload[..], b"q2");
+        // Call 1 answered, call 2 answered with an error, a stray Response is ignored.
+        let mut wire = BytesMut::new();
+        Frame::response_to(&sent[0].header, "/ask", "a1").encode_to(&mut wire);
+        Frame::error_response_to(&sent[1].header, "/ask", "nope").encode_to(&mut wire);
+        Frame::response_to(&Frame::request(99, "/x", "").header, "/x", "").encode_to(&mut wire);
+        conn.handle_recv(&wire, &router).unwrap();
+        conn.expire_calls(now);
+        assert_eq!(conn.calls_pending(), 1);
+        conn.fail_calls(CallError::Disconnected);
+        let got = outcomes.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![
+                (1, Ok(Bytes::from_static(b"a1"))),
+                (2, Err(CallError::Remote("nope".into()))),
+                (3, Err(CallError::Timeout)),
+                (4, Err(CallError::Disconnected)),
+            ]
+        );
+        assert_eq!(conn.stats.ignored, 1);
+    }
+
+    #[test]
+    fn encoded_frames_keep_their_place_in_the_queue() {
+        let mut q = OutQueue::default();
+        q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"x");
+        q.push_encoded(Frame::notify(0, "/big", vec![1u8; ZERO_COPY_MIN]).to_bytes());
+        q.push_encoded(Frame::notify(0, "/small", "y").to_bytes());
+        let mut batch = Vec::new();
+        assert_eq!(q.take_batch(&mut batch), 3);
+        let mut wire: BytesMut = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut methods = Vec::new();
+        while let Some(f) = Decoder::default().decode(&mut wire).unwrap() {
+            methods.push(String::from_utf8(f.method.to_vec()).unwrap());
+        }
+        assert_eq!(methods, ["/a", "/big", "/small"]);
+    }
+
+    #[test]
     fn panicking_handler_is_answered_with_an_error() {
         fn boom(_: &mut crate::router::Context<'_>) {
             panic!("boom");
         }
         let mut router = Router::with_builtins();
         router.add("/boom", boom).unwrap();
-        let mut conn = Conn::new(peer(), 1 << 20);
+        let mut conn = test_conn(1 << 20);
         let mut wire = BytesMut::new();
         Frame::request(4, "/boom", "").encode_to(&mut wire);
         Frame::request(5, "/echo", "ok").encode_to(&mut wire);

@@ -31,13 +31,17 @@
 
 pub mod config;
 pub mod conn;
+pub mod handle;
+mod mailbox;
 pub mod reactor;
 pub mod ring;
 pub mod router;
 pub mod server;
 
 pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr};
-pub use reactor::CoreStats;
+pub use handle::{CallError, ConnHandle, ConnId, ConnInfo, Responder};
+pub use mailbox::BroadcastFilter;
+pub use reactor::{CoreStats, DisconnectReason};
 pub use router::{Context, Handler, RouteError, Router};
 pub use server::{
     RunError, RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError,

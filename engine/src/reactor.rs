@@ -21,12 +21,17 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnStats};
+use crate::handle::{CallError, ConnHandle, ConnId, ConnInfo, mark_reactor_thread};
+use crate::mailbox::{Command, Mailbox};
 use crate::ring::{Cqe, OpKind, Ring, RingError, Token, sys};
 use crate::router::Router;
 
 const TIMER_STATS: u32 = 0;
 const TIMER_ACCEPT_RETRY: u32 = 1;
 const TIMER_DRAIN: u32 = 2;
+const TIMER_CALLS: u32 = 3;
+/// How often pending calls to peers are checked for their deadline.
+const CALL_SWEEP: Duration = Duration::from_millis(10);
 /// How long accept pauses after running out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a draining reactor re-checks its connections and the grace deadline.
@@ -36,17 +41,39 @@ const DRAIN_TICK: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
-    pub(crate) wakers: Vec<File>,
+    /// One per reactor, in core order.
+    pub(crate) mailboxes: Vec<Arc<Mailbox>>,
+    pub(crate) hooks: Hooks,
 }
 
 impl Shared {
     /// Asks every reactor to drain and stop.
     pub(crate) fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
-        for w in &self.wakers {
-            // A full eventfd counter already guarantees a wake-up, so errors are harmless.
-            let _ = io::Write::write(&mut &*w, &1u64.to_ne_bytes());
+        for m in &self.mailboxes {
+            m.wake();
         }
+    }
+}
+
+/// Runs when a connection is accepted, on its reactor thread.
+pub type ConnectHook = Box<dyn Fn(&ConnHandle) + Send + Sync>;
+/// Runs when a connection is gone, on its reactor thread.
+pub type DisconnectHook = Box<dyn Fn(&ConnInfo, &DisconnectReason) + Send + Sync>;
+
+/// User callbacks for connection events.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_connect: Option<ConnectHook>,
+    pub(crate) on_disconnect: Option<DisconnectHook>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_connect", &self.on_connect.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .finish()
     }
 }
 
@@ -87,6 +114,10 @@ pub struct CoreStats {
     pub recv_buffers_exhausted: u64,
     /// Accept failures (descriptor or memory exhaustion).
     pub accept_errors: u64,
+    /// Broadcast frames queued on connections.
+    pub broadcasts: u64,
+    /// Calls made to peers.
+    pub calls: u64,
 }
 
 impl CoreStats {
@@ -109,22 +140,29 @@ impl CoreStats {
     }
 }
 
-/// Why a connection was closed (logged at trace level).
+/// Why a connection was closed.
 #[derive(Debug)]
-enum CloseReason {
+pub enum DisconnectReason {
+    /// The peer closed its side.
     PeerClosed,
+    /// The peer broke the protocol.
     Protocol(ringrpc_protocol::DecodeError),
+    /// A socket error (reset, broken pipe).
     Socket(io::Error),
+    /// The server shut down.
     Shutdown,
+    /// Closed through a [`ConnHandle`].
+    Closed,
 }
 
-impl std::fmt::Display for CloseReason {
+impl std::fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CloseReason::PeerClosed => f.write_str("peer closed"),
-            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            CloseReason::Socket(e) => write!(f, "socket error: {e}"),
-            CloseReason::Shutdown => f.write_str("server shutdown"),
+            DisconnectReason::PeerClosed => f.write_str("peer closed"),
+            DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DisconnectReason::Socket(e) => write!(f, "socket error: {e}"),
+            DisconnectReason::Shutdown => f.write_str("server shutdown"),
+            DisconnectReason::Closed => f.write_str("closed by the application"),
         }
     }
 }
@@ -138,14 +176,16 @@ struct Slot {
     send_in_flight: bool,
     peer_eof: bool,
     write_shut: bool,
-    dead: Option<CloseReason>,
+    dead: Option<DisconnectReason>,
     shut_both: bool,
     dirty: bool,
     drain_target: Option<u64>,
+    /// Close once queued output is written (a handle asked).
+    close_requested: bool,
 }
 
 impl Slot {
-    fn close(&mut self, reason: CloseReason) {
+    fn close(&mut self, reason: DisconnectReason) {
         self.dead.get_or_insert(reason);
     }
 }
@@ -153,6 +193,8 @@ impl Slot {
 /// One core's reactor.
 pub(crate) struct Reactor {
     id: usize,
+    mailbox: Arc<Mailbox>,
+    calls_timer_armed: bool,
     ring: Ring,
     listener: Option<TcpListener>,
     conns: Slab<Slot>,
@@ -195,6 +237,7 @@ impl Reactor {
         listener: TcpListener,
         wake: File,
     ) -> Result<Reactor, RingError> {
+        let mailbox = shared.mailboxes[id].clone();
         let ring = Ring::new(
             config.ring_entries,
             config.recv_buffers,
@@ -204,6 +247,8 @@ impl Reactor {
         tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
         Ok(Reactor {
             id,
+            mailbox,
+            calls_timer_armed: false,
             ring,
             listener: Some(listener),
             conns: Slab::with_capacity(1024),
@@ -227,6 +272,7 @@ impl Reactor {
 
     /// Runs until shutdown has drained every connection; returns this core's totals.
     pub(crate) fn run(mut self) -> io::Result<CoreStats> {
+        mark_reactor_thread();
         self.arm_accept();
         self.ring.wake_read(WAKE)?;
         if let Some(every) = self.config.stats_interval {
@@ -272,6 +318,7 @@ impl Reactor {
                         tracing::error!(core = self.id, "cannot re-arm wake-up: {e}");
                     }
                 }
+                self.take_mail();
             }
             OpKind::Timer => self.on_timer(cqe.token.slot),
             OpKind::Cancel => {}
@@ -367,10 +414,20 @@ impl Reactor {
         self.generation = self.generation.wrapping_add(1) & crate::ring::token::GENERATION_MASK;
         let generation = self.generation;
         let fd = stream.as_raw_fd();
-        let idx = self.conns.insert(Slot {
+        let entry = self.conns.vacant_entry();
+        let idx = entry.key();
+        let info = ConnInfo {
+            id: ConnId {
+                core: self.id as u16,
+                slot: idx as u32,
+                generation,
+            },
+            peer,
+        };
+        entry.insert(Slot {
             stream,
             generation,
-            conn: Conn::new(peer, self.config.max_body),
+            conn: Conn::new(info, self.mailbox.clone(), self.config.max_body),
             spare_batch: Vec::new(),
             recv_armed: false,
             send_in_flight: false,
@@ -380,6 +437,7 @@ impl Reactor {
             shut_both: false,
             dirty: false,
             drain_target: None,
+            close_requested: false,
         });
         self.stats.accepted += 1;
         let slot = &mut self.conns[idx];
@@ -388,9 +446,92 @@ impl Reactor {
             .recv_multi(fd, Token::conn(OpKind::Recv, idx, generation))
         {
             Ok(()) => slot.recv_armed = true,
-            Err(e) => slot.close(CloseReason::Socket(e)),
+            Err(e) => slot.close(DisconnectReason::Socket(e)),
         }
         self.mark_dirty(idx);
+        if let Some(hook) = &self.shared.hooks.on_connect {
+            hook(&ConnHandle {
+                info,
+                mailbox: self.mailbox.clone(),
+            });
+        }
+    }
+
+    /// Applies what other threads posted.
+    fn take_mail(&mut self) {
+        let mailbox = self.mailbox.clone();
+        for cmd in mailbox.drain() {
+            match cmd {
+                Command::Send { conn, frame } => {
+                    if let Some(idx) = self.live_id(conn) {
+                        self.conns[idx].conn.out.push_encoded(frame);
+                        self.mark_dirty(idx);
+                    }
+                }
+                Command::Call {
+                    conn,
+                    method,
+                    payload,
+                    timeout,
+                    done,
+                } => match self.live_id(conn) {
+                    Some(idx) => {
+                        let slot = &mut self.conns[idx];
+                        slot.conn
+                            .start_call(&method, &payload, timeout, Instant::now(), done);
+                        self.stats.calls += 1;
+                        self.mark_dirty(idx);
+                        if !self.calls_timer_armed
+                            && self.ring.timer(CALL_SWEEP, timer(TIMER_CALLS)).is_ok()
+                        {
+                            self.calls_timer_armed = true;
+                        }
+                    }
+                    None => done(Err(CallError::Disconnected)),
+                },
+                Command::Broadcast { frame, filter } => {
+                    let mut reached = Vec::new();
+                    for (idx, slot) in self.conns.iter_mut() {
+                        let open = slot.dead.is_none() && !slot.write_shut;
+                        if open && filter.as_ref().is_none_or(|f| f(slot.conn.info())) {
+                            slot.conn.out.push_encoded(frame.clone());
+                            reached.push(idx);
+                        }
+                    }
+                    self.stats.broadcasts += reached.len() as u64;
+                    for idx in reached {
+                        self.mark_dirty(idx);
+                    }
+                }
+                Command::Close { conn } => {
+                    if let Some(idx) = self.live_id(conn) {
+                        self.conns[idx].close_requested = true;
+                        self.mark_dirty(idx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The live slot a connection id names, if that connection is still open.
+    fn live_id(&self, id: ConnId) -> Option<usize> {
+        let idx = id.slot as usize;
+        match self.conns.get(idx) {
+            Some(s) if s.generation == id.generation && s.dead.is_none() => Some(idx),
+            _ => None,
+        }
+    }
+
+    fn sweep_calls(&mut self) {
+        let now = Instant::now();
+        let mut pending = false;
+        for (_, slot) in self.conns.iter_mut() {
+            if slot.conn.calls_pending() > 0 {
+                slot.conn.expire_calls(now);
+                pending |= slot.conn.calls_pending() > 0;
+            }
+        }
+        self.calls_timer_armed = pending && self.ring.timer(CALL_SWEEP, timer(TIMER_CALLS)).is_ok();
     }
 
     fn mark_dirty(&mut self, idx: usize) {
@@ -448,12 +589,12 @@ impl Reactor {
                         if let Err(e) = result {
                             self.stats.protocol_errors += 1;
                             tracing::debug!(core = self.id, peer = %slot.conn.peer(), "closing connection: {e}");
-                            slot.close(CloseReason::Protocol(e));
+                            slot.close(DisconnectReason::Protocol(e));
                         }
                     }
                     bufs.recycle(bid);
                 }
-                None => slot.close(CloseReason::Socket(io::Error::other(
+                None => slot.close(DisconnectReason::Socket(io::Error::other(
                     "recv completion without a buffer",
                 ))),
             }
@@ -465,7 +606,9 @@ impl Reactor {
                 libc::ECANCELED => {}
                 errno => {
                     self.stats.socket_errors += 1;
-                    slot.close(CloseReason::Socket(io::Error::from_raw_os_error(errno)));
+                    slot.close(DisconnectReason::Socket(io::Error::from_raw_os_error(
+                        errno,
+                    )));
                 }
             }
         }
@@ -473,7 +616,7 @@ impl Reactor {
             let token = Token::conn(OpKind::Recv, idx, slot.generation);
             match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
                 Ok(()) => slot.recv_armed = true,
-                Err(e) => slot.close(CloseReason::Socket(e)),
+                Err(e) => slot.close(DisconnectReason::Socket(e)),
             }
         }
         self.mark_dirty(idx);
@@ -490,7 +633,7 @@ impl Reactor {
         slot.send_in_flight = false;
         if done.result < 0 {
             self.stats.socket_errors += 1;
-            slot.close(CloseReason::Socket(io::Error::from_raw_os_error(
+            slot.close(DisconnectReason::Socket(io::Error::from_raw_os_error(
                 -done.result,
             )));
         } else {
@@ -516,6 +659,7 @@ impl Reactor {
                     self.arm_accept();
                 }
             }
+            TIMER_CALLS => self.sweep_calls(),
             TIMER_DRAIN if self.draining.is_some() => {
                 self.mark_all_dirty();
                 let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));
@@ -577,7 +721,7 @@ impl Reactor {
             );
         }
         for (_, slot) in self.conns.iter_mut() {
-            slot.close(CloseReason::Shutdown);
+            slot.close(DisconnectReason::Shutdown);
         }
         self.mark_all_dirty();
     }
@@ -609,12 +753,13 @@ impl Reactor {
                     slot.send_in_flight = true;
                     self.stats.sends += 1;
                 }
-                Err(e) => slot.close(CloseReason::Socket(e)),
+                Err(e) => slot.close(DisconnectReason::Socket(e)),
             }
         }
-        let drained = slot.drain_target.is_some_and(|target| {
-            slot.conn.stats.bytes_in >= target && slot.conn.partial_len() == 0
-        });
+        let drained = slot.close_requested
+            || slot.drain_target.is_some_and(|target| {
+                slot.conn.stats.bytes_in >= target && slot.conn.partial_len() == 0
+            });
         let output_done = !slot.send_in_flight && slot.conn.out.is_empty();
         if slot.dead.is_none() && output_done && (slot.peer_eof || drained) {
             // Everything owed is written: send FIN. Then close once the peer has closed too
@@ -626,9 +771,13 @@ impl Reactor {
                 slot.write_shut = true;
             }
             if slot.peer_eof {
-                slot.close(CloseReason::PeerClosed);
+                slot.close(DisconnectReason::PeerClosed);
             } else if sys::unread_bytes(slot.stream.as_fd()).is_ok_and(|n| n == 0) {
-                slot.close(CloseReason::Shutdown);
+                slot.close(if slot.close_requested {
+                    DisconnectReason::Closed
+                } else {
+                    DisconnectReason::Shutdown
+                });
             }
         }
         if slot.dead.is_some() && !slot.shut_both {
@@ -639,10 +788,13 @@ impl Reactor {
             }
         }
         if slot.dead.is_some() && !slot.recv_armed && !slot.send_in_flight {
-            let slot = self.conns.remove(idx);
+            let mut slot = self.conns.remove(idx);
             self.stats.closed += 1;
-            if let Some(reason) = &slot.dead {
-                tracing::trace!(core = self.id, peer = %slot.conn.peer(), "connection closed: {reason}");
+            slot.conn.fail_calls(CallError::Disconnected);
+            let reason = slot.dead.take().unwrap_or(DisconnectReason::Shutdown);
+            tracing::trace!(core = self.id, peer = %slot.conn.peer(), "connection closed: {reason}");
+            if let Some(hook) = &self.shared.hooks.on_disconnect {
+                hook(slot.conn.info(), &reason);
             }
         }
     }

@@ -8,16 +8,21 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 
 use crate::conn::OutQueue;
+use crate::handle::{ConnHandle, ConnInfo, Responder};
+use crate::mailbox::Mailbox;
 
-/// A request handler: reads the context and replies through it.
+/// A request handler: reads the context and replies through it (now, or later through a
+/// [`Responder`]). It runs on the reactor thread, so it must not block.
 ///
-/// A Request whose handler returns without replying gets an empty Response.
-pub type Handler = fn(&mut Context<'_>);
+/// A Request whose handler returns without replying or taking a responder gets an empty
+/// Response.
+pub type Handler = Arc<dyn Fn(&mut Context<'_>) + Send + Sync>;
 
 /// Error text of the Response to a Request for an unknown method.
 pub const METHOD_NOT_FOUND: &str = "method not found";
@@ -29,7 +34,8 @@ pub struct Context<'a> {
     header: Header,
     method: &'a [u8],
     payload: &'a [u8],
-    peer: SocketAddr,
+    conn: &'a ConnInfo,
+    mailbox: &'a Arc<Mailbox>,
     out: &'a mut OutQueue,
     replied: bool,
 }
@@ -41,7 +47,7 @@ impl fmt::Debug for Context<'_> {
             .field("seq", &self.header.seq)
             .field("method", &String::from_utf8_lossy(self.method))
             .field("payload_len", &self.payload.len())
-            .field("peer", &self.peer)
+            .field("conn", &self.conn.id)
             .finish()
     }
 }
@@ -49,14 +55,16 @@ impl fmt::Debug for Context<'_> {
 impl<'a> Context<'a> {
     pub(crate) fn new(
         frame: &FrameRef<'a>,
-        peer: SocketAddr,
+        conn: &'a ConnInfo,
+        mailbox: &'a Arc<Mailbox>,
         out: &'a mut OutQueue,
     ) -> Context<'a> {
         Context {
             header: frame.header,
             method: frame.method,
             payload: frame.payload,
-            peer,
+            conn,
+            mailbox,
             out,
             // A Notify is never answered: treat it as already replied.
             replied: frame.header.cmd != Command::Request,
@@ -89,7 +97,31 @@ impl<'a> Context<'a> {
     }
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.conn.peer
+    }
+    /// The connection, as a handle usable later and from any thread (notify or call the
+    /// peer, close).
+    pub fn conn(&self) -> ConnHandle {
+        ConnHandle {
+            info: *self.conn,
+            mailbox: self.mailbox.clone(),
+        }
+    }
+
+    /// Takes over answering this Request: the returned [`Responder`] is `Send + 'static`
+    /// and answers from any thread, whenever the work is done. `None` for a Notify or when
+    /// a reply was already queued.
+    pub fn responder(&mut self) -> Option<Responder> {
+        if self.replied {
+            return None;
+        }
+        self.replied = true;
+        Some(Responder::new(
+            self.conn(),
+            self.header.seq,
+            self.method,
+            self.header.flags,
+        ))
     }
     /// Whether a Response has been queued (always true for a Notify).
     pub fn replied(&self) -> bool {
@@ -218,27 +250,33 @@ impl Router {
     }
 
     /// Registers `handler` for `method`, replacing any earlier one.
-    pub fn add(&mut self, method: &str, handler: Handler) -> Result<(), RouteError> {
+    pub fn add(
+        &mut self,
+        method: &str,
+        handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
+    ) -> Result<(), RouteError> {
         if method.is_empty() || method.len() > MAX_METHOD_LEN {
             return Err(RouteError(format!(
                 "method name {method:?} is {} bytes; it must be 1..={MAX_METHOD_LEN}",
                 method.len()
             )));
         }
-        self.routes.insert(method.as_bytes().into(), handler);
+        self.routes
+            .insert(method.as_bytes().into(), Arc::new(handler));
         Ok(())
     }
 
     /// The handler for `method`, if any.
-    pub fn get(&self, method: &[u8]) -> Option<Handler> {
-        self.routes.get(method).copied()
+    pub fn get(&self, method: &[u8]) -> Option<&Handler> {
+        self.routes.get(method)
     }
 
     /// Runs the handler for a Request or Notify and guarantees the Response rules above.
     pub(crate) fn dispatch(
         &self,
         frame: &FrameRef<'_>,
-        peer: SocketAddr,
+        conn: &ConnInfo,
+        mailbox: &Arc<Mailbox>,
         out: &mut OutQueue,
     ) -> Dispatched {
         let is_request = frame.header.cmd == Command::Request;
@@ -255,7 +293,8 @@ impl Router {
             }
             return Dispatched::NotFound;
         };
-        let mut ctx = Context::new(frame, peer, out);
+        let peer = conn.peer;
+        let mut ctx = Context::new(frame, conn, mailbox, out);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&mut ctx)));
         if outcome.is_err() {
             tracing::error!(method = %String::from_utf8_lossy(frame.method), %peer, "handler panicked");

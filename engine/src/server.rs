@@ -17,9 +17,11 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Config, ConfigError, ListenAddr};
-use crate::reactor::{CoreStats, Reactor, Shared};
+use crate::handle::{ConnHandle, ConnInfo, encode};
+use crate::mailbox::{BroadcastFilter, Command, Mailbox};
+use crate::reactor::{CoreStats, DisconnectReason, Hooks, Reactor, Shared};
 use crate::ring::{RingError, sys};
-use crate::router::{Handler, RouteError, Router};
+use crate::router::{RouteError, Router};
 
 /// Listen backlog of each reactor's socket.
 const BACKLOG: i32 = 4096;
@@ -116,6 +118,8 @@ impl ServerReport {
             t.socket_errors += c.socket_errors;
             t.recv_buffers_exhausted += c.recv_buffers_exhausted;
             t.accept_errors += c.accept_errors;
+            t.broadcasts += c.broadcasts;
+            t.calls += c.calls;
         }
         t
     }
@@ -156,6 +160,48 @@ impl ServerHandle {
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
+
+    /// Sends one Notify to every connection on every core. The frame is encoded once and
+    /// shared by all connections.
+    pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), crate::CallError> {
+        self.broadcast_inner(method, payload, None)
+    }
+
+    /// As [`ServerHandle::broadcast`], to the connections `filter` accepts (it runs on each
+    /// reactor thread, once per connection).
+    pub fn broadcast_filtered(
+        &self,
+        method: &str,
+        payload: &[u8],
+        filter: impl Fn(&ConnInfo) -> bool + Send + Sync + 'static,
+    ) -> Result<(), crate::CallError> {
+        self.broadcast_inner(method, payload, Some(Arc::new(filter)))
+    }
+
+    fn broadcast_inner(
+        &self,
+        method: &str,
+        payload: &[u8],
+        filter: Option<BroadcastFilter>,
+    ) -> Result<(), crate::CallError> {
+        if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
+            return Err(crate::CallError::BadMethod);
+        }
+        let frame = encode(
+            ringrpc_protocol::Command::Notify,
+            ringrpc_protocol::Flags::default(),
+            0,
+            method.as_bytes(),
+            payload,
+        );
+        for mailbox in &self.shared.mailboxes {
+            mailbox.post(Command::Broadcast {
+                frame: frame.clone(),
+                filter: filter.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Collects routes and settings; [`ServerBuilder::build`] validates and binds.
@@ -164,17 +210,40 @@ pub struct ServerBuilder {
     config: Option<Config>,
     router: Router,
     route_error: Option<RouteError>,
+    hooks: Hooks,
 }
 
 impl ServerBuilder {
+    /// Runs `hook` for every accepted connection, on its reactor thread (must not block);
+    /// the handle may be kept to notify or call the peer later.
+    pub fn on_connect(mut self, hook: impl Fn(&ConnHandle) + Send + Sync + 'static) -> Self {
+        self.hooks.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection is gone, with the reason, on its reactor thread.
+    pub fn on_disconnect(
+        mut self,
+        hook: impl Fn(&ConnInfo, &DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_disconnect = Some(Box::new(hook));
+        self
+    }
+
     /// Uses `config` (default: [`Config::builder`]'s defaults).
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
     }
 
-    /// Serves `method` with `handler`, replacing a built-in of the same name.
-    pub fn route(mut self, method: &str, handler: Handler) -> Self {
+    /// Serves `method` with `handler`, replacing a built-in of the same name. The handler
+    /// runs on the reactor thread of the connection and must not block; to answer later or
+    /// from another thread, take [`Context::responder`](crate::Context::responder).
+    pub fn route(
+        mut self,
+        method: &str,
+        handler: impl Fn(&mut crate::Context<'_>) + Send + Sync + 'static,
+    ) -> Self {
         if let Err(e) = self.router.add(method, handler) {
             self.route_error.get_or_insert(e);
         }
@@ -199,7 +268,7 @@ impl ServerBuilder {
             Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
         }
         let (listeners, local_addr) = bind_all(config.listen(), config.cores())?;
-        let mut wakers = Vec::with_capacity(config.cores());
+        let mut mailboxes = Vec::with_capacity(config.cores());
         let mut wake_reads = Vec::with_capacity(config.cores());
         for _ in 0..config.cores() {
             let fd = sys::eventfd().map_err(|e| StartError::Resource("an eventfd", e))?;
@@ -207,7 +276,7 @@ impl ServerBuilder {
                 fd.try_clone()
                     .map_err(|e| StartError::Resource("an eventfd", e))?,
             );
-            wakers.push(fd);
+            mailboxes.push(Arc::new(Mailbox::new(fd)));
         }
         Ok(Server {
             config: Arc::new(config),
@@ -217,7 +286,8 @@ impl ServerBuilder {
             wake_reads,
             shared: Arc::new(Shared {
                 shutdown: AtomicBool::new(false),
-                wakers,
+                mailboxes,
+                hooks: self.hooks,
             }),
         })
     }
@@ -241,6 +311,7 @@ impl Server {
             config: None,
             router: Router::with_builtins(),
             route_error: None,
+            hooks: Hooks::default(),
         }
     }
 

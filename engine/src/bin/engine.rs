@@ -19,8 +19,11 @@ struct Args {
     /// Reactor threads, each pinned to its own CPU [default: all CPUs]
     #[arg(long)]
     cores: Option<usize>,
-    /// Listen address: :PORT (all interfaces), HOST:PORT or [IPV6]:PORT
-    #[arg(long, default_value = ":8888")]
+    #[arg(
+        long,
+        default_value = ":8888",
+        help = "Listen address: :PORT (all interfaces), HOST:PORT or [IPV6]:PORT"
+    )]
     listen: String,
     /// Submission queue entries per core (power of two, 8..=32768)
     #[arg(long, default_value_t = 4096)]

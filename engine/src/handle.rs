@@ -1,0 +1,262 @@
+//! Handles user code keeps to act on a connection later, from any thread: send notifies,
+//! make calls to the peer, answer a request asynchronously, close.
+//!
+//! Invariants: every action travels to the owning reactor through its mailbox, never by
+//! touching reactor state directly; a handle to a connection that has closed is harmless
+//! (its messages are dropped, its calls fail with [`CallError::Disconnected`]); a
+//! [`Responder`] sends exactly one Response, an error if dropped unanswered.
+
+use std::cell::Cell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ringrpc_protocol::{Command as Cmd, Flags, MAX_METHOD_LEN, write_frame};
+
+use crate::mailbox::{Command, Mailbox};
+
+/// Identifies one connection of a server for its whole life; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub(crate) core: u16,
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// The reactor (core index) that owns the connection.
+    pub fn core(&self) -> usize {
+        self.core as usize
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}#{}", self.core, self.slot, self.generation)
+    }
+}
+
+/// What hooks and broadcast filters learn about a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The connection.
+    pub id: ConnId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// Why a call to a peer failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// No Response within the timeout; a late one is discarded.
+    Timeout,
+    /// The connection closed before the Response arrived (or was already closed).
+    Disconnected,
+    /// The peer answered with an error Response carrying this text.
+    Remote(String),
+    /// A blocking call was made on a reactor thread, where waiting would stall every
+    /// connection of that core; use a callback instead.
+    WouldBlockReactor,
+    /// The method name is not 1..=127 bytes.
+    BadMethod,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Timeout => f.write_str("call timed out"),
+            CallError::Disconnected => f.write_str("connection closed before the response arrived"),
+            CallError::Remote(text) => write!(f, "peer returned an error: {text}"),
+            CallError::WouldBlockReactor => f.write_str(
+                "a blocking call on a reactor thread would stall its core; use call_with and a callback",
+            ),
+            CallError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Completion of a call: runs once, on the reactor thread, with the Response payload.
+pub(crate) type CallDone = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
+
+thread_local! {
+    static ON_REACTOR: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as a reactor thread (blocking calls are refused on it).
+pub(crate) fn mark_reactor_thread() {
+    ON_REACTOR.with(|f| f.set(true));
+}
+
+fn on_reactor_thread() -> bool {
+    ON_REACTOR.with(|f| f.get())
+}
+
+/// Encodes one frame into a buffer of its own, for sending from another thread.
+pub(crate) fn encode(cmd: Cmd, flags: Flags, seq: u64, method: &[u8], payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16 + method.len() + payload.len());
+    write_frame(&mut buf, cmd, flags, 0, seq, method, payload);
+    buf.freeze()
+}
+
+fn valid_method(method: &str) -> bool {
+    (1..=MAX_METHOD_LEN).contains(&method.len())
+}
+
+/// A connection, usable from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub(crate) info: ConnInfo,
+    pub(crate) mailbox: Arc<Mailbox>,
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("id", &self.info.id)
+            .field("peer", &self.info.peer)
+            .finish()
+    }
+}
+
+impl ConnHandle {
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.info.id
+    }
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.info.peer
+    }
+
+    /// Sends a Notify to the peer (fire and forget). Dropped if the connection has closed.
+    pub fn notify(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
+        if !valid_method(method) {
+            return Err(CallError::BadMethod);
+        }
+        let frame = encode(Cmd::Notify, Flags::default(), 0, method.as_bytes(), payload);
+        self.mailbox.post(Command::Send {
+            conn: self.info.id,
+            frame,
+        });
+        Ok(())
+    }
+
+    /// Calls `method` on the peer and runs `done` with the outcome, on the reactor thread
+    /// (so `done` must not block). Never blocks the caller.
+    pub fn call_with(
+        &self,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+        done: impl FnOnce(Result<Bytes, CallError>) + Send + 'static,
+    ) {
+        if !valid_method(method) {
+            return done(Err(CallError::BadMethod));
+        }
+        self.mailbox.post(Command::Call {
+            conn: self.info.id,
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            payload,
+            timeout,
+            done: Box::new(done),
+        });
+    }
+
+    /// Calls `method` on the peer and waits for the Response payload. Refused on a reactor
+    /// thread (inside a handler), where waiting would stall the core: use [`ConnHandle::call_with`].
+    pub fn call(
+        &self,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
+        if on_reactor_thread() {
+            return Err(CallError::WouldBlockReactor);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.call_with(method, payload, timeout, move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        // The reactor always completes the call: answered, timed out, or disconnected.
+        rx.recv().unwrap_or(Err(CallError::Disconnected))
+    }
+
+    /// Closes the connection after its queued output is sent.
+    pub fn close(&self) {
+        self.mailbox.post(Command::Close { conn: self.info.id });
+    }
+}
+
+/// Answers one Request later, from any thread. Dropping it unanswered sends an error
+/// Response, so the caller never waits forever.
+pub struct Responder {
+    conn: ConnHandle,
+    seq: u64,
+    method: Bytes,
+    async_flag: u8,
+    answered: bool,
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder")
+            .field("conn", &self.conn.info.id)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+/// Error text sent for a [`Responder`] dropped without an answer.
+pub const RESPONDER_DROPPED: &str =
+    "internal error: handler dropped its responder without replying";
+
+impl Responder {
+    pub(crate) fn new(conn: ConnHandle, seq: u64, method: &[u8], flags: Flags) -> Responder {
+        Responder {
+            conn,
+            seq,
+            method: Bytes::copy_from_slice(method),
+            async_flag: flags.0 & Flags::ASYNC,
+            answered: false,
+        }
+    }
+
+    /// The connection the Request came on.
+    pub fn conn(&self) -> &ConnHandle {
+        &self.conn
+    }
+
+    /// Sends the Response.
+    pub fn reply(mut self, payload: &[u8]) {
+        self.send(Flags(self.async_flag), payload);
+    }
+
+    /// Sends an error Response carrying `message`.
+    pub fn reply_error(mut self, message: &str) {
+        self.send(Flags(self.async_flag).with_error(), message.as_bytes());
+    }
+
+    fn send(&mut self, flags: Flags, payload: &[u8]) {
+        self.answered = true;
+        let frame = encode(Cmd::Response, flags, self.seq, &self.method, payload);
+        self.conn.mailbox.post(Command::Send {
+            conn: self.conn.info.id,
+            frame,
+        });
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.send(
+                Flags(self.async_flag).with_error(),
+                RESPONDER_DROPPED.as_bytes(),
+            );
+        }
+    }
+}
