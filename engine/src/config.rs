@@ -84,6 +84,8 @@ pub struct Config {
     pub(crate) recv_buffer_size: usize,
     pub(crate) max_body: u32,
     pub(crate) max_connections: usize,
+    pub(crate) max_send_queue_bytes: usize,
+    pub(crate) max_send_queue_frames: u64,
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
@@ -123,6 +125,8 @@ pub struct ConfigBuilder {
     recv_buffer_size: usize,
     max_body: u32,
     max_connections: usize,
+    max_send_queue_bytes: usize,
+    max_send_queue_frames: u64,
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
@@ -141,6 +145,8 @@ impl Default for ConfigBuilder {
             recv_buffer_size: 4096,
             max_body: DEFAULT_MAX_BODY,
             max_connections: 100_000,
+            max_send_queue_bytes: 4 << 20,
+            max_send_queue_frames: 65_536,
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
@@ -192,6 +198,19 @@ impl ConfigBuilder {
     /// split evenly across cores. Each costs about 1 KiB idle plus its queued output.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+    /// Most output one connection may have unsent before the engine stops reading from it
+    /// (default 4 MiB): this bounds the memory a peer that sends and never reads can cost.
+    /// Reading resumes below half; broadcasts to a connection over the limit are dropped.
+    pub fn max_send_queue_bytes(mut self, n: usize) -> Self {
+        self.max_send_queue_bytes = n;
+        self
+    }
+    /// The same limit counted in frames (default 65 536), for small frames whose queue
+    /// overhead outweighs their bytes.
+    pub fn max_send_queue_frames(mut self, n: u64) -> Self {
+        self.max_send_queue_frames = n;
         self
     }
     /// How long shutdown waits for in-progress connections to drain before closing them
@@ -252,6 +271,9 @@ impl ConfigBuilder {
         if self.max_connections == 0 {
             return err("max connections must be at least 1".into());
         }
+        if self.max_send_queue_bytes < 2 || self.max_send_queue_frames < 2 {
+            return err("the send queue limits must be at least 2 bytes and 2 frames".into());
+        }
         if self.stats_interval.is_some_and(|d| d.is_zero()) {
             return err("stats interval must be longer than zero".into());
         }
@@ -264,6 +286,8 @@ impl ConfigBuilder {
             recv_buffer_size: self.recv_buffer_size,
             max_body: self.max_body,
             max_connections: self.max_connections,
+            max_send_queue_bytes: self.max_send_queue_bytes,
+            max_send_queue_frames: self.max_send_queue_frames,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,

@@ -54,6 +54,8 @@ pub struct OutQueue {
     segments: VecDeque<Bytes>,
     queued: usize,
     frames: u64,
+    /// Bytes handed out in the batch being sent.
+    in_flight: usize,
 }
 
 impl OutQueue {
@@ -139,6 +141,16 @@ impl OutQueue {
         self.queued
     }
 
+    /// Bytes not yet written to the socket: waiting plus the batch being sent.
+    pub fn backlog_bytes(&self) -> usize {
+        self.queued + self.in_flight
+    }
+
+    /// Frames queued and not yet handed to a send.
+    pub fn backlog_frames(&self) -> u64 {
+        self.frames
+    }
+
     fn seal_small(&mut self) {
         if !self.small.is_empty() {
             self.segments.push_back(self.small.split().freeze());
@@ -153,12 +165,14 @@ impl OutQueue {
         batch.extend(self.segments.drain(..n));
         let taken: usize = batch.iter().map(Bytes::len).sum();
         self.queued -= taken;
+        self.in_flight = taken;
         std::mem::take(&mut self.frames)
     }
 
     /// Takes back a batch of which `written` bytes went out: the unsent rest returns to the
     /// front of the queue. `batch` is left empty for reuse.
     pub fn sent(&mut self, batch: &mut Vec<Bytes>, mut written: usize) {
+        self.in_flight = 0;
         let mut rest = Vec::new();
         for mut seg in batch.drain(..) {
             if written >= seg.len() {

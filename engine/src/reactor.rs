@@ -61,11 +61,15 @@ pub type ConnectHook = Box<dyn Fn(&ConnHandle) + Send + Sync>;
 /// Runs when a connection is gone, on its reactor thread.
 pub type DisconnectHook = Box<dyn Fn(&ConnInfo, &DisconnectReason) + Send + Sync>;
 
+/// Runs when a connection's unsent output passes its limit and reading from it stops.
+pub type OverstockHook = Box<dyn Fn(&ConnInfo) + Send + Sync>;
+
 /// User callbacks for connection events.
 #[derive(Default)]
 pub(crate) struct Hooks {
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
+    pub(crate) on_overstock: Option<OverstockHook>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("on_connect", &self.on_connect.is_some())
             .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_overstock", &self.on_overstock.is_some())
             .finish()
     }
 }
@@ -118,6 +123,10 @@ pub struct CoreStats {
     pub broadcasts: u64,
     /// Calls made to peers.
     pub calls: u64,
+    /// Times a connection's unsent output passed its limit and reading from it paused.
+    pub overstocks: u64,
+    /// Broadcast frames dropped because a connection was over its limit.
+    pub broadcast_drops: u64,
 }
 
 impl CoreStats {
@@ -182,6 +191,8 @@ struct Slot {
     drain_target: Option<u64>,
     /// Close once queued output is written (a handle asked).
     close_requested: bool,
+    /// Reading stopped because unsent output passed its limit.
+    paused: bool,
 }
 
 impl Slot {
@@ -438,6 +449,7 @@ impl Reactor {
             dirty: false,
             drain_target: None,
             close_requested: false,
+            paused: false,
         });
         self.stats.accepted += 1;
         let slot = &mut self.conns[idx];
@@ -493,10 +505,16 @@ impl Reactor {
                     let mut reached = Vec::new();
                     for (idx, slot) in self.conns.iter_mut() {
                         let open = slot.dead.is_none() && !slot.write_shut;
-                        if open && filter.as_ref().is_none_or(|f| f(slot.conn.info())) {
-                            slot.conn.out.push_encoded(frame.clone());
-                            reached.push(idx);
+                        if !open || !filter.as_ref().is_none_or(|f| f(slot.conn.info())) {
+                            continue;
                         }
+                        // A slow reader loses broadcasts rather than growing our memory.
+                        if slot.paused {
+                            self.stats.broadcast_drops += 1;
+                            continue;
+                        }
+                        slot.conn.out.push_encoded(frame.clone());
+                        reached.push(idx);
                     }
                     self.stats.broadcasts += reached.len() as u64;
                     for idx in reached {
@@ -508,6 +526,43 @@ impl Reactor {
                         self.conns[idx].close_requested = true;
                         self.mark_dirty(idx);
                     }
+                }
+            }
+        }
+    }
+
+    /// Stops reading from a connection whose unsent output passed its limit, and resumes
+    /// once it drained below half.
+    fn apply_backpressure(&mut self, idx: usize) {
+        let slot = &mut self.conns[idx];
+        let (bytes, frames) = (
+            slot.conn.out.backlog_bytes(),
+            slot.conn.out.backlog_frames(),
+        );
+        let (max_bytes, max_frames) = (
+            self.config.max_send_queue_bytes,
+            self.config.max_send_queue_frames,
+        );
+        if !slot.paused && slot.dead.is_none() && (bytes > max_bytes || frames > max_frames) {
+            slot.paused = true;
+            self.stats.overstocks += 1;
+            if slot.recv_armed {
+                let _ = self
+                    .ring
+                    .cancel(Token::conn(OpKind::Recv, idx, slot.generation));
+            }
+            tracing::debug!(core = self.id, peer = %slot.conn.peer(), bytes, frames, "overstocked; reading paused");
+            if let Some(hook) = &self.shared.hooks.on_overstock {
+                hook(slot.conn.info());
+            }
+        } else if slot.paused && bytes <= max_bytes / 2 && frames <= max_frames / 2 {
+            slot.paused = false;
+            let reading = slot.dead.is_none() && !slot.peer_eof && !slot.write_shut;
+            if reading && !slot.recv_armed {
+                let token = Token::conn(OpKind::Recv, idx, slot.generation);
+                match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
+                    Ok(()) => slot.recv_armed = true,
+                    Err(e) => slot.close(DisconnectReason::Socket(e)),
                 }
             }
         }
@@ -612,7 +667,7 @@ impl Reactor {
                 }
             }
         }
-        if !slot.recv_armed && slot.dead.is_none() && !slot.peer_eof {
+        if !slot.recv_armed && slot.dead.is_none() && !slot.peer_eof && !slot.paused {
             let token = Token::conn(OpKind::Recv, idx, slot.generation);
             match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
                 Ok(()) => slot.recv_armed = true,
@@ -756,6 +811,8 @@ impl Reactor {
                 Err(e) => slot.close(DisconnectReason::Socket(e)),
             }
         }
+        self.apply_backpressure(idx);
+        let slot = &mut self.conns[idx];
         let drained = slot.close_requested
             || slot.drain_target.is_some_and(|target| {
                 slot.conn.stats.bytes_in >= target && slot.conn.partial_len() == 0

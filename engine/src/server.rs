@@ -120,6 +120,8 @@ impl ServerReport {
             t.accept_errors += c.accept_errors;
             t.broadcasts += c.broadcasts;
             t.calls += c.calls;
+            t.overstocks += c.overstocks;
+            t.broadcast_drops += c.broadcast_drops;
         }
         t
     }
@@ -218,6 +220,14 @@ impl ServerBuilder {
     /// the handle may be kept to notify or call the peer later.
     pub fn on_connect(mut self, hook: impl Fn(&ConnHandle) + Send + Sync + 'static) -> Self {
         self.hooks.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection's unsent output passes its limit (see
+    /// [`ConfigBuilder::max_send_queue_bytes`](crate::ConfigBuilder::max_send_queue_bytes))
+    /// and the engine stops reading from it, on its reactor thread.
+    pub fn on_overstock(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
+        self.hooks.on_overstock = Some(Box::new(hook));
         self
     }
 

@@ -286,10 +286,16 @@ fn a_peer_that_vanishes_with_responses_queued_affects_only_itself() {
     good.echo(1, b"before");
     {
         let mut gone = Client::connect(addr);
-        // 32 MiB of requests and never a read: responses pile up on the server's side.
+        // 32 MiB of requests and never a read: responses pile up on the server's side
+        // until its send-queue limit stops it reading; then our writes are pushed back.
+        gone.sock
+            .set_write_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
         let frame = Frame::request(1, "/echo", vec![3u8; 256 * 1024]).to_bytes();
         for _ in 0..128 {
-            gone.send_raw(&frame);
+            if std::io::Write::write_all(&mut gone.sock, &frame).is_err() {
+                break;
+            }
         }
         socket2::SockRef::from(&gone.sock)
             .set_linger(Some(std::time::Duration::ZERO))

@@ -317,3 +317,73 @@ fn closure_handlers_keep_their_own_state() {
     assert_eq!(calls.load(Ordering::Relaxed), 5);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_client_that_never_reads_is_paused_at_its_limit_and_others_are_unaffected() {
+    let (overstock_tx, overstocked) = unbounded();
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .max_send_queue_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .on_overstock(move |info| {
+            let _ = overstock_tx.send(info.peer);
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let payload = vec![5u8; 64 * 1024];
+    let frame = Frame::request(1, "/echo", payload.clone()).to_bytes();
+
+    // Writes until the socket pushes back: the server stopped reading.
+    let mut slow = Client::connect(addr);
+    slow.sock
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut written = 0usize;
+    for _ in 0..1024 {
+        if std::io::Write::write_all(&mut slow.sock, &frame).is_err() {
+            break;
+        }
+        written += 1;
+    }
+    assert!(
+        written < 1024,
+        "the server kept reading all 64 MiB from a client that never reads"
+    );
+    assert_eq!(
+        overstocked.recv_timeout(LONG).unwrap(),
+        slow.sock.local_addr().unwrap()
+    );
+
+    // Another client is served while the slow one is paused, and broadcasts to the slow one
+    // are dropped rather than queued.
+    let mut other = Client::connect(addr);
+    other.echo(1, b"unaffected");
+    server.handle().broadcast("/news", b"x").unwrap();
+    assert_eq!(&other.recv().method[..], b"/news");
+
+    // Once the slow client reads, the server resumes and answers every request it took in.
+    slow.sock.set_write_timeout(None).unwrap();
+    let mut answered = 0usize;
+    slow.sock
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(Some(f)) = slow.try_recv() {
+        assert_eq!(f.payload.len(), payload.len());
+        answered += 1;
+    }
+    drop((slow, other));
+    let report = server.shutdown().unwrap();
+    let total = report.total();
+    assert!(total.overstocks >= 1);
+    assert_eq!(total.broadcast_drops, 1);
+    // Everything the server read was answered, and it read a bounded amount.
+    assert_eq!(total.requests, answered as u64 + 1);
+    assert!(answered <= written);
+}
