@@ -86,6 +86,8 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_send_queue_bytes: usize,
     pub(crate) max_send_queue_frames: u64,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) keepalive: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
@@ -127,6 +129,8 @@ pub struct ConfigBuilder {
     max_connections: usize,
     max_send_queue_bytes: usize,
     max_send_queue_frames: u64,
+    idle_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
@@ -147,6 +151,8 @@ impl Default for ConfigBuilder {
             max_connections: 100_000,
             max_send_queue_bytes: 4 << 20,
             max_send_queue_frames: 65_536,
+            idle_timeout: None,
+            keepalive: None,
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
@@ -213,6 +219,18 @@ impl ConfigBuilder {
         self.max_send_queue_frames = n;
         self
     }
+    /// Close a connection that sent nothing for this long (default off). With
+    /// [`ConfigBuilder::keepalive`] this detects dead peers: a live one answers the Ping.
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+    /// Ping a connection that sent nothing for this long (default off); any frame, the
+    /// Pong included, counts as activity.
+    pub fn keepalive(mut self, d: Option<Duration>) -> Self {
+        self.keepalive = d;
+        self
+    }
     /// How long shutdown waits for in-progress connections to drain before closing them
     /// (default 5 s).
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
@@ -277,6 +295,18 @@ impl ConfigBuilder {
         if self.stats_interval.is_some_and(|d| d.is_zero()) {
             return err("stats interval must be longer than zero".into());
         }
+        if self.idle_timeout.is_some_and(|d| d.is_zero())
+            || self.keepalive.is_some_and(|d| d.is_zero())
+        {
+            return err("idle timeout and keepalive must be longer than zero".into());
+        }
+        if let (Some(idle), Some(ping)) = (self.idle_timeout, self.keepalive) {
+            if ping >= idle {
+                return err(format!(
+                    "keepalive ({ping:?}) must be shorter than the idle timeout ({idle:?}), or a live peer is closed before it is pinged"
+                ));
+            }
+        }
         let listen = ListenAddr::parse(&self.listen)?;
         Ok(Config {
             cores: self.cores,
@@ -288,6 +318,8 @@ impl ConfigBuilder {
             max_connections: self.max_connections,
             max_send_queue_bytes: self.max_send_queue_bytes,
             max_send_queue_frames: self.max_send_queue_frames,
+            idle_timeout: self.idle_timeout,
+            keepalive: self.keepalive,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,

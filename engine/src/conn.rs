@@ -126,6 +126,11 @@ impl OutQueue {
         self.queued += bytes.len();
     }
 
+    /// Queues a Ping (keepalive).
+    pub fn push_ping(&mut self) {
+        self.push_frame(Command::Ping, Flags::default(), 0, 0, &[], &[]);
+    }
+
     /// Queues a Pong.
     pub fn push_pong(&mut self) {
         self.push_frame(Command::Pong, Flags::default(), 0, 0, &[], &[]);

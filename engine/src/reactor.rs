@@ -30,6 +30,7 @@ const TIMER_STATS: u32 = 0;
 const TIMER_ACCEPT_RETRY: u32 = 1;
 const TIMER_DRAIN: u32 = 2;
 const TIMER_CALLS: u32 = 3;
+const TIMER_IDLE: u32 = 4;
 /// How often pending calls to peers are checked for their deadline.
 const CALL_SWEEP: Duration = Duration::from_millis(10);
 /// How long accept pauses after running out of descriptors or memory.
@@ -162,6 +163,8 @@ pub enum DisconnectReason {
     Shutdown,
     /// Closed through a [`ConnHandle`].
     Closed,
+    /// Sent nothing for longer than the idle timeout.
+    IdleTimeout,
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -172,6 +175,7 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::Socket(e) => write!(f, "socket error: {e}"),
             DisconnectReason::Shutdown => f.write_str("server shutdown"),
             DisconnectReason::Closed => f.write_str("closed by the application"),
+            DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
         }
     }
 }
@@ -193,6 +197,10 @@ struct Slot {
     close_requested: bool,
     /// Reading stopped because unsent output passed its limit.
     paused: bool,
+    /// When the peer last sent anything (the reactor's clock of that loop turn).
+    last_active: Instant,
+    /// A keepalive Ping went out since the peer last sent anything.
+    pinged: bool,
 }
 
 impl Slot {
@@ -204,6 +212,8 @@ impl Slot {
 /// One core's reactor.
 pub(crate) struct Reactor {
     id: usize,
+    /// The clock, read once per loop turn.
+    now: Instant,
     mailbox: Arc<Mailbox>,
     calls_timer_armed: bool,
     ring: Ring,
@@ -258,6 +268,7 @@ impl Reactor {
         tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
         Ok(Reactor {
             id,
+            now: Instant::now(),
             mailbox,
             calls_timer_armed: false,
             ring,
@@ -289,12 +300,16 @@ impl Reactor {
         if let Some(every) = self.config.stats_interval {
             self.ring.timer(every, timer(TIMER_STATS))?;
         }
+        if let Some(every) = self.idle_sweep_interval() {
+            self.ring.timer(every, timer(TIMER_IDLE))?;
+        }
         let mut cqes = Vec::with_capacity(4096);
         loop {
             if self.draining.is_some() && self.conns.is_empty() {
                 break;
             }
             self.ring.submit_and_wait(1, &mut cqes)?;
+            self.now = Instant::now();
             for cqe in cqes.drain(..) {
                 self.on_completion(cqe);
             }
@@ -450,6 +465,8 @@ impl Reactor {
             drain_target: None,
             close_requested: false,
             paused: false,
+            last_active: self.now,
+            pinged: false,
         });
         self.stats.accepted += 1;
         let slot = &mut self.conns[idx];
@@ -577,6 +594,40 @@ impl Reactor {
         }
     }
 
+    /// How often idle connections are looked for: a quarter of the shorter of the idle
+    /// timeout and the keepalive, so either acts within 25% of its setting.
+    fn idle_sweep_interval(&self) -> Option<Duration> {
+        let shortest = match (self.config.idle_timeout, self.config.keepalive) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some((shortest / 4).max(Duration::from_millis(1)))
+    }
+
+    /// Pings connections quiet past the keepalive and closes those quiet past the idle
+    /// timeout.
+    fn sweep_idle(&mut self) {
+        let now = Instant::now();
+        let mut touched = Vec::new();
+        for (idx, slot) in self.conns.iter_mut() {
+            if slot.dead.is_some() || slot.write_shut {
+                continue;
+            }
+            let quiet = now.saturating_duration_since(slot.last_active);
+            if self.config.idle_timeout.is_some_and(|limit| quiet >= limit) {
+                slot.close(DisconnectReason::IdleTimeout);
+                touched.push(idx);
+            } else if !slot.pinged && self.config.keepalive.is_some_and(|every| quiet >= every) {
+                slot.conn.out.push_ping();
+                slot.pinged = true;
+                touched.push(idx);
+            }
+        }
+        for idx in touched {
+            self.mark_dirty(idx);
+        }
+    }
+
     fn sweep_calls(&mut self) {
         let now = Instant::now();
         let mut pending = false;
@@ -628,6 +679,8 @@ impl Reactor {
             slot.recv_armed = false;
         }
         if cqe.result > 0 {
+            slot.last_active = self.now;
+            slot.pinged = false;
             match cqe.buffer_id() {
                 Some(bid) => {
                     let bufs = self.ring.bufs();
@@ -715,6 +768,12 @@ impl Reactor {
                 }
             }
             TIMER_CALLS => self.sweep_calls(),
+            TIMER_IDLE => {
+                self.sweep_idle();
+                if let Some(every) = self.idle_sweep_interval() {
+                    let _ = self.ring.timer(every, timer(TIMER_IDLE));
+                }
+            }
             TIMER_DRAIN if self.draining.is_some() => {
                 self.mark_all_dirty();
                 let _ = self.ring.timer(DRAIN_TICK, timer(TIMER_DRAIN));

@@ -387,3 +387,79 @@ fn a_client_that_never_reads_is_paused_at_its_limit_and_others_are_unaffected() 
     assert_eq!(total.requests, answered as u64 + 1);
     assert!(answered <= written);
 }
+
+#[test]
+fn idle_connections_are_closed_and_active_ones_kept() {
+    let (reasons_tx, reasons) = unbounded();
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .idle_timeout(Some(Duration::from_millis(400)))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .on_disconnect(move |info, reason| {
+            let _ = reasons_tx.send((info.peer, matches!(reason, DisconnectReason::IdleTimeout)));
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mut silent = Client::connect(server.local_addr());
+    let mut active = Client::connect(server.local_addr());
+    // The active client keeps talking for well past the timeout; the silent one says nothing.
+    for seq in 0..20u64 {
+        active.echo(seq, b"still here");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        silent.try_recv().unwrap().is_none(),
+        "the silent connection was closed"
+    );
+    let (peer, idle) = reasons.recv_timeout(LONG).unwrap();
+    assert_eq!(peer, silent.sock.local_addr().unwrap());
+    assert!(idle, "closed for the idle timeout");
+    active.echo(99, b"and still served");
+    drop(active);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn keepalive_pings_a_quiet_peer_and_its_pong_keeps_it_open() {
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .keepalive(Some(Duration::from_millis(100)))
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mut c = Client::connect(server.local_addr());
+    for _ in 0..3 {
+        let ping = c.recv();
+        assert_eq!(ping.header.cmd, Command::Ping);
+        c.send(&Frame::pong());
+    }
+    c.echo(1, b"open after three keepalive rounds");
+    drop(c);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn keepalive_must_be_shorter_than_the_idle_timeout() {
+    let err = Config::builder()
+        .keepalive(Some(Duration::from_secs(5)))
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("shorter than the idle timeout"),
+        "{err}"
+    );
+}

@@ -40,6 +40,15 @@ struct Args {
     /// Open connections over all cores before new ones are refused
     #[arg(long, default_value_t = 100_000)]
     max_connections: usize,
+    /// Most unsent output per connection before the engine stops reading from it, in bytes
+    #[arg(long, default_value_t = 4 << 20)]
+    max_send_queue: usize,
+    /// Close connections that sent nothing for SECS seconds [default: never]
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Ping connections that sent nothing for SECS seconds [default: never]
+    #[arg(long, value_name = "SECS")]
+    keepalive: Option<f64>,
     /// Print a one-line summary per core every SECS seconds
     #[arg(long, value_name = "SECS")]
     stats: Option<f64>,
@@ -91,6 +100,17 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .recv_buffer_size(args.buffer_size)
         .max_body(args.max_body)
         .max_connections(args.max_connections)
+        .max_send_queue_bytes(args.max_send_queue)
+        .idle_timeout(
+            args.idle_timeout
+                .map(|s| seconds("idle-timeout", s))
+                .transpose()?,
+        )
+        .keepalive(
+            args.keepalive
+                .map(|s| seconds("keepalive", s))
+                .transpose()?,
+        )
         .shutdown_grace(seconds("shutdown-grace", args.shutdown_grace)?)
         .stats_interval(args.stats.map(|s| seconds("stats", s)).transpose()?)
         .pin_cores(!args.no_pin)
