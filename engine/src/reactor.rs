@@ -255,7 +255,7 @@ impl Reactor {
         config: Arc<Config>,
         router: Arc<Router>,
         shared: Arc<Shared>,
-        listener: TcpListener,
+        listener: Option<TcpListener>,
         wake: File,
     ) -> Result<Reactor, RingError> {
         let mailbox = shared.mailboxes[id].clone();
@@ -272,7 +272,7 @@ impl Reactor {
             mailbox,
             calls_timer_armed: false,
             ring,
-            listener: Some(listener),
+            listener,
             conns: Slab::with_capacity(1024),
             generation: 0,
             router,

@@ -278,16 +278,7 @@ impl ServerBuilder {
             Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
         }
         let (listeners, local_addr) = bind_all(config.listen(), config.cores())?;
-        let mut mailboxes = Vec::with_capacity(config.cores());
-        let mut wake_reads = Vec::with_capacity(config.cores());
-        for _ in 0..config.cores() {
-            let fd = sys::eventfd().map_err(|e| StartError::Resource("an eventfd", e))?;
-            wake_reads.push(
-                fd.try_clone()
-                    .map_err(|e| StartError::Resource("an eventfd", e))?,
-            );
-            mailboxes.push(Arc::new(Mailbox::new(fd)));
-        }
+        let (mailboxes, wake_reads) = new_mailboxes(config.cores())?;
         Ok(Server {
             config: Arc::new(config),
             router: Arc::new(self.router),
@@ -349,38 +340,84 @@ impl Server {
 
     /// Starts every reactor and returns once all are serving.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        let cores = self.config.cores();
-        let cpus = if self.config.pin_cores {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        if self.config.pin_cores && cores > cpus.len() {
-            tracing::warn!(
-                "{cores} cores requested but only {} CPUs are available to this process; reactors will share CPUs",
-                cpus.len()
-            );
-        }
-        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
-        let mut threads = Vec::with_capacity(cores);
-        let wake_reads = self.wake_reads;
-        for (id, (listener, wake)) in self.listeners.into_iter().zip(wake_reads).enumerate() {
-            let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
-            let (config, router, shared, ready) = (
-                self.config.clone(),
-                self.router.clone(),
-                self.shared.clone(),
-                ready_tx.clone(),
-            );
-            let spawned = std::thread::Builder::new()
-                .name(format!("ringrpc-core-{id}"))
-                .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        if !core_affinity::set_for_current(cpu) {
-                            tracing::warn!(core = id, "could not pin to CPU {}", cpu.id);
-                        }
+        let listeners = self.listeners.into_iter().map(Some).collect();
+        let threads = spawn_reactors(
+            &self.config,
+            &self.router,
+            &self.shared,
+            listeners,
+            self.wake_reads,
+        )?;
+        Ok(RunningServer {
+            handle: ServerHandle {
+                shared: self.shared,
+            },
+            local_addr: self.local_addr,
+            threads,
+        })
+    }
+}
+
+/// One mailbox per reactor, and the read ends of their eventfds for the reactors' rings.
+pub(crate) fn new_mailboxes(n: usize) -> Result<(Vec<Arc<Mailbox>>, Vec<File>), StartError> {
+    let mut mailboxes = Vec::with_capacity(n);
+    let mut wake_reads = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd = sys::eventfd().map_err(|e| StartError::Resource("an eventfd", e))?;
+        wake_reads.push(
+            fd.try_clone()
+                .map_err(|e| StartError::Resource("an eventfd", e))?,
+        );
+        mailboxes.push(Arc::new(Mailbox::new(fd)));
+    }
+    Ok((mailboxes, wake_reads))
+}
+
+/// Reactor threads joined by [`RunningServer::join`].
+pub(crate) type ReactorThreads = Vec<JoinHandle<io::Result<CoreStats>>>;
+
+/// Starts one reactor thread per listener slot (a `None` slot serves only adopted,
+/// outbound connections) and returns once every reactor's ring is up; if any fails, the
+/// others are stopped and its error returned.
+pub(crate) fn spawn_reactors(
+    config: &Arc<Config>,
+    router: &Arc<Router>,
+    shared: &Arc<Shared>,
+    listeners: Vec<Option<TcpListener>>,
+    wake_reads: Vec<File>,
+) -> Result<ReactorThreads, StartError> {
+    let cores = listeners.len();
+    let cpus = if config.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if config.pin_cores && cores > cpus.len() {
+        tracing::warn!(
+            "{cores} cores requested but only {} CPUs are available to this process; reactors will share CPUs",
+            cpus.len()
+        );
+    }
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
+    let mut threads = Vec::with_capacity(cores);
+    for (id, (listener, wake)) in listeners.into_iter().zip(wake_reads).enumerate() {
+        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        let (core_config, core_router, core_shared, ready) = (
+            config.clone(),
+            router.clone(),
+            shared.clone(),
+            ready_tx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringrpc-core-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if !core_affinity::set_for_current(cpu) {
+                        tracing::warn!(core = id, "could not pin to CPU {}", cpu.id);
                     }
-                    let reactor = match Reactor::new(id, config, router, shared, listener, wake) {
+                }
+                let reactor =
+                    match Reactor::new(id, core_config, core_router, core_shared, listener, wake) {
                         Ok(r) => {
                             let _ = ready.send((id, Ok(())));
                             r
@@ -393,42 +430,35 @@ impl Server {
                             });
                         }
                     };
-                    drop(ready);
-                    reactor.run()
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    self.shared.shutdown();
-                    join_all(threads);
-                    return Err(StartError::Resource("a reactor thread", e));
-                }
+                drop(ready);
+                reactor.run()
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                shared.shutdown();
+                join_all(threads);
+                return Err(StartError::Resource("a reactor thread", e));
             }
         }
-        drop(ready_tx);
-        let mut failure = None;
-        for _ in 0..cores {
-            match ready_rx.recv() {
-                Ok((_, Ok(()))) => {}
-                Ok((id, Err(e))) => {
-                    failure.get_or_insert(StartError::Ring(id, e));
-                }
-                Err(_) => break,
-            }
-        }
-        if let Some(e) = failure {
-            self.shared.shutdown();
-            join_all(threads);
-            return Err(e);
-        }
-        Ok(RunningServer {
-            handle: ServerHandle {
-                shared: self.shared,
-            },
-            local_addr: self.local_addr,
-            threads,
-        })
     }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((id, Err(e))) => {
+                failure.get_or_insert(StartError::Ring(id, e));
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(e) = failure {
+        shared.shutdown();
+        join_all(threads);
+        return Err(e);
+    }
+    Ok(threads)
 }
 
 /// A server whose reactors are running.
@@ -436,7 +466,7 @@ impl Server {
 pub struct RunningServer {
     handle: ServerHandle,
     local_addr: SocketAddr,
-    threads: Vec<JoinHandle<io::Result<CoreStats>>>,
+    threads: ReactorThreads,
 }
 
 impl RunningServer {
@@ -474,7 +504,7 @@ impl RunningServer {
     }
 }
 
-fn join_all(threads: Vec<JoinHandle<io::Result<CoreStats>>>) -> Vec<Result<CoreStats, String>> {
+pub(crate) fn join_all(threads: ReactorThreads) -> Vec<Result<CoreStats, String>> {
     threads
         .into_iter()
         .map(|t| match t.join() {
