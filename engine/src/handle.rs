@@ -91,7 +91,7 @@ pub(crate) fn mark_reactor_thread() {
     ON_REACTOR.with(|f| f.set(true));
 }
 
-fn on_reactor_thread() -> bool {
+pub(crate) fn on_reactor_thread() -> bool {
     ON_REACTOR.with(|f| f.get())
 }
 

@@ -29,6 +29,7 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod handle;
@@ -38,6 +39,7 @@ pub mod ring;
 pub mod router;
 pub mod server;
 
+pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr};
 pub use handle::{CallError, ConnHandle, ConnId, ConnInfo, Responder};
 pub use mailbox::BroadcastFilter;

@@ -13,7 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryIter};
 
-use crate::handle::{CallDone, ConnId, ConnInfo};
+use crate::handle::{CallDone, ConnHandle, ConnId, ConnInfo};
+use crate::reactor::DisconnectReason;
+
+/// Runs on the reactor thread once an adopted connection is being served.
+pub(crate) type Opened = Box<dyn FnOnce(ConnHandle) + Send>;
+/// Runs on the reactor thread when an adopted connection is gone.
+pub(crate) type Closed = Box<dyn FnOnce(&DisconnectReason) + Send>;
 
 /// Decides which connections a broadcast reaches.
 pub type BroadcastFilter = std::sync::Arc<dyn Fn(&ConnInfo) -> bool + Send + Sync>;
@@ -37,6 +43,12 @@ pub(crate) enum Command {
     },
     /// Close a connection (queued output is still sent).
     Close { conn: ConnId },
+    /// Serve an already connected socket (a client's outbound connection).
+    Adopt {
+        stream: std::net::TcpStream,
+        opened: Opened,
+        closed: Closed,
+    },
 }
 
 /// One reactor's inbox.

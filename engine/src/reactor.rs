@@ -22,7 +22,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::conn::{Conn, ConnStats};
 use crate::handle::{CallError, ConnHandle, ConnId, ConnInfo, mark_reactor_thread};
-use crate::mailbox::{Command, Mailbox};
+use crate::mailbox::{Closed, Command, Mailbox};
 use crate::ring::{Cqe, OpKind, Ring, RingError, Token, sys};
 use crate::router::Router;
 
@@ -201,6 +201,8 @@ struct Slot {
     last_active: Instant,
     /// A keepalive Ping went out since the peer last sent anything.
     pinged: bool,
+    /// Told why, when the connection is gone (adopted connections).
+    on_close: Option<Closed>,
 }
 
 impl Slot {
@@ -432,7 +434,7 @@ impl Reactor {
         }
     }
 
-    fn open_conn(&mut self, stream: TcpStream) {
+    fn open_conn(&mut self, stream: TcpStream) -> usize {
         let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
@@ -467,6 +469,7 @@ impl Reactor {
             paused: false,
             last_active: self.now,
             pinged: false,
+            on_close: None,
         });
         self.stats.accepted += 1;
         let slot = &mut self.conns[idx];
@@ -484,6 +487,7 @@ impl Reactor {
                 mailbox: self.mailbox.clone(),
             });
         }
+        idx
     }
 
     /// Applies what other threads posted.
@@ -543,6 +547,23 @@ impl Reactor {
                         self.conns[idx].close_requested = true;
                         self.mark_dirty(idx);
                     }
+                }
+                Command::Adopt {
+                    stream,
+                    opened,
+                    closed,
+                } => {
+                    if self.draining.is_some() {
+                        closed(&DisconnectReason::Shutdown);
+                        continue;
+                    }
+                    let idx = self.open_conn(stream);
+                    let slot = &mut self.conns[idx];
+                    slot.on_close = Some(closed);
+                    opened(ConnHandle {
+                        info: *slot.conn.info(),
+                        mailbox: self.mailbox.clone(),
+                    });
                 }
             }
         }
@@ -911,6 +932,9 @@ impl Reactor {
             tracing::trace!(core = self.id, peer = %slot.conn.peer(), "connection closed: {reason}");
             if let Some(hook) = &self.shared.hooks.on_disconnect {
                 hook(slot.conn.info(), &reason);
+            }
+            if let Some(closed) = slot.on_close.take() {
+                closed(&reason);
             }
         }
     }

@@ -1,0 +1,488 @@
+//! The client side: outbound connections served by a reactor of their own, with calls,
+//! notifies, handlers for what the server sends, keepalive and automatic reconnect.
+//!
+//! Invariants: a [`ClientRuntime`] is a reactor without a listener, so client connections
+//! get the same io_uring machinery, batching, backpressure and keepalive as the server's;
+//! a call never outlives its connection (calls pending at a disconnect fail at once with
+//! [`CallError::Disconnected`], and calls made while disconnected fail at once too); a
+//! reconnect runs on a thread of its own, never on the reactor.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::{Config, ConfigError};
+use crate::handle::{CallError, ConnHandle};
+use crate::mailbox::Command;
+use crate::reactor::{DisconnectReason, Hooks, Shared};
+use crate::router::{Context, Router};
+use crate::server::{ReactorThreads, StartError, join_all, new_mailboxes, spawn_reactors};
+
+/// Why a client could not connect or start.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The address did not resolve.
+    Resolve(String, io::Error),
+    /// No address of the target accepted a connection.
+    Connect(String, io::Error),
+    /// The client's reactor could not start.
+    Start(StartError),
+    /// A method name given to the builder is invalid.
+    Route(crate::router::RouteError),
+    /// A setting is out of range.
+    Config(ConfigError),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Resolve(addr, e) => write!(f, "cannot resolve {addr}: {e}"),
+            ClientError::Connect(addr, e) => write!(
+                f,
+                "cannot connect to {addr}: {e}; is the server running and listening there?"
+            ),
+            ClientError::Start(e) => write!(f, "client reactor: {e}"),
+            ClientError::Route(e) => write!(f, "{e}"),
+            ClientError::Config(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A reactor thread that serves client connections; cheap to clone, shared by as many
+/// clients as you like. It stops when the last clone and the last client using it drop.
+#[derive(Clone, Debug)]
+pub struct ClientRuntime {
+    inner: Arc<RuntimeInner>,
+}
+
+#[derive(Debug)]
+struct RuntimeInner {
+    shared: Arc<Shared>,
+    threads: Mutex<ReactorThreads>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+        // Dropped from a callback on its own reactor: joining would wait for ourselves.
+        if crate::handle::on_reactor_thread() {
+            return;
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for failure in join_all(threads).into_iter().filter_map(Result::err) {
+            tracing::error!("client reactor failed: {failure}");
+        }
+    }
+}
+
+impl ClientRuntime {
+    /// A runtime with no handlers for server-initiated calls (they get "method not
+    /// found"), and no keepalive.
+    pub fn new() -> Result<ClientRuntime, ClientError> {
+        ClientRuntime::with(Router::new(), RuntimeOptions::default())
+    }
+
+    fn with(router: Router, options: RuntimeOptions) -> Result<ClientRuntime, ClientError> {
+        let config = Config::builder()
+            .cores(1)
+            .listen("127.0.0.1:0")
+            .pin_cores(false)
+            .recv_buffers(256)
+            .ring_entries(256)
+            .keepalive(options.keepalive)
+            .idle_timeout(options.idle_timeout)
+            .shutdown_grace(Duration::from_secs(1))
+            .build()
+            .map_err(ClientError::Config)?;
+        let (mailboxes, wake_reads) = new_mailboxes(1).map_err(ClientError::Start)?;
+        let shared = Arc::new(Shared {
+            shutdown: AtomicBool::new(false),
+            mailboxes,
+            hooks: Hooks::default(),
+        });
+        let threads = spawn_reactors(
+            &Arc::new(config),
+            &Arc::new(router),
+            &shared,
+            vec![None],
+            wake_reads,
+        )
+        .map_err(ClientError::Start)?;
+        Ok(ClientRuntime {
+            inner: Arc::new(RuntimeInner {
+                shared,
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// Hands a connected socket to the reactor; `closed` runs on the reactor thread when it
+    /// is gone. Returns its handle once the reactor serves it.
+    fn adopt(
+        &self,
+        stream: TcpStream,
+        closed: impl FnOnce(&DisconnectReason) + Send + 'static,
+    ) -> Result<ConnHandle, CallError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner.shared.mailboxes[0].post(Command::Adopt {
+            stream,
+            opened: Box::new(move |handle| {
+                let _ = tx.send(handle);
+            }),
+            closed: Box::new(closed),
+        });
+        // The reactor either serves it (sends the handle) or, shutting down, drops it.
+        rx.recv().map_err(|_| CallError::Disconnected)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct RuntimeOptions {
+    keepalive: Option<Duration>,
+    idle_timeout: Option<Duration>,
+}
+
+/// How a client reconnects after losing its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Wait before the first attempt; doubled after each failure.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Attempts before giving up (the client then stays disconnected).
+    pub max_attempts: u32,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            max_attempts: 10,
+        }
+    }
+}
+
+type ReconnectHook = Arc<dyn Fn(u32) + Send + Sync>;
+
+/// Options of a [`Client`]; [`ClientBuilder::connect`] connects.
+pub struct ClientBuilder {
+    target: String,
+    router: Router,
+    route_error: Option<crate::router::RouteError>,
+    runtime: Option<ClientRuntime>,
+    options: RuntimeOptions,
+    connect_timeout: Duration,
+    reconnect: Option<Reconnect>,
+    on_reconnect: Option<ReconnectHook>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("target", &self.target)
+            .field("router", &self.router)
+            .field("reconnect", &self.reconnect)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Serves `method` for calls and notifies the server sends to this client. Handlers
+    /// run on the client's reactor thread and must not block (take a responder instead).
+    pub fn route(
+        mut self,
+        method: &str,
+        handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.router.add(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves this client on a shared runtime instead of a reactor thread of its own
+    /// (then the runtime's handlers and keepalive apply, not this builder's).
+    pub fn runtime(mut self, runtime: &ClientRuntime) -> Self {
+        self.runtime = Some(runtime.clone());
+        self
+    }
+
+    /// Ping the server when it has sent nothing for this long (default off).
+    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
+        self.options.keepalive = every;
+        self
+    }
+
+    /// Close the connection when the server sent nothing for this long (default off); with
+    /// keepalive, a dead server is noticed (and, with reconnect, replaced).
+    pub fn idle_timeout(mut self, after: Option<Duration>) -> Self {
+        self.options.idle_timeout = after;
+        self
+    }
+
+    /// Longest a connection attempt may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Reconnect automatically after a disconnect (default off).
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
+    /// Runs `hook` with the attempt number after each successful reconnect, on the
+    /// reconnecting thread.
+    pub fn on_reconnect(mut self, hook: impl Fn(u32) + Send + Sync + 'static) -> Self {
+        self.on_reconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Connects (blocking until connected or failed).
+    pub fn connect(self) -> Result<Client, ClientError> {
+        if let Some(e) = self.route_error {
+            return Err(ClientError::Route(e));
+        }
+        let runtime = match self.runtime {
+            Some(rt) => rt,
+            None => ClientRuntime::with(self.router, self.options)?,
+        };
+        let addrs: Vec<SocketAddr> = self
+            .target
+            .to_socket_addrs()
+            .map_err(|e| ClientError::Resolve(self.target.clone(), e))?
+            .collect();
+        let inner = Arc::new(ClientInner {
+            target: self.target,
+            addrs,
+            runtime,
+            current: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            connect_timeout: self.connect_timeout,
+            reconnect: self.reconnect,
+            on_reconnect: self.on_reconnect,
+        });
+        let stream = inner
+            .dial()
+            .map_err(|e| ClientError::Connect(inner.target.clone(), e))?;
+        ClientInner::attach(&inner, stream).map_err(|_| {
+            ClientError::Connect(inner.target.clone(), io::ErrorKind::NotConnected.into())
+        })?;
+        Ok(Client { inner })
+    }
+}
+
+struct ClientInner {
+    target: String,
+    addrs: Vec<SocketAddr>,
+    runtime: ClientRuntime,
+    /// The live connection, `None` while disconnected.
+    current: Mutex<Option<ConnHandle>>,
+    /// Closed by the user: no reconnect.
+    closed: AtomicBool,
+    connect_timeout: Duration,
+    reconnect: Option<Reconnect>,
+    on_reconnect: Option<ReconnectHook>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(conn) = self
+            .current
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            conn.close();
+        }
+    }
+}
+
+impl ClientInner {
+    fn dial(&self) -> io::Result<TcpStream> {
+        let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
+        for addr in &self.addrs {
+            match TcpStream::connect_timeout(addr, self.connect_timeout) {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Hands `stream` to the runtime and makes it the current connection.
+    fn attach(this: &Arc<ClientInner>, stream: TcpStream) -> Result<(), CallError> {
+        let weak = Arc::downgrade(this);
+        let handle = this.runtime.adopt(stream, move |reason| {
+            if let Some(inner) = weak.upgrade() {
+                inner.lost(reason);
+            }
+        })?;
+        *this.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// The connection is gone (reactor thread): forget it, and reconnect if asked to.
+    fn lost(self: Arc<Self>, reason: &DisconnectReason) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::warn!(target = %self.target, "client connection lost: {reason}");
+        let Some(policy) = self.reconnect else { return };
+        let spawned = std::thread::Builder::new()
+            .name("ringrpc-reconnect".into())
+            .spawn(move || self.reconnect_loop(policy));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the reconnect thread: {e}");
+        }
+    }
+
+    fn reconnect_loop(self: Arc<Self>, policy: Reconnect) {
+        let mut backoff = policy.initial_backoff;
+        for attempt in 1..=policy.max_attempts {
+            std::thread::sleep(backoff);
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match self.dial() {
+                Ok(stream) => {
+                    if ClientInner::attach(&self, stream).is_err() {
+                        return; // the runtime is shutting down
+                    }
+                    tracing::info!(target = %self.target, attempt, "client reconnected");
+                    if let Some(hook) = &self.on_reconnect {
+                        hook(attempt);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(target = %self.target, attempt, "reconnect failed: {e}");
+                }
+            }
+            backoff = (backoff * 2).min(policy.max_backoff);
+        }
+        tracing::error!(
+            target = %self.target,
+            attempts = policy.max_attempts,
+            "giving up reconnecting; calls fail with Disconnected"
+        );
+    }
+
+    fn current(&self) -> Option<ConnHandle> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A connection to an arpc server, usable from any thread (cheap to clone).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let client = ringrpc::Client::connect("127.0.0.1:8888")?;
+/// let answer = client.call("/echo", "hi".into(), Duration::from_secs(1))?;
+/// assert_eq!(&answer[..], b"hi");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.inner.target)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to `target` (`host:port`) with default options on a reactor of its own.
+    pub fn connect(target: &str) -> Result<Client, ClientError> {
+        Client::builder(target).connect()
+    }
+
+    /// Options for a connection to `target`.
+    pub fn builder(target: &str) -> ClientBuilder {
+        ClientBuilder {
+            target: target.to_string(),
+            router: Router::new(),
+            route_error: None,
+            runtime: None,
+            options: RuntimeOptions::default(),
+            connect_timeout: Duration::from_secs(5),
+            reconnect: None,
+            on_reconnect: None,
+        }
+    }
+
+    /// Whether a connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.current().is_some()
+    }
+
+    /// The current connection's handle, if connected.
+    pub fn conn(&self) -> Option<ConnHandle> {
+        self.inner.current()
+    }
+
+    /// Calls `method` and waits for the Response payload, at most `timeout`. Fails at once
+    /// with [`CallError::Disconnected`] while disconnected; refused inside a handler on the
+    /// client's reactor thread, where waiting would stall it (use [`Client::call_async`]).
+    pub fn call(
+        &self,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
+        match self.inner.current() {
+            Some(conn) => conn.call(method, payload, timeout),
+            None => Err(CallError::Disconnected),
+        }
+    }
+
+    /// Calls `method` and runs `done` with the outcome on the client's reactor thread (so
+    /// it must not block). Never blocks the caller.
+    pub fn call_async(
+        &self,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+        done: impl FnOnce(Result<Bytes, CallError>) + Send + 'static,
+    ) {
+        match self.inner.current() {
+            Some(conn) => conn.call_with(method, payload, timeout, done),
+            None => done(Err(CallError::Disconnected)),
+        }
+    }
+
+    /// Sends a Notify (fire and forget).
+    pub fn notify(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
+        match self.inner.current() {
+            Some(conn) => conn.notify(method, payload),
+            None => Err(CallError::Disconnected),
+        }
+    }
+
+    /// Closes the connection after queued output is sent; no reconnect follows.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(conn) = self.inner.current() {
+            conn.close();
+        }
+    }
+}
