@@ -111,7 +111,7 @@ impl ClientRuntime {
             &Arc::new(config),
             &Arc::new(router),
             &shared,
-            vec![None],
+            vec![Vec::new()],
             wake_reads,
         )
         .map_err(ClientError::Start)?;

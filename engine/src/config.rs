@@ -78,7 +78,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) cores: usize,
-    pub(crate) listen: ListenAddr,
+    pub(crate) listen: Vec<ListenAddr>,
     pub(crate) ring_entries: u32,
     pub(crate) recv_buffers: u16,
     pub(crate) recv_buffer_size: usize,
@@ -103,8 +103,12 @@ impl Config {
     pub fn cores(&self) -> usize {
         self.cores
     }
-    /// The listen address as configured.
+    /// The first listen address as configured.
     pub fn listen(&self) -> &ListenAddr {
+        &self.listen[0]
+    }
+    /// Every listen address as configured.
+    pub fn listen_addrs(&self) -> &[ListenAddr] {
         &self.listen
     }
     /// Largest accepted frame body.
@@ -121,7 +125,7 @@ impl Config {
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
     cores: usize,
-    listen: String,
+    listen: Vec<String>,
     ring_entries: u32,
     recv_buffers: u32,
     recv_buffer_size: usize,
@@ -143,7 +147,7 @@ impl Default for ConfigBuilder {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            listen: ":8888".into(),
+            listen: vec![":8888".into()],
             ring_entries: 4096,
             recv_buffers: 2048,
             recv_buffer_size: 4096,
@@ -171,9 +175,15 @@ impl ConfigBuilder {
         self.cores = n;
         self
     }
-    /// Listen address: `:PORT`, `HOST:PORT` or `[IPV6]:PORT` (default `:8888`).
+    /// Listen address: `:PORT`, `HOST:PORT` or `[IPV6]:PORT` (default `:8888`); replaces
+    /// any set before.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.listen = addr.into();
+        self.listen = vec![addr.into()];
+        self
+    }
+    /// Listens on `addr` too. Each address costs one listening socket per core.
+    pub fn also_listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen.push(addr.into());
         self
     }
     /// Submission queue entries per core, a power of two in 8..=32768 (default 4096). Costs
@@ -307,7 +317,11 @@ impl ConfigBuilder {
                 ));
             }
         }
-        let listen = ListenAddr::parse(&self.listen)?;
+        let listen = self
+            .listen
+            .iter()
+            .map(|a| ListenAddr::parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             cores: self.cores,
             listen,

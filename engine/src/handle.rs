@@ -230,6 +230,11 @@ impl Responder {
         &self.conn
     }
 
+    /// The method name, shared with whoever needs an owned copy.
+    pub(crate) fn method(&self) -> &Bytes {
+        &self.method
+    }
+
     /// Sends the Response.
     pub fn reply(mut self, payload: &[u8]) {
         self.send(Flags(self.async_flag), payload);

@@ -33,7 +33,9 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod handle;
+mod json;
 mod mailbox;
+mod pool;
 pub mod reactor;
 pub mod ring;
 pub mod router;
@@ -43,8 +45,9 @@ pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr};
 pub use handle::{CallError, ConnHandle, ConnId, ConnInfo, Responder};
 pub use mailbox::BroadcastFilter;
+pub use pool::Request;
 pub use reactor::{CoreStats, DisconnectReason};
-pub use router::{Context, Handler, RouteError, Router};
+pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
 pub use server::{
     RunError, RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError,
 };

@@ -219,7 +219,8 @@ pub(crate) struct Reactor {
     mailbox: Arc<Mailbox>,
     calls_timer_armed: bool,
     ring: Ring,
-    listener: Option<TcpListener>,
+    /// One per listen address; empty for a client runtime.
+    listeners: Vec<Listener>,
     conns: Slab<Slot>,
     generation: u32,
     router: Arc<Router>,
@@ -227,7 +228,6 @@ pub(crate) struct Reactor {
     shared: Arc<Shared>,
     dirty: Vec<usize>,
     stats: CoreStats,
-    accept_armed: bool,
     accept_backoff: bool,
     accept_failure_streak: u64,
     draining: Option<Instant>,
@@ -239,11 +239,15 @@ fn timer(id: u32) -> Token {
     Token::bare(OpKind::Timer, id)
 }
 
-const ACCEPT: Token = Token {
-    kind: OpKind::Accept,
-    generation: 0,
-    slot: 0,
-};
+/// A listening socket and whether its multishot accept is armed.
+struct Listener {
+    socket: TcpListener,
+    armed: bool,
+}
+
+fn accept_token(listener: usize) -> Token {
+    Token::bare(OpKind::Accept, listener as u32)
+}
 const WAKE: Token = Token {
     kind: OpKind::Wake,
     generation: 0,
@@ -257,7 +261,7 @@ impl Reactor {
         config: Arc<Config>,
         router: Arc<Router>,
         shared: Arc<Shared>,
-        listener: Option<TcpListener>,
+        listeners: Vec<TcpListener>,
         wake: File,
     ) -> Result<Reactor, RingError> {
         let mailbox = shared.mailboxes[id].clone();
@@ -274,7 +278,13 @@ impl Reactor {
             mailbox,
             calls_timer_armed: false,
             ring,
-            listener,
+            listeners: listeners
+                .into_iter()
+                .map(|socket| Listener {
+                    socket,
+                    armed: false,
+                })
+                .collect(),
             conns: Slab::with_capacity(1024),
             generation: 0,
             router,
@@ -285,7 +295,6 @@ impl Reactor {
                 core: id,
                 ..CoreStats::default()
             },
-            accept_armed: false,
             accept_backoff: false,
             accept_failure_streak: 0,
             draining: None,
@@ -297,7 +306,7 @@ impl Reactor {
     /// Runs until shutdown has drained every connection; returns this core's totals.
     pub(crate) fn run(mut self) -> io::Result<CoreStats> {
         mark_reactor_thread();
-        self.arm_accept();
+        self.arm_accepts();
         self.ring.wake_read(WAKE)?;
         if let Some(every) = self.config.stats_interval {
             self.ring.timer(every, timer(TIMER_STATS))?;
@@ -353,19 +362,36 @@ impl Reactor {
         }
     }
 
-    fn arm_accept(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        match self.ring.accept_multi(listener.as_raw_fd(), ACCEPT) {
-            Ok(()) => self.accept_armed = true,
-            Err(e) => tracing::error!(core = self.id, "cannot arm accept: {e}"),
+    /// Arms multishot accept on every listener that lacks one.
+    fn arm_accepts(&mut self) {
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            if listener.armed {
+                continue;
+            }
+            match self
+                .ring
+                .accept_multi(listener.socket.as_raw_fd(), accept_token(i))
+            {
+                Ok(()) => listener.armed = true,
+                Err(e) => tracing::error!(core = self.id, "cannot arm accept: {e}"),
+            }
+        }
+    }
+
+    /// Cancels every armed accept.
+    fn cancel_accepts(&mut self) {
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.armed {
+                let _ = self.ring.cancel(accept_token(i));
+            }
         }
     }
 
     fn on_accept(&mut self, cqe: Cqe) {
         if !cqe.more() {
-            self.accept_armed = false;
+            if let Some(listener) = self.listeners.get_mut(cqe.token.slot as usize) {
+                listener.armed = false;
+            }
         }
         if cqe.result >= 0 {
             let stream = sys::stream_from_accept(cqe.result);
@@ -404,8 +430,8 @@ impl Reactor {
                 ),
             }
         }
-        if !self.accept_armed && !self.accept_backoff && self.draining.is_none() {
-            self.arm_accept();
+        if !self.accept_backoff && self.draining.is_none() {
+            self.arm_accepts();
         }
     }
 
@@ -421,9 +447,8 @@ impl Reactor {
                 io::Error::from_raw_os_error(errno)
             );
         }
-        if self.accept_armed {
-            let _ = self.ring.cancel(ACCEPT);
-        }
+        // Descriptors are a process-wide resource: every listener pauses.
+        self.cancel_accepts();
         if !self.accept_backoff
             && self
                 .ring
@@ -784,8 +809,8 @@ impl Reactor {
             }
             TIMER_ACCEPT_RETRY => {
                 self.accept_backoff = false;
-                if !self.accept_armed && self.draining.is_none() {
-                    self.arm_accept();
+                if self.draining.is_none() {
+                    self.arm_accepts();
                 }
             }
             TIMER_CALLS => self.sweep_calls(),
@@ -830,12 +855,10 @@ impl Reactor {
     fn begin_drain(&mut self) {
         let grace = self.config.shutdown_grace;
         self.draining = Some(Instant::now() + grace);
-        if self.accept_armed {
-            let _ = self.ring.cancel(ACCEPT);
-        }
+        self.cancel_accepts();
         // The kernel keeps its own reference until the accept is cancelled; then the
         // listening socket closes and new connections are refused.
-        self.listener = None;
+        self.listeners.clear();
         for (_, slot) in self.conns.iter_mut() {
             // Everything the peer sent before this moment is owed an answer.
             let unread = sys::unread_bytes(slot.stream.as_fd()).unwrap_or(0) as u64;

@@ -1,8 +1,10 @@
-//! Methods and their handlers, and the request context a handler sees.
+//! Methods and their handlers, the request context a handler sees, the not-found fallback
+//! and the middleware chain around every handler.
 //!
 //! Invariants: a method name is 1..=127 bytes (the wire limit); a Request always gets exactly
-//! one Response, whatever the handler does (replies twice, never, or panics); a Notify never
-//! gets one.
+//! one Response, whatever the handler or a middleware does (replies twice, never, stops the
+//! chain, or panics); a Notify never gets one; every middleware whose `before` ran gets its
+//! `after`, in reverse order, once the Response is settled.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +18,7 @@ use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 use crate::conn::OutQueue;
 use crate::handle::{ConnHandle, ConnInfo, Responder};
 use crate::mailbox::Mailbox;
+use crate::pool::{BlockingPool, Request};
 
 /// A request handler: reads the context and replies through it (now, or later through a
 /// [`Responder`]). It runs on the reactor thread, so it must not block.
@@ -26,8 +29,25 @@ pub type Handler = Arc<dyn Fn(&mut Context<'_>) + Send + Sync>;
 
 /// Error text of the Response to a Request for an unknown method.
 pub const METHOD_NOT_FOUND: &str = "method not found";
-/// Error text of the Response to a Request whose handler panicked.
+/// Error text of the Response to a Request whose handler (or a middleware) panicked.
 pub const HANDLER_PANICKED: &str = "internal error: handler panicked";
+/// Error text of the Response to a Request a middleware stopped without replying.
+pub const STOPPED_BY_MIDDLEWARE: &str = "request stopped by middleware";
+
+/// How far a Request has been answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyState {
+    /// Nothing yet; when the handler returns the engine sends an empty Response.
+    Pending,
+    /// A successful Response is queued.
+    Sent,
+    /// An error Response is queued.
+    SentError,
+    /// A [`Responder`] was taken and answers later.
+    Deferred,
+    /// A Notify: no Response is ever sent.
+    NoReply,
+}
 
 /// What a handler sees of one Request or Notify, and how it answers.
 pub struct Context<'a> {
@@ -37,7 +57,7 @@ pub struct Context<'a> {
     conn: &'a ConnInfo,
     mailbox: &'a Arc<Mailbox>,
     out: &'a mut OutQueue,
-    replied: bool,
+    state: ReplyState,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -66,8 +86,11 @@ impl<'a> Context<'a> {
             conn,
             mailbox,
             out,
-            // A Notify is never answered: treat it as already replied.
-            replied: frame.header.cmd != Command::Request,
+            state: if frame.header.cmd == Command::Request {
+                ReplyState::Pending
+            } else {
+                ReplyState::NoReply
+            },
         }
     }
 
@@ -112,10 +135,10 @@ impl<'a> Context<'a> {
     /// and answers from any thread, whenever the work is done. `None` for a Notify or when
     /// a reply was already queued.
     pub fn responder(&mut self) -> Option<Responder> {
-        if self.replied {
+        if self.replied() {
             return None;
         }
-        self.replied = true;
+        self.state = ReplyState::Deferred;
         Some(Responder::new(
             self.conn(),
             self.header.seq,
@@ -123,9 +146,13 @@ impl<'a> Context<'a> {
             self.header.flags,
         ))
     }
-    /// Whether a Response has been queued (always true for a Notify).
+    /// Whether a Response has been queued or a responder taken (always true for a Notify).
     pub fn replied(&self) -> bool {
-        self.replied
+        self.state != ReplyState::Pending
+    }
+    /// How far this Request has been answered.
+    pub fn reply_state(&self) -> ReplyState {
+        self.state
     }
 
     /// Replies with `payload` (copied). Returns false, sending nothing, if already replied.
@@ -135,10 +162,10 @@ impl<'a> Context<'a> {
 
     /// Replies with `payload` without copying it: it is sent from this `Bytes` directly.
     pub fn reply_bytes(&mut self, payload: Bytes) -> bool {
-        if self.replied {
+        if self.replied() {
             return false;
         }
-        self.replied = true;
+        self.state = ReplyState::Sent;
         let flags = self.response_flags(Flags::default());
         self.out.push_frame_bytes(
             Command::Response,
@@ -157,10 +184,14 @@ impl<'a> Context<'a> {
     }
 
     fn respond(&mut self, flags: Flags, payload: &[u8]) -> bool {
-        if self.replied {
+        if self.replied() {
             return false;
         }
-        self.replied = true;
+        self.state = if flags.is_error() {
+            ReplyState::SentError
+        } else {
+            ReplyState::Sent
+        };
         let flags = self.response_flags(flags);
         self.out.push_frame(
             Command::Response,
@@ -212,10 +243,74 @@ impl Hasher for MethodHasher {
     }
 }
 
-/// Maps method names to handlers.
+/// Whether a Request or Notify goes on to the next middleware and the handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the next middleware, then the handler.
+    Continue,
+    /// Skip the later middlewares and the handler. A Request the middleware did not answer
+    /// gets the error Response [`STOPPED_BY_MIDDLEWARE`].
+    Stop,
+}
+
+/// Code run around every handler, the not-found one included, on the reactor thread (so it
+/// must not block). Register with
+/// [`ServerBuilder::middleware`](crate::ServerBuilder::middleware).
+///
+/// `before` runs in registration order and may answer or [`Flow::Stop`] the request; `after`
+/// runs in reverse order once the Response is settled (queued, handed to a responder, or
+/// none for a Notify), for every middleware whose `before` ran: also after a stop, an
+/// unknown method or a panic. A panic in either is caught like a handler's.
+pub trait Middleware: Send + Sync + 'static {
+    /// Runs before the handler. Replying here and returning [`Flow::Continue`] leaves the
+    /// handler's replies ignored.
+    fn before(&self, ctx: &mut Context<'_>) -> Flow {
+        let _ = ctx;
+        Flow::Continue
+    }
+    /// Runs after the handler, once the Response is settled (see
+    /// [`Context::reply_state`]).
+    fn after(&self, ctx: &Context<'_>) {
+        let _ = ctx;
+    }
+}
+
+/// Middleware that logs every Request and Notify at `info` level once it is answered:
+/// method, seq, peer, payload length and how it was answered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogRequests;
+
+/// A shared middleware: register a clone and keep the other to read its state.
+impl<M: Middleware> Middleware for Arc<M> {
+    fn before(&self, ctx: &mut Context<'_>) -> Flow {
+        (**self).before(ctx)
+    }
+    fn after(&self, ctx: &Context<'_>) {
+        (**self).after(ctx)
+    }
+}
+
+impl Middleware for LogRequests {
+    fn after(&self, ctx: &Context<'_>) {
+        tracing::info!(
+            method = %String::from_utf8_lossy(ctx.method()),
+            seq = ctx.seq(),
+            peer = %ctx.peer(),
+            payload_len = ctx.payload().len(),
+            reply = ?ctx.reply_state(),
+            "request"
+        );
+    }
+}
+
+/// Maps method names to handlers, with an optional not-found handler, a middleware chain and
+/// a worker pool for blocking handlers. Clones share the blocking pool.
 #[derive(Clone, Default)]
 pub struct Router {
     routes: HashMap<Box<[u8]>, Handler, BuildHasherDefault<MethodHasher>>,
+    not_found: Option<Handler>,
+    middleware: Vec<Arc<dyn Middleware>>,
+    blocking: Arc<BlockingPool>,
 }
 
 impl fmt::Debug for Router {
@@ -226,7 +321,12 @@ impl fmt::Debug for Router {
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect();
         names.sort();
-        f.debug_struct("Router").field("methods", &names).finish()
+        f.debug_struct("Router")
+            .field("methods", &names)
+            .field("custom_not_found", &self.not_found.is_some())
+            .field("middleware", &self.middleware.len())
+            .field("blocking", &self.blocking)
+            .finish()
     }
 }
 
@@ -234,6 +334,24 @@ impl fmt::Debug for Router {
 pub fn echo(ctx: &mut Context<'_>) {
     let payload = ctx.payload();
     ctx.reply(payload);
+}
+
+fn check_method(method: &str) -> Result<(), RouteError> {
+    if method.is_empty() || method.len() > MAX_METHOD_LEN {
+        return Err(RouteError(format!(
+            "method name {method:?} is {} bytes; it must be 1..={MAX_METHOD_LEN}",
+            method.len()
+        )));
+    }
+    Ok(())
+}
+
+fn log_panic(ctx: &Context<'_>, what: &str) {
+    tracing::error!(
+        method = %String::from_utf8_lossy(ctx.method()),
+        peer = %ctx.peer(),
+        "{what} panicked"
+    );
 }
 
 impl Router {
@@ -255,15 +373,57 @@ impl Router {
         method: &str,
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Result<(), RouteError> {
-        if method.is_empty() || method.len() > MAX_METHOD_LEN {
-            return Err(RouteError(format!(
-                "method name {method:?} is {} bytes; it must be 1..={MAX_METHOD_LEN}",
-                method.len()
-            )));
-        }
+        check_method(method)?;
         self.routes
             .insert(method.as_bytes().into(), Arc::new(handler));
         Ok(())
+    }
+
+    /// Registers a blocking `handler` for `method`, replacing any earlier one: it runs on the
+    /// router's worker pool, never on a reactor thread, so it may block (disk, locks, calls
+    /// to other services) without stalling other connections.
+    ///
+    /// The payload is copied once out of the receive buffer into the [`Request`]. For a
+    /// Request, `Ok` becomes the Response payload and `Err(text)` an error Response, a
+    /// panic the error [`HANDLER_PANICKED`]; for a Notify the result is discarded. Requests
+    /// of one connection may be answered out of order. The pool's threads start with the
+    /// first blocking request.
+    pub fn add_blocking<R>(
+        &mut self,
+        method: &str,
+        handler: impl Fn(Request) -> Result<R, String> + Send + Sync + 'static,
+    ) -> Result<(), RouteError>
+    where
+        R: Into<Bytes>,
+    {
+        check_method(method)?;
+        let handler: crate::pool::BlockingHandler =
+            Arc::new(move |request| handler(request).map(Into::into));
+        let pool = self.blocking.clone();
+        self.add(method, move |ctx| pool.submit(ctx, &handler))
+    }
+
+    /// Sets how many threads run blocking handlers (at least 1; default: the number of
+    /// CPUs, at least 2). Has no effect once the first blocking request has started them.
+    pub fn set_blocking_threads(&mut self, threads: usize) {
+        self.blocking.set_threads(threads.max(1));
+    }
+
+    /// How many threads run (or will run) blocking handlers.
+    pub fn blocking_threads(&self) -> usize {
+        self.blocking.threads()
+    }
+
+    /// Calls `handler` for every Request and Notify whose method has no route, instead of
+    /// answering [`METHOD_NOT_FOUND`] at once. A Request it neither answers nor hands to a
+    /// responder still gets the [`METHOD_NOT_FOUND`] error.
+    pub fn set_not_found(&mut self, handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static) {
+        self.not_found = Some(Arc::new(handler));
+    }
+
+    /// Appends `middleware` to the chain run around every handler (see [`Middleware`]).
+    pub fn add_middleware(&mut self, middleware: impl Middleware) {
+        self.middleware.push(Arc::new(middleware));
     }
 
     /// The handler for `method`, if any.
@@ -271,7 +431,8 @@ impl Router {
         self.routes.get(method)
     }
 
-    /// Runs the handler for a Request or Notify and guarantees the Response rules above.
+    /// Runs the middleware and handler for a Request or Notify and guarantees the Response
+    /// rules above.
     pub(crate) fn dispatch(
         &self,
         frame: &FrameRef<'_>,
@@ -279,9 +440,10 @@ impl Router {
         mailbox: &Arc<Mailbox>,
         out: &mut OutQueue,
     ) -> Dispatched {
-        let is_request = frame.header.cmd == Command::Request;
-        let Some(handler) = self.get(frame.method) else {
-            if is_request {
+        let route = self.get(frame.method);
+        if route.is_none() && self.not_found.is_none() && self.middleware.is_empty() {
+            // Nothing user-defined to run: answer without building a context.
+            if frame.header.cmd == Command::Request {
                 out.push_frame(
                     Command::Response,
                     Flags(Flags::ERROR | (frame.header.flags.0 & Flags::ASYNC)),
@@ -292,19 +454,75 @@ impl Router {
                 );
             }
             return Dispatched::NotFound;
-        };
-        let peer = conn.peer;
+        }
         let mut ctx = Context::new(frame, conn, mailbox, out);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&mut ctx)));
-        if outcome.is_err() {
-            tracing::error!(method = %String::from_utf8_lossy(frame.method), %peer, "handler panicked");
-            ctx.reply_error(HANDLER_PANICKED);
-            return Dispatched::Panicked;
+        if self.middleware.is_empty() {
+            self.run_handler(route, &mut ctx)
+        } else {
+            self.run_with_middleware(route, &mut ctx)
+        }
+    }
+
+    /// Runs the route, or the not-found handler when there is none, and settles the
+    /// Response.
+    fn run_handler(&self, route: Option<&Handler>, ctx: &mut Context<'_>) -> Dispatched {
+        let (handler, dispatched) = match route {
+            Some(handler) => (Some(handler), Dispatched::Handled),
+            None => (self.not_found.as_ref(), Dispatched::NotFound),
+        };
+        if let Some(handler) = handler {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&mut *ctx)));
+            if outcome.is_err() {
+                log_panic(ctx, "handler");
+                ctx.reply_error(HANDLER_PANICKED);
+                return Dispatched::Panicked;
+            }
         }
         if !ctx.replied() {
-            ctx.reply(&[]);
+            if dispatched == Dispatched::NotFound {
+                ctx.reply_error(METHOD_NOT_FOUND);
+            } else {
+                ctx.reply(&[]);
+            }
         }
-        Dispatched::Handled
+        dispatched
+    }
+
+    fn run_with_middleware(&self, route: Option<&Handler>, ctx: &mut Context<'_>) -> Dispatched {
+        let mut entered = 0;
+        let mut before = Ok(Flow::Continue);
+        for middleware in &self.middleware {
+            entered += 1;
+            before = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                middleware.before(&mut *ctx)
+            }));
+            if !matches!(before, Ok(Flow::Continue)) {
+                break;
+            }
+        }
+        let mut dispatched = match before {
+            Ok(Flow::Continue) => self.run_handler(route, ctx),
+            Ok(Flow::Stop) => {
+                ctx.reply_error(STOPPED_BY_MIDDLEWARE);
+                Dispatched::Handled
+            }
+            Err(_) => {
+                log_panic(ctx, "middleware before");
+                ctx.reply_error(HANDLER_PANICKED);
+                Dispatched::Panicked
+            }
+        };
+        for middleware in self.middleware[..entered].iter().rev() {
+            let ctx = &*ctx;
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| middleware.after(ctx)));
+            if outcome.is_err() {
+                log_panic(ctx, "middleware after");
+                dispatched = Dispatched::Panicked;
+            }
+        }
+        dispatched
     }
 }
 

@@ -260,6 +260,51 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves `method` with a blocking `handler`, run on a shared worker pool instead of the
+    /// reactor thread, so it may block (disk, locks, calls to other services) without
+    /// delaying other requests. `Ok` becomes the Response payload, `Err(text)` an error
+    /// Response, a panic the error [`HANDLER_PANICKED`](crate::router::HANDLER_PANICKED);
+    /// a Notify's result is discarded. See [`Router::add_blocking`].
+    pub fn route_blocking<R>(
+        mut self,
+        method: &str,
+        handler: impl Fn(crate::Request) -> Result<R, String> + Send + Sync + 'static,
+    ) -> Self
+    where
+        R: Into<bytes::Bytes>,
+    {
+        if let Err(e) = self.router.add_blocking(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Runs blocking handlers on `threads` threads named `ringrpc-blocking-N` (at least 1;
+    /// default: the number of CPUs, at least 2). They start with the first blocking request
+    /// and exit once the server is gone.
+    pub fn blocking_threads(mut self, threads: usize) -> Self {
+        self.router.set_blocking_threads(threads);
+        self
+    }
+
+    /// Calls `handler` for every Request and Notify whose method has no route, instead of
+    /// the built-in "method not found" error; a Request it leaves unanswered still gets
+    /// that error. Runs on the reactor thread and must not block.
+    pub fn not_found(
+        mut self,
+        handler: impl Fn(&mut crate::Context<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.router.set_not_found(handler);
+        self
+    }
+
+    /// Appends `middleware` to the chain run around every handler: `before` in
+    /// registration order, `after` in reverse (see [`Middleware`](crate::Middleware)).
+    pub fn middleware(mut self, middleware: impl crate::Middleware) -> Self {
+        self.router.add_middleware(middleware);
+        self
+    }
+
     /// Validates, raises the open-files soft limit to the hard limit, and binds the
     /// listeners (one per core, sharing the port).
     pub fn build(self) -> Result<Server, StartError> {
@@ -277,13 +322,23 @@ impl ServerBuilder {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
         }
-        let (listeners, local_addr) = bind_all(config.listen(), config.cores())?;
+        // Per core, one listener for each address.
+        let mut listeners: Vec<Vec<TcpListener>> =
+            (0..config.cores()).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for addr in config.listen_addrs() {
+            let (group, bound) = bind_all(addr, config.cores())?;
+            for (core, listener) in group.into_iter().enumerate() {
+                listeners[core].push(listener);
+            }
+            local_addrs.push(bound);
+        }
         let (mailboxes, wake_reads) = new_mailboxes(config.cores())?;
         Ok(Server {
             config: Arc::new(config),
             router: Arc::new(self.router),
             listeners,
-            local_addr,
+            local_addrs,
             wake_reads,
             shared: Arc::new(Shared {
                 shutdown: AtomicBool::new(false),
@@ -299,8 +354,8 @@ impl ServerBuilder {
 pub struct Server {
     config: Arc<Config>,
     router: Arc<Router>,
-    listeners: Vec<TcpListener>,
-    local_addr: SocketAddr,
+    listeners: Vec<Vec<TcpListener>>,
+    local_addrs: Vec<SocketAddr>,
     wake_reads: Vec<File>,
     shared: Arc<Shared>,
 }
@@ -316,9 +371,14 @@ impl Server {
         }
     }
 
-    /// The address actually bound (the real port when 0 was asked for).
+    /// The first address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address actually bound, in the order configured.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The settings in force.
@@ -340,19 +400,18 @@ impl Server {
 
     /// Starts every reactor and returns once all are serving.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        let listeners = self.listeners.into_iter().map(Some).collect();
         let threads = spawn_reactors(
             &self.config,
             &self.router,
             &self.shared,
-            listeners,
+            self.listeners,
             self.wake_reads,
         )?;
         Ok(RunningServer {
             handle: ServerHandle {
                 shared: self.shared,
             },
-            local_addr: self.local_addr,
+            local_addrs: self.local_addrs,
             threads,
         })
     }
@@ -376,14 +435,14 @@ pub(crate) fn new_mailboxes(n: usize) -> Result<(Vec<Arc<Mailbox>>, Vec<File>), 
 /// Reactor threads joined by [`RunningServer::join`].
 pub(crate) type ReactorThreads = Vec<JoinHandle<io::Result<CoreStats>>>;
 
-/// Starts one reactor thread per listener slot (a `None` slot serves only adopted,
-/// outbound connections) and returns once every reactor's ring is up; if any fails, the
+/// Starts one reactor thread per entry of `listeners` (each the listening sockets of that
+/// core; none for a reactor that serves only adopted, outbound connections) and returns once every reactor's ring is up; if any fails, the
 /// others are stopped and its error returned.
 pub(crate) fn spawn_reactors(
     config: &Arc<Config>,
     router: &Arc<Router>,
     shared: &Arc<Shared>,
-    listeners: Vec<Option<TcpListener>>,
+    listeners: Vec<Vec<TcpListener>>,
     wake_reads: Vec<File>,
 ) -> Result<ReactorThreads, StartError> {
     let cores = listeners.len();
@@ -465,14 +524,18 @@ pub(crate) fn spawn_reactors(
 #[derive(Debug)]
 pub struct RunningServer {
     handle: ServerHandle,
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     threads: ReactorThreads,
 }
 
 impl RunningServer {
-    /// The address actually bound.
+    /// The first address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+    /// Every address actually bound, in the order configured.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
     /// A handle to stop the server.
     pub fn handle(&self) -> ServerHandle {

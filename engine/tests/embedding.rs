@@ -463,3 +463,29 @@ fn keepalive_must_be_shorter_than_the_idle_timeout() {
         "{err}"
     );
 }
+
+#[test]
+fn one_server_listens_on_several_addresses() {
+    let config = Config::builder()
+        .cores(2)
+        .listen("127.0.0.1:0")
+        .also_listen("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let addrs = server.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2);
+    assert_ne!(addrs[0].port(), addrs[1].port());
+    for (i, addr) in addrs.iter().enumerate() {
+        for seq in 0..4u64 {
+            Client::connect(*addr).echo(seq, format!("via address {i}").as_bytes());
+        }
+    }
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.total().requests, 8);
+}

@@ -22,9 +22,9 @@ struct Args {
     #[arg(
         long,
         default_value = ":8888",
-        help = "Listen address: :PORT (all interfaces), HOST:PORT or [IPV6]:PORT"
+        help = "Listen address: :PORT (all interfaces), HOST:PORT or [IPV6]:PORT; repeat to listen on several"
     )]
-    listen: String,
+    listen: Vec<String>,
     /// Submission queue entries per core (power of two, 8..=32768)
     #[arg(long, default_value_t = 4096)]
     ring_entries: u32,
@@ -93,8 +93,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = Config::builder()
-        .listen(args.listen)
+    let mut addrs = args.listen.into_iter();
+    let mut config = Config::builder().listen(addrs.next().unwrap_or_else(|| ":8888".into()));
+    for addr in addrs {
+        config = config.also_listen(addr);
+    }
+    let mut config = config
         .ring_entries(args.ring_entries)
         .recv_buffers(args.buffers)
         .recv_buffer_size(args.buffer_size)
@@ -130,9 +134,11 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "methods: /echo"
     };
+    // The first address stays the fourth word: scripts and tests read it from there.
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     println!(
         "engine listening on {} with {cores} cores ({serving})",
-        server.local_addr()
+        addrs.join(" ")
     );
     std::io::stdout().flush()?;
 
