@@ -76,7 +76,7 @@ struct Cli {
     /// Directory holding engine, loadgen and the peer binaries.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
-    /// Output directory [default: results/compare-<UTC timestamp>].
+    /// Output directory [default: results/compare-YYYYMMDDTHHMMSSZ, the UTC start time].
     #[arg(long)]
     out: Option<PathBuf>,
 }
