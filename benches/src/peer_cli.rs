@@ -43,6 +43,19 @@ pub fn announce(name: &str, addr: SocketAddr) -> io::Result<()> {
     stdout.flush()
 }
 
+/// The tokio runtime a peer runs on: a single worker runs on the current thread, as a
+/// one-core tokio service would; more get the multi-threaded scheduler.
+pub fn tokio_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

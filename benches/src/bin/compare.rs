@@ -12,12 +12,13 @@ use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_qu
 use ringrpc_benches::compare::servers::{
     EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, bundled_servers, extra_server, select,
 };
-use ringrpc_benches::compare::settings::{LoadShape, Pinning, parse_duration, utc_timestamp};
+use ringrpc_benches::compare::settings::{LoadShape, Pinning, utc_timestamp};
 use ringrpc_benches::compare::summary::{
     RunOutcome, RunRecord, ServerResult, ServerSummary, SummaryFile,
 };
 use ringrpc_benches::compare::table::{ReportContext, format_rate, render_report};
 use ringrpc_benches::compare::targets::evaluate;
+use ringrpc_loadgen::parse_duration;
 
 const ENVIRONMENT_HELP: &str = "\
 External server (an extra row, e.g. Go arpc's echo server):

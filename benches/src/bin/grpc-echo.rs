@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use ringrpc_benches::grpc::echo_server::{Echo, EchoServer};
 use ringrpc_benches::grpc::{EchoReply, EchoRequest};
-use ringrpc_benches::peer_cli::{PeerArgs, announce};
+use ringrpc_benches::peer_cli::{PeerArgs, announce, tokio_runtime};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -39,16 +39,7 @@ impl Echo for EchoService {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let threads = cli.peer.threads;
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder.enable_all().build()?;
-    runtime.block_on(serve(cli.peer.listen))
+    tokio_runtime(cli.peer.threads)?.block_on(serve(cli.peer.listen))
 }
 
 async fn serve(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {

@@ -11,7 +11,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use ringrpc_benches::arpc_codec::ArpcCodec;
 use ringrpc_benches::echo_service::answer;
-use ringrpc_benches::peer_cli::{PeerArgs, announce};
+use ringrpc_benches::peer_cli::{PeerArgs, announce, tokio_runtime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
@@ -28,17 +28,7 @@ struct Cli {
 
 fn main() -> io::Result<()> {
     let cli = Cli::parse();
-    let threads = cli.peer.threads;
-    // A single worker runs on the current thread, as a one-core tokio service would.
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder.enable_all().build()?;
-    runtime.block_on(serve(cli.peer.listen))
+    tokio_runtime(cli.peer.threads)?.block_on(serve(cli.peer.listen))
 }
 
 async fn serve(addr: SocketAddr) -> io::Result<()> {

@@ -27,30 +27,6 @@ fn as_seconds<S: serde::Serializer>(d: &Duration, serializer: S) -> Result<S::Ok
     serializer.serialize_f64(d.as_secs_f64())
 }
 
-/// Parses loadgen's duration syntax: `500ms`, `10s`, `2m`, `1h` or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit_seconds) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (text, 1.0)
-    };
-    match number.trim().parse::<f64>() {
-        Ok(value) if value.is_finite() && value >= 0.0 => {
-            Ok(Duration::from_secs_f64(value * unit_seconds))
-        }
-        _ => Err(format!(
-            "{text:?} is not a duration (examples: 500ms, 5s, 2m, 1h)"
-        )),
-    }
-}
-
 /// Formats a duration the way loadgen parses it, exactly to the millisecond.
 pub fn loadgen_duration(d: Duration) -> String {
     format!("{}ms", d.as_millis())
@@ -91,17 +67,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_in_loadgen_syntax() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(loadgen_duration(Duration::from_millis(1500)), "1500ms");
-    }
 
     #[test]
     fn utc_timestamps() {
