@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use ringrpc::{Client, Config, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -14,7 +13,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder()
         .config(config)
         .route("/job", |ctx| {
-            let job = Bytes::copy_from_slice(ctx.payload());
+            let job = ctx.payload_bytes();
             let responder = ctx.responder().expect("a request");
             // Blocking here would stall the core: ask the client with a callback instead.
             ctx.conn().call_with(

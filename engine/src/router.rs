@@ -102,6 +102,11 @@ impl<'a> Context<'a> {
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
+    /// The request payload as an owned `Bytes` (one copy), for keeping beyond the handler;
+    /// [`Context::payload`] lends it without copying.
+    pub fn payload_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(self.payload)
+    }
     /// The caller's sequence number.
     pub fn seq(&self) -> u64 {
         self.header.seq
