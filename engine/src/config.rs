@@ -88,6 +88,7 @@ pub struct Config {
     pub(crate) max_send_queue_frames: u64,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
@@ -135,6 +136,7 @@ pub struct ConfigBuilder {
     max_send_queue_frames: u64,
     idle_timeout: Option<Duration>,
     keepalive: Option<Duration>,
+    read_timeout: Option<Duration>,
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
@@ -157,6 +159,7 @@ impl Default for ConfigBuilder {
             max_send_queue_frames: 65_536,
             idle_timeout: None,
             keepalive: None,
+            read_timeout: Some(Duration::from_secs(30)),
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
@@ -239,6 +242,13 @@ impl ConfigBuilder {
     /// Pong included, counts as activity.
     pub fn keepalive(mut self, d: Option<Duration>) -> Self {
         self.keepalive = d;
+        self
+    }
+    /// Close a connection whose frame, once started, is not complete within this long
+    /// (default 30 s): a peer trickling a frame (slowloris) cannot hold a connection and its
+    /// partial-frame buffer forever. `None` turns it off.
+    pub fn read_timeout(mut self, d: Option<Duration>) -> Self {
+        self.read_timeout = d;
         self
     }
     /// How long shutdown waits for in-progress connections to drain before closing them
@@ -334,6 +344,7 @@ impl ConfigBuilder {
             max_send_queue_frames: self.max_send_queue_frames,
             idle_timeout: self.idle_timeout,
             keepalive: self.keepalive,
+            read_timeout: self.read_timeout,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,

@@ -165,6 +165,8 @@ pub enum DisconnectReason {
     Closed,
     /// Sent nothing for longer than the idle timeout.
     IdleTimeout,
+    /// Started a frame and did not finish it within the read timeout.
+    ReadTimeout,
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -176,6 +178,9 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::Shutdown => f.write_str("server shutdown"),
             DisconnectReason::Closed => f.write_str("closed by the application"),
             DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
+            DisconnectReason::ReadTimeout => {
+                f.write_str("read timeout: a frame was not completed in time")
+            }
         }
     }
 }
@@ -201,6 +206,11 @@ struct Slot {
     last_active: Instant,
     /// A keepalive Ping went out since the peer last sent anything.
     pinged: bool,
+    /// When the partial frame held now was started (`None` between frames).
+    partial_since: Option<Instant>,
+    /// The peer broke the protocol: read no more, flush what its valid frames earned,
+    /// then close with this reason.
+    failed: Option<DisconnectReason>,
     /// Told why, when the connection is gone (adopted connections).
     on_close: Option<Closed>,
 }
@@ -494,6 +504,8 @@ impl Reactor {
             paused: false,
             last_active: self.now,
             pinged: false,
+            partial_since: None,
+            failed: None,
             on_close: None,
         });
         self.stats.accepted += 1;
@@ -620,7 +632,8 @@ impl Reactor {
             }
         } else if slot.paused && bytes <= max_bytes / 2 && frames <= max_frames / 2 {
             slot.paused = false;
-            let reading = slot.dead.is_none() && !slot.peer_eof && !slot.write_shut;
+            let reading =
+                slot.dead.is_none() && !slot.peer_eof && !slot.write_shut && slot.failed.is_none();
             if reading && !slot.recv_armed {
                 let token = Token::conn(OpKind::Recv, idx, slot.generation);
                 match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
@@ -640,18 +653,22 @@ impl Reactor {
         }
     }
 
-    /// How often idle connections are looked for: a quarter of the shorter of the idle
-    /// timeout and the keepalive, so either acts within 25% of its setting.
+    /// How often idle connections are looked for: a quarter of the shortest of the idle
+    /// timeout, keepalive and read timeout, so each acts within 25% of its setting.
     fn idle_sweep_interval(&self) -> Option<Duration> {
-        let shortest = match (self.config.idle_timeout, self.config.keepalive) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        let shortest = [
+            self.config.idle_timeout,
+            self.config.keepalive,
+            self.config.read_timeout,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         Some((shortest / 4).max(Duration::from_millis(1)))
     }
 
-    /// Pings connections quiet past the keepalive and closes those quiet past the idle
-    /// timeout.
+    /// Closes connections stuck in a frame past the read timeout or quiet past the idle
+    /// timeout, and pings those quiet past the keepalive.
     fn sweep_idle(&mut self) {
         let now = Instant::now();
         let mut touched = Vec::new();
@@ -660,7 +677,14 @@ impl Reactor {
                 continue;
             }
             let quiet = now.saturating_duration_since(slot.last_active);
-            if self.config.idle_timeout.is_some_and(|limit| quiet >= limit) {
+            let frame_age = slot.partial_since.map(|t| now.saturating_duration_since(t));
+            if frame_age
+                .zip(self.config.read_timeout)
+                .is_some_and(|(age, limit)| age >= limit)
+            {
+                slot.close(DisconnectReason::ReadTimeout);
+                touched.push(idx);
+            } else if self.config.idle_timeout.is_some_and(|limit| quiet >= limit) {
                 slot.close(DisconnectReason::IdleTimeout);
                 touched.push(idx);
             } else if !slot.pinged && self.config.keepalive.is_some_and(|every| quiet >= every) {
@@ -730,23 +754,35 @@ impl Reactor {
             match cqe.buffer_id() {
                 Some(bid) => {
                     let bufs = self.ring.bufs();
-                    if self.config.reflect && slot.dead.is_none() && !slot.write_shut {
+                    let reading = slot.dead.is_none() && !slot.write_shut && slot.failed.is_none();
+                    if self.config.reflect && reading {
                         let data = bufs.get(bid, cqe.result as usize);
                         slot.conn.reflect(data);
                         self.stats.bytes_in += data.len() as u64;
-                    } else if slot.dead.is_none() && !slot.write_shut {
+                    } else if reading {
                         let before = slot.conn.stats;
                         let result = slot
                             .conn
                             .handle_recv(bufs.get(bid, cqe.result as usize), &self.router);
                         self.stats.add_conn_delta(&before, &slot.conn.stats);
+                        slot.partial_since = match slot.conn.partial_len() {
+                            0 => None,
+                            _ => slot.partial_since.or(Some(self.now)),
+                        };
                         if let Err(e) = result {
                             self.stats.protocol_errors += 1;
                             tracing::debug!(core = self.id, peer = %slot.conn.peer(), "closing connection: {e}");
-                            slot.close(DisconnectReason::Protocol(e));
+                            // Answer the valid frames before the bad one, then close.
+                            slot.failed = Some(DisconnectReason::Protocol(e));
                         }
                     }
                     bufs.recycle(bid);
+                    if slot.failed.is_some() && slot.recv_armed {
+                        // Read nothing more from a peer that broke the protocol.
+                        let _ = self
+                            .ring
+                            .cancel(Token::conn(OpKind::Recv, idx, slot.generation));
+                    }
                 }
                 None => slot.close(DisconnectReason::Socket(io::Error::other(
                     "recv completion without a buffer",
@@ -766,7 +802,12 @@ impl Reactor {
                 }
             }
         }
-        if !slot.recv_armed && slot.dead.is_none() && !slot.peer_eof && !slot.paused {
+        if !slot.recv_armed
+            && slot.dead.is_none()
+            && !slot.peer_eof
+            && !slot.paused
+            && slot.failed.is_none()
+        {
             let token = Token::conn(OpKind::Recv, idx, slot.generation);
             match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
                 Ok(()) => slot.recv_armed = true,
@@ -921,6 +962,11 @@ impl Reactor {
                 slot.conn.stats.bytes_in >= target && slot.conn.partial_len() == 0
             });
         let output_done = !slot.send_in_flight && slot.conn.out.is_empty();
+        if output_done && slot.dead.is_none() {
+            if let Some(reason) = slot.failed.take() {
+                slot.close(reason);
+            }
+        }
         if slot.dead.is_none() && output_done && (slot.peer_eof || drained) {
             // Everything owed is written: send FIN. Then close once the peer has closed too
             // or nothing it sent is left unread; until then keep reading (and discarding),

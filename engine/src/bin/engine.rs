@@ -46,6 +46,9 @@ struct Args {
     /// Close connections that sent nothing for SECS seconds [default: never]
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
+    /// Close connections that leave a frame unfinished for SECS seconds (0 = never)
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    read_timeout: f64,
     /// Ping connections that sent nothing for SECS seconds [default: never]
     #[arg(long, value_name = "SECS")]
     keepalive: Option<f64>,

@@ -1,0 +1,170 @@
+//! Hostile and broken clients over loopback. After each, the server still answers a fresh
+//! client and every connection it accepted is released (closed == accepted).
+
+mod common;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::thread;
+use std::time::Duration;
+
+use common::Client;
+use crossbeam_channel::unbounded;
+use ringrpc::{Config, DisconnectReason, RunningServer, Server, ServerReport};
+use ringrpc_protocol::Frame;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn start(config: ringrpc::ConfigBuilder) -> RunningServer {
+    let config = config.listen("127.0.0.1:0").build().unwrap();
+    Server::builder()
+        .config(config)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap()
+}
+
+/// A fresh client is served; then everything is shut down and every slot was released.
+fn still_serves_and_releases_everything(server: RunningServer) -> ServerReport {
+    Client::connect(server.local_addr()).echo(424242, b"fresh client");
+    let report = server.shutdown().unwrap();
+    let total = report.total();
+    assert_eq!(
+        total.closed, total.accepted,
+        "every accepted connection was released"
+    );
+    report
+}
+
+#[test]
+fn slowloris_is_closed_by_the_read_timeout_and_others_are_unaffected() {
+    let (reasons_tx, reasons) = unbounded();
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .read_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .on_disconnect(move |_, reason| {
+            let _ = reasons_tx.send(matches!(reason, DisconnectReason::ReadTimeout));
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mut slow = Client::connect(server.local_addr());
+    let mut other = Client::connect(server.local_addr());
+    let frame = Frame::request(1, "/echo", vec![7u8; 64]).to_bytes();
+    // One byte every 50 ms: the frame would take 4 s; the server gives it 300 ms.
+    let mut closed = false;
+    for (i, b) in frame.iter().enumerate() {
+        if slow.sock.write_all(std::slice::from_ref(b)).is_err() {
+            closed = true;
+            break;
+        }
+        other.echo(i as u64, b"served meanwhile");
+        thread::sleep(Duration::from_millis(50));
+    }
+    if !closed {
+        slow.expect_closed();
+    }
+    assert!(
+        reasons.recv_timeout(LONG).unwrap(),
+        "closed for the read timeout"
+    );
+    drop((slow, other));
+    still_serves_and_releases_everything(server);
+}
+
+#[test]
+fn a_half_closed_client_still_gets_every_pending_response() {
+    let server = start(Config::builder().cores(1));
+    let mut c = Client::connect(server.local_addr());
+    for seq in 0..100u64 {
+        c.send(&Frame::request(seq, "/echo", seq.to_string()));
+    }
+    c.sock.shutdown(Shutdown::Write).unwrap();
+    for seq in 0..100u64 {
+        let f = c.recv();
+        assert_eq!(
+            (f.header.seq, f.payload.clone()),
+            (seq, seq.to_string().into())
+        );
+    }
+    assert!(
+        c.try_recv().unwrap().is_none(),
+        "then the server closes its side too"
+    );
+    drop(c);
+    still_serves_and_releases_everything(server);
+}
+
+#[test]
+fn garbage_after_a_valid_frame_is_answered_up_to_the_garbage_then_closed() {
+    let server = start(Config::builder().cores(1));
+    let mut c = Client::connect(server.local_addr());
+    let mut wire = Frame::request(1, "/echo", "valid").to_bytes().to_vec();
+    wire.extend_from_slice(b"\x00\x00\x00\x00\x00\x3f garbage that is no frame at all");
+    c.send_raw(&wire);
+    assert_eq!(&c.recv().payload[..], b"valid");
+    c.expect_closed();
+    drop(c);
+    let report = still_serves_and_releases_everything(server);
+    assert_eq!(report.total().protocol_errors, 1);
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_cleanly() {
+    let server = start(Config::builder().cores(1).max_connections(4));
+    let mut admitted: Vec<Client> = (0..4)
+        .map(|_| Client::connect(server.local_addr()))
+        .collect();
+    for (i, c) in admitted.iter_mut().enumerate() {
+        c.echo(i as u64, b"admitted");
+    }
+    let mut refused = Client::connect(server.local_addr());
+    refused.expect_closed();
+    // A slot frees up: the next connection is admitted.
+    admitted.pop();
+    let mut next = None;
+    for _ in 0..100 {
+        let mut c = Client::connect(server.local_addr());
+        c.send(&Frame::request(9, "/echo", "again"));
+        if let Ok(Some(f)) = c.try_recv() {
+            assert_eq!(&f.payload[..], b"again");
+            next = Some(c);
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(next.is_some(), "a freed slot admits a new connection");
+    drop((admitted, next, refused));
+    let report = server.shutdown().unwrap();
+    assert!(report.total().refused >= 1);
+    assert_eq!(report.total().closed, report.total().accepted);
+}
+
+#[test]
+fn ten_thousand_connections_opened_and_closed() {
+    let server = start(Config::builder().cores(2));
+    let addr = server.local_addr();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            thread::spawn(move || {
+                for i in 0..2_500u64 {
+                    let mut c = Client::connect(addr);
+                    // Every tenth one says something first; the rest just come and go.
+                    if i % 10 == 0 {
+                        c.echo(i, format!("worker {w}").as_bytes());
+                    }
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    let report = still_serves_and_releases_everything(server);
+    assert_eq!(report.total().accepted, 10_001);
+}
