@@ -104,6 +104,7 @@ impl ClientRuntime {
         let (mailboxes, wake_reads) = new_mailboxes(1).map_err(ClientError::Start)?;
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
+            per_peer: Default::default(),
             mailboxes,
             hooks: Hooks::default(),
         });
@@ -182,6 +183,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     reconnect: Option<Reconnect>,
     on_reconnect: Option<ReconnectHook>,
+    auth: Option<Bytes>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -234,6 +236,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticate every connection (the first and each reconnect) with the server's
+    /// shared secret before using it (see `ConfigBuilder::auth_secret`).
+    pub fn auth(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.auth = Some(Bytes::copy_from_slice(secret.as_ref()));
+        self
+    }
+
     /// Reconnect automatically after a disconnect (default off).
     pub fn reconnect(mut self, policy: Reconnect) -> Self {
         self.reconnect = Some(policy);
@@ -270,12 +279,18 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             reconnect: self.reconnect,
             on_reconnect: self.on_reconnect,
+            auth: self.auth,
         });
         let stream = inner
             .dial()
             .map_err(|e| ClientError::Connect(inner.target.clone(), e))?;
-        ClientInner::attach(&inner, stream).map_err(|_| {
-            ClientError::Connect(inner.target.clone(), io::ErrorKind::NotConnected.into())
+        ClientInner::attach(&inner, stream).map_err(|e| {
+            let why = match e {
+                // The server refused us (authentication): its words say why.
+                CallError::Remote(text) => io::Error::new(io::ErrorKind::PermissionDenied, text),
+                other => io::Error::new(io::ErrorKind::NotConnected, other.to_string()),
+            };
+            ClientError::Connect(inner.target.clone(), why)
         })?;
         Ok(Client { inner })
     }
@@ -292,6 +307,7 @@ struct ClientInner {
     connect_timeout: Duration,
     reconnect: Option<Reconnect>,
     on_reconnect: Option<ReconnectHook>,
+    auth: Option<Bytes>,
 }
 
 impl Drop for ClientInner {
@@ -328,6 +344,14 @@ impl ClientInner {
                 inner.lost(reason);
             }
         })?;
+        if let Some(secret) = &this.auth {
+            // Callers see the connection only once it is authenticated.
+            let method = crate::conn::AUTH_METHOD;
+            if let Err(e) = handle.call(method, secret.clone(), this.connect_timeout) {
+                handle.close();
+                return Err(e);
+            }
+        }
         *this.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(())
     }
@@ -427,6 +451,7 @@ impl Client {
             connect_timeout: Duration::from_secs(5),
             reconnect: None,
             on_reconnect: None,
+            auth: None,
         }
     }
 

@@ -89,6 +89,8 @@ pub struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) read_timeout: Option<Duration>,
+    pub(crate) auth_secret: Option<std::sync::Arc<[u8]>>,
+    pub(crate) max_connections_per_peer: Option<usize>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
@@ -137,6 +139,8 @@ pub struct ConfigBuilder {
     idle_timeout: Option<Duration>,
     keepalive: Option<Duration>,
     read_timeout: Option<Duration>,
+    auth_secret: Option<Vec<u8>>,
+    max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
@@ -160,6 +164,8 @@ impl Default for ConfigBuilder {
             idle_timeout: None,
             keepalive: None,
             read_timeout: Some(Duration::from_secs(30)),
+            auth_secret: None,
+            max_connections_per_peer: None,
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
@@ -251,6 +257,20 @@ impl ConfigBuilder {
         self.read_timeout = d;
         self
     }
+    /// Require every connection to authenticate first: its first frame must be a Request to
+    /// [`AUTH_METHOD`](crate::conn::AUTH_METHOD) carrying this secret (compared in constant
+    /// time). Anything else gets one error Response and the connection is closed. Default
+    /// off.
+    pub fn auth_secret(mut self, secret: Option<impl AsRef<[u8]>>) -> Self {
+        self.auth_secret = secret.map(|s| s.as_ref().to_vec());
+        self
+    }
+    /// Most connections one peer IP address may hold open (default unlimited); the next is
+    /// refused. Costs one map entry per connected address.
+    pub fn max_connections_per_peer(mut self, n: Option<usize>) -> Self {
+        self.max_connections_per_peer = n;
+        self
+    }
     /// How long shutdown waits for in-progress connections to drain before closing them
     /// (default 5 s).
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
@@ -327,6 +347,12 @@ impl ConfigBuilder {
                 ));
             }
         }
+        if self.auth_secret.as_ref().is_some_and(|s| s.is_empty()) {
+            return err("the auth secret must not be empty".into());
+        }
+        if self.max_connections_per_peer == Some(0) {
+            return err("max connections per peer must be at least 1".into());
+        }
         let listen = self
             .listen
             .iter()
@@ -345,6 +371,8 @@ impl ConfigBuilder {
             idle_timeout: self.idle_timeout,
             keepalive: self.keepalive,
             read_timeout: self.read_timeout,
+            auth_secret: self.auth_secret.map(std::sync::Arc::from),
+            max_connections_per_peer: self.max_connections_per_peer,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,

@@ -195,6 +195,25 @@ impl OutQueue {
     }
 }
 
+/// Method of the Request that must come first on a server with a shared secret.
+pub const AUTH_METHOD: &str = "/_auth";
+/// Error text sent to a connection that did not authenticate first.
+pub const AUTH_REQUIRED: &str =
+    "authentication required: the first frame must be a /_auth request with the shared secret";
+
+/// Compares in time that depends only on the lengths, so response timing does not reveal
+/// how much of a guessed secret was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    diff == 0
+}
+
 /// A call this side made to the peer, waiting for its Response.
 struct PendingCall {
     deadline: Instant,
@@ -208,6 +227,11 @@ pub struct Conn {
     max_body: u32,
     calls: HashMap<u64, PendingCall>,
     next_call_seq: u64,
+    /// The shared secret the first frame must carry; `None` once authenticated or when
+    /// none is required.
+    auth: Option<Arc<[u8]>>,
+    /// The peer failed to authenticate: nothing more is dispatched.
+    rejected: bool,
     partial: BytesMut,
     /// Responses and other frames to send.
     pub out: OutQueue,
@@ -237,6 +261,8 @@ impl Conn {
             max_body,
             calls: HashMap::new(),
             next_call_seq: 1,
+            auth: None,
+            rejected: false,
             partial: BytesMut::new(),
             out: OutQueue::default(),
             stats: ConnStats::default(),
@@ -246,6 +272,17 @@ impl Conn {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.info.peer
+    }
+
+    /// Requires the first frame to be an [`AUTH_METHOD`] Request carrying `secret`.
+    pub(crate) fn require_auth(&mut self, secret: Arc<[u8]>) {
+        self.auth = Some(secret);
+    }
+
+    /// Whether the peer failed to authenticate (the connection must be closed once its
+    /// error Response is flushed).
+    pub fn rejected(&self) -> bool {
+        self.rejected
     }
 
     /// Who this connection is.
@@ -314,14 +351,20 @@ impl Conn {
     /// An error means the peer broke the protocol; the connection must be closed.
     pub fn handle_recv(&mut self, mut data: &[u8], router: &Router) -> Result<(), DecodeError> {
         self.stats.bytes_in += data.len() as u64;
+        if self.rejected {
+            return Ok(());
+        }
         if !self.partial.is_empty() {
             data = self.complete_partial(data, router)?;
-            if !self.partial.is_empty() {
+            if !self.partial.is_empty() || self.rejected {
                 return Ok(());
             }
         }
         while let Some((frame, len)) = parse_frame(data, self.max_body)? {
             self.dispatch(&frame, router);
+            if self.rejected {
+                return Ok(());
+            }
             data = &data[len..];
         }
         self.partial.extend_from_slice(data);
@@ -382,6 +425,35 @@ impl Conn {
 
     fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router) {
         self.stats.frames_in += 1;
+        if let Some(secret) = &self.auth {
+            let h = &frame.header;
+            let flags = Flags(h.flags.0 & Flags::ASYNC);
+            if h.cmd == Command::Request
+                && frame.method == AUTH_METHOD.as_bytes()
+                && constant_time_eq(frame.payload, secret)
+            {
+                self.auth = None;
+                self.out
+                    .push_frame(Command::Response, flags, 0, h.seq, frame.method, &[]);
+            } else {
+                self.rejected = true;
+                let flags = flags.with_error();
+                let method = if h.method_len > 0 {
+                    frame.method
+                } else {
+                    AUTH_METHOD.as_bytes()
+                };
+                self.out.push_frame(
+                    Command::Response,
+                    flags,
+                    0,
+                    h.seq,
+                    method,
+                    AUTH_REQUIRED.as_bytes(),
+                );
+            }
+            return;
+        }
         match frame.header.cmd {
             Command::Request | Command::Notify => {
                 if frame.header.cmd == Command::Request {
@@ -400,6 +472,34 @@ impl Conn {
             Command::Response => self.answer_call(frame),
             Command::Stream => self.stats.ignored += 1,
         }
+    }
+}
+
+// Fuzzing support, kept out of the connection logic above; not a stable API.
+mod fuzz;
+#[doc(hidden)]
+pub use fuzz::{FuzzOutcome, fuzz_check};
+
+impl Conn {
+    /// A connection with a placeholder identity and a mailbox of its own, for fuzzing and
+    /// tests without a reactor. Not a stable API.
+    ///
+    /// # Panics
+    /// If the mailbox's eventfd cannot be created.
+    #[doc(hidden)]
+    pub fn for_fuzzing(max_body: u32) -> Conn {
+        let info = ConnInfo {
+            id: crate::handle::ConnId {
+                core: 0,
+                slot: 0,
+                generation: 1,
+            },
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+        };
+        let waker = crate::ring::sys::eventfd().unwrap_or_else(|e| {
+            panic!("Conn::for_fuzzing: cannot create the mailbox eventfd: {e}")
+        });
+        Conn::new(info, Arc::new(Mailbox::new(waker)), max_body)
     }
 }
 
@@ -640,6 +740,43 @@ mod tests {
             methods.push(String::from_utf8(f.method.to_vec()).unwrap());
         }
         assert_eq!(methods, ["/a", "/big", "/small"]);
+    }
+
+    #[test]
+    fn a_secret_must_come_first_and_is_compared_exactly() {
+        let router = Router::with_builtins();
+        // Right secret: the auth call is answered, then requests are served.
+        let mut conn = test_conn(1 << 20);
+        conn.require_auth(Arc::from(&b"s3cret"[..]));
+        let mut wire = BytesMut::new();
+        Frame::request(1, AUTH_METHOD, "s3cret").encode_to(&mut wire);
+        Frame::request(2, "/echo", "hi").encode_to(&mut wire);
+        conn.handle_recv(&wire, &router).unwrap();
+        let out = drain_output(&mut conn);
+        assert!(!out[0].is_error() && out[0].header.seq == 1);
+        assert_eq!((&out[1].payload[..], conn.rejected()), (&b"hi"[..], false));
+        // Wrong secret, a prefix of it, or anything else first: one error, then nothing.
+        for first in [
+            Frame::request(1, AUTH_METHOD, "s3creT"),
+            Frame::request(1, AUTH_METHOD, "s3cre"),
+            Frame::request(1, "/echo", "s3cret"),
+            Frame::ping(),
+        ] {
+            let mut conn = test_conn(1 << 20);
+            conn.require_auth(Arc::from(&b"s3cret"[..]));
+            let mut wire = BytesMut::new();
+            first.encode_to(&mut wire);
+            Frame::request(2, "/echo", "hi").encode_to(&mut wire);
+            conn.handle_recv(&wire, &router).unwrap();
+            conn.handle_recv(&Frame::request(3, "/echo", "x").to_bytes(), &router)
+                .unwrap();
+            let out = drain_output(&mut conn);
+            assert_eq!(out.len(), 1, "only the error for {first:?}");
+            assert!(out[0].is_error());
+            assert_eq!(&out[0].payload[..], AUTH_REQUIRED.as_bytes());
+            assert!(conn.rejected());
+        }
+        assert!(constant_time_eq(b"", b"") && !constant_time_eq(b"a", b"ab"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ const DRAIN_TICK: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
+    /// Open accepted connections per peer IP, kept only when a per-peer limit is set.
+    pub(crate) per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// One per reactor, in core order.
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
     pub(crate) hooks: Hooks,
@@ -167,6 +169,8 @@ pub enum DisconnectReason {
     IdleTimeout,
     /// Started a frame and did not finish it within the read timeout.
     ReadTimeout,
+    /// Did not authenticate with the shared secret first.
+    Unauthenticated,
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -178,6 +182,7 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::Shutdown => f.write_str("server shutdown"),
             DisconnectReason::Closed => f.write_str("closed by the application"),
             DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
+            DisconnectReason::Unauthenticated => f.write_str("did not authenticate first"),
             DisconnectReason::ReadTimeout => {
                 f.write_str("read timeout: a frame was not completed in time")
             }
@@ -211,6 +216,8 @@ struct Slot {
     /// The peer broke the protocol: read no more, flush what its valid frames earned,
     /// then close with this reason.
     failed: Option<DisconnectReason>,
+    /// Counted against the per-peer limit (released on close).
+    counted_peer: bool,
     /// Told why, when the connection is gone (adopted connections).
     on_close: Option<Closed>,
 }
@@ -426,7 +433,32 @@ impl Reactor {
                 );
                 return;
             }
-            self.open_conn(stream);
+            let counted = match self.config.max_connections_per_peer {
+                Some(per_peer) => {
+                    let peer = stream.peer_addr().map(|a| a.ip());
+                    let mut counts = self
+                        .shared
+                        .per_peer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    match peer {
+                        Ok(ip) if counts.get(&ip).copied().unwrap_or(0) >= per_peer => {
+                            drop(counts);
+                            self.stats.refused += 1;
+                            tracing::debug!(core = self.id, %ip, per_peer, "per-peer connection limit reached; refusing");
+                            return;
+                        }
+                        Ok(ip) => {
+                            *counts.entry(ip).or_default() += 1;
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            };
+            let idx = self.open_conn(stream);
+            self.conns[idx].counted_peer = counted;
         } else {
             match -cqe.result {
                 libc::ECANCELED => {}
@@ -487,10 +519,14 @@ impl Reactor {
             },
             peer,
         };
+        let mut conn = Conn::new(info, self.mailbox.clone(), self.config.max_body);
+        if let Some(secret) = &self.config.auth_secret {
+            conn.require_auth(secret.clone());
+        }
         entry.insert(Slot {
             stream,
             generation,
-            conn: Conn::new(info, self.mailbox.clone(), self.config.max_body),
+            conn,
             spare_batch: Vec::new(),
             recv_armed: false,
             send_in_flight: false,
@@ -506,6 +542,7 @@ impl Reactor {
             pinged: false,
             partial_since: None,
             failed: None,
+            counted_peer: false,
             on_close: None,
         });
         self.stats.accepted += 1;
@@ -765,6 +802,9 @@ impl Reactor {
                             .conn
                             .handle_recv(bufs.get(bid, cqe.result as usize), &self.router);
                         self.stats.add_conn_delta(&before, &slot.conn.stats);
+                        if slot.conn.rejected() && slot.failed.is_none() {
+                            slot.failed = Some(DisconnectReason::Unauthenticated);
+                        }
                         slot.partial_since = match slot.conn.partial_len() {
                             0 => None,
                             _ => slot.partial_since.or(Some(self.now)),
@@ -997,6 +1037,20 @@ impl Reactor {
             let mut slot = self.conns.remove(idx);
             self.stats.closed += 1;
             slot.conn.fail_calls(CallError::Disconnected);
+            if slot.counted_peer {
+                let mut counts = self
+                    .shared
+                    .per_peer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let ip = slot.conn.peer().ip();
+                if let Some(n) = counts.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(&ip);
+                    }
+                }
+            }
             let reason = slot.dead.take().unwrap_or(DisconnectReason::Shutdown);
             tracing::trace!(core = self.id, peer = %slot.conn.peer(), "connection closed: {reason}");
             if let Some(hook) = &self.shared.hooks.on_disconnect {

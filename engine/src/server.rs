@@ -342,6 +342,7 @@ impl ServerBuilder {
             wake_reads,
             shared: Arc::new(Shared {
                 shutdown: AtomicBool::new(false),
+                per_peer: Default::default(),
                 mailboxes,
                 hooks: self.hooks,
             }),

@@ -168,3 +168,77 @@ fn ten_thousand_connections_opened_and_closed() {
     let report = still_serves_and_releases_everything(server);
     assert_eq!(report.total().accepted, 10_001);
 }
+
+#[test]
+fn unauthenticated_connections_get_one_error_and_a_close() {
+    let (reasons_tx, reasons) = unbounded();
+    let config = Config::builder()
+        .cores(2)
+        .listen("127.0.0.1:0")
+        .auth_secret(Some("open sesame"))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .on_disconnect(move |_, reason| {
+            let _ = reasons_tx.send(matches!(reason, DisconnectReason::Unauthenticated));
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    // A raw client that skips authentication: one error, nothing else, then a close.
+    let mut rude = Client::connect(addr);
+    rude.send(&Frame::request(1, "/echo", "let me in"));
+    let f = rude.recv();
+    assert!(f.is_error());
+    assert_eq!(&f.payload[..], ringrpc::conn::AUTH_REQUIRED.as_bytes());
+    rude.expect_closed();
+    assert!(reasons.recv_timeout(LONG).unwrap());
+    // The wrong secret fails too, at connect time, with the server's reason.
+    let err = ringrpc::Client::builder(&addr.to_string())
+        .auth("guess")
+        .connect()
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication required"), "{err}");
+    // The library client authenticates and is served.
+    let client = ringrpc::Client::builder(&addr.to_string())
+        .auth("open sesame")
+        .connect()
+        .unwrap();
+    let answer = client.call("/echo", "in".into(), LONG).unwrap();
+    assert_eq!(&answer[..], b"in");
+    drop(client);
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.total().closed, report.total().accepted);
+}
+
+#[test]
+fn a_peer_address_is_limited_to_its_share_of_connections() {
+    let server = start(Config::builder().cores(2).max_connections_per_peer(Some(3)));
+    let mut first: Vec<Client> = (0..3)
+        .map(|_| Client::connect(server.local_addr()))
+        .collect();
+    for (i, c) in first.iter_mut().enumerate() {
+        c.echo(i as u64, b"within the limit");
+    }
+    Client::connect(server.local_addr()).expect_closed();
+    // Closing one frees its place for the next.
+    drop(first.pop());
+    let mut admitted = false;
+    for _ in 0..100 {
+        let mut c = Client::connect(server.local_addr());
+        c.send(&Frame::request(5, "/echo", "again"));
+        if matches!(c.try_recv(), Ok(Some(_))) {
+            admitted = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(admitted);
+    drop(first);
+    let report = server.shutdown().unwrap();
+    assert!(report.total().refused >= 1);
+    assert_eq!(report.total().closed, report.total().accepted);
+}

@@ -594,5 +594,9 @@ impl Decoder {
     }
 }
 
+// Shared by the fuzz targets and the corpus replay tests; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod tests;

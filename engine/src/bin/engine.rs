@@ -52,6 +52,13 @@ struct Args {
     /// Ping connections that sent nothing for SECS seconds [default: never]
     #[arg(long, value_name = "SECS")]
     keepalive: Option<f64>,
+    /// Require clients to authenticate first with the secret in FILE (its trailing newline
+    /// is ignored); a secret on the command line would show in `ps`
+    #[arg(long, value_name = "FILE")]
+    auth_secret_file: Option<std::path::PathBuf>,
+    /// Most connections one peer IP address may hold open [default: unlimited]
+    #[arg(long, value_name = "N")]
+    max_connections_per_peer: Option<usize>,
     /// Print a one-line summary per core every SECS seconds
     #[arg(long, value_name = "SECS")]
     stats: Option<f64>,
@@ -120,6 +127,17 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .shutdown_grace(seconds("shutdown-grace", args.shutdown_grace)?)
         .stats_interval(args.stats.map(|s| seconds("stats", s)).transpose()?)
+        .auth_secret(match &args.auth_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    format!("cannot read the auth secret file {}: {e}", path.display())
+                })?;
+                let secret = bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec();
+                Some(secret)
+            }
+            None => None,
+        })
+        .max_connections_per_peer(args.max_connections_per_peer)
         .pin_cores(!args.no_pin)
         .reflect(args.reflect);
     if let Some(n) = args.cores {

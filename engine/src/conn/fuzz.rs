@@ -1,0 +1,152 @@
+//! The `conn` fuzz check, shared by the cargo-fuzz target and the stable replay tests: any
+//! byte stream, split anywhere, through a [`Conn`] with the built-in router, as the reactor
+//! drives it. Hidden from the docs: not part of the stable API.
+
+use bytes::BytesMut;
+use ringrpc_protocol::fuzzing::{Input, check_frame, decode_reference};
+use ringrpc_protocol::{Command, DecodeError, Decoder, Frame, HEADER_LEN, Header};
+
+use super::Conn;
+use crate::router::{METHOD_NOT_FOUND, Router};
+
+/// What a connection did with one fuzz input.
+#[derive(Debug)]
+pub struct FuzzOutcome {
+    /// Every frame the connection wrote, in order.
+    pub output: Vec<Frame>,
+    /// The protocol error that closed it, if any.
+    pub error: Option<DecodeError>,
+}
+
+thread_local! {
+    // Built once: the fuzzer calls the check hundreds of thousands of times.
+    static ROUTER: Router = Router::with_builtins();
+}
+
+/// Feeds the stream of `data` (laid out as [`ringrpc_protocol::fuzzing`] describes) chunk by
+/// chunk into a fresh [`Conn`], draining its whole output after every chunk, and stops at the
+/// first error as the reactor closes the connection. Asserts that everything written decodes
+/// to well-formed frames, that it is exactly the answers owed to the frames before the error
+/// (a Response per Request, a Pong per Ping, nothing else), that the error is the one the
+/// decoder reports for the whole stream, and that the counters and the partial-frame buffer
+/// match what arrived.
+///
+/// # Panics
+/// On any violation: that is the finding.
+pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
+    let input = Input::parse(data);
+    let reference = decode_reference(input.stream, input.max_body);
+    let mut conn = Conn::for_fuzzing(input.max_body);
+    let mut output = Vec::new();
+    let mut error = None;
+    let mut fed = 0usize;
+    ROUTER.with(|router| {
+        for chunk in &input.chunks {
+            let result = conn.handle_recv(chunk, router);
+            fed += chunk.len();
+            // Frames before a bad one are still answered before the close, so drain first.
+            drain(&mut conn, &mut output);
+            if let Err(e) = result {
+                error = Some(e);
+                break;
+            }
+            check_partial(&conn);
+        }
+    });
+    assert_eq!(
+        error, reference.error,
+        "Conn and decoder disagree on the error"
+    );
+    if error.is_none() {
+        assert_eq!(
+            conn.partial_len(),
+            reference.leftover,
+            "partial frame bytes"
+        );
+    }
+
+    let frames = &reference.frames;
+    let count = |cmd| frames.iter().filter(|f| f.header.cmd == cmd).count() as u64;
+    let stats = conn.stats;
+    assert_eq!(stats.bytes_in, fed as u64);
+    assert_eq!(stats.frames_in, frames.len() as u64);
+    assert_eq!(stats.requests, count(Command::Request));
+    assert_eq!(stats.notifies, count(Command::Notify));
+    assert_eq!(
+        stats.ignored,
+        count(Command::Response) + count(Command::Stream)
+    );
+    assert_eq!(stats.panics, 0);
+
+    let answered = |cmd| output.iter().filter(|f| f.header.cmd == cmd).count() as u64;
+    assert!(answered(Command::Response) <= count(Command::Request));
+    assert!(answered(Command::Pong) <= count(Command::Ping));
+    // The built-ins answer synchronously, so the answers come in the order of the input.
+    let owed: Vec<Frame> = frames.iter().filter_map(answer_to).collect();
+    assert_eq!(output, owed, "the Conn's output is not the answers owed");
+    FuzzOutcome { output, error }
+}
+
+/// The frame a connection with only the built-in router owes `frame`, if any.
+fn answer_to(frame: &Frame) -> Option<Frame> {
+    let h = &frame.header;
+    match h.cmd {
+        Command::Request if &frame.method[..] == b"/echo" => Some(Frame::response_to(
+            h,
+            frame.method.clone(),
+            frame.payload.clone(),
+        )),
+        Command::Request => Some(Frame::error_response_to(
+            h,
+            frame.method.clone(),
+            METHOD_NOT_FOUND,
+        )),
+        Command::Ping => Some(Frame::pong()),
+        _ => None,
+    }
+}
+
+/// Sends everything queued, as one fully successful write per batch, and decodes it.
+fn drain(conn: &mut Conn, output: &mut Vec<Frame>) {
+    let mut wire = BytesMut::new();
+    let mut batch = Vec::new();
+    while !conn.out.is_empty() {
+        conn.out.take_batch(&mut batch);
+        assert!(!batch.is_empty(), "the queue holds bytes but gave none");
+        let len = batch.iter().map(|seg| seg.len()).sum();
+        for seg in &batch {
+            wire.extend_from_slice(seg);
+        }
+        conn.out.sent(&mut batch, len);
+        assert!(batch.is_empty());
+    }
+    assert_eq!(conn.out.backlog_bytes(), 0);
+    let bytes = wire.clone().freeze();
+    let mut at = 0;
+    // The default limit: an answer's body is its request's (within any limit in force) or
+    // a method of at most 127 bytes plus a short error text.
+    let decoder = Decoder::default();
+    while let Some(frame) = decoder
+        .decode(&mut wire)
+        .unwrap_or_else(|e| panic!("the Conn wrote a malformed frame: {e}"))
+    {
+        let len = frame.encoded_len();
+        check_frame(&frame, &bytes[at..at + len], decoder.max_body());
+        at += len;
+        output.push(frame);
+    }
+    assert!(wire.is_empty(), "the Conn wrote part of a frame");
+}
+
+/// The partial-frame buffer holds less than one frame, and only a header that passed.
+fn check_partial(conn: &Conn) {
+    let Some(head) = conn.partial.first_chunk::<HEADER_LEN>() else {
+        return;
+    };
+    let header =
+        Header::parse(head, conn.max_body).expect("a rejected header kept as a partial frame");
+    assert!(
+        conn.partial.len() < header.frame_len(),
+        "a whole frame left undispatched"
+    );
+}

@@ -1,0 +1,197 @@
+//! Stable replay of the `decoder` fuzz corpus (fuzz/corpus/decoder) through the fuzz check,
+//! plus a short fuzz-like pass of generated inputs, so CI exercises it without nightly.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use ringrpc_protocol::fuzzing::{Input, MAX_BODY_CHOICES, check_stream, encode_input};
+use ringrpc_protocol::{Command, Flags, Frame, MAX_METHOD_LEN};
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a corpus entry").path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read(&p).expect("a readable corpus file"))
+        })
+        .collect()
+}
+
+#[test]
+fn every_corpus_input_passes_the_fuzz_check() {
+    let files = corpus("decoder");
+    // The hand-written seeds alone are 27 files; fewer means the corpus went missing.
+    assert!(files.len() >= 27, "only {} corpus files", files.len());
+    for (name, data) in &files {
+        let outcome = check_stream(data);
+        // Seed names state what they hold; inputs the fuzzer found carry hashes instead.
+        if name.starts_with("golden-") || name.starts_with("mixed-") {
+            assert_eq!(outcome.error, None, "{name}");
+            assert!(!outcome.frames.is_empty(), "{name}");
+        }
+        if name.starts_with("golden-") {
+            assert_eq!(outcome.leftover, 0, "{name}");
+        }
+        if name.starts_with("bad-") {
+            assert!(outcome.error.is_some(), "{name} decoded without an error");
+        }
+    }
+}
+
+/// The golden vectors of docs/protocol.md.
+const GOLDEN: [(&str, &str); 7] = [
+    (
+        "request-echo-hello",
+        "0a000000 00 01 00 05 0200000000000000 2f6563686f 68656c6c6f",
+    ),
+    (
+        "response-echo-hello",
+        "0a000000 00 02 00 05 0200000000000000 2f6563686f 68656c6c6f",
+    ),
+    (
+        "error-response-fail-boom",
+        "09000000 00 02 01 05 0500000000000000 2f6661696c 626f6f6d",
+    ),
+    (
+        "async-request-echo-hi",
+        "07000000 00 01 02 05 0700000000000000 2f6563686f 6869",
+    ),
+    (
+        "async-response-echo-hi",
+        "07000000 00 02 02 05 0700000000000000 2f6563686f 6869",
+    ),
+    ("ping", "00000000 00 04 00 00 0000000000000000"),
+    ("pong", "00000000 00 05 00 00 0000000000000000"),
+];
+
+fn unhex(hex: &str) -> Vec<u8> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn golden_seeds_hold_the_documented_vectors() {
+    let files = corpus("decoder");
+    for (name, hex) in GOLDEN {
+        let wanted = unhex(hex);
+        let file = format!("golden-{name}");
+        let (_, data) = files
+            .iter()
+            .find(|(n, _)| *n == file)
+            .unwrap_or_else(|| panic!("{file} missing from the corpus"));
+        // One chunk under the default limit, then the vector.
+        assert_eq!(data[..], encode_input(0, &[], &wanted)[..], "{file}");
+        let outcome = check_stream(data);
+        assert_eq!(outcome.frames.len(), 1, "{file}");
+        assert_eq!(&outcome.frames[0].to_bytes()[..], &wanted[..], "{file}");
+    }
+}
+
+#[test]
+fn conn_corpus_inputs_are_valid_decoder_inputs_too() {
+    // Both targets read the same layout, so each corpus seeds the other.
+    for (_, data) in corpus("conn") {
+        check_stream(&data);
+    }
+}
+
+/// One piece of a generated stream: a valid frame, a header with arbitrary fields followed by
+/// roughly the body it declares, or random bytes.
+fn part() -> impl Strategy<Value = Vec<u8>> {
+    let command = prop_oneof![
+        Just(Command::Request),
+        Just(Command::Response),
+        Just(Command::Notify),
+        Just(Command::Ping),
+        Just(Command::Pong),
+        Just(Command::Stream),
+    ];
+    let method = prop_oneof![
+        3 => Just(b"/echo".to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 1..=MAX_METHOD_LEN),
+    ];
+    let payload = proptest::collection::vec(any::<u8>(), 0..300);
+    let valid = (command, any::<u8>(), any::<u8>(), 0u64..4, method, payload).prop_map(
+        |(cmd, flags, stream_bits, seq, method, payload)| {
+            let (method, payload) = if cmd.is_control() {
+                (Vec::new(), Vec::new())
+            } else {
+                (method, payload)
+            };
+            let mut frame = Frame::new(cmd, Flags(flags), seq, method.into(), payload.into());
+            frame.header.user_flags = flags.rotate_left(3);
+            frame.header.stream_local = stream_bits & 1 != 0;
+            frame.header.stream_eof = stream_bits & 2 != 0;
+            frame.to_bytes().to_vec()
+        },
+    );
+    let skewed = (any::<[u8; 8]>(), 0usize..200, -2i64..=2).prop_map(|(fields, body, skew)| {
+        let body_len = (body as i64 + skew).max(0) as u32;
+        let mut bytes = body_len.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[fields[0], (fields[1] % 8) | (fields[1] & 0xc0), fields[2]]);
+        bytes.push(fields[3] % (body as u8).saturating_add(2));
+        bytes.extend_from_slice(&u64::from(fields[4]).to_le_bytes());
+        bytes.resize(bytes.len() + body, fields[5]);
+        bytes
+    });
+    let random = proptest::collection::vec(any::<u8>(), 0..40);
+    prop_oneof![6 => valid, 2 => skewed, 1 => random]
+}
+
+/// A whole fuzz input: limit, chunk sizes and a stream of parts.
+fn input() -> impl Strategy<Value = Vec<u8>> {
+    (
+        0..MAX_BODY_CHOICES.len(),
+        proptest::collection::vec(1usize..=256, 0..6),
+        proptest::collection::vec(part(), 0..8),
+    )
+        .prop_map(|(limit, sizes, parts)| encode_input(limit, &sizes, &parts.concat()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn generated_inputs_pass_the_fuzz_check(data in input()) {
+        check_stream(&data);
+    }
+
+    #[test]
+    fn raw_bytes_pass_the_fuzz_check(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        check_stream(&data);
+    }
+
+    #[test]
+    fn input_layout_round_trips(
+        limit in 0..MAX_BODY_CHOICES.len(),
+        sizes in proptest::collection::vec(1usize..=256, 0..6),
+        stream in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        let data = encode_input(limit, &sizes, &stream);
+        let input = Input::parse(&data);
+        prop_assert_eq!(input.max_body, MAX_BODY_CHOICES[limit]);
+        prop_assert_eq!(input.stream, &stream[..]);
+        prop_assert_eq!(input.chunks.concat(), stream.clone());
+        let mut wanted = sizes.iter().cycle();
+        for (i, chunk) in input.chunks.iter().enumerate() {
+            prop_assert!(!chunk.is_empty());
+            let last = i + 1 == input.chunks.len();
+            match wanted.next() {
+                Some(&size) if !last => prop_assert_eq!(chunk.len(), size),
+                Some(&size) => prop_assert!(chunk.len() <= size),
+                None => prop_assert_eq!(chunk.len(), stream.len()),
+            }
+        }
+    }
+}
