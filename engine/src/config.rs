@@ -91,6 +91,7 @@ pub struct Config {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) auth_secret: Option<std::sync::Arc<[u8]>>,
     pub(crate) max_connections_per_peer: Option<usize>,
+    pub(crate) max_in_flight_per_conn: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
@@ -141,6 +142,7 @@ pub struct ConfigBuilder {
     read_timeout: Option<Duration>,
     auth_secret: Option<Vec<u8>>,
     max_connections_per_peer: Option<usize>,
+    max_in_flight_per_conn: usize,
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
@@ -166,6 +168,7 @@ impl Default for ConfigBuilder {
             read_timeout: Some(Duration::from_secs(30)),
             auth_secret: None,
             max_connections_per_peer: None,
+            max_in_flight_per_conn: 4096,
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
@@ -271,6 +274,14 @@ impl ConfigBuilder {
         self.max_connections_per_peer = n;
         self
     }
+    /// Most Requests of one connection whose answers are deferred (to a responder or the
+    /// blocking pool) at once (default 4096); past it new Requests get the error
+    /// "too many requests in flight on this connection" at once instead of queueing work.
+    /// Each deferred answer holds its request's copy until sent.
+    pub fn max_in_flight_per_conn(mut self, n: usize) -> Self {
+        self.max_in_flight_per_conn = n;
+        self
+    }
     /// How long shutdown waits for in-progress connections to drain before closing them
     /// (default 5 s).
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
@@ -350,6 +361,9 @@ impl ConfigBuilder {
         if self.auth_secret.as_ref().is_some_and(|s| s.is_empty()) {
             return err("the auth secret must not be empty".into());
         }
+        if self.max_in_flight_per_conn == 0 {
+            return err("max in-flight requests per connection must be at least 1".into());
+        }
         if self.max_connections_per_peer == Some(0) {
             return err("max connections per peer must be at least 1".into());
         }
@@ -373,6 +387,7 @@ impl ConfigBuilder {
             read_timeout: self.read_timeout,
             auth_secret: self.auth_secret.map(std::sync::Arc::from),
             max_connections_per_peer: self.max_connections_per_peer,
+            max_in_flight_per_conn: self.max_in_flight_per_conn,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,

@@ -43,6 +43,8 @@ pub struct ConnStats {
     pub not_found: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Requests refused because too many answers were deferred.
+    pub refused_in_flight: u64,
     /// Frames dropped: Responses to no pending call (or to one that timed out), Streams.
     pub ignored: u64,
 }
@@ -195,6 +197,9 @@ impl OutQueue {
     }
 }
 
+/// Error text of a Request refused because its connection has too many deferred answers.
+pub const TOO_MANY_IN_FLIGHT: &str = "too many requests in flight on this connection";
+
 /// Method of the Request that must come first on a server with a shared secret.
 pub const AUTH_METHOD: &str = "/_auth";
 /// Error text sent to a connection that did not authenticate first.
@@ -232,6 +237,10 @@ pub struct Conn {
     auth: Option<Arc<[u8]>>,
     /// The peer failed to authenticate: nothing more is dispatched.
     rejected: bool,
+    /// Requests whose answer was deferred to a responder and not yet sent.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Past this many, new Requests are refused with [`TOO_MANY_IN_FLIGHT`].
+    max_in_flight: usize,
     partial: BytesMut,
     /// Responses and other frames to send.
     pub out: OutQueue,
@@ -263,6 +272,8 @@ impl Conn {
             next_call_seq: 1,
             auth: None,
             rejected: false,
+            in_flight: Arc::default(),
+            max_in_flight: usize::MAX,
             partial: BytesMut::new(),
             out: OutQueue::default(),
             stats: ConnStats::default(),
@@ -277,6 +288,11 @@ impl Conn {
     /// Requires the first frame to be an [`AUTH_METHOD`] Request carrying `secret`.
     pub(crate) fn require_auth(&mut self, secret: Arc<[u8]>) {
         self.auth = Some(secret);
+    }
+
+    /// Refuses Requests while `max` answers of this connection are deferred.
+    pub(crate) fn set_max_in_flight(&mut self, max: usize) {
+        self.max_in_flight = max;
     }
 
     /// Whether the peer failed to authenticate (the connection must be closed once its
@@ -461,7 +477,24 @@ impl Conn {
                 } else {
                     self.stats.notifies += 1;
                 }
-                match router.dispatch(frame, &self.info, &self.mailbox, &mut self.out) {
+                let deferred = self.in_flight.load(std::sync::atomic::Ordering::Acquire);
+                if frame.header.cmd == Command::Request && deferred >= self.max_in_flight {
+                    // The peer asks faster than the deferred work answers: refuse, don't queue.
+                    self.stats.refused_in_flight += 1;
+                    let flags = Flags(Flags::ERROR | (frame.header.flags.0 & Flags::ASYNC));
+                    let h = &frame.header;
+                    let msg = TOO_MANY_IN_FLIGHT.as_bytes();
+                    self.out
+                        .push_frame(Command::Response, flags, 0, h.seq, frame.method, msg);
+                    return;
+                }
+                match router.dispatch(
+                    frame,
+                    &self.info,
+                    &self.mailbox,
+                    &self.in_flight,
+                    &mut self.out,
+                ) {
                     Dispatched::Handled => {}
                     Dispatched::NotFound => self.stats.not_found += 1,
                     Dispatched::Panicked => self.stats.panics += 1,

@@ -199,6 +199,8 @@ pub struct Responder {
     method: Bytes,
     async_flag: u8,
     answered: bool,
+    /// The connection's count of deferred answers; this one leaves it when sent.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl fmt::Debug for Responder {
@@ -215,13 +217,21 @@ pub const RESPONDER_DROPPED: &str =
     "internal error: handler dropped its responder without replying";
 
 impl Responder {
-    pub(crate) fn new(conn: ConnHandle, seq: u64, method: &[u8], flags: Flags) -> Responder {
+    /// A responder counted in `in_flight` (the caller already added it there).
+    pub(crate) fn new(
+        conn: ConnHandle,
+        seq: u64,
+        method: &[u8],
+        flags: Flags,
+        in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Responder {
         Responder {
             conn,
             seq,
             method: Bytes::copy_from_slice(method),
             async_flag: flags.0 & Flags::ASYNC,
             answered: false,
+            in_flight,
         }
     }
 
@@ -247,6 +257,8 @@ impl Responder {
 
     fn send(&mut self, flags: Flags, payload: &[u8]) {
         self.answered = true;
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Release);
         let frame = encode(Cmd::Response, flags, self.seq, &self.method, payload);
         self.conn.mailbox.post(Command::Send {
             conn: self.conn.info.id,

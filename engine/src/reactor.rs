@@ -523,6 +523,7 @@ impl Reactor {
         if let Some(secret) = &self.config.auth_secret {
             conn.require_auth(secret.clone());
         }
+        conn.set_max_in_flight(self.config.max_in_flight_per_conn);
         entry.insert(Slot {
             stream,
             generation,

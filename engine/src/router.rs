@@ -11,6 +11,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
@@ -56,6 +57,7 @@ pub struct Context<'a> {
     payload: &'a [u8],
     conn: &'a ConnInfo,
     mailbox: &'a Arc<Mailbox>,
+    in_flight: &'a Arc<AtomicUsize>,
     out: &'a mut OutQueue,
     state: ReplyState,
 }
@@ -77,6 +79,7 @@ impl<'a> Context<'a> {
         frame: &FrameRef<'a>,
         conn: &'a ConnInfo,
         mailbox: &'a Arc<Mailbox>,
+        in_flight: &'a Arc<AtomicUsize>,
         out: &'a mut OutQueue,
     ) -> Context<'a> {
         Context {
@@ -85,6 +88,7 @@ impl<'a> Context<'a> {
             payload: frame.payload,
             conn,
             mailbox,
+            in_flight,
             out,
             state: if frame.header.cmd == Command::Request {
                 ReplyState::Pending
@@ -144,11 +148,13 @@ impl<'a> Context<'a> {
             return None;
         }
         self.state = ReplyState::Deferred;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         Some(Responder::new(
             self.conn(),
             self.header.seq,
             self.method,
             self.header.flags,
+            self.in_flight.clone(),
         ))
     }
     /// Whether a Response has been queued or a responder taken (always true for a Notify).
@@ -443,6 +449,7 @@ impl Router {
         frame: &FrameRef<'_>,
         conn: &ConnInfo,
         mailbox: &Arc<Mailbox>,
+        in_flight: &Arc<AtomicUsize>,
         out: &mut OutQueue,
     ) -> Dispatched {
         let route = self.get(frame.method);
@@ -460,7 +467,7 @@ impl Router {
             }
             return Dispatched::NotFound;
         }
-        let mut ctx = Context::new(frame, conn, mailbox, out);
+        let mut ctx = Context::new(frame, conn, mailbox, in_flight, out);
         if self.middleware.is_empty() {
             self.run_handler(route, &mut ctx)
         } else {

@@ -242,3 +242,51 @@ fn a_peer_address_is_limited_to_its_share_of_connections() {
     assert!(report.total().refused >= 1);
     assert_eq!(report.total().closed, report.total().accepted);
 }
+
+#[test]
+fn requests_past_the_in_flight_limit_are_refused_until_answers_go_out() {
+    use std::sync::{Arc, Mutex};
+    let held: Arc<Mutex<Vec<ringrpc::Responder>>> = Arc::default();
+    let keep = held.clone();
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .max_in_flight_per_conn(3)
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .route("/later", move |ctx| {
+            keep.lock().unwrap().push(ctx.responder().unwrap())
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mut c = Client::connect(server.local_addr());
+    for seq in 0..5u64 {
+        c.send(&Frame::request(seq, "/later", ""));
+    }
+    // Three are deferred; the fourth and fifth are refused at once.
+    for seq in 3..5u64 {
+        let f = c.recv();
+        assert_eq!(f.header.seq, seq);
+        assert!(f.is_error());
+        assert_eq!(&f.payload[..], ringrpc::conn::TOO_MANY_IN_FLIGHT.as_bytes());
+    }
+    // Answering frees the places: new requests are accepted again.
+    for r in held.lock().unwrap().drain(..) {
+        r.reply(b"done");
+    }
+    for _ in 0..3 {
+        assert_eq!(&c.recv().payload[..], b"done");
+    }
+    c.send(&Frame::request(9, "/later", ""));
+    while held.lock().unwrap().is_empty() {
+        thread::sleep(Duration::from_millis(5));
+    }
+    held.lock().unwrap().pop().unwrap().reply(b"accepted again");
+    assert_eq!(&c.recv().payload[..], b"accepted again");
+    drop(c);
+    still_serves_and_releases_everything(server);
+}

@@ -56,6 +56,9 @@ struct Args {
     /// is ignored); a secret on the command line would show in `ps`
     #[arg(long, value_name = "FILE")]
     auth_secret_file: Option<std::path::PathBuf>,
+    /// Most requests per connection whose answers are deferred at once
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_in_flight: usize,
     /// Most connections one peer IP address may hold open [default: unlimited]
     #[arg(long, value_name = "N")]
     max_connections_per_peer: Option<usize>,
@@ -138,6 +141,7 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             None => None,
         })
         .max_connections_per_peer(args.max_connections_per_peer)
+        .max_in_flight_per_conn(args.max_in_flight)
         .pin_cores(!args.no_pin)
         .reflect(args.reflect);
     if let Some(n) = args.cores {
