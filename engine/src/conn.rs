@@ -637,6 +637,33 @@ mod tests {
     }
 
     #[test]
+    fn a_trickled_maximum_body_holds_only_what_arrived() {
+        let router = Router::with_builtins();
+        let max = ringrpc_protocol::DEFAULT_MAX_BODY;
+        let mut conn = test_conn(max);
+        let mut head = Vec::new();
+        head.extend_from_slice(&max.to_le_bytes());
+        head.extend_from_slice(&[0, 1, 0, 5]);
+        head.extend_from_slice(&1u64.to_le_bytes());
+        head.extend_from_slice(b"/echo");
+        conn.handle_recv(&head, &router).unwrap();
+        let chunk = vec![1u8; 4096];
+        let mut received = head.len();
+        for _ in 0..256 {
+            conn.handle_recv(&chunk, &router).unwrap();
+            received += chunk.len();
+            // Growth by doubling at most, never towards the 64 MiB declared.
+            assert!(
+                conn.partial.capacity() <= 2 * received + 4096,
+                "{} for {received}",
+                conn.partial.capacity()
+            );
+        }
+        assert_eq!(conn.partial_len(), received);
+        assert!(drain_output(&mut conn).is_empty());
+    }
+
+    #[test]
     fn unknown_method_gets_error_and_notify_gets_nothing() {
         let router = Router::with_builtins();
         let mut conn = test_conn(1 << 20);
