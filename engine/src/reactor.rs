@@ -31,6 +31,13 @@ const TIMER_ACCEPT_RETRY: u32 = 1;
 const TIMER_DRAIN: u32 = 2;
 const TIMER_CALLS: u32 = 3;
 const TIMER_IDLE: u32 = 4;
+const TIMER_LINGER: u32 = 5;
+/// A connection that got our FIN is closed once its peer has sent nothing for this long.
+const LINGER_QUIET: Duration = Duration::from_millis(100);
+/// Longest a connection lingers after our FIN while its peer keeps sending.
+const LINGER_MAX: Duration = Duration::from_secs(2);
+/// How often lingering connections are re-checked.
+const LINGER_TICK: Duration = Duration::from_millis(20);
 /// How often pending calls to peers are checked for their deadline.
 const CALL_SWEEP: Duration = Duration::from_millis(10);
 /// How long accept pauses after running out of descriptors or memory.
@@ -218,6 +225,8 @@ struct Slot {
     failed: Option<DisconnectReason>,
     /// Counted against the per-peer limit (released on close).
     counted_peer: bool,
+    /// When our FIN went out (lingering since).
+    linger_since: Option<Instant>,
     /// Told why, when the connection is gone (adopted connections).
     on_close: Option<Closed>,
 }
@@ -235,6 +244,7 @@ pub(crate) struct Reactor {
     now: Instant,
     mailbox: Arc<Mailbox>,
     calls_timer_armed: bool,
+    linger_timer_armed: bool,
     ring: Ring,
     /// One per listen address; empty for a client runtime.
     listeners: Vec<Listener>,
@@ -294,6 +304,7 @@ impl Reactor {
             now: Instant::now(),
             mailbox,
             calls_timer_armed: false,
+            linger_timer_armed: false,
             ring,
             listeners: listeners
                 .into_iter()
@@ -544,6 +555,7 @@ impl Reactor {
             partial_since: None,
             failed: None,
             counted_peer: false,
+            linger_since: None,
             on_close: None,
         });
         self.stats.accepted += 1;
@@ -896,6 +908,20 @@ impl Reactor {
                 }
             }
             TIMER_CALLS => self.sweep_calls(),
+            TIMER_LINGER => {
+                // Lingering connections get re-checked by advance(), which re-arms the
+                // timer while any of them is still waiting.
+                self.linger_timer_armed = false;
+                let lingering: Vec<usize> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, s)| s.write_shut && s.dead.is_none())
+                    .map(|(i, _)| i)
+                    .collect();
+                for idx in lingering {
+                    self.mark_dirty(idx);
+                }
+            }
             TIMER_IDLE => {
                 self.sweep_idle();
                 if let Some(every) = self.idle_sweep_interval() {
@@ -1009,22 +1035,33 @@ impl Reactor {
             }
         }
         if slot.dead.is_none() && output_done && (slot.peer_eof || drained) {
-            // Everything owed is written: send FIN. Then close once the peer has closed too
-            // or nothing it sent is left unread; until then keep reading (and discarding),
-            // so unread input never turns our close into a reset that could destroy
-            // responses the peer has not read yet.
+            // Everything owed is written: send FIN, then linger, reading and discarding, so
+            // input still arriving never turns our close into a reset that destroys
+            // responses the peer has not read yet. Close when the peer closes too, or once
+            // it has been quiet for LINGER_QUIET with nothing unread, or after LINGER_MAX.
             if !slot.write_shut {
                 let _ = slot.stream.shutdown(Shutdown::Write);
                 slot.write_shut = true;
+                slot.linger_since = Some(self.now);
             }
+            let now = Instant::now();
+            let quiet = now.saturating_duration_since(slot.last_active) >= LINGER_QUIET
+                && sys::unread_bytes(slot.stream.as_fd()).is_ok_and(|n| n == 0);
+            let too_long = slot
+                .linger_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= LINGER_MAX);
             if slot.peer_eof {
                 slot.close(DisconnectReason::PeerClosed);
-            } else if sys::unread_bytes(slot.stream.as_fd()).is_ok_and(|n| n == 0) {
+            } else if quiet || too_long {
                 slot.close(if slot.close_requested {
                     DisconnectReason::Closed
                 } else {
                     DisconnectReason::Shutdown
                 });
+            } else if !self.linger_timer_armed
+                && self.ring.timer(LINGER_TICK, timer(TIMER_LINGER)).is_ok()
+            {
+                self.linger_timer_armed = true;
             }
         }
         if slot.dead.is_some() && !slot.shut_both {
