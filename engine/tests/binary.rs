@@ -214,3 +214,30 @@ fn descriptor_exhaustion_on_accept_neither_spins_nor_sticks() {
         "the warning names the fix: {err}"
     );
 }
+
+#[test]
+fn read_timeout_flag_closes_a_trickling_client() {
+    let (mut child, addr, _out) = start(&[
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--read-timeout",
+        "0.3",
+    ]);
+    let mut c = Client::connect(addr);
+    let frame = Frame::request(1, "/echo", vec![1u8; 100]).to_bytes();
+    let mut closed = false;
+    for b in frame.iter() {
+        if std::io::Write::write_all(&mut c.sock, std::slice::from_ref(b)).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !closed {
+        c.expect_closed();
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}

@@ -128,6 +128,8 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|s| seconds("keepalive", s))
                 .transpose()?,
         )
+        // 0 turns it off.
+        .read_timeout(Some(seconds("read-timeout", args.read_timeout)?).filter(|d| !d.is_zero()))
         .shutdown_grace(seconds("shutdown-grace", args.shutdown_grace)?)
         .stats_interval(args.stats.map(|s| seconds("stats", s)).transpose()?)
         .auth_secret(match &args.auth_secret_file {
