@@ -8,6 +8,7 @@ pub mod arpc_codec;
 pub mod compare;
 pub mod echo_service;
 pub mod peer_cli;
+pub mod soak;
 
 /// The gRPC echo service generated from `proto/echo.proto` (server and client).
 pub mod grpc {
