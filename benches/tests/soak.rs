@@ -1,4 +1,4 @@
-//! Runs the `soak` binary for 5 s against the debug engine and loadgen and expects a pass.
+//! Runs the `soak` binary for 10 s (the CI version) against the debug engine and loadgen and expects a pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +32,7 @@ fn a_five_second_soak_passes() {
     let output = Command::new(env!("CARGO_BIN_EXE_soak"))
         .arg("--bin-dir")
         .arg(&dir)
-        .args(["--duration", "5s", "--seed", "7"])
+        .args(["--duration", "10s", "--seed", "7"])
         .output()
         .expect("soak runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

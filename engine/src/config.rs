@@ -163,7 +163,7 @@ impl Default for ConfigBuilder {
             max_connections: 100_000,
             max_send_queue_bytes: 4 << 20,
             max_send_queue_frames: 65_536,
-            idle_timeout: None,
+            idle_timeout: Some(Duration::from_secs(3600)),
             keepalive: None,
             read_timeout: Some(Duration::from_secs(30)),
             auth_secret: None,
@@ -241,8 +241,9 @@ impl ConfigBuilder {
         self.max_send_queue_frames = n;
         self
     }
-    /// Close a connection that sent nothing for this long (default off). With
-    /// [`ConfigBuilder::keepalive`] this detects dead peers: a live one answers the Ping.
+    /// Close a connection that sent nothing for this long (default 1 hour, as Envoy; `None`
+    /// keeps idle connections forever). With [`ConfigBuilder::keepalive`] this detects dead
+    /// peers: a live one answers the Ping.
     pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
         self.idle_timeout = d;
         self

@@ -43,9 +43,9 @@ struct Args {
     /// Most unsent output per connection before the engine stops reading from it, in bytes
     #[arg(long, default_value_t = 4 << 20)]
     max_send_queue: usize,
-    /// Close connections that sent nothing for SECS seconds [default: never]
-    #[arg(long, value_name = "SECS")]
-    idle_timeout: Option<f64>,
+    /// Close connections that sent nothing for SECS seconds (0 = never)
+    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
+    idle_timeout: f64,
     /// Close connections that leave a frame unfinished for SECS seconds (0 = never)
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     read_timeout: f64,
@@ -118,11 +118,7 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .max_body(args.max_body)
         .max_connections(args.max_connections)
         .max_send_queue_bytes(args.max_send_queue)
-        .idle_timeout(
-            args.idle_timeout
-                .map(|s| seconds("idle-timeout", s))
-                .transpose()?,
-        )
+        .idle_timeout(Some(seconds("idle-timeout", args.idle_timeout)?).filter(|d| !d.is_zero()))
         .keepalive(
             args.keepalive
                 .map(|s| seconds("keepalive", s))
