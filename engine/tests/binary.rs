@@ -21,7 +21,14 @@ fn engine(args: &[&str]) -> Command {
 
 /// Starts the binary and reads the address from its "listening on" line.
 fn start(args: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
-    let mut child = engine(args).spawn().expect("spawn engine");
+    spawn_and_read_addr(engine(args))
+}
+
+/// Spawns `cmd` (an engine, perhaps behind a wrapper) and reads the address it announces.
+fn spawn_and_read_addr(
+    mut cmd: Command,
+) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut child = cmd.spawn().expect("spawn engine");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -31,6 +38,18 @@ fn start(args: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdo
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
     (child, addr, out)
+}
+
+/// Everything the (exited) child wrote to stderr.
+fn stderr_text(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -109,13 +128,7 @@ fn more_cores_than_cpus_still_runs_with_a_warning() {
     Client::connect(addr).echo(1, b"x");
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_text(&mut child);
     let cpus = std::thread::available_parallelism().unwrap().get();
     if cpus < 8 {
         assert!(err.contains("reactors will share CPUs"), "{err}");
@@ -164,23 +177,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn descriptor_exhaustion_on_accept_neither_spins_nor_sticks() {
     // A hard limit of 48 descriptors: the engine cannot raise it, so accepts hit EMFILE.
-    let mut child = Command::new("bash")
-        .args([
-            "-c",
-            &format!(
-                "ulimit -n 48 && exec {} --cores 1 --listen 127.0.0.1:0",
-                env!("CARGO_BIN_EXE_engine")
-            ),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        &format!(
+            "ulimit -n 48 && exec {} --cores 1 --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_engine")
+        ),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let (mut child, addr, _out) = spawn_and_read_addr(cmd);
 
     // More connections than descriptors: the rest wait in the listen backlog.
     let mut clients: Vec<Client> = (0..80).map(|_| Client::connect(addr)).collect();
@@ -202,13 +210,7 @@ fn descriptor_exhaustion_on_accept_neither_spins_nor_sticks() {
     drop(clients);
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_text(&mut child);
     assert!(
         err.contains("ulimit -n"),
         "the warning names the fix: {err}"
