@@ -683,8 +683,8 @@ mod tests {
         assert_eq!(conn.stats.not_found, 2);
     }
 
-    #[test]
-    fn partial_send_resumes_where_it_stopped() {
+    /// Three frames: small, large (its own segment), small.
+    fn three_frame_queue() -> OutQueue {
         let mut q = OutQueue::default();
         q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"one");
         q.push_frame_bytes(
@@ -696,24 +696,19 @@ mod tests {
             Bytes::from(vec![5u8; ZERO_COPY_MIN]),
         );
         q.push_frame(Command::Response, Flags::default(), 0, 3, b"/c", b"three");
+        q
+    }
+
+    #[test]
+    fn partial_send_resumes_where_it_stopped() {
+        let mut q = three_frame_queue();
         let total = q.queued_bytes();
         let mut expected = BytesMut::new();
         let mut got = BytesMut::new();
         // Reference: everything in one go.
         {
-            let mut q2 = OutQueue::default();
-            q2.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"one");
-            q2.push_frame_bytes(
-                Command::Response,
-                Flags::default(),
-                0,
-                2,
-                b"/b",
-                Bytes::from(vec![5u8; ZERO_COPY_MIN]),
-            );
-            q2.push_frame(Command::Response, Flags::default(), 0, 3, b"/c", b"three");
             let mut b = Vec::new();
-            q2.take_batch(&mut b);
+            three_frame_queue().take_batch(&mut b);
             for s in &b {
                 expected.extend_from_slice(s);
             }
