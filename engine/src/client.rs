@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ConfigError};
-use crate::handle::{CallError, ConnHandle};
-use crate::mailbox::Command;
-use crate::reactor::{DisconnectReason, Hooks, Shared};
+use crate::config::ConfigError;
+use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
+use crate::handle::ConnHandle;
+use crate::hooks::Hooks;
 use crate::router::{Context, Router};
-use crate::server::{ReactorThreads, StartError, join_all, new_mailboxes, spawn_reactors};
+use crate::runtime::{ReactorSettings, ReactorThreads, join_all, new_mailboxes, spawn_reactors};
+use crate::server::StartError;
+use crate::shared::{Adoption, ConnPolicy, Shared};
 
 /// Why a client could not connect or start.
 #[derive(Debug)]
@@ -83,39 +85,21 @@ impl Drop for RuntimeInner {
 }
 
 impl ClientRuntime {
-    /// A runtime with no handlers for server-initiated calls (they get "method not
-    /// found"), and no keepalive.
+    /// A runtime: one reactor thread, unpinned, serving the connections of every client
+    /// built on it — each with its own handlers, keepalive and idle timeout.
     pub fn new() -> Result<ClientRuntime, ClientError> {
-        ClientRuntime::with(Router::new(), RuntimeOptions::default())
-    }
-
-    fn with(router: Router, options: RuntimeOptions) -> Result<ClientRuntime, ClientError> {
-        let config = Config::builder()
-            .cores(1)
-            .listen("127.0.0.1:0")
-            .pin_cores(false)
-            .recv_buffers(256)
-            .ring_entries(256)
-            .keepalive(options.keepalive)
-            .idle_timeout(options.idle_timeout)
-            .shutdown_grace(Duration::from_secs(1))
-            .build()
-            .map_err(ClientError::Config)?;
-        let (mailboxes, wake_reads) = new_mailboxes(1).map_err(ClientError::Start)?;
-        let shared = Arc::new(Shared {
-            shutdown: AtomicBool::new(false),
-            per_peer: Default::default(),
-            mailboxes,
-            hooks: Hooks::default(),
-        });
+        let settings = ReactorSettings::client();
+        let start = |e| ClientError::Start(StartError::from(e));
+        let (mailboxes, wake_reads) = new_mailboxes(1, settings.mailbox_capacity).map_err(start)?;
+        let shared = Arc::new(Shared::new(mailboxes, Hooks::default()));
         let threads = spawn_reactors(
-            &Arc::new(config),
-            &Arc::new(router),
+            &Arc::new(settings),
+            &Arc::new(Router::new()),
             &shared,
             vec![Vec::new()],
             wake_reads,
         )
-        .map_err(ClientError::Start)?;
+        .map_err(start)?;
         Ok(ClientRuntime {
             inner: Arc::new(RuntimeInner {
                 shared,
@@ -124,21 +108,26 @@ impl ClientRuntime {
         })
     }
 
-    /// Hands a connected socket to the reactor; `closed` runs on the reactor thread when it
-    /// is gone. Returns its handle once the reactor serves it.
+    /// Hands a connected socket to the reactor, served under `policy`; `closed` runs on the
+    /// reactor thread when it is gone. Returns its handle once the reactor serves it.
     fn adopt(
         &self,
         stream: TcpStream,
+        policy: Arc<ConnPolicy>,
         closed: impl FnOnce(&DisconnectReason) + Send + 'static,
     ) -> Result<ConnHandle, CallError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.inner.shared.mailboxes[0].post(Command::Adopt {
-            stream,
-            opened: Box::new(move |handle| {
-                let _ = tx.send(handle);
-            }),
-            closed: Box::new(closed),
-        });
+        self.inner.shared.adopt(
+            0,
+            Adoption {
+                stream,
+                policy,
+                opened: Box::new(move |handle| {
+                    let _ = tx.send(handle);
+                }),
+                closed: Box::new(closed),
+            },
+        );
         // The reactor either serves it (sends the handle) or, shutting down, drops it.
         rx.recv().map_err(|_| CallError::Disconnected)
     }
@@ -210,8 +199,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Serves this client on a shared runtime instead of a reactor thread of its own
-    /// (then the runtime's handlers and keepalive apply, not this builder's).
+    /// Serves this client on a shared runtime instead of a reactor thread of its own; its
+    /// handlers, keepalive and idle timeout still apply to its own connection.
     pub fn runtime(mut self, runtime: &ClientRuntime) -> Self {
         self.runtime = Some(runtime.clone());
         self
@@ -263,8 +252,14 @@ impl ClientBuilder {
         }
         let runtime = match self.runtime {
             Some(rt) => rt,
-            None => ClientRuntime::with(self.router, self.options)?,
+            None => ClientRuntime::new()?,
         };
+        let policy = Arc::new(ConnPolicy {
+            router: Arc::new(self.router),
+            idle_timeout: self.options.idle_timeout,
+            keepalive: self.options.keepalive,
+            read_timeout: None,
+        });
         let addrs: Vec<SocketAddr> = self
             .target
             .to_socket_addrs()
@@ -274,6 +269,7 @@ impl ClientBuilder {
             target: self.target,
             addrs,
             runtime,
+            policy,
             current: Mutex::new(None),
             closed: AtomicBool::new(false),
             connect_timeout: self.connect_timeout,
@@ -300,6 +296,8 @@ struct ClientInner {
     target: String,
     addrs: Vec<SocketAddr>,
     runtime: ClientRuntime,
+    /// Handlers and timeouts of this client's connection.
+    policy: Arc<ConnPolicy>,
     /// The live connection, `None` while disconnected.
     current: Mutex<Option<ConnHandle>>,
     /// Closed by the user: no reconnect.
@@ -339,15 +337,16 @@ impl ClientInner {
     /// Hands `stream` to the runtime and makes it the current connection.
     fn attach(this: &Arc<ClientInner>, stream: TcpStream) -> Result<(), CallError> {
         let weak = Arc::downgrade(this);
-        let handle = this.runtime.adopt(stream, move |reason| {
-            if let Some(inner) = weak.upgrade() {
-                inner.lost(reason);
-            }
-        })?;
+        let handle = this
+            .runtime
+            .adopt(stream, this.policy.clone(), move |reason| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.lost(reason);
+                }
+            })?;
         if let Some(secret) = &this.auth {
             // Callers see the connection only once it is authenticated.
-            let method = crate::conn::AUTH_METHOD;
-            if let Err(e) = handle.call(method, secret.clone(), this.connect_timeout) {
+            if let Err(e) = handle.call(AUTH_METHOD, secret.clone(), this.connect_timeout) {
                 handle.close();
                 return Err(e);
             }

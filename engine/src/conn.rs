@@ -1,36 +1,32 @@
-//! One connection's sans-IO state: bytes in, frames dispatched, responses queued, vectored
-//! batches out.
+//! One connection's sans-IO protocol state: frames in (from its framing), dispatched to the
+//! router, answers and calls queued on its output, Responses matched to pending calls.
 //!
 //! Invariants:
-//! - Whole frames are decoded straight from the slice they arrived in; only the tail of a
-//!   partial frame is copied, into `partial`, and that copy grows only with bytes received
-//!   (the header is validated, length limit included, as soon as its 16 bytes are present).
-//! - Output keeps frame order: small frames are coalesced into one buffer, large payloads
-//!   stay separate `Bytes`, and a partially sent batch resumes exactly where it stopped.
+//! - [`Conn`] = a [`StreamFraming`] (bytes → frames) + a [`Session`] (frames → dispatch →
+//!   output); the session knows nothing of bytes on a socket, so datagram and WebSocket
+//!   transports reuse it unchanged.
+//! - Once the peer fails authentication nothing more it sends is dispatched.
+//! - Every pending call completes exactly once: answered, timed out, or failed at close.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
-use ringrpc_protocol::{
-    Command, DecodeError, Flags, FrameRef, HEADER_LEN, Header, parse_frame, write_frame,
-};
+use bytes::Bytes;
+use ringrpc_protocol::{Command, DecodeError, Flags, FrameRef};
 
-use crate::handle::{CallDone, CallError, ConnInfo};
-use crate::mailbox::Mailbox;
-use crate::ring::IOV_MAX;
+use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, TOO_MANY_IN_FLIGHT};
+use crate::framing::{ArpcFraming, Next, StreamFraming};
+use crate::ids::ConnInfo;
+use crate::mailbox::{CallDone, Mailbox};
+use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
-
-/// Payloads at least this large are queued as their own `Bytes` instead of being copied.
-const ZERO_COPY_MIN: usize = 16 * 1024;
-/// A partial-frame buffer that grew past this is released once its frame completes.
-const PARTIAL_KEEP: usize = 64 * 1024;
 
 /// Counters one connection contributes to its core's totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnStats {
+pub(crate) struct ConnStats {
     /// Bytes received.
     pub bytes_in: u64,
     /// Frames decoded.
@@ -48,163 +44,6 @@ pub struct ConnStats {
     /// Frames dropped: Responses to no pending call (or to one that timed out), Streams.
     pub ignored: u64,
 }
-
-/// Frames waiting to be sent, in order.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    small: BytesMut,
-    segments: VecDeque<Bytes>,
-    queued: usize,
-    frames: u64,
-    /// Bytes handed out in the batch being sent.
-    in_flight: usize,
-}
-
-impl OutQueue {
-    /// Queues one frame, copying `payload`.
-    pub fn push_frame(
-        &mut self,
-        cmd: Command,
-        flags: Flags,
-        user_flags: u8,
-        seq: u64,
-        method: &[u8],
-        payload: &[u8],
-    ) {
-        let before = self.small.len();
-        write_frame(
-            &mut self.small,
-            cmd,
-            flags,
-            user_flags,
-            seq,
-            method,
-            payload,
-        );
-        self.queued += self.small.len() - before;
-        self.frames += 1;
-    }
-
-    /// Queues one frame; a large `payload` is sent from its own buffer without copying.
-    pub fn push_frame_bytes(
-        &mut self,
-        cmd: Command,
-        flags: Flags,
-        user_flags: u8,
-        seq: u64,
-        method: &[u8],
-        payload: Bytes,
-    ) {
-        if payload.len() < ZERO_COPY_MIN {
-            return self.push_frame(cmd, flags, user_flags, seq, method, &payload);
-        }
-        let before = self.small.len();
-        write_frame(&mut self.small, cmd, flags, user_flags, seq, method, &[]);
-        // write_frame wrote body_len for an empty payload; patch in the real one.
-        let body_len = (method.len() + payload.len()) as u32;
-        self.small[before..before + 4].copy_from_slice(&body_len.to_le_bytes());
-        self.queued += self.small.len() - before + payload.len();
-        self.seal_small();
-        self.segments.push_back(payload);
-        self.frames += 1;
-    }
-
-    /// Queues one frame encoded elsewhere (another thread, or once for a broadcast); a
-    /// large one is sent from its own buffer, shared, without copying.
-    pub fn push_encoded(&mut self, frame: Bytes) {
-        if frame.len() < ZERO_COPY_MIN {
-            self.small.extend_from_slice(&frame);
-        } else {
-            self.seal_small();
-            self.segments.push_back(frame.clone());
-        }
-        self.queued += frame.len();
-        self.frames += 1;
-    }
-
-    /// Queues bytes as they are (reflect mode: no framing, no frame counted).
-    pub fn push_raw(&mut self, bytes: &[u8]) {
-        self.small.extend_from_slice(bytes);
-        self.queued += bytes.len();
-    }
-
-    /// Queues a Ping (keepalive).
-    pub fn push_ping(&mut self) {
-        self.push_frame(Command::Ping, Flags::default(), 0, 0, &[], &[]);
-    }
-
-    /// Queues a Pong.
-    pub fn push_pong(&mut self) {
-        self.push_frame(Command::Pong, Flags::default(), 0, 0, &[], &[]);
-    }
-
-    /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.queued == 0
-    }
-
-    /// Bytes waiting (not counting a batch already handed out).
-    pub fn queued_bytes(&self) -> usize {
-        self.queued
-    }
-
-    /// Bytes not yet written to the socket: waiting plus the batch being sent.
-    pub fn backlog_bytes(&self) -> usize {
-        self.queued + self.in_flight
-    }
-
-    /// Frames queued and not yet handed to a send.
-    pub fn backlog_frames(&self) -> u64 {
-        self.frames
-    }
-
-    fn seal_small(&mut self) {
-        if !self.small.is_empty() {
-            self.segments.push_back(self.small.split().freeze());
-        }
-    }
-
-    /// Moves the next batch (at most [`IOV_MAX`] segments, in order) into `batch`; returns
-    /// how many frames were queued since the previous batch.
-    pub fn take_batch(&mut self, batch: &mut Vec<Bytes>) -> u64 {
-        self.seal_small();
-        let n = self.segments.len().min(IOV_MAX);
-        batch.extend(self.segments.drain(..n));
-        let taken: usize = batch.iter().map(Bytes::len).sum();
-        self.queued -= taken;
-        self.in_flight = taken;
-        std::mem::take(&mut self.frames)
-    }
-
-    /// Takes back a batch of which `written` bytes went out: the unsent rest returns to the
-    /// front of the queue. `batch` is left empty for reuse.
-    pub fn sent(&mut self, batch: &mut Vec<Bytes>, mut written: usize) {
-        self.in_flight = 0;
-        let mut rest = Vec::new();
-        for mut seg in batch.drain(..) {
-            if written >= seg.len() {
-                written -= seg.len();
-                continue;
-            }
-            seg.advance(written);
-            written = 0;
-            rest.push(seg);
-        }
-        for seg in rest.into_iter().rev() {
-            self.queued += seg.len();
-            self.segments.push_front(seg);
-        }
-    }
-}
-
-/// Error text of a Request refused because its connection has too many deferred answers.
-pub const TOO_MANY_IN_FLIGHT: &str = "too many requests in flight on this connection";
-
-/// Method of the Request that must come first on a server with a shared secret.
-pub const AUTH_METHOD: &str = "/_auth";
-/// Error text sent to a connection that did not authenticate first.
-pub const AUTH_REQUIRED: &str =
-    "authentication required: the first frame must be a /_auth request with the shared secret";
 
 /// Compares in time that depends only on the lengths, so response timing does not reveal
 /// how much of a guessed secret was right.
@@ -225,11 +64,60 @@ struct PendingCall {
     done: CallDone,
 }
 
-/// One connection's protocol state.
-pub struct Conn {
+/// One connection: its framing and its session.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Bytes → frames.
+    pub(crate) framing: StreamFraming,
+    /// Frames → dispatch → output.
+    pub(crate) session: Session,
+}
+
+impl Conn {
+    /// A fresh raw-arpc connection accepting bodies up to `max_body`; handlers reach it
+    /// later through `mailbox`.
+    pub(crate) fn new(info: ConnInfo, mailbox: Arc<Mailbox>, max_body: u32) -> Conn {
+        Conn {
+            framing: StreamFraming::Arpc(ArpcFraming::new(max_body)),
+            session: Session::new(info, mailbox),
+        }
+    }
+
+    /// Takes bytes the peer sent: dispatches every whole frame and keeps the tail.
+    ///
+    /// An error means the peer broke the protocol; the connection must be closed.
+    pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), DecodeError> {
+        let session = &mut self.session;
+        session.stats.bytes_in += data.len() as u64;
+        if session.rejected {
+            return Ok(());
+        }
+        self.framing.decode(data, |frame| {
+            session.dispatch(frame, router);
+            if session.rejected {
+                Next::Stop
+            } else {
+                Next::Continue
+            }
+        })
+    }
+
+    /// Reflect mode: queues the received bytes to be written back unchanged, undecoded.
+    pub(crate) fn reflect(&mut self, data: &[u8]) {
+        self.session.stats.bytes_in += data.len() as u64;
+        self.session.out.push_raw(data);
+    }
+
+    /// Bytes of an incomplete frame held.
+    pub(crate) fn partial_len(&self) -> usize {
+        self.framing.buffered()
+    }
+}
+
+/// One connection's protocol state above the framing.
+pub(crate) struct Session {
     info: ConnInfo,
     mailbox: Arc<Mailbox>,
-    max_body: u32,
     calls: HashMap<u64, PendingCall>,
     next_call_seq: u64,
     /// The shared secret the first frame must carry; `None` once authenticated or when
@@ -238,51 +126,40 @@ pub struct Conn {
     /// The peer failed to authenticate: nothing more is dispatched.
     rejected: bool,
     /// Requests whose answer was deferred to a responder and not yet sent.
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
     /// Past this many, new Requests are refused with [`TOO_MANY_IN_FLIGHT`].
     max_in_flight: usize,
-    partial: BytesMut,
     /// Responses and other frames to send.
-    pub out: OutQueue,
+    pub(crate) out: OutQueue,
     /// This connection's counters.
-    pub stats: ConnStats,
+    pub(crate) stats: ConnStats,
 }
 
-impl std::fmt::Debug for Conn {
+impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
+        f.debug_struct("Session")
             .field("id", &self.info.id)
             .field("peer", &self.info.peer)
-            .field("partial", &self.partial.len())
             .field("queued", &self.out.queued_bytes())
             .field("calls", &self.calls.len())
             .finish()
     }
 }
 
-impl Conn {
-    /// A fresh connection accepting bodies up to `max_body`; handlers reach it later
-    /// through `mailbox`.
-    pub(crate) fn new(info: ConnInfo, mailbox: Arc<Mailbox>, max_body: u32) -> Conn {
-        Conn {
+impl Session {
+    fn new(info: ConnInfo, mailbox: Arc<Mailbox>) -> Session {
+        Session {
             info,
             mailbox,
-            max_body,
             calls: HashMap::new(),
             next_call_seq: 1,
             auth: None,
             rejected: false,
             in_flight: Arc::default(),
             max_in_flight: usize::MAX,
-            partial: BytesMut::new(),
             out: OutQueue::default(),
             stats: ConnStats::default(),
         }
-    }
-
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.info.peer
     }
 
     /// Requires the first frame to be an [`AUTH_METHOD`] Request carrying `secret`.
@@ -297,53 +174,43 @@ impl Conn {
 
     /// Whether the peer failed to authenticate (the connection must be closed once its
     /// error Response is flushed).
-    pub fn rejected(&self) -> bool {
+    pub(crate) fn rejected(&self) -> bool {
         self.rejected
     }
 
     /// Who this connection is.
-    pub fn info(&self) -> &ConnInfo {
+    pub(crate) fn info(&self) -> &ConnInfo {
         &self.info
     }
 
-    /// Queues a Request to the peer; `done` runs when its Response arrives, at `deadline`
-    /// ([`Conn::expire_calls`]) or when the connection closes ([`Conn::fail_calls`]).
+    /// Queues a Request to the peer and returns its seq; `done` runs when its Response
+    /// arrives, when [`Session::expire_call`] is called for it after `deadline`, or when the
+    /// connection closes ([`Session::fail_calls`]).
     pub(crate) fn start_call(
         &mut self,
         method: &[u8],
         payload: &[u8],
-        timeout: Duration,
-        now: Instant,
+        deadline: Instant,
         done: CallDone,
-    ) {
+    ) -> u64 {
         let seq = self.next_call_seq;
         self.next_call_seq += 1;
         self.out
             .push_frame(Command::Request, Flags::default(), 0, seq, method, payload);
-        self.calls.insert(
-            seq,
-            PendingCall {
-                deadline: now + timeout,
-                done,
-            },
-        );
+        self.calls.insert(seq, PendingCall { deadline, done });
+        seq
     }
 
     /// Calls waiting for a Response.
-    pub fn calls_pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn calls_pending(&self) -> usize {
         self.calls.len()
     }
 
-    /// Fails every call whose deadline has passed with [`CallError::Timeout`]; a Response
-    /// arriving later is dropped as unknown.
-    pub fn expire_calls(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in expired {
+    /// Fails call `seq` with [`CallError::Timeout`] if it is still pending and its deadline
+    /// is at or before `now`; a Response arriving later is dropped as unknown.
+    pub(crate) fn expire_call(&mut self, seq: u64, now: Instant) {
+        if self.calls.get(&seq).is_some_and(|c| c.deadline <= now) {
             if let Some(call) = self.calls.remove(&seq) {
                 (call.done)(Err(CallError::Timeout));
             }
@@ -351,76 +218,10 @@ impl Conn {
     }
 
     /// Fails every pending call with `error` (the connection is closing).
-    pub fn fail_calls(&mut self, error: CallError) {
+    pub(crate) fn fail_calls(&mut self, error: CallError) {
         for (_, call) in self.calls.drain() {
             (call.done)(Err(error.clone()));
         }
-    }
-
-    /// Bytes of an incomplete frame held.
-    pub fn partial_len(&self) -> usize {
-        self.partial.len()
-    }
-
-    /// Takes bytes the peer sent: dispatches every whole frame and keeps the tail.
-    ///
-    /// An error means the peer broke the protocol; the connection must be closed.
-    pub fn handle_recv(&mut self, mut data: &[u8], router: &Router) -> Result<(), DecodeError> {
-        self.stats.bytes_in += data.len() as u64;
-        if self.rejected {
-            return Ok(());
-        }
-        if !self.partial.is_empty() {
-            data = self.complete_partial(data, router)?;
-            if !self.partial.is_empty() || self.rejected {
-                return Ok(());
-            }
-        }
-        while let Some((frame, len)) = parse_frame(data, self.max_body)? {
-            self.dispatch(&frame, router);
-            if self.rejected {
-                return Ok(());
-            }
-            data = &data[len..];
-        }
-        self.partial.extend_from_slice(data);
-        Ok(())
-    }
-
-    /// Reflect mode: queues the received bytes to be written back unchanged, undecoded.
-    pub fn reflect(&mut self, data: &[u8]) {
-        self.stats.bytes_in += data.len() as u64;
-        self.out.push_raw(data);
-    }
-
-    /// Feeds `data` into the pending partial frame; returns what is left after it.
-    fn complete_partial<'d>(
-        &mut self,
-        mut data: &'d [u8],
-        router: &Router,
-    ) -> Result<&'d [u8], DecodeError> {
-        if self.partial.len() < HEADER_LEN {
-            let take = (HEADER_LEN - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-        }
-        let Some(head) = self.partial.first_chunk::<HEADER_LEN>() else {
-            return Ok(data);
-        };
-        let frame_len = Header::parse(head, self.max_body)?.frame_len();
-        let take = (frame_len - self.partial.len()).min(data.len());
-        self.partial.extend_from_slice(&data[..take]);
-        data = &data[take..];
-        if self.partial.len() == frame_len {
-            let whole = std::mem::take(&mut self.partial);
-            let (frame, _) = parse_frame(&whole, self.max_body)?.expect("a whole frame");
-            self.dispatch(&frame, router);
-            if whole.capacity() <= PARTIAL_KEEP {
-                self.partial = whole;
-                self.partial.clear();
-            }
-        }
-        Ok(data)
     }
 
     fn answer_call(&mut self, frame: &FrameRef<'_>) {
@@ -510,7 +311,6 @@ impl Conn {
 
 // Fuzzing support, kept out of the connection logic above; not a stable API.
 mod fuzz;
-#[doc(hidden)]
 pub use fuzz::{FuzzOutcome, fuzz_check};
 
 impl Conn {
@@ -519,50 +319,43 @@ impl Conn {
     ///
     /// # Panics
     /// If the mailbox's eventfd cannot be created.
-    #[doc(hidden)]
-    pub fn for_fuzzing(max_body: u32) -> Conn {
+    pub(crate) fn for_fuzzing(max_body: u32) -> Conn {
         let info = ConnInfo {
-            id: crate::handle::ConnId {
+            id: crate::ids::ConnId {
                 core: 0,
                 slot: 0,
-                generation: 1,
+                serial: 1,
             },
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
         };
         let waker = crate::ring::sys::eventfd().unwrap_or_else(|e| {
             panic!("Conn::for_fuzzing: cannot create the mailbox eventfd: {e}")
         });
-        Conn::new(info, Arc::new(Mailbox::new(waker)), max_body)
+        let mailbox = Mailbox::new(waker, crate::mailbox::DEFAULT_CAPACITY);
+        Conn::new(info, Arc::new(mailbox), max_body)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use ringrpc_protocol::{Decoder, Frame};
+    use std::time::Duration;
 
     fn test_conn(max_body: u32) -> Conn {
-        let info = ConnInfo {
-            id: crate::handle::ConnId {
-                core: 0,
-                slot: 0,
-                generation: 1,
-            },
-            peer: "127.0.0.1:1".parse().unwrap(),
-        };
-        let mailbox = Arc::new(Mailbox::new(crate::ring::sys::eventfd().unwrap()));
-        Conn::new(info, mailbox, max_body)
+        Conn::for_fuzzing(max_body)
     }
 
     fn drain_output(conn: &mut Conn) -> Vec<Frame> {
         let mut batch = Vec::new();
-        conn.out.take_batch(&mut batch);
+        conn.session.out.take_batch(&mut batch);
         let mut wire = BytesMut::new();
         for seg in &batch {
             wire.extend_from_slice(seg);
         }
         let written = wire.len();
-        conn.out.sent(&mut batch, written);
+        conn.session.out.sent(&mut batch, written);
         let mut frames = Vec::new();
         while let Some(f) = Decoder::default().decode(&mut wire).unwrap() {
             frames.push(f);
@@ -587,7 +380,7 @@ mod tests {
             assert_eq!(f.header.seq, seq as u64);
             assert_eq!(f.payload, format!("p{seq}").as_bytes());
         }
-        assert_eq!(conn.stats.requests, 5);
+        assert_eq!(conn.session.stats.requests, 5);
         assert_eq!(conn.partial_len(), 0);
     }
 
@@ -633,7 +426,7 @@ mod tests {
         conn.handle_recv(&head[..10], &router).unwrap();
         let err = conn.handle_recv(&head[10..], &router).unwrap_err();
         assert!(matches!(err, DecodeError::BodyTooLarge { .. }));
-        assert!(conn.partial.capacity() < 1024);
+        assert!(conn.framing.partial().capacity() < 1024);
     }
 
     #[test]
@@ -654,9 +447,9 @@ mod tests {
             received += chunk.len();
             // Growth by doubling at most, never towards the 64 MiB declared.
             assert!(
-                conn.partial.capacity() <= 2 * received + 4096,
+                conn.framing.partial().capacity() <= 2 * received + 4096,
                 "{} for {received}",
-                conn.partial.capacity()
+                conn.framing.partial().capacity()
             );
         }
         assert_eq!(conn.partial_len(), received);
@@ -678,59 +471,9 @@ mod tests {
         assert_eq!(out[0].header.seq, 9);
         assert_eq!(
             &out[0].payload[..],
-            crate::router::METHOD_NOT_FOUND.as_bytes()
+            crate::error::METHOD_NOT_FOUND.as_bytes()
         );
-        assert_eq!(conn.stats.not_found, 2);
-    }
-
-    /// Three frames: small, large (its own segment), small.
-    fn three_frame_queue() -> OutQueue {
-        let mut q = OutQueue::default();
-        q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"one");
-        q.push_frame_bytes(
-            Command::Response,
-            Flags::default(),
-            0,
-            2,
-            b"/b",
-            Bytes::from(vec![5u8; ZERO_COPY_MIN]),
-        );
-        q.push_frame(Command::Response, Flags::default(), 0, 3, b"/c", b"three");
-        q
-    }
-
-    #[test]
-    fn partial_send_resumes_where_it_stopped() {
-        let mut q = three_frame_queue();
-        let total = q.queued_bytes();
-        let mut expected = BytesMut::new();
-        let mut got = BytesMut::new();
-        // Reference: everything in one go.
-        {
-            let mut b = Vec::new();
-            three_frame_queue().take_batch(&mut b);
-            for s in &b {
-                expected.extend_from_slice(s);
-            }
-        }
-        assert_eq!(expected.len(), total);
-        // Now in sends of 7 bytes each.
-        let mut batch = Vec::new();
-        while !q.is_empty() {
-            q.take_batch(&mut batch);
-            let flat: Vec<u8> = batch.iter().flat_map(|s| s.iter().copied()).collect();
-            let n = flat.len().min(7);
-            got.extend_from_slice(&flat[..n]);
-            q.sent(&mut batch, n);
-            assert!(batch.is_empty());
-        }
-        assert_eq!(got, expected);
-        let mut wire = got;
-        let mut seqs = Vec::new();
-        while let Some(f) = Decoder::default().decode(&mut wire).unwrap() {
-            seqs.push(f.header.seq);
-        }
-        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(conn.session.stats.not_found, 2);
     }
 
     #[test]
@@ -749,7 +492,10 @@ mod tests {
             } else {
                 Duration::from_secs(60)
             };
-            conn.start_call(b"/ask", format!("q{tag}").as_bytes(), timeout, now, done);
+            let seq =
+                conn.session
+                    .start_call(b"/ask", format!("q{tag}").as_bytes(), now + timeout, done);
+            assert_eq!(seq, u64::from(tag));
         }
         // The four Requests went out with seqs 1..=4.
         let sent = drain_output(&mut conn);
@@ -765,9 +511,11 @@ mod tests {
         Frame::error_response_to(&sent[1].header, "/ask", "nope").encode_to(&mut wire);
         Frame::response_to(&Frame::request(99, "/x", "").header, "/x", "").encode_to(&mut wire);
         conn.handle_recv(&wire, &router).unwrap();
-        conn.expire_calls(now);
-        assert_eq!(conn.calls_pending(), 1);
-        conn.fail_calls(CallError::Disconnected);
+        for seq in 1..=4 {
+            conn.session.expire_call(seq, now);
+        }
+        assert_eq!(conn.session.calls_pending(), 1);
+        conn.session.fail_calls(CallError::Disconnected);
         let got = outcomes.lock().unwrap().clone();
         assert_eq!(
             got,
@@ -778,23 +526,7 @@ mod tests {
                 (4, Err(CallError::Disconnected)),
             ]
         );
-        assert_eq!(conn.stats.ignored, 1);
-    }
-
-    #[test]
-    fn encoded_frames_keep_their_place_in_the_queue() {
-        let mut q = OutQueue::default();
-        q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"x");
-        q.push_encoded(Frame::notify(0, "/big", vec![1u8; ZERO_COPY_MIN]).to_bytes());
-        q.push_encoded(Frame::notify(0, "/small", "y").to_bytes());
-        let mut batch = Vec::new();
-        assert_eq!(q.take_batch(&mut batch), 3);
-        let mut wire: BytesMut = batch.iter().flat_map(|b| b.iter().copied()).collect();
-        let mut methods = Vec::new();
-        while let Some(f) = Decoder::default().decode(&mut wire).unwrap() {
-            methods.push(String::from_utf8(f.method.to_vec()).unwrap());
-        }
-        assert_eq!(methods, ["/a", "/big", "/small"]);
+        assert_eq!(conn.session.stats.ignored, 1);
     }
 
     #[test]
@@ -802,14 +534,17 @@ mod tests {
         let router = Router::with_builtins();
         // Right secret: the auth call is answered, then requests are served.
         let mut conn = test_conn(1 << 20);
-        conn.require_auth(Arc::from(&b"s3cret"[..]));
+        conn.session.require_auth(Arc::from(&b"s3cret"[..]));
         let mut wire = BytesMut::new();
         Frame::request(1, AUTH_METHOD, "s3cret").encode_to(&mut wire);
         Frame::request(2, "/echo", "hi").encode_to(&mut wire);
         conn.handle_recv(&wire, &router).unwrap();
         let out = drain_output(&mut conn);
         assert!(!out[0].is_error() && out[0].header.seq == 1);
-        assert_eq!((&out[1].payload[..], conn.rejected()), (&b"hi"[..], false));
+        assert_eq!(
+            (&out[1].payload[..], conn.session.rejected()),
+            (&b"hi"[..], false)
+        );
         // Wrong secret, a prefix of it, or anything else first: one error, then nothing.
         for first in [
             Frame::request(1, AUTH_METHOD, "s3creT"),
@@ -818,7 +553,7 @@ mod tests {
             Frame::ping(),
         ] {
             let mut conn = test_conn(1 << 20);
-            conn.require_auth(Arc::from(&b"s3cret"[..]));
+            conn.session.require_auth(Arc::from(&b"s3cret"[..]));
             let mut wire = BytesMut::new();
             first.encode_to(&mut wire);
             Frame::request(2, "/echo", "hi").encode_to(&mut wire);
@@ -829,7 +564,7 @@ mod tests {
             assert_eq!(out.len(), 1, "only the error for {first:?}");
             assert!(out[0].is_error());
             assert_eq!(&out[0].payload[..], AUTH_REQUIRED.as_bytes());
-            assert!(conn.rejected());
+            assert!(conn.session.rejected());
         }
         assert!(constant_time_eq(b"", b"") && !constant_time_eq(b"a", b"ab"));
     }
@@ -850,9 +585,9 @@ mod tests {
         assert!(out[0].is_error());
         assert_eq!(
             &out[0].payload[..],
-            crate::router::HANDLER_PANICKED.as_bytes()
+            crate::error::HANDLER_PANICKED.as_bytes()
         );
         assert_eq!(&out[1].payload[..], b"ok");
-        assert_eq!(conn.stats.panics, 1);
+        assert_eq!(conn.session.stats.panics, 1);
     }
 }

@@ -10,77 +10,15 @@ use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{Command as Cmd, Flags, MAX_METHOD_LEN, write_frame};
 
+use crate::error::{CallError, RESPONDER_DROPPED};
+use crate::ids::{ConnId, ConnInfo};
 use crate::mailbox::{Command, Mailbox};
-
-/// Identifies one connection of a server for its whole life; never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    pub(crate) core: u16,
-    pub(crate) slot: u32,
-    pub(crate) generation: u32,
-}
-
-impl ConnId {
-    /// The reactor (core index) that owns the connection.
-    pub fn core(&self) -> usize {
-        self.core as usize
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}#{}", self.core, self.slot, self.generation)
-    }
-}
-
-/// What hooks and broadcast filters learn about a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnInfo {
-    /// The connection.
-    pub id: ConnId,
-    /// The peer's address.
-    pub peer: SocketAddr,
-}
-
-/// Why a call to a peer failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CallError {
-    /// No Response within the timeout; a late one is discarded.
-    Timeout,
-    /// The connection closed before the Response arrived (or was already closed).
-    Disconnected,
-    /// The peer answered with an error Response carrying this text.
-    Remote(String),
-    /// A blocking call was made on a reactor thread, where waiting would stall every
-    /// connection of that core; use a callback instead.
-    WouldBlockReactor,
-    /// The method name is not 1..=127 bytes.
-    BadMethod,
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Timeout => f.write_str("call timed out"),
-            CallError::Disconnected => f.write_str("connection closed before the response arrived"),
-            CallError::Remote(text) => write!(f, "peer returned an error: {text}"),
-            CallError::WouldBlockReactor => f.write_str(
-                "a blocking call on a reactor thread would stall its core; use call_with and a callback",
-            ),
-            CallError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
-        }
-    }
-}
-
-impl std::error::Error for CallError {}
-
-/// Completion of a call: runs once, on the reactor thread, with the Response payload.
-pub(crate) type CallDone = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
 
 thread_local! {
     static ON_REACTOR: Cell<bool> = const { Cell::new(false) };
@@ -109,8 +47,8 @@ fn valid_method(method: &str) -> bool {
 /// A connection, usable from any thread. Cheap to clone.
 #[derive(Clone)]
 pub struct ConnHandle {
-    pub(crate) info: ConnInfo,
-    pub(crate) mailbox: Arc<Mailbox>,
+    info: ConnInfo,
+    mailbox: Arc<Mailbox>,
 }
 
 impl fmt::Debug for ConnHandle {
@@ -132,21 +70,35 @@ impl ConnHandle {
         self.info.peer
     }
 
-    /// Sends a Notify to the peer (fire and forget). Dropped if the connection has closed.
+    /// A handle for the connection `info` served by the reactor behind `mailbox`.
+    pub(crate) fn new(info: ConnInfo, mailbox: Arc<Mailbox>) -> ConnHandle {
+        ConnHandle { info, mailbox }
+    }
+
+    /// What hooks learn about this connection.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Sends a Notify to the peer (fire and forget). Dropped if the connection has closed;
+    /// dropped and counted if its send queue is over its limit (the peer is not reading).
+    /// Fails with [`CallError::MailboxFull`] if its reactor's inbox is full.
     pub fn notify(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
         if !valid_method(method) {
             return Err(CallError::BadMethod);
         }
         let frame = encode(Cmd::Notify, Flags::default(), 0, method.as_bytes(), payload);
-        self.mailbox.post(Command::Send {
-            conn: self.info.id,
-            frame,
-        });
-        Ok(())
+        self.mailbox
+            .post(Command::Notify {
+                conn: self.info.id,
+                frame,
+            })
+            .map_err(|_| CallError::MailboxFull)
     }
 
     /// Calls `method` on the peer and runs `done` with the outcome, on the reactor thread
-    /// (so `done` must not block). Never blocks the caller.
+    /// (so `done` must not block), or at once on this thread if the call cannot be queued
+    /// ([`CallError::MailboxFull`], [`CallError::BadMethod`]). Never blocks the caller.
     pub fn call_with(
         &self,
         method: &str,
@@ -157,13 +109,16 @@ impl ConnHandle {
         if !valid_method(method) {
             return done(Err(CallError::BadMethod));
         }
-        self.mailbox.post(Command::Call {
+        let posted = self.mailbox.post(Command::Call {
             conn: self.info.id,
             method: Bytes::copy_from_slice(method.as_bytes()),
             payload,
             timeout,
             done: Box::new(done),
         });
+        if let Err(Command::Call { done, .. }) = posted {
+            done(Err(CallError::MailboxFull));
+        }
     }
 
     /// Calls `method` on the peer and waits for the Response payload. Refused on a reactor
@@ -187,7 +142,8 @@ impl ConnHandle {
 
     /// Closes the connection after its queued output is sent.
     pub fn close(&self) {
-        self.mailbox.post(Command::Close { conn: self.info.id });
+        // Never refused: closes are not counted against the inbox's capacity.
+        let _ = self.mailbox.post(Command::Close { conn: self.info.id });
     }
 }
 
@@ -200,7 +156,7 @@ pub struct Responder {
     async_flag: u8,
     answered: bool,
     /// The connection's count of deferred answers; this one leaves it when sent.
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Responder {
@@ -212,10 +168,6 @@ impl fmt::Debug for Responder {
     }
 }
 
-/// Error text sent for a [`Responder`] dropped without an answer.
-pub const RESPONDER_DROPPED: &str =
-    "internal error: handler dropped its responder without replying";
-
 impl Responder {
     /// A responder counted in `in_flight` (the caller already added it there).
     pub(crate) fn new(
@@ -223,7 +175,7 @@ impl Responder {
         seq: u64,
         method: &[u8],
         flags: Flags,
-        in_flight: Arc<std::sync::atomic::AtomicUsize>,
+        in_flight: Arc<AtomicUsize>,
     ) -> Responder {
         Responder {
             conn,
@@ -257,10 +209,10 @@ impl Responder {
 
     fn send(&mut self, flags: Flags, payload: &[u8]) {
         self.answered = true;
-        self.in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::Release);
         let frame = encode(Cmd::Response, flags, self.seq, &self.method, payload);
-        self.conn.mailbox.post(Command::Send {
+        // Never refused: answers are bounded by the connection's deferred-request limit.
+        let _ = self.conn.mailbox.post(Command::Answer {
             conn: self.conn.info.id,
             frame,
         });

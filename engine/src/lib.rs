@@ -29,25 +29,42 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod client;
-pub mod config;
-pub mod conn;
-pub mod handle;
+mod client;
+mod config;
+mod conn;
+pub mod error;
+mod framing;
+mod handle;
+mod hooks;
+mod ids;
 mod json;
 mod mailbox;
+mod outqueue;
 mod pool;
-pub mod reactor;
+mod reactor;
+#[doc(hidden)]
 pub mod ring;
 pub mod router;
-pub mod server;
+mod runtime;
+mod server;
+mod shared;
+mod stats;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
-pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr};
-pub use handle::{CallError, ConnHandle, ConnId, ConnInfo, Responder};
+pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr, MAX_MAX_BODY};
+pub use error::{CallError, DisconnectReason};
+pub use handle::{ConnHandle, Responder};
+pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
+pub use ids::{ConnId, ConnInfo};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
-pub use reactor::{CoreStats, DisconnectReason};
 pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
-pub use server::{
-    RunError, RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError,
-};
+pub use runtime::{RunError, SpawnError};
+pub use server::{RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError};
+pub use stats::CoreStats;
+
+/// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::conn::{FuzzOutcome, fuzz_check};
+}

@@ -1,34 +1,46 @@
-//! Messages from any thread to one reactor: a crossbeam channel plus an eventfd wake-up.
+//! Messages from any thread to one reactor: one FIFO channel plus an eventfd wake-up.
 //!
-//! Invariants: a message pushed is seen by the reactor's next drain; the eventfd is written
-//! only when no wake-up is already pending, so a burst of messages costs one syscall; the
-//! reactor clears the pending flag *before* draining, so a message pushed during a drain
-//! either is drained now or triggers a fresh wake-up.
+//! Invariants:
+//! - A message pushed is seen by the reactor's next drain, in the order it was pushed.
+//! - The eventfd is written only when no wake-up is already pending, so a burst of messages
+//!   costs one syscall; the reactor clears the pending flag *before* draining, so a message
+//!   pushed during a drain either is drained now or triggers a fresh wake-up.
+//! - Memory is bounded: messages another thread may send at will (notifies, calls,
+//!   broadcasts) count against [`Mailbox::capacity`] and are refused with
+//!   [`CallError::MailboxFull`] past it; the others are bounded by construction — answers by
+//!   each connection's limit of deferred requests, closes by the connections that exist.
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TryIter};
+use crossbeam_channel::{Receiver, Sender};
 
-use crate::handle::{CallDone, ConnHandle, ConnId, ConnInfo};
-use crate::reactor::DisconnectReason;
+use crate::error::{CallError, DisconnectReason};
+use crate::ids::{ConnId, ConnInfo};
 
-/// Runs on the reactor thread once an adopted connection is being served.
-pub(crate) type Opened = Box<dyn FnOnce(ConnHandle) + Send>;
+/// Completion of a call: runs once, on the reactor thread, with the Response payload.
+pub(crate) type CallDone = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
 /// Runs on the reactor thread when an adopted connection is gone.
 pub(crate) type Closed = Box<dyn FnOnce(&DisconnectReason) + Send>;
 
 /// Decides which connections a broadcast reaches.
-pub type BroadcastFilter = std::sync::Arc<dyn Fn(&ConnInfo) -> bool + Send + Sync>;
+pub type BroadcastFilter = Arc<dyn Fn(&ConnInfo) -> bool + Send + Sync>;
+
+/// Messages a reactor accepts from other threads by default before refusing more (about
+/// 100 bytes each plus their payloads).
+pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
 /// What other threads ask a reactor to do.
 pub(crate) enum Command {
-    /// Queue an already encoded frame on a connection.
-    Send { conn: ConnId, frame: Bytes },
-    /// Start a call to the peer of a connection.
+    /// Queue an encoded Notify on a connection (counts against the capacity).
+    Notify { conn: ConnId, frame: Bytes },
+    /// Queue an encoded Response a responder owes (bounded by the deferred-request limit).
+    Answer { conn: ConnId, frame: Bytes },
+    /// Start a call to the peer of a connection (counts against the capacity).
     Call {
         conn: ConnId,
         method: Bytes,
@@ -36,19 +48,24 @@ pub(crate) enum Command {
         timeout: Duration,
         done: CallDone,
     },
-    /// Queue an encoded frame on every connection the filter accepts.
+    /// Queue an encoded frame on every connection the filter accepts (counts against the
+    /// capacity).
     Broadcast {
         frame: Bytes,
         filter: Option<BroadcastFilter>,
     },
     /// Close a connection (queued output is still sent).
     Close { conn: ConnId },
-    /// Serve an already connected socket (a client's outbound connection).
-    Adopt {
-        stream: std::net::TcpStream,
-        opened: Opened,
-        closed: Closed,
-    },
+}
+
+impl Command {
+    /// Whether this message counts against the capacity.
+    fn optional(&self) -> bool {
+        matches!(
+            self,
+            Command::Notify { .. } | Command::Call { .. } | Command::Broadcast { .. }
+        )
+    }
 }
 
 /// One reactor's inbox.
@@ -57,35 +74,52 @@ pub(crate) struct Mailbox {
     rx: Receiver<Command>,
     waker: File,
     wake_pending: AtomicBool,
+    /// Optional messages queued and not yet drained.
+    optional_queued: AtomicUsize,
+    capacity: usize,
+    /// Optional messages refused because the inbox was full.
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mailbox")
             .field("queued", &self.rx.len())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
 
 impl Mailbox {
-    /// An inbox whose wake-ups are written to `waker` (the reactor reads its other end).
-    pub(crate) fn new(waker: File) -> Mailbox {
+    /// An inbox holding at most `capacity` optional messages, whose wake-ups are written to
+    /// `waker` (the reactor reads its other end).
+    pub(crate) fn new(waker: File, capacity: usize) -> Mailbox {
         let (tx, rx) = crossbeam_channel::unbounded();
         Mailbox {
             tx,
             rx,
             waker,
             wake_pending: AtomicBool::new(false),
+            optional_queued: AtomicUsize::new(0),
+            capacity,
+            refused: AtomicU64::new(0),
         }
     }
 
-    /// Delivers `cmd` and wakes the reactor if it may be asleep.
-    pub(crate) fn post(&self, cmd: Command) {
+    /// Delivers `cmd` and wakes the reactor if it may be asleep; refuses an optional
+    /// message when the inbox is full, handing it back (counted as refused).
+    pub(crate) fn post(&self, cmd: Command) -> Result<(), Command> {
+        if cmd.optional() && self.optional_queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.optional_queued.fetch_sub(1, Ordering::AcqRel);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(cmd);
+        }
         // The receiver lives as long as the mailbox, so sending cannot fail.
         let _ = self.tx.send(cmd);
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.wake();
         }
+        Ok(())
     }
 
     /// Wakes the reactor unconditionally (shutdown).
@@ -94,9 +128,61 @@ impl Mailbox {
         let _ = (&self.waker).write(&1u64.to_ne_bytes());
     }
 
-    /// Reactor side: everything posted so far.
-    pub(crate) fn drain(&self) -> TryIter<'_, Command> {
+    /// Reactor side: everything posted so far, in order.
+    pub(crate) fn drain(&self) -> impl Iterator<Item = Command> + '_ {
         self.wake_pending.store(false, Ordering::Release);
-        self.rx.try_iter()
+        self.rx.try_iter().inspect(|cmd| {
+            if cmd.optional() {
+                self.optional_queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        })
+    }
+
+    /// Optional messages refused so far because the inbox was full.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify() -> Command {
+        Command::Notify {
+            conn: ConnId {
+                core: 0,
+                slot: 0,
+                serial: 1,
+            },
+            frame: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn optional_messages_are_refused_past_capacity_and_owed_ones_never() {
+        let waker = crate::ring::sys::eventfd().unwrap();
+        let mailbox = Mailbox::new(waker, 2);
+        assert!(mailbox.post(notify()).is_ok());
+        assert!(mailbox.post(notify()).is_ok());
+        assert!(matches!(
+            mailbox.post(notify()),
+            Err(Command::Notify { .. })
+        ));
+        let conn = ConnId {
+            core: 0,
+            slot: 0,
+            serial: 1,
+        };
+        let answer = Command::Answer {
+            conn,
+            frame: Bytes::new(),
+        };
+        assert!(mailbox.post(answer).is_ok());
+        assert!(mailbox.post(Command::Close { conn }).is_ok());
+        assert_eq!(mailbox.refused(), 1);
+        assert_eq!(mailbox.drain().count(), 4);
+        // Drained: room again.
+        assert!(mailbox.post(notify()).is_ok());
     }
 }

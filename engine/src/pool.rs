@@ -14,13 +14,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::error::{BLOCKING_QUEUE_FULL, HANDLER_PANICKED};
 use crate::handle::{ConnHandle, Responder};
-use crate::router::{Context, HANDLER_PANICKED};
 
 /// Name of the worker threads, followed by their index.
 const THREAD_PREFIX: &str = "ringrpc-blocking-";
+/// Jobs that may wait for a worker; past this, Requests are refused at once. Each holds a
+/// copy of its payload, so the queue's memory is this many payloads at most.
+pub(crate) const QUEUE_CAPACITY: usize = 65_536;
 
 /// A blocking handler, its `Ok` type converted to `Bytes`.
 pub(crate) type BlockingHandler =
@@ -50,7 +53,7 @@ struct Job {
     responder: Option<Responder>,
 }
 
-/// Worker threads fed by one unbounded channel, started by the first job.
+/// Worker threads fed by one bounded channel, started by the first job.
 #[derive(Default)]
 pub(crate) struct BlockingPool {
     /// 0 until set: the default is computed only when asked, since every Router (servers'
@@ -82,44 +85,38 @@ impl BlockingPool {
         }
     }
 
-    /// Copies the frame in `ctx` into a [`Request`], takes its responder and queues both for
-    /// a worker. Runs on the reactor thread, so it never blocks (the queue is unbounded, like
-    /// arpc's goroutine per request).
-    pub(crate) fn submit(&self, ctx: &mut Context<'_>, handler: &BlockingHandler) {
-        let responder = ctx.responder();
-        // The responder already holds the method; share its copy.
-        let method = match &responder {
-            Some(r) => r.method().clone(),
-            None => Bytes::copy_from_slice(ctx.method()),
-        };
+    /// Queues `request` for a worker (starting the workers with the first job). Never
+    /// blocks: when [`QUEUE_CAPACITY`] jobs are already waiting, the Request is answered at
+    /// once with [`BLOCKING_QUEUE_FULL`] (a Notify is dropped) and the refusal logged.
+    pub(crate) fn submit(
+        &self,
+        handler: BlockingHandler,
+        request: Request,
+        responder: Option<Responder>,
+    ) {
         let job = Job {
-            handler: handler.clone(),
-            request: Request {
-                method,
-                payload: Bytes::copy_from_slice(ctx.payload()),
-                seq: ctx.seq(),
-                user_flags: ctx.user_flags(),
-                is_notify: ctx.is_notify(),
-                conn: ctx.conn(),
-            },
+            handler,
+            request,
             responder,
         };
-        let refused = match self.jobs.get_or_init(|| self.start()) {
-            Ok(jobs) => match jobs.send(job) {
+        let (job, why) = match self.jobs.get_or_init(|| self.start()) {
+            Ok(jobs) => match jobs.try_send(job) {
                 Ok(()) => return,
-                Err(returned) => (returned.0, "internal error: the blocking workers are gone"),
+                Err(TrySendError::Full(job)) => (job, BLOCKING_QUEUE_FULL),
+                Err(TrySendError::Disconnected(job)) => {
+                    (job, "internal error: the blocking workers are gone")
+                }
             },
             Err(why) => (job, why.as_str()),
         };
-        let (job, why) = refused;
-        tracing::error!(method = %String::from_utf8_lossy(&job.request.method), "{why}");
+        tracing::warn!(method = %String::from_utf8_lossy(&job.request.method), "{why}");
         if let Some(responder) = job.responder {
             responder.reply_error(why);
         }
     }
 
     fn start(&self) -> Result<Sender<Job>, String> {
-        let (jobs, queue) = crossbeam_channel::unbounded();
+        let (jobs, queue) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         match spawn_workers(THREAD_PREFIX, self.threads(), &queue) {
             // Detached: a worker may be blocked in a handler for as long as it likes, and
             // exits by itself once the queue is closed and drained.

@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 
-use crate::conn::OutQueue;
-use crate::handle::{ConnHandle, ConnInfo, Responder};
+use crate::handle::{ConnHandle, Responder};
+use crate::ids::ConnInfo;
 use crate::mailbox::Mailbox;
-use crate::pool::{BlockingPool, Request};
+use crate::outqueue::OutQueue;
+use crate::pool::{BlockingHandler, BlockingPool, Request};
 
 /// A request handler: reads the context and replies through it (now, or later through a
 /// [`Responder`]). It runs on the reactor thread, so it must not block.
@@ -28,12 +29,7 @@ use crate::pool::{BlockingPool, Request};
 /// Response.
 pub type Handler = Arc<dyn Fn(&mut Context<'_>) + Send + Sync>;
 
-/// Error text of the Response to a Request for an unknown method.
-pub const METHOD_NOT_FOUND: &str = "method not found";
-/// Error text of the Response to a Request whose handler (or a middleware) panicked.
-pub const HANDLER_PANICKED: &str = "internal error: handler panicked";
-/// Error text of the Response to a Request a middleware stopped without replying.
-pub const STOPPED_BY_MIDDLEWARE: &str = "request stopped by middleware";
+pub use crate::error::{HANDLER_PANICKED, METHOD_NOT_FOUND, STOPPED_BY_MIDDLEWARE};
 
 /// How far a Request has been answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,10 +130,7 @@ impl<'a> Context<'a> {
     /// The connection, as a handle usable later and from any thread (notify or call the
     /// peer, close).
     pub fn conn(&self) -> ConnHandle {
-        ConnHandle {
-            info: *self.conn,
-            mailbox: self.mailbox.clone(),
-        }
+        ConnHandle::new(*self.conn, self.mailbox.clone())
     }
 
     /// Takes over answering this Request: the returned [`Responder`] is `Send + 'static`
@@ -223,11 +216,24 @@ impl<'a> Context<'a> {
 
 /// A method name that cannot be registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteError(pub String);
+#[non_exhaustive]
+pub enum RouteError {
+    /// The name is empty or longer than the wire allows.
+    BadMethodLength {
+        /// The name given.
+        method: String,
+    },
+}
 
 impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            RouteError::BadMethodLength { method } => write!(
+                f,
+                "method name {method:?} is {} bytes; it must be 1..={MAX_METHOD_LEN}",
+                method.len()
+            ),
+        }
     }
 }
 impl std::error::Error for RouteError {}
@@ -349,12 +355,31 @@ pub fn echo(ctx: &mut Context<'_>) {
 
 fn check_method(method: &str) -> Result<(), RouteError> {
     if method.is_empty() || method.len() > MAX_METHOD_LEN {
-        return Err(RouteError(format!(
-            "method name {method:?} is {} bytes; it must be 1..={MAX_METHOD_LEN}",
-            method.len()
-        )));
+        return Err(RouteError::BadMethodLength {
+            method: method.to_owned(),
+        });
     }
     Ok(())
+}
+
+/// Copies the frame in `ctx` into a [`Request`], takes its responder and queues both for a
+/// worker of `pool`. Runs on the reactor thread, so it never blocks.
+fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &BlockingHandler) {
+    let responder = ctx.responder();
+    // The responder already holds the method; share its copy.
+    let method = match &responder {
+        Some(r) => r.method().clone(),
+        None => Bytes::copy_from_slice(ctx.method()),
+    };
+    let request = Request {
+        method,
+        payload: Bytes::copy_from_slice(ctx.payload()),
+        seq: ctx.seq(),
+        user_flags: ctx.user_flags(),
+        is_notify: ctx.is_notify(),
+        conn: ctx.conn(),
+    };
+    pool.submit(handler.clone(), request, responder);
 }
 
 fn log_panic(ctx: &Context<'_>, what: &str) {
@@ -408,10 +433,9 @@ impl Router {
         R: Into<Bytes>,
     {
         check_method(method)?;
-        let handler: crate::pool::BlockingHandler =
-            Arc::new(move |request| handler(request).map(Into::into));
+        let handler: BlockingHandler = Arc::new(move |request| handler(request).map(Into::into));
         let pool = self.blocking.clone();
-        self.add(method, move |ctx| pool.submit(ctx, &handler))
+        self.add(method, move |ctx| submit_blocking(&pool, ctx, &handler))
     }
 
     /// Sets how many threads run blocking handlers (at least 1; default: the number of

@@ -10,18 +10,22 @@ use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Config, ConfigError, ListenAddr};
-use crate::handle::{ConnHandle, ConnInfo, encode};
-use crate::mailbox::{BroadcastFilter, Command, Mailbox};
-use crate::reactor::{CoreStats, DisconnectReason, Hooks, Reactor, Shared};
+use crate::error::{CallError, DisconnectReason};
+use crate::handle::{ConnHandle, encode};
+use crate::hooks::Hooks;
+use crate::ids::ConnInfo;
+use crate::mailbox::{BroadcastFilter, Command};
 use crate::ring::{RingError, sys};
 use crate::router::{RouteError, Router};
+use crate::runtime::{
+    ReactorSettings, ReactorThreads, RunError, SpawnError, join_all, new_mailboxes, spawn_reactors,
+};
+use crate::shared::Shared;
+use crate::stats::CoreStats;
 
 /// Listen backlog of each reactor's socket.
 const BACKLOG: i32 = 4096;
@@ -74,21 +78,14 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// A reactor stopped with an error or a panic.
-#[derive(Debug)]
-pub struct RunError {
-    /// Which reactor.
-    pub core: usize,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl fmt::Display for RunError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "core {} failed: {}", self.core, self.message)
+impl From<SpawnError> for StartError {
+    fn from(e: SpawnError) -> StartError {
+        match e {
+            SpawnError::Ring { core, source } => StartError::Ring(core, source),
+            SpawnError::Resource { what, source } => StartError::Resource(what, source),
+        }
     }
 }
-impl std::error::Error for RunError {}
 
 /// Per-core totals after a server stopped.
 #[derive(Clone, Debug, Default)]
@@ -102,26 +99,7 @@ impl ServerReport {
     pub fn total(&self) -> CoreStats {
         let mut t = CoreStats::default();
         for c in &self.cores {
-            t.accepted += c.accepted;
-            t.closed += c.closed;
-            t.refused += c.refused;
-            t.requests += c.requests;
-            t.notifies += c.notifies;
-            t.frames_in += c.frames_in;
-            t.frames_out += c.frames_out;
-            t.bytes_in += c.bytes_in;
-            t.bytes_out += c.bytes_out;
-            t.sends += c.sends;
-            t.not_found += c.not_found;
-            t.panics += c.panics;
-            t.protocol_errors += c.protocol_errors;
-            t.socket_errors += c.socket_errors;
-            t.recv_buffers_exhausted += c.recv_buffers_exhausted;
-            t.accept_errors += c.accept_errors;
-            t.broadcasts += c.broadcasts;
-            t.calls += c.calls;
-            t.overstocks += c.overstocks;
-            t.broadcast_drops += c.broadcast_drops;
+            t.add(c);
         }
         t
     }
@@ -165,7 +143,11 @@ impl ServerHandle {
 
     /// Sends one Notify to every connection on every core. The frame is encoded once and
     /// shared by all connections.
-    pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), crate::CallError> {
+    ///
+    /// Fails with [`CallError::MailboxFull`] if some reactor's inbox was full (the others
+    /// still got it); a connection over its send-queue limit misses it (counted in
+    /// [`CoreStats::broadcast_drops`]).
+    pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
         self.broadcast_inner(method, payload, None)
     }
 
@@ -176,7 +158,7 @@ impl ServerHandle {
         method: &str,
         payload: &[u8],
         filter: impl Fn(&ConnInfo) -> bool + Send + Sync + 'static,
-    ) -> Result<(), crate::CallError> {
+    ) -> Result<(), CallError> {
         self.broadcast_inner(method, payload, Some(Arc::new(filter)))
     }
 
@@ -185,9 +167,9 @@ impl ServerHandle {
         method: &str,
         payload: &[u8],
         filter: Option<BroadcastFilter>,
-    ) -> Result<(), crate::CallError> {
+    ) -> Result<(), CallError> {
         if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
-            return Err(crate::CallError::BadMethod);
+            return Err(CallError::BadMethod);
         }
         let frame = encode(
             ringrpc_protocol::Command::Notify,
@@ -196,13 +178,17 @@ impl ServerHandle {
             method.as_bytes(),
             payload,
         );
+        let mut outcome = Ok(());
         for mailbox in &self.shared.mailboxes {
-            mailbox.post(Command::Broadcast {
+            let posted = mailbox.post(Command::Broadcast {
                 frame: frame.clone(),
                 filter: filter.clone(),
             });
+            if posted.is_err() {
+                outcome = Err(CallError::MailboxFull);
+            }
         }
-        Ok(())
+        outcome
     }
 }
 
@@ -333,19 +319,16 @@ impl ServerBuilder {
             }
             local_addrs.push(bound);
         }
-        let (mailboxes, wake_reads) = new_mailboxes(config.cores())?;
+        let settings = ReactorSettings::from_config(&config);
+        let (mailboxes, wake_reads) = new_mailboxes(config.cores(), settings.mailbox_capacity)?;
         Ok(Server {
             config: Arc::new(config),
+            settings: Arc::new(settings),
             router: Arc::new(self.router),
             listeners,
             local_addrs,
             wake_reads,
-            shared: Arc::new(Shared {
-                shutdown: AtomicBool::new(false),
-                per_peer: Default::default(),
-                mailboxes,
-                hooks: self.hooks,
-            }),
+            shared: Arc::new(Shared::new(mailboxes, self.hooks)),
         })
     }
 }
@@ -354,6 +337,7 @@ impl ServerBuilder {
 #[derive(Debug)]
 pub struct Server {
     config: Arc<Config>,
+    settings: Arc<ReactorSettings>,
     router: Arc<Router>,
     listeners: Vec<Vec<TcpListener>>,
     local_addrs: Vec<SocketAddr>,
@@ -402,7 +386,7 @@ impl Server {
     /// Starts every reactor and returns once all are serving.
     pub fn start(self) -> Result<RunningServer, StartError> {
         let threads = spawn_reactors(
-            &self.config,
+            &self.settings,
             &self.router,
             &self.shared,
             self.listeners,
@@ -416,109 +400,6 @@ impl Server {
             threads,
         })
     }
-}
-
-/// One mailbox per reactor, and the read ends of their eventfds for the reactors' rings.
-pub(crate) fn new_mailboxes(n: usize) -> Result<(Vec<Arc<Mailbox>>, Vec<File>), StartError> {
-    let mut mailboxes = Vec::with_capacity(n);
-    let mut wake_reads = Vec::with_capacity(n);
-    for _ in 0..n {
-        let fd = sys::eventfd().map_err(|e| StartError::Resource("an eventfd", e))?;
-        wake_reads.push(
-            fd.try_clone()
-                .map_err(|e| StartError::Resource("an eventfd", e))?,
-        );
-        mailboxes.push(Arc::new(Mailbox::new(fd)));
-    }
-    Ok((mailboxes, wake_reads))
-}
-
-/// Reactor threads joined by [`RunningServer::join`].
-pub(crate) type ReactorThreads = Vec<JoinHandle<io::Result<CoreStats>>>;
-
-/// Starts one reactor thread per entry of `listeners` (each the listening sockets of that
-/// core; none for a reactor that serves only adopted, outbound connections) and returns once every reactor's ring is up; if any fails, the
-/// others are stopped and its error returned.
-pub(crate) fn spawn_reactors(
-    config: &Arc<Config>,
-    router: &Arc<Router>,
-    shared: &Arc<Shared>,
-    listeners: Vec<Vec<TcpListener>>,
-    wake_reads: Vec<File>,
-) -> Result<ReactorThreads, StartError> {
-    let cores = listeners.len();
-    let cpus = if config.pin_cores {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    if config.pin_cores && cores > cpus.len() {
-        tracing::warn!(
-            "{cores} cores requested but only {} CPUs are available to this process; reactors will share CPUs",
-            cpus.len()
-        );
-    }
-    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
-    let mut threads = Vec::with_capacity(cores);
-    for (id, (listener, wake)) in listeners.into_iter().zip(wake_reads).enumerate() {
-        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
-        let (core_config, core_router, core_shared, ready) = (
-            config.clone(),
-            router.clone(),
-            shared.clone(),
-            ready_tx.clone(),
-        );
-        let spawned = std::thread::Builder::new()
-            .name(format!("ringrpc-core-{id}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    if !core_affinity::set_for_current(cpu) {
-                        tracing::warn!(core = id, "could not pin to CPU {}", cpu.id);
-                    }
-                }
-                let reactor =
-                    match Reactor::new(id, core_config, core_router, core_shared, listener, wake) {
-                        Ok(r) => {
-                            let _ = ready.send((id, Ok(())));
-                            r
-                        }
-                        Err(e) => {
-                            let _ = ready.send((id, Err(e)));
-                            return Ok(CoreStats {
-                                core: id,
-                                ..CoreStats::default()
-                            });
-                        }
-                    };
-                drop(ready);
-                reactor.run()
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                shared.shutdown();
-                join_all(threads);
-                return Err(StartError::Resource("a reactor thread", e));
-            }
-        }
-    }
-    drop(ready_tx);
-    let mut failure = None;
-    for _ in 0..cores {
-        match ready_rx.recv() {
-            Ok((_, Ok(()))) => {}
-            Ok((id, Err(e))) => {
-                failure.get_or_insert(StartError::Ring(id, e));
-            }
-            Err(_) => break,
-        }
-    }
-    if let Some(e) = failure {
-        shared.shutdown();
-        join_all(threads);
-        return Err(e);
-    }
-    Ok(threads)
 }
 
 /// A server whose reactors are running.
@@ -551,13 +432,13 @@ impl RunningServer {
     pub fn join(self) -> Result<ServerReport, RunError> {
         let mut report = ServerReport::default();
         let mut failure = None;
-        for (core, result) in join_all(self.threads).into_iter().enumerate() {
+        for result in join_all(self.threads) {
             match result {
                 Ok(stats) => report.cores.push(stats),
-                Err(message) => {
+                Err(e) => {
                     // One core failing takes the server down rather than serving on a subset.
                     self.handle.shutdown();
-                    failure.get_or_insert(RunError { core, message });
+                    failure.get_or_insert(e);
                 }
             }
         }
@@ -566,21 +447,6 @@ impl RunningServer {
             None => Ok(report),
         }
     }
-}
-
-pub(crate) fn join_all(threads: ReactorThreads) -> Vec<Result<CoreStats, String>> {
-    threads
-        .into_iter()
-        .map(|t| match t.join() {
-            Ok(Ok(stats)) => Ok(stats),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "reactor panicked".into())),
-        })
-        .collect()
 }
 
 /// Binds `n` listeners sharing one port, trying each candidate address in turn.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::Client;
 use crossbeam_channel::{Receiver, unbounded};
-use ringrpc::handle::RESPONDER_DROPPED;
+use ringrpc::error::RESPONDER_DROPPED;
 use ringrpc::{
     CallError, Config, ConnHandle, DisconnectReason, Responder, RunningServer, Server,
     ServerBuilder,

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use ringrpc::conn::fuzz_check;
+use ringrpc::fuzzing::fuzz_check;
 use ringrpc_protocol::fuzzing::{MAX_BODY_CHOICES, encode_input};
 use ringrpc_protocol::{Command, Flags, Frame, MAX_METHOD_LEN};
 

@@ -193,7 +193,7 @@ fn unauthenticated_connections_get_one_error_and_a_close() {
     rude.send(&Frame::request(1, "/echo", "let me in"));
     let f = rude.recv();
     assert!(f.is_error());
-    assert_eq!(&f.payload[..], ringrpc::conn::AUTH_REQUIRED.as_bytes());
+    assert_eq!(&f.payload[..], ringrpc::error::AUTH_REQUIRED.as_bytes());
     rude.expect_closed();
     assert!(reasons.recv_timeout(LONG).unwrap());
     // The wrong secret fails too, at connect time, with the server's reason.
@@ -272,7 +272,10 @@ fn requests_past_the_in_flight_limit_are_refused_until_answers_go_out() {
         let f = c.recv();
         assert_eq!(f.header.seq, seq);
         assert!(f.is_error());
-        assert_eq!(&f.payload[..], ringrpc::conn::TOO_MANY_IN_FLIGHT.as_bytes());
+        assert_eq!(
+            &f.payload[..],
+            ringrpc::error::TOO_MANY_IN_FLIGHT.as_bytes()
+        );
     }
     // Answering frees the places: new requests are accepted again.
     for r in held.lock().unwrap().drain(..) {

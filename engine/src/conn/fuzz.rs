@@ -7,7 +7,8 @@ use ringrpc_protocol::fuzzing::{Input, check_frame, decode_reference};
 use ringrpc_protocol::{Command, DecodeError, Decoder, Frame, HEADER_LEN, Header};
 
 use super::Conn;
-use crate::router::{METHOD_NOT_FOUND, Router};
+use crate::error::METHOD_NOT_FOUND;
+use crate::router::Router;
 
 /// What a connection did with one fuzz input.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
                 error = Some(e);
                 break;
             }
-            check_partial(&conn);
+            check_partial(&conn, input.max_body);
         }
     });
     assert_eq!(
@@ -67,7 +68,7 @@ pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
 
     let frames = &reference.frames;
     let count = |cmd| frames.iter().filter(|f| f.header.cmd == cmd).count() as u64;
-    let stats = conn.stats;
+    let stats = conn.session.stats;
     assert_eq!(stats.bytes_in, fed as u64);
     assert_eq!(stats.frames_in, frames.len() as u64);
     assert_eq!(stats.requests, count(Command::Request));
@@ -110,17 +111,17 @@ fn answer_to(frame: &Frame) -> Option<Frame> {
 fn drain(conn: &mut Conn, output: &mut Vec<Frame>) {
     let mut wire = BytesMut::new();
     let mut batch = Vec::new();
-    while !conn.out.is_empty() {
-        conn.out.take_batch(&mut batch);
+    while !conn.session.out.is_empty() {
+        conn.session.out.take_batch(&mut batch);
         assert!(!batch.is_empty(), "the queue holds bytes but gave none");
         let len = batch.iter().map(|seg| seg.len()).sum();
         for seg in &batch {
             wire.extend_from_slice(seg);
         }
-        conn.out.sent(&mut batch, len);
+        conn.session.out.sent(&mut batch, len);
         assert!(batch.is_empty());
     }
-    assert_eq!(conn.out.backlog_bytes(), 0);
+    assert_eq!(conn.session.out.backlog_bytes(), 0);
     let bytes = wire.clone().freeze();
     let mut at = 0;
     // The default limit: an answer's body is its request's (within any limit in force) or
@@ -139,14 +140,13 @@ fn drain(conn: &mut Conn, output: &mut Vec<Frame>) {
 }
 
 /// The partial-frame buffer holds less than one frame, and only a header that passed.
-fn check_partial(conn: &Conn) {
-    let Some(head) = conn.partial.first_chunk::<HEADER_LEN>() else {
+fn check_partial(conn: &Conn, max_body: u32) {
+    let Some(head) = conn.framing.partial().first_chunk::<HEADER_LEN>() else {
         return;
     };
-    let header =
-        Header::parse(head, conn.max_body).expect("a rejected header kept as a partial frame");
+    let header = Header::parse(head, max_body).expect("a rejected header kept as a partial frame");
     assert!(
-        conn.partial.len() < header.frame_len(),
+        conn.framing.partial().len() < header.frame_len(),
         "a whole frame left undispatched"
     );
 }

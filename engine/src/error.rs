@@ -1,0 +1,124 @@
+//! Why things fail: connection close reasons, call errors, and the exact error texts the
+//! engine puts on the wire.
+//!
+//! Invariants: a leaf module (imports nothing else of the crate); every error is a typed enum
+//! whose `source()` carries the underlying error; texts never name CLI flags.
+
+use std::fmt;
+use std::io;
+
+use ringrpc_protocol::{DecodeError, MAX_METHOD_LEN};
+
+/// Error text of the Response to a Request for an unknown method.
+pub const METHOD_NOT_FOUND: &str = "method not found";
+/// Error text of the Response to a Request whose handler (or a middleware) panicked.
+pub const HANDLER_PANICKED: &str = "internal error: handler panicked";
+/// Error text of the Response to a Request a middleware stopped without replying.
+pub const STOPPED_BY_MIDDLEWARE: &str = "request stopped by middleware";
+/// Error text sent for a [`Responder`](crate::Responder) dropped without an answer.
+pub const RESPONDER_DROPPED: &str =
+    "internal error: handler dropped its responder without replying";
+/// Error text of a Request refused because its connection has too many deferred answers.
+pub const TOO_MANY_IN_FLIGHT: &str = "too many requests in flight on this connection";
+/// Error text of a Request for a blocking handler refused because the worker queue is full.
+pub const BLOCKING_QUEUE_FULL: &str =
+    "server busy: too many requests waiting for blocking handlers";
+/// Method of the Request that must come first on a server with a shared secret.
+pub const AUTH_METHOD: &str = "/_auth";
+/// Error text sent to a connection that did not authenticate first.
+pub const AUTH_REQUIRED: &str =
+    "authentication required: the first frame must be a /_auth request with the shared secret";
+
+/// Why a connection was closed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// The peer broke the protocol.
+    Protocol(DecodeError),
+    /// A socket error (reset, broken pipe).
+    Socket(io::Error),
+    /// The server shut down.
+    Shutdown,
+    /// Closed through a [`ConnHandle`](crate::ConnHandle).
+    Closed,
+    /// Sent nothing for longer than the idle timeout.
+    IdleTimeout,
+    /// Started a frame and did not finish it within the read timeout.
+    ReadTimeout,
+    /// Did not authenticate with the shared secret first.
+    Unauthenticated,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::PeerClosed => f.write_str("peer closed"),
+            DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DisconnectReason::Socket(e) => write!(f, "socket error: {e}"),
+            DisconnectReason::Shutdown => f.write_str("server shutdown"),
+            DisconnectReason::Closed => f.write_str("closed by the application"),
+            DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
+            DisconnectReason::Unauthenticated => f.write_str("did not authenticate first"),
+            DisconnectReason::ReadTimeout => {
+                f.write_str("read timeout: a frame was not completed in time")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DisconnectReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DisconnectReason::Protocol(e) => Some(e),
+            DisconnectReason::Socket(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a call, notify or answer to a peer failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No Response within the timeout; a late one is discarded.
+    Timeout,
+    /// The connection closed before the Response arrived (or was already closed).
+    Disconnected,
+    /// The peer answered with an error Response carrying this text.
+    Remote(String),
+    /// A blocking call was made on a reactor thread, where waiting would stall every
+    /// connection of that core; use a callback instead.
+    WouldBlockReactor,
+    /// The method name is not 1..=127 bytes.
+    BadMethod,
+    /// The owning reactor's inbox is full (it is not keeping up with other threads); the
+    /// message was not queued. Retry later or slow down.
+    MailboxFull,
+    /// The connection's unsent output is over its limit (the peer is not reading); the
+    /// message was not queued.
+    Overstocked,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Timeout => f.write_str("call timed out"),
+            CallError::Disconnected => f.write_str("connection closed before the response arrived"),
+            CallError::Remote(text) => write!(f, "peer returned an error: {text}"),
+            CallError::WouldBlockReactor => f.write_str(
+                "a blocking call on a reactor thread would stall its core; use call_with and a callback",
+            ),
+            CallError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
+            CallError::MailboxFull => f.write_str(
+                "the connection's reactor inbox is full; the message was not queued (slow down or retry)",
+            ),
+            CallError::Overstocked => f.write_str(
+                "the connection's send queue is over its limit (the peer is not reading); the message was not queued",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}

@@ -1,0 +1,132 @@
+//! The transport seam, input side: turns the bytes a stream socket delivered into whole arpc
+//! frames, borrowed where possible.
+//!
+//! A connection's path is bytes in → framing → frames → dispatch ([`crate::conn`]) → frames →
+//! [`OutQueue`](crate::outqueue::OutQueue) → bytes out. Raw arpc framing is the only stream
+//! framing today; WebSocket plugs in as another [`StreamFraming`] variant that unwraps
+//! messages and hands their bytes to an [`ArpcFraming`] inside it. Datagram transports need
+//! no stream framing: each datagram is parsed as exactly one frame and dispatched directly.
+//!
+//! Invariants: whole frames are decoded straight from the slice they arrived in; only the
+//! tail of a partial frame is copied, and that copy grows only with bytes received (the
+//! header — length limit included — is validated as soon as its 16 bytes are present).
+
+use bytes::BytesMut;
+use ringrpc_protocol::{DecodeError, FrameRef, HEADER_LEN, Header, parse_frame};
+
+/// A partial-frame buffer that grew past this is released once its frame completes.
+const PARTIAL_KEEP: usize = 64 * 1024;
+
+/// Whether the consumer of frames wants more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Keep decoding.
+    Continue,
+    /// Stop now and keep none of the rest (the connection is being refused).
+    Stop,
+}
+
+/// The framings a stream connection can speak.
+#[derive(Debug)]
+pub(crate) enum StreamFraming {
+    /// arpc frames back to back on the socket.
+    Arpc(ArpcFraming),
+}
+
+impl StreamFraming {
+    /// Feeds received bytes; calls `on_frame` for every whole frame in order.
+    /// An error means the peer broke the protocol; the connection must be closed.
+    pub(crate) fn decode(
+        &mut self,
+        data: &[u8],
+        on_frame: impl FnMut(&FrameRef<'_>) -> Next,
+    ) -> Result<(), DecodeError> {
+        match self {
+            StreamFraming::Arpc(f) => f.decode(data, on_frame),
+        }
+    }
+
+    /// Bytes of an incomplete frame held.
+    pub(crate) fn buffered(&self) -> usize {
+        match self {
+            StreamFraming::Arpc(f) => f.partial.len(),
+        }
+    }
+
+    /// The held partial frame (for checks in fuzzing and tests).
+    pub(crate) fn partial(&self) -> &BytesMut {
+        match self {
+            StreamFraming::Arpc(f) => &f.partial,
+        }
+    }
+}
+
+/// Raw arpc framing: a 16-byte header giving the body length, then the body.
+#[derive(Debug)]
+pub(crate) struct ArpcFraming {
+    max_body: u32,
+    partial: BytesMut,
+}
+
+impl ArpcFraming {
+    /// Accepts bodies up to `max_body` bytes.
+    pub(crate) fn new(max_body: u32) -> ArpcFraming {
+        ArpcFraming {
+            max_body,
+            partial: BytesMut::new(),
+        }
+    }
+
+    fn decode(
+        &mut self,
+        mut data: &[u8],
+        mut on_frame: impl FnMut(&FrameRef<'_>) -> Next,
+    ) -> Result<(), DecodeError> {
+        if !self.partial.is_empty() {
+            let (rest, next) = self.complete_partial(data, &mut on_frame)?;
+            if !self.partial.is_empty() || next == Next::Stop {
+                return Ok(());
+            }
+            data = rest;
+        }
+        while let Some((frame, len)) = parse_frame(data, self.max_body)? {
+            if on_frame(&frame) == Next::Stop {
+                return Ok(());
+            }
+            data = &data[len..];
+        }
+        self.partial.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Feeds `data` into the pending partial frame; returns what is left after it.
+    fn complete_partial<'d>(
+        &mut self,
+        mut data: &'d [u8],
+        on_frame: &mut impl FnMut(&FrameRef<'_>) -> Next,
+    ) -> Result<(&'d [u8], Next), DecodeError> {
+        if self.partial.len() < HEADER_LEN {
+            let take = (HEADER_LEN - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        let Some(head) = self.partial.first_chunk::<HEADER_LEN>() else {
+            return Ok((data, Next::Continue));
+        };
+        let frame_len = Header::parse(head, self.max_body)?.frame_len();
+        let take = (frame_len - self.partial.len()).min(data.len());
+        self.partial.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        let mut next = Next::Continue;
+        if self.partial.len() == frame_len {
+            let whole = std::mem::take(&mut self.partial);
+            let (frame, _) = parse_frame(&whole, self.max_body)?.expect("a whole frame");
+            next = on_frame(&frame);
+            if whole.capacity() <= PARTIAL_KEEP {
+                self.partial = whole;
+                self.partial.clear();
+            }
+        }
+        Ok((data, next))
+    }
+}

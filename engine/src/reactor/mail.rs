@@ -1,0 +1,116 @@
+//! What other threads ask of this reactor: notifies, answers, calls, broadcasts, closes
+//! (from the mailbox) and outbound connections to serve (adoptions).
+//!
+//! Invariants: a message for a connection that is gone is dropped harmlessly (a call fails
+//! with `Disconnected`); a notify or broadcast to a connection over its send-queue limit is
+//! dropped and counted rather than growing memory; a call to such a connection fails with
+//! `Overstocked`; answers a responder owes are always queued (they are bounded by the
+//! connection's limit of deferred requests).
+
+use std::time::Instant;
+
+use super::Reactor;
+use super::timers::TimerId;
+use crate::error::{CallError, DisconnectReason};
+use crate::handle::ConnHandle;
+use crate::mailbox::Command;
+
+impl Reactor {
+    /// Applies what other threads posted.
+    pub(super) fn take_mail(&mut self) {
+        let mailbox = self.mailbox.clone();
+        for cmd in mailbox.drain() {
+            match cmd {
+                Command::Notify { conn, frame } => {
+                    if let Some(idx) = self.live_id(conn) {
+                        let slot = &mut self.conns[idx];
+                        if slot.paused {
+                            self.stats.notify_drops += 1;
+                            continue;
+                        }
+                        slot.conn.session.out.push_encoded(frame);
+                        self.mark_dirty(idx);
+                    }
+                }
+                Command::Answer { conn, frame } => {
+                    if let Some(idx) = self.live_id(conn) {
+                        self.conns[idx].conn.session.out.push_encoded(frame);
+                        self.mark_dirty(idx);
+                    }
+                }
+                Command::Call {
+                    conn,
+                    method,
+                    payload,
+                    timeout,
+                    done,
+                } => match self.live_id(conn) {
+                    Some(idx) if self.conns[idx].paused => done(Err(CallError::Overstocked)),
+                    Some(idx) => self.start_call(idx, &method, &payload, self.now + timeout, done),
+                    None => done(Err(CallError::Disconnected)),
+                },
+                Command::Broadcast { frame, filter } => {
+                    let mut reached = Vec::new();
+                    for (idx, slot) in self.conns.iter_mut() {
+                        let open = slot.dead.is_none() && !slot.write_shut;
+                        if !open || !filter.as_ref().is_none_or(|f| f(slot.info())) {
+                            continue;
+                        }
+                        // A slow reader loses broadcasts rather than growing our memory.
+                        if slot.paused {
+                            self.stats.broadcast_drops += 1;
+                            continue;
+                        }
+                        slot.conn.session.out.push_encoded(frame.clone());
+                        reached.push(idx);
+                    }
+                    self.stats.broadcasts += reached.len() as u64;
+                    for idx in reached {
+                        self.mark_dirty(idx);
+                    }
+                }
+                Command::Close { conn } => {
+                    if let Some(idx) = self.live_id(conn) {
+                        self.conns[idx].close_requested = true;
+                        self.mark_dirty(idx);
+                    }
+                }
+            }
+        }
+        self.stats.mailbox_refused = mailbox.refused();
+        for adoption in self.shared.take_adoptions(self.id) {
+            if self.draining.is_some() {
+                (adoption.closed)(&DisconnectReason::Shutdown);
+                continue;
+            }
+            let idx = self.open_conn(adoption.stream, adoption.policy);
+            let slot = &mut self.conns[idx];
+            slot.on_close = Some(adoption.closed);
+            (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));
+        }
+    }
+
+    /// Queues a call on connection `idx` and schedules its timeout.
+    fn start_call(
+        &mut self,
+        idx: usize,
+        method: &[u8],
+        payload: &[u8],
+        deadline: Instant,
+        done: crate::mailbox::CallDone,
+    ) {
+        let slot = &mut self.conns[idx];
+        let seq = slot
+            .conn
+            .session
+            .start_call(method, payload, deadline, done);
+        let timer = TimerId::Call {
+            slot: idx as u32,
+            serial: slot.serial,
+            seq,
+        };
+        self.deadlines.schedule(deadline, timer);
+        self.stats.calls += 1;
+        self.mark_dirty(idx);
+    }
+}

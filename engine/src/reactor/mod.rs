@@ -1,0 +1,276 @@
+//! One core's event loop: completions → connections → one send each → one kernel entry.
+//!
+//! The loop lives here; each concern has its own file: `accept` (listeners, limits,
+//! descriptor-exhaustion backoff), `io` (recv, send batching, send completions), `close`
+//! (back-pressure, per-connection timers, the close sequence), `mail` (messages from other
+//! threads, adopted sockets), `drain` (shutdown, stats lines), `timers` (the deadline heap),
+//! `slot` (one connection's state, open and release).
+//!
+//! Invariants:
+//! - One clock per tick: `now` is read once after each kernel wait and every decision of
+//!   that tick uses it.
+//! - Each tick drains every completion, lets each touched connection decode and dispatch,
+//!   then starts at most one vectored send per connection (none while one is in flight),
+//!   and enters the kernel once for all of it, waiting at most until the earliest deadline.
+//! - A connection's slot (and so its socket) is freed only when it has no recv armed and no
+//!   send in flight; every completion is checked against the slot's serial first.
+//! - Network input never panics the loop: a bad peer closes only its own connection.
+//! - Every wake-up and ring error is handled: logged and counted in `loop_errors`.
+
+mod accept;
+mod close;
+mod drain;
+mod io;
+mod mail;
+mod slot;
+pub(crate) mod timers;
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::handle::mark_reactor_thread;
+use crate::ids::ConnId;
+use crate::mailbox::Mailbox;
+use crate::ring::{Cqe, OpKind, Ring, RingError, Token};
+use crate::router::Router;
+use crate::runtime::ReactorSettings;
+use crate::shared::{ConnPolicy, Shared};
+use crate::stats::CoreStats;
+
+use accept::Listener;
+use slot::Slot;
+use timers::{Deadlines, TimerId};
+
+const WAKE: Token = Token {
+    kind: OpKind::Wake,
+    generation: 0,
+    slot: 0,
+};
+
+/// One core's reactor.
+pub(crate) struct Reactor {
+    id: usize,
+    /// The clock, read once per loop turn.
+    now: Instant,
+    mailbox: Arc<Mailbox>,
+    ring: Ring,
+    /// One per listen address; empty for a client runtime.
+    listeners: Vec<Listener>,
+    conns: Slab<Slot>,
+    /// Serial of the last connection opened here (ids are never reused).
+    serial: u64,
+    settings: Arc<ReactorSettings>,
+    /// How accepted connections are served.
+    server_policy: Arc<ConnPolicy>,
+    shared: Arc<Shared>,
+    deadlines: Deadlines,
+    dirty: Vec<usize>,
+    stats: CoreStats,
+    accept_backoff: bool,
+    accept_failure_streak: u64,
+    /// When the shutdown grace ends, once draining.
+    draining: Option<Instant>,
+    last_report: (Instant, CoreStats),
+}
+
+impl Reactor {
+    /// Builds the reactor's ring; call on the reactor's own thread.
+    pub(crate) fn new(
+        id: usize,
+        settings: Arc<ReactorSettings>,
+        router: Arc<Router>,
+        shared: Arc<Shared>,
+        listeners: Vec<TcpListener>,
+        wake: File,
+    ) -> Result<Reactor, RingError> {
+        let mailbox = shared.mailboxes[id].clone();
+        let ring = Ring::new(
+            settings.ring_entries,
+            settings.recv_buffers,
+            settings.recv_buffer_size,
+            wake,
+        )?;
+        tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
+        let server_policy = Arc::new(ConnPolicy {
+            router,
+            idle_timeout: settings.idle_timeout,
+            keepalive: settings.keepalive,
+            read_timeout: settings.read_timeout,
+        });
+        let now = Instant::now();
+        Ok(Reactor {
+            id,
+            now,
+            mailbox,
+            ring,
+            listeners: listeners
+                .into_iter()
+                .map(|socket| Listener {
+                    socket,
+                    armed: false,
+                })
+                .collect(),
+            conns: Slab::with_capacity(1024),
+            serial: 0,
+            settings,
+            server_policy,
+            shared,
+            deadlines: Deadlines::default(),
+            dirty: Vec::with_capacity(1024),
+            stats: CoreStats {
+                core: id,
+                ..CoreStats::default()
+            },
+            accept_backoff: false,
+            accept_failure_streak: 0,
+            draining: None,
+            last_report: (now, CoreStats::default()),
+        })
+    }
+
+    /// Runs until shutdown has drained every connection; returns this core's totals.
+    pub(crate) fn run(mut self) -> std::io::Result<CoreStats> {
+        mark_reactor_thread();
+        self.arm_accepts();
+        self.ring.wake_read(WAKE)?;
+        if let Some(every) = self.settings.stats_interval {
+            self.deadlines.schedule(self.now + every, TimerId::Stats);
+        }
+        // Anything posted before the ring was up.
+        self.take_mail();
+        let mut cqes = Vec::with_capacity(4096);
+        loop {
+            if self.draining.is_some() && self.conns.is_empty() {
+                break;
+            }
+            match self.deadlines.wait_from(self.now) {
+                Some(wait) => self.ring.submit_and_wait_for(1, wait, &mut cqes)?,
+                None => self.ring.submit_and_wait(1, &mut cqes)?,
+            }
+            self.now = Instant::now();
+            for cqe in cqes.drain(..) {
+                self.on_completion(cqe);
+            }
+            self.run_due_timers();
+            if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
+                self.begin_drain();
+            }
+            self.flush();
+        }
+        // No kernel access to ring-owned memory may outlive the loop (Drop would do this too).
+        if !self.ring.cancel_all_and_wait() {
+            tracing::warn!(
+                core = self.id,
+                "some io_uring ops did not finish after cancellation"
+            );
+        }
+        Ok(self.stats)
+    }
+
+    fn on_completion(&mut self, cqe: Cqe) {
+        match cqe.token.kind {
+            OpKind::Accept => self.on_accept(cqe),
+            OpKind::Recv => self.on_recv(cqe),
+            OpKind::Send => self.on_send(cqe),
+            OpKind::Wake => self.on_wake(cqe.result),
+            OpKind::Timer | OpKind::Cancel => {}
+        }
+    }
+
+    /// The wake-up read finished: re-arm it whatever its result (a failed read must not
+    /// stop cross-thread delivery), then apply the mail.
+    fn on_wake(&mut self, result: i32) {
+        if result < 0 && result != -libc::ECANCELED {
+            self.stats.loop_errors += 1;
+            tracing::error!(
+                core = self.id,
+                "wake-up read failed: {}",
+                std::io::Error::from_raw_os_error(-result)
+            );
+        }
+        if let Err(e) = self.ring.wake_read(WAKE) {
+            self.stats.loop_errors += 1;
+            tracing::error!(
+                core = self.id,
+                "cannot re-arm the wake-up read ({e}); retrying in 1 ms"
+            );
+            self.deadlines
+                .schedule(self.now + Duration::from_millis(1), TimerId::WakeRetry);
+        }
+        self.take_mail();
+    }
+
+    /// Acts on every deadline that has come.
+    fn run_due_timers(&mut self) {
+        while let Some((at, timer)) = self.deadlines.pop_due(self.now) {
+            match timer {
+                TimerId::Stats => self.report_interval(),
+                TimerId::AcceptRetry => self.retry_accept(),
+                TimerId::DrainGrace => self.force_close_all(),
+                TimerId::WakeRetry => self.on_wake(0),
+                TimerId::Conn { slot, serial } => self.on_conn_timer(slot as usize, serial, at),
+                TimerId::Call { slot, serial, seq } => {
+                    let now = self.now;
+                    if let Some(s) = self.conns.get_mut(slot as usize) {
+                        if s.serial == serial {
+                            s.conn.session.expire_call(seq, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, idx: usize) {
+        if let Some(slot) = self.conns.get_mut(idx) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    fn mark_all_dirty(&mut self) {
+        for (idx, slot) in self.conns.iter_mut() {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    /// The live slot a completion names, if its serial still matches.
+    fn live(&self, token: Token) -> Option<usize> {
+        let idx = token.slot as usize;
+        match self.conns.get(idx) {
+            Some(s) if s.generation() == token.generation => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// The live slot a connection id names, if that connection is still open.
+    fn live_id(&self, id: ConnId) -> Option<usize> {
+        let idx = id.slot as usize;
+        match self.conns.get(idx) {
+            Some(s) if s.serial == id.serial && s.dead.is_none() => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// Starts sends and moves connections through their close states.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &idx in &dirty {
+            self.advance(idx);
+        }
+        dirty.clear();
+        // `advance` never marks dirty, so nothing was pushed meanwhile; keep the capacity.
+        debug_assert!(self.dirty.is_empty());
+        self.dirty = dirty;
+    }
+}

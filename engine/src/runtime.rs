@@ -1,0 +1,308 @@
+//! Reactor-thread plumbing shared by servers and client runtimes: per-reactor settings,
+//! mailboxes, spawning pinned reactor threads, joining them.
+//!
+//! Invariants: a reactor's io_uring is created on its own thread (SINGLE_ISSUER) and
+//! [`spawn_reactors`] returns only once every ring is up — if any fails, the others are
+//! stopped and joined before its error is returned; nothing here knows about listen
+//! addresses (a client runtime has none).
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::mailbox::{self, Mailbox};
+use crate::reactor::Reactor;
+use crate::ring::{RingError, sys};
+use crate::router::Router;
+use crate::shared::Shared;
+use crate::stats::CoreStats;
+
+/// What each reactor needs to know, server or client.
+#[derive(Clone, Debug)]
+pub(crate) struct ReactorSettings {
+    pub(crate) ring_entries: u32,
+    pub(crate) recv_buffers: u16,
+    pub(crate) recv_buffer_size: usize,
+    pub(crate) max_body: u32,
+    pub(crate) max_connections_per_core: usize,
+    pub(crate) max_connections_per_peer: Option<usize>,
+    pub(crate) max_send_queue_bytes: usize,
+    pub(crate) max_send_queue_frames: u64,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) auth_secret: Option<Arc<[u8]>>,
+    pub(crate) max_in_flight_per_conn: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) stats_interval: Option<Duration>,
+    pub(crate) pin_cores: bool,
+    pub(crate) reflect: bool,
+    pub(crate) mailbox_capacity: usize,
+}
+
+impl ReactorSettings {
+    /// A server's reactors: everything of `config` but the cores and listen addresses.
+    pub(crate) fn from_config(config: &Config) -> ReactorSettings {
+        ReactorSettings {
+            ring_entries: config.ring_entries,
+            recv_buffers: config.recv_buffers,
+            recv_buffer_size: config.recv_buffer_size,
+            max_body: config.max_body,
+            max_connections_per_core: config.max_connections_per_core(),
+            max_connections_per_peer: config.max_connections_per_peer,
+            max_send_queue_bytes: config.max_send_queue_bytes,
+            max_send_queue_frames: config.max_send_queue_frames,
+            idle_timeout: config.idle_timeout,
+            keepalive: config.keepalive,
+            read_timeout: config.read_timeout,
+            auth_secret: config.auth_secret.clone(),
+            max_in_flight_per_conn: config.max_in_flight_per_conn,
+            shutdown_grace: config.shutdown_grace,
+            stats_interval: config.stats_interval,
+            pin_cores: config.pin_cores,
+            reflect: config.reflect,
+            mailbox_capacity: mailbox::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// A client runtime's single reactor: small rings, no limits a server needs, per-client
+    /// timeouts (set on each connection, not here).
+    pub(crate) fn client() -> ReactorSettings {
+        let mut settings = ReactorSettings::from_config(
+            &Config::builder()
+                .cores(1)
+                .build()
+                .expect("the default settings are valid"),
+        );
+        settings.ring_entries = 256;
+        settings.recv_buffers = 256;
+        settings.pin_cores = false;
+        settings.idle_timeout = None;
+        settings.read_timeout = None;
+        settings.shutdown_grace = Duration::from_secs(1);
+        settings
+    }
+}
+
+/// Why reactors could not be started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// A reactor's io_uring could not be set up.
+    Ring {
+        /// Which reactor.
+        core: usize,
+        /// Why.
+        source: RingError,
+    },
+    /// A thread or eventfd could not be created.
+    Resource {
+        /// What could not be created.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Ring { core, source } => write!(f, "core {core}: {source}"),
+            SpawnError::Resource { what, source } => write!(f, "cannot create {what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Ring { source, .. } => Some(source),
+            SpawnError::Resource { source, .. } => Some(source),
+        }
+    }
+}
+
+/// A reactor stopped with an error or a panic.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The reactor's event loop failed (the ring returned an error it cannot recover from).
+    Io {
+        /// Which reactor.
+        core: usize,
+        /// Why.
+        source: io::Error,
+    },
+    /// The reactor thread panicked (a bug: network input never panics a reactor).
+    Panicked {
+        /// Which reactor.
+        core: usize,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl RunError {
+    /// Which reactor failed.
+    pub fn core(&self) -> usize {
+        match self {
+            RunError::Io { core, .. } | RunError::Panicked { core, .. } => *core,
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Io { core, source } => write!(f, "core {core} failed: {source}"),
+            RunError::Panicked { core, message } => write!(f, "core {core} panicked: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Io { source, .. } => Some(source),
+            RunError::Panicked { .. } => None,
+        }
+    }
+}
+
+/// One mailbox per reactor, and the read ends of their eventfds for the reactors' rings.
+pub(crate) fn new_mailboxes(
+    n: usize,
+    capacity: usize,
+) -> Result<(Vec<Arc<Mailbox>>, Vec<File>), SpawnError> {
+    let resource = |source| SpawnError::Resource {
+        what: "an eventfd",
+        source,
+    };
+    let mut mailboxes = Vec::with_capacity(n);
+    let mut wake_reads = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd = sys::eventfd().map_err(resource)?;
+        wake_reads.push(fd.try_clone().map_err(resource)?);
+        mailboxes.push(Arc::new(Mailbox::new(fd, capacity)));
+    }
+    Ok((mailboxes, wake_reads))
+}
+
+/// Reactor threads joined by [`join_all`].
+pub(crate) type ReactorThreads = Vec<JoinHandle<io::Result<CoreStats>>>;
+
+/// Starts one reactor thread per entry of `listeners` (each the listening sockets of that
+/// core; none for a reactor that serves only adopted, outbound connections) and returns
+/// once every reactor's ring is up; if any fails, the others are stopped and its error
+/// returned.
+pub(crate) fn spawn_reactors(
+    settings: &Arc<ReactorSettings>,
+    router: &Arc<Router>,
+    shared: &Arc<Shared>,
+    listeners: Vec<Vec<TcpListener>>,
+    wake_reads: Vec<File>,
+) -> Result<ReactorThreads, SpawnError> {
+    let cores = listeners.len();
+    let cpus = if settings.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if settings.pin_cores && cores > cpus.len() {
+        tracing::warn!(
+            "{cores} cores requested but only {} CPUs are available to this process; reactors will share CPUs",
+            cpus.len()
+        );
+    }
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
+    let mut threads = Vec::with_capacity(cores);
+    for (id, (listener, wake)) in listeners.into_iter().zip(wake_reads).enumerate() {
+        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        let (core_settings, core_router, core_shared, ready) = (
+            settings.clone(),
+            router.clone(),
+            shared.clone(),
+            ready_tx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringrpc-core-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if !core_affinity::set_for_current(cpu) {
+                        tracing::warn!(core = id, "could not pin to CPU {}", cpu.id);
+                    }
+                }
+                let reactor =
+                    match Reactor::new(id, core_settings, core_router, core_shared, listener, wake)
+                    {
+                        Ok(r) => {
+                            let _ = ready.send((id, Ok(())));
+                            r
+                        }
+                        Err(e) => {
+                            let _ = ready.send((id, Err(e)));
+                            return Ok(CoreStats {
+                                core: id,
+                                ..CoreStats::default()
+                            });
+                        }
+                    };
+                drop(ready);
+                reactor.run()
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(source) => {
+                shared.shutdown();
+                join_all(threads);
+                return Err(SpawnError::Resource {
+                    what: "a reactor thread",
+                    source,
+                });
+            }
+        }
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((core, Err(source))) => {
+                failure.get_or_insert(SpawnError::Ring { core, source });
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(e) = failure {
+        shared.shutdown();
+        join_all(threads);
+        return Err(e);
+    }
+    Ok(threads)
+}
+
+/// Waits for every reactor thread; one result per thread, in core order.
+pub(crate) fn join_all(threads: ReactorThreads) -> Vec<Result<CoreStats, RunError>> {
+    threads
+        .into_iter()
+        .enumerate()
+        .map(|(core, t)| match t.join() {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(source)) => Err(RunError::Io { core, source }),
+            Err(panic) => Err(RunError::Panicked {
+                core,
+                message: panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "reactor panicked".into()),
+            }),
+        })
+        .collect()
+}

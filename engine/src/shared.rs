@@ -1,0 +1,97 @@
+//! What every reactor of one server (or client runtime) shares with the others and with the
+//! user's handles: the shutdown flag, mailboxes, hooks, per-peer counts, adopted sockets,
+//! and the per-connection policy (which router and timeouts serve a connection).
+//!
+//! Invariants: reactors touch each other only through this (atomics, mailboxes, two short
+//! mutex sections off the hot path: per-peer counting at accept/close and adoption).
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::handle::ConnHandle;
+use crate::hooks::Hooks;
+use crate::mailbox::{Closed, Mailbox};
+use crate::router::Router;
+
+/// How one connection is served: its router and its timeouts. A server has one for all its
+/// connections; each client on a shared runtime has its own.
+#[derive(Debug)]
+pub(crate) struct ConnPolicy {
+    pub(crate) router: Arc<Router>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
+}
+
+/// Runs on the reactor thread once an adopted connection is being served.
+pub(crate) type Opened = Box<dyn FnOnce(ConnHandle) + Send>;
+
+/// An already connected socket for a reactor to serve (a client's outbound connection).
+pub(crate) struct Adoption {
+    pub(crate) stream: TcpStream,
+    pub(crate) policy: Arc<ConnPolicy>,
+    pub(crate) opened: Opened,
+    pub(crate) closed: Closed,
+}
+
+impl std::fmt::Debug for Adoption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adoption")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// State shared by all reactors of a server (or client runtime) and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) shutdown: AtomicBool,
+    /// Open accepted connections per peer IP, kept only when a per-peer limit is set.
+    pub(crate) per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// One per reactor, in core order.
+    pub(crate) mailboxes: Vec<Arc<Mailbox>>,
+    pub(crate) hooks: Hooks,
+    /// Outbound connections handed to a reactor, one queue per reactor (a client's).
+    pub(crate) adoptions: Vec<Mutex<Vec<Adoption>>>,
+}
+
+impl Shared {
+    /// Shared state for `mailboxes.len()` reactors.
+    pub(crate) fn new(mailboxes: Vec<Arc<Mailbox>>, hooks: Hooks) -> Shared {
+        Shared {
+            shutdown: AtomicBool::new(false),
+            per_peer: Default::default(),
+            adoptions: mailboxes.iter().map(|_| Mutex::default()).collect(),
+            mailboxes,
+            hooks,
+        }
+    }
+
+    /// Asks every reactor to drain and stop.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for m in &self.mailboxes {
+            m.wake();
+        }
+    }
+
+    /// Hands `adoption` to reactor `core` and wakes it.
+    pub(crate) fn adopt(&self, core: usize, adoption: Adoption) {
+        self.adoptions[core]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(adoption);
+        self.mailboxes[core].wake();
+    }
+
+    /// Reactor side: the connections handed to reactor `core` since the last call.
+    pub(crate) fn take_adoptions(&self, core: usize) -> Vec<Adoption> {
+        std::mem::take(
+            &mut *self.adoptions[core]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+}

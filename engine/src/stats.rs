@@ -1,0 +1,134 @@
+//! Counters: what one reactor did, summed over its connections.
+//!
+//! Invariants: each counter is written only by its reactor's thread (no shared atomics on
+//! the hot path); totals are merged after the reactors stop.
+
+use crate::conn::ConnStats;
+
+/// Totals of one reactor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Which reactor (0-based).
+    pub core: usize,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Connections refused at the connection limit.
+    pub refused: u64,
+    /// Requests dispatched.
+    pub requests: u64,
+    /// Notifies dispatched.
+    pub notifies: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Vectored sends issued.
+    pub sends: u64,
+    /// Requests and notifies for unknown methods.
+    pub not_found: u64,
+    /// Handlers that panicked.
+    pub panics: u64,
+    /// Connections closed for breaking the protocol.
+    pub protocol_errors: u64,
+    /// Connections closed by a socket error (reset, broken pipe).
+    pub socket_errors: u64,
+    /// Times the receive buffers ran out (recv re-armed).
+    pub recv_buffers_exhausted: u64,
+    /// Accept failures (descriptor or memory exhaustion).
+    pub accept_errors: u64,
+    /// Broadcast frames queued on connections.
+    pub broadcasts: u64,
+    /// Calls made to peers.
+    pub calls: u64,
+    /// Times a connection's unsent output passed its limit and reading from it paused.
+    pub overstocks: u64,
+    /// Broadcast frames dropped because a connection was over its limit.
+    pub broadcast_drops: u64,
+    /// Notifies from other threads dropped because their connection was over its limit.
+    pub notify_drops: u64,
+    /// Notifies, calls and broadcasts other threads could not queue: the inbox was full.
+    pub mailbox_refused: u64,
+    /// Wake-up or timer failures (each logged); non-zero means cross-thread delivery
+    /// or a deadline may have been late.
+    pub loop_errors: u64,
+}
+
+impl CoreStats {
+    /// Adds every counter of `other` (used for totals; `core` is left as is).
+    pub fn add(&mut self, other: &CoreStats) {
+        let CoreStats {
+            core: _,
+            accepted,
+            closed,
+            refused,
+            requests,
+            notifies,
+            frames_in,
+            frames_out,
+            bytes_in,
+            bytes_out,
+            sends,
+            not_found,
+            panics,
+            protocol_errors,
+            socket_errors,
+            recv_buffers_exhausted,
+            accept_errors,
+            broadcasts,
+            calls,
+            overstocks,
+            broadcast_drops,
+            notify_drops,
+            mailbox_refused,
+            loop_errors,
+        } = *other;
+        self.accepted += accepted;
+        self.closed += closed;
+        self.refused += refused;
+        self.requests += requests;
+        self.notifies += notifies;
+        self.frames_in += frames_in;
+        self.frames_out += frames_out;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.sends += sends;
+        self.not_found += not_found;
+        self.panics += panics;
+        self.protocol_errors += protocol_errors;
+        self.socket_errors += socket_errors;
+        self.recv_buffers_exhausted += recv_buffers_exhausted;
+        self.accept_errors += accept_errors;
+        self.broadcasts += broadcasts;
+        self.calls += calls;
+        self.overstocks += overstocks;
+        self.broadcast_drops += broadcast_drops;
+        self.notify_drops += notify_drops;
+        self.mailbox_refused += mailbox_refused;
+        self.loop_errors += loop_errors;
+    }
+
+    /// Average frames carried by one send.
+    pub fn frames_per_send(&self) -> f64 {
+        if self.sends == 0 {
+            0.0
+        } else {
+            self.frames_out as f64 / self.sends as f64
+        }
+    }
+
+    /// Adds what one connection counted between two snapshots.
+    pub(crate) fn add_conn_delta(&mut self, before: &ConnStats, after: &ConnStats) {
+        self.bytes_in += after.bytes_in - before.bytes_in;
+        self.frames_in += after.frames_in - before.frames_in;
+        self.requests += after.requests - before.requests;
+        self.notifies += after.notifies - before.notifies;
+        self.not_found += after.not_found - before.not_found;
+        self.panics += after.panics - before.panics;
+    }
+}
