@@ -146,7 +146,7 @@ impl Drop for BufRing {
 ///
 /// Not `Clone`, so a buffer cannot be read after it was handed back nor recycled twice:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// fn dup(b: &ringrpc_uring::RecvBuf) -> ringrpc_uring::RecvBuf {
 ///     b.clone()
 /// }
@@ -186,7 +186,9 @@ impl Deref for RecvBuf {
         // and it wrote `len` initialised bytes before posting the completion we read.
         unsafe {
             std::slice::from_raw_parts(
-                self.ring.buffers.add(self.bid as usize * self.ring.buf_size),
+                self.ring
+                    .buffers
+                    .add(self.bid as usize * self.ring.buf_size),
                 self.len as usize,
             )
         }

@@ -35,7 +35,9 @@ impl SharedFd {
 
 impl fmt::Debug for SharedFd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SharedFd").field(&self.0.as_raw_fd()).finish()
+        f.debug_tuple("SharedFd")
+            .field(&self.0.as_raw_fd())
+            .finish()
     }
 }
 

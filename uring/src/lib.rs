@@ -249,11 +249,12 @@ enum Payload {
 /// closed, a receive buffer goes back to the kernel, a send batch is freed). It cannot be made
 /// or copied outside this crate:
 ///
-/// ```compile_fail
-/// let c = ringrpc_uring::Completion { tag: 0, result: 0 };
+/// ```compile_fail,E0451
+/// use ringrpc_uring::{Completion, OpKind};
+/// let c = Completion { tag: 0, op: todo!(), kind: OpKind::Send, result: 0, more: false, payload: todo!() };
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// fn dup(c: &ringrpc_uring::Completion) -> ringrpc_uring::Completion {
 ///     c.clone()
 /// }
