@@ -15,7 +15,7 @@
 //!   consumed internally and never surfaced.
 //! - Payloads are moved out of completions, never copied: an accepted descriptor is wrapped in
 //!   an [`OwnedFd`] by the ring the moment its completion is reaped, a filled receive buffer
-//!   becomes one [`RecvBuf`] (see [`bufring`](RecvBuf) for its proof), a send's batch comes back
+//!   becomes one [`RecvBuf`] (its docs and module give the proof), a send's batch comes back
 //!   only in that send's own [`Completion`]. [`Completion`] cannot be built or cloned outside
 //!   this crate.
 //! - Dropping a [`Ring`] cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel
