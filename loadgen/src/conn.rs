@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -86,9 +85,15 @@ impl Connection {
         }
     }
 
-    /// The socket, while the connection is open.
-    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
-        self.stream.as_ref().map(AsRawFd::as_raw_fd)
+    /// Whether the connection is still open (not failed).
+    pub(crate) fn is_open(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// A second handle to the socket, for an I/O thread that drives it through io_uring;
+    /// `None` once the connection failed.
+    pub(crate) fn try_clone_stream(&self) -> Option<std::io::Result<TcpStream>> {
+        self.stream.as_ref().map(TcpStream::try_clone)
     }
 
     /// Encoded requests waiting to be written, taken for a vectored send.

@@ -1,15 +1,17 @@
-//! An I/O thread on ringrpc's own io_uring machinery: multishot recv into a provided buffer
-//! ring, one vectored send per connection with output, one kernel entry per loop turn.
+//! An I/O thread on ringrpc's io_uring layer (`ringrpc_uring`): multishot recv into a
+//! provided buffer ring, one vectored send per connection with output, one kernel entry per
+//! loop turn.
 //!
 //! Invariants: at most one send is in flight per connection, and the unsent rest of a
 //! partial send goes out before anything queued after it; a failed connection's recv is
-//! cancelled; the ring (dropped last) cancels and waits for whatever is still in flight.
+//! cancelled and its ring handle dropped (the ring closes the socket after the recv's final
+//! completion); the ring (dropped last) cancels and waits for whatever is still in flight.
 
 use std::io;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ringrpc::ring::{Cqe, OpKind, Ring, SendDone, Token, sys};
+use ringrpc_uring::{Completion, OpId, OpKind, Ring, RingConfig, SharedFd};
 
 use crate::conn::Connection;
 use crate::cpu::WindowCpu;
@@ -26,15 +28,14 @@ const RECV_BUFFER_SIZE: usize = 16 * 1024;
 /// Per-connection I/O state.
 #[derive(Debug, Default)]
 struct ConnIo {
-    recv_armed: bool,
+    /// The ring's handle to the socket while the connection is open.
+    fd: Option<SharedFd>,
+    /// The armed multishot recv.
+    recv: Option<OpId>,
     sending: bool,
     /// The rest of a partial send, sent before anything newer.
     unsent: Vec<Bytes>,
     spare: Vec<Bytes>,
-}
-
-fn recv_token(i: usize) -> Token {
-    Token::conn(OpKind::Recv, i, 0)
 }
 
 /// Runs `conns` on one io_uring until each is done or the drain deadline passes.
@@ -43,22 +44,37 @@ pub(crate) fn run_uring_worker(
     plan: &Plan,
     shared: &Shared,
 ) -> Result<WorkerOutput, String> {
-    let wake = sys::eventfd().map_err(|e| format!("cannot create an eventfd: {e}"))?;
-    let mut ring = Ring::new(RING_ENTRIES, RECV_BUFFERS, RECV_BUFFER_SIZE, wake)
-        .map_err(|e| format!("{e} (or run loadgen with --io std)"))?;
+    let mut ring = Ring::new(RingConfig {
+        entries: RING_ENTRIES,
+        recv_buffers: RECV_BUFFERS,
+        recv_buffer_size: RECV_BUFFER_SIZE,
+    })
+    .map_err(|e| format!("{e} (or run loadgen with --io std)"))?;
     let mut state = WorkerState::new(plan, shared);
     let mut io: Vec<ConnIo> = conns.iter().map(|_| ConnIo::default()).collect();
     for (i, conn) in conns.iter_mut().enumerate() {
-        if let Some(fd) = conn.raw_fd() {
-            match ring.recv_multi(fd, recv_token(i)) {
-                Ok(()) => io[i].recv_armed = true,
-                Err(e) => conn.fail(format!("cannot arm recv: {e}"), &mut state),
+        let fd = match conn.try_clone_stream() {
+            None => continue,
+            Some(Ok(stream)) => SharedFd::from(stream),
+            Some(Err(e)) => {
+                conn.fail(
+                    format!("cannot share the socket with io_uring: {e}"),
+                    &mut state,
+                );
+                continue;
             }
+        };
+        match ring.recv_multi(&fd, i as u64) {
+            Ok(id) => {
+                io[i].recv = Some(id);
+                io[i].fd = Some(fd);
+            }
+            Err(e) => conn.fail(format!("cannot arm recv: {e}"), &mut state),
         }
     }
     let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
-    let mut cqes: Vec<Cqe> = Vec::with_capacity(1024);
+    let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
     loop {
         let now = Instant::now();
         cpu.observe(now);
@@ -94,28 +110,19 @@ pub(crate) fn run_uring_worker(
             .map_err(|e| format!("io_uring_enter failed: {e}"))?;
         let received_at = Instant::now();
         for cqe in cqes.drain(..) {
-            match cqe.token.kind {
-                OpKind::Recv => {
-                    let i = cqe.token.slot as usize;
-                    on_recv(
-                        &mut ring,
-                        &cqe,
-                        &mut conns[i],
-                        &mut io[i],
-                        i,
-                        received_at,
-                        plan,
-                        &mut state,
-                    );
-                }
-                OpKind::Send => {
-                    // A send's token names the ring's send id; the connection is in `conn`.
-                    let Some(done) = ring.take_send(&cqe) else {
-                        continue;
-                    };
-                    let i = done.conn.slot as usize;
-                    on_send(&mut ring, done, &mut conns[i], &mut io[i], i, &mut state);
-                }
+            let i = cqe.tag() as usize;
+            match cqe.kind() {
+                OpKind::Recv => on_recv(
+                    &mut ring,
+                    cqe,
+                    &mut conns[i],
+                    &mut io[i],
+                    i,
+                    received_at,
+                    plan,
+                    &mut state,
+                ),
+                OpKind::Send => on_send(&mut ring, cqe, &mut conns[i], &mut io[i], &mut state),
                 _ => {}
             }
         }
@@ -136,10 +143,10 @@ fn start_send(
     i: usize,
     state: &mut WorkerState,
 ) {
-    let Some(fd) = conn.raw_fd() else { return };
     if io.sending {
         return;
     }
+    let Some(fd) = io.fd.as_ref() else { return };
     let mut batch = std::mem::take(&mut io.spare);
     batch.append(&mut io.unsent);
     batch.extend(conn.take_output());
@@ -147,14 +154,13 @@ fn start_send(
         io.spare = batch;
         return;
     }
-    match ring.send(fd, Token::conn(OpKind::Send, i, 0), batch) {
-        Ok(()) => io.sending = true,
+    match ring.send(fd, i as u64, batch) {
+        Ok(_) => io.sending = true,
         Err(e) => fail(
             ring,
             conn,
             io,
-            i,
-            format!("cannot queue a send: {e}"),
+            format!("cannot queue a send: {}", e.error),
             state,
         ),
     }
@@ -163,7 +169,7 @@ fn start_send(
 #[allow(clippy::too_many_arguments)]
 fn on_recv(
     ring: &mut Ring,
-    cqe: &Cqe,
+    mut cqe: Completion,
     conn: &mut Connection,
     io: &mut ConnIo,
     i: usize,
@@ -172,29 +178,27 @@ fn on_recv(
     state: &mut WorkerState,
 ) {
     if !cqe.more() {
-        io.recv_armed = false;
+        io.recv = None;
     }
     let mut failure = None;
-    if cqe.result > 0 {
-        let Some(bid) = cqe.buffer_id() else {
+    if cqe.result() > 0 {
+        let Some(data) = cqe.take_recv_buf() else {
             return fail(
                 ring,
                 conn,
                 io,
-                i,
                 "recv completion without a buffer".into(),
                 state,
             );
         };
-        if conn.raw_fd().is_some() {
-            let data = ring.bufs().get(bid, cqe.result as usize);
-            failure = conn.on_received(data, received_at, plan, state).err();
+        if conn.is_open() {
+            failure = conn.on_received(&data, received_at, plan, state).err();
         }
-        ring.bufs().recycle(bid);
-    } else if cqe.result == 0 {
+        // `data` dropped here: its buffer goes back to the kernel.
+    } else if cqe.result() == 0 {
         failure = Some("server closed the connection".to_string());
     } else {
-        match -cqe.result {
+        match -cqe.result() {
             // Out of receive buffers for a moment: re-armed below.
             libc::ENOBUFS | libc::ECANCELED => {}
             errno => {
@@ -206,16 +210,16 @@ fn on_recv(
         }
     }
     if let Some(why) = failure {
-        if conn.raw_fd().is_some() {
-            fail(ring, conn, io, i, why, state);
+        if conn.is_open() {
+            fail(ring, conn, io, why, state);
         }
         return;
     }
-    if !io.recv_armed {
-        if let Some(fd) = conn.raw_fd() {
-            match ring.recv_multi(fd, recv_token(i)) {
-                Ok(()) => io.recv_armed = true,
-                Err(e) => fail(ring, conn, io, i, format!("cannot re-arm recv: {e}"), state),
+    if io.recv.is_none() {
+        if let Some(fd) = io.fd.as_ref() {
+            match ring.recv_multi(fd, i as u64) {
+                Ok(id) => io.recv = Some(id),
+                Err(e) => fail(ring, conn, io, format!("cannot re-arm recv: {e}"), state),
             }
         }
     }
@@ -223,25 +227,25 @@ fn on_recv(
 
 fn on_send(
     ring: &mut Ring,
-    done: SendDone,
+    mut cqe: Completion,
     conn: &mut Connection,
     io: &mut ConnIo,
-    i: usize,
     state: &mut WorkerState,
 ) {
     io.sending = false;
-    if conn.raw_fd().is_none() {
+    let segments = cqe.take_sent_batch().unwrap_or_default();
+    if !conn.is_open() {
         return;
     }
-    if done.result < 0 {
+    if cqe.result() < 0 {
         let why = format!(
             "send failed: {}",
-            io::Error::from_raw_os_error(-done.result)
+            io::Error::from_raw_os_error(-cqe.result())
         );
-        return fail(ring, conn, io, i, why, state);
+        return fail(ring, conn, io, why, state);
     }
-    let mut written = done.result as usize;
-    let mut segments = done.segments;
+    let mut written = cqe.result() as usize;
+    let mut segments = segments;
     for mut seg in segments.drain(..) {
         if written >= seg.len() {
             written -= seg.len();
@@ -257,13 +261,14 @@ fn fail(
     ring: &mut Ring,
     conn: &mut Connection,
     io: &mut ConnIo,
-    i: usize,
     why: String,
     state: &mut WorkerState,
 ) {
-    if io.recv_armed {
-        let _ = ring.cancel(recv_token(i));
+    if let Some(recv) = io.recv {
+        let _ = ring.cancel(recv);
     }
+    // The ring keeps its own handle until the recv's final completion, then closes the socket.
+    io.fd = None;
     io.unsent.clear();
     conn.fail(why, state);
 }

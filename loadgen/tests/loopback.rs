@@ -187,6 +187,34 @@ fn requests_on_a_closed_connection_are_lost() {
 }
 
 #[test]
+fn requests_on_a_closed_connection_are_lost_with_io_uring() {
+    // The io_uring path: the failed connection's recv is cancelled and the ring closes the
+    // socket after its final completion.
+    let addr = spawn_server(Behaviour::CloseAfter(50));
+    let report = run(&config(
+        addr,
+        &[
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--conns",
+            "2",
+            "--per-conn",
+            "4",
+            "--io",
+            "uring",
+        ],
+    ))
+    .unwrap();
+    assert_accounting(&report);
+    assert_eq!(report.counts.connection_failures, 2);
+    assert!(report.counts.lost > 0);
+    assert!(report.counts.answered > 0);
+    assert!(report.diagnostics.connection_errors[0].contains("closed"));
+}
+
+#[test]
 fn binary_exits_non_zero_on_mismatches_and_writes_json() {
     let addr = spawn_server(Behaviour::CorruptEveryTenth);
     let json_path = std::env::temp_dir().join(format!("loadgen-test-{}.json", std::process::id()));

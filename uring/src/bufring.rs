@@ -1,0 +1,212 @@
+//! The provided-buffer ring that multishot recv fills (kernel ≥ 5.19), and [`RecvBuf`], the
+//! handle to one buffer the kernel has filled.
+//!
+//! Invariants:
+//! - Each buffer id is at any moment either owned by the kernel (published in the ring, the
+//!   kernel may write into it) or owned by exactly one [`RecvBuf`]. A `RecvBuf` is created only
+//!   from a completion whose flags say the kernel selected that buffer id — the kernel then
+//!   consumed the ring entry and will not write the buffer again until we publish it anew —
+//!   and the id is published again only by that `RecvBuf`'s `Drop`, which runs at most once.
+//!   `RecvBuf` is not `Clone`, so safe code can neither read a buffer the kernel owns nor
+//!   recycle one twice. (`mem::forget` of a `RecvBuf` loses that buffer for good; never unsound.)
+//! - The entries and the buffers are raw allocations, never behind a `&`/`&mut` to the whole
+//!   area, so the kernel writing one buffer does not alias a Rust reference to another.
+//! - The memory is freed when the last `Rc<BufRing>` goes: the [`Ring`](crate::Ring) holds one
+//!   (and leaks it if the kernel may still write) and every `RecvBuf` holds one.
+
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
+use std::cell::Cell;
+use std::fmt;
+use std::ops::Deref;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+
+/// Page alignment the kernel requires for the ring entries.
+const RING_ALIGN: usize = 4096;
+
+/// A ring of `count` receive buffers of `size` bytes each.
+pub(crate) struct BufRing {
+    entries: *mut BufRingEntry,
+    entries_layout: Layout,
+    buffers: *mut u8,
+    buffers_layout: Layout,
+    buf_size: usize,
+    mask: u16,
+    tail: Cell<u16>,
+    bgid: u16,
+}
+
+impl fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufRing")
+            .field("count", &self.count())
+            .field("buf_size", &self.buf_size)
+            .field("bgid", &self.bgid)
+            .finish()
+    }
+}
+
+impl BufRing {
+    /// Allocates the entries and buffers and publishes every buffer to the kernel-visible
+    /// ring. Registration with io_uring is the caller's next step (see `Ring::new`).
+    /// `count` must be a power of two ≥ 1 and `buf_size` in `1..=u32::MAX` (checked by the caller).
+    pub(crate) fn new(count: u16, buf_size: usize, bgid: u16) -> BufRing {
+        debug_assert!(count.is_power_of_two() && buf_size > 0);
+        let entries_layout =
+            Layout::from_size_align(count as usize * size_of::<BufRingEntry>(), RING_ALIGN)
+                .expect("buffer ring layout");
+        let buffers_layout =
+            Layout::from_size_align(count as usize * buf_size, 64).expect("receive buffer layout");
+        // SAFETY: the layout has non-zero size (count ≥ 1). The allocation is owned by this
+        // struct and freed in Drop with the same layout.
+        let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<BufRingEntry>();
+        if entries.is_null() {
+            std::alloc::handle_alloc_error(entries_layout);
+        }
+        // SAFETY: non-zero size (count ≥ 1, buf_size ≥ 1); owned by this struct, freed in Drop.
+        // Uninitialised bytes are never read: a RecvBuf exposes only the prefix the kernel wrote.
+        let buffers = unsafe { alloc(buffers_layout) };
+        if buffers.is_null() {
+            std::alloc::handle_alloc_error(buffers_layout);
+        }
+        let ring = BufRing {
+            entries,
+            entries_layout,
+            buffers,
+            buffers_layout,
+            buf_size,
+            mask: count - 1,
+            tail: Cell::new(0),
+            bgid,
+        };
+        for bid in 0..count {
+            ring.push(bid);
+        }
+        ring.publish();
+        ring
+    }
+
+    /// Address of the entries array, for registration.
+    pub(crate) fn ring_addr(&self) -> u64 {
+        self.entries as u64
+    }
+
+    pub(crate) fn count(&self) -> u16 {
+        self.mask + 1
+    }
+
+    pub(crate) fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    /// Writes buffer `bid` into the next entry past the tail (not yet visible to the kernel).
+    fn push(&self, bid: u16) {
+        debug_assert!(bid <= self.mask);
+        let tail = self.tail.get();
+        let idx = (tail & self.mask) as usize;
+        let addr = self.buffers as u64 + (bid as u64 * self.buf_size as u64);
+        // SAFETY: `idx < count`, so the entry lies inside our allocation. The kernel reads
+        // entries only between its head and the published tail; this one is at the unpublished
+        // tail, and at most `count` buffers exist, so it is not one the kernel may still read.
+        // `Ring` is !Send and `BufRing` lives in an `Rc`, so no other thread calls this.
+        let entry = unsafe { &mut *self.entries.add(idx) };
+        entry.set_addr(addr);
+        entry.set_len(self.buf_size as u32);
+        entry.set_bid(bid);
+        self.tail.set(tail.wrapping_add(1));
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field overlays entry 0's reserved field inside our allocation; it is
+        // only ever accessed atomically by us and only read by the kernel.
+        let tail = unsafe { &*(BufRingEntry::tail(self.entries).cast::<AtomicU16>()) };
+        tail.store(self.tail.get(), Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with exactly these layouts and not freed elsewhere. The
+        // last `Rc` is gone, so no RecvBuf points in; the Ring drops (rather than leaks) its
+        // `Rc` only once no op that could select a buffer is in flight.
+        unsafe {
+            dealloc(self.entries.cast(), self.entries_layout);
+            dealloc(self.buffers, self.buffers_layout);
+        }
+    }
+}
+
+/// One receive buffer the kernel filled: derefs to the bytes it wrote.
+///
+/// Dropping it gives the buffer back to the kernel. Keep it only as long as you need the
+/// bytes: while held, the buffer is unavailable for receiving, and once all buffers are held
+/// multishot recvs finish with `-ENOBUFS`.
+///
+/// Not `Clone`, so a buffer cannot be read after it was handed back nor recycled twice:
+///
+/// ```compile_fail,E0599
+/// fn dup(b: &ringrpc_uring::RecvBuf) -> ringrpc_uring::RecvBuf {
+///     b.clone()
+/// }
+/// ```
+pub struct RecvBuf {
+    ring: Rc<BufRing>,
+    bid: u16,
+    len: u32,
+}
+
+impl RecvBuf {
+    /// Takes ownership of buffer `bid`, which a completion just reported the kernel filled
+    /// with `len` bytes. Only the reaper calls this, once per such completion.
+    pub(crate) fn from_completion(ring: &Rc<BufRing>, bid: u16, len: usize) -> RecvBuf {
+        assert!(
+            bid <= ring.mask && len <= ring.buf_size,
+            "kernel reported buffer {bid} with {len} bytes outside the buffer ring"
+        );
+        RecvBuf {
+            ring: Rc::clone(ring),
+            bid,
+            len: len as u32,
+        }
+    }
+
+    /// The buffer id (for diagnostics).
+    pub fn buffer_id(&self) -> u16 {
+        self.bid
+    }
+}
+
+impl Deref for RecvBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: buffer `bid` lies inside the allocation (checked at construction), the
+        // kernel handed it to this RecvBuf and will not write it until our Drop republishes it,
+        // and it wrote `len` initialised bytes before posting the completion we read.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ring
+                    .buffers
+                    .add(self.bid as usize * self.ring.buf_size),
+                self.len as usize,
+            )
+        }
+    }
+}
+
+impl fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBuf")
+            .field("bid", &self.bid)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        self.ring.push(self.bid);
+        self.ring.publish();
+    }
+}

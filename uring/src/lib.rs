@@ -1,0 +1,755 @@
+//! ringrpc's io_uring layer: one single-threaded ring whose ops own every byte and every
+//! descriptor the kernel touches, so that safe code cannot free, close or read anything while
+//! the kernel is still using it. All of ringrpc's `unsafe` io_uring and syscall use lives in
+//! this crate; users can `#![deny(unsafe_code)]`.
+//!
+//! Invariants:
+//! - Every op is one record in the ring's op slab from push until its *final* completion (one
+//!   without the "more" flag). The record owns what the kernel reads or writes for the op: the
+//!   send batch with its iovecs and `msghdr`, the timeout's timespec, the eventfd read buffer,
+//!   and a [`SharedFd`] clone of the descriptor the op names. So an fd cannot be closed (and its
+//!   number reused) and no memory can be freed under the kernel, whatever the caller drops.
+//! - `user_data` is the slab index plus a 31-bit generation ([`OpId`]); a stale [`OpId`] never
+//!   matches a newer op in the same slot, neither in [`Ring::cancel`] nor in the kernel.
+//!   `user_data` with bit 63 set marks the ring's own cancel requests, whose completions are
+//!   consumed internally and never surfaced.
+//! - Payloads are moved out of completions, never copied: an accepted descriptor is wrapped in
+//!   an [`OwnedFd`] by the ring the moment its completion is reaped, a filled receive buffer
+//!   becomes one [`RecvBuf`] (its docs and module give the proof), a send's batch comes back
+//!   only in that send's own [`Completion`]. [`Completion`] cannot be built or cloned outside
+//!   this crate.
+//! - Dropping a [`Ring`] cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel
+//!   to confirm; if it does not, the op records and the buffer ring are leaked, never freed.
+//! - Minimum kernel: 6.0 (multishot recv, cancel-any). Each op states its own minimum.
+//!   DEFER_TASKRUN (6.1), SINGLE_ISSUER (6.0) and COOP_TASKRUN (5.19) are used when present.
+//!
+//! ```no_run
+//! use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, SharedFd};
+//! let mut ring = Ring::new(RingConfig::default())?;
+//! let listener = SharedFd::from(std::net::TcpListener::bind("127.0.0.1:0")?);
+//! ring.accept_multi(&listener, 0)?;
+//! let mut done: Vec<Completion> = Vec::new();
+//! ring.submit_and_wait(1, &mut done)?;
+//! for mut c in done.drain(..) {
+//!     if let Some(fd) = c.take_accepted() {
+//!         let conn = SharedFd::from(fd);
+//!         ring.recv_multi(&conn, 1)?;
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod bufring;
+mod error;
+mod fd;
+pub mod sys;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use slab::Slab;
+
+use bufring::BufRing;
+pub use bufring::RecvBuf;
+pub use error::{RingError, SendError};
+pub use fd::SharedFd;
+
+/// Largest number of segments one [`Ring::send`] carries (Linux `IOV_MAX`).
+pub const IOV_MAX: usize = 1024;
+
+/// How long [`Ring::cancel_all_and_wait`] (and dropping a ring) waits for cancelled ops.
+pub const DROP_WAIT: Duration = Duration::from_secs(2);
+
+/// Buffer group id of the receive buffers (one group per ring).
+const RECV_BGID: u16 = 0;
+/// `user_data` of the ring's own cancel requests.
+const INTERNAL_USER_DATA: u64 = 1 << 63;
+/// Generations wrap at 31 bits, keeping bit 63 of `user_data` for internal requests.
+const GENERATION_MASK: u32 = (1 << 31) - 1;
+
+/// Names one op from push until its final completion; returned by every op.
+///
+/// Slab slot plus generation: once the op has finished, the id matches nothing, even after
+/// its slot was reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpId {
+    index: u32,
+    generation: u32,
+}
+
+impl OpId {
+    fn user_data(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    fn from_user_data(user_data: u64) -> Option<OpId> {
+        if user_data & INTERNAL_USER_DATA != 0 {
+            return None;
+        }
+        Some(OpId {
+            index: user_data as u32,
+            generation: (user_data >> 32) as u32,
+        })
+    }
+}
+
+/// What kind of op a completion finishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpKind {
+    /// [`Ring::accept_multi`].
+    Accept,
+    /// [`Ring::recv_multi`].
+    Recv,
+    /// [`Ring::send`].
+    Send,
+    /// [`Ring::wake_read`].
+    Wake,
+    /// [`Ring::timeout`].
+    Timeout,
+}
+
+/// Sizes of a ring; see [`Ring::new`].
+#[derive(Clone, Copy, Debug)]
+pub struct RingConfig {
+    /// Submission queue entries (the completion queue gets 4× as many). More ops than this
+    /// may be in flight; a full queue is submitted to make room.
+    pub entries: u32,
+    /// Receive buffers shared by every multishot recv: a power of two, at most 32768.
+    pub recv_buffers: u16,
+    /// Size of each receive buffer in bytes (≥ 1); one recv completion carries at most this.
+    pub recv_buffer_size: usize,
+}
+
+impl Default for RingConfig {
+    /// 256 entries, 256 receive buffers of 16 KiB.
+    fn default() -> RingConfig {
+        RingConfig {
+            entries: 256,
+            recv_buffers: 256,
+            recv_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// What the ring setup settled on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingFeatures {
+    /// SINGLE_ISSUER was accepted (kernel ≥ 6.0).
+    pub single_issuer: bool,
+    /// DEFER_TASKRUN was accepted (kernel ≥ 6.1).
+    pub defer_taskrun: bool,
+    /// COOP_TASKRUN was accepted (kernel ≥ 5.19).
+    pub coop_taskrun: bool,
+}
+
+/// Wakes a [`Ring`] from any thread: makes its armed [`Ring::wake_read`] complete.
+#[derive(Clone, Debug)]
+pub struct Waker(Arc<File>);
+
+impl Waker {
+    /// Adds 1 to the ring's eventfd. A counter already at its maximum means a wake-up is
+    /// pending anyway, so that is not an error.
+    pub fn wake(&self) -> io::Result<()> {
+        match (&*self.0).write(&1u64.to_ne_bytes()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A heap cell the kernel writes into: held as a raw pointer, never as a `Box`, so no Rust
+/// reference to it exists while the kernel may write.
+struct KernelCell<T>(NonNull<T>);
+
+impl<T> KernelCell<T> {
+    fn new(v: T) -> KernelCell<T> {
+        KernelCell(NonNull::from(Box::leak(Box::new(v))))
+    }
+}
+
+impl<T> Drop for KernelCell<T> {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::leak in `new` and freed only here. Its op record is dropped
+        // only after the op's final completion (or never), so the kernel is done with it.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+/// The memory an op's SQE points into, owned by its record until the final completion.
+enum OpMem {
+    Accept,
+    Recv,
+    Send {
+        batch: Vec<Bytes>,
+        // Never read by us: kept so the kernel's pointers stay valid until the completion.
+        _iovecs: Vec<libc::iovec>,
+        msg: Box<libc::msghdr>,
+    },
+    Wake {
+        buf: KernelCell<u64>,
+    },
+    Timeout {
+        ts: Box<types::Timespec>,
+    },
+}
+
+impl OpMem {
+    fn kind(&self) -> OpKind {
+        match self {
+            OpMem::Accept => OpKind::Accept,
+            OpMem::Recv => OpKind::Recv,
+            OpMem::Send { .. } => OpKind::Send,
+            OpMem::Wake { .. } => OpKind::Wake,
+            OpMem::Timeout { .. } => OpKind::Timeout,
+        }
+    }
+}
+
+/// One op in flight.
+struct Op {
+    tag: u64,
+    generation: u32,
+    /// The descriptor the op names; closing waits for this clone too.
+    fd: Option<SharedFd>,
+    mem: OpMem,
+}
+
+/// What [`Ring::enqueue`] turns into an SQE.
+enum Request {
+    /// The op recorded in this slab slot.
+    Op(OpId),
+    /// Cancel the op with this id.
+    Cancel(OpId),
+    /// Cancel every op (kernel ≥ 6.0).
+    CancelAll,
+}
+
+/// Something an op produced, moved out by its [`Completion`]'s owner.
+#[derive(Debug)]
+enum Payload {
+    None,
+    Accepted(OwnedFd),
+    Recv(RecvBuf),
+    Sent(Vec<Bytes>),
+}
+
+/// One finished (or, for multishot ops, progressed) op.
+///
+/// Built only by the ring; dropping it drops its payload safely (an accepted descriptor is
+/// closed, a receive buffer goes back to the kernel, a send batch is freed). It cannot be made
+/// or copied outside this crate:
+///
+/// ```compile_fail,E0451
+/// use ringrpc_uring::{Completion, OpKind};
+/// let c = Completion { tag: 0, op: todo!(), kind: OpKind::Send, result: 0, more: false, payload: todo!() };
+/// ```
+///
+/// ```compile_fail,E0599
+/// fn dup(c: &ringrpc_uring::Completion) -> ringrpc_uring::Completion {
+///     c.clone()
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Completion {
+    tag: u64,
+    op: OpId,
+    kind: OpKind,
+    result: i32,
+    more: bool,
+    payload: Payload,
+}
+
+impl Completion {
+    /// The tag given when the op was pushed.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    /// Which op this is.
+    pub fn op(&self) -> OpId {
+        self.op
+    }
+    /// What kind of op this is.
+    pub fn kind(&self) -> OpKind {
+        self.kind
+    }
+    /// Bytes transferred, the accepted descriptor number, or a negated errno (a timeout that
+    /// fired reports `-ETIME`, a cancelled op `-ECANCELED`).
+    pub fn result(&self) -> i32 {
+        self.result
+    }
+    /// Whether the (multishot) op stays armed; `false` on every op's final completion.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+    /// The connection an accept completion produced, owned by the caller from now on.
+    pub fn take_accepted(&mut self) -> Option<OwnedFd> {
+        match std::mem::replace(&mut self.payload, Payload::None) {
+            Payload::Accepted(fd) => Some(fd),
+            other => {
+                self.payload = other;
+                None
+            }
+        }
+    }
+    /// The bytes a recv completion delivered; the buffer goes back to the kernel when the
+    /// [`RecvBuf`] is dropped.
+    pub fn take_recv_buf(&mut self) -> Option<RecvBuf> {
+        match std::mem::replace(&mut self.payload, Payload::None) {
+            Payload::Recv(buf) => Some(buf),
+            other => {
+                self.payload = other;
+                None
+            }
+        }
+    }
+    /// A send's own batch, in order, for resuming a partial send or reusing the `Vec`.
+    pub fn take_sent_batch(&mut self) -> Option<Vec<Bytes>> {
+        match std::mem::replace(&mut self.payload, Payload::None) {
+            Payload::Sent(batch) => Some(batch),
+            other => {
+                self.payload = other;
+                None
+            }
+        }
+    }
+}
+
+/// One thread's io_uring plus the records of its ops in flight. `!Send`: create it on the
+/// thread that uses it.
+pub struct Ring {
+    uring: IoUring,
+    ops: Slab<Op>,
+    bufs: Rc<BufRing>,
+    wake_fd: SharedFd,
+    waker: Waker,
+    next_generation: u32,
+    features: RingFeatures,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("in_flight", &self.ops.len())
+            .field("bufs", &self.bufs)
+            .field("features", &self.features)
+            .finish()
+    }
+}
+
+impl Ring {
+    /// Creates the ring and registers its receive buffers and its wake-up eventfd.
+    ///
+    /// Must be called on the thread that will use the ring (SINGLE_ISSUER, where the kernel
+    /// has it). Tries SINGLE_ISSUER+DEFER_TASKRUN, then SINGLE_ISSUER+COOP_TASKRUN, then
+    /// COOP_TASKRUN, then no flags; see [`Ring::features`].
+    pub fn new(config: RingConfig) -> Result<Ring, RingError> {
+        if config.entries == 0 {
+            return Err(RingError::InvalidConfig("entries must be at least 1"));
+        }
+        if !config.recv_buffers.is_power_of_two() {
+            return Err(RingError::InvalidConfig(
+                "recv_buffers must be a power of two (1, 2, 4, ... 32768)",
+            ));
+        }
+        if config.recv_buffer_size == 0 || config.recv_buffer_size > u32::MAX as usize {
+            return Err(RingError::InvalidConfig(
+                "recv_buffer_size must be between 1 and u32::MAX bytes",
+            ));
+        }
+        let (uring, features) = setup(config.entries)?;
+        let bufs = Rc::new(BufRing::new(
+            config.recv_buffers,
+            config.recv_buffer_size,
+            RECV_BGID,
+        ));
+        // SAFETY: the entries array is owned by `bufs`, whose Rc the Ring keeps until the
+        // kernel has finished every op (see Drop) or leaks; it outlives any use by the kernel.
+        let reg = unsafe {
+            uring.submitter().register_buf_ring_with_flags(
+                bufs.ring_addr(),
+                bufs.count(),
+                bufs.bgid(),
+                0,
+            )
+        };
+        if let Err(e) = reg {
+            return Err(error::diagnose_buf_ring(e, bufs.count()));
+        }
+        let wake = sys::eventfd().map_err(RingError::Other)?;
+        let waker = Waker(Arc::new(wake.try_clone().map_err(RingError::Other)?));
+        Ok(Ring {
+            uring,
+            ops: Slab::new(),
+            bufs,
+            wake_fd: SharedFd::from(wake),
+            waker,
+            next_generation: 0,
+            features,
+        })
+    }
+
+    /// The setup flags the kernel accepted.
+    pub fn features(&self) -> RingFeatures {
+        self.features
+    }
+
+    /// A handle other threads use to wake this ring (see [`Ring::wake_read`]).
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Ops pushed whose final completion has not been reaped yet.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether op `id` is still in flight.
+    pub fn is_in_flight(&self, id: OpId) -> bool {
+        self.ops
+            .get(id.index as usize)
+            .is_some_and(|op| op.generation == id.generation)
+    }
+
+    /// Arms multishot accept on `listener` (kernel ≥ 5.19): one completion per connection,
+    /// whose [`Completion::take_accepted`] is the new close-on-exec socket.
+    pub fn accept_multi(&mut self, listener: &SharedFd, tag: u64) -> io::Result<OpId> {
+        self.start(tag, Some(listener), OpMem::Accept)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Arms multishot recv on `socket` into the receive buffers (kernel ≥ 6.0): one completion
+    /// per received chunk, with a [`RecvBuf`]. A final completion with `-ENOBUFS` means every
+    /// buffer was held by the caller; drop some and arm again. `0` means end of stream.
+    pub fn recv_multi(&mut self, socket: &SharedFd, tag: u64) -> io::Result<OpId> {
+        self.start(tag, Some(socket), OpMem::Recv)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Sends `batch` in order with one `sendmsg(MSG_NOSIGNAL)` (kernel ≥ 5.3), 1 to
+    /// [`IOV_MAX`] segments. The ring owns the batch until the completion, which hands it back
+    /// ([`Completion::take_sent_batch`]); the result may be a short write. On error the batch
+    /// comes back inside [`SendError`].
+    pub fn send(
+        &mut self,
+        socket: &SharedFd,
+        tag: u64,
+        batch: Vec<Bytes>,
+    ) -> Result<OpId, SendError> {
+        if batch.is_empty() || batch.len() > IOV_MAX {
+            return Err(SendError {
+                error: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
+                        batch.len()
+                    ),
+                ),
+                batch,
+            });
+        }
+        let iovecs: Vec<libc::iovec> = batch
+            .iter()
+            .map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty header (the libc
+        // struct has private padding fields on some targets, so no struct literal).
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iovecs.len() as _;
+        let mem = OpMem::Send {
+            batch,
+            _iovecs: iovecs,
+            msg,
+        };
+        self.start(tag, Some(socket), mem)
+            .map_err(|(error, op)| match op.mem {
+                OpMem::Send { batch, .. } => SendError { error, batch },
+                _ => unreachable!("a send's record holds a send"),
+            })
+    }
+
+    /// Arms one 8-byte read of the ring's eventfd (kernel ≥ 5.6); it completes once some
+    /// [`Waker::wake`] ran (result 8) and must then be armed again.
+    pub fn wake_read(&mut self, tag: u64) -> io::Result<OpId> {
+        let fd = self.wake_fd.clone();
+        self.start(
+            tag,
+            Some(&fd),
+            OpMem::Wake {
+                buf: KernelCell::new(0),
+            },
+        )
+        .map_err(|(e, _)| e)
+    }
+
+    /// Arms a one-shot timer `after` from now (kernel ≥ 5.4); it completes with `-ETIME` when
+    /// it fires. Any number may be armed at once.
+    pub fn timeout(&mut self, after: Duration, tag: u64) -> io::Result<OpId> {
+        let ts = Box::new(types::Timespec::from(after));
+        self.start(tag, None, OpMem::Timeout { ts })
+            .map_err(|(e, _)| e)
+    }
+
+    /// Asks the kernel to cancel op `id` (kernel ≥ 5.5); the op then finishes with
+    /// `-ECANCELED` (or with its own result, if it was already completing). Cancelling an op
+    /// that has already finished does nothing, even if its slot now holds a newer op. The
+    /// cancel request's own completion is consumed by the ring and never returned.
+    pub fn cancel(&mut self, id: OpId) -> io::Result<()> {
+        if !self.is_in_flight(id) {
+            return Ok(());
+        }
+        self.enqueue(Request::Cancel(id))
+    }
+
+    /// Records an op and queues its SQE: one slab insert. On failure the record comes back.
+    fn start(
+        &mut self,
+        tag: u64,
+        fd: Option<&SharedFd>,
+        mem: OpMem,
+    ) -> Result<OpId, (io::Error, Op)> {
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1) & GENERATION_MASK;
+        let op = Op {
+            tag,
+            generation,
+            fd: fd.cloned(),
+            mem,
+        };
+        let slot = self.ops.vacant_entry();
+        let Ok(index) = u32::try_from(slot.key()) else {
+            return Err((
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "more than 2^32 ops in flight; reap completions",
+                ),
+                op,
+            ));
+        };
+        slot.insert(op);
+        let id = OpId { index, generation };
+        match self.enqueue(Request::Op(id)) {
+            Ok(()) => Ok(id),
+            Err(e) => Err((e, self.ops.remove(index as usize))),
+        }
+    }
+
+    /// Turns one request into its SQE and queues it, submitting first if the queue is full.
+    /// The only place SQEs are made and pushed.
+    fn enqueue(&mut self, request: Request) -> io::Result<()> {
+        let entry: squeue::Entry = match request {
+            Request::Op(id) => {
+                let op = &self.ops[id.index as usize];
+                let fd = types::Fd(op.fd.as_ref().map_or(-1, SharedFd::raw));
+                match &op.mem {
+                    OpMem::Accept => opcode::AcceptMulti::new(fd)
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build(),
+                    OpMem::Recv => opcode::RecvMulti::new(fd, self.bufs.bgid()).build(),
+                    OpMem::Send { msg, .. } => {
+                        opcode::SendMsg::new(fd, &**msg as *const libc::msghdr)
+                            .flags(libc::MSG_NOSIGNAL as u32)
+                            .build()
+                    }
+                    OpMem::Wake { buf } => {
+                        opcode::Read::new(fd, buf.0.as_ptr().cast::<u8>(), 8).build()
+                    }
+                    OpMem::Timeout { ts } => {
+                        opcode::Timeout::new(&**ts as *const types::Timespec).build()
+                    }
+                }
+                .user_data(id.user_data())
+            }
+            Request::Cancel(id) => opcode::AsyncCancel::new(id.user_data())
+                .build()
+                .user_data(INTERNAL_USER_DATA),
+            Request::CancelAll => opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(INTERNAL_USER_DATA),
+        };
+        loop {
+            // SAFETY: every pointer and descriptor in `entry` belongs to the op record in
+            // `self.ops` (or is none, for cancels): the fd is a `SharedFd` clone held by the
+            // record, so it stays open; `msg`, its iovecs and the `Bytes` they point at, the
+            // timespec and the eventfd buffer are heap allocations owned by the record, which
+            // do not move when the slab grows. The record is removed only when its final
+            // completion is reaped (`reap`), or leaked with the slab if the kernel never
+            // confirms (Drop); recv buffers belong to `self.bufs`, which lives as long.
+            let pushed = unsafe { self.uring.submission().push(&entry) };
+            if pushed.is_ok() {
+                return Ok(());
+            }
+            self.uring.submit()?;
+        }
+    }
+
+    /// Submits everything queued and waits for at least `want` completions; appends every
+    /// completion available to `out`. `EINTR`, `EBUSY`, `EAGAIN` and `ETIME` count as a normal
+    /// wake-up (possibly with fewer completions than `want`).
+    pub fn submit_and_wait(&mut self, want: usize, out: &mut Vec<Completion>) -> io::Result<()> {
+        let entered = self.uring.submit_and_wait(want);
+        self.reap(entered, out)
+    }
+
+    /// As [`Ring::submit_and_wait`], but returns after `timeout` even without completions
+    /// (kernel ≥ 5.11).
+    pub fn submit_and_wait_for(
+        &mut self,
+        want: usize,
+        timeout: Duration,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let entered = self.uring.submitter().submit_with_args(want, &args);
+        self.reap(entered, out)
+    }
+
+    fn reap(&mut self, entered: io::Result<usize>, out: &mut Vec<Completion>) -> io::Result<()> {
+        match entered {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        for cqe in self.uring.completion() {
+            let (result, flags) = (cqe.result(), cqe.flags());
+            // Take the buffer first, so it goes back to the kernel whatever happens below.
+            let recv_buf = cqueue::buffer_select(flags)
+                .map(|bid| RecvBuf::from_completion(&self.bufs, bid, result.max(0) as usize));
+            let Some(id) = OpId::from_user_data(cqe.user_data()) else {
+                continue; // our own cancel request
+            };
+            let Some(op) = self.ops.get(id.index as usize) else {
+                continue;
+            };
+            if op.generation != id.generation {
+                continue;
+            }
+            let kind = op.mem.kind();
+            let tag = op.tag;
+            let more = cqueue::more(flags);
+            let mut payload = match (kind, recv_buf) {
+                (_, Some(buf)) => Payload::Recv(buf),
+                (OpKind::Accept, None) if result >= 0 => {
+                    // SAFETY: a non-negative accept result is a descriptor the kernel just
+                    // created for this process; nothing else knows it, so this is its only owner.
+                    Payload::Accepted(unsafe { OwnedFd::from_raw_fd(result) })
+                }
+                _ => Payload::None,
+            };
+            if !more {
+                if let OpMem::Send { batch, .. } = self.ops.remove(id.index as usize).mem {
+                    payload = Payload::Sent(batch);
+                }
+            }
+            out.push(Completion {
+                tag,
+                op: id,
+                kind,
+                result,
+                more,
+                payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// Cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel to finish them
+    /// all (kernel ≥ 6.0); returns whether it did. Completions reaped meanwhile are dropped
+    /// (accepted sockets closed, buffers recycled, batches freed).
+    pub fn cancel_all_and_wait(&mut self) -> bool {
+        if self.ops.is_empty() {
+            return true;
+        }
+        if self.enqueue(Request::CancelAll).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + DROP_WAIT;
+        let mut done = Vec::new();
+        while !self.ops.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if self
+                .submit_and_wait_for(self.ops.len(), deadline - now, &mut done)
+                .is_err()
+            {
+                break;
+            }
+            done.clear();
+        }
+        self.ops.is_empty()
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if !self.cancel_all_and_wait() {
+            // The kernel may still use these: never free them.
+            std::mem::forget(std::mem::take(&mut self.ops));
+            std::mem::forget(Rc::clone(&self.bufs));
+        }
+    }
+}
+
+fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> {
+    // Most capable first; EINVAL means this kernel lacks a flag, so try the next.
+    let attempts = [
+        RingFeatures {
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: false,
+        },
+        RingFeatures {
+            single_issuer: true,
+            defer_taskrun: false,
+            coop_taskrun: true,
+        },
+        RingFeatures {
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: true,
+        },
+        RingFeatures::default(),
+    ];
+    let mut last = None;
+    for want in attempts {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(entries.saturating_mul(4)).setup_submit_all();
+        if want.single_issuer {
+            b.setup_single_issuer();
+        }
+        if want.defer_taskrun {
+            b.setup_defer_taskrun();
+        }
+        if want.coop_taskrun {
+            b.setup_coop_taskrun();
+        }
+        match b.build(entries) {
+            Ok(ring) => return Ok((ring, want)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(error::diagnose_setup(e)),
+        }
+    }
+    Err(RingError::Unsupported {
+        source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)),
+    })
+}
