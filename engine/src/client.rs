@@ -90,14 +90,13 @@ impl ClientRuntime {
     pub fn new() -> Result<ClientRuntime, ClientError> {
         let settings = ReactorSettings::client();
         let start = |e| ClientError::Start(StartError::from(e));
-        let (mailboxes, wake_reads) = new_mailboxes(1, settings.mailbox_capacity).map_err(start)?;
+        let mailboxes = new_mailboxes(1, settings.mailbox_capacity);
         let shared = Arc::new(Shared::new(mailboxes, Hooks::default()));
         let threads = spawn_reactors(
             &Arc::new(settings),
             &Arc::new(Router::new()),
             &shared,
             vec![Vec::new()],
-            wake_reads,
         )
         .map_err(start)?;
         Ok(ClientRuntime {

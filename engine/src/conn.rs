@@ -316,9 +316,6 @@ pub use fuzz::{FuzzOutcome, fuzz_check};
 impl Conn {
     /// A connection with a placeholder identity and a mailbox of its own, for fuzzing and
     /// tests without a reactor. Not a stable API.
-    ///
-    /// # Panics
-    /// If the mailbox's eventfd cannot be created.
     pub(crate) fn for_fuzzing(max_body: u32) -> Conn {
         let info = ConnInfo {
             id: crate::ids::ConnId {
@@ -328,10 +325,7 @@ impl Conn {
             },
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
         };
-        let waker = crate::ring::sys::eventfd().unwrap_or_else(|e| {
-            panic!("Conn::for_fuzzing: cannot create the mailbox eventfd: {e}")
-        });
-        let mailbox = Mailbox::new(waker, crate::mailbox::DEFAULT_CAPACITY);
+        let mailbox = Mailbox::new(crate::mailbox::DEFAULT_CAPACITY);
         Conn::new(info, Arc::new(mailbox), max_body)
     }
 }

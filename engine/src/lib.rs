@@ -2,7 +2,7 @@
 //!
 //! One reactor thread per core, each pinned to its CPU and owning its io_uring, its
 //! `SO_REUSEPORT` listener and a slab of its connections. Data flows one way:
-//! ring → reactor → conn → router → conn → ring. All `unsafe` lives in `ring`.
+//! ring → reactor → conn → router → conn → ring. All `unsafe` lives in the `ringrpc-uring` crate.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -27,7 +27,7 @@
 //! assert_eq!(report.total().requests, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
 
 mod client;
 mod config;
@@ -42,8 +42,6 @@ mod mailbox;
 mod outqueue;
 mod pool;
 mod reactor;
-#[doc(hidden)]
-pub mod ring;
 pub mod router;
 mod runtime;
 mod server;

@@ -10,14 +10,13 @@
 //!   [`CallError::MailboxFull`] past it; the others are bounded by construction — answers by
 //!   each connection's limit of deferred requests, closes by the connections that exist.
 
-use std::fs::File;
-use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
+use ringrpc_uring::Waker;
 
 use crate::error::{CallError, DisconnectReason};
 use crate::ids::{ConnId, ConnInfo};
@@ -72,7 +71,9 @@ impl Command {
 pub(crate) struct Mailbox {
     tx: Sender<Command>,
     rx: Receiver<Command>,
-    waker: File,
+    /// The reactor's ring wake-up, set once its ring is up (messages posted before that
+    /// are taken by the reactor's first drain).
+    waker: OnceLock<Waker>,
     wake_pending: AtomicBool,
     /// Optional messages queued and not yet drained.
     optional_queued: AtomicUsize,
@@ -91,14 +92,13 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    /// An inbox holding at most `capacity` optional messages, whose wake-ups are written to
-    /// `waker` (the reactor reads its other end).
-    pub(crate) fn new(waker: File, capacity: usize) -> Mailbox {
+    /// An inbox holding at most `capacity` optional messages.
+    pub(crate) fn new(capacity: usize) -> Mailbox {
         let (tx, rx) = crossbeam_channel::unbounded();
         Mailbox {
             tx,
             rx,
-            waker,
+            waker: OnceLock::new(),
             wake_pending: AtomicBool::new(false),
             optional_queued: AtomicUsize::new(0),
             capacity,
@@ -122,10 +122,18 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Connects the inbox to its reactor's ring (once, before the reactor's first drain).
+    pub(crate) fn set_waker(&self, waker: Waker) {
+        let _ = self.waker.set(waker);
+    }
+
     /// Wakes the reactor unconditionally (shutdown).
     pub(crate) fn wake(&self) {
-        // A full eventfd counter already guarantees a wake-up, so errors are harmless.
-        let _ = (&self.waker).write(&1u64.to_ne_bytes());
+        if let Some(waker) = self.waker.get() {
+            if let Err(e) = waker.wake() {
+                tracing::error!("cannot wake a reactor: {e}");
+            }
+        }
     }
 
     /// Reactor side: everything posted so far, in order.
@@ -161,8 +169,7 @@ mod tests {
 
     #[test]
     fn optional_messages_are_refused_past_capacity_and_owed_ones_never() {
-        let waker = crate::ring::sys::eventfd().unwrap();
-        let mailbox = Mailbox::new(waker, 2);
+        let mailbox = Mailbox::new(2);
         assert!(mailbox.post(notify()).is_ok());
         assert!(mailbox.post(notify()).is_ok());
         assert!(matches!(

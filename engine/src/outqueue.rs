@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, write_frame};
 
-use crate::ring::IOV_MAX;
+use ringrpc_uring::IOV_MAX;
 
 /// Payloads at least this large are queued as their own `Bytes` instead of being copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;

@@ -7,7 +7,6 @@
 //! addresses (a client runtime has none).
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,10 +17,10 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::mailbox::{self, Mailbox};
 use crate::reactor::Reactor;
-use crate::ring::{RingError, sys};
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::stats::CoreStats;
+use ringrpc_uring::RingError;
 
 /// What each reactor needs to know, server or client.
 #[derive(Clone, Debug)]
@@ -101,7 +100,7 @@ pub enum SpawnError {
         /// Why.
         source: RingError,
     },
-    /// A thread or eventfd could not be created.
+    /// A thread could not be created.
     Resource {
         /// What could not be created.
         what: &'static str,
@@ -175,23 +174,9 @@ impl std::error::Error for RunError {
     }
 }
 
-/// One mailbox per reactor, and the read ends of their eventfds for the reactors' rings.
-pub(crate) fn new_mailboxes(
-    n: usize,
-    capacity: usize,
-) -> Result<(Vec<Arc<Mailbox>>, Vec<File>), SpawnError> {
-    let resource = |source| SpawnError::Resource {
-        what: "an eventfd",
-        source,
-    };
-    let mut mailboxes = Vec::with_capacity(n);
-    let mut wake_reads = Vec::with_capacity(n);
-    for _ in 0..n {
-        let fd = sys::eventfd().map_err(resource)?;
-        wake_reads.push(fd.try_clone().map_err(resource)?);
-        mailboxes.push(Arc::new(Mailbox::new(fd, capacity)));
-    }
-    Ok((mailboxes, wake_reads))
+/// One mailbox per reactor, each holding at most `capacity` optional messages.
+pub(crate) fn new_mailboxes(n: usize, capacity: usize) -> Vec<Arc<Mailbox>> {
+    (0..n).map(|_| Arc::new(Mailbox::new(capacity))).collect()
 }
 
 /// Reactor threads joined by [`join_all`].
@@ -206,7 +191,6 @@ pub(crate) fn spawn_reactors(
     router: &Arc<Router>,
     shared: &Arc<Shared>,
     listeners: Vec<Vec<TcpListener>>,
-    wake_reads: Vec<File>,
 ) -> Result<ReactorThreads, SpawnError> {
     let cores = listeners.len();
     let cpus = if settings.pin_cores {
@@ -222,7 +206,7 @@ pub(crate) fn spawn_reactors(
     }
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
     let mut threads = Vec::with_capacity(cores);
-    for (id, (listener, wake)) in listeners.into_iter().zip(wake_reads).enumerate() {
+    for (id, listener) in listeners.into_iter().enumerate() {
         let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
         let (core_settings, core_router, core_shared, ready) = (
             settings.clone(),
@@ -239,8 +223,7 @@ pub(crate) fn spawn_reactors(
                     }
                 }
                 let reactor =
-                    match Reactor::new(id, core_settings, core_router, core_shared, listener, wake)
-                    {
+                    match Reactor::new(id, core_settings, core_router, core_shared, listener) {
                         Ok(r) => {
                             let _ = ready.send((id, Ok(())));
                             r

@@ -6,7 +6,6 @@
 //! the others before `start` returns the error.
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -19,13 +18,13 @@ use crate::handle::{ConnHandle, encode};
 use crate::hooks::Hooks;
 use crate::ids::ConnInfo;
 use crate::mailbox::{BroadcastFilter, Command};
-use crate::ring::{RingError, sys};
 use crate::router::{RouteError, Router};
 use crate::runtime::{
     ReactorSettings, ReactorThreads, RunError, SpawnError, join_all, new_mailboxes, spawn_reactors,
 };
 use crate::shared::Shared;
 use crate::stats::CoreStats;
+use ringrpc_uring::{RingError, sys};
 
 /// Listen backlog of each reactor's socket.
 const BACKLOG: i32 = 4096;
@@ -320,14 +319,13 @@ impl ServerBuilder {
             local_addrs.push(bound);
         }
         let settings = ReactorSettings::from_config(&config);
-        let (mailboxes, wake_reads) = new_mailboxes(config.cores(), settings.mailbox_capacity)?;
+        let mailboxes = new_mailboxes(config.cores(), settings.mailbox_capacity);
         Ok(Server {
             config: Arc::new(config),
             settings: Arc::new(settings),
             router: Arc::new(self.router),
             listeners,
             local_addrs,
-            wake_reads,
             shared: Arc::new(Shared::new(mailboxes, self.hooks)),
         })
     }
@@ -341,7 +339,6 @@ pub struct Server {
     router: Arc<Router>,
     listeners: Vec<Vec<TcpListener>>,
     local_addrs: Vec<SocketAddr>,
-    wake_reads: Vec<File>,
     shared: Arc<Shared>,
 }
 
@@ -385,13 +382,7 @@ impl Server {
 
     /// Starts every reactor and returns once all are serving.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        let threads = spawn_reactors(
-            &self.settings,
-            &self.router,
-            &self.shared,
-            self.listeners,
-            self.wake_reads,
-        )?;
+        let threads = spawn_reactors(&self.settings, &self.router, &self.shared, self.listeners)?;
         Ok(RunningServer {
             handle: ServerHandle {
                 shared: self.shared,

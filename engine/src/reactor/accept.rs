@@ -7,39 +7,32 @@
 //! an episode is logged once, with the fix.
 
 use std::io;
-use std::net::{IpAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, TcpStream};
 use std::time::Duration;
+
+use ringrpc_uring::{Completion, OpId, SharedFd};
 
 use super::Reactor;
 use super::timers::TimerId;
-use crate::ring::{Cqe, OpKind, Token, sys};
 
 /// How long accept pauses after running out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A listening socket and whether its multishot accept is armed.
+/// A listening socket and its multishot accept, while armed.
 pub(super) struct Listener {
-    pub(super) socket: TcpListener,
-    pub(super) armed: bool,
-}
-
-fn accept_token(listener: usize) -> Token {
-    Token::bare(OpKind::Accept, listener as u32)
+    pub(super) socket: SharedFd,
+    pub(super) accept: Option<OpId>,
 }
 
 impl Reactor {
     /// Arms multishot accept on every listener that lacks one.
     pub(super) fn arm_accepts(&mut self) {
         for (i, listener) in self.listeners.iter_mut().enumerate() {
-            if listener.armed {
+            if listener.accept.is_some() {
                 continue;
             }
-            match self
-                .ring
-                .accept_multi(listener.socket.as_raw_fd(), accept_token(i))
-            {
-                Ok(()) => listener.armed = true,
+            match self.ring.accept_multi(&listener.socket, i as u64) {
+                Ok(op) => listener.accept = Some(op),
                 Err(e) => {
                     self.stats.loop_errors += 1;
                     tracing::error!(core = self.id, "cannot arm accept: {e}");
@@ -50,23 +43,23 @@ impl Reactor {
 
     /// Cancels every armed accept.
     pub(super) fn cancel_accepts(&mut self) {
-        for (i, listener) in self.listeners.iter().enumerate() {
-            if listener.armed {
-                if let Err(e) = self.ring.cancel(accept_token(i)) {
+        for listener in &self.listeners {
+            if let Some(op) = listener.accept {
+                if let Err(e) = self.ring.cancel(op) {
                     tracing::warn!(core = self.id, "cannot cancel accept: {e}");
                 }
             }
         }
     }
 
-    pub(super) fn on_accept(&mut self, cqe: Cqe) {
-        if !cqe.more() {
-            if let Some(listener) = self.listeners.get_mut(cqe.token.slot as usize) {
-                listener.armed = false;
+    pub(super) fn on_accept(&mut self, mut completion: Completion) {
+        if !completion.more() {
+            if let Some(listener) = self.listeners.get_mut(completion.tag() as usize) {
+                listener.accept = None;
             }
         }
-        if cqe.result >= 0 {
-            let stream = sys::stream_from_accept(cqe.result);
+        if let Some(fd) = completion.take_accepted() {
+            let stream = TcpStream::from(fd);
             if self.accept_failure_streak > 0 {
                 tracing::info!(
                     core = self.id,
@@ -85,7 +78,7 @@ impl Reactor {
                 self.conns[idx].counted_peer = counted;
             }
         } else {
-            match -cqe.result {
+            match -completion.result() {
                 libc::ECANCELED => {}
                 errno @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                     self.accept_out_of_resources(errno)
@@ -104,7 +97,7 @@ impl Reactor {
 
     /// Applies the connection limits: `None` refuses; `Some(counted)` admits, counted
     /// against its peer's limit when one is set.
-    fn admit(&mut self, stream: &std::net::TcpStream) -> Option<bool> {
+    fn admit(&mut self, stream: &TcpStream) -> Option<bool> {
         let limit = self.settings.max_connections_per_core;
         if self.conns.len() >= limit {
             self.stats.refused += 1;

@@ -12,11 +12,12 @@ use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use ringrpc_uring::sys;
+
 use super::Reactor;
 use super::slot::Slot;
 use super::timers::TimerId;
 use crate::error::DisconnectReason;
-use crate::ring::{OpKind, sys};
 
 /// A connection that got our FIN is closed once its peer has sent nothing for this long.
 const LINGER_QUIET: Duration = Duration::from_millis(100);
@@ -125,8 +126,8 @@ impl Reactor {
         if !slot.paused && slot.dead.is_none() && (bytes > max_bytes || frames > max_frames) {
             slot.paused = true;
             self.stats.overstocks += 1;
-            if slot.recv_armed {
-                if let Err(e) = self.ring.cancel(slot.token(OpKind::Recv, idx)) {
+            if let Some(recv) = slot.recv {
+                if let Err(e) = self.ring.cancel(recv) {
                     slot.close(DisconnectReason::Socket(e));
                 }
             }
@@ -138,7 +139,7 @@ impl Reactor {
             slot.paused = false;
             let reading =
                 slot.dead.is_none() && !slot.peer_eof && !slot.write_shut && slot.failed.is_none();
-            if reading && !slot.recv_armed {
+            if reading && slot.recv.is_none() {
                 self.arm_recv(idx);
             }
         }
@@ -170,13 +171,13 @@ impl Reactor {
             // until the peer closes too, has been quiet for LINGER_QUIET with nothing
             // unread, or LINGER_MAX has passed.
             if !slot.write_shut {
-                let _ = slot.stream.shutdown(Shutdown::Write);
+                slot.shutdown(Shutdown::Write);
                 slot.write_shut = true;
                 slot.linger_since = Some(now);
                 lingering_started = true;
             }
             let quiet = now.saturating_duration_since(slot.last_active) >= LINGER_QUIET
-                && sys::unread_bytes(slot.stream.as_fd()).is_ok_and(|n| n == 0);
+                && sys::unread_bytes(slot.socket.as_fd()).is_ok_and(|n| n == 0);
             let too_long = slot
                 .linger_since
                 .is_some_and(|t| now.saturating_duration_since(t) >= LINGER_MAX);
@@ -192,14 +193,14 @@ impl Reactor {
         }
         if slot.dead.is_some() && !slot.shut_both {
             slot.shut_both = true;
-            let _ = slot.stream.shutdown(Shutdown::Both);
-            if slot.recv_armed {
-                if let Err(e) = self.ring.cancel(slot.token(OpKind::Recv, idx)) {
+            slot.shutdown(Shutdown::Both);
+            if let Some(recv) = slot.recv {
+                if let Err(e) = self.ring.cancel(recv) {
                     tracing::warn!(core = self.id, "cannot cancel a closing recv: {e}");
                 }
             }
         }
-        if slot.dead.is_some() && !slot.recv_armed && !slot.send_in_flight {
+        if slot.dead.is_some() && slot.recv.is_none() && !slot.send_in_flight {
             self.release(idx);
         } else if lingering_started {
             // The linger check replaces the connection's other timers.

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use super::Reactor;
 use super::timers::TimerId;
 use crate::error::DisconnectReason;
-use crate::ring::sys;
+use ringrpc_uring::sys;
 
 impl Reactor {
     pub(super) fn begin_drain(&mut self) {
@@ -22,7 +22,7 @@ impl Reactor {
         self.listeners.clear();
         for (_, slot) in self.conns.iter_mut() {
             // Everything the peer sent before this moment is owed an answer.
-            let unread = sys::unread_bytes(slot.stream.as_fd()).unwrap_or(0) as u64;
+            let unread = sys::unread_bytes(slot.socket.as_fd()).unwrap_or(0) as u64;
             slot.drain_target = Some(slot.conn.session.stats.bytes_in + unread);
         }
         self.mark_all_dirty();

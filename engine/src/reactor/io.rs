@@ -7,33 +7,32 @@
 //! connection still reads.
 
 use std::io;
-use std::os::fd::AsRawFd;
+
+use ringrpc_uring::{Completion, SendError};
 
 use super::Reactor;
 use crate::error::DisconnectReason;
-use crate::ring::{Cqe, OpKind};
 
 impl Reactor {
-    pub(super) fn on_recv(&mut self, cqe: Cqe) {
-        let Some(idx) = self.live(cqe.token) else {
-            if let Some(bid) = cqe.buffer_id() {
-                self.ring.bufs().recycle(bid);
-            }
+    pub(super) fn on_recv(&mut self, mut completion: Completion) {
+        // A completion for a connection already released is dropped (its buffer returns
+        // to the kernel as it drops).
+        let Some(idx) = self.live(completion.tag()) else {
             return;
         };
         let slot = &mut self.conns[idx];
-        if !cqe.more() {
-            slot.recv_armed = false;
+        if !completion.more() {
+            slot.recv = None;
         }
         let mut partial_started = false;
-        if cqe.result > 0 {
+        let result = completion.result();
+        if result > 0 {
             slot.last_active = self.now;
             slot.pinged = false;
-            match cqe.buffer_id() {
-                Some(bid) => {
-                    let bufs = self.ring.bufs();
+            match completion.take_recv_buf() {
+                Some(buf) => {
                     let reading = slot.dead.is_none() && !slot.write_shut && slot.failed.is_none();
-                    let data = bufs.get(bid, cqe.result as usize);
+                    let data: &[u8] = &buf;
                     if self.settings.reflect && reading {
                         slot.conn.reflect(data);
                         self.stats.bytes_in += data.len() as u64;
@@ -57,11 +56,10 @@ impl Reactor {
                             slot.failed = Some(DisconnectReason::Protocol(e));
                         }
                     }
-                    bufs.recycle(bid);
-                    if slot.failed.is_some() && slot.recv_armed {
+                    drop(buf);
+                    if let (Some(_), Some(recv)) = (&slot.failed, slot.recv) {
                         // Read nothing more from a peer that broke the protocol.
-                        let token = slot.token(OpKind::Recv, idx);
-                        if let Err(e) = self.ring.cancel(token) {
+                        if let Err(e) = self.ring.cancel(recv) {
                             slot.close(DisconnectReason::Socket(e));
                         }
                     }
@@ -70,10 +68,10 @@ impl Reactor {
                     "recv completion without a buffer",
                 ))),
             }
-        } else if cqe.result == 0 {
+        } else if result == 0 {
             slot.peer_eof = true;
         } else {
-            match -cqe.result {
+            match -result {
                 libc::ENOBUFS => self.stats.recv_buffers_exhausted += 1,
                 libc::ECANCELED => {}
                 errno => {
@@ -84,7 +82,7 @@ impl Reactor {
                 }
             }
         }
-        if !slot.recv_armed
+        if slot.recv.is_none()
             && slot.dead.is_none()
             && !slot.peer_eof
             && !slot.paused
@@ -103,32 +101,32 @@ impl Reactor {
     /// Arms multishot recv on connection `idx`; a failure closes it.
     pub(super) fn arm_recv(&mut self, idx: usize) {
         let slot = &mut self.conns[idx];
-        let token = slot.token(OpKind::Recv, idx);
-        match self.ring.recv_multi(slot.stream.as_raw_fd(), token) {
-            Ok(()) => slot.recv_armed = true,
+        match self.ring.recv_multi(&slot.socket, slot.tag(idx)) {
+            Ok(op) => slot.recv = Some(op),
             Err(e) => slot.close(DisconnectReason::Socket(e)),
         }
     }
 
-    pub(super) fn on_send(&mut self, cqe: Cqe) {
-        let Some(done) = self.ring.take_send(&cqe) else {
-            return;
-        };
-        let Some(idx) = self.live(done.conn) else {
+    pub(super) fn on_send(&mut self, mut completion: Completion) {
+        let Some(idx) = self.live(completion.tag()) else {
             return;
         };
         let slot = &mut self.conns[idx];
         slot.send_in_flight = false;
-        if done.result < 0 {
-            self.stats.socket_errors += 1;
-            slot.close(DisconnectReason::Socket(io::Error::from_raw_os_error(
-                -done.result,
-            )));
-        } else {
-            self.stats.bytes_out += done.result as u64;
-            let mut batch = done.segments;
-            slot.conn.session.out.sent(&mut batch, done.result as usize);
-            slot.spare_batch = batch;
+        let result = completion.result();
+        let batch = completion.take_sent_batch();
+        match batch {
+            Some(mut batch) if result >= 0 => {
+                self.stats.bytes_out += result as u64;
+                slot.conn.session.out.sent(&mut batch, result as usize);
+                slot.spare_batch = batch;
+            }
+            _ => {
+                self.stats.socket_errors += 1;
+                slot.close(DisconnectReason::Socket(io::Error::from_raw_os_error(
+                    -result,
+                )));
+            }
         }
         self.mark_dirty(idx);
     }
@@ -142,13 +140,12 @@ impl Reactor {
         }
         let mut batch = std::mem::take(&mut slot.spare_batch);
         self.stats.frames_out += slot.conn.session.out.take_batch(&mut batch);
-        let token = slot.token(OpKind::Send, idx);
-        match self.ring.send(slot.stream.as_raw_fd(), token, batch) {
-            Ok(()) => {
+        match self.ring.send(&slot.socket, slot.tag(idx), batch) {
+            Ok(_) => {
                 slot.send_in_flight = true;
                 self.stats.sends += 1;
             }
-            Err(e) => slot.close(DisconnectReason::Socket(e)),
+            Err(SendError { error, .. }) => slot.close(DisconnectReason::Socket(error)),
         }
     }
 }

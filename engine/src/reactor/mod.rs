@@ -25,18 +25,17 @@ mod mail;
 mod slot;
 pub(crate) mod timers;
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, RingError, SharedFd};
 use slab::Slab;
 
 use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
 use crate::mailbox::Mailbox;
-use crate::ring::{Cqe, OpKind, Ring, RingError, Token};
 use crate::router::Router;
 use crate::runtime::ReactorSettings;
 use crate::shared::{ConnPolicy, Shared};
@@ -46,11 +45,14 @@ use accept::Listener;
 use slot::Slot;
 use timers::{Deadlines, TimerId};
 
-const WAKE: Token = Token {
-    kind: OpKind::Wake,
-    generation: 0,
-    slot: 0,
-};
+/// Tag of the wake-up read (connection tags are `slot << 32 | serial`, accept tags the
+/// listener's index; each op kind is told apart by the completion itself).
+const WAKE_TAG: u64 = 0;
+
+/// The tag of connection `idx`'s ops: its slot and the low half of its serial.
+fn conn_tag(idx: usize, serial: u64) -> u64 {
+    ((idx as u64) << 32) | u64::from(serial as u32)
+}
 
 /// One core's reactor.
 pub(crate) struct Reactor {
@@ -86,15 +88,14 @@ impl Reactor {
         router: Arc<Router>,
         shared: Arc<Shared>,
         listeners: Vec<TcpListener>,
-        wake: File,
     ) -> Result<Reactor, RingError> {
         let mailbox = shared.mailboxes[id].clone();
-        let ring = Ring::new(
-            settings.ring_entries,
-            settings.recv_buffers,
-            settings.recv_buffer_size,
-            wake,
-        )?;
+        let ring = Ring::new(RingConfig {
+            entries: settings.ring_entries,
+            recv_buffers: settings.recv_buffers,
+            recv_buffer_size: settings.recv_buffer_size,
+        })?;
+        mailbox.set_waker(ring.waker());
         tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
         let server_policy = Arc::new(ConnPolicy {
             router,
@@ -111,8 +112,8 @@ impl Reactor {
             listeners: listeners
                 .into_iter()
                 .map(|socket| Listener {
-                    socket,
-                    armed: false,
+                    socket: SharedFd::from(socket),
+                    accept: None,
                 })
                 .collect(),
             conns: Slab::with_capacity(1024),
@@ -137,7 +138,7 @@ impl Reactor {
     pub(crate) fn run(mut self) -> std::io::Result<CoreStats> {
         mark_reactor_thread();
         self.arm_accepts();
-        self.ring.wake_read(WAKE)?;
+        self.ring.wake_read(WAKE_TAG)?;
         if let Some(every) = self.settings.stats_interval {
             self.deadlines.schedule(self.now + every, TimerId::Stats);
         }
@@ -153,8 +154,8 @@ impl Reactor {
                 None => self.ring.submit_and_wait(1, &mut cqes)?,
             }
             self.now = Instant::now();
-            for cqe in cqes.drain(..) {
-                self.on_completion(cqe);
+            for completion in cqes.drain(..) {
+                self.on_completion(completion);
             }
             self.run_due_timers();
             if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
@@ -172,13 +173,14 @@ impl Reactor {
         Ok(self.stats)
     }
 
-    fn on_completion(&mut self, cqe: Cqe) {
-        match cqe.token.kind {
-            OpKind::Accept => self.on_accept(cqe),
-            OpKind::Recv => self.on_recv(cqe),
-            OpKind::Send => self.on_send(cqe),
-            OpKind::Wake => self.on_wake(cqe.result),
-            OpKind::Timer | OpKind::Cancel => {}
+    fn on_completion(&mut self, completion: Completion) {
+        match completion.kind() {
+            OpKind::Accept => self.on_accept(completion),
+            OpKind::Recv => self.on_recv(completion),
+            OpKind::Send => self.on_send(completion),
+            OpKind::Wake => self.on_wake(completion.result()),
+            // The reactor keeps its deadlines itself and arms no ring timeouts.
+            _ => {}
         }
     }
 
@@ -193,7 +195,7 @@ impl Reactor {
                 std::io::Error::from_raw_os_error(-result)
             );
         }
-        if let Err(e) = self.ring.wake_read(WAKE) {
+        if let Err(e) = self.ring.wake_read(WAKE_TAG) {
             self.stats.loop_errors += 1;
             tracing::error!(
                 core = self.id,
@@ -244,11 +246,11 @@ impl Reactor {
         }
     }
 
-    /// The live slot a completion names, if its serial still matches.
-    fn live(&self, token: Token) -> Option<usize> {
-        let idx = token.slot as usize;
+    /// The live slot a completion's tag names, if its serial still matches.
+    fn live(&self, tag: u64) -> Option<usize> {
+        let idx = (tag >> 32) as usize;
         match self.conns.get(idx) {
-            Some(s) if s.generation() == token.generation => Some(idx),
+            Some(s) if conn_tag(idx, s.serial) == tag => Some(idx),
             _ => None,
         }
     }

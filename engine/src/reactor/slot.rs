@@ -6,30 +6,30 @@
 //! reused slot; release runs every close consequence exactly once (pending calls failed,
 //! per-peer count returned, hooks told).
 
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use ringrpc_uring::{OpId, SharedFd};
 
-use super::Reactor;
+use super::{Reactor, conn_tag};
 use crate::conn::Conn;
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::ids::{ConnId, ConnInfo};
 use crate::mailbox::Closed;
-use crate::ring::token::GENERATION_MASK;
-use crate::ring::{OpKind, Token};
 use crate::shared::ConnPolicy;
 
 pub(super) struct Slot {
-    pub(super) stream: TcpStream,
+    /// The socket; the ring holds clones while ops on it are in flight.
+    pub(super) socket: SharedFd,
     pub(super) serial: u64,
     pub(super) conn: Conn,
     pub(super) policy: Arc<ConnPolicy>,
     pub(super) spare_batch: Vec<Bytes>,
-    pub(super) recv_armed: bool,
+    /// The armed multishot recv, until its final completion.
+    pub(super) recv: Option<OpId>,
     pub(super) send_in_flight: bool,
     pub(super) peer_eof: bool,
     pub(super) write_shut: bool,
@@ -65,14 +65,15 @@ impl Slot {
         self.dead.get_or_insert(reason);
     }
 
-    /// The ring token of this connection's `kind` op in slab slot `idx`.
-    pub(super) fn token(&self, kind: OpKind, idx: usize) -> Token {
-        Token::conn(kind, idx, self.generation())
+    /// The tag of this connection's ops (it lives in slab slot `idx`).
+    pub(super) fn tag(&self, idx: usize) -> u64 {
+        conn_tag(idx, self.serial)
     }
 
-    /// The low bits of the serial that ring tokens carry.
-    pub(super) fn generation(&self) -> u32 {
-        (self.serial as u32) & GENERATION_MASK
+    /// Shuts down one or both directions of the socket; errors (a peer already gone) change
+    /// nothing, since the close sequence goes on either way.
+    pub(super) fn shutdown(&self, how: Shutdown) {
+        let _ = socket2::SockRef::from(&self.socket).shutdown(how);
     }
 
     pub(super) fn info(&self) -> &ConnInfo {
@@ -89,7 +90,7 @@ impl Reactor {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         self.serial += 1;
         let serial = self.serial;
-        let fd = stream.as_raw_fd();
+        let socket = SharedFd::from(stream);
         let entry = self.conns.vacant_entry();
         let idx = entry.key();
         let info = ConnInfo {
@@ -107,12 +108,12 @@ impl Reactor {
         conn.session
             .set_max_in_flight(self.settings.max_in_flight_per_conn);
         entry.insert(Slot {
-            stream,
+            socket,
             serial,
             conn,
             policy,
             spare_batch: Vec::new(),
-            recv_armed: false,
+            recv: None,
             send_in_flight: false,
             peer_eof: false,
             write_shut: false,
@@ -132,11 +133,7 @@ impl Reactor {
             on_close: None,
         });
         self.stats.accepted += 1;
-        let slot = &mut self.conns[idx];
-        match self.ring.recv_multi(fd, slot.token(OpKind::Recv, idx)) {
-            Ok(()) => slot.recv_armed = true,
-            Err(e) => slot.close(DisconnectReason::Socket(e)),
-        }
+        self.arm_recv(idx);
         self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
         if let Some(hook) = &self.shared.hooks.on_connect {
