@@ -253,12 +253,13 @@ impl ClientBuilder {
             Some(rt) => rt,
             None => ClientRuntime::new()?,
         };
-        let policy = Arc::new(ConnPolicy {
-            router: Arc::new(self.router),
-            idle_timeout: self.options.idle_timeout,
-            keepalive: self.options.keepalive,
-            read_timeout: None,
-        });
+        let policy = Arc::new(ConnPolicy::new(
+            Arc::new(self.router),
+            &ReactorSettings::client(),
+            self.options.idle_timeout,
+            self.options.keepalive,
+            None,
+        ));
         let addrs: Vec<SocketAddr> = self
             .target
             .to_socket_addrs()

@@ -38,6 +38,7 @@ mod handle;
 mod hooks;
 mod ids;
 mod json;
+mod lifecycle;
 mod mailbox;
 mod outqueue;
 mod pool;

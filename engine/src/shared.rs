@@ -12,17 +12,42 @@ use std::time::Duration;
 
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
+use crate::lifecycle::{LINGER_MAX, LINGER_QUIET, LINGER_TICK, LifecycleConfig};
 use crate::mailbox::{Closed, Mailbox};
 use crate::router::Router;
+use crate::runtime::ReactorSettings;
 
-/// How one connection is served: its router and its timeouts. A server has one for all its
-/// connections; each client on a shared runtime has its own.
+/// How one connection is served: its router, its timeouts and send-queue limits. A server
+/// has one for all its connections; each client on a shared runtime has its own.
 #[derive(Debug)]
 pub(crate) struct ConnPolicy {
     pub(crate) router: Arc<Router>,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) keepalive: Option<Duration>,
-    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) lifecycle: LifecycleConfig,
+}
+
+impl ConnPolicy {
+    /// Serves with `router` under `settings`' send-queue limits and the given timeouts.
+    pub(crate) fn new(
+        router: Arc<Router>,
+        settings: &ReactorSettings,
+        idle_timeout: Option<Duration>,
+        keepalive: Option<Duration>,
+        read_timeout: Option<Duration>,
+    ) -> ConnPolicy {
+        ConnPolicy {
+            router,
+            lifecycle: LifecycleConfig {
+                idle_timeout,
+                read_timeout,
+                keepalive,
+                max_send_queue_bytes: settings.max_send_queue_bytes,
+                max_send_queue_frames: settings.max_send_queue_frames,
+                linger_quiet: LINGER_QUIET,
+                linger_max: LINGER_MAX,
+                linger_tick: LINGER_TICK,
+            },
+        }
+    }
 }
 
 /// Runs on the reactor thread once an adopted connection is being served.

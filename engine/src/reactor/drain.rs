@@ -8,7 +8,6 @@ use std::os::fd::AsFd;
 
 use super::Reactor;
 use super::timers::TimerId;
-use crate::error::DisconnectReason;
 use ringrpc_uring::sys;
 
 impl Reactor {
@@ -22,8 +21,9 @@ impl Reactor {
         self.listeners.clear();
         for (_, slot) in self.conns.iter_mut() {
             // Everything the peer sent before this moment is owed an answer.
-            let unread = sys::unread_bytes(slot.socket.as_fd()).unwrap_or(0) as u64;
-            slot.drain_target = Some(slot.conn.session.stats.bytes_in + unread);
+            let unread = sys::unread_bytes(slot.socket.as_fd()).ok();
+            let bytes_in = slot.conn.session.stats.bytes_in;
+            slot.lifecycle.begin_drain(bytes_in, unread);
         }
         self.mark_all_dirty();
         tracing::debug!(core = self.id, conns = self.conns.len(), "draining");
@@ -38,7 +38,7 @@ impl Reactor {
             );
         }
         for (_, slot) in self.conns.iter_mut() {
-            slot.close(DisconnectReason::Shutdown);
+            slot.lifecycle.force_close();
         }
         self.mark_all_dirty();
     }

@@ -1,10 +1,10 @@
 //! Receiving and sending: recv completions decoded (or reflected) into their connection,
 //! one vectored send per connection per tick, send completions handed back.
 //!
-//! Invariants: a provided buffer is recycled in the same completion that lent it; at most
-//! one send per connection is in flight, and the batch it carried comes back to the same
-//! connection (or is dropped with it); a recv that ended is re-armed only while the
-//! connection still reads.
+//! Invariants: a provided buffer goes back to the kernel when the completion that lent it
+//! is done with it; at most one send per connection is in flight, and the batch it carried
+//! comes back to the same connection (or is dropped with it); what each completion means
+//! for the connection's life is the [`Lifecycle`](crate::lifecycle::Lifecycle)'s call.
 
 use std::io;
 
@@ -20,91 +20,62 @@ impl Reactor {
         let Some(idx) = self.live(completion.tag()) else {
             return;
         };
+        let now = self.now;
         let slot = &mut self.conns[idx];
-        if !completion.more() {
+        let more = completion.more();
+        if !more {
             slot.recv = None;
         }
-        let mut partial_started = false;
         let result = completion.result();
+        let lifecycle = &mut slot.lifecycle;
         if result > 0 {
-            slot.last_active = self.now;
-            slot.pinged = false;
             match completion.take_recv_buf() {
-                Some(buf) => {
-                    let reading = slot.dead.is_none() && !slot.write_shut && slot.failed.is_none();
-                    let data: &[u8] = &buf;
-                    if self.settings.reflect && reading {
-                        slot.conn.reflect(data);
-                        self.stats.bytes_in += data.len() as u64;
-                    } else if reading {
+                Some(buf) if lifecycle.recv_data(now, more) => {
+                    if self.settings.reflect {
+                        slot.conn.reflect(&buf);
+                        self.stats.bytes_in += buf.len() as u64;
+                    } else {
                         let before = slot.conn.session.stats;
-                        let result = slot.conn.handle_recv(data, &slot.policy.router);
+                        let decoded = slot.conn.handle_recv(&buf, &slot.policy.router);
                         self.stats.add_conn_delta(&before, &slot.conn.session.stats);
-                        if slot.conn.session.rejected() && slot.failed.is_none() {
-                            slot.failed = Some(DisconnectReason::Unauthenticated);
-                        }
-                        let held = slot.conn.partial_len() > 0;
-                        partial_started = held && slot.partial_since.is_none();
-                        slot.partial_since = match held {
-                            false => None,
-                            true => slot.partial_since.or(Some(self.now)),
-                        };
-                        if let Err(e) = result {
+                        lifecycle.decoded(now, slot.conn.partial_len() > 0);
+                        // A protocol error outranks a failed authentication in the same read.
+                        if let Err(e) = decoded {
                             self.stats.protocol_errors += 1;
-                            tracing::debug!(core = self.id, peer = %slot.info().peer, "closing connection: {e}");
-                            // Answer the valid frames before the bad one, then close.
-                            slot.failed = Some(DisconnectReason::Protocol(e));
+                            tracing::debug!(core = self.id, peer = %slot.conn.session.info().peer, "closing connection: {e}");
+                            // The valid frames before the bad one are answered, then it closes.
+                            lifecycle.fail(DisconnectReason::Protocol(e));
                         }
-                    }
-                    drop(buf);
-                    if let (Some(_), Some(recv)) = (&slot.failed, slot.recv) {
-                        // Read nothing more from a peer that broke the protocol.
-                        if let Err(e) = self.ring.cancel(recv) {
-                            slot.close(DisconnectReason::Socket(e));
+                        if slot.conn.session.rejected() {
+                            lifecycle.fail(DisconnectReason::Unauthenticated);
                         }
                     }
                 }
-                None => slot.close(DisconnectReason::Socket(io::Error::other(
-                    "recv completion without a buffer",
-                ))),
+                // Lingering or failing: read and discarded.
+                Some(_) => {}
+                None => {
+                    lifecycle.recv_error(io::Error::other("recv completion without a buffer"), more)
+                }
             }
         } else if result == 0 {
-            slot.peer_eof = true;
+            lifecycle.recv_eof();
         } else {
             match -result {
-                libc::ENOBUFS => self.stats.recv_buffers_exhausted += 1,
-                libc::ECANCELED => {}
+                libc::ENOBUFS => {
+                    self.stats.recv_buffers_exhausted += 1;
+                    lifecycle.recv_no_buffers();
+                }
+                libc::ECANCELED => lifecycle.recv_cancelled(),
                 errno => {
                     self.stats.socket_errors += 1;
-                    slot.close(DisconnectReason::Socket(io::Error::from_raw_os_error(
-                        errno,
-                    )));
+                    lifecycle.recv_error(io::Error::from_raw_os_error(errno), more);
                 }
             }
         }
-        if slot.recv.is_none()
-            && slot.dead.is_none()
-            && !slot.peer_eof
-            && !slot.paused
-            && slot.failed.is_none()
-        {
-            self.arm_recv(idx);
-        }
-        // A new partial frame brings the read timeout forward; a connection whose timers
-        // were all spent (e.g. a keepalive Ping sent) gets them back now that data came.
-        if partial_started || self.conns[idx].timer_at.is_none() {
-            self.schedule_conn_timer(idx);
-        }
+        // A new partial frame brings the read timeout forward; data after a keepalive Ping
+        // brings the keepalive back.
+        self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
-    }
-
-    /// Arms multishot recv on connection `idx`; a failure closes it.
-    pub(super) fn arm_recv(&mut self, idx: usize) {
-        let slot = &mut self.conns[idx];
-        match self.ring.recv_multi(&slot.socket, slot.tag(idx)) {
-            Ok(op) => slot.recv = Some(op),
-            Err(e) => slot.close(DisconnectReason::Socket(e)),
-        }
     }
 
     pub(super) fn on_send(&mut self, mut completion: Completion) {
@@ -112,40 +83,41 @@ impl Reactor {
             return;
         };
         let slot = &mut self.conns[idx];
-        slot.send_in_flight = false;
         let result = completion.result();
-        let batch = completion.take_sent_batch();
-        match batch {
+        match completion.take_sent_batch() {
             Some(mut batch) if result >= 0 => {
                 self.stats.bytes_out += result as u64;
                 slot.conn.session.out.sent(&mut batch, result as usize);
                 slot.spare_batch = batch;
+                slot.lifecycle.send_done(Ok(result as usize));
             }
             _ => {
                 self.stats.socket_errors += 1;
-                slot.close(DisconnectReason::Socket(io::Error::from_raw_os_error(
-                    -result,
-                )));
+                slot.lifecycle
+                    .send_done(Err(io::Error::from_raw_os_error(-result)));
             }
         }
         self.mark_dirty(idx);
     }
 
-    /// Starts one vectored send of everything queued on connection `idx`, if it is open,
-    /// has output and has no send in flight.
-    pub(super) fn start_send(&mut self, idx: usize) {
+    /// Arms multishot recv on connection `idx`; `Err` if the ring refused.
+    pub(super) fn arm_recv(&mut self, idx: usize) -> io::Result<()> {
         let slot = &mut self.conns[idx];
-        if slot.dead.is_some() || slot.send_in_flight || slot.conn.session.out.is_empty() {
-            return;
-        }
+        slot.recv = Some(self.ring.recv_multi(&slot.socket, slot.tag(idx))?);
+        Ok(())
+    }
+
+    /// Starts one vectored send of everything queued on connection `idx`.
+    pub(super) fn start_send(&mut self, idx: usize) -> io::Result<()> {
+        let slot = &mut self.conns[idx];
         let mut batch = std::mem::take(&mut slot.spare_batch);
         self.stats.frames_out += slot.conn.session.out.take_batch(&mut batch);
         match self.ring.send(&slot.socket, slot.tag(idx), batch) {
             Ok(_) => {
-                slot.send_in_flight = true;
                 self.stats.sends += 1;
+                Ok(())
             }
-            Err(SendError { error, .. }) => slot.close(DisconnectReason::Socket(error)),
+            Err(SendError { error, .. }) => Err(error),
         }
     }
 }

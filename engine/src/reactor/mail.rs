@@ -24,7 +24,7 @@ impl Reactor {
                 Command::Notify { conn, frame } => {
                     if let Some(idx) = self.live_id(conn) {
                         let slot = &mut self.conns[idx];
-                        if slot.paused {
+                        if slot.lifecycle.is_paused() {
                             self.stats.notify_drops += 1;
                             continue;
                         }
@@ -45,19 +45,22 @@ impl Reactor {
                     timeout,
                     done,
                 } => match self.live_id(conn) {
-                    Some(idx) if self.conns[idx].paused => done(Err(CallError::Overstocked)),
+                    Some(idx) if self.conns[idx].lifecycle.is_paused() => {
+                        done(Err(CallError::Overstocked))
+                    }
                     Some(idx) => self.start_call(idx, &method, &payload, self.now + timeout, done),
                     None => done(Err(CallError::Disconnected)),
                 },
                 Command::Broadcast { frame, filter } => {
                     let mut reached = Vec::new();
                     for (idx, slot) in self.conns.iter_mut() {
-                        let open = slot.dead.is_none() && !slot.write_shut;
-                        if !open || !filter.as_ref().is_none_or(|f| f(slot.info())) {
+                        if !slot.lifecycle.is_open()
+                            || !filter.as_ref().is_none_or(|f| f(slot.info()))
+                        {
                             continue;
                         }
                         // A slow reader loses broadcasts rather than growing our memory.
-                        if slot.paused {
+                        if slot.lifecycle.is_paused() {
                             self.stats.broadcast_drops += 1;
                             continue;
                         }
@@ -71,7 +74,7 @@ impl Reactor {
                 }
                 Command::Close { conn } => {
                     if let Some(idx) = self.live_id(conn) {
-                        self.conns[idx].close_requested = true;
+                        self.conns[idx].lifecycle.request_close();
                         self.mark_dirty(idx);
                     }
                 }

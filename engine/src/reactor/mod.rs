@@ -97,12 +97,13 @@ impl Reactor {
         })?;
         mailbox.set_waker(ring.waker());
         tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
-        let server_policy = Arc::new(ConnPolicy {
+        let server_policy = Arc::new(ConnPolicy::new(
             router,
-            idle_timeout: settings.idle_timeout,
-            keepalive: settings.keepalive,
-            read_timeout: settings.read_timeout,
-        });
+            &settings,
+            settings.idle_timeout,
+            settings.keepalive,
+            settings.read_timeout,
+        ));
         let now = Instant::now();
         Ok(Reactor {
             id,
@@ -259,7 +260,7 @@ impl Reactor {
     fn live_id(&self, id: ConnId) -> Option<usize> {
         let idx = id.slot as usize;
         match self.conns.get(idx) {
-            Some(s) if s.serial == id.serial && s.dead.is_none() => Some(idx),
+            Some(s) if s.serial == id.serial && !s.lifecycle.is_dead() => Some(idx),
             _ => None,
         }
     }

@@ -1,10 +1,10 @@
-//! One connection as its reactor holds it: socket, protocol state, policy and the loose
-//! lifecycle flags the close sequence (`close.rs`) steps through; opening and releasing it.
+//! One connection as its reactor holds it: socket, protocol state, policy, lifecycle and
+//! the ring ops in flight on it; opening and releasing it.
 //!
 //! Invariants: a slot is removed from the slab only by [`Reactor::release`], which runs
-//! only once no recv is armed and no send is in flight, so no completion can ever name a
-//! reused slot; release runs every close consequence exactly once (pending calls failed,
-//! per-peer count returned, hooks told).
+//! only when its [`Lifecycle`] releases it — with no recv armed and no send in flight — so
+//! no completion can ever name a reused slot; release runs every close consequence exactly
+//! once (pending calls failed, per-peer count returned, hooks told).
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::conn::Conn;
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::ids::{ConnId, ConnInfo};
+use crate::lifecycle::Lifecycle;
 use crate::mailbox::Closed;
 use crate::shared::ConnPolicy;
 
@@ -27,33 +28,15 @@ pub(super) struct Slot {
     pub(super) serial: u64,
     pub(super) conn: Conn,
     pub(super) policy: Arc<ConnPolicy>,
-    pub(super) spare_batch: Vec<Bytes>,
-    /// The armed multishot recv, until its final completion.
+    /// Where the connection is in its life, stepped by the reactor's clock.
+    pub(super) lifecycle: Lifecycle,
+    /// The armed multishot recv, until its final completion (to cancel it).
     pub(super) recv: Option<OpId>,
-    pub(super) send_in_flight: bool,
-    pub(super) peer_eof: bool,
-    pub(super) write_shut: bool,
-    pub(super) dead: Option<DisconnectReason>,
-    pub(super) shut_both: bool,
+    pub(super) spare_batch: Vec<Bytes>,
+    /// Queued for this tick's flush.
     pub(super) dirty: bool,
-    pub(super) drain_target: Option<u64>,
-    /// Close once queued output is written (a handle asked).
-    pub(super) close_requested: bool,
-    /// Reading stopped because unsent output passed its limit.
-    pub(super) paused: bool,
-    /// When the peer last sent anything (the reactor's clock of that loop turn).
-    pub(super) last_active: Instant,
-    /// A keepalive Ping went out since the peer last sent anything.
-    pub(super) pinged: bool,
-    /// When the partial frame held now was started (`None` between frames).
-    pub(super) partial_since: Option<Instant>,
-    /// The peer broke the protocol: read no more, flush what its valid frames earned,
-    /// then close with this reason.
-    pub(super) failed: Option<DisconnectReason>,
     /// Counted against the per-peer limit (released on close).
     pub(super) counted_peer: bool,
-    /// When our FIN went out (lingering since).
-    pub(super) linger_since: Option<Instant>,
     /// The deadline this connection has in the reactor's heap, if any.
     pub(super) timer_at: Option<Instant>,
     /// Told why, when the connection is gone (adopted connections).
@@ -61,10 +44,6 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn close(&mut self, reason: DisconnectReason) {
-        self.dead.get_or_insert(reason);
-    }
-
     /// The tag of this connection's ops (it lives in slab slot `idx`).
     pub(super) fn tag(&self, idx: usize) -> u64 {
         conn_tag(idx, self.serial)
@@ -82,7 +61,8 @@ impl Slot {
 }
 
 impl Reactor {
-    /// Takes a connected socket into the slab and arms its recv; returns its slot.
+    /// Takes a connected socket into the slab; its recv is armed by the first flush.
+    /// Returns its slot.
     pub(super) fn open_conn(&mut self, stream: TcpStream, policy: Arc<ConnPolicy>) -> usize {
         let _ = stream.set_nodelay(true);
         let peer = stream
@@ -112,28 +92,15 @@ impl Reactor {
             serial,
             conn,
             policy,
-            spare_batch: Vec::new(),
+            lifecycle: Lifecycle::new(self.now),
             recv: None,
-            send_in_flight: false,
-            peer_eof: false,
-            write_shut: false,
-            dead: None,
-            shut_both: false,
+            spare_batch: Vec::new(),
             dirty: false,
-            drain_target: None,
-            close_requested: false,
-            paused: false,
-            last_active: self.now,
-            pinged: false,
-            partial_since: None,
-            failed: None,
             counted_peer: false,
-            linger_since: None,
             timer_at: None,
             on_close: None,
         });
         self.stats.accepted += 1;
-        self.arm_recv(idx);
         self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
         if let Some(hook) = &self.shared.hooks.on_connect {
@@ -142,15 +109,14 @@ impl Reactor {
         idx
     }
 
-    /// Frees a closed connection's slot; its socket closes as the slot drops.
-    pub(super) fn release(&mut self, idx: usize) {
+    /// Frees a closed connection's slot; its socket closes once the ring holds no op on it.
+    pub(super) fn release(&mut self, idx: usize, reason: DisconnectReason) {
         let mut slot = self.conns.remove(idx);
         self.stats.closed += 1;
         slot.conn.session.fail_calls(CallError::Disconnected);
         if slot.counted_peer {
             self.release_peer(slot.info().peer.ip());
         }
-        let reason = slot.dead.take().unwrap_or(DisconnectReason::Shutdown);
         tracing::trace!(core = self.id, peer = %slot.info().peer, "connection closed: {reason}");
         if let Some(hook) = &self.shared.hooks.on_disconnect {
             hook(slot.info(), &reason);
