@@ -21,8 +21,9 @@ use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
 use crate::router::{Context, Router};
-use crate::runtime::{ReactorSettings, ReactorThreads, join_all, new_mailboxes, spawn_reactors};
+use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
 use crate::server::StartError;
+use crate::settings::ReactorSettings;
 use crate::shared::{Adoption, ConnPolicy, Shared};
 
 /// Why a client could not connect or start.

@@ -262,7 +262,7 @@ impl ConfigBuilder {
         self
     }
     /// Require every connection to authenticate first: its first frame must be a Request to
-    /// [`AUTH_METHOD`](crate::conn::AUTH_METHOD) carrying this secret (compared in constant
+    /// [`AUTH_METHOD`](crate::error::AUTH_METHOD) carrying this secret (compared in constant
     /// time). Anything else gets one error Response and the connection is closed. Default
     /// off.
     pub fn auth_secret(mut self, secret: Option<impl AsRef<[u8]>>) -> Self {

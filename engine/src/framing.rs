@@ -1,8 +1,8 @@
 //! The transport seam, input side: turns the bytes a stream socket delivered into whole arpc
 //! frames, borrowed where possible.
 //!
-//! A connection's path is bytes in → framing → frames → dispatch ([`crate::conn`]) → frames →
-//! [`OutQueue`](crate::outqueue::OutQueue) → bytes out. Raw arpc framing is the only stream
+//! A connection's path is bytes in → framing → frames → dispatch (`conn`) → frames →
+//! `OutQueue` → bytes out. Raw arpc framing is the only stream
 //! framing today; WebSocket plugs in as another [`StreamFraming`] variant that unwraps
 //! messages and hands their bytes to an [`ArpcFraming`] inside it. Datagram transports need
 //! no stream framing: each datagram is parsed as exactly one frame and dispatched directly.

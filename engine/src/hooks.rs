@@ -1,6 +1,7 @@
 //! The user's callbacks for connection events, run on the connection's reactor thread.
 //!
-//! Invariants: a leaf above ids and errors; hooks must not block (they run on a reactor).
+//! Invariants: imports only ids, errors and handles; hooks must not block (they run on a
+//! reactor).
 
 use crate::error::DisconnectReason;
 use crate::handle::ConnHandle;

@@ -46,6 +46,7 @@ mod reactor;
 pub mod router;
 mod runtime;
 mod server;
+mod settings;
 mod shared;
 mod stats;
 

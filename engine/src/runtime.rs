@@ -1,5 +1,5 @@
-//! Reactor-thread plumbing shared by servers and client runtimes: per-reactor settings,
-//! mailboxes, spawning pinned reactor threads, joining them.
+//! Reactor-thread plumbing shared by servers and client runtimes: mailboxes, spawning
+//! reactor threads (pinned to CPUs when the settings ask), joining them.
 //!
 //! Invariants: a reactor's io_uring is created on its own thread (SINGLE_ISSUER) and
 //! [`spawn_reactors`] returns only once every ring is up — if any fails, the others are
@@ -12,82 +12,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crate::config::Config;
-use crate::mailbox::{self, Mailbox};
+use crate::mailbox::Mailbox;
 use crate::reactor::Reactor;
 use crate::router::Router;
+use crate::settings::ReactorSettings;
 use crate::shared::Shared;
 use crate::stats::CoreStats;
 use ringrpc_uring::RingError;
-
-/// What each reactor needs to know, server or client.
-#[derive(Clone, Debug)]
-pub(crate) struct ReactorSettings {
-    pub(crate) ring_entries: u32,
-    pub(crate) recv_buffers: u16,
-    pub(crate) recv_buffer_size: usize,
-    pub(crate) max_body: u32,
-    pub(crate) max_connections_per_core: usize,
-    pub(crate) max_connections_per_peer: Option<usize>,
-    pub(crate) max_send_queue_bytes: usize,
-    pub(crate) max_send_queue_frames: u64,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) keepalive: Option<Duration>,
-    pub(crate) read_timeout: Option<Duration>,
-    pub(crate) auth_secret: Option<Arc<[u8]>>,
-    pub(crate) max_in_flight_per_conn: usize,
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) stats_interval: Option<Duration>,
-    pub(crate) pin_cores: bool,
-    pub(crate) reflect: bool,
-    pub(crate) mailbox_capacity: usize,
-}
-
-impl ReactorSettings {
-    /// A server's reactors: everything of `config` but the cores and listen addresses.
-    pub(crate) fn from_config(config: &Config) -> ReactorSettings {
-        ReactorSettings {
-            ring_entries: config.ring_entries,
-            recv_buffers: config.recv_buffers,
-            recv_buffer_size: config.recv_buffer_size,
-            max_body: config.max_body,
-            max_connections_per_core: config.max_connections_per_core(),
-            max_connections_per_peer: config.max_connections_per_peer,
-            max_send_queue_bytes: config.max_send_queue_bytes,
-            max_send_queue_frames: config.max_send_queue_frames,
-            idle_timeout: config.idle_timeout,
-            keepalive: config.keepalive,
-            read_timeout: config.read_timeout,
-            auth_secret: config.auth_secret.clone(),
-            max_in_flight_per_conn: config.max_in_flight_per_conn,
-            shutdown_grace: config.shutdown_grace,
-            stats_interval: config.stats_interval,
-            pin_cores: config.pin_cores,
-            reflect: config.reflect,
-            mailbox_capacity: mailbox::DEFAULT_CAPACITY,
-        }
-    }
-
-    /// A client runtime's single reactor: small rings, no limits a server needs, per-client
-    /// timeouts (set on each connection, not here).
-    pub(crate) fn client() -> ReactorSettings {
-        let mut settings = ReactorSettings::from_config(
-            &Config::builder()
-                .cores(1)
-                .build()
-                .expect("the default settings are valid"),
-        );
-        settings.ring_entries = 256;
-        settings.recv_buffers = 256;
-        settings.pin_cores = false;
-        settings.idle_timeout = None;
-        settings.read_timeout = None;
-        settings.shutdown_grace = Duration::from_secs(1);
-        settings
-    }
-}
 
 /// Why reactors could not be started.
 #[derive(Debug)]

@@ -20,8 +20,9 @@ use crate::ids::ConnInfo;
 use crate::mailbox::{BroadcastFilter, Command};
 use crate::router::{RouteError, Router};
 use crate::runtime::{
-    ReactorSettings, ReactorThreads, RunError, SpawnError, join_all, new_mailboxes, spawn_reactors,
+    ReactorThreads, RunError, SpawnError, join_all, new_mailboxes, spawn_reactors,
 };
+use crate::settings::ReactorSettings;
 use crate::shared::Shared;
 use crate::stats::CoreStats;
 use ringrpc_uring::{RingError, sys};

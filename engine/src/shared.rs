@@ -15,7 +15,7 @@ use crate::hooks::Hooks;
 use crate::lifecycle::{LINGER_MAX, LINGER_QUIET, LINGER_TICK, LifecycleConfig};
 use crate::mailbox::{Closed, Mailbox};
 use crate::router::Router;
-use crate::runtime::ReactorSettings;
+use crate::settings::ReactorSettings;
 
 /// How one connection is served: its router, its timeouts and send-queue limits. A server
 /// has one for all its connections; each client on a shared runtime has its own.

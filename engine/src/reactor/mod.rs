@@ -2,7 +2,7 @@
 //!
 //! The loop lives here; each concern has its own file: `accept` (listeners, limits,
 //! descriptor-exhaustion backoff), `io` (recv, send batching, send completions), `close`
-//! (back-pressure, per-connection timers, the close sequence), `mail` (messages from other
+//! (carrying out what each connection's `Lifecycle` decides, its timers), `mail` (messages from other
 //! threads, adopted sockets), `drain` (shutdown, stats lines), `timers` (the deadline heap),
 //! `slot` (one connection's state, open and release).
 //!
@@ -13,7 +13,8 @@
 //!   then starts at most one vectored send per connection (none while one is in flight),
 //!   and enters the kernel once for all of it, waiting at most until the earliest deadline.
 //! - A connection's slot (and so its socket) is freed only when it has no recv armed and no
-//!   send in flight; every completion is checked against the slot's serial first.
+//!   send in flight (its lifecycle releases it only then); every completion's tag (slot and
+//!   the low 32 bits of the serial) is checked against the slot first.
 //! - Network input never panics the loop: a bad peer closes only its own connection.
 //! - Every wake-up and ring error is handled: logged and counted in `loop_errors`.
 
@@ -37,7 +38,7 @@ use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
 use crate::mailbox::Mailbox;
 use crate::router::Router;
-use crate::runtime::ReactorSettings;
+use crate::settings::ReactorSettings;
 use crate::shared::{ConnPolicy, Shared};
 use crate::stats::CoreStats;
 

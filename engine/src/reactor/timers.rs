@@ -4,7 +4,7 @@
 //! Invariants: entries are never removed early — an entry whose owner moved on (a call
 //! answered, a connection closed or re-scheduled) is recognised as stale when it comes due
 //! and ignored, so scheduling and cancelling are O(log n) and O(1); the heap holds at most
-//! one live entry per connection (its [`Deadlines::schedule_conn`] keeps the earliest) plus
+//! one live entry per connection (`Reactor::schedule_conn_timer` keeps the earliest) plus
 //! one per pending call, so its size is bounded by what the reactor already holds.
 
 use std::cmp::Reverse;
