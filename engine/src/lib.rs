@@ -40,14 +40,22 @@ pub mod reactor;
 pub mod ring;
 pub mod router;
 pub mod server;
+mod signals;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
-pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr};
+pub use config::{Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError};
 pub use handle::{CallError, ConnHandle, ConnId, ConnInfo, Responder};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
 pub use reactor::{CoreStats, DisconnectReason};
 pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
 pub use server::{
-    RunError, RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError,
+    RunError, RunningServer, Server, ServerBuilder, ServerError, ServerHandle, ServerReport,
+    StartError,
 };
+pub use signals::ShutdownSignals;
+
+/// The README's code blocks, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
