@@ -21,25 +21,29 @@ pub enum ListenAddr {
 impl ListenAddr {
     /// Parses `:8888`, `host:port`, `1.2.3.4:port` or `[::]:port`.
     pub fn parse(s: &str) -> Result<ListenAddr, ConfigError> {
-        let bad = |why: &str| {
-            ConfigError(format!(
-                "invalid listen address {s:?}: {why} (use :PORT, HOST:PORT or [IPV6]:PORT)"
-            ))
+        let bad = |reason: ListenAddrError| ConfigError::Listen {
+            addr: s.to_string(),
+            reason,
         };
         if let Some(port) = s.strip_prefix(':') {
-            return port
-                .parse()
-                .map(ListenAddr::AllInterfaces)
-                .map_err(|_| bad("port is not a number 0..=65535"));
+            return parse_port(port).map(ListenAddr::AllInterfaces).map_err(bad);
         }
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(ListenAddr::Addr(addr));
         }
-        let mut addrs = s.to_socket_addrs().map_err(|e| bad(&e.to_string()))?;
+        // A numeric port past 65535 is named as such, not left to the resolver's wording.
+        if let Some((_, port)) = s.rsplit_once(':') {
+            if let Err(e @ ListenAddrError::PortOutOfRange(_)) = parse_port(port) {
+                return Err(bad(e));
+            }
+        }
+        let mut addrs = s
+            .to_socket_addrs()
+            .map_err(|e| bad(ListenAddrError::Resolve(e.to_string())))?;
         addrs
             .next()
             .map(ListenAddr::Addr)
-            .ok_or_else(|| bad("the host name resolves to no address"))
+            .ok_or_else(|| bad(ListenAddrError::NoAddress))
     }
 
     /// The addresses to try binding, in order.
@@ -63,13 +67,224 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// A setting that cannot work; the text names the knob and the allowed range.
+/// Parses a port number, telling a number out of range from something that is no number.
+fn parse_port(port: &str) -> Result<u16, ListenAddrError> {
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        port.parse()
+            .map_err(|_| ListenAddrError::PortOutOfRange(port.to_string()))
+    } else {
+        Err(ListenAddrError::PortNotANumber(port.to_string()))
+    }
+}
+
+/// A [`ConfigBuilder`] setting, named as its builder method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Knob {
+    /// [`ConfigBuilder::cores`]
+    Cores,
+    /// [`ConfigBuilder::ring_entries`]
+    RingEntries,
+    /// [`ConfigBuilder::recv_buffers`]
+    RecvBuffers,
+    /// [`ConfigBuilder::recv_buffer_size`]
+    RecvBufferSize,
+    /// [`ConfigBuilder::max_body`]
+    MaxBody,
+    /// [`ConfigBuilder::max_connections`]
+    MaxConnections,
+    /// [`ConfigBuilder::max_send_queue_bytes`]
+    MaxSendQueueBytes,
+    /// [`ConfigBuilder::max_send_queue_frames`]
+    MaxSendQueueFrames,
+    /// [`ConfigBuilder::idle_timeout`]
+    IdleTimeout,
+    /// [`ConfigBuilder::keepalive`]
+    Keepalive,
+    /// [`ConfigBuilder::read_timeout`]
+    ReadTimeout,
+    /// [`ConfigBuilder::auth_secret`]
+    AuthSecret,
+    /// [`ConfigBuilder::max_connections_per_peer`]
+    MaxConnectionsPerPeer,
+    /// [`ConfigBuilder::max_in_flight_per_conn`]
+    MaxInFlightPerConn,
+    /// [`ConfigBuilder::stats_interval`]
+    StatsInterval,
+}
+
+impl Knob {
+    /// The builder method's name, e.g. `"max_in_flight_per_conn"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Knob::Cores => "cores",
+            Knob::RingEntries => "ring_entries",
+            Knob::RecvBuffers => "recv_buffers",
+            Knob::RecvBufferSize => "recv_buffer_size",
+            Knob::MaxBody => "max_body",
+            Knob::MaxConnections => "max_connections",
+            Knob::MaxSendQueueBytes => "max_send_queue_bytes",
+            Knob::MaxSendQueueFrames => "max_send_queue_frames",
+            Knob::IdleTimeout => "idle_timeout",
+            Knob::Keepalive => "keepalive",
+            Knob::ReadTimeout => "read_timeout",
+            Knob::AuthSecret => "auth_secret",
+            Knob::MaxConnectionsPerPeer => "max_connections_per_peer",
+            Knob::MaxInFlightPerConn => "max_in_flight_per_conn",
+            Knob::StatsInterval => "stats_interval",
+        }
+    }
+
+    /// What its numbers count, for messages.
+    fn unit(self) -> &'static str {
+        match self {
+            Knob::RecvBufferSize | Knob::MaxBody | Knob::MaxSendQueueBytes => " bytes",
+            _ => "",
+        }
+    }
+}
+
+impl fmt::Display for Knob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a listen address was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+#[non_exhaustive]
+pub enum ListenAddrError {
+    /// The port is a number past 65535.
+    PortOutOfRange(String),
+    /// The port is not a number.
+    PortNotANumber(String),
+    /// The host name could not be resolved; the resolver's message.
+    Resolve(String),
+    /// The host name resolves to no address.
+    NoAddress,
+}
+
+impl fmt::Display for ListenAddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddrError::PortOutOfRange(p) => {
+                write!(f, "port {p} is out of range (0–65535)")
+            }
+            ListenAddrError::PortNotANumber(p) => {
+                write!(f, "port {p:?} is not a number (0–65535)")
+            }
+            ListenAddrError::Resolve(e) => f.write_str(e),
+            ListenAddrError::NoAddress => f.write_str("the host name resolves to no address"),
+        }
+    }
+}
+
+/// A setting that cannot work: which knob, the value given and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A number outside `min..=max`.
+    OutOfRange {
+        /// The setting.
+        knob: Knob,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A number that must be a power of two in `min..=max`.
+    NotPowerOfTwo {
+        /// The setting.
+        knob: Knob,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A duration of zero where only a positive one (or `None`, for off) makes sense.
+    ZeroDuration {
+        /// The setting.
+        knob: Knob,
+    },
+    /// The keepalive is not shorter than the idle timeout, so a live peer would be closed
+    /// before it is pinged.
+    KeepaliveNotShorterThanIdle {
+        /// The keepalive given.
+        keepalive: Duration,
+        /// The idle timeout given.
+        idle_timeout: Duration,
+    },
+    /// An empty auth secret.
+    EmptyAuthSecret,
+    /// A listen address that cannot be used.
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        reason: ListenAddrError,
+    },
+}
+
+impl ConfigError {
+    /// The setting at fault.
+    pub fn knob(&self) -> Option<Knob> {
+        match self {
+            ConfigError::OutOfRange { knob, .. }
+            | ConfigError::NotPowerOfTwo { knob, .. }
+            | ConfigError::ZeroDuration { knob } => Some(*knob),
+            ConfigError::KeepaliveNotShorterThanIdle { .. } => Some(Knob::Keepalive),
+            ConfigError::EmptyAuthSecret => Some(Knob::AuthSecret),
+            ConfigError::Listen { .. } => None,
+        }
+    }
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ConfigError::OutOfRange {
+                knob,
+                value,
+                min,
+                max,
+            } => {
+                let unit = knob.unit();
+                if *max == u64::MAX {
+                    write!(f, "{knob} must be at least {min}{unit}, got {value}")
+                } else {
+                    write!(f, "{knob} must be {min}..={max}{unit}, got {value}")
+                }
+            }
+            ConfigError::NotPowerOfTwo {
+                knob,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "{knob} must be a power of two in {min}..={max}{}, got {value}",
+                knob.unit()
+            ),
+            ConfigError::ZeroDuration { knob } => {
+                write!(f, "{knob} must be longer than zero")
+            }
+            ConfigError::KeepaliveNotShorterThanIdle {
+                keepalive,
+                idle_timeout,
+            } => write!(
+                f,
+                "keepalive ({keepalive:?}) must be shorter than idle_timeout ({idle_timeout:?}), or a live peer is closed before it is pinged"
+            ),
+            ConfigError::EmptyAuthSecret => f.write_str("auth_secret must not be empty"),
+            ConfigError::Listen { addr, reason } => write!(
+                f,
+                "invalid listen address {addr:?}: {reason} (use :PORT, HOST:PORT or [IPV6]:PORT)"
+            ),
+        }
     }
 }
 impl std::error::Error for ConfigError {}
@@ -310,63 +525,84 @@ impl ConfigBuilder {
 
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
-        let err = |s: String| Err(ConfigError(s));
-        if !(1..=1024).contains(&self.cores) {
-            return err(format!("cores must be 1..=1024, got {}", self.cores));
-        }
-        if !self.ring_entries.is_power_of_two() || !(8..=32768).contains(&self.ring_entries) {
-            return err(format!(
-                "ring entries must be a power of two in 8..=32768, got {}",
-                self.ring_entries
-            ));
-        }
-        if !self.recv_buffers.is_power_of_two() || !(1..=32768).contains(&self.recv_buffers) {
-            return err(format!(
-                "receive buffers must be a power of two in 1..=32768, got {}",
-                self.recv_buffers
-            ));
-        }
-        if !(256..=1 << 20).contains(&self.recv_buffer_size) {
-            return err(format!(
-                "receive buffer size must be 256..=1048576 bytes, got {}",
-                self.recv_buffer_size
-            ));
-        }
-        if self.max_body == 0 || self.max_body > MAX_MAX_BODY {
-            return err(format!(
-                "max body must be 1..={MAX_MAX_BODY} bytes, got {}",
-                self.max_body
-            ));
-        }
-        if self.max_connections == 0 {
-            return err("max connections must be at least 1".into());
-        }
-        if self.max_send_queue_bytes < 2 || self.max_send_queue_frames < 2 {
-            return err("the send queue limits must be at least 2 bytes and 2 frames".into());
-        }
-        if self.stats_interval.is_some_and(|d| d.is_zero()) {
-            return err("stats interval must be longer than zero".into());
-        }
-        if self.idle_timeout.is_some_and(|d| d.is_zero())
-            || self.keepalive.is_some_and(|d| d.is_zero())
-        {
-            return err("idle timeout and keepalive must be longer than zero".into());
-        }
+        let range = |knob, value: u64, min, max| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange {
+                    knob,
+                    value,
+                    min,
+                    max,
+                })
+            }
+        };
+        let power_of_two = |knob, value: u64, min, max| {
+            if value.is_power_of_two() && (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::NotPowerOfTwo {
+                    knob,
+                    value,
+                    min,
+                    max,
+                })
+            }
+        };
+        let positive = |knob, d: Option<Duration>| match d {
+            Some(d) if d.is_zero() => Err(ConfigError::ZeroDuration { knob }),
+            _ => Ok(()),
+        };
+        range(Knob::Cores, self.cores as u64, 1, 1024)?;
+        power_of_two(Knob::RingEntries, self.ring_entries.into(), 8, 32768)?;
+        power_of_two(Knob::RecvBuffers, self.recv_buffers.into(), 1, 32768)?;
+        range(
+            Knob::RecvBufferSize,
+            self.recv_buffer_size as u64,
+            256,
+            1 << 20,
+        )?;
+        range(Knob::MaxBody, self.max_body.into(), 1, MAX_MAX_BODY.into())?;
+        range(
+            Knob::MaxConnections,
+            self.max_connections as u64,
+            1,
+            u64::MAX,
+        )?;
+        range(
+            Knob::MaxSendQueueBytes,
+            self.max_send_queue_bytes as u64,
+            2,
+            u64::MAX,
+        )?;
+        range(
+            Knob::MaxSendQueueFrames,
+            self.max_send_queue_frames,
+            2,
+            u64::MAX,
+        )?;
+        positive(Knob::StatsInterval, self.stats_interval)?;
+        positive(Knob::IdleTimeout, self.idle_timeout)?;
+        positive(Knob::Keepalive, self.keepalive)?;
         if let (Some(idle), Some(ping)) = (self.idle_timeout, self.keepalive) {
             if ping >= idle {
-                return err(format!(
-                    "keepalive ({ping:?}) must be shorter than the idle timeout ({idle:?}), or a live peer is closed before it is pinged"
-                ));
+                return Err(ConfigError::KeepaliveNotShorterThanIdle {
+                    keepalive: ping,
+                    idle_timeout: idle,
+                });
             }
         }
         if self.auth_secret.as_ref().is_some_and(|s| s.is_empty()) {
-            return err("the auth secret must not be empty".into());
+            return Err(ConfigError::EmptyAuthSecret);
         }
-        if self.max_in_flight_per_conn == 0 {
-            return err("max in-flight requests per connection must be at least 1".into());
-        }
-        if self.max_connections_per_peer == Some(0) {
-            return err("max connections per peer must be at least 1".into());
+        range(
+            Knob::MaxInFlightPerConn,
+            self.max_in_flight_per_conn as u64,
+            1,
+            u64::MAX,
+        )?;
+        if let Some(n) = self.max_connections_per_peer {
+            range(Knob::MaxConnectionsPerPeer, n as u64, 1, u64::MAX)?;
         }
         let listen = self
             .listen
@@ -418,11 +654,16 @@ mod tests {
         assert!(
             matches!(ListenAddr::parse("localhost:7").unwrap(), ListenAddr::Addr(a) if a.port() == 7)
         );
-        assert!(ListenAddr::parse(":99999").is_err());
+        let e = ListenAddr::parse(":99999").unwrap_err();
+        assert!(e.to_string().contains("out of range (0–65535)"), "{e}");
+        let e = ListenAddr::parse("127.0.0.1:70000").unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let e = ListenAddr::parse(":http").unwrap_err();
+        assert!(e.to_string().contains("not a number"), "{e}");
         assert!(
             ListenAddr::parse("nonsense")
                 .unwrap_err()
-                .0
+                .to_string()
                 .contains("nonsense")
         );
     }
@@ -430,7 +671,22 @@ mod tests {
     #[test]
     fn rejects_bad_knobs_with_the_range() {
         let e = Config::builder().ring_entries(1000).build().unwrap_err();
-        assert!(e.0.contains("power of two"), "{e}");
+        assert_eq!(
+            e,
+            ConfigError::NotPowerOfTwo {
+                knob: Knob::RingEntries,
+                value: 1000,
+                min: 8,
+                max: 32768
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "ring_entries must be a power of two in 8..=32768, got 1000"
+        );
+        let e = Config::builder().cores(0).build().unwrap_err();
+        assert_eq!(e.to_string(), "cores must be 1..=1024, got 0");
+        assert_eq!(e.knob(), Some(Knob::Cores));
         assert!(Config::builder().cores(0).build().is_err());
         assert!(Config::builder().recv_buffers(65536).build().is_err());
         assert!(Config::builder().recv_buffer_size(10).build().is_err());

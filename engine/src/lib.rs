@@ -48,10 +48,13 @@ mod runtime;
 mod server;
 mod settings;
 mod shared;
+mod signals;
 mod stats;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
-pub use config::{Config, ConfigBuilder, ConfigError, ListenAddr, MAX_MAX_BODY};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
+};
 pub use error::{CallError, DisconnectReason};
 pub use handle::{ConnHandle, Responder};
 pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
@@ -60,7 +63,10 @@ pub use mailbox::BroadcastFilter;
 pub use pool::Request;
 pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
 pub use runtime::{RunError, SpawnError};
-pub use server::{RunningServer, Server, ServerBuilder, ServerHandle, ServerReport, StartError};
+pub use server::{
+    RunningServer, Server, ServerBuilder, ServerError, ServerHandle, ServerReport, StartError,
+};
+pub use signals::ShutdownSignals;
 pub use stats::CoreStats;
 
 /// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
@@ -68,3 +74,8 @@ pub use stats::CoreStats;
 pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
 }
+
+/// The README's code blocks, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -58,7 +58,7 @@ impl fmt::Display for StartError {
             StartError::Route(e) => write!(f, "{e}"),
             StartError::AddrInUse(a) => write!(
                 f,
-                "address {a} is already in use: another process listens on port {p} (find it with `ss -ltnp 'sport = :{p}'`); stop it or choose another port with --listen",
+                "address {a} is already in use: another process listens on port {p} (find it with `ss -ltnp 'sport = :{p}'`); stop it or listen on another port",
                 p = a.port()
             ),
             StartError::PermissionDenied(a) => write!(
@@ -84,6 +84,50 @@ impl From<SpawnError> for StartError {
             SpawnError::Ring { core, source } => StartError::Ring(core, source),
             SpawnError::Resource { what, source } => StartError::Resource(what, source),
         }
+    }
+}
+
+/// Why [`Server::run`] or [`Server::run_until_signal`] returned an error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The server could not start.
+    Start(StartError),
+    /// SIGINT and SIGTERM could not be caught (only from the signal-handling calls).
+    Signals(io::Error),
+    /// A reactor stopped with an error or a panic while serving.
+    Run(RunError),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Start(_) => f.write_str("the server could not start"),
+            ServerError::Signals(_) => f.write_str("cannot catch SIGINT and SIGTERM"),
+            ServerError::Run(_) => f.write_str("the server stopped with an error"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Start(e) => Some(e),
+            ServerError::Signals(e) => Some(e),
+            ServerError::Run(e) => Some(e),
+        }
+    }
+}
+
+impl From<StartError> for ServerError {
+    fn from(e: StartError) -> Self {
+        ServerError::Start(e)
+    }
+}
+
+impl From<RunError> for ServerError {
+    fn from(e: RunError) -> Self {
+        ServerError::Run(e)
     }
 }
 
@@ -376,8 +420,9 @@ impl Server {
         }
     }
 
-    /// Runs until shut down; blocks.
-    pub fn run(self) -> Result<ServerReport, Box<dyn std::error::Error + Send + Sync>> {
+    /// Runs until shut down from a [`ServerHandle`]; blocks. It does not react to SIGINT or
+    /// SIGTERM (they kill the process, with no drain); [`Server::run_until_signal`] does.
+    pub fn run(self) -> Result<ServerReport, ServerError> {
         Ok(self.start()?.join()?)
     }
 

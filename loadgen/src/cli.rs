@@ -36,10 +36,10 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub target: String,
     /// Number of TCP connections.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub conns: usize,
     /// Requests kept in flight on each connection.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub per_conn: usize,
     /// Measured run time after warmup: 10s, 500ms, 2m, 1h or plain seconds.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -48,7 +48,7 @@ pub struct Cli {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// Payload bytes per request.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_name = "BYTES", default_value_t = 32, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub payload: usize,
     /// Method name sent in every request (the server must echo the payload). arpc only:
     /// --proto grpc always calls /ringrpc.echo.Echo/Echo.
@@ -56,7 +56,7 @@ pub struct Cli {
     pub method: String,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
     /// With --proto grpc: the tokio runtime's worker threads.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub threads: Option<usize>,
     /// Pin I/O threads (with --proto grpc: tokio's threads) round-robin to these CPUs, e.g.
     /// `1` or `0,2-3`.
@@ -79,11 +79,11 @@ pub struct Cli {
     /// Open loop: send R requests/s over all connections on a fixed schedule, with latency
     /// measured from each request's intended send time (coordinated-omission corrected);
     /// --per-conn then caps the requests in flight per connection.
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// PID of the server under test: report its CPU time per request over the measured
     /// window beside the loadgen's own.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
     pub server_pid: Option<u32>,
     /// Accept our own request frames reflected back unchanged as answers (for a server that
     /// writes back what it receives, such as `engine --reflect`).
@@ -129,6 +129,54 @@ impl fmt::Display for CpuList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ids: Vec<String> = self.0.iter().map(usize::to_string).collect();
         f.write_str(&ids.join(","))
+    }
+}
+
+/// Parses a whole number of 0 or more, saying so when given `-5` or `ten` (clap alone would
+/// take `-5` for an unknown flag).
+pub fn parse_count<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| {
+        if text.trim_start().starts_with('-') {
+            format!("must not be negative, got {text}")
+        } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{text} is too large")
+        } else {
+            format!("must be a whole number, got {text:?}")
+        }
+    })
+}
+
+/// Expands `:PORT` to `127.0.0.1:PORT` and checks that a target has a port in 0..=65535,
+/// so that messages (and the hint to start the engine) name the port actually used.
+fn normalize_target(target: &str) -> Result<String, String> {
+    let target = match target.strip_prefix(':') {
+        Some(port) if !port.contains(':') => format!("127.0.0.1:{port}"),
+        _ => target.to_string(),
+    };
+    if target.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "--target {target} has no port; use HOST:PORT, [IPV6]:PORT or :PORT"
+        ));
+    }
+    let port = match target.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => port,
+        _ => {
+            return Err(format!(
+                "--target {target:?} has no port; use HOST:PORT, [IPV6]:PORT or :PORT"
+            ));
+        }
+    };
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        if port.parse::<u16>().is_err() {
+            return Err(format!(
+                "--target {target}: port {port} is out of range (0–65535)"
+            ));
+        }
+        Ok(target)
+    } else {
+        Err(format!(
+            "--target {target}: port {port:?} is not a number (0–65535)"
+        ))
     }
 }
 
@@ -314,10 +362,7 @@ impl Config {
                 cores.min(cli.conns)
             }
         };
-        let target = match cli.target.strip_prefix(':') {
-            Some(port) => format!("127.0.0.1:{port}"),
-            None => cli.target,
-        };
+        let target = normalize_target(&cli.target).map_err(UsageError)?;
         let method = match cli.proto {
             Proto::Arpc => cli.method,
             Proto::Grpc => GRPC_ECHO_METHOD.to_string(),
@@ -471,6 +516,45 @@ mod tests {
         assert!(Cli::try_parse_from(["loadgen", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--cpus", "1-"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--proto", "http"]).is_err());
+    }
+
+    #[test]
+    fn negative_numbers_are_named_not_taken_for_flags() {
+        for flag in [
+            "--payload",
+            "--conns",
+            "--per-conn",
+            "--threads",
+            "--server-pid",
+        ] {
+            let err = Cli::try_parse_from(["loadgen", flag, "-5"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+            assert!(
+                err.contains("must not be negative, got -5"),
+                "{flag}: {err}"
+            );
+        }
+        let cli = Cli::try_parse_from(["loadgen", "--rate", "-5"]).unwrap();
+        let err = Config::from_cli(cli).unwrap_err();
+        assert!(err.0.contains("--rate must be a positive number"), "{err}");
+    }
+
+    #[test]
+    fn targets_need_a_port_in_range() {
+        let target = |t: &str| normalize_target(t);
+        assert_eq!(target(":9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(target("[::1]:9000").unwrap(), "[::1]:9000");
+        assert_eq!(target("localhost:9000").unwrap(), "localhost:9000");
+        assert!(target("::1").unwrap_err().contains("has no port"));
+        assert!(target("localhost").unwrap_err().contains("has no port"));
+        assert!(
+            target(":99999")
+                .unwrap_err()
+                .contains("out of range (0–65535)")
+        );
+        assert!(target("host:http").unwrap_err().contains("not a number"));
     }
 
     #[test]

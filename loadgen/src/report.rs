@@ -379,20 +379,21 @@ impl Report {
         }
     }
 
-    /// wrk2's `--latency` spectrum (HdrHistogram_c's classic format), values in milliseconds.
+    /// wrk2's `--latency` spectrum (HdrHistogram_c's classic format), with values in
+    /// microseconds like the summary line (wrk2 prints milliseconds).
     fn write_spectrum(&self, out: &mut String) -> std::fmt::Result {
         let l = &self.latency_us;
-        writeln!(out, "  Detailed Percentile spectrum:")?;
+        writeln!(out, "  Detailed Percentile spectrum: values in µs")?;
         writeln!(
             out,
             "{:>12} {:>12} {:>12} {:>12}\n",
-            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+            "Value(µs)", "Percentile", "TotalCount", "1/(1-Percentile)"
         )?;
         for point in &self.percentile_spectrum {
             writeln!(
                 out,
                 "{:12.3} {:12.6} {:12} {:12.2}",
-                point.value_us / 1000.0,
+                point.value_us,
                 point.percentile,
                 point.total_count,
                 1.0 / (1.0 - point.percentile)
@@ -401,14 +402,12 @@ impl Report {
         writeln!(
             out,
             "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
-            l.mean / 1000.0,
-            l.stdev / 1000.0
+            l.mean, l.stdev
         )?;
         writeln!(
             out,
             "#[Max     = {:12.3}, Total count    = {:12}]",
-            l.max / 1000.0,
-            l.count
+            l.max, l.count
         )?;
         writeln!(
             out,

@@ -160,9 +160,79 @@ fn bad_settings_are_refused_with_the_allowed_range() {
             .contains("power of two")
     );
     assert!(failed_start(&["--buffers", "3", "--listen", "127.0.0.1:0"]).contains("power of two"));
-    assert!(failed_start(&["--cores", "0", "--listen", "127.0.0.1:0"]).contains("cores must be"));
     assert!(failed_start(&["--listen", "not-an-address"]).contains("invalid listen address"));
+    let err = failed_start(&["--listen", ":99999"]);
+    assert!(err.contains("out of range (0–65535)"), "{err}");
+    let err = failed_start(&["--max-body", "0", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("max_body must be 1..="), "{err}");
+    assert!(err.contains("--max-body"), "the flag is named: {err}");
     assert!(failed_start(&["--listen", "192.0.2.1:0"]).contains("not assigned to this machine"));
+}
+
+/// Refused by the argument parser: a message naming the flag and what it takes.
+fn bad_argument(args: &[&str]) -> String {
+    let out = engine(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "engine {args:?} should be refused"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn negative_and_zero_counts_are_named_not_taken_for_flags() {
+    for (args, want) in [
+        (&["--cores", "-1"][..], "must be a positive integer, got -1"),
+        (&["--cores", "0"], "must be a positive integer, got 0"),
+        (
+            &["--max-in-flight-per-conn", "-5"],
+            "must not be negative, got -5",
+        ),
+        (&["--idle-timeout", "-1"], "non-negative number of seconds"),
+        (&["--recv-buffers", "ten"], "must be a whole number"),
+    ] {
+        let err = bad_argument(args);
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn old_flag_spellings_still_work() {
+    let (mut child, addr, _out) = start(&[
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--buffers",
+        "64",
+        "--buffer-size",
+        "8192",
+        "--max-send-queue",
+        "65536",
+        "--max-in-flight",
+        "16",
+        "--stats",
+        "60",
+    ]);
+    Client::connect(addr).echo(1, b"x");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn one_core_is_one_core() {
+    let mut cmd = engine(&["--cores", "1", "--listen", "127.0.0.1:0"]);
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    // Kept open to the end: the engine prints its totals there on exit.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("with 1 core ("), "{line}");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }
 
 /// utime + stime of a process in clock ticks.

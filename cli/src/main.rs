@@ -1,0 +1,260 @@
+//! The `engine` binary: serves `/echo` (and ping) on every core until SIGINT or SIGTERM.
+//!
+//! Each flag is named as the [`ringrpc::ConfigBuilder`] method it sets (`--max-body` sets
+//! `max_body`); older spellings stay as aliases. Library errors name settings, never flags:
+//! this binary adds the flag to each message.
+
+use std::error::Error;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ringrpc::{Config, ConfigError, Knob, Server, ShutdownSignals, StartError};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Thread-per-core io_uring RPC server speaking the arpc wire format.
+///
+/// Every flag sets the ringrpc::ConfigBuilder method of the same name (dashes for
+/// underscores); a seconds value of 0 turns a timeout off where that is allowed.
+#[derive(Parser, Debug)]
+#[command(name = "engine", version, about)]
+struct Args {
+    /// Reactor threads, each pinned to its own CPU; one io_uring and one receive buffer ring
+    /// each [default: all CPUs]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = positive)]
+    cores: Option<usize>,
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = ":8888",
+        help = "Listen address: :PORT (all interfaces), HOST:PORT or [IPV6]:PORT; repeat to listen on several"
+    )]
+    listen: Vec<String>,
+    /// Submission queue entries per core, a power of two in 8..=32768 (128 B each per core)
+    #[arg(long, value_name = "N", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
+    ring_entries: u32,
+    /// Receive buffers per core, a power of two in 1..=32768 (each costs --recv-buffer-size)
+    #[arg(long, visible_alias = "buffers", value_name = "N", default_value_t = 2048, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
+    recv_buffers: u32,
+    /// Size of each receive buffer in bytes, 256..=1048576
+    #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    recv_buffer_size: usize,
+    /// Largest frame body (method + payload) a peer may send, in bytes; a connection holds at
+    /// most this much for one partial frame, as its bytes arrive
+    #[arg(long, value_name = "BYTES", default_value_t = ringrpc_protocol::DEFAULT_MAX_BODY, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
+    max_body: u32,
+    /// Open connections over all cores before new ones are refused (about 1 KiB each idle)
+    #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    max_connections: usize,
+    /// Most unsent output per connection before the engine stops reading from it, in bytes:
+    /// the most memory a peer that never reads can cost
+    #[arg(long, visible_alias = "max-send-queue", value_name = "BYTES", default_value_t = 4 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    max_send_queue_bytes: usize,
+    /// The same limit counted in frames
+    #[arg(long, value_name = "N", default_value_t = 65_536, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
+    max_send_queue_frames: u64,
+    /// Close connections that sent nothing for SECS seconds (0 = never)
+    #[arg(long, value_name = "SECS", default_value = "3600", allow_negative_numbers = true, value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Close connections that leave a frame unfinished for SECS seconds (0 = never)
+    #[arg(long, value_name = "SECS", default_value = "30", allow_negative_numbers = true, value_parser = seconds)]
+    read_timeout: Duration,
+    /// Ping connections that sent nothing for SECS seconds [default: never]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = seconds)]
+    keepalive: Option<Duration>,
+    /// Require clients to authenticate first with the secret in FILE (its trailing newline
+    /// is ignored); a secret on the command line would show in `ps`
+    #[arg(long, value_name = "FILE")]
+    auth_secret_file: Option<PathBuf>,
+    /// Most requests per connection whose answers are deferred at once; each holds its
+    /// request until answered
+    #[arg(long, visible_alias = "max-in-flight", value_name = "N", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    max_in_flight_per_conn: usize,
+    /// Most connections one peer IP address may hold open [default: unlimited]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    max_connections_per_peer: Option<usize>,
+    /// Print a one-line summary per core every SECS seconds [default: never]
+    #[arg(long, visible_alias = "stats", value_name = "SECS", allow_negative_numbers = true, value_parser = seconds)]
+    stats_interval: Option<Duration>,
+    /// Seconds shutdown waits for connections to drain before closing them
+    #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
+    shutdown_grace: Duration,
+    /// Do not pin reactor threads to CPUs (sets pin_cores to false)
+    #[arg(long)]
+    no_pin: bool,
+    /// Benchmark mode: write received bytes straight back without decoding (the transport
+    /// limit, for comparisons); not an RPC server
+    #[arg(long)]
+    reflect: bool,
+    /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// A whole number of 1 or more.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) if s.trim_start().starts_with('-') || s.trim() == "0" => {
+            Err(format!("must be a positive integer, got {s}"))
+        }
+        Ok(n) => Ok(n),
+        Err(_) => unsigned::<usize>(s),
+    }
+}
+
+/// A whole number of 0 or more, with a message that says so for `-5` or `ten`.
+fn unsigned<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| {
+        if s.trim_start().starts_with('-') {
+            format!("must not be negative, got {s}")
+        } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{s} is too large")
+        } else {
+            format!("must be a whole number, got {s:?}")
+        }
+    })
+}
+
+/// Seconds, fractions allowed: `0.5`, `30`.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("must be a number of seconds, got {s:?}"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("must be a non-negative number of seconds, got {s}"))
+}
+
+/// Zero turns a timeout off.
+fn off_if_zero(d: Duration) -> Option<Duration> {
+    Some(d).filter(|d| !d.is_zero())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engine: error: {}", describe(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, then the flag that fixes it where there is one.
+fn describe(e: &(dyn Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut hint = flag_hint(e);
+    let mut cause = e.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        hint = hint.or_else(|| flag_hint(err));
+        cause = err.source();
+    }
+    match hint {
+        Some(h) => format!("{text} ({h})"),
+        None => text,
+    }
+}
+
+/// Which flag to change for a library error.
+fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(c) = e.downcast_ref::<ConfigError>() {
+        return Some(match c.knob() {
+            Some(Knob::AuthSecret) => "check the file given to --auth-secret-file".into(),
+            Some(knob) => format!("set by --{}", flag(knob)),
+            None => "set by --listen".into(),
+        });
+    }
+    match e.downcast_ref::<StartError>()? {
+        StartError::AddrInUse(_) => Some("choose another port with --listen".into()),
+        StartError::PermissionDenied(_) | StartError::AddrNotAvailable(_) => {
+            Some("set by --listen".into())
+        }
+        _ => None,
+    }
+}
+
+/// A knob's flag: its builder method's name with dashes.
+fn flag(knob: Knob) -> String {
+    knob.name().replace('_', "-")
+}
+
+fn serve(args: Args) -> Result<(), Box<dyn Error>> {
+    let mut addrs = args.listen.into_iter();
+    let mut config = Config::builder().listen(addrs.next().unwrap_or_else(|| ":8888".into()));
+    for addr in addrs {
+        config = config.also_listen(addr);
+    }
+    let auth_secret = match &args.auth_secret_file {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read the auth secret file {} (--auth-secret-file): {e}",
+                    path.display()
+                )
+            })?;
+            Some(bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec())
+        }
+        None => None,
+    };
+    let mut config = config
+        .ring_entries(args.ring_entries)
+        .recv_buffers(args.recv_buffers)
+        .recv_buffer_size(args.recv_buffer_size)
+        .max_body(args.max_body)
+        .max_connections(args.max_connections)
+        .max_send_queue_bytes(args.max_send_queue_bytes)
+        .max_send_queue_frames(args.max_send_queue_frames)
+        .idle_timeout(off_if_zero(args.idle_timeout))
+        .keepalive(args.keepalive)
+        .read_timeout(off_if_zero(args.read_timeout))
+        .shutdown_grace(args.shutdown_grace)
+        .stats_interval(args.stats_interval)
+        .auth_secret(auth_secret)
+        .max_connections_per_peer(args.max_connections_per_peer)
+        .max_in_flight_per_conn(args.max_in_flight_per_conn)
+        .pin_cores(!args.no_pin)
+        .reflect(args.reflect);
+    if let Some(n) = args.cores {
+        config = config.cores(n);
+    }
+    let reflect = args.reflect;
+    let config = config.build()?;
+    let cores = config.cores();
+
+    // Caught before any reactor starts, so a signal is never lost in between.
+    let signals = ShutdownSignals::install()?;
+    let server = Server::builder().config(config).build()?.start()?;
+    let serving = if reflect {
+        "reflecting received bytes"
+    } else {
+        "methods: /echo"
+    };
+    // The first address stays the fourth word: scripts and tests read it from there.
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    let plural = if cores == 1 { "core" } else { "cores" };
+    println!(
+        "engine listening on {} with {cores} {plural} ({serving})",
+        addrs.join(" ")
+    );
+    std::io::stdout().flush()?;
+
+    let report = signals.wait(server)?;
+    print!("{report}");
+    std::io::stdout().flush()?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Helpers for loopback tests: a server on an ephemeral port and a raw-frame client.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ringrpc::{Config, RunningServer, Server};
+use ringrpc_protocol::{Decoder, Frame};
+
+/// Longest any test waits for a byte; a hang becomes a failure, never a stuck suite.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Starts a server with `cores` reactors on 127.0.0.1 with an ephemeral port.
+pub fn start(cores: usize) -> RunningServer {
+    start_with(Config::builder().cores(cores))
+}
+
+/// Starts a server from `builder` on 127.0.0.1 with an ephemeral port.
+pub fn start_with(builder: ringrpc::ConfigBuilder) -> RunningServer {
+    let config = builder.listen("127.0.0.1:0").build().expect("valid config");
+    Server::builder()
+        .config(config)
+        .build()
+        .expect("bind")
+        .start()
+        .expect("start")
+}
+
+/// A client speaking raw frames.
+pub struct Client {
+    pub sock: TcpStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let sock = TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        sock.set_nodelay(true).unwrap();
+        Client {
+            sock,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) {
+        self.sock.write_all(&frame.to_bytes()).expect("write");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).expect("write");
+    }
+
+    /// Reads the next frame; `Ok(None)` on a clean EOF.
+    pub fn try_recv(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(f) = Decoder::default()
+                .decode(&mut self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                return Ok(Some(f));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.sock.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn recv(&mut self) -> Frame {
+        self.try_recv().expect("read").expect("a frame before EOF")
+    }
+
+    /// One request, one response: asserts it is the matching, successful echo.
+    pub fn echo(&mut self, seq: u64, payload: &[u8]) {
+        self.send(&Frame::request(seq, "/echo", payload.to_vec()));
+        let f = self.recv();
+        assert_eq!(f.header.seq, seq);
+        assert!(
+            !f.is_error(),
+            "error response: {:?}",
+            String::from_utf8_lossy(&f.payload)
+        );
+        assert_eq!(&f.payload[..], payload);
+    }
+
+    /// Asserts the server closed this connection (EOF or reset), with no frame first.
+    pub fn expect_closed(&mut self) {
+        match self.try_recv() {
+            Ok(None) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) => {}
+            other => panic!("expected the server to close the connection, got {other:?}"),
+        }
+    }
+}
