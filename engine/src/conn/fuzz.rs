@@ -1,5 +1,5 @@
 //! The `conn` fuzz check, shared by the cargo-fuzz target and the stable replay tests: any
-//! byte stream, split anywhere, through a [`Conn`] with the built-in router, as the reactor
+//! byte stream, split anywhere, through a `Conn` with the built-in router, as the reactor
 //! drives it. Hidden from the docs: not part of the stable API.
 
 use bytes::BytesMut;
@@ -25,7 +25,7 @@ thread_local! {
 }
 
 /// Feeds the stream of `data` (laid out as [`ringrpc_protocol::fuzzing`] describes) chunk by
-/// chunk into a fresh [`Conn`], draining its whole output after every chunk, and stops at the
+/// chunk into a fresh `Conn`, draining its whole output after every chunk, and stops at the
 /// first error as the reactor closes the connection. Asserts that everything written decodes
 /// to well-formed frames, that it is exactly the answers owed to the frames before the error
 /// (a Response per Request, a Pong per Ping, nothing else), that the error is the one the
