@@ -34,7 +34,11 @@ fn ensure_binaries(dir: &Path) {
         .expect("cargo runs");
     assert!(status.success(), "building engine and loadgen failed");
     for bin in ["engine", "loadgen"] {
-        assert!(dir.join(bin).is_file(), "{bin} was not built into {}", dir.display());
+        assert!(
+            dir.join(bin).is_file(),
+            "{bin} was not built into {}",
+            dir.display()
+        );
     }
 }
 

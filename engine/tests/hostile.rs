@@ -311,7 +311,11 @@ fn rss_bytes(pid: u32) -> u64 {
 fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
     let hex = |a: std::net::SocketAddr| match a {
         std::net::SocketAddr::V4(v4) => {
-            format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port())
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
         }
         std::net::SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
     };
@@ -371,7 +375,12 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
     // The server runs in a process of its own, so the memory measured is the engine's and
     // no other test's running in this one.
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "rss_child_server", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "rss_child_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(RSS_CHILD, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -383,7 +392,10 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
     let mut line = String::new();
     let addr: std::net::SocketAddr = loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the child server exited early");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child server exited early"
+        );
         // The harness may have started the line ("test rss_child_server ... ").
         if let Some((_, a)) = line.trim().split_once("rss-child-addr ") {
             break a.parse().unwrap();

@@ -36,10 +36,10 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub target: String,
     /// Number of TCP connections.
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parse_count)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub conns: usize,
     /// Requests kept in flight on each connection.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_count)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub per_conn: usize,
     /// Measured run time after warmup: 10s, 500ms, 2m, 1h or plain seconds.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -48,7 +48,7 @@ pub struct Cli {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// Payload bytes per request.
-    #[arg(long, value_name = "BYTES", default_value_t = 32, allow_negative_numbers = true, value_parser = parse_count)]
+    #[arg(long, value_name = "BYTES", default_value_t = 32, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub payload: usize,
     /// Method name sent in every request (the server must echo the payload). arpc only:
     /// --proto grpc always calls /ringrpc.echo.Echo/Echo.
@@ -56,7 +56,7 @@ pub struct Cli {
     pub method: String,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
     /// With --proto grpc: the tokio runtime's worker threads.
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_count)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub threads: Option<usize>,
     /// Pin I/O threads (with --proto grpc: tokio's threads) round-robin to these CPUs, e.g.
     /// `1` or `0,2-3`.
