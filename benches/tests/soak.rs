@@ -1,9 +1,10 @@
-//! Runs the `soak` binary for 10 s (the CI version) against the debug engine and loadgen and expects a pass.
+//! Runs the `soak` binary for 10 s (the CI version) against freshly built debug engine and
+//! loadgen binaries and expects a pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// target/debug, where cargo put `soak` and, with the workspace built, `engine` and `loadgen`.
+/// target/debug (or the profile's directory), where cargo put `soak`.
 fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_soak"))
         .parent()
@@ -11,18 +12,34 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the engine and loadgen when this test runs before the rest of the workspace is built.
+/// Builds the current engine and loadgen into `dir` every time (a no-op when they are up to
+/// date), so the soak never runs a stale binary left there by an older build.
 fn ensure_binaries(dir: &Path) {
-    if dir.join("engine").is_file() && dir.join("loadgen").is_file() {
-        return;
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-p", "ringrpc-cli", "-p", "ringrpc-loadgen"])
+        .args(["--bin", "engine", "--bin", "loadgen"]);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cargo.arg("--release");
+        }
+        Some(profile) => {
+            cargo.args(["--profile", profile]);
+        }
     }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "ringrpc", "-p", "ringrpc-loadgen"])
-        .args(["--bin", "engine", "--bin", "loadgen"])
+    let status = cargo
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building engine and loadgen failed");
+    for bin in ["engine", "loadgen"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{bin} was not built into {}",
+            dir.display()
+        );
+    }
 }
 
 #[test]

@@ -277,7 +277,7 @@ impl fmt::Display for ConfigError {
                 idle_timeout,
             } => write!(
                 f,
-                "keepalive ({keepalive:?}) must be shorter than idle_timeout ({idle_timeout:?}), or a live peer is closed before it is pinged"
+                "keepalive ({keepalive:?}) must be shorter than the idle timeout ({idle_timeout:?}), or a live peer is closed before it is pinged"
             ),
             ConfigError::EmptyAuthSecret => f.write_str("auth_secret must not be empty"),
             ConfigError::Listen { addr, reason } => write!(

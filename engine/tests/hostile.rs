@@ -294,9 +294,12 @@ fn requests_past_the_in_flight_limit_are_refused_until_answers_go_out() {
     still_serves_and_releases_everything(server);
 }
 
-/// Resident memory of this process, in bytes (the engine runs in it).
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+/// Set in the environment of the child that serves for the memory test.
+const RSS_CHILD: &str = "RINGRPC_TEST_RSS_SERVER";
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -306,12 +309,105 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
+/// Waits until the loopback connection `client` → `server` has nothing queued in either
+/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
+fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        std::net::SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
+    };
+    let (c, s) = (hex(client), hex(server));
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
+        let queues = |local: &str, remote: &str| {
+            table.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 4 && f[1] == local && f[2] == remote).then(|| {
+                    let (tx, rx) = f[4].split_once(':').unwrap();
+                    (
+                        u64::from_str_radix(tx, 16).unwrap(),
+                        u64::from_str_radix(rx, 16).unwrap(),
+                    )
+                })
+            })
+        };
+        let client_unsent = queues(&c, &s).map(|q| q.0);
+        let server_unread = queues(&s, &c).map(|q| q.1);
+        if client_unsent == Some(0) && server_unread == Some(0) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not read what was sent: client unsent {client_unsent:?}, server unread {server_unread:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The server of the memory test, alone in a process of its own: this test binary started
+/// again to run only this function, with `RSS_CHILD` set. It prints its address, serves
+/// until its stdin closes, then prints "released" once every connection was released.
+/// Without `RSS_CHILD` (an ordinary test run) it does nothing.
+#[test]
+fn rss_child_server() {
+    if std::env::var_os(RSS_CHILD).is_none() {
+        return;
+    }
+    let server = start(Config::builder().cores(1));
+    println!("rss-child-addr {}", server.local_addr());
+    std::io::stdout().flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
+    still_serves_and_releases_everything(server);
+    println!("rss-child-released");
+}
+
 #[test]
 fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
-    let server = start(Config::builder().cores(1));
-    let mut c = Client::connect(server.local_addr());
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    // The server runs in a process of its own, so the memory measured is the engine's and
+    // no other test's running in this one.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rss_child_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RSS_CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr: std::net::SocketAddr = loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child server exited early"
+        );
+        // The harness may have started the line ("test rss_child_server ... ").
+        if let Some((_, a)) = line.trim().split_once("rss-child-addr ") {
+            break a.parse().unwrap();
+        }
+    };
+
+    let mut c = Client::connect(addr);
     c.echo(0, b"warm up");
-    let before = rss_bytes();
+    let before = rss_bytes(pid);
     // A Request declaring the largest body allowed (64 MiB - 16)...
     let declared = ringrpc_protocol::DEFAULT_MAX_BODY;
     let mut head = Vec::new();
@@ -325,16 +421,23 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
     for _ in 0..32 {
         c.send_raw(&chunk);
     }
-    // A second connection round-trips, so the reactor has read everything sent so far.
-    Client::connect(server.local_addr()).echo(1, b"sync");
-    thread::sleep(Duration::from_millis(100));
-    let grown = rss_bytes().saturating_sub(before);
+    // Every byte sent has left both kernels' queues: the reactor has read it all.
+    wait_all_read(c.sock.local_addr().unwrap(), addr);
+    Client::connect(addr).echo(1, b"sync");
+    let grown = rss_bytes(pid).saturating_sub(before);
     assert!(
         grown < 24 << 20,
         "resident memory grew {grown} bytes for 2 MiB received of a {declared}-byte declared body"
     );
     drop(c);
-    still_serves_and_releases_everything(server);
+
+    // Closing its stdin stops the child, which checks every connection was released.
+    drop(child.stdin.take());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child server failed: {rest}");
+    assert!(rest.contains("rss-child-released"), "{rest}");
 }
 
 #[test]

@@ -125,7 +125,7 @@ fn compare(cli: &Cli) -> Result<(), String> {
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
         return Err(format!(
-            "missing {}; build them with `cargo build --release -p ringrpc -p ringrpc-loadgen -p ringrpc-benches` (scripts/compare does) or point --bin-dir at them",
+            "missing {}; build them with `cargo build --release -p ringrpc-cli -p ringrpc-loadgen -p ringrpc-benches` (scripts/compare does) or point --bin-dir at them",
             names.join(", ")
         ));
     }
