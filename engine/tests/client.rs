@@ -121,6 +121,45 @@ fn the_server_calls_handlers_registered_on_the_client() {
 }
 
 #[test]
+fn clients_on_a_shared_runtime_each_answer_with_their_own_handlers() {
+    let (conns_tx, conns) = unbounded::<ConnHandle>();
+    let server = serve(
+        Server::builder().on_connect(move |c| conns_tx.send(c.clone()).unwrap()),
+        "127.0.0.1:0",
+    );
+    let addr = server.local_addr().to_string();
+    let runtime = ClientRuntime::new().unwrap();
+    let connect = |name: &'static str| {
+        let client = Client::builder(&addr)
+            .runtime(&runtime)
+            .route("/whoami", move |ctx| {
+                ctx.reply(name.as_bytes());
+            })
+            .connect()
+            .unwrap();
+        // The server's handle to this client's connection (accepted in order).
+        (client, conns.recv_timeout(LONG).unwrap())
+    };
+    let (alice, to_alice) = connect("alice");
+    let (bob, to_bob) = connect("bob");
+    let ask = |to: &ConnHandle| to.call("/whoami", Bytes::new(), LONG);
+    assert_eq!(ask(&to_alice), Ok(Bytes::from_static(b"alice")));
+    assert_eq!(ask(&to_bob), Ok(Bytes::from_static(b"bob")));
+    // And each still calls the server as usual.
+    assert_eq!(
+        alice.call("/echo", "a".into(), LONG),
+        Ok(Bytes::from_static(b"a"))
+    );
+    assert_eq!(
+        bob.call("/echo", "b".into(), LONG),
+        Ok(Bytes::from_static(b"b"))
+    );
+    drop((alice, bob));
+    drop(runtime);
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn calls_pending_at_a_disconnect_fail_at_once() {
     let (conns_tx, conns) = unbounded::<ConnHandle>();
     let held: Arc<Mutex<Vec<Responder>>> = Arc::default();

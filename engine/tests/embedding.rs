@@ -459,8 +459,7 @@ fn keepalive_must_be_shorter_than_the_idle_timeout() {
         .build()
         .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("must be shorter than idle_timeout"),
+        err.to_string().contains("shorter than the idle timeout"),
         "{err}"
     );
 }

@@ -1,0 +1,219 @@
+//! Why a configuration was refused: which knob, the value, what is allowed.
+//!
+//! Invariants: every knob is named as its [`ConfigBuilder`](super::ConfigBuilder) method;
+//! texts never name CLI flags (the binary adds those).
+
+use std::fmt;
+use std::time::Duration;
+
+/// A [`ConfigBuilder`](super::ConfigBuilder) setting, named as its builder method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Knob {
+    /// [`ConfigBuilder::cores`](super::ConfigBuilder::cores)
+    Cores,
+    /// [`ConfigBuilder::ring_entries`](super::ConfigBuilder::ring_entries)
+    RingEntries,
+    /// [`ConfigBuilder::recv_buffers`](super::ConfigBuilder::recv_buffers)
+    RecvBuffers,
+    /// [`ConfigBuilder::recv_buffer_size`](super::ConfigBuilder::recv_buffer_size)
+    RecvBufferSize,
+    /// [`ConfigBuilder::max_body`](super::ConfigBuilder::max_body)
+    MaxBody,
+    /// [`ConfigBuilder::max_connections`](super::ConfigBuilder::max_connections)
+    MaxConnections,
+    /// [`ConfigBuilder::max_send_queue_bytes`](super::ConfigBuilder::max_send_queue_bytes)
+    MaxSendQueueBytes,
+    /// [`ConfigBuilder::max_send_queue_frames`](super::ConfigBuilder::max_send_queue_frames)
+    MaxSendQueueFrames,
+    /// [`ConfigBuilder::idle_timeout`](super::ConfigBuilder::idle_timeout)
+    IdleTimeout,
+    /// [`ConfigBuilder::keepalive`](super::ConfigBuilder::keepalive)
+    Keepalive,
+    /// [`ConfigBuilder::read_timeout`](super::ConfigBuilder::read_timeout)
+    ReadTimeout,
+    /// [`ConfigBuilder::auth_secret`](super::ConfigBuilder::auth_secret)
+    AuthSecret,
+    /// [`ConfigBuilder::max_connections_per_peer`](super::ConfigBuilder::max_connections_per_peer)
+    MaxConnectionsPerPeer,
+    /// [`ConfigBuilder::max_in_flight_per_conn`](super::ConfigBuilder::max_in_flight_per_conn)
+    MaxInFlightPerConn,
+    /// [`ConfigBuilder::stats_interval`](super::ConfigBuilder::stats_interval)
+    StatsInterval,
+}
+
+impl Knob {
+    /// The builder method's name, e.g. `"max_in_flight_per_conn"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Knob::Cores => "cores",
+            Knob::RingEntries => "ring_entries",
+            Knob::RecvBuffers => "recv_buffers",
+            Knob::RecvBufferSize => "recv_buffer_size",
+            Knob::MaxBody => "max_body",
+            Knob::MaxConnections => "max_connections",
+            Knob::MaxSendQueueBytes => "max_send_queue_bytes",
+            Knob::MaxSendQueueFrames => "max_send_queue_frames",
+            Knob::IdleTimeout => "idle_timeout",
+            Knob::Keepalive => "keepalive",
+            Knob::ReadTimeout => "read_timeout",
+            Knob::AuthSecret => "auth_secret",
+            Knob::MaxConnectionsPerPeer => "max_connections_per_peer",
+            Knob::MaxInFlightPerConn => "max_in_flight_per_conn",
+            Knob::StatsInterval => "stats_interval",
+        }
+    }
+
+    /// What its numbers count, for messages.
+    fn unit(self) -> &'static str {
+        match self {
+            Knob::RecvBufferSize | Knob::MaxBody | Knob::MaxSendQueueBytes => " bytes",
+            _ => "",
+        }
+    }
+}
+
+impl fmt::Display for Knob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A setting that cannot work: which knob, the value given and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A number outside `min..=max`.
+    OutOfRange {
+        /// The setting.
+        knob: Knob,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A number that must be a power of two in `min..=max`.
+    NotPowerOfTwo {
+        /// The setting.
+        knob: Knob,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A duration of zero where only a positive one (or `None`, for off) makes sense.
+    ZeroDuration {
+        /// The setting.
+        knob: Knob,
+    },
+    /// The keepalive is not shorter than the idle timeout, so a live peer would be closed
+    /// before it is pinged.
+    KeepaliveNotShorterThanIdle {
+        /// The keepalive given.
+        keepalive: Duration,
+        /// The idle timeout given.
+        idle_timeout: Duration,
+    },
+    /// An empty auth secret.
+    EmptyAuthSecret,
+    /// A listen address that cannot be used.
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        reason: ListenAddrError,
+    },
+}
+
+impl ConfigError {
+    /// The setting at fault.
+    pub fn knob(&self) -> Option<Knob> {
+        match self {
+            ConfigError::OutOfRange { knob, .. }
+            | ConfigError::NotPowerOfTwo { knob, .. }
+            | ConfigError::ZeroDuration { knob } => Some(*knob),
+            ConfigError::KeepaliveNotShorterThanIdle { .. } => Some(Knob::Keepalive),
+            ConfigError::EmptyAuthSecret => Some(Knob::AuthSecret),
+            ConfigError::Listen { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::OutOfRange {
+                knob,
+                value,
+                min,
+                max,
+            } => {
+                let unit = knob.unit();
+                if *max == u64::MAX {
+                    write!(f, "{knob} must be at least {min}{unit}, got {value}")
+                } else {
+                    write!(f, "{knob} must be {min}..={max}{unit}, got {value}")
+                }
+            }
+            ConfigError::NotPowerOfTwo {
+                knob,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "{knob} must be a power of two in {min}..={max}{}, got {value}",
+                knob.unit()
+            ),
+            ConfigError::ZeroDuration { knob } => {
+                write!(f, "{knob} must be longer than zero")
+            }
+            ConfigError::KeepaliveNotShorterThanIdle {
+                keepalive,
+                idle_timeout,
+            } => write!(
+                f,
+                "keepalive ({keepalive:?}) must be shorter than the idle timeout ({idle_timeout:?}), or a live peer is closed before it is pinged"
+            ),
+            ConfigError::EmptyAuthSecret => f.write_str("auth_secret must not be empty"),
+            ConfigError::Listen { addr, reason } => write!(
+                f,
+                "invalid listen address {addr:?}: {reason} (use :PORT, HOST:PORT or [IPV6]:PORT)"
+            ),
+        }
+    }
+}
+impl std::error::Error for ConfigError {}
+
+/// Why a listen address was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenAddrError {
+    /// The port is a number past 65535.
+    PortOutOfRange(String),
+    /// The port is not a number.
+    PortNotANumber(String),
+    /// The host name could not be resolved; the resolver's message.
+    Resolve(String),
+    /// The host name resolves to no address.
+    NoAddress,
+}
+
+impl fmt::Display for ListenAddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddrError::PortOutOfRange(p) => {
+                write!(f, "port {p} is out of range (0–65535)")
+            }
+            ListenAddrError::PortNotANumber(p) => {
+                write!(f, "port {p:?} is not a number (0–65535)")
+            }
+            ListenAddrError::Resolve(e) => f.write_str(e),
+            ListenAddrError::NoAddress => f.write_str("the host name resolves to no address"),
+        }
+    }
+}
