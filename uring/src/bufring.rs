@@ -101,6 +101,11 @@ impl BufRing {
         self.bgid
     }
 
+    /// Size of each buffer in bytes.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.buf_size
+    }
+
     /// Writes buffer `bid` into the next entry past the tail (not yet visible to the kernel).
     fn push(&self, bid: u16) {
         debug_assert!(bid <= self.mask);

@@ -6,22 +6,26 @@
 //! Invariants:
 //! - Every op is one record in the ring's op slab from push until its *final* completion (one
 //!   without the "more" flag). The record owns what the kernel reads or writes for the op: the
-//!   send batch with its iovecs and `msghdr`, the timeout's timespec, the eventfd read buffer,
-//!   and a [`SharedFd`] clone of the descriptor the op names. So an fd cannot be closed (and its
-//!   number reused) and no memory can be freed under the kernel, whatever the caller drops.
+//!   send batch with its iovecs, `msghdr` and (for [`Ring::send_to`]) the encoded peer address
+//!   and GSO control message, the `recvmsg` template `msghdr`, the timeout's timespec, the
+//!   eventfd read buffer, and a [`SharedFd`] clone of the descriptor the op names. So an fd
+//!   cannot be closed (and its number reused) and no memory can be freed under the kernel,
+//!   whatever the caller drops.
 //! - `user_data` is the slab index plus a 31-bit generation ([`OpId`]); a stale [`OpId`] never
 //!   matches a newer op in the same slot, neither in [`Ring::cancel`] nor in the kernel.
 //!   `user_data` with bit 63 set marks the ring's own cancel requests, whose completions are
 //!   consumed internally and never surfaced.
 //! - Payloads are moved out of completions, never copied: an accepted descriptor is wrapped in
 //!   an [`OwnedFd`] by the ring the moment its completion is reaped, a filled receive buffer
-//!   becomes one [`RecvBuf`] (its docs and module give the proof), a send's batch comes back
+//!   becomes one [`RecvBuf`] (its docs and module give the proof) or, for `recvmsg`, one
+//!   [`Datagram`] owning that `RecvBuf` and parsed without `unsafe`, a send's batch comes back
 //!   only in that send's own [`Completion`]. [`Completion`] cannot be built or cloned outside
 //!   this crate.
 //! - Dropping a [`Ring`] cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel
 //!   to confirm; if it does not, the op records and the buffer ring are leaked, never freed.
-//! - Minimum kernel: 6.0 (multishot recv, cancel-any). Each op states its own minimum.
-//!   DEFER_TASKRUN (6.1), SINGLE_ISSUER (6.0) and COOP_TASKRUN (5.19) are used when present.
+//! - Minimum kernel: 6.0 (multishot recv and recvmsg, cancel-any). Each op states its own
+//!   minimum. DEFER_TASKRUN (6.1), SINGLE_ISSUER (6.0) and COOP_TASKRUN (5.19) are used when
+//!   present.
 //!
 //! ```no_run
 //! use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, SharedFd};
@@ -40,6 +44,7 @@
 //! ```
 
 mod bufring;
+mod datagram;
 mod error;
 mod fd;
 pub mod sys;
@@ -47,6 +52,7 @@ pub mod sys;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::rc::Rc;
@@ -59,6 +65,8 @@ use slab::Slab;
 
 use bufring::BufRing;
 pub use bufring::RecvBuf;
+pub use datagram::Datagram;
+use datagram::{GsoControl, SockAddr};
 pub use error::{RingError, SendError};
 pub use fd::SharedFd;
 
@@ -109,7 +117,10 @@ pub enum OpKind {
     Accept,
     /// [`Ring::recv_multi`].
     Recv,
-    /// [`Ring::send`].
+    /// [`Ring::recvmsg_multi`].
+    RecvMsg,
+    /// [`Ring::send`], [`Ring::send_to`] and [`Ring::send_to_segmented`]: each one `sendmsg`,
+    /// whose completion hands the batch back the same way.
     Send,
     /// [`Ring::wake_read`].
     Wake,
@@ -189,10 +200,18 @@ impl<T> Drop for KernelCell<T> {
 enum OpMem {
     Accept,
     Recv,
+    RecvMsg {
+        /// The template: `msg_namelen` only. A `KernelCell`, not a `Box`: the kernel only reads
+        /// it for multishot, but plain `recvmsg` writes a header back, so assume nothing.
+        msg: KernelCell<libc::msghdr>,
+    },
     Send {
         batch: Vec<Bytes>,
         // Never read by us: kept so the kernel's pointers stay valid until the completion.
         _iovecs: Vec<libc::iovec>,
+        /// `send_to`'s peer address and GSO control message, pointed at by `msg`.
+        _name: Option<Box<SockAddr>>,
+        _control: Option<Box<GsoControl>>,
         msg: Box<libc::msghdr>,
     },
     Wake {
@@ -208,6 +227,7 @@ impl OpMem {
         match self {
             OpMem::Accept => OpKind::Accept,
             OpMem::Recv => OpKind::Recv,
+            OpMem::RecvMsg { .. } => OpKind::RecvMsg,
             OpMem::Send { .. } => OpKind::Send,
             OpMem::Wake { .. } => OpKind::Wake,
             OpMem::Timeout { .. } => OpKind::Timeout,
@@ -240,6 +260,7 @@ enum Payload {
     None,
     Accepted(OwnedFd),
     Recv(RecvBuf),
+    Datagram(Datagram),
     Sent(Vec<Bytes>),
 }
 
@@ -306,6 +327,19 @@ impl Completion {
     pub fn take_recv_buf(&mut self) -> Option<RecvBuf> {
         match std::mem::replace(&mut self.payload, Payload::None) {
             Payload::Recv(buf) => Some(buf),
+            other => {
+                self.payload = other;
+                None
+            }
+        }
+    }
+    /// The datagram a [`Ring::recvmsg_multi`] completion delivered: peer, payload and
+    /// truncation, owning its receive buffer (recycled when the [`Datagram`] is dropped).
+    /// `None` for other completions, and for a buffer whose `recvmsg` header is malformed:
+    /// that buffer stays here, for [`Completion::take_recv_buf`] or to recycle on drop.
+    pub fn take_datagram(&mut self) -> Option<Datagram> {
+        match std::mem::replace(&mut self.payload, Payload::None) {
+            Payload::Datagram(d) => Some(d),
             other => {
                 self.payload = other;
                 None
@@ -435,6 +469,32 @@ impl Ring {
             .map_err(|(e, _)| e)
     }
 
+    /// Arms multishot `recvmsg` on a datagram `socket` into the receive buffers (kernel ≥ 6.0):
+    /// one completion per datagram, whose [`Completion::take_datagram`] gives the sender's
+    /// address and the payload. Each buffer holds a 16-byte header and a 128-byte address
+    /// field before the payload, so a datagram longer than `recv_buffer_size - 144` bytes is
+    /// delivered truncated ([`Datagram::is_truncated`]). `-ENOBUFS` ends it as for
+    /// [`Ring::recv_multi`]. Fails with `InvalidInput` if the buffers are smaller than 144 bytes.
+    pub fn recvmsg_multi(&mut self, socket: &SharedFd, tag: u64) -> io::Result<OpId> {
+        if self.bufs.buf_size() < datagram::MIN_BUFFER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "recvmsg needs receive buffers of at least {} bytes, these have {}",
+                    datagram::MIN_BUFFER,
+                    self.bufs.buf_size()
+                ),
+            ));
+        }
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty header (the libc
+        // struct has private padding fields on some targets, so no struct literal).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_namelen = datagram::NAME_FIELD as libc::socklen_t;
+        let msg = KernelCell::new(msg);
+        self.start(tag, Some(socket), OpMem::RecvMsg { msg })
+            .map_err(|(e, _)| e)
+    }
+
     /// Sends `batch` in order with one `sendmsg(MSG_NOSIGNAL)` (kernel ≥ 5.3), 1 to
     /// [`IOV_MAX`] segments. The ring owns the batch until the completion, which hands it back
     /// ([`Completion::take_sent_batch`]); the result may be a short write. On error the batch
@@ -443,6 +503,61 @@ impl Ring {
         &mut self,
         socket: &SharedFd,
         tag: u64,
+        batch: Vec<Bytes>,
+    ) -> Result<OpId, SendError> {
+        if batch.is_empty() || batch.len() > IOV_MAX {
+            return Err(SendError {
+                error: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
+                        batch.len()
+                    ),
+                ),
+                batch,
+            });
+        }
+        self.send_msg(socket, tag, None, None, batch)
+    }
+
+    /// Sends `batch` as one datagram to `peer` with one `sendmsg(MSG_NOSIGNAL)` (kernel ≥ 5.3)
+    /// on an unconnected datagram socket, 1 to [`IOV_MAX`] segments. The ring owns the batch
+    /// and the encoded address until the completion (kind [`OpKind::Send`]), which hands the
+    /// batch back ([`Completion::take_sent_batch`]). On error the batch comes back inside
+    /// [`SendError`].
+    pub fn send_to(
+        &mut self,
+        socket: &SharedFd,
+        tag: u64,
+        peer: SocketAddr,
+        batch: Vec<Bytes>,
+    ) -> Result<OpId, SendError> {
+        self.send_msg(socket, tag, Some(peer), None, batch)
+    }
+
+    /// As [`Ring::send_to`], but the kernel splits the batch's bytes into datagrams of
+    /// `segment_size` bytes each, the last one possibly shorter (UDP GSO, `UDP_SEGMENT`,
+    /// kernel ≥ 4.18); one completion for the whole send. The kernel refuses (`-EINVAL`) more
+    /// than 64 segments, a `segment_size` of 0 or above the path MTU, and non-UDP sockets.
+    pub fn send_to_segmented(
+        &mut self,
+        socket: &SharedFd,
+        tag: u64,
+        peer: SocketAddr,
+        segment_size: u16,
+        batch: Vec<Bytes>,
+    ) -> Result<OpId, SendError> {
+        self.send_msg(socket, tag, Some(peer), Some(segment_size), batch)
+    }
+
+    /// The one `sendmsg` builder behind [`Ring::send`], [`Ring::send_to`] and
+    /// [`Ring::send_to_segmented`].
+    fn send_msg(
+        &mut self,
+        socket: &SharedFd,
+        tag: u64,
+        peer: Option<SocketAddr>,
+        segment_size: Option<u16>,
         batch: Vec<Bytes>,
     ) -> Result<OpId, SendError> {
         if batch.is_empty() || batch.len() > IOV_MAX {
@@ -469,9 +584,24 @@ impl Ring {
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = iovecs.len() as _;
+        let name = peer.map(|peer| {
+            let (addr, len) = SockAddr::new(peer);
+            let addr = Box::new(addr);
+            msg.msg_name = (&*addr as *const SockAddr).cast_mut().cast();
+            msg.msg_namelen = len;
+            addr
+        });
+        let control = segment_size.map(|size| {
+            let control = Box::new(GsoControl::new(size));
+            msg.msg_control = (&*control as *const GsoControl).cast_mut().cast();
+            msg.msg_controllen = GsoControl::LEN as _;
+            control
+        });
         let mem = OpMem::Send {
             batch,
             _iovecs: iovecs,
+            _name: name,
+            _control: control,
             msg,
         };
         self.start(tag, Some(socket), mem)
@@ -559,6 +689,12 @@ impl Ring {
                         .flags(libc::SOCK_CLOEXEC)
                         .build(),
                     OpMem::Recv => opcode::RecvMulti::new(fd, self.bufs.bgid()).build(),
+                    OpMem::RecvMsg { msg } => {
+                        // MSG_TRUNC: the header's payload length is the datagram's full size.
+                        opcode::RecvMsgMulti::new(fd, msg.0.as_ptr().cast_const(), self.bufs.bgid())
+                            .flags(libc::MSG_TRUNC as u32)
+                            .build()
+                    }
                     OpMem::Send { msg, .. } => {
                         opcode::SendMsg::new(fd, &**msg as *const libc::msghdr)
                             .flags(libc::MSG_NOSIGNAL as u32)
@@ -583,9 +719,10 @@ impl Ring {
         loop {
             // SAFETY: every pointer and descriptor in `entry` belongs to the op record in
             // `self.ops` (or is none, for cancels): the fd is a `SharedFd` clone held by the
-            // record, so it stays open; `msg`, its iovecs and the `Bytes` they point at, the
-            // timespec and the eventfd buffer are heap allocations owned by the record, which
-            // do not move when the slab grows. The record is removed only when its final
+            // record, so it stays open; a send's `msg`, its iovecs and the `Bytes` they point
+            // at, its peer address and GSO control message, the recvmsg template, the timespec
+            // and the eventfd buffer are heap allocations owned by the record, which do not
+            // move when the slab grows. The record is removed only when its final
             // completion is reaped (`reap`), or leaked with the slab if the kernel never
             // confirms (Drop); recv buffers belong to `self.bufs`, which lives as long.
             let pushed = unsafe { self.uring.submission().push(&entry) };
@@ -646,6 +783,10 @@ impl Ring {
             let tag = op.tag;
             let more = cqueue::more(flags);
             let mut payload = match (kind, recv_buf) {
+                (OpKind::RecvMsg, Some(buf)) => match Datagram::parse(buf) {
+                    Ok(d) => Payload::Datagram(d),
+                    Err(buf) => Payload::Recv(buf),
+                },
                 (_, Some(buf)) => Payload::Recv(buf),
                 (OpKind::Accept, None) if result >= 0 => {
                     // SAFETY: a non-negative accept result is a descriptor the kernel just
