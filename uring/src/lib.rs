@@ -323,7 +323,8 @@ impl Completion {
         }
     }
     /// The bytes a recv completion delivered; the buffer goes back to the kernel when the
-    /// [`RecvBuf`] is dropped.
+    /// [`RecvBuf`] is dropped. A [`Ring::recvmsg_multi`] completion carries its buffer as a
+    /// [`Datagram`] instead; only a buffer with a malformed header comes out here, raw.
     pub fn take_recv_buf(&mut self) -> Option<RecvBuf> {
         match std::mem::replace(&mut self.payload, Payload::None) {
             Payload::Recv(buf) => Some(buf),

@@ -142,6 +142,33 @@ fn more_datagrams_than_buffers_recycle_them() {
 }
 
 #[test]
+fn holding_every_buffer_ends_the_recvmsg_with_enobufs() {
+    let server = udp("127.0.0.1").unwrap();
+    let addr = server.local_addr().unwrap();
+    let server = SharedFd::from(server);
+    let client = udp("127.0.0.1").unwrap();
+    let mut ring = ring(2);
+    let recv = ring.recvmsg_multi(&server, 1).unwrap();
+    for i in 0..3u8 {
+        client.send_to(&[i; 10], addr).unwrap();
+    }
+    let mut held = Vec::new();
+    let done = reap_until(&mut ring, |c| c.op() == recv && !c.more());
+    for mut c in done {
+        held.extend(c.take_datagram());
+        if !c.more() {
+            assert_eq!(c.result(), -libc::ENOBUFS);
+        }
+    }
+    assert_eq!(held.len(), 2);
+    drop(held);
+    // Both buffers are back: a fresh recvmsg gets the datagram still queued.
+    let mut recv = ring.recvmsg_multi(&server, 1).unwrap();
+    let got = datagrams(&mut Vec::new(), &mut ring, &server, &mut recv, 1);
+    assert_eq!(got[0].payload(), &[2u8; 10][..]);
+}
+
+#[test]
 fn an_empty_datagram_arrives_empty() {
     let server = udp("127.0.0.1").unwrap();
     let addr = server.local_addr().unwrap();
