@@ -90,6 +90,21 @@ struct Args {
     /// limit, for comparisons); not an RPC server
     #[arg(long)]
     reflect: bool,
+    /// Serve the same routes over UDP on this address too (one socket per core, one arpc
+    /// frame per datagram; --reflect does not apply to it)
+    #[arg(long, value_name = "ADDR")]
+    udp_listen: Option<String>,
+    /// Serve only over UDP: no TCP listener (needs --udp-listen)
+    #[arg(long)]
+    no_tcp_listen: bool,
+    /// Largest UDP datagram sent or answered, in bytes (1472 fits one Ethernet MTU; at most
+    /// 65507; must fit --recv-buffer-size less 144)
+    #[arg(long, value_name = "BYTES", default_value_t = 1472, allow_negative_numbers = true, value_parser = positive)]
+    udp_max_datagram: usize,
+    /// Seconds a UDP request's answer is kept to answer its retries without running the
+    /// handler again
+    #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
+    udp_dedup_window: Duration,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -176,7 +191,7 @@ fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
         return Some(match c.knob() {
             Some(Knob::AuthSecret) => "check the file given to --auth-secret-file".into(),
             Some(knob) => format!("set by --{}", flag(knob)),
-            None => "set by --listen".into(),
+            None => "set by --listen or --udp-listen".into(),
         });
     }
     match e.downcast_ref::<StartError>()? {
@@ -228,7 +243,15 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .max_connections_per_peer(args.max_connections_per_peer)
         .max_in_flight_per_conn(args.max_in_flight_per_conn)
         .pin_cores(!args.no_pin)
-        .reflect(args.reflect);
+        .reflect(args.reflect)
+        .udp_max_datagram(args.udp_max_datagram)
+        .udp_dedup_window(args.udp_dedup_window);
+    if let Some(addr) = args.udp_listen {
+        config = config.udp_listen(addr);
+    }
+    if args.no_tcp_listen {
+        config = config.no_tcp_listen();
+    }
     if let Some(n) = args.cores {
         config = config.cores(n);
     }
@@ -245,7 +268,10 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         "methods: /echo"
     };
     // The first address stays the fourth word: scripts and tests read it from there.
-    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    if let Some(udp) = server.udp_addr() {
+        addrs.push(format!("udp:{udp}"));
+    }
     let plural = if cores == 1 { "core" } else { "cores" };
     println!(
         "engine listening on {} with {cores} {plural} ({serving})",

@@ -313,3 +313,71 @@ fn read_timeout_flag_closes_a_trickling_client() {
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }
+
+#[test]
+fn binary_serves_udp_beside_tcp_and_reports_it() {
+    let mut child = engine(&[
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--udp-listen",
+        "127.0.0.1:0",
+    ])
+    .spawn()
+    .expect("spawn engine");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let udp: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("udp:"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no udp address in {line:?}"));
+    let tcp: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.send_to(&Frame::request(7, "/echo", "over udp").to_bytes(), udp)
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap();
+    let mut bytes = bytes::BytesMut::from(&buf[..n]);
+    let f = ringrpc_protocol::Decoder::default()
+        .decode(&mut bytes)
+        .unwrap()
+        .unwrap();
+    assert_eq!((f.header.seq, &f.payload[..]), (7, &b"over udp"[..]));
+    // TCP still serves beside it.
+    let mut c = Client::connect(tcp);
+    c.echo(1, b"over tcp");
+    drop(c);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("udp: 1 datagrams in, 1 out, 1 requests"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn binary_refuses_udp_with_an_auth_secret_naming_the_fix() {
+    let dir = std::env::temp_dir().join(format!("ringrpc-udp-auth-{}", std::process::id()));
+    std::fs::write(&dir, "s3cret").unwrap();
+    let output = engine(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--udp-listen",
+        "127.0.0.1:0",
+        "--auth-secret-file",
+        dir.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    std::fs::remove_file(&dir).ok();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("cannot be combined with udp_listen"), "{err}");
+}

@@ -20,6 +20,7 @@ use crate::config::ConfigError;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
+use crate::reactor::CoreSockets;
 use crate::router::{Context, Router};
 use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
 use crate::server::StartError;
@@ -97,7 +98,7 @@ impl ClientRuntime {
             &Arc::new(settings),
             &Arc::new(Router::new()),
             &shared,
-            vec![Vec::new()],
+            vec![CoreSockets::default()],
         )
         .map_err(start)?;
         Ok(ClientRuntime {

@@ -23,6 +23,9 @@ pub const TOO_MANY_IN_FLIGHT: &str = "too many requests in flight on this connec
 /// Error text of a Request for a blocking handler refused because the worker queue is full.
 pub const BLOCKING_QUEUE_FULL: &str =
     "server busy: too many requests waiting for blocking handlers";
+/// Error text of a datagram Request refused because its peer (or every peer together) has
+/// too many requests cached for duplicate suppression.
+pub const UDP_PEER_BUSY: &str = "server busy: too many recent requests from this peer; retry later";
 /// Method of the Request that must come first on a server with a shared secret.
 pub const AUTH_METHOD: &str = "/_auth";
 /// Error text sent to a connection that did not authenticate first.
@@ -99,6 +102,13 @@ pub enum CallError {
     /// The connection's unsent output is over its limit (the peer is not reading); the
     /// message was not queued.
     Overstocked,
+    /// The frame does not fit one datagram; it was not sent.
+    TooLarge {
+        /// The frame's size in bytes.
+        size: usize,
+        /// The largest datagram allowed.
+        max: usize,
+    },
 }
 
 impl fmt::Display for CallError {
@@ -113,6 +123,10 @@ impl fmt::Display for CallError {
             CallError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
             CallError::MailboxFull => f.write_str(
                 "the connection's reactor inbox is full; the message was not queued (slow down or retry)",
+            ),
+            CallError::TooLarge { size, max } => write!(
+                f,
+                "a frame of {size} bytes does not fit one datagram (at most {max}); send less, or use TCP"
             ),
             CallError::Overstocked => f.write_str(
                 "the connection's send queue is over its limit (the peer is not reading); the message was not queued",

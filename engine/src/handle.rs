@@ -116,7 +116,7 @@ impl ConnHandle {
             timeout,
             done: Box::new(done),
         });
-        if let Err(Command::Call { done, .. }) = posted {
+        if let Err(Command::Call { done, .. }) = posted.map_err(|c| *c) {
             done(Err(CallError::MailboxFull));
         }
     }

@@ -29,9 +29,12 @@
 //! ```
 #![deny(unsafe_code)]
 
+mod bind;
 mod client;
 mod config;
 mod conn;
+mod datagram;
+mod endpoint;
 pub mod error;
 mod framing;
 mod handle;
@@ -50,11 +53,14 @@ mod settings;
 mod shared;
 mod signals;
 mod stats;
+mod udp;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
+pub use datagram::Retry;
+pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
 pub use error::{CallError, DisconnectReason};
 pub use handle::{ConnHandle, Responder};
 pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
@@ -68,6 +74,7 @@ pub use server::{
 };
 pub use signals::ShutdownSignals;
 pub use stats::CoreStats;
+pub use udp::UdpStats;
 
 /// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
 #[doc(hidden)]

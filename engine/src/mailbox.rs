@@ -10,6 +10,7 @@
 //!   [`CallError::MailboxFull`] past it; the others are bounded by construction — answers by
 //!   each connection's limit of deferred requests, closes by the connections that exist.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use ringrpc_uring::Waker;
 
+use crate::datagram::Retry;
 use crate::error::{CallError, DisconnectReason};
 use crate::ids::{ConnId, ConnInfo};
 
@@ -55,6 +57,20 @@ pub(crate) enum Command {
     },
     /// Close a connection (queued output is still sent).
     Close { conn: ConnId },
+    /// Call `method` on a datagram peer (counts against the capacity).
+    UdpCall {
+        peer: SocketAddr,
+        method: Bytes,
+        payload: Bytes,
+        timeout: Duration,
+        retry: Option<Retry>,
+        done: CallDone,
+    },
+    /// Send an encoded Notify to a datagram peer (counts against the capacity).
+    UdpNotify { peer: SocketAddr, frame: Bytes },
+    /// A Response another core's socket received for a call this core made (bounded by
+    /// this core's pending calls).
+    UdpForward { peer: SocketAddr, frame: Bytes },
 }
 
 impl Command {
@@ -62,7 +78,11 @@ impl Command {
     fn optional(&self) -> bool {
         matches!(
             self,
-            Command::Notify { .. } | Command::Call { .. } | Command::Broadcast { .. }
+            Command::Notify { .. }
+                | Command::Call { .. }
+                | Command::Broadcast { .. }
+                | Command::UdpCall { .. }
+                | Command::UdpNotify { .. }
         )
     }
 }
@@ -108,11 +128,11 @@ impl Mailbox {
 
     /// Delivers `cmd` and wakes the reactor if it may be asleep; refuses an optional
     /// message when the inbox is full, handing it back (counted as refused).
-    pub(crate) fn post(&self, cmd: Command) -> Result<(), Command> {
+    pub(crate) fn post(&self, cmd: Command) -> Result<(), Box<Command>> {
         if cmd.optional() && self.optional_queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.optional_queued.fetch_sub(1, Ordering::AcqRel);
             self.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(cmd);
+            return Err(Box::new(cmd));
         }
         // The receiver lives as long as the mailbox, so sending cannot fail.
         let _ = self.tx.send(cmd);
@@ -173,7 +193,7 @@ mod tests {
         assert!(mailbox.post(notify()).is_ok());
         assert!(mailbox.post(notify()).is_ok());
         assert!(matches!(
-            mailbox.post(notify()),
+            mailbox.post(notify()).map_err(|c| *c),
             Err(Command::Notify { .. })
         ));
         let conn = ConnId {

@@ -8,13 +8,12 @@
 
 use std::fmt;
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::mailbox::Mailbox;
-use crate::reactor::Reactor;
+use crate::reactor::{CoreSockets, Reactor};
 use crate::router::Router;
 use crate::settings::ReactorSettings;
 use crate::shared::Shared;
@@ -114,17 +113,17 @@ pub(crate) fn new_mailboxes(n: usize, capacity: usize) -> Vec<Arc<Mailbox>> {
 /// Reactor threads joined by [`join_all`].
 pub(crate) type ReactorThreads = Vec<JoinHandle<io::Result<CoreStats>>>;
 
-/// Starts one reactor thread per entry of `listeners` (each the listening sockets of that
-/// core; none for a reactor that serves only adopted, outbound connections) and returns
+/// Starts one reactor thread per entry of `sockets` (each the sockets of that core; none
+/// for a reactor that serves only adopted, outbound connections) and returns
 /// once every reactor's ring is up; if any fails, the others are stopped and its error
 /// returned.
 pub(crate) fn spawn_reactors(
     settings: &Arc<ReactorSettings>,
     router: &Arc<Router>,
     shared: &Arc<Shared>,
-    listeners: Vec<Vec<TcpListener>>,
+    sockets: Vec<CoreSockets>,
 ) -> Result<ReactorThreads, SpawnError> {
-    let cores = listeners.len();
+    let cores = sockets.len();
     let cpus = if settings.pin_cores {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -138,7 +137,7 @@ pub(crate) fn spawn_reactors(
     }
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), RingError>)>();
     let mut threads = Vec::with_capacity(cores);
-    for (id, listener) in listeners.into_iter().enumerate() {
+    for (id, core_sockets) in sockets.into_iter().enumerate() {
         let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
         let (core_settings, core_router, core_shared, ready) = (
             settings.clone(),
@@ -155,7 +154,7 @@ pub(crate) fn spawn_reactors(
                     }
                 }
                 let reactor =
-                    match Reactor::new(id, core_settings, core_router, core_shared, listener) {
+                    match Reactor::new(id, core_settings, core_router, core_shared, core_sockets) {
                         Ok(r) => {
                             let _ = ready.send((id, Ok(())));
                             r

@@ -7,17 +7,17 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
-use crate::config::{Config, ConfigError, ListenAddr};
+use crate::bind::{Transport, bind_all};
+use crate::config::{Config, ConfigError};
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::{ConnHandle, encode};
 use crate::hooks::Hooks;
 use crate::ids::ConnInfo;
 use crate::mailbox::{BroadcastFilter, Command};
+use crate::reactor::CoreSockets;
 use crate::router::{RouteError, Router};
 use crate::runtime::{
     ReactorThreads, RunError, SpawnError, join_all, new_mailboxes, spawn_reactors,
@@ -26,9 +26,6 @@ use crate::settings::ReactorSettings;
 use crate::shared::Shared;
 use crate::stats::CoreStats;
 use ringrpc_uring::{RingError, sys};
-
-/// Listen backlog of each reactor's socket.
-const BACKLOG: i32 = 4096;
 
 /// Why the server could not start; each message names the cause and the fix.
 #[derive(Debug)]
@@ -168,14 +165,33 @@ impl fmt::Display for ServerReport {
         for c in &self.cores {
             line(f, &format!("core {}", c.core), c)?;
         }
-        line(f, "total", &self.total())
+        let total = self.total();
+        line(f, "total", &total)?;
+        let u = total.udp;
+        if u.datagrams_in + u.datagrams_out > 0 {
+            writeln!(
+                f,
+                "    udp: {} datagrams in, {} out, {} requests, {} notifies, {} duplicates, {} malformed, {} refused, {} calls, {} retries, {} timeouts",
+                u.datagrams_in,
+                u.datagrams_out,
+                u.requests,
+                u.notifies,
+                u.duplicates,
+                u.malformed,
+                u.refused,
+                u.calls,
+                u.retries,
+                u.timeouts
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// Stops a running server from any thread.
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl ServerHandle {
@@ -352,16 +368,27 @@ impl ServerBuilder {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
         }
-        // Per core, one listener for each address.
-        let mut listeners: Vec<Vec<TcpListener>> =
-            (0..config.cores()).map(|_| Vec::new()).collect();
+        // Per core, one listener for each TCP address and the UDP socket.
+        let mut sockets: Vec<CoreSockets> = (0..config.cores())
+            .map(|_| CoreSockets::default())
+            .collect();
         let mut local_addrs = Vec::new();
         for addr in config.listen_addrs() {
-            let (group, bound) = bind_all(addr, config.cores())?;
+            let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
+                .map_err(|(a, e)| bind_error(a, e))?;
             for (core, listener) in group.into_iter().enumerate() {
-                listeners[core].push(listener);
+                sockets[core].tcp.push(TcpListener::from(listener));
             }
             local_addrs.push(bound);
+        }
+        let mut udp_addr = None;
+        if let Some(addr) = config.udp_listen() {
+            let (group, bound) = bind_all(addr, config.cores(), Transport::Udp)
+                .map_err(|(a, e)| bind_error(a, e))?;
+            for (core, socket) in group.into_iter().enumerate() {
+                sockets[core].udp = Some(UdpSocket::from(socket));
+            }
+            udp_addr = Some(bound);
         }
         let settings = ReactorSettings::from_config(&config);
         let mailboxes = new_mailboxes(config.cores(), settings.mailbox_capacity);
@@ -369,8 +396,9 @@ impl ServerBuilder {
             config: Arc::new(config),
             settings: Arc::new(settings),
             router: Arc::new(self.router),
-            listeners,
+            sockets,
             local_addrs,
+            udp_addr,
             shared: Arc::new(Shared::new(mailboxes, self.hooks)),
         })
     }
@@ -382,8 +410,9 @@ pub struct Server {
     config: Arc<Config>,
     settings: Arc<ReactorSettings>,
     router: Arc<Router>,
-    listeners: Vec<Vec<TcpListener>>,
+    sockets: Vec<CoreSockets>,
     local_addrs: Vec<SocketAddr>,
+    udp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
 }
 
@@ -398,14 +427,20 @@ impl Server {
         }
     }
 
-    /// The first address actually bound (the real port when 0 was asked for).
+    /// The first TCP address actually bound (the real port when 0 was asked for), or the
+    /// UDP address for a datagram-only server.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addrs[0]
+        first_addr(&self.local_addrs, self.udp_addr)
     }
 
-    /// Every address actually bound, in the order configured.
+    /// Every TCP address actually bound, in the order configured.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The UDP address actually bound, if the server listens on UDP.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
     }
 
     /// The settings in force.
@@ -428,12 +463,13 @@ impl Server {
 
     /// Starts every reactor and returns once all are serving.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        let threads = spawn_reactors(&self.settings, &self.router, &self.shared, self.listeners)?;
+        let threads = spawn_reactors(&self.settings, &self.router, &self.shared, self.sockets)?;
         Ok(RunningServer {
             handle: ServerHandle {
                 shared: self.shared,
             },
             local_addrs: self.local_addrs,
+            udp_addr: self.udp_addr,
             threads,
         })
     }
@@ -444,17 +480,23 @@ impl Server {
 pub struct RunningServer {
     handle: ServerHandle,
     local_addrs: Vec<SocketAddr>,
+    udp_addr: Option<SocketAddr>,
     threads: ReactorThreads,
 }
 
 impl RunningServer {
-    /// The first address actually bound.
+    /// The first TCP address actually bound, or the UDP address for a datagram-only
+    /// server.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addrs[0]
+        first_addr(&self.local_addrs, self.udp_addr)
     }
-    /// Every address actually bound, in the order configured.
+    /// Every TCP address actually bound, in the order configured.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+    /// The UDP address actually bound, if the server listens on UDP.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
     }
     /// A handle to stop the server.
     pub fn handle(&self) -> ServerHandle {
@@ -486,64 +528,20 @@ impl RunningServer {
     }
 }
 
-/// Binds `n` listeners sharing one port, trying each candidate address in turn.
-fn bind_all(listen: &ListenAddr, n: usize) -> Result<(Vec<TcpListener>, SocketAddr), StartError> {
-    let candidates = listen.candidates();
-    let last = candidates.len() - 1;
-    for (i, addr) in candidates.into_iter().enumerate() {
-        match bind_group(addr, n) {
-            Ok(bound) => return Ok(bound),
-            // `:PORT` on a machine without IPv6: fall back to IPv4.
-            Err(e)
-                if i < last
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
-                    ) =>
-            {
-                tracing::debug!("cannot listen on {addr} ({e}); trying the next address");
-            }
-            Err(e) => {
-                return Err(match e.raw_os_error() {
-                    Some(libc::EADDRINUSE) => StartError::AddrInUse(addr),
-                    Some(libc::EACCES) | Some(libc::EPERM) => StartError::PermissionDenied(addr),
-                    Some(libc::EADDRNOTAVAIL) => StartError::AddrNotAvailable(addr),
-                    _ => StartError::Bind(addr, e),
-                });
-            }
-        }
+/// The startup error for binding `addr` failing with `e`.
+fn bind_error(addr: SocketAddr, e: io::Error) -> StartError {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => StartError::AddrInUse(addr),
+        Some(libc::EACCES) | Some(libc::EPERM) => StartError::PermissionDenied(addr),
+        Some(libc::EADDRNOTAVAIL) => StartError::AddrNotAvailable(addr),
+        _ => StartError::Bind(addr, e),
     }
-    unreachable!("the last candidate returns")
 }
 
-fn bind_group(addr: SocketAddr, n: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
-    // An exclusive bind first: SO_REUSEPORT would otherwise silently join another process's
-    // listeners on the same port (same user) instead of reporting the port as taken.
-    let probe = new_socket(addr, false)?;
-    probe.bind(&addr.into())?;
-    let actual = probe
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
-    drop(probe);
-    let mut listeners = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = new_socket(addr, true)?;
-        s.bind(&actual.into())?;
-        s.listen(BACKLOG)?;
-        listeners.push(TcpListener::from(s));
-    }
-    Ok((listeners, actual))
-}
-
-fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        s.set_only_v6(false)?;
-    }
-    Ok(s)
+/// The first TCP address, else the UDP one (a valid config has one of them).
+fn first_addr(tcp: &[SocketAddr], udp: Option<SocketAddr>) -> SocketAddr {
+    tcp.first()
+        .copied()
+        .or(udp)
+        .expect("a validated config listens somewhere")
 }

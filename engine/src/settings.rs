@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::datagram::UdpLimits;
 use crate::mailbox;
 
 /// What each reactor needs to know, server or client.
@@ -30,6 +31,7 @@ pub(crate) struct ReactorSettings {
     pub(crate) pin_cores: bool,
     pub(crate) reflect: bool,
     pub(crate) mailbox_capacity: usize,
+    pub(crate) udp: UdpLimits,
 }
 
 impl ReactorSettings {
@@ -54,6 +56,15 @@ impl ReactorSettings {
             pin_cores: config.pin_cores,
             reflect: config.reflect,
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
+            udp: UdpLimits {
+                max_datagram: config.udp_max_datagram,
+                max_body: config.max_body,
+                dedup_window: config.udp_dedup_window,
+                dedup_capacity: 65_536,
+                dedup_per_peer: 1024,
+                max_peers: 65_536,
+                max_in_flight_per_peer: config.max_in_flight_per_conn,
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 //! the hot path); totals are merged after the reactors stop.
 
 use crate::conn::ConnStats;
+use crate::udp::UdpStats;
 
 /// Totals of one reactor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct CoreStats {
     /// Wake-up or timer failures (each logged); non-zero means cross-thread delivery
     /// or a deadline may have been late.
     pub loop_errors: u64,
+    /// The datagram endpoint's counters (all zero without UDP).
+    pub udp: UdpStats,
 }
 
 impl CoreStats {
@@ -87,6 +90,7 @@ impl CoreStats {
             notify_drops,
             mailbox_refused,
             loop_errors,
+            udp,
         } = *other;
         self.accepted += accepted;
         self.closed += closed;
@@ -111,6 +115,7 @@ impl CoreStats {
         self.notify_drops += notify_drops;
         self.mailbox_refused += mailbox_refused;
         self.loop_errors += loop_errors;
+        self.udp.add(&udp);
     }
 
     /// Average frames carried by one send.

@@ -40,6 +40,12 @@ pub enum Knob {
     MaxInFlightPerConn,
     /// [`ConfigBuilder::stats_interval`](super::ConfigBuilder::stats_interval)
     StatsInterval,
+    /// [`ConfigBuilder::udp_max_datagram`](super::ConfigBuilder::udp_max_datagram)
+    UdpMaxDatagram,
+    /// [`ConfigBuilder::udp_dedup_window`](super::ConfigBuilder::udp_dedup_window)
+    UdpDedupWindow,
+    /// [`ConfigBuilder::udp_listen`](super::ConfigBuilder::udp_listen)
+    UdpListen,
 }
 
 impl Knob {
@@ -61,13 +67,19 @@ impl Knob {
             Knob::MaxConnectionsPerPeer => "max_connections_per_peer",
             Knob::MaxInFlightPerConn => "max_in_flight_per_conn",
             Knob::StatsInterval => "stats_interval",
+            Knob::UdpMaxDatagram => "udp_max_datagram",
+            Knob::UdpDedupWindow => "udp_dedup_window",
+            Knob::UdpListen => "udp_listen",
         }
     }
 
     /// What its numbers count, for messages.
     fn unit(self) -> &'static str {
         match self {
-            Knob::RecvBufferSize | Knob::MaxBody | Knob::MaxSendQueueBytes => " bytes",
+            Knob::RecvBufferSize
+            | Knob::MaxBody
+            | Knob::MaxSendQueueBytes
+            | Knob::UdpMaxDatagram => " bytes",
             _ => "",
         }
     }
@@ -120,6 +132,18 @@ pub enum ConfigError {
     },
     /// An empty auth secret.
     EmptyAuthSecret,
+    /// A shared secret together with datagram listening: datagrams carry no session to
+    /// authenticate.
+    UdpWithAuth,
+    /// Neither a TCP nor a UDP address to listen on.
+    NothingToListenOn,
+    /// The largest datagram does not fit a receive buffer (with its 144-byte header).
+    DatagramOverBuffer {
+        /// The datagram limit given.
+        udp_max_datagram: usize,
+        /// The receive buffer size given.
+        recv_buffer_size: usize,
+    },
     /// A listen address that cannot be used.
     Listen {
         /// The address as given.
@@ -137,7 +161,9 @@ impl ConfigError {
             | ConfigError::NotPowerOfTwo { knob, .. }
             | ConfigError::ZeroDuration { knob } => Some(*knob),
             ConfigError::KeepaliveNotShorterThanIdle { .. } => Some(Knob::Keepalive),
-            ConfigError::EmptyAuthSecret => Some(Knob::AuthSecret),
+            ConfigError::EmptyAuthSecret | ConfigError::UdpWithAuth => Some(Knob::AuthSecret),
+            ConfigError::NothingToListenOn => None,
+            ConfigError::DatagramOverBuffer { .. } => Some(Knob::UdpMaxDatagram),
             ConfigError::Listen { .. } => None,
         }
     }
@@ -180,6 +206,20 @@ impl fmt::Display for ConfigError {
                 "keepalive ({keepalive:?}) must be shorter than the idle timeout ({idle_timeout:?}), or a live peer is closed before it is pinged"
             ),
             ConfigError::EmptyAuthSecret => f.write_str("auth_secret must not be empty"),
+            ConfigError::UdpWithAuth => f.write_str(
+                "auth_secret cannot be combined with udp_listen: datagrams carry no session to authenticate; serve UDP from a server without a secret",
+            ),
+            ConfigError::DatagramOverBuffer {
+                udp_max_datagram,
+                recv_buffer_size,
+            } => write!(
+                f,
+                "udp_max_datagram ({udp_max_datagram} bytes) must fit a receive buffer with its 144-byte header: raise recv_buffer_size (now {recv_buffer_size}) to at least {} or lower udp_max_datagram",
+                udp_max_datagram + 144
+            ),
+            ConfigError::NothingToListenOn => {
+                f.write_str("no address to listen on: give a TCP listen address or a udp_listen address")
+            }
             ConfigError::Listen { addr, reason } => write!(
                 f,
                 "invalid listen address {addr:?}: {reason} (use :PORT, HOST:PORT or [IPV6]:PORT)"

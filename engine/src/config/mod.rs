@@ -35,6 +35,9 @@ pub struct Config {
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
     pub(crate) reflect: bool,
+    pub(crate) udp_listen: Option<ListenAddr>,
+    pub(crate) udp_max_datagram: usize,
+    pub(crate) udp_dedup_window: Duration,
 }
 
 impl Config {
@@ -46,13 +49,17 @@ impl Config {
     pub fn cores(&self) -> usize {
         self.cores
     }
-    /// The first listen address as configured.
-    pub fn listen(&self) -> &ListenAddr {
-        &self.listen[0]
+    /// The first TCP listen address as configured (none for a datagram-only server).
+    pub fn listen(&self) -> Option<&ListenAddr> {
+        self.listen.first()
     }
-    /// Every listen address as configured.
+    /// Every TCP listen address as configured (none for a datagram-only server).
     pub fn listen_addrs(&self) -> &[ListenAddr] {
         &self.listen
+    }
+    /// The UDP address as configured, if any.
+    pub fn udp_listen(&self) -> Option<&ListenAddr> {
+        self.udp_listen.as_ref()
     }
     /// Largest accepted frame body.
     pub fn max_body(&self) -> u32 {
@@ -86,6 +93,9 @@ pub struct ConfigBuilder {
     stats_interval: Option<Duration>,
     pin_cores: bool,
     reflect: bool,
+    udp_listen: Option<String>,
+    udp_max_datagram: usize,
+    udp_dedup_window: Duration,
 }
 
 impl Default for ConfigBuilder {
@@ -112,9 +122,15 @@ impl Default for ConfigBuilder {
             stats_interval: None,
             pin_cores: true,
             reflect: false,
+            udp_listen: None,
+            udp_max_datagram: crate::datagram::DEFAULT_MAX_DATAGRAM,
+            udp_dedup_window: Duration::from_secs(5),
         }
     }
 }
+
+/// Bytes of a receive buffer that a datagram's header and address take.
+const UDP_RECV_HEADER: usize = 144;
 
 /// Largest `max_body` accepted: the frame must still fit a `u32` length.
 pub const MAX_MAX_BODY: u32 = u32::MAX - 16;
@@ -247,6 +263,39 @@ impl ConfigBuilder {
         self
     }
 
+    /// Serves the same routes over UDP on `addr` too (one socket per core sharing the port
+    /// with `SO_REUSEPORT`): each datagram carries exactly one arpc frame. Costs one socket
+    /// per core plus the duplicate-suppression cache (see
+    /// [`udp_dedup_window`](Self::udp_dedup_window)).
+    pub fn udp_listen(mut self, addr: impl Into<String>) -> Self {
+        self.udp_listen = Some(addr.into());
+        self
+    }
+
+    /// Listens on no TCP address (a datagram-only server: give [`udp_listen`](Self::udp_listen)).
+    pub fn no_tcp_listen(mut self) -> Self {
+        self.listen.clear();
+        self
+    }
+
+    /// Largest datagram sent or answered (default 1472: one Ethernet MTU less the IP and
+    /// UDP headers; at most 65,507). A frame that does not fit is refused at the sender
+    /// (`CallError::TooLarge`), and an answer that does not fit becomes an error answer.
+    /// Each cached answer costs up to this much memory.
+    pub fn udp_max_datagram(mut self, bytes: usize) -> Self {
+        self.udp_max_datagram = bytes;
+        self
+    }
+
+    /// How long a datagram request's answer is kept to answer its retries without running
+    /// the handler again (default 5 s; must exceed the callers' whole retry span). Memory:
+    /// at most 65,536 cached answers per core (1,024 per peer), each up to
+    /// [`udp_max_datagram`](Self::udp_max_datagram) bytes.
+    pub fn udp_dedup_window(mut self, window: Duration) -> Self {
+        self.udp_dedup_window = window;
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let range = |knob, value: u64, min, max| {
@@ -328,11 +377,38 @@ impl ConfigBuilder {
         if let Some(n) = self.max_connections_per_peer {
             range(Knob::MaxConnectionsPerPeer, n as u64, 1, u64::MAX)?;
         }
+        range(
+            Knob::UdpMaxDatagram,
+            self.udp_max_datagram as u64,
+            64,
+            crate::datagram::MAX_DATAGRAM as u64,
+        )?;
+        positive(Knob::UdpDedupWindow, Some(self.udp_dedup_window))?;
+        // A received datagram lands in one receive buffer behind a 144-byte header.
+        if self.udp_listen.is_some()
+            && self.udp_max_datagram + UDP_RECV_HEADER > self.recv_buffer_size
+        {
+            return Err(ConfigError::DatagramOverBuffer {
+                udp_max_datagram: self.udp_max_datagram,
+                recv_buffer_size: self.recv_buffer_size,
+            });
+        }
         let listen = self
             .listen
             .iter()
             .map(|a| ListenAddr::parse(a))
             .collect::<Result<Vec<_>, _>>()?;
+        let udp_listen = self
+            .udp_listen
+            .as_deref()
+            .map(ListenAddr::parse)
+            .transpose()?;
+        if listen.is_empty() && udp_listen.is_none() {
+            return Err(ConfigError::NothingToListenOn);
+        }
+        if udp_listen.is_some() && self.auth_secret.is_some() {
+            return Err(ConfigError::UdpWithAuth);
+        }
         Ok(Config {
             cores: self.cores,
             listen,
@@ -353,6 +429,9 @@ impl ConfigBuilder {
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,
             reflect: self.reflect,
+            udp_listen,
+            udp_max_datagram: self.udp_max_datagram,
+            udp_dedup_window: self.udp_dedup_window,
         })
     }
 }

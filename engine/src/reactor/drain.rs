@@ -19,6 +19,7 @@ impl Reactor {
         // The kernel keeps its own reference until the accept is cancelled; then the
         // listening socket closes and new connections are refused.
         self.listeners.clear();
+        self.stop_udp();
         for (_, slot) in self.conns.iter_mut() {
             // Everything the peer sent before this moment is owed an answer.
             let unread = sys::unread_bytes(slot.socket.as_fd()).ok();

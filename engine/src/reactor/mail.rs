@@ -14,6 +14,7 @@ use super::timers::TimerId;
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::mailbox::Command;
+use crate::udp::UdpCore;
 
 impl Reactor {
     /// Applies what other threads posted.
@@ -21,6 +22,41 @@ impl Reactor {
         let mailbox = self.mailbox.clone();
         for cmd in mailbox.drain() {
             match cmd {
+                Command::Notify { conn, frame } if UdpCore::owns(conn) => {
+                    self.udp_send_to_peer(conn, frame, false)
+                }
+                Command::Answer { conn, frame } if UdpCore::owns(conn) => {
+                    self.udp_send_to_peer(conn, frame, true)
+                }
+                Command::Call {
+                    conn,
+                    method,
+                    payload,
+                    timeout,
+                    done,
+                } if UdpCore::owns(conn) => {
+                    self.udp_call_peer(conn, &method, &payload, timeout, done)
+                }
+                Command::UdpCall {
+                    peer,
+                    method,
+                    payload,
+                    timeout,
+                    retry,
+                    done,
+                } => self.udp_call(peer, &method, &payload, timeout, retry, done),
+                Command::UdpNotify { peer, frame } => {
+                    if let Some(udp) = self.udp.as_mut() {
+                        if udp.core.notify(peer, frame).is_err() {
+                            udp.core.stats.send_errors += 1;
+                        }
+                    }
+                }
+                Command::UdpForward { peer, frame } => {
+                    if let Some(udp) = self.udp.as_mut() {
+                        udp.core.on_forwarded(peer, &frame);
+                    }
+                }
                 Command::Notify { conn, frame } => {
                     if let Some(idx) = self.live_id(conn) {
                         let slot = &mut self.conns[idx];

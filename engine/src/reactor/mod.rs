@@ -25,8 +25,9 @@ mod io;
 mod mail;
 mod slot;
 pub(crate) mod timers;
+mod udp;
 
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,10 +42,19 @@ use crate::router::Router;
 use crate::settings::ReactorSettings;
 use crate::shared::{ConnPolicy, Shared};
 use crate::stats::CoreStats;
+use crate::udp::UdpCore;
 
 use accept::Listener;
 use slot::Slot;
 use timers::{Deadlines, TimerId};
+use udp::{UDP_TAG, Udp};
+
+/// The sockets one reactor serves: its TCP listeners and its UDP socket, if any.
+#[derive(Debug, Default)]
+pub(crate) struct CoreSockets {
+    pub(crate) tcp: Vec<TcpListener>,
+    pub(crate) udp: Option<UdpSocket>,
+}
 
 /// Tag of the wake-up read (connection tags are `slot << 32 | serial`, accept tags the
 /// listener's index; each op kind is told apart by the completion itself).
@@ -64,6 +74,8 @@ pub(crate) struct Reactor {
     ring: Ring,
     /// One per listen address; empty for a client runtime.
     listeners: Vec<Listener>,
+    /// The datagram socket and its state, if this server listens on UDP.
+    udp: Option<Udp>,
     conns: Slab<Slot>,
     /// Serial of the last connection opened here (ids are never reused).
     serial: u64,
@@ -88,7 +100,7 @@ impl Reactor {
         settings: Arc<ReactorSettings>,
         router: Arc<Router>,
         shared: Arc<Shared>,
-        listeners: Vec<TcpListener>,
+        sockets: CoreSockets,
     ) -> Result<Reactor, RingError> {
         let mailbox = shared.mailboxes[id].clone();
         let ring = Ring::new(RingConfig {
@@ -111,7 +123,13 @@ impl Reactor {
             now,
             mailbox,
             ring,
-            listeners: listeners
+            udp: sockets.udp.map(|socket| Udp {
+                socket: SharedFd::from(socket),
+                recv: None,
+                core: UdpCore::new(id as u16, settings.udp.clone()),
+            }),
+            listeners: sockets
+                .tcp
                 .into_iter()
                 .map(|socket| Listener {
                     socket: SharedFd::from(socket),
@@ -144,6 +162,10 @@ impl Reactor {
         if let Some(every) = self.settings.stats_interval {
             self.deadlines.schedule(self.now + every, TimerId::Stats);
         }
+        self.arm_udp();
+        if let Some(at) = self.first_udp_sweep() {
+            self.deadlines.schedule(at, TimerId::UdpSweep);
+        }
         // Anything posted before the ring was up.
         self.take_mail();
         let mut cqes = Vec::with_capacity(4096);
@@ -165,6 +187,9 @@ impl Reactor {
             }
             self.flush();
         }
+        if let Some(udp) = &self.udp {
+            self.stats.udp = udp.core.stats;
+        }
         // No kernel access to ring-owned memory may outlive the loop (Drop would do this too).
         if !self.ring.cancel_all_and_wait() {
             tracing::warn!(
@@ -179,6 +204,8 @@ impl Reactor {
         match completion.kind() {
             OpKind::Accept => self.on_accept(completion),
             OpKind::Recv => self.on_recv(completion),
+            OpKind::RecvMsg => self.on_datagram(completion),
+            OpKind::Send if completion.tag() == UDP_TAG => self.on_datagram_sent(completion),
             OpKind::Send => self.on_send(completion),
             OpKind::Wake => self.on_wake(completion.result()),
             // The reactor keeps its deadlines itself and arms no ring timeouts.
@@ -218,6 +245,8 @@ impl Reactor {
                 TimerId::DrainGrace => self.force_close_all(),
                 TimerId::WakeRetry => self.on_wake(0),
                 TimerId::Conn { slot, serial } => self.on_conn_timer(slot as usize, serial, at),
+                TimerId::UdpCall { seq } => self.on_udp_call_timer(seq),
+                TimerId::UdpSweep => self.on_udp_sweep(),
                 TimerId::Call { slot, serial, seq } => {
                     let now = self.now;
                     if let Some(s) = self.conns.get_mut(slot as usize) {
@@ -276,5 +305,6 @@ impl Reactor {
         // `advance` never marks dirty, so nothing was pushed meanwhile; keep the capacity.
         debug_assert!(self.dirty.is_empty());
         self.dirty = dirty;
+        self.flush_udp();
     }
 }

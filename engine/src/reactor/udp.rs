@@ -1,0 +1,214 @@
+//! The reactor's datagram socket: multishot recvmsg into the provided buffers, each
+//! datagram handed to the sans-IO [`UdpCore`], its outgoing datagrams sent at the end of the
+//! tick (all in the tick's one submit), its call timers in the deadline heap.
+//!
+//! Invariants: the socket is armed while the reactor serves and not draining; a recvmsg that
+//! ended is re-armed at once (ENOBUFS included); a send failure is counted, never fatal.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringrpc_uring::{Completion, OpId, SharedFd};
+
+use super::Reactor;
+use super::timers::TimerId;
+use crate::datagram::Retry;
+use crate::ids::ConnId;
+use crate::mailbox::{CallDone, Command};
+use crate::udp::UdpCore;
+
+/// The tag of every datagram op (connection tags never reach it: slot `u32::MAX`).
+pub(super) const UDP_TAG: u64 = u64::MAX;
+
+/// One core's datagram socket and its state.
+pub(super) struct Udp {
+    pub(super) socket: SharedFd,
+    pub(super) recv: Option<OpId>,
+    pub(super) core: UdpCore,
+}
+
+impl Reactor {
+    /// Arms the multishot recvmsg on the datagram socket, if there is one and it is idle.
+    pub(super) fn arm_udp(&mut self) {
+        let Some(udp) = self.udp.as_mut() else {
+            return;
+        };
+        if udp.recv.is_some() || self.draining.is_some() {
+            return;
+        }
+        match self.ring.recvmsg_multi(&udp.socket, UDP_TAG) {
+            Ok(op) => udp.recv = Some(op),
+            Err(e) => {
+                self.stats.loop_errors += 1;
+                tracing::error!(core = self.id, "cannot arm the UDP receive: {e}");
+            }
+        }
+    }
+
+    pub(super) fn on_datagram(&mut self, mut completion: Completion) {
+        let Some(udp) = self.udp.as_mut() else {
+            return;
+        };
+        if !completion.more() {
+            udp.recv = None;
+        }
+        match completion.take_datagram() {
+            Some(dgram) => match dgram.peer() {
+                Some(peer) if !dgram.is_truncated() => {
+                    let router = &self.server_policy.router;
+                    let forward = udp.core.on_datagram(
+                        self.now,
+                        peer,
+                        dgram.payload(),
+                        router,
+                        &self.mailbox,
+                    );
+                    if let Some(f) = forward {
+                        let to = self.shared.mailboxes.get(f.core);
+                        let cmd = Command::UdpForward {
+                            peer: f.peer,
+                            frame: f.frame,
+                        };
+                        if to.is_none_or(|m| m.post(cmd).is_err()) {
+                            udp.core.stats.stray_responses += 1;
+                        }
+                    }
+                }
+                // Larger than a receive buffer, or no address: not one valid frame.
+                _ => {
+                    udp.core.stats.datagrams_in += 1;
+                    udp.core.stats.malformed += 1;
+                }
+            },
+            None => match -completion.result() {
+                0 | libc::ECANCELED => {}
+                libc::ENOBUFS => self.stats.recv_buffers_exhausted += 1,
+                errno => {
+                    self.stats.socket_errors += 1;
+                    tracing::debug!(
+                        core = self.id,
+                        "UDP receive: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                }
+            },
+        }
+        self.arm_udp();
+        self.schedule_udp_calls();
+    }
+
+    /// A datagram send finished.
+    pub(super) fn on_datagram_sent(&mut self, completion: Completion) {
+        if let Some(udp) = self.udp.as_mut() {
+            if completion.result() < 0 {
+                udp.core.stats.send_errors += 1;
+            }
+        }
+    }
+
+    /// Sends every datagram the core queued this tick.
+    pub(super) fn flush_udp(&mut self) {
+        let Some(udp) = self.udp.as_mut() else {
+            return;
+        };
+        for (peer, frame) in udp.core.out.drain(..) {
+            udp.core.stats.datagrams_out += 1;
+            if self
+                .ring
+                .send_to(&udp.socket, UDP_TAG, peer, vec![frame])
+                .is_err()
+            {
+                udp.core.stats.send_errors += 1;
+            }
+        }
+    }
+
+    /// Puts the timers of calls started since the last look into the deadline heap.
+    fn schedule_udp_calls(&mut self) {
+        if let Some(udp) = self.udp.as_mut() {
+            for (seq, at) in udp.core.take_new_timers() {
+                self.deadlines.schedule(at, TimerId::UdpCall { seq });
+            }
+        }
+    }
+
+    /// Call `seq`'s timer came due.
+    pub(super) fn on_udp_call_timer(&mut self, seq: u64) {
+        if let Some(udp) = self.udp.as_mut() {
+            if let Some(at) = udp.core.on_call_timer(self.now, seq) {
+                self.deadlines.schedule(at, TimerId::UdpCall { seq });
+            }
+        }
+    }
+
+    /// The periodic forgetting of quiet peers and expired cache entries.
+    pub(super) fn on_udp_sweep(&mut self) {
+        if let Some(udp) = self.udp.as_mut() {
+            let next = udp.core.sweep(self.now);
+            self.deadlines.schedule(next, TimerId::UdpSweep);
+        }
+    }
+
+    /// A call to a datagram peer from another thread (or a handle of a datagram peer).
+    pub(super) fn udp_call(
+        &mut self,
+        peer: SocketAddr,
+        method: &[u8],
+        payload: &[u8],
+        timeout: Duration,
+        retry: Option<Retry>,
+        done: CallDone,
+    ) {
+        let Some(udp) = self.udp.as_mut() else {
+            return done(Err(crate::error::CallError::Disconnected));
+        };
+        udp.core
+            .start_call(self.now, peer, method, payload, timeout, retry, done);
+        self.schedule_udp_calls();
+    }
+
+    /// A frame from a handle or responder of datagram peer `conn`.
+    pub(super) fn udp_send_to_peer(&mut self, conn: ConnId, frame: Bytes, is_answer: bool) {
+        if let Some(udp) = self.udp.as_mut() {
+            udp.core.send_to_peer(conn, frame, is_answer);
+        }
+    }
+
+    /// A handle's call to datagram peer `conn`.
+    pub(super) fn udp_call_peer(
+        &mut self,
+        conn: ConnId,
+        method: &[u8],
+        payload: &[u8],
+        timeout: Duration,
+        done: CallDone,
+    ) {
+        let peer = self.udp.as_ref().and_then(|u| u.core.peer_addr(conn));
+        match peer {
+            Some(peer) => {
+                self.udp_call(peer, method, payload, timeout, Some(Retry::default()), done)
+            }
+            None => done(Err(crate::error::CallError::Disconnected)),
+        }
+    }
+
+    /// Stops receiving datagrams and fails pending datagram calls (shutdown).
+    pub(super) fn stop_udp(&mut self) {
+        if let Some(udp) = self.udp.as_mut() {
+            if let Some(op) = udp.recv {
+                if let Err(e) = self.ring.cancel(op) {
+                    tracing::warn!(core = self.id, "cannot cancel the UDP receive: {e}");
+                }
+            }
+            udp.core.fail_calls();
+        }
+    }
+
+    /// When the first sweep is due.
+    pub(super) fn first_udp_sweep(&self) -> Option<Instant> {
+        self.udp
+            .as_ref()
+            .map(|_| self.now + self.settings.udp.dedup_window)
+    }
+}

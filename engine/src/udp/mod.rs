@@ -1,0 +1,569 @@
+//! The datagram transport's sans-IO core: one arpc frame per datagram in, dispatched through
+//! the same router as stream connections, answers and calls out as datagrams, with the
+//! reliability the transport lacks — retries on the calling side, duplicate suppression on
+//! the answering side.
+//!
+//! Each peer address is a pseudo-connection (a [`ConnId`] with [`UDP_SLOT`] set), so
+//! handlers, `ConnHandle`s and `Responder`s work unchanged: their messages reach the reactor's
+//! mailbox and come back here.
+//!
+//! Invariants:
+//! - A datagram that is not exactly one valid frame is dropped and counted, never an error
+//!   for anyone else; nothing a peer sends can panic the core.
+//! - A request runs at most once per `(peer, seq)` within the dedup window; a retry of an
+//!   answered one is answered from the cache, a retry of a running one is dropped.
+//! - Memory is bounded: peers (`max_peers`), cached requests (total and per peer), pending
+//!   calls (each ends at its deadline, precisely, through the reactor's deadline heap —
+//!   nothing is left behind after a timeout).
+//! - Every outgoing frame fits `max_datagram`; a bigger one is refused at the sender.
+//! - A call's seq carries its core in the top 16 bits, so a Response that reached another
+//!   core's socket is forwarded to the core that waits for it.
+
+mod dedup;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringrpc_protocol::{Command, Flags, FrameRef, HEADER_LEN, parse_frame, write_frame};
+use slab::Slab;
+
+#[cfg(test)]
+use crate::datagram::DEFAULT_MAX_DATAGRAM;
+pub(crate) use crate::datagram::{Retry, UdpLimits};
+use crate::error::{CallError, TOO_MANY_IN_FLIGHT, UDP_PEER_BUSY};
+use crate::ids::{ConnId, ConnInfo};
+use crate::mailbox::{CallDone, Mailbox};
+use crate::outqueue::OutQueue;
+use crate::router::Router;
+use dedup::{Admit, Dedup};
+
+/// Set in a [`ConnId`]'s slot for a datagram peer.
+pub(crate) const UDP_SLOT: u32 = 1 << 31;
+/// Counters of one core's datagram endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Requests dispatched (retries answered from the cache not counted).
+    pub requests: u64,
+    /// Notifies dispatched.
+    pub notifies: u64,
+    /// Datagrams that were not exactly one valid frame (dropped).
+    pub malformed: u64,
+    /// Requests seen again within the dedup window (resent from the cache or dropped).
+    pub duplicates: u64,
+    /// Requests refused: the peer's (or everyone's) share of the dedup cache was full, or
+    /// the peer table was.
+    pub refused: u64,
+    /// Calls made from this endpoint.
+    pub calls: u64,
+    /// Call resends.
+    pub retries: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+    /// Responses for no pending call (late, or duplicates of an answered one).
+    pub stray_responses: u64,
+    /// Sends that failed.
+    pub send_errors: u64,
+}
+
+impl UdpStats {
+    /// Adds every counter of `other`.
+    pub fn add(&mut self, other: &UdpStats) {
+        let UdpStats {
+            datagrams_in,
+            datagrams_out,
+            requests,
+            notifies,
+            malformed,
+            duplicates,
+            refused,
+            calls,
+            retries,
+            timeouts,
+            stray_responses,
+            send_errors,
+        } = *other;
+        self.datagrams_in += datagrams_in;
+        self.datagrams_out += datagrams_out;
+        self.requests += requests;
+        self.notifies += notifies;
+        self.malformed += malformed;
+        self.duplicates += duplicates;
+        self.refused += refused;
+        self.calls += calls;
+        self.retries += retries;
+        self.timeouts += timeouts;
+        self.stray_responses += stray_responses;
+        self.send_errors += send_errors;
+    }
+}
+
+struct Peer {
+    addr: SocketAddr,
+    serial: u64,
+    last_seen: Instant,
+    /// Requests answered later by a responder, not yet answered.
+    in_flight: Arc<AtomicUsize>,
+}
+
+struct PendingCall {
+    peer: SocketAddr,
+    frame: Bytes,
+    attempts: u32,
+    max_attempts: u32,
+    wait: Duration,
+    next_resend: Instant,
+    deadline: Instant,
+    done: CallDone,
+}
+
+impl PendingCall {
+    fn next_timer(&self) -> Instant {
+        if self.attempts < self.max_attempts {
+            self.next_resend.min(self.deadline)
+        } else {
+            self.deadline
+        }
+    }
+}
+
+/// A Response that arrived at this core for a call another core made.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    pub(crate) core: usize,
+    pub(crate) peer: SocketAddr,
+    pub(crate) frame: Bytes,
+}
+
+/// One core's datagram endpoint state.
+pub(crate) struct UdpCore {
+    core: u16,
+    limits: UdpLimits,
+    peers: Slab<Peer>,
+    by_addr: HashMap<SocketAddr, usize>,
+    serial: u64,
+    dedup: Dedup,
+    calls: HashMap<u64, PendingCall>,
+    next_call: u64,
+    scratch: OutQueue,
+    /// Datagrams to send this tick.
+    pub(crate) out: Vec<(SocketAddr, Bytes)>,
+    /// Timers of calls started since the reactor last took them.
+    new_timers: Vec<(u64, Instant)>,
+    pub(crate) stats: UdpStats,
+}
+
+impl std::fmt::Debug for UdpCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpCore")
+            .field("core", &self.core)
+            .field("peers", &self.peers.len())
+            .field("calls", &self.calls.len())
+            .field("cached", &self.dedup.len())
+            .finish()
+    }
+}
+
+/// The seq a Response answers, read from an encoded frame.
+fn frame_seq(frame: &[u8]) -> Option<u64> {
+    frame
+        .get(8..HEADER_LEN)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+fn encode(cmd: Command, flags: Flags, seq: u64, method: &[u8], payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + method.len() + payload.len());
+    write_frame(&mut buf, cmd, flags, 0, seq, method, payload);
+    buf.freeze()
+}
+
+impl UdpCore {
+    pub(crate) fn new(core: u16, limits: UdpLimits) -> UdpCore {
+        UdpCore {
+            core,
+            dedup: Dedup::new(
+                limits.dedup_window,
+                limits.dedup_capacity,
+                limits.dedup_per_peer,
+            ),
+            limits,
+            peers: Slab::new(),
+            by_addr: HashMap::new(),
+            serial: 0,
+            calls: HashMap::new(),
+            next_call: 0,
+            scratch: OutQueue::default(),
+            out: Vec::new(),
+            new_timers: Vec::new(),
+            stats: UdpStats::default(),
+        }
+    }
+
+    /// Whether `id` names a datagram peer (rather than a stream connection).
+    pub(crate) fn owns(id: ConnId) -> bool {
+        id.slot & UDP_SLOT != 0
+    }
+
+    fn info(&self, idx: usize) -> ConnInfo {
+        let peer = &self.peers[idx];
+        ConnInfo {
+            id: ConnId {
+                core: self.core,
+                slot: idx as u32 | UDP_SLOT,
+                serial: peer.serial,
+            },
+            peer: peer.addr,
+        }
+    }
+
+    /// The peer table entry for `addr`, made if there is room.
+    fn peer(&mut self, now: Instant, addr: SocketAddr) -> Option<usize> {
+        if let Some(&idx) = self.by_addr.get(&addr) {
+            self.peers[idx].last_seen = now;
+            return Some(idx);
+        }
+        if self.peers.len() >= self.limits.max_peers {
+            return None;
+        }
+        self.serial += 1;
+        let idx = self.peers.insert(Peer {
+            addr,
+            serial: self.serial,
+            last_seen: now,
+            in_flight: Arc::default(),
+        });
+        self.by_addr.insert(addr, idx);
+        Some(idx)
+    }
+
+    fn push(&mut self, peer: SocketAddr, frame: Bytes) {
+        self.out.push((peer, frame));
+    }
+
+    /// Queues `frame` for `peer` if it fits a datagram; else counts and drops it.
+    fn push_checked(&mut self, peer: SocketAddr, frame: Bytes) -> Result<(), CallError> {
+        if frame.len() > self.limits.max_datagram {
+            return Err(CallError::TooLarge {
+                size: frame.len(),
+                max: self.limits.max_datagram,
+            });
+        }
+        self.push(peer, frame);
+        Ok(())
+    }
+
+    /// One received datagram. Returns a Response to forward when it answers a call another
+    /// core made.
+    pub(crate) fn on_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        router: &Router,
+        mailbox: &Arc<Mailbox>,
+    ) -> Option<Forward> {
+        self.stats.datagrams_in += 1;
+        let frame = match parse_frame(data, self.limits.max_body) {
+            Ok(Some((frame, len))) if len == data.len() => frame,
+            _ => {
+                self.stats.malformed += 1;
+                return None;
+            }
+        };
+        match frame.header.cmd {
+            Command::Request | Command::Notify => self.on_call(now, from, &frame, router, mailbox),
+            Command::Response => {
+                let seq = frame.header.seq;
+                let owner = (seq >> 48) as usize;
+                if owner != self.core as usize {
+                    return Some(Forward {
+                        core: owner,
+                        peer: from,
+                        frame: Bytes::copy_from_slice(data),
+                    });
+                }
+                self.on_response(from, &frame);
+            }
+            Command::Ping => {
+                let pong = encode(Command::Pong, Flags::default(), 0, &[], &[]);
+                self.push(from, pong);
+            }
+            Command::Pong | Command::Stream => {}
+        }
+        None
+    }
+
+    fn on_call(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        frame: &FrameRef<'_>,
+        router: &Router,
+        mailbox: &Arc<Mailbox>,
+    ) {
+        let Some(idx) = self.peer(now, from) else {
+            self.stats.refused += 1;
+            return;
+        };
+        let h = frame.header;
+        let is_request = h.cmd == Command::Request;
+        if is_request {
+            match self.dedup.admit(now, from, h.seq) {
+                Admit::Run => {}
+                Admit::Running => {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                Admit::Resend(answer) => {
+                    self.stats.duplicates += 1;
+                    self.push(from, answer);
+                    return;
+                }
+                Admit::Full => {
+                    self.stats.refused += 1;
+                    let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
+                    let busy = encode(
+                        Command::Response,
+                        flags,
+                        h.seq,
+                        frame.method,
+                        UDP_PEER_BUSY.as_bytes(),
+                    );
+                    self.push(from, busy);
+                    return;
+                }
+            }
+            let in_flight = &self.peers[idx].in_flight;
+            if in_flight.load(Ordering::Acquire) >= self.limits.max_in_flight_per_peer {
+                let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
+                let msg = TOO_MANY_IN_FLIGHT.as_bytes();
+                let answer = encode(Command::Response, flags, h.seq, frame.method, msg);
+                self.answer(from, h.seq, answer);
+                return;
+            }
+        }
+        if is_request {
+            self.stats.requests += 1;
+        } else {
+            self.stats.notifies += 1;
+        }
+        let info = self.info(idx);
+        let in_flight = self.peers[idx].in_flight.clone();
+        router.dispatch(frame, &info, mailbox, &in_flight, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return; // a Notify, or answered later through a responder
+        }
+        let mut batch = Vec::new();
+        self.scratch.take_batch(&mut batch);
+        let answer: Bytes = match batch.as_slice() {
+            [one] => one.clone(),
+            many => many.concat().into(),
+        };
+        self.scratch.sent(&mut batch, answer.len());
+        self.answer(from, h.seq, answer);
+    }
+
+    /// Sends a Response (now or from a responder), caching it against retries; one too big
+    /// for a datagram becomes an error Response saying so.
+    fn answer(&mut self, peer: SocketAddr, seq: u64, mut frame: Bytes) {
+        if frame.len() > self.limits.max_datagram {
+            frame = self.too_large_answer(&frame, seq);
+        }
+        self.dedup.answered(peer, seq, frame.clone());
+        self.push(peer, frame);
+    }
+
+    fn too_large_answer(&self, frame: &[u8], seq: u64) -> Bytes {
+        let method_len = frame.get(7).copied().unwrap_or(0) as usize;
+        let method = frame
+            .get(HEADER_LEN..HEADER_LEN + method_len)
+            .unwrap_or_default();
+        let flags = Flags(Flags::ERROR | (frame.get(6).copied().unwrap_or(0) & Flags::ASYNC));
+        let text = format!(
+            "response of {} bytes does not fit one datagram (max {})",
+            frame.len(),
+            self.limits.max_datagram
+        );
+        encode(Command::Response, flags, seq, method, text.as_bytes())
+    }
+
+    fn on_response(&mut self, from: SocketAddr, frame: &FrameRef<'_>) {
+        let seq = frame.header.seq;
+        match self.calls.get(&seq) {
+            Some(call) if call.peer == from => {}
+            _ => {
+                self.stats.stray_responses += 1;
+                return;
+            }
+        }
+        let Some(call) = self.calls.remove(&seq) else {
+            return;
+        };
+        let outcome = if frame.header.flags.is_error() {
+            Err(CallError::Remote(
+                String::from_utf8_lossy(frame.payload).into_owned(),
+            ))
+        } else {
+            Ok(Bytes::copy_from_slice(frame.payload))
+        };
+        (call.done)(outcome);
+    }
+
+    /// A Response another core received for one of this core's calls.
+    pub(crate) fn on_forwarded(&mut self, from: SocketAddr, frame: &[u8]) {
+        match parse_frame(frame, self.limits.max_body) {
+            Ok(Some((f, _))) => self.on_response(from, &f),
+            _ => self.stats.malformed += 1,
+        }
+    }
+
+    /// A responder's (or handle's) frame for datagram peer `id`: Responses are cached
+    /// against retries. Dropped if the peer is gone.
+    pub(crate) fn send_to_peer(&mut self, id: ConnId, frame: Bytes, is_answer: bool) {
+        let idx = (id.slot & !UDP_SLOT) as usize;
+        let Some(peer) = self.peers.get(idx).filter(|p| p.serial == id.serial) else {
+            return;
+        };
+        let addr = peer.addr;
+        if is_answer {
+            if let Some(seq) = frame_seq(&frame) {
+                self.answer(addr, seq, frame);
+            }
+        } else if self.push_checked(addr, frame).is_err() {
+            self.stats.send_errors += 1;
+        }
+    }
+
+    /// The address of datagram peer `id`, if known.
+    pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        let idx = (id.slot & !UDP_SLOT) as usize;
+        self.peers
+            .get(idx)
+            .filter(|p| p.serial == id.serial)
+            .map(|p| p.addr)
+    }
+
+    /// A Notify to any address.
+    pub(crate) fn notify(&mut self, peer: SocketAddr, frame: Bytes) -> Result<(), CallError> {
+        self.push_checked(peer, frame)
+    }
+
+    /// Starts a call to `peer`; returns its seq and first timer, or `None` if it failed at
+    /// once (`done` has run).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_call(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        method: &[u8],
+        payload: &[u8],
+        timeout: Duration,
+        retry: Option<Retry>,
+        done: CallDone,
+    ) -> Option<(u64, Instant)> {
+        self.next_call = (self.next_call + 1) & ((1 << 48) - 1);
+        let seq = (u64::from(self.core) << 48) | self.next_call;
+        let frame = encode(Command::Request, Flags::default(), seq, method, payload);
+        if let Err(e) = self.push_checked(peer, frame.clone()) {
+            done(Err(e));
+            return None;
+        }
+        self.stats.calls += 1;
+        let retry = retry.unwrap_or(Retry {
+            first_after: timeout,
+            max_attempts: 1,
+        });
+        let call = PendingCall {
+            peer,
+            frame,
+            attempts: 1,
+            max_attempts: retry.max_attempts.max(1),
+            wait: retry.first_after,
+            next_resend: now + retry.first_after,
+            deadline: now + timeout,
+            done,
+        };
+        let at = call.next_timer();
+        self.calls.insert(seq, call);
+        self.new_timers.push((seq, at));
+        Some((seq, at))
+    }
+
+    /// Timers of the calls started since the last call, for the reactor's deadline heap.
+    pub(crate) fn take_new_timers(&mut self) -> std::vec::Drain<'_, (u64, Instant)> {
+        self.new_timers.drain(..)
+    }
+
+    /// Call `seq`'s timer came due: resend it, or time it out. Returns its next timer.
+    pub(crate) fn on_call_timer(&mut self, now: Instant, seq: u64) -> Option<Instant> {
+        let call = self.calls.get_mut(&seq)?;
+        if now >= call.deadline {
+            let call = self.calls.remove(&seq)?;
+            self.stats.timeouts += 1;
+            (call.done)(Err(CallError::Timeout));
+            return None;
+        }
+        if call.attempts < call.max_attempts && now >= call.next_resend {
+            call.attempts += 1;
+            call.wait *= 2;
+            call.next_resend = now + call.wait;
+            let (peer, frame) = (call.peer, call.frame.clone());
+            let at = call.next_timer();
+            self.stats.retries += 1;
+            self.push(peer, frame);
+            return Some(at);
+        }
+        Some(call.next_timer())
+    }
+
+    /// Forgets peers quiet for longer than the dedup window with nothing in flight, and
+    /// expired cache entries; returns when to sweep next.
+    pub(crate) fn sweep(&mut self, now: Instant) -> Instant {
+        self.dedup.expire(now);
+        let window = self.limits.dedup_window;
+        let stale: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                now.saturating_duration_since(p.last_seen) >= window
+                    && p.in_flight.load(Ordering::Acquire) == 0
+            })
+            .map(|(idx, _)| idx)
+            .collect();
+        for idx in stale {
+            let peer = self.peers.remove(idx);
+            self.by_addr.remove(&peer.addr);
+        }
+        now + window
+    }
+
+    /// Fails every pending call (shutdown).
+    pub(crate) fn fail_calls(&mut self) {
+        for (_, call) in self.calls.drain() {
+            (call.done)(Err(CallError::Disconnected));
+        }
+    }
+
+    /// Calls waiting for a Response.
+    #[cfg(test)]
+    pub(crate) fn calls_pending(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Requests cached for duplicate suppression.
+    #[cfg(test)]
+    pub(crate) fn cached(&self) -> usize {
+        self.dedup.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
