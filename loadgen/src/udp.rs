@@ -35,6 +35,8 @@ use crate::worker::{
 
 /// Readiness events taken per poll.
 const EVENTS: usize = 256;
+/// epoll's timeout granularity.
+const EPOLL_RESOLUTION: Duration = Duration::from_millis(1);
 /// Longest wait for a socket whose send buffer was full to take datagrams again.
 const SEND_BACKOFF: Duration = Duration::from_millis(1);
 
@@ -113,18 +115,23 @@ impl UdpConn {
         }
     }
 
-    /// When this socket next has something to do on the clock: a request due (open loop), a
-    /// retry, or the end of a send backoff.
-    fn next_wake(&self, plan: &Plan) -> Option<Instant> {
+    /// When this socket next has something to do on the clock: a retry, or the end of a send
+    /// backoff (a millisecond late is fine).
+    fn next_wake(&self) -> Option<Instant> {
         self.socket.as_ref()?;
-        let due = self
-            .schedule
-            .filter(|s| self.in_flight < plan.per_conn && s.next < plan.deadline)
-            .map(|s| s.next);
-        [due, self.next_retry, self.send_blocked_until]
+        [self.next_retry, self.send_blocked_until]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Open loop: when the next request is due (latency counts from then, so it must go out
+    /// on time).
+    fn next_due(&self, plan: &Plan) -> Option<Instant> {
+        self.socket.as_ref()?;
+        self.schedule
+            .filter(|s| self.in_flight < plan.per_conn && s.next < plan.deadline)
+            .map(|s| s.next)
     }
 
     /// Sends new requests until `per_conn` are in flight (closed loop) or none is due yet
@@ -490,15 +497,35 @@ pub(crate) fn run_udp_worker(
                 wake_at = wake_at.min(edge);
             }
         }
+        let mut due_at: Option<Instant> = None;
         for conn in &conns {
-            if let Some(at) = conn.next_wake(plan) {
+            if let Some(at) = conn.next_wake() {
                 wake_at = wake_at.min(at);
             }
+            if let Some(at) = conn.next_due(plan) {
+                due_at = Some(due_at.map_or(at, |d| d.min(at)));
+            }
         }
-        match poll.poll(&mut events, Some(wake_at.saturating_duration_since(now))) {
+        // epoll waits in whole milliseconds (mio rounds up): wake a millisecond before a due
+        // request and spin from there, as the std engine does.
+        let mut timeout = wake_at.saturating_duration_since(now);
+        let mut spinning = false;
+        if let Some(due) = due_at {
+            let until_due = due.saturating_duration_since(now);
+            if until_due < EPOLL_RESOLUTION {
+                timeout = Duration::ZERO;
+                spinning = true;
+            } else {
+                timeout = timeout.min(until_due - EPOLL_RESOLUTION);
+            }
+        }
+        match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("epoll_wait failed: {e}")),
+        }
+        if spinning && events.is_empty() {
+            std::thread::yield_now();
         }
         let received_at = Instant::now();
         let mut io = Io {

@@ -16,6 +16,8 @@ use ringrpc_protocol::{Command, Frame, parse_frame};
 /// How the test server treats each request datagram.
 #[derive(Debug, Clone, Copy)]
 enum Behaviour {
+    /// Answers every request once.
+    Echo,
     /// Drops its answer the first time it sees a request whose seq is a multiple of ten;
     /// answers the resend.
     DropFirstOfEveryTenth,
@@ -44,6 +46,7 @@ fn spawn_udp_server(behaviour: Behaviour) -> SocketAddr {
             let seq = frame.header.seq;
             let copies = match behaviour {
                 Behaviour::Silent => 0,
+                Behaviour::Echo => 1,
                 Behaviour::AnswerTwice => 2,
                 Behaviour::DropFirstOfEveryTenth => {
                     let first_time = seen.insert((peer, seq));
@@ -177,6 +180,34 @@ fn a_server_that_never_answers_loses_every_request_and_the_binary_fails() {
     assert_eq!(counts["retries"], 24);
     assert_eq!(counts["timeouts"], 0);
     assert_eq!(report["success"], false);
+}
+
+#[test]
+fn open_loop_over_udp_sends_on_schedule() {
+    let addr = spawn_udp_server(Behaviour::Echo);
+    let report = run(&config(
+        addr,
+        &[
+            "--transport",
+            "udp",
+            "--rate",
+            "2000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "100ms",
+            "--conns",
+            "2",
+        ],
+    ))
+    .unwrap();
+    assert_clean(&report);
+    let sent = report.counts.sent;
+    assert!(
+        (1900..=2100).contains(&sent),
+        "sent {sent} at 2000/s for 1 s"
+    );
+    assert_eq!(report.counts.retries, 0);
 }
 
 #[test]
