@@ -23,6 +23,71 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const PEER_TOKIO: &str = env!("CARGO_BIN_EXE_peer-tokio");
 const PEER_TOKIO_URING: &str = env!("CARGO_BIN_EXE_peer-tokio-uring");
 const GRPC_ECHO: &str = env!("CARGO_BIN_EXE_grpc-echo");
+const PEER_UDP_REFLECT: &str = env!("CARGO_BIN_EXE_peer-udp-reflect");
+
+#[test]
+fn peer_udp_reflect_writes_every_datagram_back_byte_for_byte() {
+    let peer = RunningPeer::start(PEER_UDP_REFLECT);
+    let frame = Frame::request(7, &b"/echo"[..], &b"hello"[..]).to_bytes();
+    let datagrams: [Vec<u8>; 6] = [
+        frame.to_vec(),
+        Vec::new(),
+        b"not a frame at all".to_vec(),
+        (0..1472).map(|i: u32| (i % 251) as u8).collect(),
+        (0..65_507).map(|i: u32| (i % 241) as u8).collect(),
+        frame[..10].to_vec(),
+    ];
+    // Two senders: each gets back only its own datagrams.
+    let sockets: Vec<std::net::UdpSocket> = (0..2)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(peer.addr).unwrap();
+            socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            socket
+        })
+        .collect();
+    let mut buf = vec![0u8; 65_536];
+    for (i, datagram) in datagrams.iter().enumerate() {
+        let socket = &sockets[i % 2];
+        socket.send(datagram).unwrap();
+        let n = socket.recv(&mut buf).expect("the reflector answers");
+        assert!(
+            buf[..n] == datagram[..],
+            "datagram {i} ({} bytes) came back as {n} different bytes",
+            datagram.len()
+        );
+    }
+}
+
+#[test]
+fn loadgen_reflect_over_udp_against_peer_udp_reflect_succeeds() {
+    use clap::Parser;
+    let peer = RunningPeer::start(PEER_UDP_REFLECT);
+    let target = peer.addr.to_string();
+    let cli = ringrpc_loadgen::Cli::try_parse_from([
+        "loadgen",
+        "--target",
+        &target,
+        "--transport",
+        "udp",
+        "--reflect",
+        "--conns",
+        "4",
+        "--per-conn",
+        "8",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--quiet",
+    ])
+    .unwrap();
+    let report = ringrpc_loadgen::run(&ringrpc_loadgen::Config::from_cli(cli).unwrap()).unwrap();
+    assert!(report.success, "{:?}", report.failures);
+    let n = &report.counts;
+    assert!(n.answered > 0 && n.answered == n.sent, "{n:?}");
+    assert_eq!((n.lost, n.duplicates, n.unexpected), (0, 0, 0), "{n:?}");
+}
 
 #[test]
 fn peer_tokio_passes_the_arpc_echo_checks() {

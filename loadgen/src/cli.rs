@@ -9,12 +9,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ringrpc_protocol::{DEFAULT_MAX_BODY, MAX_METHOD_LEN};
+use ringrpc_protocol::{DEFAULT_MAX_BODY, HEADER_LEN, MAX_METHOD_LEN};
 
 use crate::grpc::{GRPC_ECHO_METHOD, GRPC_MAX_PAYLOAD};
 
 /// The arpc method sent unless `--method` says otherwise.
 const DEFAULT_METHOD: &str = "/echo";
+/// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
+pub const UDP_MAX_DATAGRAM: usize = 65_507;
+/// Default `--udp-max-datagram`: an Ethernet MTU (1500) minus the IPv4 and UDP headers.
+pub const UDP_DEFAULT_MAX_DATAGRAM: usize = 1472;
 
 /// Flags of the `loadgen` binary.
 #[derive(Debug, Clone, Parser)]
@@ -35,7 +39,8 @@ pub struct Cli {
     /// Server address, HOST:PORT (":PORT" means 127.0.0.1:PORT).
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub target: String,
-    /// Number of TCP connections.
+    /// Number of TCP connections (with --transport udp: UDP sockets, each connected to the
+    /// target).
     #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub conns: usize,
     /// Requests kept in flight on each connection.
@@ -99,6 +104,59 @@ pub struct Cli {
     /// HdrHistogram's HistogramLogProcessor reads it.
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
+    /// Transport for arpc frames: `tcp` streams, or `udp`: one frame per datagram, each of
+    /// --conns sockets connected to the target and driven by an epoll loop per I/O thread
+    /// (--io is then ignored); unanswered requests are resent with the same seq.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: Transport,
+    /// UDP: resend a request unanswered this long after its last send, doubling the wait
+    /// after each resend.
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
+    pub udp_retry_after: Duration,
+    /// UDP: sends per request in all (the first included); a request still unanswered one
+    /// backoff after the last one counts as lost.
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true, value_parser = parse_count::<u32>)]
+    pub udp_attempts: u32,
+    /// UDP: largest datagram (one whole frame: 16-byte header, method, payload) loadgen may
+    /// send; 1472 fits one Ethernet MTU, 65507 is the most UDP carries.
+    #[arg(long, value_name = "BYTES", default_value_t = UDP_DEFAULT_MAX_DATAGRAM, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    pub udp_max_datagram: usize,
+}
+
+/// How arpc frames travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// A byte stream per connection.
+    Tcp,
+    /// One datagram per frame, with retries.
+    Udp,
+}
+
+/// Retry and size settings of `--transport udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UdpSettings {
+    /// Wait before the first resend; doubles after each.
+    #[serde(serialize_with = "as_millis")]
+    pub retry_after: Duration,
+    /// Sends per request in all.
+    pub attempts: u32,
+    /// Largest datagram sent.
+    pub max_datagram: usize,
+}
+
+impl UdpSettings {
+    /// How long after send number `attempt` (1-based) the request is resent or given up.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        self.retry_after.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
+    }
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
 /// The wire protocol a run speaks.
@@ -299,6 +357,10 @@ pub struct Config {
     pub proto: Proto,
     /// Where to write the HdrHistogram interval log.
     pub hdr_log: Option<PathBuf>,
+    /// Transport of arpc frames.
+    pub transport: Transport,
+    /// Retry and size settings; `Some` exactly with `--transport udp`.
+    pub udp: Option<UdpSettings>,
 }
 
 impl Config {
@@ -332,6 +394,10 @@ impl Config {
                 cli.payload
             ));
         }
+        let udp = match cli.transport {
+            Transport::Tcp => None,
+            Transport::Udp => Some(check_udp_flags(&cli)?),
+        };
         if let Some(rate) = cli.rate {
             if !(rate.is_finite() && rate > 0.0) {
                 return usage(format!(
@@ -386,8 +452,52 @@ impl Config {
             reflect: cli.reflect,
             proto: cli.proto,
             hdr_log: cli.hdr_log,
+            transport: cli.transport,
+            udp,
         })
     }
+}
+
+/// Checks the flags of `--transport udp`: arpc only, and every request frame fits one datagram.
+fn check_udp_flags(cli: &Cli) -> Result<UdpSettings, UsageError> {
+    let refuse = |msg: String| Err(UsageError(msg));
+    if cli.proto == Proto::Grpc {
+        return refuse(
+            "--transport udp carries arpc frames only; gRPC needs TCP (drop --proto grpc)".into(),
+        );
+    }
+    if cli.udp_attempts == 0 {
+        return refuse("--udp-attempts must be at least 1 (the first send counts)".into());
+    }
+    if cli.udp_retry_after.is_zero() {
+        return refuse("--udp-retry-after must be longer than zero".into());
+    }
+    if !(HEADER_LEN + 1..=UDP_MAX_DATAGRAM).contains(&cli.udp_max_datagram) {
+        return refuse(format!(
+            "--udp-max-datagram must be {} to {UDP_MAX_DATAGRAM} bytes, got {}",
+            HEADER_LEN + 1,
+            cli.udp_max_datagram
+        ));
+    }
+    let frame = HEADER_LEN + cli.method.len() + cli.payload;
+    if frame > cli.udp_max_datagram {
+        let room = cli
+            .udp_max_datagram
+            .saturating_sub(HEADER_LEN + cli.method.len());
+        return refuse(format!(
+            "--payload {}: a request frame would be {frame} bytes (16-byte header + {}-byte method + payload), \
+             more than one datagram of --udp-max-datagram {} bytes; use --payload {room} or less, \
+             or raise --udp-max-datagram (at most {UDP_MAX_DATAGRAM})",
+            cli.payload,
+            cli.method.len(),
+            cli.udp_max_datagram
+        ));
+    }
+    Ok(UdpSettings {
+        retry_after: cli.udp_retry_after,
+        attempts: cli.udp_attempts,
+        max_datagram: cli.udp_max_datagram,
+    })
 }
 
 /// Refuses the flags `--proto grpc` cannot honour.
@@ -577,6 +687,52 @@ mod tests {
             args.extend_from_slice(flags);
             let error = Config::from_cli(Cli::try_parse_from(&args).unwrap()).unwrap_err();
             assert!(error.0.contains(named), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn udp_flags_defaults_and_oversize_payload_refused() {
+        let config =
+            Config::from_cli(Cli::try_parse_from(["loadgen", "--transport", "udp"]).unwrap())
+                .unwrap();
+        assert_eq!(config.transport, Transport::Udp);
+        let udp = config.udp.unwrap();
+        assert_eq!(udp.retry_after, Duration::from_millis(20));
+        assert_eq!((udp.attempts, udp.max_datagram), (5, 1472));
+        assert_eq!(udp.backoff(1), Duration::from_millis(20));
+        assert_eq!(udp.backoff(3), Duration::from_millis(80));
+        let tcp = Config::from_cli(Cli::try_parse_from(["loadgen"]).unwrap()).unwrap();
+        assert_eq!((tcp.transport, tcp.udp), (Transport::Tcp, None));
+
+        // 16 + 5 ("/echo") + 1451 = 1472 fits; one byte more does not.
+        let fits = ["loadgen", "--transport", "udp", "--payload", "1451"];
+        assert!(Config::from_cli(Cli::try_parse_from(fits).unwrap()).is_ok());
+        let over = ["loadgen", "--transport", "udp", "--payload", "1452"];
+        let error = Config::from_cli(Cli::try_parse_from(over).unwrap()).unwrap_err();
+        assert!(error.0.contains("--udp-max-datagram 1472"), "{error}");
+        assert!(error.0.contains("--payload 1451 or less"), "{error}");
+        let raised = [
+            "loadgen",
+            "--transport",
+            "udp",
+            "--payload",
+            "1452",
+            "--udp-max-datagram",
+            "65507",
+        ];
+        assert!(Config::from_cli(Cli::try_parse_from(raised).unwrap()).is_ok());
+        for bad in [
+            &["--udp-max-datagram", "65508"][..],
+            &["--udp-attempts", "0"],
+            &["--udp-retry-after", "0ms"],
+            &["--proto", "grpc"],
+        ] {
+            let mut args = vec!["loadgen", "--transport", "udp"];
+            args.extend_from_slice(bad);
+            assert!(
+                Config::from_cli(Cli::try_parse_from(&args).unwrap()).is_err(),
+                "{args:?}"
+            );
         }
     }
 }

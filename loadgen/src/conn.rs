@@ -10,13 +10,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, Header, parse_frame, write_frame};
 
 use crate::payload;
-use crate::worker::{Plan, WorkerState};
+use crate::worker::{Plan, RequestWindow, WorkerState};
 
 /// Longest server error text kept for the report.
-const ERROR_TEXT_MAX: usize = 200;
+pub(crate) const ERROR_TEXT_MAX: usize = 200;
 /// Timed-out requests are forgotten this many timeouts after they were sent, bounding memory
 /// against a server that never answers; an answer after that counts as unexpected.
-const FORGET_AFTER_TIMEOUTS: u32 = 10;
+pub(crate) const FORGET_AFTER_TIMEOUTS: u32 = 10;
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -329,32 +329,7 @@ impl Connection {
         if !pending.measured {
             return;
         }
-        let counters = &mut state.counters;
-        if header.flags.is_error() {
-            counters.errors += 1;
-            counters.first_error.get_or_insert_with(|| {
-                let text = String::from_utf8_lossy(payload);
-                format!(
-                    "seq {}: {}",
-                    header.seq,
-                    text.chars().take(ERROR_TEXT_MAX).collect::<String>()
-                )
-            });
-        } else if let Some(why) = payload::mismatch(header.seq, plan.payload_len, payload) {
-            counters.mismatches += 1;
-            counters.first_mismatch.get_or_insert(why);
-        } else {
-            counters.answered += 1;
-            if received_at < plan.deadline {
-                counters.answered_in_window += 1;
-            }
-            let nanos = received_at
-                .saturating_duration_since(pending.sent_at)
-                .as_nanos();
-            state
-                .latencies
-                .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX).max(1));
-        }
+        record_answer(&header, payload, pending.sent_at, received_at, plan, state);
     }
 
     /// Counts requests unanswered for `plan.timeout` as timeouts and frees their window slots.
@@ -401,5 +376,54 @@ impl Connection {
         self.in_flight = 0;
         self.tx.clear();
         self.stream = None;
+    }
+}
+
+impl RequestWindow for Connection {
+    fn expire(&mut self, now: Instant, plan: &Plan, state: &mut WorkerState) {
+        Connection::expire(self, now, plan, state);
+    }
+    fn expire_all(&mut self, state: &mut WorkerState) {
+        Connection::expire_all(self, state);
+    }
+    fn is_done(&self, now: Instant, plan: &Plan) -> bool {
+        Connection::is_done(self, now, plan)
+    }
+}
+
+/// Checks the answer to a measured request sent (or due) at `sent_at` and counts it: an error
+/// response, a mismatched payload, or a correct answer whose latency is recorded. Every
+/// transport settles its answers here.
+pub(crate) fn record_answer(
+    header: &Header,
+    payload: &[u8],
+    sent_at: Instant,
+    received_at: Instant,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    let counters = &mut state.counters;
+    if header.flags.is_error() {
+        counters.errors += 1;
+        counters.first_error.get_or_insert_with(|| {
+            let text = String::from_utf8_lossy(payload);
+            format!(
+                "seq {}: {}",
+                header.seq,
+                text.chars().take(ERROR_TEXT_MAX).collect::<String>()
+            )
+        });
+    } else if let Some(why) = payload::mismatch(header.seq, plan.payload_len, payload) {
+        counters.mismatches += 1;
+        counters.first_mismatch.get_or_insert(why);
+    } else {
+        counters.answered += 1;
+        if received_at < plan.deadline {
+            counters.answered_in_window += 1;
+        }
+        let nanos = received_at.saturating_duration_since(sent_at).as_nanos();
+        state
+            .latencies
+            .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX).max(1));
     }
 }

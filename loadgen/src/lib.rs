@@ -5,7 +5,8 @@
 //! seq, error flag, echoed payload) and its latency recorded in an HdrHistogram. [`run`] does
 //! a whole run and returns a [`Report`]; the `loadgen` binary is a thin wrapper around it.
 //! `--proto grpc` drives the same loop through tonic; `--hdr-log` also writes the latencies
-//! as an HdrHistogram interval log.
+//! as an HdrHistogram interval log. `--transport udp` sends each arpc frame as one datagram
+//! and resends unanswered requests, counting retries, duplicate answers and losses.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -16,9 +17,13 @@ mod hdrlog;
 pub mod payload;
 pub mod report;
 mod run;
+mod udp;
 mod uring;
 mod worker;
 
-pub use cli::{Cli, Config, CpuList, IoMode, Proto, UsageError, parse_cpu_list, parse_duration};
+pub use cli::{
+    Cli, Config, CpuList, IoMode, Proto, Transport, UdpSettings, UsageError, parse_cpu_list,
+    parse_duration,
+};
 pub use report::Report;
 pub use run::{RunError, run};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::{Config, CpuList, IoMode, Proto};
+use crate::cli::{Config, CpuList, IoMode, Proto, Transport, UdpSettings};
 use crate::cpu::CpuSource;
 use crate::worker::Counters;
 
@@ -50,8 +50,13 @@ pub struct RunConfig {
     pub timeout_s: f64,
     /// CPUs the I/O threads were pinned to; empty when unpinned.
     pub cpus: Vec<usize>,
-    /// I/O engine; `None` for gRPC, which runs on tokio whatever `--io` says.
+    /// How arpc frames travel (`tcp` for gRPC too).
+    pub transport: Transport,
+    /// I/O engine; `None` for gRPC, which runs on tokio, and for UDP, which runs on epoll,
+    /// whatever `--io` says.
     pub io: Option<IoMode>,
+    /// Retry and size settings (`retry_after` in ms); `None` unless the transport is UDP.
+    pub udp: Option<UdpSettings>,
     /// Open-loop rate in requests/s; `None` for the closed loop.
     pub rate: Option<f64>,
     /// Reflected requests were accepted as answers.
@@ -76,7 +81,8 @@ pub struct Counts {
     pub mismatches: u64,
     /// Requests unanswered within the timeout.
     pub timeouts: u64,
-    /// Requests outstanding on a connection when it failed.
+    /// Requests outstanding on a connection when it failed; with UDP also those still
+    /// unanswered one backoff after their last attempt.
     pub lost: u64,
     /// Frames answering nothing outstanding (unknown seq, unsolicited commands).
     pub unexpected: u64,
@@ -84,6 +90,11 @@ pub struct Counts {
     pub late: u64,
     /// Connections that failed (closed by the server, I/O error, undecodable frame).
     pub connection_failures: u64,
+    /// UDP: resends of measured requests (same seq); 0 over TCP.
+    pub retries: u64,
+    /// UDP: further answers to a measured seq already answered, discarded uncounted; 0 over
+    /// TCP.
+    pub duplicates: u64,
 }
 
 /// Latency figures in microseconds.
@@ -174,6 +185,8 @@ impl Report {
             unexpected: counters.unexpected,
             late: counters.late,
             connection_failures: counters.connection_failures,
+            retries: counters.retries,
+            duplicates: counters.duplicates,
         };
         let settled =
             counts.answered + counts.errors + counts.mismatches + counts.timeouts + counts.lost;
@@ -229,7 +242,10 @@ impl Report {
                 warmup_s: config.warmup.as_secs_f64(),
                 timeout_s: config.timeout.as_secs_f64(),
                 cpus: config.cpus.clone(),
-                io: (config.proto == Proto::Arpc).then_some(config.io),
+                transport: config.transport,
+                io: (config.proto == Proto::Arpc && config.transport == Transport::Tcp)
+                    .then_some(config.io),
+                udp: config.udp,
                 rate: config.rate,
                 reflect: config.reflect,
                 server_pid: config.server_pid,
@@ -284,14 +300,15 @@ impl Report {
         } else {
             format!(" pinned to CPUs {}", CpuList(c.cpus.clone()))
         };
-        let (proto, threads) = match (c.proto, c.io) {
-            (Proto::Arpc, Some(IoMode::Uring)) => ("arpc", "io_uring I/O thread"),
-            (Proto::Arpc, _) => ("arpc", "std sockets I/O thread"),
-            (Proto::Grpc, _) => ("grpc", "tokio worker thread"),
+        let (proto, conns, threads) = match (c.proto, c.transport, c.io) {
+            (Proto::Grpc, _, _) => ("grpc", "conns", "tokio worker thread"),
+            (Proto::Arpc, Transport::Udp, _) => ("arpc over UDP", "sockets", "epoll I/O thread"),
+            (Proto::Arpc, _, Some(IoMode::Uring)) => ("arpc", "conns", "io_uring I/O thread"),
+            (Proto::Arpc, _, _) => ("arpc", "conns", "std sockets I/O thread"),
         };
         writeln!(
             out,
-            "load        {proto}: {} conns × {} in flight, payload {} B, {} {threads}{}{pinning}",
+            "load        {proto}: {} {conns} × {} in flight, payload {} B, {} {threads}{}{pinning}",
             c.conns,
             c.per_conn,
             c.payload_bytes,
@@ -319,6 +336,13 @@ impl Report {
             "other       unexpected frames {}  late answers {}  connection failures {}",
             n.unexpected, n.late, n.connection_failures
         )?;
+        if let Some(udp) = &c.udp {
+            writeln!(
+                out,
+                "udp         retries {}  duplicates {}  lost {}  (resend after {:?}, doubling, {} attempts; datagrams ≤ {} B)",
+                n.retries, n.duplicates, n.lost, udp.retry_after, udp.attempts, udp.max_datagram
+            )?;
+        }
         let settled = n.answered + n.errors + n.mismatches + n.timeouts + n.lost;
         writeln!(
             out,
@@ -467,7 +491,7 @@ fn failures(
     }
     if counts.lost > 0 {
         why.push(format!(
-            "{} requests lost on failed connections",
+            "{} requests lost (on failed connections, or with UDP unanswered after every attempt)",
             counts.lost
         ));
     }

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::cli::{Config, IoMode, Proto};
+use crate::cli::{Config, IoMode, Proto, Transport};
 use crate::conn::{Connection, Schedule};
 use crate::cpu::{CpuSource, WindowCpu, process_cpu_time};
 use crate::hdrlog::{HdrLogFile, IntervalLog};
 use crate::report::{CpuUsage, Report, Window};
+use crate::udp::{UdpConn, connect_udp, run_udp_worker};
 use crate::uring::run_uring_worker;
-use crate::worker::{Counters, Plan, Shared, run_worker};
+use crate::worker::{Counters, Plan, Shared, WorkerOutput, run_worker};
 
 /// Longest a blocking read or write waits before the thread re-checks deadlines and timeouts.
 const BLOCKING_POLL: Duration = Duration::from_millis(10);
@@ -122,6 +123,9 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
 }
 
 fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunError> {
+    if config.transport == Transport::Udp {
+        return run_udp(config, hdr_log);
+    }
     let addrs = resolve(config)?;
     let connect_error = |cause| RunError::Connect {
         target: config.target.clone(),
@@ -160,12 +164,59 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
         workers.push(conns);
     }
 
+    let drive: fn(Vec<Connection>, &Plan, &Shared) -> Result<WorkerOutput, String> = match config.io
+    {
+        IoMode::Uring => run_uring_worker,
+        IoMode::Std => |conns, plan, shared| Ok(run_worker(conns, plan, shared)),
+    };
+    let handles = spawn_workers(config, &mut session, workers, drive)?;
+    finish(session, handles)
+}
+
+/// `--transport udp`: one connected UDP socket per connection, an epoll loop per I/O thread.
+fn run_udp(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunError> {
+    let addrs = resolve(config)?;
+    let connect_error = |cause| RunError::Connect {
+        target: config.target.clone(),
+        proto: Proto::Arpc,
+        cause,
+    };
+    let mut sockets = Vec::with_capacity(config.conns);
+    for _ in 0..config.conns {
+        sockets.push(connect_udp(&addrs).map_err(connect_error)?);
+    }
+    let mut session = Session::begin(config, CpuSource::detect(), hdr_log)?;
+    let start = session.start;
+    let interval = config
+        .rate
+        .map(|rate| Duration::from_secs_f64(config.conns as f64 / rate));
+    let mut workers: Vec<Vec<UdpConn>> = (0..config.threads).map(|_| Vec::new()).collect();
+    for (id, socket) in sockets.into_iter().enumerate() {
+        let schedule = interval.map(|interval| Schedule {
+            next: start + interval.mul_f64(id as f64 / config.conns as f64),
+            interval,
+        });
+        workers[id % config.threads].push(UdpConn::new(id, socket, schedule));
+    }
+    let handles = spawn_workers(config, &mut session, workers, run_udp_worker)?;
+    finish(session, handles)
+}
+
+type WorkerHandle = thread::JoinHandle<Result<WorkerOutput, String>>;
+
+/// Starts one I/O thread per group of connections, each pinned as `--cpus` says and running
+/// `drive` on its group.
+fn spawn_workers<C: Send + 'static>(
+    config: &Config,
+    session: &mut Session<'_>,
+    workers: Vec<Vec<C>>,
+    drive: fn(Vec<C>, &Plan, &Shared) -> Result<WorkerOutput, String>,
+) -> Result<Vec<WorkerHandle>, RunError> {
     let mut handles = Vec::with_capacity(workers.len());
     for (index, conns) in workers.into_iter().enumerate() {
         let worker_shared = session.publisher();
         let plan = Arc::clone(&session.plan);
         let cpu = (!config.cpus.is_empty()).then(|| config.cpus[index % config.cpus.len()]);
-        let io = config.io;
         let handle = thread::Builder::new()
             .name(format!("loadgen-io-{index}"))
             .spawn(move || {
@@ -174,17 +225,17 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
                         eprintln!("loadgen: warning: could not pin I/O thread {index} to CPU {id}");
                     }
                 }
-                match io {
-                    IoMode::Uring => run_uring_worker(conns, &plan, &worker_shared),
-                    IoMode::Std => Ok(run_worker(conns, &plan, &worker_shared)),
-                }
+                drive(conns, &plan, &worker_shared)
             })
             .map_err(|e| RunError::Worker(format!("cannot start thread: {e}")))?;
         handles.push(handle);
     }
+    Ok(handles)
+}
 
+/// Watches the run until the I/O threads finish, then merges what they counted.
+fn finish(mut session: Session<'_>, handles: Vec<WorkerHandle>) -> Result<Report, RunError> {
     let monitored = session.monitor(&|| handles.iter().all(|h| h.is_finished()));
-
     let mut counters = Counters::default();
     // Each I/O thread samples its own CPU time at the window's edges; the monitor adds its own.
     let mut workers_cpu = Some(Duration::ZERO);
@@ -311,6 +362,7 @@ impl<'c> Session<'c> {
             drain_deadline: deadline + config.timeout,
             cpu_source,
             reflect: config.reflect,
+            udp: config.udp,
         });
         Ok(Session {
             config,

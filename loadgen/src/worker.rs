@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use ringrpc_protocol::Decoder;
 
+use crate::cli::UdpSettings;
 use crate::conn::Connection;
 use crate::cpu::{CpuSource, WindowCpu};
 
@@ -36,6 +37,8 @@ pub(crate) struct Plan {
     pub cpu_source: Option<CpuSource>,
     /// Reflected Request frames count as answers.
     pub reflect: bool,
+    /// Retry settings of `--transport udp`.
+    pub udp: Option<UdpSettings>,
 }
 
 /// Outcome counts. Every measured request ends in exactly one of answered, errors,
@@ -55,6 +58,10 @@ pub(crate) struct Counters {
     /// Answers to requests already counted as timeouts.
     pub late: u64,
     pub connection_failures: u64,
+    /// UDP: resends of measured requests.
+    pub retries: u64,
+    /// UDP: answers to a measured seq that was already answered (discarded).
+    pub duplicates: u64,
     pub connection_errors: Vec<String>,
     pub first_error: Option<String>,
     pub first_mismatch: Option<String>,
@@ -85,6 +92,8 @@ impl Counters {
         self.unexpected += other.unexpected;
         self.late += other.late;
         self.connection_failures += other.connection_failures;
+        self.retries += other.retries;
+        self.duplicates += other.duplicates;
         let room = MAX_FAILURE_REASONS.saturating_sub(self.connection_errors.len());
         self.connection_errors
             .extend(other.connection_errors.into_iter().take(room));
@@ -187,11 +196,21 @@ pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Share
     }
 }
 
+/// What [`end_of_turn`] needs of a connection, whatever its transport.
+pub(crate) trait RequestWindow {
+    /// Counts requests unanswered for `plan.timeout` as timeouts and frees their slots.
+    fn expire(&mut self, now: Instant, plan: &Plan, state: &mut WorkerState);
+    /// At the end of the drain: whatever is still unanswered timed out.
+    fn expire_all(&mut self, state: &mut WorkerState);
+    /// Failed, or past the deadline with nothing left to wait for.
+    fn is_done(&self, now: Instant, plan: &Plan) -> bool;
+}
+
 /// The bookkeeping every I/O engine does at the end of a loop turn: at the drain deadline
 /// whatever is outstanding times out; every [`HOUSEKEEPING_INTERVAL`] timeouts are expired and
 /// latencies published. Returns whether the worker is finished.
-pub(crate) fn end_of_turn(
-    conns: &mut [Connection],
+pub(crate) fn end_of_turn<C: RequestWindow>(
+    conns: &mut [C],
     now: Instant,
     plan: &Plan,
     state: &mut WorkerState,

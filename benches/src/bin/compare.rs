@@ -10,7 +10,7 @@ use ringrpc_benches::compare::chart::{LatencyCurve, write_latency_chart};
 use ringrpc_benches::compare::machine::Machine;
 use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_quote};
 use ringrpc_benches::compare::servers::{
-    EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, bundled_servers, extra_server, select,
+    CompareTransport, EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, extra_server, select, servers_for,
 };
 use ringrpc_benches::compare::settings::{LoadShape, Pinning, utc_timestamp};
 use ringrpc_benches::compare::summary::{
@@ -55,7 +55,7 @@ struct Cli {
     /// Load applied before measuring starts in each run.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
-    /// TCP connections loadgen opens.
+    /// Connections loadgen opens (UDP rows: connected UDP sockets).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     conns: u32,
     /// Requests kept in flight on each connection.
@@ -70,10 +70,16 @@ struct Cli {
     /// CPU loadgen is pinned to.
     #[arg(long, default_value_t = 1)]
     loadgen_cpu: usize,
-    /// Comma-separated rows to run: engine, reflect, peer-tokio, peer-tokio-uring, grpc-echo
-    /// and the external server's name [default: all].
+    /// Comma-separated rows to run, from those --transport offers: engine, reflect,
+    /// peer-tokio, peer-tokio-uring, grpc-echo and the external server's name (tcp);
+    /// engine-udp, udp-reflect (udp) [default: all of them].
     #[arg(long)]
     servers: Option<String>,
+    /// Rows offered: `tcp` the TCP servers; `udp` the engine's UDP endpoint
+    /// (`engine --udp-listen`) and peer-udp-reflect, the UDP floor, driven by
+    /// `loadgen --transport udp`; `all` both in one run.
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: CompareTransport,
     /// Directory holding engine, loadgen and the peer binaries.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -100,12 +106,20 @@ fn compare(cli: &Cli) -> Result<(), String> {
             cli.server_cpu
         ));
     }
-    let mut available = bundled_servers();
+    let mut available = servers_for(cli.transport);
     let extra = extra_server(
         std::env::var(EXTRA_NAME_VAR).ok(),
         std::env::var(EXTRA_CMD_VAR).ok(),
     )?;
-    available.extend(extra);
+    // The external server speaks arpc over TCP.
+    if cli.transport != CompareTransport::Udp {
+        available.extend(extra);
+    } else if let Some(spec) = extra {
+        eprintln!(
+            "compare: {EXTRA_CMD_VAR} ({}) is a TCP server; --transport udp leaves it out",
+            spec.name
+        );
+    }
     let servers = select(available, cli.servers.as_deref())?;
     let runner = Runner {
         bin_dir: cli.bin_dir.clone(),

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -11,7 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::loadgen_report::LoadgenReport;
-use super::servers::{Launch, ServerSpec};
+use ringrpc_protocol::Frame;
+
+use super::servers::{Launch, PORT_PLACEHOLDER, ServerSpec};
 use super::settings::{LoadShape, Pinning, loadgen_duration};
 use super::summary::RunOutcome;
 
@@ -118,7 +120,8 @@ impl Runner {
     pub fn missing_binaries(&self, servers: &[ServerSpec]) -> Vec<PathBuf> {
         let mut needed = vec!["loadgen"];
         for spec in servers {
-            if let Launch::Bundled { binary, .. } = spec.launch {
+            if let Launch::Bundled { binary, .. } | Launch::BundledUdp { binary, .. } = spec.launch
+            {
                 if !needed.contains(&binary) {
                     needed.push(binary);
                 }
@@ -143,9 +146,20 @@ impl Runner {
                 args.push(self.binary(binary).display().to_string());
                 args.extend(server_args.iter().map(|a| a.to_string()));
             }
+            Launch::BundledUdp {
+                binary,
+                args: server_args,
+            } => {
+                args.push(self.binary(binary).display().to_string());
+                args.extend(
+                    server_args
+                        .iter()
+                        .map(|a| a.replace(PORT_PLACEHOLDER, port)),
+                );
+            }
             Launch::External { command_template } => {
                 // exec keeps the server's PID the one we signal and measure.
-                let command = command_template.replace("{port}", port);
+                let command = command_template.replace(PORT_PLACEHOLDER, port);
                 args.extend(["sh".into(), "-c".into(), format!("exec {command}")]);
             }
         }
@@ -200,7 +214,7 @@ impl Runner {
         let server = command_line(&program, &args);
         let target = match spec.launch {
             Launch::Bundled { .. } => "ADDR",
-            Launch::External { .. } => "127.0.0.1:PORT",
+            Launch::External { .. } | Launch::BundledUdp { .. } => "127.0.0.1:PORT",
         };
         let (program, args) =
             self.loadgen_command(spec, target, "PID", &format!("{}-roundN.json", spec.name));
@@ -259,6 +273,22 @@ impl Runner {
                     .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
                 match wait_until_accepting(&mut child, addr) {
+                    Ok(()) => Ok(RunningServer { child, addr }),
+                    Err(why) => Err(abandon(child, why, log_path)),
+                }
+            }
+            Launch::BundledUdp { .. } => {
+                let port = free_udp_port()?;
+                let (program, args) = self.server_command(spec, &port.to_string());
+                let mut child = Command::new(&program)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(clone_log()?)
+                    .stderr(log)
+                    .spawn()
+                    .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                match wait_until_answering_udp(&mut child, addr) {
                     Ok(()) => Ok(RunningServer { child, addr }),
                     Err(why) => Err(abandon(child, why, log_path)),
                 }
@@ -393,6 +423,45 @@ fn wait_until_accepting(child: &mut Child, addr: SocketAddr) -> Result<(), Strin
     Err(format!(
         "server did not accept TCP connections on {addr} within {READY_TIMEOUT:?}"
     ))
+}
+
+/// Waits until the server at `addr` answers an arpc `/echo` request datagram with any
+/// datagram (the engine's response, or a reflector's copy of the request).
+fn wait_until_answering_udp(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+    let probe = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| {
+            socket.connect(addr)?;
+            socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(socket)
+        })
+        .map_err(|e| format!("cannot open a UDP probe socket: {e}"))?;
+    let request = Frame::request(1, &b"/echo"[..], &b"ready?"[..]).to_bytes();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "server exited ({status}) before answering on UDP {addr}"
+            ));
+        }
+        // Refused sends and receives (nothing bound yet) just mean "not yet".
+        let _ = probe.send(&request);
+        if probe.recv(&mut buf).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "server did not answer an arpc request datagram on UDP {addr} within {READY_TIMEOUT:?}"
+    ))
+}
+
+/// A UDP port that was free a moment ago.
+fn free_udp_port() -> Result<u16, String> {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot find a free UDP port: {e}"))
 }
 
 fn exit_reason(child: &mut Child, otherwise: &str) -> String {

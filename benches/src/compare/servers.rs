@@ -18,7 +18,17 @@ pub enum Launch {
     /// A command from the environment, run by `sh -c 'exec COMMAND'` with `{port}` replaced
     /// by a free port; it is ready once that port accepts TCP connections.
     External { command_template: String },
+    /// A binary of this workspace serving arpc over UDP on `127.0.0.1:{port}`, `{port}` in
+    /// `args` replaced by a free UDP port; it is ready once it answers an arpc `/echo` request
+    /// datagram sent there (a reflector's answer is the request itself).
+    BundledUdp {
+        binary: &'static str,
+        args: Vec<&'static str>,
+    },
 }
+
+/// The `{port}` placeholder of [`Launch::External`] and [`Launch::BundledUdp`].
+pub const PORT_PLACEHOLDER: &str = "{port}";
 
 /// One row of the comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +65,65 @@ pub fn bundled_servers() -> Vec<ServerSpec> {
     ]
 }
 
+/// The UDP rows (`compare --transport udp`): the engine's UDP endpoint, and the floor, a
+/// reflector that writes every datagram back undecoded. loadgen drives both with
+/// `--transport udp`.
+pub fn udp_servers() -> Vec<ServerSpec> {
+    let udp = |name: &str, binary, args, loadgen_args| ServerSpec {
+        name: name.to_owned(),
+        launch: Launch::BundledUdp { binary, args },
+        loadgen_args,
+    };
+    vec![
+        udp(
+            "engine-udp",
+            "engine",
+            vec![
+                "--cores",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--udp-listen",
+                "127.0.0.1:{port}",
+                "--log",
+                "warn",
+            ],
+            vec!["--transport", "udp"],
+        ),
+        udp(
+            "udp-reflect",
+            "peer-udp-reflect",
+            vec!["--listen", "127.0.0.1:{port}", "--threads", "1"],
+            vec!["--transport", "udp", "--reflect"],
+        ),
+    ]
+}
+
+/// The rows a transport's comparison offers, in table order: `tcp` the bundled TCP servers,
+/// `udp` the [`udp_servers`], `all` both.
+pub fn servers_for(transport: CompareTransport) -> Vec<ServerSpec> {
+    match transport {
+        CompareTransport::Tcp => bundled_servers(),
+        CompareTransport::Udp => udp_servers(),
+        CompareTransport::All => {
+            let mut all = bundled_servers();
+            all.extend(udp_servers());
+            all
+        }
+    }
+}
+
+/// Which rows `compare --transport` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareTransport {
+    /// The TCP servers (and the external one).
+    Tcp,
+    /// The UDP rows: engine-udp and udp-reflect.
+    Udp,
+    /// Both.
+    All,
+}
+
 /// The external arpc server described by [`EXTRA_NAME_VAR`] and [`EXTRA_CMD_VAR`], if any.
 pub fn extra_server(
     name: Option<String>,
@@ -84,7 +153,10 @@ pub fn extra_server(
             "{EXTRA_NAME_VAR}={name:?}: use letters, digits, '-', '_' or '.' (it names output files)"
         ));
     }
-    if bundled_servers().iter().any(|s| s.name == name) {
+    if servers_for(CompareTransport::All)
+        .iter()
+        .any(|s| s.name == name)
+    {
         return Err(format!(
             "{EXTRA_NAME_VAR}={name:?} is already a bundled server's name"
         ));
@@ -150,6 +222,23 @@ mod tests {
                 .contains("known: engine")
         );
         assert!(select(all, Some(",")).is_err());
+    }
+
+    #[test]
+    fn udp_rows_pass_the_transport_and_take_a_port() {
+        let udp = servers_for(CompareTransport::Udp);
+        assert_eq!(names(&udp), ["engine-udp", "udp-reflect"]);
+        for spec in &udp {
+            assert!(spec.loadgen_args.starts_with(&["--transport", "udp"]));
+            let Launch::BundledUdp { args, .. } = &spec.launch else {
+                panic!("{} is not a UDP launch", spec.name);
+            };
+            assert!(args.iter().any(|a| a.contains(PORT_PLACEHOLDER)));
+        }
+        assert!(udp[1].loadgen_args.contains(&"--reflect"));
+        assert_eq!(servers_for(CompareTransport::Tcp), bundled_servers());
+        assert_eq!(servers_for(CompareTransport::All).len(), 7);
+        assert!(extra_server(Some("udp-reflect".into()), Some("s {port}".into())).is_err());
     }
 
     #[test]
