@@ -105,6 +105,13 @@ struct Args {
     /// handler again
     #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
     udp_dedup_window: Duration,
+    /// UDP answers kept per core for duplicate suppression (oldest evicted first)
+    #[arg(long, value_name = "N", default_value_t = 65_536, allow_negative_numbers = true, value_parser = positive)]
+    udp_dedup_capacity: usize,
+    /// Requests per second one UDP peer address may send; past it its datagrams are dropped
+    /// and counted (default unlimited)
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = positive)]
+    udp_peer_rate: Option<usize>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -245,7 +252,12 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .pin_cores(!args.no_pin)
         .reflect(args.reflect)
         .udp_max_datagram(args.udp_max_datagram)
-        .udp_dedup_window(args.udp_dedup_window);
+        .udp_dedup_window(args.udp_dedup_window)
+        .udp_dedup_capacity(args.udp_dedup_capacity)
+        .udp_peer_rate(
+            args.udp_peer_rate
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        );
     if let Some(addr) = args.udp_listen {
         config = config.udp_listen(addr);
     }

@@ -38,9 +38,10 @@ pub(crate) struct UdpLimits {
     /// Requests cached for duplicate suppression, all peers together (each holds its
     /// answer: at most `max_datagram` bytes).
     pub(crate) dedup_capacity: usize,
-    /// Of which one peer may hold.
-    pub(crate) dedup_per_peer: usize,
     /// Peers known at once.
     pub(crate) max_peers: usize,
     pub(crate) max_in_flight_per_peer: usize,
+    /// Requests and notifies one peer may send per second (a token bucket holding one
+    /// second's worth); `None`: unlimited.
+    pub(crate) peer_rate: Option<u32>,
 }

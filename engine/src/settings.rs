@@ -60,10 +60,10 @@ impl ReactorSettings {
                 max_datagram: config.udp_max_datagram,
                 max_body: config.max_body,
                 dedup_window: config.udp_dedup_window,
-                dedup_capacity: 65_536,
-                dedup_per_peer: 1024,
+                dedup_capacity: config.udp_dedup_capacity,
                 max_peers: 65_536,
                 max_in_flight_per_peer: config.max_in_flight_per_conn,
+                peer_rate: config.udp_peer_rate,
             },
         }
     }

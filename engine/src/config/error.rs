@@ -44,6 +44,10 @@ pub enum Knob {
     UdpMaxDatagram,
     /// [`ConfigBuilder::udp_dedup_window`](super::ConfigBuilder::udp_dedup_window)
     UdpDedupWindow,
+    /// [`ConfigBuilder::udp_dedup_capacity`](super::ConfigBuilder::udp_dedup_capacity)
+    UdpDedupCapacity,
+    /// [`ConfigBuilder::udp_peer_rate`](super::ConfigBuilder::udp_peer_rate)
+    UdpPeerRate,
     /// [`ConfigBuilder::udp_listen`](super::ConfigBuilder::udp_listen)
     UdpListen,
 }
@@ -69,6 +73,8 @@ impl Knob {
             Knob::StatsInterval => "stats_interval",
             Knob::UdpMaxDatagram => "udp_max_datagram",
             Knob::UdpDedupWindow => "udp_dedup_window",
+            Knob::UdpDedupCapacity => "udp_dedup_capacity",
+            Knob::UdpPeerRate => "udp_peer_rate",
             Knob::UdpListen => "udp_listen",
         }
     }

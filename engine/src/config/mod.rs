@@ -38,6 +38,8 @@ pub struct Config {
     pub(crate) udp_listen: Option<ListenAddr>,
     pub(crate) udp_max_datagram: usize,
     pub(crate) udp_dedup_window: Duration,
+    pub(crate) udp_dedup_capacity: usize,
+    pub(crate) udp_peer_rate: Option<u32>,
 }
 
 impl Config {
@@ -96,6 +98,8 @@ pub struct ConfigBuilder {
     udp_listen: Option<String>,
     udp_max_datagram: usize,
     udp_dedup_window: Duration,
+    udp_dedup_capacity: usize,
+    udp_peer_rate: Option<u32>,
 }
 
 impl Default for ConfigBuilder {
@@ -125,6 +129,8 @@ impl Default for ConfigBuilder {
             udp_listen: None,
             udp_max_datagram: crate::datagram::DEFAULT_MAX_DATAGRAM,
             udp_dedup_window: Duration::from_secs(5),
+            udp_dedup_capacity: 65_536,
+            udp_peer_rate: None,
         }
     }
 }
@@ -288,11 +294,27 @@ impl ConfigBuilder {
     }
 
     /// How long a datagram request's answer is kept to answer its retries without running
-    /// the handler again (default 5 s; must exceed the callers' whole retry span). Memory:
-    /// at most 65,536 cached answers per core (1,024 per peer), each up to
-    /// [`udp_max_datagram`](Self::udp_max_datagram) bytes.
+    /// the handler again (default 5 s; should exceed the callers' whole retry span). Older
+    /// retries are dropped as stale, never run again.
     pub fn udp_dedup_window(mut self, window: Duration) -> Self {
         self.udp_dedup_window = window;
+        self
+    }
+
+    /// Datagram requests whose answers are kept for duplicate suppression, per core
+    /// (default 65,536). Memory: up to this many × (about 100 bytes +
+    /// [`udp_max_datagram`](Self::udp_max_datagram)) per core. When full, the oldest is
+    /// evicted and a retry of it is dropped as stale (never run again).
+    pub fn udp_dedup_capacity(mut self, entries: usize) -> Self {
+        self.udp_dedup_capacity = entries;
+        self
+    }
+
+    /// Requests and notifies one UDP peer address may send per second (default unlimited).
+    /// Past it, its datagrams are dropped and counted (`UdpStats::rate_limited`) before
+    /// they cost anything; a burst of up to one second's worth passes. Costs nothing extra.
+    pub fn udp_peer_rate(mut self, per_second: Option<u32>) -> Self {
+        self.udp_peer_rate = per_second;
         self
     }
 
@@ -384,6 +406,15 @@ impl ConfigBuilder {
             crate::datagram::MAX_DATAGRAM as u64,
         )?;
         positive(Knob::UdpDedupWindow, Some(self.udp_dedup_window))?;
+        if let Some(rate) = self.udp_peer_rate {
+            range(Knob::UdpPeerRate, rate.into(), 1, u64::from(u32::MAX))?;
+        }
+        range(
+            Knob::UdpDedupCapacity,
+            self.udp_dedup_capacity as u64,
+            1,
+            1 << 24,
+        )?;
         // A received datagram lands in one receive buffer behind a 144-byte header.
         if self.udp_listen.is_some()
             && self.udp_max_datagram + UDP_RECV_HEADER > self.recv_buffer_size
@@ -432,6 +463,8 @@ impl ConfigBuilder {
             udp_listen,
             udp_max_datagram: self.udp_max_datagram,
             udp_dedup_window: self.udp_dedup_window,
+            udp_dedup_capacity: self.udp_dedup_capacity,
+            udp_peer_rate: self.udp_peer_rate,
         })
     }
 }

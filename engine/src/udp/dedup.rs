@@ -2,13 +2,18 @@
 //! `(peer, seq)` to what the request got, so a retried request is answered from here and
 //! its handler never runs twice.
 //!
-//! Invariants: at most `capacity` entries in all and `per_peer` per peer (a request past
-//! either limit is refused, not cached, and nothing is evicted early to make room — so an
-//! entry inside its window always suppresses its duplicates); entries leave in insertion
-//! order once older than `window` (the FIFO is time-ordered, so expiry costs O(expired)).
+//! Invariants:
+//! - At most `capacity` entries; when full, the oldest entry is evicted to make room, and
+//!   entries older than `window` leave in arrival order (the FIFO is time-ordered, so both
+//!   cost O(evicted)). Memory is bounded whatever peers send.
+//! - At most once, even past eviction: each peer has a `floor`, raised past every seq
+//!   evicted for it, and a request below its peer's floor is refused as stale instead of
+//!   run again. Peers are expected to number calls upwards (as every arpc client does); a
+//!   request reordered behind a newer one that was already evicted is refused too.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,7 @@ use bytes::Bytes;
 
 /// What a request `(peer, seq)` has got so far.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Seen {
+enum Seen {
     /// Its handler is running (or answers later through a responder).
     InProgress,
     /// Its Response, to resend to a retry.
@@ -32,8 +37,8 @@ pub(crate) enum Admit {
     Running,
     /// A retry of one answered: resend this.
     Resend(Bytes),
-    /// The cache or the peer's share of it is full: refuse it.
-    Full,
+    /// Older than anything kept for this peer: it ran (or was overtaken) long ago; drop it.
+    Stale,
 }
 
 /// The cache.
@@ -41,21 +46,22 @@ pub(crate) enum Admit {
 pub(crate) struct Dedup {
     entries: HashMap<(SocketAddr, u64), Seen>,
     order: VecDeque<(Instant, SocketAddr, u64)>,
-    per_peer: HashMap<SocketAddr, usize>,
+    /// Per peer, the lowest seq still admitted.
+    floors: HashMap<SocketAddr, u64>,
     window: Duration,
     capacity: usize,
-    per_peer_limit: usize,
+    evicted: u64,
 }
 
 impl Dedup {
-    pub(crate) fn new(window: Duration, capacity: usize, per_peer_limit: usize) -> Dedup {
+    pub(crate) fn new(window: Duration, capacity: usize) -> Dedup {
         Dedup {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
-            per_peer: HashMap::new(),
+            floors: HashMap::default(),
             window,
-            capacity,
-            per_peer_limit,
+            capacity: capacity.max(1),
+            evicted: 0,
         }
     }
 
@@ -68,38 +74,46 @@ impl Dedup {
                 Seen::Answered(bytes) => Admit::Resend(bytes.clone()),
             };
         }
-        let held = self.per_peer.get(&peer).copied().unwrap_or(0);
-        if self.entries.len() >= self.capacity || held >= self.per_peer_limit {
-            return Admit::Full;
+        if self.floors.get(&peer).is_some_and(|floor| seq < *floor) {
+            return Admit::Stale;
+        }
+        if self.entries.len() >= self.capacity {
+            self.evict_oldest();
         }
         self.entries.insert((peer, seq), Seen::InProgress);
         self.order.push_back((now, peer, seq));
-        *self.per_peer.entry(peer).or_default() += 1;
         Admit::Run
     }
 
-    /// Records the Response a request got (ignored if its entry already expired).
+    /// Records the Response a request got (ignored if its entry was already evicted).
     pub(crate) fn answered(&mut self, peer: SocketAddr, seq: u64, response: Bytes) {
         if let Some(seen) = self.entries.get_mut(&(peer, seq)) {
             *seen = Seen::Answered(response);
         }
     }
 
+    fn evict_oldest(&mut self) {
+        if let Some((_, peer, seq)) = self.order.pop_front() {
+            self.entries.remove(&(peer, seq));
+            let floor = self.floors.entry(peer).or_default();
+            *floor = (*floor).max(seq.saturating_add(1));
+            self.evicted += 1;
+        }
+    }
+
     /// Drops the entries older than the window.
     pub(crate) fn expire(&mut self, now: Instant) {
-        while let Some(&(at, peer, seq)) = self.order.front() {
+        while let Some(&(at, _, _)) = self.order.front() {
             if now.saturating_duration_since(at) < self.window {
                 break;
             }
-            self.order.pop_front();
-            self.entries.remove(&(peer, seq));
-            if let Entry::Occupied(mut held) = self.per_peer.entry(peer) {
-                *held.get_mut() -= 1;
-                if *held.get() == 0 {
-                    held.remove();
-                }
-            }
+            self.evict_oldest();
         }
+    }
+
+    /// Forgets `peer`'s floor (it has been quiet for longer than the window).
+    pub(crate) fn forget(&mut self, peer: &SocketAddr) {
+        self.floors.remove(peer);
     }
 
     /// Entries held.
@@ -107,10 +121,10 @@ impl Dedup {
         self.entries.len()
     }
 
-    /// When the oldest entry expires, if any.
+    /// Entries evicted so far (by age or to make room).
     #[cfg(test)]
-    pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.order.front().map(|(at, _, _)| *at + self.window)
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 
@@ -125,7 +139,7 @@ mod tests {
     #[test]
     fn a_retry_is_dropped_while_running_and_answered_from_the_cache_after() {
         let t = Instant::now();
-        let mut d = Dedup::new(Duration::from_secs(5), 100, 10);
+        let mut d = Dedup::new(Duration::from_secs(5), 100);
         assert_eq!(d.admit(t, addr(1), 7), Admit::Run);
         assert_eq!(d.admit(t, addr(1), 7), Admit::Running);
         // Another peer's seq 7 is another request.
@@ -138,39 +152,36 @@ mod tests {
     }
 
     #[test]
-    fn entries_expire_after_the_window_in_order() {
+    fn expired_entries_leave_and_their_retries_are_stale_not_run_again() {
         let t = Instant::now();
-        let mut d = Dedup::new(Duration::from_secs(5), 100, 10);
+        let mut d = Dedup::new(Duration::from_secs(5), 100);
         d.admit(t, addr(1), 1);
         d.admit(t + Duration::from_secs(2), addr(1), 2);
-        assert_eq!(d.next_expiry(), Some(t + Duration::from_secs(5)));
         d.expire(t + Duration::from_secs(5));
         assert_eq!(d.len(), 1);
-        // Expired: a late retry runs again (the window must exceed the callers' retries).
+        assert_eq!(
+            d.admit(t + Duration::from_secs(6), addr(1), 1),
+            Admit::Stale
+        );
+        // Newer seqs still run.
+        assert_eq!(d.admit(t + Duration::from_secs(6), addr(1), 3), Admit::Run);
+        d.forget(&addr(1));
         assert_eq!(d.admit(t + Duration::from_secs(6), addr(1), 1), Admit::Run);
-        d.expire(t + Duration::from_secs(60));
-        assert_eq!(d.len(), 0);
-        assert!(d.per_peer.is_empty());
     }
 
     #[test]
-    fn a_flood_of_distinct_seqs_stays_within_the_limits() {
+    fn a_flood_of_distinct_seqs_stays_within_capacity_and_runs_each_once() {
         let t = Instant::now();
-        let mut d = Dedup::new(Duration::from_secs(5), 1000, 100);
-        let mut refused = 0;
+        let mut d = Dedup::new(Duration::from_secs(5), 1000);
         for seq in 0..100_000u64 {
-            if d.admit(t, addr(1), seq) == Admit::Full {
-                refused += 1;
-            }
+            assert_eq!(d.admit(t, addr(1), seq), Admit::Run);
+            assert!(d.len() <= 1000);
         }
-        assert_eq!(d.len(), 100);
-        assert_eq!(refused, 100_000 - 100);
-        // Other peers still get their share, up to the total.
-        for port in 2..100 {
-            for seq in 0..100u64 {
-                d.admit(t, addr(port), seq);
-            }
-        }
-        assert_eq!(d.len(), 1000);
+        assert_eq!(d.evicted(), 99_000);
+        // Every evicted one is refused on retry, every kept one answered from the cache.
+        assert_eq!(d.admit(t, addr(1), 5), Admit::Stale);
+        assert_eq!(d.admit(t, addr(1), 99_999), Admit::Running);
+        // Another peer is unaffected by the first one's floor.
+        assert_eq!(d.admit(t, addr(2), 5), Admit::Run);
     }
 }

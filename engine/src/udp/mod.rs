@@ -12,7 +12,7 @@
 //!   for anyone else; nothing a peer sends can panic the core.
 //! - A request runs at most once per `(peer, seq)` within the dedup window; a retry of an
 //!   answered one is answered from the cache, a retry of a running one is dropped.
-//! - Memory is bounded: peers (`max_peers`), cached requests (total and per peer), pending
+//! - Memory is bounded: peers (`max_peers`), cached requests (`dedup_capacity`), pending
 //!   calls (each ends at its deadline, precisely, through the reactor's deadline heap —
 //!   nothing is left behind after a timeout).
 //! - Every outgoing frame fits `max_datagram`; a bigger one is refused at the sender.
@@ -21,7 +21,7 @@
 
 mod dedup;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +34,7 @@ use slab::Slab;
 #[cfg(test)]
 use crate::datagram::DEFAULT_MAX_DATAGRAM;
 pub(crate) use crate::datagram::{Retry, UdpLimits};
-use crate::error::{CallError, TOO_MANY_IN_FLIGHT, UDP_PEER_BUSY};
+use crate::error::{CallError, TOO_MANY_IN_FLIGHT};
 use crate::ids::{ConnId, ConnInfo};
 use crate::mailbox::{CallDone, Mailbox};
 use crate::outqueue::OutQueue;
@@ -58,9 +58,13 @@ pub struct UdpStats {
     pub malformed: u64,
     /// Requests seen again within the dedup window (resent from the cache or dropped).
     pub duplicates: u64,
-    /// Requests refused: the peer's (or everyone's) share of the dedup cache was full, or
-    /// the peer table was.
+    /// Of the duplicates, those older than anything still cached for their peer (dropped,
+    /// never run again).
+    pub stale: u64,
+    /// Requests refused because the peer table was full.
     pub refused: u64,
+    /// Requests and notifies dropped because their peer sent faster than its rate limit.
+    pub rate_limited: u64,
     /// Calls made from this endpoint.
     pub calls: u64,
     /// Call resends.
@@ -83,7 +87,9 @@ impl UdpStats {
             notifies,
             malformed,
             duplicates,
+            stale,
             refused,
+            rate_limited,
             calls,
             retries,
             timeouts,
@@ -96,7 +102,9 @@ impl UdpStats {
         self.notifies += notifies;
         self.malformed += malformed;
         self.duplicates += duplicates;
+        self.stale += stale;
         self.refused += refused;
+        self.rate_limited += rate_limited;
         self.calls += calls;
         self.retries += retries;
         self.timeouts += timeouts;
@@ -111,6 +119,8 @@ struct Peer {
     last_seen: Instant,
     /// Requests answered later by a responder, not yet answered.
     in_flight: Arc<AtomicUsize>,
+    /// Rate-limit tokens left, refilled with time.
+    tokens: f64,
 }
 
 struct PendingCall {
@@ -189,16 +199,12 @@ impl UdpCore {
     pub(crate) fn new(core: u16, limits: UdpLimits) -> UdpCore {
         UdpCore {
             core,
-            dedup: Dedup::new(
-                limits.dedup_window,
-                limits.dedup_capacity,
-                limits.dedup_per_peer,
-            ),
+            dedup: Dedup::new(limits.dedup_window, limits.dedup_capacity),
             limits,
             peers: Slab::new(),
-            by_addr: HashMap::new(),
+            by_addr: HashMap::default(),
             serial: 0,
-            calls: HashMap::new(),
+            calls: HashMap::default(),
             next_call: 0,
             scratch: OutQueue::default(),
             out: Vec::new(),
@@ -239,9 +245,27 @@ impl UdpCore {
             serial: self.serial,
             last_seen: now,
             in_flight: Arc::default(),
+            tokens: self.limits.peer_rate.map_or(0.0, f64::from),
         });
         self.by_addr.insert(addr, idx);
         Some(idx)
+    }
+
+    /// Takes one of peer `idx`'s tokens (refilled at the rate since it was last seen);
+    /// `false` when it has none left.
+    fn take_token(&mut self, idx: usize, now: Instant, last_seen: Instant) -> bool {
+        let Some(rate) = self.limits.peer_rate else {
+            return true;
+        };
+        let rate = f64::from(rate);
+        let peer = &mut self.peers[idx];
+        let refill = now.saturating_duration_since(last_seen).as_secs_f64() * rate;
+        peer.tokens = (peer.tokens + refill).min(rate);
+        if peer.tokens < 1.0 {
+            return false;
+        }
+        peer.tokens -= 1.0;
+        true
     }
 
     fn push(&mut self, peer: SocketAddr, frame: Bytes) {
@@ -309,10 +333,15 @@ impl UdpCore {
         router: &Router,
         mailbox: &Arc<Mailbox>,
     ) {
+        let last_seen = self.by_addr.get(&from).map(|&i| self.peers[i].last_seen);
         let Some(idx) = self.peer(now, from) else {
             self.stats.refused += 1;
             return;
         };
+        if !self.take_token(idx, now, last_seen.unwrap_or(now)) {
+            self.stats.rate_limited += 1;
+            return;
+        }
         let h = frame.header;
         let is_request = h.cmd == Command::Request;
         if is_request {
@@ -327,17 +356,9 @@ impl UdpCore {
                     self.push(from, answer);
                     return;
                 }
-                Admit::Full => {
-                    self.stats.refused += 1;
-                    let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
-                    let busy = encode(
-                        Command::Response,
-                        flags,
-                        h.seq,
-                        frame.method,
-                        UDP_PEER_BUSY.as_bytes(),
-                    );
-                    self.push(from, busy);
+                Admit::Stale => {
+                    self.stats.duplicates += 1;
+                    self.stats.stale += 1;
                     return;
                 }
             }
@@ -541,6 +562,7 @@ impl UdpCore {
         for idx in stale {
             let peer = self.peers.remove(idx);
             self.by_addr.remove(&peer.addr);
+            self.dedup.forget(&peer.addr);
         }
         now + window
     }

@@ -12,10 +12,10 @@ fn limits() -> UdpLimits {
         max_datagram: DEFAULT_MAX_DATAGRAM,
         max_body: 1 << 20,
         dedup_window: Duration::from_secs(5),
-        dedup_capacity: 1000,
-        dedup_per_peer: 100,
+        dedup_capacity: 100,
         max_peers: 10,
         max_in_flight_per_peer: 16,
+        peer_rate: None,
     }
 }
 
@@ -250,7 +250,7 @@ fn an_answer_too_big_for_a_datagram_becomes_an_error_saying_so() {
 }
 
 #[test]
-fn a_flood_of_distinct_seqs_is_bounded_and_refused_with_an_error() {
+fn a_flood_of_distinct_seqs_stays_bounded_and_old_retries_never_run_again() {
     let (router, runs) = counting_router();
     let mb = mailbox();
     let mut core = UdpCore::new(0, limits());
@@ -259,12 +259,30 @@ fn a_flood_of_distinct_seqs_is_bounded_and_refused_with_an_error() {
         let req = Frame::request(seq, "/count", "").to_bytes();
         core.on_datagram(t, addr(1), &req, &router, &mb);
     }
-    assert_eq!(core.cached(), 100, "the peer's share");
-    assert_eq!(runs.load(Ordering::SeqCst), 100);
-    assert_eq!(core.stats.refused, 10_000 - 100);
-    let last = decode(&core.out.last().unwrap().1);
-    assert_eq!(&last.payload[..], UDP_PEER_BUSY.as_bytes());
-    // After the window, the peer is served again and the stale state is gone.
+    assert_eq!(core.cached(), 100, "the cache's capacity");
+    assert_eq!(runs.load(Ordering::SeqCst), 10_000, "each ran once");
+    assert_eq!(core.out.len(), 10_000, "each answered");
+    // A retry of an evicted one is dropped, a retry of a kept one answered from the cache.
+    core.out.clear();
+    core.on_datagram(
+        t,
+        addr(1),
+        &Frame::request(3, "/count", "").to_bytes(),
+        &router,
+        &mb,
+    );
+    assert!(core.out.is_empty());
+    assert_eq!(core.stats.stale, 1);
+    core.on_datagram(
+        t,
+        addr(1),
+        &Frame::request(9_999, "/count", "").to_bytes(),
+        &router,
+        &mb,
+    );
+    assert_eq!(&decode(&core.out[0].1).payload[..], b"10000");
+    assert_eq!(runs.load(Ordering::SeqCst), 10_000);
+    // After the window, the peer and its floor are forgotten: it may start over.
     let later = t + Duration::from_secs(6);
     core.sweep(later);
     assert_eq!(core.cached(), 0);
@@ -277,7 +295,7 @@ fn a_flood_of_distinct_seqs_is_bounded_and_refused_with_an_error() {
         &router,
         &mb,
     );
-    assert_eq!(&decode(&core.out[0].1).payload[..], b"101");
+    assert_eq!(&decode(&core.out[0].1).payload[..], b"10001");
 }
 
 #[test]
@@ -340,4 +358,39 @@ fn a_deferred_answer_is_cached_against_retries() {
             .iter()
             .all(|(_, f)| &decode(f).payload[..] == b"done")
     );
+}
+
+#[test]
+fn a_peer_past_its_rate_is_dropped_and_counted_then_refilled() {
+    let (router, runs) = counting_router();
+    let mb = mailbox();
+    let mut core = UdpCore::new(
+        0,
+        UdpLimits {
+            peer_rate: Some(100),
+            ..limits()
+        },
+    );
+    let t = Instant::now();
+    for seq in 0..150u64 {
+        let req = Frame::request(seq, "/count", "").to_bytes();
+        core.on_datagram(t, addr(1), &req, &router, &mb);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 100, "one second's burst");
+    assert_eq!(core.stats.rate_limited, 50);
+    // Another peer has its own bucket; half a second later the first has 50 more.
+    core.on_datagram(
+        t,
+        addr(2),
+        &Frame::request(1, "/count", "").to_bytes(),
+        &router,
+        &mb,
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 101);
+    let later = t + Duration::from_millis(500);
+    for seq in 200..300u64 {
+        let req = Frame::request(seq, "/count", "").to_bytes();
+        core.on_datagram(later, addr(1), &req, &router, &mb);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 151);
 }
