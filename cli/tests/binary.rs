@@ -1,5 +1,7 @@
 //! Tests of the `engine` binary: serving, signals, and startup errors that name the fix.
 
+// The raw-frame test client the engine tests use.
+#[path = "../../engine/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read};

@@ -291,6 +291,16 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// Moves the payload out if `pick` accepts it; otherwise leaves it in place.
+    fn take_payload<T>(&mut self, pick: impl FnOnce(Payload) -> Result<T, Payload>) -> Option<T> {
+        match pick(std::mem::replace(&mut self.payload, Payload::None)) {
+            Ok(taken) => Some(taken),
+            Err(other) => {
+                self.payload = other;
+                None
+            }
+        }
+    }
     /// The tag given when the op was pushed.
     pub fn tag(&self) -> u64 {
         self.tag
@@ -314,48 +324,36 @@ impl Completion {
     }
     /// The connection an accept completion produced, owned by the caller from now on.
     pub fn take_accepted(&mut self) -> Option<OwnedFd> {
-        match std::mem::replace(&mut self.payload, Payload::None) {
-            Payload::Accepted(fd) => Some(fd),
-            other => {
-                self.payload = other;
-                None
-            }
-        }
+        self.take_payload(|p| match p {
+            Payload::Accepted(x) => Ok(x),
+            other => Err(other),
+        })
     }
     /// The bytes a recv completion delivered; the buffer goes back to the kernel when the
     /// [`RecvBuf`] is dropped. A [`Ring::recvmsg_multi`] completion carries its buffer as a
     /// [`Datagram`] instead; only a buffer with a malformed header comes out here, raw.
     pub fn take_recv_buf(&mut self) -> Option<RecvBuf> {
-        match std::mem::replace(&mut self.payload, Payload::None) {
-            Payload::Recv(buf) => Some(buf),
-            other => {
-                self.payload = other;
-                None
-            }
-        }
+        self.take_payload(|p| match p {
+            Payload::Recv(x) => Ok(x),
+            other => Err(other),
+        })
     }
     /// The datagram a [`Ring::recvmsg_multi`] completion delivered: peer, payload and
     /// truncation, owning its receive buffer (recycled when the [`Datagram`] is dropped).
     /// `None` for other completions, and for a buffer whose `recvmsg` header is malformed:
     /// that buffer stays here, for [`Completion::take_recv_buf`] or to recycle on drop.
     pub fn take_datagram(&mut self) -> Option<Datagram> {
-        match std::mem::replace(&mut self.payload, Payload::None) {
-            Payload::Datagram(d) => Some(d),
-            other => {
-                self.payload = other;
-                None
-            }
-        }
+        self.take_payload(|p| match p {
+            Payload::Datagram(x) => Ok(x),
+            other => Err(other),
+        })
     }
     /// A send's own batch, in order, for resuming a partial send or reusing the `Vec`.
     pub fn take_sent_batch(&mut self) -> Option<Vec<Bytes>> {
-        match std::mem::replace(&mut self.payload, Payload::None) {
-            Payload::Sent(batch) => Some(batch),
-            other => {
-                self.payload = other;
-                None
-            }
-        }
+        self.take_payload(|p| match p {
+            Payload::Sent(batch) => Ok(batch),
+            other => Err(other),
+        })
     }
 }
 

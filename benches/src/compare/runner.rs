@@ -237,6 +237,31 @@ impl Runner {
         }
     }
 
+    /// Starts `spec` on a port chosen here, then waits until `ready` says it serves there.
+    fn start_on_port(
+        &self,
+        spec: &ServerSpec,
+        port: u16,
+        stdout: File,
+        stderr: File,
+        log_path: &Path,
+        ready: fn(&mut Child, SocketAddr) -> Result<(), String>,
+    ) -> Result<RunningServer, String> {
+        let (program, args) = self.server_command(spec, &port.to_string());
+        let mut child = Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        match ready(&mut child, addr) {
+            Ok(()) => Ok(RunningServer { child, addr }),
+            Err(why) => Err(abandon(child, why, log_path)),
+        }
+    }
+
     fn start_server(&self, spec: &ServerSpec, log_path: &Path) -> Result<RunningServer, String> {
         let log = File::create(log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
@@ -261,38 +286,22 @@ impl Runner {
                     Err(why) => Err(abandon(child, why, log_path)),
                 }
             }
-            Launch::External { .. } => {
-                let port = free_port()?;
-                let (program, args) = self.server_command(spec, &port.to_string());
-                let mut child = Command::new(&program)
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(clone_log()?)
-                    .stderr(log)
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                match wait_until_accepting(&mut child, addr) {
-                    Ok(()) => Ok(RunningServer { child, addr }),
-                    Err(why) => Err(abandon(child, why, log_path)),
-                }
-            }
-            Launch::BundledUdp { .. } => {
-                let port = free_udp_port()?;
-                let (program, args) = self.server_command(spec, &port.to_string());
-                let mut child = Command::new(&program)
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(clone_log()?)
-                    .stderr(log)
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                match wait_until_answering_udp(&mut child, addr) {
-                    Ok(()) => Ok(RunningServer { child, addr }),
-                    Err(why) => Err(abandon(child, why, log_path)),
-                }
-            }
+            Launch::External { .. } => self.start_on_port(
+                spec,
+                free_port()?,
+                clone_log()?,
+                log,
+                log_path,
+                wait_until_accepting,
+            ),
+            Launch::BundledUdp { .. } => self.start_on_port(
+                spec,
+                free_udp_port()?,
+                clone_log()?,
+                log,
+                log_path,
+                wait_until_answering_udp,
+            ),
         }
     }
 
