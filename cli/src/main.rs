@@ -112,6 +112,10 @@ struct Args {
     /// and counted (default unlimited)
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = positive)]
     udp_peer_rate: Option<usize>,
+    /// Send every UDP datagram on its own instead of batching equal-sized ones to a peer
+    /// with UDP GSO (sets udp_gso to false)
+    #[arg(long)]
+    no_udp_gso: bool,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -254,6 +258,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .udp_max_datagram(args.udp_max_datagram)
         .udp_dedup_window(args.udp_dedup_window)
         .udp_dedup_capacity(args.udp_dedup_capacity)
+        .udp_gso(!args.no_udp_gso)
         .udp_peer_rate(
             args.udp_peer_rate
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),

@@ -32,6 +32,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) reflect: bool,
     pub(crate) mailbox_capacity: usize,
     pub(crate) udp: UdpLimits,
+    /// Send runs of equal-sized datagrams to one peer as one UDP GSO send.
+    pub(crate) udp_gso: bool,
 }
 
 impl ReactorSettings {
@@ -56,6 +58,7 @@ impl ReactorSettings {
             pin_cores: config.pin_cores,
             reflect: config.reflect,
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
+            udp_gso: config.udp_gso,
             udp: UdpLimits {
                 max_datagram: config.udp_max_datagram,
                 max_body: config.max_body,

@@ -137,11 +137,10 @@ fn a_call_to_a_silent_peer_times_out_on_time_and_leaves_nothing() {
     );
     let udp = client.shutdown().unwrap().total().udp;
     assert_eq!(udp.timeouts, 1);
-    assert_eq!(
-        udp.retries, 3,
-        "at 20, 60 and 140 ms; the next would be the deadline"
-    );
-    // The silent peer saw the first send and the three retries, all the same request.
+    // Resends at 20, 60 and 140 ms; the next would be the deadline (fewer if this machine
+    // stalled the reactor past one of them).
+    assert!((1..=3).contains(&udp.retries), "{udp:?}");
+    // The silent peer saw the first send and every resend, all the same request.
     let mut seqs = Vec::new();
     silent
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -151,7 +150,7 @@ fn a_call_to_a_silent_peer_times_out_on_time_and_leaves_nothing() {
         seqs.push(u64::from_le_bytes(buf[8..16].try_into().unwrap()));
         assert!(n > 16);
     }
-    assert_eq!(seqs.len(), 4);
+    assert_eq!(seqs.len() as u64, udp.retries + 1);
     assert!(seqs.iter().all(|s| *s == seqs[0]));
 }
 
@@ -369,4 +368,33 @@ fn retry_policy_is_configurable() {
     );
     assert_eq!(got, Err(CallError::Timeout));
     assert_eq!(client.shutdown().unwrap().total().udp.retries, 1);
+}
+
+#[test]
+fn a_burst_to_one_peer_arrives_as_one_frame_per_datagram_with_and_without_gso() {
+    for gso in [true, false] {
+        let server = UdpEndpoint::builder("127.0.0.1:0")
+            .configure(|c| c.udp_gso(gso))
+            .start()
+            .unwrap();
+        let s = raw_socket();
+        // Equal sizes (one GSO run) then a different size (a run of its own).
+        for seq in 0..40u64 {
+            let payload = if seq < 30 {
+                "same size"
+            } else {
+                "another size!"
+            };
+            s.send_to(
+                &Frame::request(seq, "/echo", payload).to_bytes(),
+                server.local_addr(),
+            )
+            .unwrap();
+        }
+        let mut seqs: Vec<u64> = (0..40).map(|_| recv_frame(&s).header.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..40).collect::<Vec<_>>(), "gso {gso}");
+        let udp = server.shutdown().unwrap().total().udp;
+        assert_eq!((udp.datagrams_out, udp.send_errors), (40, 0));
+    }
 }

@@ -127,6 +127,7 @@ impl Reactor {
                 socket: SharedFd::from(socket),
                 recv: None,
                 core: UdpCore::new(id as u16, settings.udp.clone()),
+                gso: settings.udp_gso,
             }),
             listeners: sockets
                 .tcp

@@ -20,12 +20,18 @@ use crate::udp::UdpCore;
 
 /// The tag of every datagram op (connection tags never reach it: slot `u32::MAX`).
 pub(super) const UDP_TAG: u64 = u64::MAX;
+/// Datagrams one GSO send carries at most (the kernel's limit).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes one GSO send carries at most (one UDP datagram's payload limit).
+const GSO_MAX_BYTES: usize = 65_000;
 
 /// One core's datagram socket and its state.
 pub(super) struct Udp {
     pub(super) socket: SharedFd,
     pub(super) recv: Option<OpId>,
     pub(super) core: UdpCore,
+    /// Whether runs to one peer go out as one GSO send (off once the kernel refused one).
+    pub(super) gso: bool,
 }
 
 impl Reactor {
@@ -98,30 +104,70 @@ impl Reactor {
         self.schedule_udp_calls();
     }
 
-    /// A datagram send finished.
-    pub(super) fn on_datagram_sent(&mut self, completion: Completion) {
-        if let Some(udp) = self.udp.as_mut() {
-            if completion.result() < 0 {
-                udp.core.stats.send_errors += 1;
-            }
+    /// A datagram send finished. A kernel without UDP GSO refuses a segmented send with
+    /// EINVAL or EIO: GSO is turned off for this reactor (those datagrams are lost; callers'
+    /// retries cover them).
+    pub(super) fn on_datagram_sent(&mut self, mut completion: Completion) {
+        let Some(udp) = self.udp.as_mut() else {
+            return;
+        };
+        let result = completion.result();
+        if result >= 0 {
+            return;
+        }
+        udp.core.stats.send_errors += 1;
+        let segmented = completion
+            .take_sent_batch()
+            .is_some_and(|batch| batch.len() > 1);
+        if segmented && udp.gso && matches!(-result, libc::EINVAL | libc::EIO) {
+            udp.gso = false;
+            tracing::warn!(
+                core = self.id,
+                "the kernel refused a UDP GSO send ({}); sending datagrams one by one",
+                std::io::Error::from_raw_os_error(-result)
+            );
         }
     }
 
-    /// Sends every datagram the core queued this tick.
+    /// Sends every datagram the core queued this tick. Runs of equal-sized datagrams to one
+    /// peer go out as one UDP GSO send (the kernel cuts them apart), the rest one by one.
     pub(super) fn flush_udp(&mut self) {
         let Some(udp) = self.udp.as_mut() else {
             return;
         };
-        for (peer, frame) in udp.core.out.drain(..) {
-            udp.core.stats.datagrams_out += 1;
-            if self
-                .ring
-                .send_to(&udp.socket, UDP_TAG, peer, vec![frame])
-                .is_err()
-            {
+        let mut out = std::mem::take(&mut udp.core.out);
+        let mut rest = &mut out[..];
+        while let Some(((peer, first), _)) = rest.split_first() {
+            let (peer, size) = (*peer, first.len());
+            let max_run = (GSO_MAX_BYTES / size.max(1)).clamp(1, GSO_MAX_SEGMENTS);
+            let run = rest
+                .iter()
+                .take(max_run)
+                .take_while(|(p, f)| *p == peer && f.len() == size)
+                .count();
+            let (now, later) = rest.split_at_mut(run);
+            rest = later;
+            udp.core.stats.datagrams_out += run as u64;
+            let mut frames = now.iter_mut().map(|(_, f)| std::mem::take(f));
+            let sent = match u16::try_from(size) {
+                Ok(segment) if run > 1 && udp.gso => {
+                    let batch: Vec<Bytes> = frames.collect();
+                    self.ring
+                        .send_to_segmented(&udp.socket, UDP_TAG, peer, segment, batch)
+                        .map(drop)
+                }
+                _ => frames.try_for_each(|f| {
+                    self.ring
+                        .send_to(&udp.socket, UDP_TAG, peer, vec![f])
+                        .map(drop)
+                }),
+            };
+            if sent.is_err() {
                 udp.core.stats.send_errors += 1;
             }
         }
+        out.clear();
+        udp.core.out = out;
     }
 
     /// Puts the timers of calls started since the last look into the deadline heap.
