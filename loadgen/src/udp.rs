@@ -30,7 +30,7 @@ use crate::cpu::WindowCpu;
 use crate::payload;
 use crate::worker::{
     HOUSEKEEPING_INTERVAL, Plan, RequestWindow, Shared, WorkerOutput, WorkerState, end_of_turn,
-    publish,
+    next_wake, publish,
 };
 
 /// Readiness events taken per poll.
@@ -491,12 +491,7 @@ pub(crate) fn run_udp_worker(
         ) {
             break;
         }
-        let mut wake_at = next_housekeeping.min(plan.drain_deadline);
-        for edge in [plan.measure_start, plan.deadline] {
-            if now < edge {
-                wake_at = wake_at.min(edge);
-            }
-        }
+        let mut wake_at = next_wake(plan, now, next_housekeeping);
         let mut due_at: Option<Instant> = None;
         for conn in &conns {
             if let Some(at) = conn.next_wake() {

@@ -16,7 +16,7 @@ use ringrpc_uring::{Completion, OpId, OpKind, Ring, RingConfig, SharedFd};
 use crate::conn::Connection;
 use crate::cpu::WindowCpu;
 use crate::worker::{
-    HOUSEKEEPING_INTERVAL, Plan, Shared, WorkerOutput, WorkerState, end_of_turn, publish,
+    HOUSEKEEPING_INTERVAL, Plan, Shared, WorkerOutput, WorkerState, end_of_turn, next_wake, publish,
 };
 
 /// Submission queue entries per I/O thread.
@@ -95,12 +95,7 @@ pub(crate) fn run_uring_worker(
             break;
         }
         // Sleep until a completion, the next due request, housekeeping or a phase edge.
-        let mut wake_at = next_housekeeping.min(plan.drain_deadline);
-        for edge in [plan.measure_start, plan.deadline] {
-            if now < edge {
-                wake_at = wake_at.min(edge);
-            }
-        }
+        let mut wake_at = next_wake(plan, now, next_housekeeping);
         for conn in &conns {
             if let Some(due) = conn.next_due(plan) {
                 wake_at = wake_at.min(due);

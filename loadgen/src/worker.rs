@@ -229,6 +229,18 @@ pub(crate) fn end_of_turn<C: RequestWindow>(
     conns.iter().all(|c| c.is_done(now, plan))
 }
 
+/// The latest instant a worker may sleep until: the next housekeeping, the drain deadline,
+/// or a phase edge (measurement start, deadline) still ahead of `now`.
+pub(crate) fn next_wake(plan: &Plan, now: Instant, next_housekeeping: Instant) -> Instant {
+    let mut wake_at = next_housekeeping.min(plan.drain_deadline);
+    for edge in [plan.measure_start, plan.deadline] {
+        if now < edge {
+            wake_at = wake_at.min(edge);
+        }
+    }
+    wake_at
+}
+
 pub(crate) fn publish(state: &mut WorkerState, shared: &Shared) {
     shared
         .frames
