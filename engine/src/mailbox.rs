@@ -5,8 +5,9 @@
 //! - The eventfd is written only when no wake-up is already pending, so a burst of messages
 //!   costs one syscall; the reactor clears the pending flag *before* draining, so a message
 //!   pushed during a drain either is drained now or triggers a fresh wake-up.
-//! - Memory is bounded: messages another thread may send at will (notifies, calls,
-//!   broadcasts) count against [`Mailbox::capacity`] and are refused with
+//! - Memory is bounded: messages another thread (or a datagram peer) may cause at will
+//!   (notifies, calls, broadcasts, forwarded datagram answers) count against the capacity
+//!   and are refused with
 //!   [`CallError::MailboxFull`] past it; the others are bounded by construction — answers by
 //!   each connection's limit of deferred requests, closes by the connections that exist.
 
@@ -68,8 +69,8 @@ pub(crate) enum Command {
     },
     /// Send an encoded Notify to a datagram peer (counts against the capacity).
     UdpNotify { peer: SocketAddr, frame: Bytes },
-    /// A Response another core's socket received for a call this core made (bounded by
-    /// this core's pending calls).
+    /// A Response another core's socket received for a call this core made (counts against
+    /// the capacity: a peer can send any number of them, forged ones included).
     UdpForward { peer: SocketAddr, frame: Bytes },
 }
 
@@ -83,6 +84,7 @@ impl Command {
                 | Command::Broadcast { .. }
                 | Command::UdpCall { .. }
                 | Command::UdpNotify { .. }
+                | Command::UdpForward { .. }
         )
     }
 }
