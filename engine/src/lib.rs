@@ -54,6 +54,8 @@ mod shared;
 mod signals;
 mod stats;
 mod udp;
+#[allow(dead_code)] // Not wired into `StreamFraming` yet.
+mod ws;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use config::{

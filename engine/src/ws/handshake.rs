@@ -1,0 +1,549 @@
+//! The WebSocket opening handshake (RFC 6455 §4.2), server side, sans-IO: parses an HTTP/1.1
+//! upgrade request from received bytes and produces the exact response bytes to send back,
+//! either `101 Switching Protocols` or an error status.
+//!
+//! Invariants: parsing is incremental and never copies the request (`Ok(None)` means "need
+//! more bytes"); a header block longer than [`HandshakeConfig::max_header_bytes`] is refused
+//! with 431 as soon as that many bytes are buffered without a complete block, so a peer can
+//! never make us hold more than the limit; every refusal maps to one HTTP status and one
+//! fixed response; nothing here touches a socket.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+/// The GUID RFC 6455 (§1.3) appends to `Sec-WebSocket-Key` before hashing.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// At most this many header lines are accepted (more is answered 431).
+const MAX_HEADERS: usize = 64;
+
+/// What the server accepts in an upgrade request.
+#[derive(Clone, Debug)]
+pub(crate) struct HandshakeConfig {
+    /// The request path that upgrades (query string ignored). Default `/ws`.
+    pub(crate) path: String,
+    /// The longest request head (request line and headers, final CRLF included). Default 8 KiB.
+    pub(crate) max_header_bytes: usize,
+    /// When set, only these `Origin` values (compared ASCII case-insensitively) may upgrade;
+    /// a request without `Origin` is then refused too.
+    pub(crate) allowed_origins: Option<Vec<String>>,
+    /// Subprotocols the server speaks; the first one the client offers that is in this list
+    /// is chosen. Empty: no subprotocol is ever selected.
+    pub(crate) protocols: Vec<String>,
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        Self {
+            path: "/ws".to_owned(),
+            max_header_bytes: 8 * 1024,
+            allowed_origins: None,
+            protocols: Vec::new(),
+        }
+    }
+}
+
+/// An accepted upgrade request: what the response needs, and what the application may want.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// The request target as sent (path and query).
+    pub(crate) target: String,
+    /// The client's `Sec-WebSocket-Key`, as sent.
+    pub(crate) key: String,
+    /// The `Origin` header, if any.
+    pub(crate) origin: Option<String>,
+    /// The negotiated subprotocol, if any.
+    pub(crate) protocol: Option<String>,
+}
+
+impl Request {
+    /// The exact `101 Switching Protocols` response bytes.
+    pub(crate) fn response(&self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n",
+            accept_key(&self.key)
+        );
+        if let Some(p) = &self.protocol {
+            out.push_str("Sec-WebSocket-Protocol: ");
+            out.push_str(p);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
+}
+
+/// Why an upgrade request was refused; each maps to one HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandshakeError {
+    /// 400: malformed request, or a required header missing or wrong.
+    BadRequest(&'static str),
+    /// 403: `Origin` not in the allow-list.
+    Forbidden,
+    /// 404: another path.
+    NotFound,
+    /// 405: a method other than GET.
+    MethodNotAllowed,
+    /// 426: `Sec-WebSocket-Version` other than 13.
+    UpgradeRequired,
+    /// 431: request head over the limit (or too many header lines).
+    HeadersTooLarge,
+}
+
+impl HandshakeError {
+    /// The HTTP status code of the refusal.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            HandshakeError::BadRequest(_) => 400,
+            HandshakeError::Forbidden => 403,
+            HandshakeError::NotFound => 404,
+            HandshakeError::MethodNotAllowed => 405,
+            HandshakeError::UpgradeRequired => 426,
+            HandshakeError::HeadersTooLarge => 431,
+        }
+    }
+
+    /// The exact response bytes; the connection is closed after sending them.
+    pub(crate) fn response(&self) -> Vec<u8> {
+        let (status, reason, extra) = match self {
+            HandshakeError::BadRequest(_) => (400, "Bad Request", ""),
+            HandshakeError::Forbidden => (403, "Forbidden", ""),
+            HandshakeError::NotFound => (404, "Not Found", ""),
+            HandshakeError::MethodNotAllowed => (405, "Method Not Allowed", "Allow: GET\r\n"),
+            HandshakeError::UpgradeRequired => (
+                426,
+                "Upgrade Required",
+                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+            ),
+            HandshakeError::HeadersTooLarge => (431, "Request Header Fields Too Large", ""),
+        };
+        format!(
+            "HTTP/1.1 {status} {reason}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::BadRequest(why) => write!(f, "400 bad upgrade request: {why}"),
+            other => write!(f, "{} upgrade refused", other.status()),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
+pub(crate) fn accept_key(key: &str) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    BASE64.encode(sha.digest().bytes())
+}
+
+/// Whether a comma-separated header value contains `token` (ASCII case-insensitive).
+fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl HandshakeConfig {
+    /// Parses the upgrade request at the start of `buf`.
+    ///
+    /// `Ok(None)`: the head is incomplete and under the limit; call again with more bytes.
+    /// `Ok(Some((request, consumed)))`: accepted; `consumed` bytes were the request head (any
+    /// bytes after it are already WebSocket frames). `Err`: refused; send
+    /// [`HandshakeError::response`] and close.
+    pub(crate) fn parse(&self, buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let consumed = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() >= self.max_header_bytes {
+                    return Err(HandshakeError::HeadersTooLarge);
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadersTooLarge),
+            Err(_) => return Err(HandshakeError::BadRequest("malformed HTTP request")),
+        };
+        if consumed > self.max_header_bytes {
+            return Err(HandshakeError::HeadersTooLarge);
+        }
+        if req.version != Some(1) {
+            return Err(HandshakeError::BadRequest("HTTP version must be 1.1"));
+        }
+        if req.method != Some("GET") {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        let target = req.path.unwrap_or_default();
+        let path = target.split('?').next().unwrap_or_default();
+        if path != self.path {
+            return Err(HandshakeError::NotFound);
+        }
+
+        let mut host = false;
+        let mut upgrade = false;
+        let mut connection = false;
+        let mut version: Option<&[u8]> = None;
+        let mut key: Option<&str> = None;
+        let mut origin: Option<&str> = None;
+        let mut protocol: Option<String> = None;
+        for h in req.headers.iter() {
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| HandshakeError::BadRequest("header value not UTF-8"))?
+                .trim();
+            let name = h.name;
+            if name.eq_ignore_ascii_case("host") {
+                host = true;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade |= has_token(value, "websocket");
+            } else if name.eq_ignore_ascii_case("connection") {
+                connection |= has_token(value, "upgrade");
+            } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+                if version.is_some() {
+                    return Err(HandshakeError::BadRequest(
+                        "duplicate Sec-WebSocket-Version",
+                    ));
+                }
+                version = Some(value.as_bytes());
+            } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+                if key.is_some() {
+                    return Err(HandshakeError::BadRequest("duplicate Sec-WebSocket-Key"));
+                }
+                key = Some(value);
+            } else if name.eq_ignore_ascii_case("origin") {
+                origin = Some(value);
+            } else if name.eq_ignore_ascii_case("sec-websocket-protocol") && protocol.is_none() {
+                // Offers may span several header lines; take the first we support, in the
+                // client's order (earlier lines come first).
+                protocol = value
+                    .split(',')
+                    .map(str::trim)
+                    .find(|offer| self.protocols.iter().any(|p| p == offer))
+                    .map(str::to_owned);
+            }
+        }
+        if !host {
+            return Err(HandshakeError::BadRequest("missing Host"));
+        }
+        if !upgrade {
+            return Err(HandshakeError::BadRequest("missing Upgrade: websocket"));
+        }
+        if !connection {
+            return Err(HandshakeError::BadRequest("missing Connection: upgrade"));
+        }
+        match version {
+            None => return Err(HandshakeError::BadRequest("missing Sec-WebSocket-Version")),
+            Some(b"13") => {}
+            Some(_) => return Err(HandshakeError::UpgradeRequired),
+        }
+        let key = key.ok_or(HandshakeError::BadRequest("missing Sec-WebSocket-Key"))?;
+        match BASE64.decode(key) {
+            Ok(raw) if raw.len() == 16 => {}
+            _ => {
+                return Err(HandshakeError::BadRequest(
+                    "Sec-WebSocket-Key is not 16 bytes",
+                ));
+            }
+        }
+        if let Some(allowed) = &self.allowed_origins {
+            let ok = origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+            if !ok {
+                return Err(HandshakeError::Forbidden);
+            }
+        }
+        Ok(Some((
+            Request {
+                target: target.to_owned(),
+                key: key.to_owned(),
+                origin: origin.map(str::to_owned),
+                protocol,
+            },
+            consumed,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Handshake cases (RFC 6455 §4.2.1, §4.2.2, §4.4), each asserting the exact status:
+    //! the RFC's example key; a valid request accepted at every split point (incomplete →
+    //! `Ok(None)`) and bytes after the head left unconsumed; the exact 101 response with and
+    //! without a subprotocol; subprotocol choice in the client's order; Upgrade/Connection
+    //! tokens case-insensitive and in lists; 400 for malformed HTTP, HTTP/1.0, missing Host,
+    //! Upgrade, Connection, version, key, a key not 16 bytes and duplicate keys; 403 for an
+    //! origin outside the allow-list or missing; 404 for another path; 405 for POST; 426 (with
+    //! `Sec-WebSocket-Version: 13`) for version 8; 431 for an over-limit head, both complete and
+    //! still incomplete, and for too many header lines; garbage never panics.
+
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn request_with(lines: &[&str]) -> Vec<u8> {
+        let mut s = String::from("GET /ws HTTP/1.1\r\n");
+        for l in lines {
+            s.push_str(l);
+            s.push_str("\r\n");
+        }
+        s.push_str("\r\n");
+        s.into_bytes()
+    }
+
+    fn good_lines() -> Vec<String> {
+        vec![
+            "Host: example.com".into(),
+            "Upgrade: websocket".into(),
+            "Connection: Upgrade".into(),
+            format!("Sec-WebSocket-Key: {KEY}"),
+            "Sec-WebSocket-Version: 13".into(),
+        ]
+    }
+
+    fn without(name: &str) -> Vec<u8> {
+        let lines = good_lines();
+        let kept: Vec<&str> = lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| {
+                !l.to_ascii_lowercase()
+                    .starts_with(&name.to_ascii_lowercase())
+            })
+            .collect();
+        request_with(&kept)
+    }
+
+    fn with_extra(extra: &[&str]) -> Vec<u8> {
+        let lines = good_lines();
+        let mut all: Vec<&str> = lines.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        request_with(&all)
+    }
+
+    fn status(cfg: &HandshakeConfig, bytes: &[u8]) -> u16 {
+        match cfg.parse(bytes) {
+            Ok(Some(_)) => 101,
+            Ok(None) => 0,
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    fn rfc_example_accept_key() {
+        assert_eq!(accept_key(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn accepts_valid_request_with_exact_response() {
+        let mut bytes = with_extra(&[]);
+        let head = bytes.len();
+        bytes.extend_from_slice(&[0x82, 0x80, 1, 2, 3, 4]);
+        let (req, consumed) = HandshakeConfig::default().parse(&bytes).unwrap().unwrap();
+        assert_eq!(consumed, head);
+        assert_eq!(req.target, "/ws");
+        assert_eq!(req.protocol, None);
+        assert_eq!(
+            req.response(),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn incomplete_at_every_split_then_accepted() {
+        let bytes = with_extra(&[]);
+        let cfg = HandshakeConfig::default();
+        for cut in 0..bytes.len() {
+            assert_eq!(cfg.parse(&bytes[..cut]), Ok(None), "cut {cut}");
+        }
+        assert!(cfg.parse(&bytes).unwrap().is_some());
+    }
+
+    #[test]
+    fn tokens_are_case_insensitive_and_listed() {
+        let bytes = request_with(&[
+            "host: x",
+            "UPGRADE: WebSocket",
+            "connection: keep-alive, UPGRADE",
+            &format!("sec-websocket-key: {KEY}"),
+            "sec-websocket-version: 13",
+        ]);
+        assert_eq!(status(&HandshakeConfig::default(), &bytes), 101);
+    }
+
+    #[test]
+    fn query_string_is_ignored_for_path() {
+        let bytes = String::from_utf8(with_extra(&[]))
+            .unwrap()
+            .replacen("/ws", "/ws?token=1", 1);
+        let (req, _) = HandshakeConfig::default()
+            .parse(bytes.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.target, "/ws?token=1");
+    }
+
+    #[test]
+    fn subprotocol_first_offered_supported() {
+        let cfg = HandshakeConfig {
+            protocols: vec!["arpc".into(), "chat".into()],
+            ..HandshakeConfig::default()
+        };
+        let bytes = with_extra(&["Sec-WebSocket-Protocol: foo, chat, arpc"]);
+        let (req, _) = cfg.parse(&bytes).unwrap().unwrap();
+        assert_eq!(req.protocol.as_deref(), Some("chat"));
+        let resp = String::from_utf8(req.response()).unwrap();
+        assert!(
+            resp.ends_with("Sec-WebSocket-Protocol: chat\r\n\r\n"),
+            "{resp}"
+        );
+
+        let none = with_extra(&["Sec-WebSocket-Protocol: foo"]);
+        let (req, _) = cfg.parse(&none).unwrap().unwrap();
+        assert_eq!(req.protocol, None);
+        assert!(
+            !String::from_utf8(req.response())
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol")
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_400() {
+        let cfg = HandshakeConfig::default();
+        assert_eq!(status(&cfg, b"GARBAGE\x00\x01 / HTTP/1.1\r\n\r\n"), 400);
+        let v10 = String::from_utf8(with_extra(&[]))
+            .unwrap()
+            .replacen("HTTP/1.1", "HTTP/1.0", 1);
+        assert_eq!(status(&cfg, v10.as_bytes()), 400);
+        for h in [
+            "Host",
+            "Upgrade",
+            "Connection",
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Version",
+        ] {
+            assert_eq!(status(&cfg, &without(h)), 400, "without {h}");
+        }
+        let lines = good_lines();
+        let mut wrong_upgrade: Vec<&str> = lines.iter().map(String::as_str).collect();
+        wrong_upgrade[1] = "Upgrade: h2c";
+        assert_eq!(status(&cfg, &request_with(&wrong_upgrade)), 400);
+        let mut short_key: Vec<&str> = lines.iter().map(String::as_str).collect();
+        short_key[3] = "Sec-WebSocket-Key: AAAA";
+        assert_eq!(status(&cfg, &request_with(&short_key)), 400);
+        short_key[3] = "Sec-WebSocket-Key: not base64 at all!!";
+        assert_eq!(status(&cfg, &request_with(&short_key)), 400);
+        let dup = format!("Sec-WebSocket-Key: {KEY}");
+        assert_eq!(status(&cfg, &with_extra(&[&dup])), 400);
+    }
+
+    #[test]
+    fn refusal_response_bytes() {
+        assert_eq!(
+            HandshakeError::BadRequest("x").response(),
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec()
+        );
+        let r426 = String::from_utf8(HandshakeError::UpgradeRequired.response()).unwrap();
+        assert!(r426.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(r426.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        let r405 = String::from_utf8(HandshakeError::MethodNotAllowed.response()).unwrap();
+        assert!(r405.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\n"));
+        let r431 = String::from_utf8(HandshakeError::HeadersTooLarge.response()).unwrap();
+        assert!(r431.starts_with("HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn origin_allow_list_403() {
+        let cfg = HandshakeConfig {
+            allowed_origins: Some(vec!["https://chat.example".into()]),
+            ..HandshakeConfig::default()
+        };
+        assert_eq!(
+            status(&cfg, &with_extra(&["Origin: https://CHAT.example"])),
+            101
+        );
+        assert_eq!(
+            status(&cfg, &with_extra(&["Origin: https://evil.example"])),
+            403
+        );
+        assert_eq!(status(&cfg, &with_extra(&[])), 403);
+        // Without an allow-list any origin is fine.
+        assert_eq!(
+            status(
+                &HandshakeConfig::default(),
+                &with_extra(&["Origin: https://evil.example"])
+            ),
+            101
+        );
+    }
+
+    #[test]
+    fn other_path_404_and_configurable_path() {
+        let other = String::from_utf8(with_extra(&[]))
+            .unwrap()
+            .replacen("/ws", "/chat", 1);
+        assert_eq!(status(&HandshakeConfig::default(), other.as_bytes()), 404);
+        let cfg = HandshakeConfig {
+            path: "/chat".into(),
+            ..HandshakeConfig::default()
+        };
+        assert_eq!(status(&cfg, other.as_bytes()), 101);
+    }
+
+    #[test]
+    fn non_get_405() {
+        let post = String::from_utf8(with_extra(&[]))
+            .unwrap()
+            .replacen("GET", "POST", 1);
+        assert_eq!(status(&HandshakeConfig::default(), post.as_bytes()), 405);
+    }
+
+    #[test]
+    fn wrong_version_426() {
+        let lines = good_lines();
+        let mut v8: Vec<&str> = lines.iter().map(String::as_str).collect();
+        v8[4] = "Sec-WebSocket-Version: 8";
+        let err = HandshakeConfig::default()
+            .parse(&request_with(&v8))
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::UpgradeRequired);
+        assert_eq!(err.status(), 426);
+    }
+
+    #[test]
+    fn oversize_head_431_before_buffering_more() {
+        let cfg = HandshakeConfig {
+            max_header_bytes: 256,
+            ..HandshakeConfig::default()
+        };
+        // Incomplete and already at the limit: refused without waiting for more.
+        let mut partial = b"GET /ws HTTP/1.1\r\nX-Pad: ".to_vec();
+        partial.resize(256, b'a');
+        assert_eq!(cfg.parse(&partial), Err(HandshakeError::HeadersTooLarge));
+        assert_eq!(cfg.parse(&partial[..255]), Ok(None));
+        // Complete but over the limit.
+        let pad = format!("X-Pad: {}", "a".repeat(300));
+        assert_eq!(status(&cfg, &with_extra(&[&pad])), 431);
+        // Too many header lines.
+        let many: Vec<String> = (0..MAX_HEADERS).map(|i| format!("X-{i}: 1")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(status(&HandshakeConfig::default(), &with_extra(&many)), 431);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = HandshakeConfig::default().parse(&bytes);
+        }
+    }
+}
