@@ -54,7 +54,8 @@ mod shared;
 mod signals;
 mod stats;
 mod udp;
-#[allow(dead_code)] // Not wired into `StreamFraming` yet.
+#[allow(dead_code)]
+// The WebSocket codec, tested on its own; wiring it into `StreamFraming` is next.
 mod ws;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};

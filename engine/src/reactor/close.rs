@@ -1,4 +1,4 @@
-//! Carrying out what a connection's [`Lifecycle`] decides: its timers in the reactor's
+//! Carrying out what a connection's [`Lifecycle`](crate::lifecycle::Lifecycle) decides: its timers in the reactor's
 //! deadline heap, and each poll's actions — Ping, send, recv arm or cancel, shutdowns,
 //! the overstock hook, release.
 //!
