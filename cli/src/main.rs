@@ -116,6 +116,15 @@ struct Args {
     /// with UDP GSO (sets udp_gso to false)
     #[arg(long)]
     no_udp_gso: bool,
+    /// Request path of WebSocket upgrades on the TCP ports (arpc frames in binary messages)
+    #[arg(long, value_name = "PATH", default_value = "/ws")]
+    ws_path: String,
+    /// Serve raw arpc only: no WebSocket upgrades (sets ws_path to none)
+    #[arg(long)]
+    no_websocket: bool,
+    /// Only WebSocket upgrades with this Origin may proceed (repeat for several; default any)
+    #[arg(long, value_name = "ORIGIN")]
+    ws_allowed_origin: Vec<String>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -259,6 +268,8 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .udp_dedup_window(args.udp_dedup_window)
         .udp_dedup_capacity(args.udp_dedup_capacity)
         .udp_gso(!args.no_udp_gso)
+        .ws_path((!args.no_websocket).then_some(args.ws_path))
+        .ws_allowed_origins((!args.ws_allowed_origin.is_empty()).then_some(args.ws_allowed_origin))
         .udp_peer_rate(
             args.udp_peer_rate
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),

@@ -8,21 +8,24 @@
 //! - Once the peer fails authentication nothing more it sends is dispatched.
 //! - Every pending call completes exactly once: answered, timed out, or failed at close.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{Command, DecodeError, Flags, FrameRef};
 
-use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, TOO_MANY_IN_FLIGHT};
-use crate::framing::{ArpcFraming, Next, StreamFraming};
+use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, TOO_MANY_IN_FLIGHT};
+use crate::framing::{ArpcFraming, Next};
 use crate::ids::ConnInfo;
 use crate::mailbox::{CallDone, Mailbox};
 use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
+use crate::ws::handshake::HandshakeConfig;
+use crate::ws::stream::{Event as WsInput, WsEnd, WsFraming};
 
 /// Counters one connection contributes to its core's totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +67,106 @@ struct PendingCall {
     done: CallDone,
 }
 
+/// The framings a stream connection can speak.
+#[derive(Debug)]
+pub(crate) enum StreamFraming {
+    /// Not decided yet: a connection whose first bytes are `GET ` is a WebSocket upgrade,
+    /// anything else raw arpc (`GET ` read as an arpc length is 542,393,671, over any body
+    /// a WebSocket-enabled server accepts). Holds up to 3 bytes while deciding.
+    Undecided {
+        websocket: Arc<HandshakeConfig>,
+        max_body: u32,
+        held: Vec<u8>,
+    },
+    /// arpc frames back to back on the socket.
+    Arpc(ArpcFraming),
+    /// arpc frames in WebSocket messages, after an HTTP upgrade.
+    WebSocket(Box<WsFraming>),
+}
+
+/// The bytes that start a WebSocket upgrade request.
+const UPGRADE_PREFIX: &[u8] = b"GET ";
+
+impl StreamFraming {
+    /// Bytes held: an incomplete frame (or upgrade request).
+    pub(crate) fn buffered(&self) -> usize {
+        match self {
+            StreamFraming::Undecided { held, .. } => held.len(),
+            StreamFraming::Arpc(f) => f.buffered(),
+            StreamFraming::WebSocket(ws) => ws.buffered(),
+        }
+    }
+
+    /// The held partial arpc frame of a raw arpc connection (for checks in fuzzing and
+    /// tests).
+    pub(crate) fn partial(&self) -> Option<&BytesMut> {
+        match self {
+            StreamFraming::Arpc(f) => Some(f.partial()),
+            _ => None,
+        }
+    }
+
+    /// Decides between raw arpc and WebSocket once enough bytes are in; returns the bytes
+    /// to decode now (the held ones first).
+    fn decide<'d>(&mut self, data: &'d [u8]) -> Cow<'d, [u8]> {
+        let StreamFraming::Undecided {
+            websocket,
+            max_body,
+            held,
+        } = self
+        else {
+            return data.into();
+        };
+        let bytes: Cow<'d, [u8]> = if held.is_empty() {
+            data.into()
+        } else {
+            let mut all = std::mem::take(held);
+            all.extend_from_slice(data);
+            all.into()
+        };
+        let seen = bytes.len().min(UPGRADE_PREFIX.len());
+        if seen < UPGRADE_PREFIX.len() && bytes[..seen] == UPGRADE_PREFIX[..seen] {
+            *held = bytes.into_owned(); // could still be either
+            return Cow::Borrowed(&[]);
+        }
+        *self = if bytes.starts_with(UPGRADE_PREFIX) {
+            StreamFraming::WebSocket(Box::new(WsFraming::new(websocket.clone(), *max_body)))
+        } else {
+            StreamFraming::Arpc(ArpcFraming::new(*max_body))
+        };
+        bytes
+    }
+}
+
+/// Why a connection's input ends it.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// The arpc framing was broken.
+    Arpc(DecodeError),
+    /// The WebSocket layer ended the connection (refused upgrade, close, protocol error).
+    WebSocket(WsEnd),
+}
+
+impl ConnError {
+    /// Why the connection closes.
+    pub(crate) fn into_reason(self) -> DisconnectReason {
+        match self {
+            ConnError::Arpc(e) | ConnError::WebSocket(WsEnd::Arpc(e)) => {
+                DisconnectReason::Protocol(e)
+            }
+            ConnError::WebSocket(WsEnd::Refused(refused)) => DisconnectReason::HandshakeRefused {
+                status: refused.status(),
+            },
+            ConnError::WebSocket(WsEnd::PeerClosed(code)) => {
+                DisconnectReason::WebSocketClosed { code }
+            }
+            ConnError::WebSocket(WsEnd::Protocol(code)) => {
+                DisconnectReason::WebSocketClosed { code: Some(code) }
+            }
+        }
+    }
+}
+
 /// One connection: its framing and its session.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -83,23 +186,53 @@ impl Conn {
         }
     }
 
+    /// As [`Conn::new`], also accepting a WebSocket upgrade (per `websocket`) instead of raw
+    /// arpc, told apart by the first bytes.
+    pub(crate) fn with_websocket(
+        info: ConnInfo,
+        mailbox: Arc<Mailbox>,
+        max_body: u32,
+        websocket: Arc<HandshakeConfig>,
+    ) -> Conn {
+        Conn {
+            framing: StreamFraming::Undecided {
+                websocket,
+                max_body,
+                held: Vec::new(),
+            },
+            session: Session::new(info, mailbox),
+        }
+    }
+
     /// Takes bytes the peer sent: dispatches every whole frame and keeps the tail.
     ///
-    /// An error means the peer broke the protocol; the connection must be closed.
-    pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), DecodeError> {
+    /// An error means the connection must be closed once its queued output is flushed.
+    pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), ConnError> {
         let session = &mut self.session;
         session.stats.bytes_in += data.len() as u64;
         if session.rejected {
             return Ok(());
         }
-        self.framing.decode(data, |frame| {
-            session.dispatch(frame, router);
-            if session.rejected {
-                Next::Stop
-            } else {
-                Next::Continue
-            }
-        })
+        let data = self.framing.decide(data);
+        match &mut self.framing {
+            StreamFraming::Undecided { .. } => Ok(()),
+            StreamFraming::Arpc(f) => f
+                .decode(&data, |frame| session.dispatch_next(frame, router))
+                .map_err(ConnError::Arpc),
+            StreamFraming::WebSocket(ws) => ws
+                .decode(&data, &mut |event| match event {
+                    WsInput::Frame(frame) => session.dispatch_next(frame, router),
+                    WsInput::Raw(bytes) => {
+                        session.out.push_raw(&bytes);
+                        Next::Continue
+                    }
+                    WsInput::Upgraded => {
+                        session.out.wrap_in_websocket();
+                        Next::Continue
+                    }
+                })
+                .map_err(ConnError::WebSocket),
+        }
     }
 
     /// Reflect mode: queues the received bytes to be written back unchanged, undecoded.
@@ -238,6 +371,16 @@ impl Session {
             Ok(Bytes::copy_from_slice(frame.payload))
         };
         (call.done)(outcome);
+    }
+
+    /// Dispatches `frame` and says whether to go on (not after a failed authentication).
+    fn dispatch_next(&mut self, frame: &FrameRef<'_>, router: &Router) -> Next {
+        self.dispatch(frame, router);
+        if self.rejected {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
     }
 
     fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router) {
@@ -419,8 +562,11 @@ mod tests {
         // Arriving in two pieces: the limit is enforced once the 16th byte is in.
         conn.handle_recv(&head[..10], &router).unwrap();
         let err = conn.handle_recv(&head[10..], &router).unwrap_err();
-        assert!(matches!(err, DecodeError::BodyTooLarge { .. }));
-        assert!(conn.framing.partial().capacity() < 1024);
+        assert!(matches!(
+            err,
+            ConnError::Arpc(DecodeError::BodyTooLarge { .. })
+        ));
+        assert!(conn.framing.partial().unwrap().capacity() < 1024);
     }
 
     #[test]
@@ -441,9 +587,9 @@ mod tests {
             received += chunk.len();
             // Growth by doubling at most, never towards the 64 MiB declared.
             assert!(
-                conn.framing.partial().capacity() <= 2 * received + 4096,
+                conn.framing.partial().unwrap().capacity() <= 2 * received + 4096,
                 "{} for {received}",
-                conn.framing.partial().capacity()
+                conn.framing.partial().unwrap().capacity()
             );
         }
         assert_eq!(conn.partial_len(), received);
@@ -561,6 +707,67 @@ mod tests {
             assert!(conn.session.rejected());
         }
         assert!(constant_time_eq(b"", b"") && !constant_time_eq(b"a", b"ab"));
+    }
+
+    fn undecided_conn() -> Conn {
+        let mut conn = Conn::for_fuzzing(1 << 20);
+        conn.framing = StreamFraming::Undecided {
+            websocket: Arc::new(HandshakeConfig::default()),
+            max_body: 1 << 20,
+            held: Vec::new(),
+        };
+        conn
+    }
+
+    fn raw_output(conn: &mut Conn) -> Vec<u8> {
+        let mut batch = Vec::new();
+        conn.session.out.take_batch(&mut batch);
+        let bytes: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        conn.session.out.sent(&mut batch, bytes.len());
+        bytes
+    }
+
+    #[test]
+    fn the_first_bytes_choose_arpc_or_websocket_at_any_split() {
+        let router = Router::with_builtins();
+        let arpc = Frame::request(1, "/echo", "hi").to_bytes();
+        let upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        for split in 0..=arpc.len() {
+            let mut conn = undecided_conn();
+            conn.handle_recv(&arpc[..split], &router).unwrap();
+            conn.handle_recv(&arpc[split..], &router).unwrap();
+            assert!(
+                matches!(conn.framing, StreamFraming::Arpc(_)),
+                "split {split}"
+            );
+            assert_eq!(drain_output(&mut conn)[0].payload, "hi".as_bytes());
+        }
+        for split in 0..=upgrade.len() {
+            let mut conn = undecided_conn();
+            for part in [&upgrade[..split], &upgrade[split..]] {
+                conn.handle_recv(part, &router).unwrap();
+            }
+            assert!(
+                matches!(conn.framing, StreamFraming::WebSocket(_)),
+                "split {split}"
+            );
+            let out = raw_output(&mut conn);
+            assert!(
+                out.starts_with(b"HTTP/1.1 101 Switching Protocols"),
+                "split {split}"
+            );
+        }
+        // A single byte at a time works too, and a lone "G" that turns out not to be a GET
+        // is raw arpc (here a bad frame).
+        let mut conn = undecided_conn();
+        for b in upgrade.iter() {
+            conn.handle_recv(&[*b], &router).unwrap();
+        }
+        assert!(matches!(conn.framing, StreamFraming::WebSocket(_)));
+        let mut conn = undecided_conn();
+        conn.handle_recv(b"G", &router).unwrap();
+        conn.handle_recv(b"X", &router).unwrap();
+        assert!(matches!(conn.framing, StreamFraming::Arpc(_)));
     }
 
     #[test]

@@ -52,6 +52,17 @@ pub enum DisconnectReason {
     ReadTimeout,
     /// Did not authenticate with the shared secret first.
     Unauthenticated,
+    /// A WebSocket upgrade request was refused with this HTTP status (sent before closing).
+    HandshakeRefused {
+        /// The HTTP status sent.
+        status: u16,
+    },
+    /// The WebSocket closed: the peer's close code (echoed), or the code we closed with
+    /// after its protocol error.
+    WebSocketClosed {
+        /// The close code, if the Close frame carried one.
+        code: Option<u16>,
+    },
 }
 
 impl fmt::Display for DisconnectReason {
@@ -64,6 +75,15 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Closed => f.write_str("closed by the application"),
             DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
             DisconnectReason::Unauthenticated => f.write_str("did not authenticate first"),
+            DisconnectReason::HandshakeRefused { status } => {
+                write!(f, "WebSocket upgrade refused with HTTP {status}")
+            }
+            DisconnectReason::WebSocketClosed { code: Some(code) } => {
+                write!(f, "WebSocket closed with code {code}")
+            }
+            DisconnectReason::WebSocketClosed { code: None } => {
+                f.write_str("WebSocket closed without a code")
+            }
             DisconnectReason::ReadTimeout => {
                 f.write_str("read timeout: a frame was not completed in time")
             }

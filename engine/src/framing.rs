@@ -2,10 +2,10 @@
 //! frames, borrowed where possible.
 //!
 //! A connection's path is bytes in → framing → frames → dispatch (`conn`) → frames →
-//! `OutQueue` → bytes out. Raw arpc framing is the only stream
-//! framing today; WebSocket plugs in as another [`StreamFraming`] variant that unwraps
-//! messages and hands their bytes to an [`ArpcFraming`] inside it. Datagram transports need
-//! no stream framing: each datagram is parsed as exactly one frame and dispatched directly.
+//! `OutQueue` → bytes out. This module holds raw arpc framing; `conn::StreamFraming`
+//! chooses between it and WebSocket (`ws::stream`), which unwraps messages and hands their
+//! bytes to an [`ArpcFraming`] inside it. Datagram transports need no stream framing: each
+//! datagram is parsed as exactly one frame and dispatched directly.
 //!
 //! Invariants: whole frames are decoded straight from the slice they arrived in; only the
 //! tail of a partial frame is copied, and that copy grows only with bytes received (the
@@ -26,41 +26,6 @@ pub(crate) enum Next {
     Stop,
 }
 
-/// The framings a stream connection can speak.
-#[derive(Debug)]
-pub(crate) enum StreamFraming {
-    /// arpc frames back to back on the socket.
-    Arpc(ArpcFraming),
-}
-
-impl StreamFraming {
-    /// Feeds received bytes; calls `on_frame` for every whole frame in order.
-    /// An error means the peer broke the protocol; the connection must be closed.
-    pub(crate) fn decode(
-        &mut self,
-        data: &[u8],
-        on_frame: impl FnMut(&FrameRef<'_>) -> Next,
-    ) -> Result<(), DecodeError> {
-        match self {
-            StreamFraming::Arpc(f) => f.decode(data, on_frame),
-        }
-    }
-
-    /// Bytes of an incomplete frame held.
-    pub(crate) fn buffered(&self) -> usize {
-        match self {
-            StreamFraming::Arpc(f) => f.partial.len(),
-        }
-    }
-
-    /// The held partial frame (for checks in fuzzing and tests).
-    pub(crate) fn partial(&self) -> &BytesMut {
-        match self {
-            StreamFraming::Arpc(f) => &f.partial,
-        }
-    }
-}
-
 /// Raw arpc framing: a 16-byte header giving the body length, then the body.
 #[derive(Debug)]
 pub(crate) struct ArpcFraming {
@@ -69,6 +34,16 @@ pub(crate) struct ArpcFraming {
 }
 
 impl ArpcFraming {
+    /// Bytes of an incomplete frame held.
+    pub(crate) fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// The held partial frame (for checks in fuzzing and tests).
+    pub(crate) fn partial(&self) -> &BytesMut {
+        &self.partial
+    }
+
     /// Accepts bodies up to `max_body` bytes.
     pub(crate) fn new(max_body: u32) -> ArpcFraming {
         ArpcFraming {
@@ -77,7 +52,9 @@ impl ArpcFraming {
         }
     }
 
-    fn decode(
+    /// Feeds received bytes; calls `on_frame` for every whole frame in order. An error means
+    /// the peer broke the protocol; the connection must be closed.
+    pub(crate) fn decode(
         &mut self,
         mut data: &[u8],
         mut on_frame: impl FnMut(&FrameRef<'_>) -> Next,

@@ -8,9 +8,11 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ringrpc_protocol::{Command, Flags, write_frame};
+use ringrpc_protocol::{Command, Flags, HEADER_LEN, write_frame};
 
 use ringrpc_uring::IOV_MAX;
+
+use crate::ws::session::binary_message_header;
 
 /// Payloads at least this large are queued as their own `Bytes` instead of being copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
@@ -24,9 +26,25 @@ pub(crate) struct OutQueue {
     frames: u64,
     /// Bytes handed out in the batch being sent.
     in_flight: usize,
+    /// Each frame goes in one WebSocket binary message (after an upgrade).
+    websocket: bool,
 }
 
 impl OutQueue {
+    /// From now on, each frame is sent as one WebSocket binary message.
+    pub(crate) fn wrap_in_websocket(&mut self) {
+        self.websocket = true;
+    }
+
+    /// Writes the WebSocket message header for a frame of `frame_len` bytes, if wrapping.
+    fn envelope(&mut self, frame_len: usize) {
+        if self.websocket {
+            let header = binary_message_header(frame_len);
+            self.small.extend_from_slice(header.as_bytes());
+            self.queued += header.as_bytes().len();
+        }
+    }
+
     /// Queues one frame, copying `payload`.
     pub fn push_frame(
         &mut self,
@@ -37,6 +55,7 @@ impl OutQueue {
         method: &[u8],
         payload: &[u8],
     ) {
+        self.envelope(HEADER_LEN + method.len() + payload.len());
         let before = self.small.len();
         write_frame(
             &mut self.small,
@@ -64,6 +83,7 @@ impl OutQueue {
         if payload.len() < ZERO_COPY_MIN {
             return self.push_frame(cmd, flags, user_flags, seq, method, &payload);
         }
+        self.envelope(HEADER_LEN + method.len() + payload.len());
         let before = self.small.len();
         write_frame(&mut self.small, cmd, flags, user_flags, seq, method, &[]);
         // write_frame wrote body_len for an empty payload; patch in the real one.
@@ -78,6 +98,7 @@ impl OutQueue {
     /// Queues one frame encoded elsewhere (another thread, or once for a broadcast); a
     /// large one is sent from its own buffer, shared, without copying.
     pub fn push_encoded(&mut self, frame: Bytes) {
+        self.envelope(frame.len());
         if frame.len() < ZERO_COPY_MIN {
             self.small.extend_from_slice(&frame);
         } else {
@@ -88,7 +109,8 @@ impl OutQueue {
         self.frames += 1;
     }
 
-    /// Queues bytes as they are (reflect mode: no framing, no frame counted).
+    /// Queues bytes as they are, never wrapped (reflect mode, HTTP responses, WebSocket
+    /// control frames: no frame counted).
     pub fn push_raw(&mut self, bytes: &[u8]) {
         self.small.extend_from_slice(bytes);
         self.queued += bytes.len();

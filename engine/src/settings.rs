@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::datagram::UdpLimits;
 use crate::mailbox;
+use crate::ws::handshake::HandshakeConfig;
 
 /// What each reactor needs to know, server or client.
 #[derive(Clone, Debug)]
@@ -32,6 +33,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) reflect: bool,
     pub(crate) mailbox_capacity: usize,
     pub(crate) udp: UdpLimits,
+    /// WebSocket upgrades accepted on TCP connections, if on.
+    pub(crate) websocket: Option<Arc<HandshakeConfig>>,
     /// Send runs of equal-sized datagrams to one peer as one UDP GSO send.
     pub(crate) udp_gso: bool,
 }
@@ -59,6 +62,13 @@ impl ReactorSettings {
             reflect: config.reflect,
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
             udp_gso: config.udp_gso,
+            websocket: config.ws_path.as_ref().map(|path| {
+                Arc::new(HandshakeConfig {
+                    path: path.clone(),
+                    allowed_origins: config.ws_allowed_origins.clone(),
+                    ..HandshakeConfig::default()
+                })
+            }),
             udp: UdpLimits {
                 max_datagram: config.udp_max_datagram,
                 max_body: config.max_body,
@@ -86,6 +96,7 @@ impl ReactorSettings {
         settings.idle_timeout = None;
         settings.read_timeout = None;
         settings.shutdown_grace = Duration::from_secs(1);
+        settings.websocket = None;
         settings
     }
 }

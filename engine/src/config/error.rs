@@ -143,6 +143,12 @@ pub enum ConfigError {
     UdpWithAuth,
     /// Neither a TCP nor a UDP address to listen on.
     NothingToListenOn,
+    /// WebSocket upgrades are told from arpc by their first bytes, which only works while
+    /// no arpc body may be as long as `GET ` read as a length (542,393,671 bytes).
+    WebSocketNeedsSmallerBody {
+        /// The body limit given.
+        max_body: u32,
+    },
     /// The largest datagram does not fit a receive buffer (with its 144-byte header).
     DatagramOverBuffer {
         /// The datagram limit given.
@@ -169,6 +175,7 @@ impl ConfigError {
             ConfigError::KeepaliveNotShorterThanIdle { .. } => Some(Knob::Keepalive),
             ConfigError::EmptyAuthSecret | ConfigError::UdpWithAuth => Some(Knob::AuthSecret),
             ConfigError::NothingToListenOn => None,
+            ConfigError::WebSocketNeedsSmallerBody { .. } => Some(Knob::MaxBody),
             ConfigError::DatagramOverBuffer { .. } => Some(Knob::UdpMaxDatagram),
             ConfigError::Listen { .. } => None,
         }
@@ -222,6 +229,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "udp_max_datagram ({udp_max_datagram} bytes) must fit a receive buffer with its 144-byte header: raise recv_buffer_size (now {recv_buffer_size}) to at least {} or lower udp_max_datagram",
                 udp_max_datagram + 144
+            ),
+            ConfigError::WebSocketNeedsSmallerBody { max_body } => write!(
+                f,
+                "max_body ({max_body} bytes) must be below 542393671 while WebSocket upgrades share the arpc port (the first bytes tell them apart); lower max_body or turn WebSocket off with ws_path(None)"
             ),
             ConfigError::NothingToListenOn => {
                 f.write_str("no address to listen on: give a TCP listen address or a udp_listen address")

@@ -41,6 +41,8 @@ pub struct Config {
     pub(crate) udp_dedup_capacity: usize,
     pub(crate) udp_peer_rate: Option<u32>,
     pub(crate) udp_gso: bool,
+    pub(crate) ws_path: Option<String>,
+    pub(crate) ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl Config {
@@ -102,6 +104,8 @@ pub struct ConfigBuilder {
     udp_dedup_capacity: usize,
     udp_peer_rate: Option<u32>,
     udp_gso: bool,
+    ws_path: Option<String>,
+    ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for ConfigBuilder {
@@ -134,9 +138,15 @@ impl Default for ConfigBuilder {
             udp_dedup_capacity: 65_536,
             udp_peer_rate: None,
             udp_gso: true,
+            ws_path: Some("/ws".into()),
+            ws_allowed_origins: None,
         }
     }
 }
+
+/// `GET ` read as an arpc body length: with WebSocket on, bodies must stay below it so the
+/// first bytes tell an upgrade from arpc.
+const WS_SNIFF_LIMIT: u32 = u32::from_le_bytes(*b"GET ");
 
 /// Bytes of a receive buffer that a datagram's header and address take.
 const UDP_RECV_HEADER: usize = 144;
@@ -330,6 +340,25 @@ impl ConfigBuilder {
         self
     }
 
+    /// Accepts WebSocket upgrades (RFC 6455) for this request path on the TCP ports, beside
+    /// raw arpc: a connection whose first bytes are `GET ` is an upgrade request (default
+    /// `Some("/ws")`; `None`: raw arpc only). Each arpc frame then travels in one binary
+    /// message (text messages are accepted too). Costs nothing until a connection upgrades;
+    /// an upgraded one buffers what it receives (unmasking needs a copy), up to
+    /// [`max_body`](Self::max_body) plus 16 bytes per message, and its request head up to
+    /// 8 KiB.
+    pub fn ws_path(mut self, path: Option<impl Into<String>>) -> Self {
+        self.ws_path = path.map(Into::into);
+        self
+    }
+
+    /// Only WebSocket upgrades whose `Origin` is one of these may proceed (others get HTTP
+    /// 403; default: any origin, and none required).
+    pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
+        self.ws_allowed_origins = origins;
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let range = |knob, value: u64, min, max| {
@@ -446,6 +475,11 @@ impl ConfigBuilder {
             .as_deref()
             .map(ListenAddr::parse)
             .transpose()?;
+        if self.ws_path.is_some() && self.max_body >= WS_SNIFF_LIMIT {
+            return Err(ConfigError::WebSocketNeedsSmallerBody {
+                max_body: self.max_body,
+            });
+        }
         if listen.is_empty() && udp_listen.is_none() {
             return Err(ConfigError::NothingToListenOn);
         }
@@ -478,6 +512,8 @@ impl ConfigBuilder {
             udp_dedup_capacity: self.udp_dedup_capacity,
             udp_peer_rate: self.udp_peer_rate,
             udp_gso: self.udp_gso,
+            ws_path: self.ws_path,
+            ws_allowed_origins: self.ws_allowed_origins,
         })
     }
 }

@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use ringrpc_protocol::fuzzing::{Input, check_frame, decode_reference};
 use ringrpc_protocol::{Command, DecodeError, Decoder, Frame, HEADER_LEN, Header};
 
-use super::Conn;
+use super::{Conn, ConnError};
 use crate::error::METHOD_NOT_FOUND;
 use crate::router::Router;
 
@@ -48,7 +48,10 @@ pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
             // Frames before a bad one are still answered before the close, so drain first.
             drain(&mut conn, &mut output);
             if let Err(e) = result {
-                error = Some(e);
+                match e {
+                    ConnError::Arpc(e) => error = Some(e),
+                    other => panic!("a raw arpc connection ended by {other:?}"),
+                }
                 break;
             }
             check_partial(&conn, input.max_body);
@@ -141,12 +144,13 @@ fn drain(conn: &mut Conn, output: &mut Vec<Frame>) {
 
 /// The partial-frame buffer holds less than one frame, and only a header that passed.
 fn check_partial(conn: &Conn, max_body: u32) {
-    let Some(head) = conn.framing.partial().first_chunk::<HEADER_LEN>() else {
+    let partial = conn.framing.partial().expect("a raw arpc connection");
+    let Some(head) = partial.first_chunk::<HEADER_LEN>() else {
         return;
     };
     let header = Header::parse(head, max_body).expect("a rejected header kept as a partial frame");
     assert!(
-        conn.framing.partial().len() < header.frame_len(),
+        partial.len() < header.frame_len(),
         "a whole frame left undispatched"
     );
 }

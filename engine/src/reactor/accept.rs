@@ -74,7 +74,7 @@ impl Reactor {
                 None
             };
             if let Some(counted) = admitted {
-                let idx = self.open_conn(stream, self.server_policy.clone());
+                let idx = self.open_conn(stream, self.server_policy.clone(), false);
                 self.conns[idx].counted_peer = counted;
             }
         } else {

@@ -41,10 +41,14 @@ impl Reactor {
                         lifecycle.decoded(now, slot.conn.partial_len() > 0);
                         // A protocol error outranks a failed authentication in the same read.
                         if let Err(e) = decoded {
-                            self.stats.protocol_errors += 1;
-                            tracing::debug!(core = self.id, peer = %slot.conn.session.info().peer, "closing connection: {e}");
-                            // The valid frames before the bad one are answered, then it closes.
-                            lifecycle.fail(DisconnectReason::Protocol(e));
+                            let reason = e.into_reason();
+                            if matches!(reason, DisconnectReason::Protocol(_)) {
+                                self.stats.protocol_errors += 1;
+                            }
+                            tracing::debug!(core = self.id, peer = %slot.conn.session.info().peer, "closing connection: {reason}");
+                            // What the valid input earned (answers, an HTTP status, a Close
+                            // frame) is sent, then it closes.
+                            lifecycle.fail(reason);
                         }
                         if slot.conn.session.rejected() {
                             lifecycle.fail(DisconnectReason::Unauthenticated);

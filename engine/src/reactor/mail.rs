@@ -122,7 +122,7 @@ impl Reactor {
                 (adoption.closed)(&DisconnectReason::Shutdown);
                 continue;
             }
-            let idx = self.open_conn(adoption.stream, adoption.policy);
+            let idx = self.open_conn(adoption.stream, adoption.policy, true);
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
             (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));

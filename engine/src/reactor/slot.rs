@@ -63,7 +63,12 @@ impl Slot {
 impl Reactor {
     /// Takes a connected socket into the slab; its recv is armed by the first flush.
     /// Returns its slot.
-    pub(super) fn open_conn(&mut self, stream: TcpStream, policy: Arc<ConnPolicy>) -> usize {
+    pub(super) fn open_conn(
+        &mut self,
+        stream: TcpStream,
+        policy: Arc<ConnPolicy>,
+        adopted: bool,
+    ) -> usize {
         let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
@@ -81,7 +86,13 @@ impl Reactor {
             },
             peer,
         };
-        let mut conn = Conn::new(info, self.mailbox.clone(), self.settings.max_body);
+        let (mailbox, max_body) = (self.mailbox.clone(), self.settings.max_body);
+        let mut conn = match &self.settings.websocket {
+            Some(ws) if !self.settings.reflect && !adopted => {
+                Conn::with_websocket(info, mailbox, max_body, ws.clone())
+            }
+            _ => Conn::new(info, mailbox, max_body),
+        };
         if let Some(secret) = &self.settings.auth_secret {
             conn.session.require_auth(secret.clone());
         }
