@@ -230,10 +230,17 @@ impl UdpCore {
         }
     }
 
-    /// The peer table entry for `addr`, made if there is room.
+    /// The peer table entry for `addr`, made if there is room; a known peer's rate-limit
+    /// tokens are refilled for the time since it was last seen.
     fn peer(&mut self, now: Instant, addr: SocketAddr) -> Option<usize> {
         if let Some(&idx) = self.by_addr.get(&addr) {
-            self.peers[idx].last_seen = now;
+            let peer = &mut self.peers[idx];
+            if let Some(rate) = self.limits.peer_rate {
+                let rate = f64::from(rate);
+                let quiet = now.saturating_duration_since(peer.last_seen).as_secs_f64();
+                peer.tokens = (peer.tokens + quiet * rate).min(rate);
+            }
+            peer.last_seen = now;
             return Some(idx);
         }
         if self.peers.len() >= self.limits.max_peers {
@@ -251,16 +258,12 @@ impl UdpCore {
         Some(idx)
     }
 
-    /// Takes one of peer `idx`'s tokens (refilled at the rate since it was last seen);
-    /// `false` when it has none left.
-    fn take_token(&mut self, idx: usize, now: Instant, last_seen: Instant) -> bool {
-        let Some(rate) = self.limits.peer_rate else {
+    /// Takes one of peer `idx`'s rate-limit tokens; `false` when it has none left.
+    fn take_token(&mut self, idx: usize) -> bool {
+        if self.limits.peer_rate.is_none() {
             return true;
-        };
-        let rate = f64::from(rate);
+        }
         let peer = &mut self.peers[idx];
-        let refill = now.saturating_duration_since(last_seen).as_secs_f64() * rate;
-        peer.tokens = (peer.tokens + refill).min(rate);
         if peer.tokens < 1.0 {
             return false;
         }
@@ -333,12 +336,11 @@ impl UdpCore {
         router: &Router,
         mailbox: &Arc<Mailbox>,
     ) {
-        let last_seen = self.by_addr.get(&from).map(|&i| self.peers[i].last_seen);
         let Some(idx) = self.peer(now, from) else {
             self.stats.refused += 1;
             return;
         };
-        if !self.take_token(idx, now, last_seen.unwrap_or(now)) {
+        if !self.take_token(idx) {
             self.stats.rate_limited += 1;
             return;
         }
