@@ -37,6 +37,24 @@ fn parse_threads(text: &str) -> Result<usize, String> {
 
 /// Prints `<name> listening on <addr>` and flushes it: tests and the comparison tool wait
 /// for this line and read the bound port from it.
+/// Binds one socket per thread on `listen`'s port with `bind` (which sets `SO_REUSEPORT`):
+/// the first picks the port (0 = any) and the rest join it, all before the peer announces
+/// the address. Returns the sockets and the bound address.
+pub fn bind_per_thread<S>(
+    listen: SocketAddr,
+    threads: usize,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+    local_addr: impl Fn(&S) -> io::Result<SocketAddr>,
+) -> io::Result<(Vec<S>, SocketAddr)> {
+    let first = bind(listen)?;
+    let addr = local_addr(&first)?;
+    let mut sockets = vec![first];
+    for _ in 1..threads {
+        sockets.push(bind(addr)?);
+    }
+    Ok((sockets, addr))
+}
+
 pub fn announce(name: &str, addr: SocketAddr) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{name} listening on {addr}")?;

@@ -12,7 +12,7 @@ use std::thread;
 use bytes::BytesMut;
 use clap::Parser;
 use ringrpc_benches::echo_service::answer;
-use ringrpc_benches::peer_cli::{PeerArgs, announce};
+use ringrpc_benches::peer_cli::{PeerArgs, announce, bind_per_thread};
 use ringrpc_protocol::Decoder;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_uring::net::{TcpListener, TcpStream};
@@ -35,14 +35,10 @@ struct Cli {
 
 fn main() -> io::Result<()> {
     let cli = Cli::parse();
-    // Bind every listener before announcing, so the announced address accepts on all threads.
-    // With port 0 the first listener picks the port and the rest join it.
-    let first = bind_reuseport(cli.peer.listen)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..cli.peer.threads {
-        listeners.push(bind_reuseport(addr)?);
-    }
+    let (listeners, addr) =
+        bind_per_thread(cli.peer.listen, cli.peer.threads, bind_reuseport, |s| {
+            s.local_addr()
+        })?;
     announce("peer-tokio-uring", addr)?;
 
     let workers = listeners

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 
 use clap::Parser;
-use ringrpc_benches::peer_cli::{PeerArgs, announce};
+use ringrpc_benches::peer_cli::{PeerArgs, announce, bind_per_thread};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[global_allocator]
@@ -31,14 +31,10 @@ struct Cli {
 
 fn main() -> io::Result<()> {
     let cli = Cli::parse();
-    // Bind every socket before announcing; with port 0 the first picks the port and the rest
-    // join it.
-    let first = bind_reuseport(cli.peer.listen)?;
-    let addr = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..cli.peer.threads {
-        sockets.push(bind_reuseport(addr)?);
-    }
+    let (sockets, addr) =
+        bind_per_thread(cli.peer.listen, cli.peer.threads, bind_reuseport, |s| {
+            s.local_addr()
+        })?;
     announce("peer-udp-reflect", addr)?;
     let threads: Vec<_> = sockets
         .into_iter()
