@@ -594,6 +594,9 @@ impl Decoder {
     }
 }
 
+pub mod gzip;
+pub mod metadata;
+
 // Shared by the fuzz targets and the corpus replay tests; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
