@@ -1,8 +1,9 @@
 //! The decoder's fuzz check, shared by the `decoder` cargo-fuzz target and the stable corpus
-//! replay tests so the properties are written once; also the input layout every fuzz target
-//! of the project uses. Hidden from the docs: not part of the stable API.
+//! replay tests so the properties are written once; also the input layout every stream fuzz
+//! target of the project uses. The coders' checks (`metadata`, `gzip` targets) live in
+//! [`codec`]. Hidden from the docs: not part of the stable API.
 //!
-//! An input is one control byte, then chunk sizes, then the byte stream:
+//! A stream input is one control byte, then chunk sizes, then the byte stream:
 //!
 //! ```text
 //! byte 0        bits 0..=1: body limit, an index into MAX_BODY_CHOICES
@@ -13,6 +14,9 @@
 //! ```
 
 use bytes::BytesMut;
+
+pub mod codec;
+pub use codec::{check_gzip, check_metadata};
 
 use crate::{
     DEFAULT_MAX_BODY, DecodeError, Decoder, Frame, HEADER_LEN, Header, MAX_METHOD_LEN,

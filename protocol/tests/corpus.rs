@@ -1,10 +1,15 @@
-//! Stable replay of the `decoder` fuzz corpus (fuzz/corpus/decoder) through the fuzz check,
-//! plus a short fuzz-like pass of generated inputs, so CI exercises it without nightly.
+//! Stable replay of the `decoder`, `metadata` and `gzip` fuzz corpora (fuzz/corpus/TARGET)
+//! through their fuzz checks, plus a short fuzz-like pass of generated inputs, so CI
+//! exercises them without nightly.
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use ringrpc_protocol::fuzzing::{Input, MAX_BODY_CHOICES, check_stream, encode_input};
+use ringrpc_protocol::fuzzing::{
+    Input, MAX_BODY_CHOICES, check_gzip, check_metadata, check_stream, encode_input,
+};
+use ringrpc_protocol::gzip::compress_frame;
+use ringrpc_protocol::metadata::{Metadata, append_metadata};
 use ringrpc_protocol::{Command, Flags, Frame, MAX_METHOD_LEN};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -106,6 +111,110 @@ fn conn_corpus_inputs_are_valid_decoder_inputs_too() {
     }
 }
 
+/// Replays one coder corpus: every input passes `check`; seeds named `ok-` decode and seeds
+/// named `bad-` fail (inputs the fuzzer found carry hashes instead).
+fn replay_coder_corpus<T, E: std::fmt::Debug>(
+    target: &str,
+    min_seeds: usize,
+    check: impl Fn(&[u8]) -> Result<T, E>,
+) {
+    let files = corpus(target);
+    assert!(
+        files.len() >= min_seeds,
+        "only {} corpus files",
+        files.len()
+    );
+    for (name, data) in &files {
+        let outcome = check(data);
+        if name.starts_with("ok-") {
+            assert!(outcome.is_ok(), "{name}: {:?}", outcome.err());
+        }
+        if name.starts_with("bad-") {
+            assert!(outcome.is_err(), "{name} decoded without an error");
+        }
+    }
+}
+
+#[test]
+fn every_metadata_corpus_input_passes_the_fuzz_check() {
+    replay_coder_corpus("metadata", 13, check_metadata);
+}
+
+#[test]
+fn every_gzip_corpus_input_passes_the_fuzz_check() {
+    replay_coder_corpus("gzip", 10, check_gzip);
+}
+
+#[test]
+fn stream_corpora_are_valid_coder_inputs_too() {
+    for (_, data) in corpus("decoder").iter().chain(&corpus("conn")) {
+        let _ = check_metadata(data);
+        let _ = check_gzip(data);
+    }
+}
+
+/// A metadata fuzz input: a payload, often ending with a valid block, sometimes damaged.
+fn metadata_input() -> impl Strategy<Value = Vec<u8>> {
+    let entry = (
+        "[a-z\u{e9}]{1,12}",
+        proptest::collection::vec(any::<u8>(), 0..40),
+    );
+    (
+        proptest::collection::vec(any::<u8>(), 0..30),
+        proptest::collection::vec(entry, 0..6),
+        any::<bool>(),
+        any::<bool>(),
+        any::<(usize, u8)>(),
+    )
+        .prop_map(|(payload, entries, as_frame, damage, (at, byte))| {
+            let mut md = Metadata::new();
+            for (k, v) in entries {
+                md.insert(k, v).unwrap();
+            }
+            let mut out = if as_frame {
+                Frame::request(3, &b"/md"[..], payload).to_bytes().into()
+            } else {
+                bytes::BytesMut::from(&payload[..])
+            };
+            if as_frame {
+                append_metadata(&mut out, &md).unwrap();
+            } else {
+                md.encode_block(&mut out);
+            }
+            if damage {
+                let i = at % out.len();
+                out[i] = byte;
+            }
+            out.to_vec()
+        })
+}
+
+/// A gzip fuzz input: a control byte and a compressible frame, compressed or not, sometimes
+/// damaged.
+fn gzip_input() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u8>(),
+        proptest::collection::vec(0u8..3, 0..400),
+        any::<bool>(),
+        proptest::option::of(any::<(usize, u8)>()),
+    )
+        .prop_map(|(control, payload, compress, damage)| {
+            let plain = Frame::request(4, &b"/gz"[..], payload).to_bytes();
+            let mut frame = if compress {
+                compress_frame(&plain, 0, 6).unwrap_or(plain).to_vec()
+            } else {
+                plain.to_vec()
+            };
+            if let Some((at, byte)) = damage {
+                let i = at % frame.len();
+                frame[i] = byte;
+            }
+            let mut out = vec![control];
+            out.extend_from_slice(&frame);
+            out
+        })
+}
+
 /// One piece of a generated stream: a valid frame, a header with arbitrary fields followed by
 /// roughly the body it declares, or random bytes.
 fn part() -> impl Strategy<Value = Vec<u8>> {
@@ -170,6 +279,24 @@ proptest! {
     #[test]
     fn raw_bytes_pass_the_fuzz_check(data in proptest::collection::vec(any::<u8>(), 0..200)) {
         check_stream(&data);
+    }
+
+    #[test]
+    fn generated_metadata_inputs_pass_the_fuzz_check(data in metadata_input()) {
+        check_metadata(&data).ok();
+    }
+
+    #[test]
+    fn generated_gzip_inputs_pass_the_fuzz_check(data in gzip_input()) {
+        check_gzip(&data).ok();
+    }
+
+    #[test]
+    fn raw_bytes_pass_the_coder_fuzz_checks(
+        data in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        check_metadata(&data).ok();
+        check_gzip(&data).ok();
     }
 
     #[test]
