@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::ConfigError;
-use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
+use crate::error::{AUTH_METHOD, CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
 use crate::reactor::CoreSockets;
@@ -26,6 +26,7 @@ use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
 use crate::server::StartError;
 use crate::settings::ReactorSettings;
 use crate::shared::{Adoption, ConnPolicy, Shared};
+use crate::stream::{Stream, Subscription};
 
 /// Why a client could not connect or start.
 #[derive(Debug)]
@@ -195,6 +196,32 @@ impl ClientBuilder {
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Self {
         if let Err(e) = self.router.add(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves streams the server opens to this client for `method`, frame by frame on the
+    /// client's reactor thread (see [`Router::add_stream`]).
+    pub fn route_stream(
+        mut self,
+        method: &str,
+        handler: impl Fn(&mut crate::StreamContext<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.router.add_stream(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves streams the server opens to this client for `method` on a thread each (see
+    /// [`Router::add_stream_blocking`]).
+    pub fn route_stream_blocking(
+        mut self,
+        method: &str,
+        handler: impl Fn(crate::Stream) + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.router.add_stream_blocking(method, handler) {
             self.route_error.get_or_insert(e);
         }
         self
@@ -502,6 +529,42 @@ impl Client {
             Some(conn) => conn.notify(method, payload),
             None => Err(CallError::Disconnected),
         }
+    }
+
+    /// Opens a stream to the server for `method` (see
+    /// [`ConnHandle::open_stream`](crate::ConnHandle::open_stream)). Fails at once with
+    /// [`StreamError::Disconnected`] while disconnected; a stream never moves to a new
+    /// connection after a reconnect (it ends with `Disconnected`).
+    pub fn open_stream(&self, method: &str) -> Result<Stream, StreamError> {
+        self.open_stream_with(method, None)
+    }
+
+    /// As [`Client::open_stream`], with a whole-stream timeout.
+    pub fn open_stream_with(
+        &self,
+        method: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Stream, StreamError> {
+        match self.inner.current() {
+            Some(conn) => conn.open_stream_with(method, timeout),
+            None => Err(StreamError::Disconnected),
+        }
+    }
+
+    /// Subscribes (a request answered by replies and an end): opens a stream for `method`,
+    /// sends `payload` with EOF, and returns the replies as an iterator that ends with the
+    /// server's end, or yields an error last (the server's error end, a disconnect, or
+    /// `timeout` for the whole subscription). Works against any stream handler that
+    /// answers and closes, a Go arpc one included.
+    pub fn subscribe(
+        &self,
+        method: &str,
+        payload: impl Into<Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Subscription, StreamError> {
+        let stream = self.open_stream_with(method, timeout)?;
+        stream.send_and_close(payload)?;
+        Ok(Subscription::new(stream))
     }
 
     /// Closes the connection after queued output is sent; no reconnect follows.

@@ -20,10 +20,14 @@ use ringrpc_protocol::{Command, DecodeError, Flags, FrameRef};
 
 use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, TOO_MANY_IN_FLIGHT};
 use crate::framing::{ArpcFraming, Next};
+use crate::handle::ConnHandle;
 use crate::ids::ConnInfo;
 use crate::mailbox::{CallDone, Mailbox};
 use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
+use crate::stream::StreamLimits;
+use crate::stream::table::StreamTable;
+use crate::stream_state::StreamShared;
 use crate::ws::handshake::HandshakeConfig;
 use crate::ws::stream::{Event as WsInput, WsEnd, WsFraming};
 
@@ -44,7 +48,7 @@ pub(crate) struct ConnStats {
     pub panics: u64,
     /// Requests refused because too many answers were deferred.
     pub refused_in_flight: u64,
-    /// Frames dropped: Responses to no pending call (or to one that timed out), Streams.
+    /// Frames dropped: Responses to no pending call (or to one that timed out).
     pub ignored: u64,
 }
 
@@ -264,6 +268,8 @@ pub(crate) struct Session {
     max_in_flight: usize,
     /// Responses and other frames to send.
     pub(crate) out: OutQueue,
+    /// Open streams.
+    pub(crate) streams: StreamTable,
     /// This connection's counters.
     pub(crate) stats: ConnStats,
 }
@@ -291,8 +297,25 @@ impl Session {
             in_flight: Arc::default(),
             max_in_flight: usize::MAX,
             out: OutQueue::default(),
+            streams: StreamTable::new(StreamLimits::default()),
             stats: ConnStats::default(),
         }
+    }
+
+    /// Sets this connection's stream limits (before any stream opens).
+    pub(crate) fn set_stream_limits(&mut self, limits: StreamLimits) {
+        self.streams = StreamTable::new(limits);
+    }
+
+    /// Registers a stream this side opens, with the next call seq as its id; returns the
+    /// id, or `None` if the connection has the most streams allowed (the stream is ended).
+    pub(crate) fn open_stream(&mut self, shared: Arc<StreamShared>) -> Option<u64> {
+        let id = self.next_call_seq;
+        if !self.streams.open_local(shared, id) {
+            return None;
+        }
+        self.next_call_seq += 1;
+        Some(id)
     }
 
     /// Requires the first frame to be an [`AUTH_METHOD`] Request carrying `secret`.
@@ -334,6 +357,12 @@ impl Session {
         seq
     }
 
+    /// The mailbox handles of this connection post to.
+    #[cfg(test)]
+    pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.mailbox
+    }
+
     /// Calls waiting for a Response.
     #[cfg(test)]
     pub(crate) fn calls_pending(&self) -> usize {
@@ -350,11 +379,13 @@ impl Session {
         }
     }
 
-    /// Fails every pending call with `error` (the connection is closing).
+    /// Fails every pending call with `error` and ends every stream (the connection is
+    /// closing).
     pub(crate) fn fail_calls(&mut self, error: CallError) {
         for (_, call) in self.calls.drain() {
             (call.done)(Err(error.clone()));
         }
+        self.streams.fail_all();
     }
 
     fn answer_call(&mut self, frame: &FrameRef<'_>) {
@@ -447,7 +478,12 @@ impl Session {
             Command::Ping => self.out.push_pong(),
             Command::Pong => {}
             Command::Response => self.answer_call(frame),
-            Command::Stream => self.stats.ignored += 1,
+            Command::Stream => {
+                let (info, mailbox) = (self.info, &self.mailbox);
+                let conn = || ConnHandle::new(info, mailbox.clone());
+                self.streams
+                    .on_frame(frame, &conn, |m| router.stream_route(m), &mut self.out);
+            }
         }
     }
 }

@@ -156,3 +156,58 @@ impl fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+/// Error text of the error EOF sent for a stream opened with a method that has no stream
+/// handler.
+pub const STREAM_METHOD_NOT_FOUND: &str = "stream method not found";
+/// Error text of the error EOF sent for a stream refused because its connection has the
+/// most open streams allowed.
+pub const TOO_MANY_STREAMS: &str = "too many open streams on this connection";
+/// Error text of the error EOF sent when a stream's whole-stream timeout expires.
+pub const STREAM_TIMED_OUT: &str = "stream timed out";
+/// Error text of the error EOF sent when a stream handler panicked.
+pub const STREAM_HANDLER_PANICKED: &str = "internal error: stream handler panicked";
+
+/// Why a stream operation failed or how a stream ended abnormally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The peer ended the stream with an error frame carrying this text.
+    Remote(String),
+    /// The connection closed before the stream ended.
+    Disconnected,
+    /// The stream's whole-stream timeout expired, or a receive waited longer than asked.
+    Timeout,
+    /// The send side was already closed (after `close_send`, `send_and_close` or an error).
+    SendClosed,
+    /// Sending would block (the stream's unsent bytes are over its window) and the caller is
+    /// a reactor thread, which must not wait.
+    WouldBlock,
+    /// The method name is not 1..=127 bytes.
+    BadMethod,
+    /// The connection has the most open streams allowed; open fewer or raise the limit.
+    TooManyStreams,
+    /// The owning reactor's inbox is full; nothing was queued.
+    MailboxFull,
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Remote(text) => write!(f, "peer ended the stream with an error: {text}"),
+            StreamError::Disconnected => f.write_str("connection closed before the stream ended"),
+            StreamError::Timeout => f.write_str("stream timed out"),
+            StreamError::SendClosed => f.write_str("the stream's send side is already closed"),
+            StreamError::WouldBlock => f.write_str(
+                "the stream's send window is full and a reactor thread must not wait; retry from the stream's next event or send from another thread",
+            ),
+            StreamError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
+            StreamError::TooManyStreams => f.write_str(TOO_MANY_STREAMS),
+            StreamError::MailboxFull => f.write_str(
+                "the connection's reactor inbox is full; nothing was queued (slow down or retry)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}

@@ -145,6 +145,11 @@ impl ConnHandle {
         // Never refused: closes are not counted against the inbox's capacity.
         let _ = self.mailbox.post(Command::Close { conn: self.info.id });
     }
+
+    /// The mailbox of the reactor serving this connection.
+    pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.mailbox
+    }
 }
 
 /// Answers one Request later, from any thread. Dropping it unanswered sends an error

@@ -53,9 +53,9 @@ mod settings;
 mod shared;
 mod signals;
 mod stats;
+mod stream;
+mod stream_state;
 mod udp;
-#[allow(dead_code)]
-// The WebSocket codec, tested on its own; wiring it into `StreamFraming` is next.
 mod ws;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
@@ -64,7 +64,7 @@ pub use config::{
 };
 pub use datagram::Retry;
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
-pub use error::{CallError, DisconnectReason};
+pub use error::{CallError, DisconnectReason, StreamError};
 pub use handle::{ConnHandle, Responder};
 pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
@@ -77,6 +77,10 @@ pub use server::{
 };
 pub use signals::ShutdownSignals;
 pub use stats::CoreStats;
+pub use stream::{
+    BlockingStreamHandler, Replies, Stream, StreamContext, StreamHandler, StreamLimits,
+    StreamSender, Subscription, echo_stream,
+};
 pub use udp::UdpStats;
 
 /// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.

@@ -23,6 +23,7 @@ use ringrpc_uring::Waker;
 use crate::datagram::Retry;
 use crate::error::{CallError, DisconnectReason};
 use crate::ids::{ConnId, ConnInfo};
+use crate::stream_state::{OutFrame, StreamShared};
 
 /// Completion of a call: runs once, on the reactor thread, with the Response payload.
 pub(crate) type CallDone = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
@@ -72,6 +73,24 @@ pub(crate) enum Command {
     /// A Response another core's socket received for a call this core made (counts against
     /// the capacity: a peer can send any number of them, forged ones included).
     UdpForward { peer: SocketAddr, frame: Bytes },
+    /// Open a stream on `conn`: assign its id and register it (optional).
+    StreamOpen {
+        conn: ConnId,
+        shared: Arc<StreamShared>,
+        timeout: Option<Duration>,
+    },
+    /// A frame for an open stream (owed: its bytes are already bounded by the stream's
+    /// send window).
+    StreamSend {
+        conn: ConnId,
+        shared: Arc<StreamShared>,
+        send: OutFrame,
+    },
+    /// A receive drained a stream's inbox to half: the connection may read again (owed).
+    StreamResume {
+        conn: ConnId,
+        shared: Arc<StreamShared>,
+    },
 }
 
 impl Command {
@@ -85,6 +104,7 @@ impl Command {
                 | Command::UdpCall { .. }
                 | Command::UdpNotify { .. }
                 | Command::UdpForward { .. }
+                | Command::StreamOpen { .. }
         )
     }
 }

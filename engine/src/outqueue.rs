@@ -55,6 +55,21 @@ impl OutQueue {
         method: &[u8],
         payload: &[u8],
     ) {
+        self.push_copied(0, cmd, flags, user_flags, seq, method, payload);
+    }
+
+    /// As [`OutQueue::push_frame`], with `stream_bits` (local, EOF) or-ed into the cmd byte.
+    #[allow(clippy::too_many_arguments)]
+    fn push_copied(
+        &mut self,
+        stream_bits: u8,
+        cmd: Command,
+        flags: Flags,
+        user_flags: u8,
+        seq: u64,
+        method: &[u8],
+        payload: &[u8],
+    ) {
         self.envelope(HEADER_LEN + method.len() + payload.len());
         let before = self.small.len();
         write_frame(
@@ -66,8 +81,22 @@ impl OutQueue {
             method,
             payload,
         );
+        self.small[before + 5] |= stream_bits;
         self.queued += self.small.len() - before;
         self.frames += 1;
+    }
+
+    /// Queues one Stream frame (`stream_bits` = local and EOF bits of the cmd byte); a large
+    /// `payload` is sent from its own buffer without copying.
+    pub fn push_stream_frame(
+        &mut self,
+        stream_bits: u8,
+        flags: Flags,
+        id: u64,
+        method: &[u8],
+        payload: Bytes,
+    ) {
+        self.push_shared(stream_bits, Command::Stream, flags, 0, id, method, payload);
     }
 
     /// Queues one frame; a large `payload` is sent from its own buffer without copying.
@@ -80,12 +109,27 @@ impl OutQueue {
         method: &[u8],
         payload: Bytes,
     ) {
+        self.push_shared(0, cmd, flags, user_flags, seq, method, payload);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_shared(
+        &mut self,
+        stream_bits: u8,
+        cmd: Command,
+        flags: Flags,
+        user_flags: u8,
+        seq: u64,
+        method: &[u8],
+        payload: Bytes,
+    ) {
         if payload.len() < ZERO_COPY_MIN {
-            return self.push_frame(cmd, flags, user_flags, seq, method, &payload);
+            return self.push_copied(stream_bits, cmd, flags, user_flags, seq, method, &payload);
         }
         self.envelope(HEADER_LEN + method.len() + payload.len());
         let before = self.small.len();
         write_frame(&mut self.small, cmd, flags, user_flags, seq, method, &[]);
+        self.small[before + 5] |= stream_bits;
         // write_frame wrote body_len for an empty payload; patch in the real one.
         let body_len = (method.len() + payload.len()) as u32;
         self.small[before..before + 4].copy_from_slice(&body_len.to_le_bytes());

@@ -21,6 +21,7 @@ use crate::ids::ConnInfo;
 use crate::mailbox::Mailbox;
 use crate::outqueue::OutQueue;
 use crate::pool::{BlockingHandler, BlockingPool, Request};
+use crate::stream::{Replies, Stream, StreamContext, StreamRoute};
 
 /// A request handler: reads the context and replies through it (now, or later through a
 /// [`Responder`]). It runs on the reactor thread, so it must not block.
@@ -325,6 +326,7 @@ impl Middleware for LogRequests {
 #[derive(Clone, Default)]
 pub struct Router {
     routes: HashMap<Box<[u8]>, Handler, BuildHasherDefault<MethodHasher>>,
+    streams: HashMap<Box<[u8]>, StreamRoute, BuildHasherDefault<MethodHasher>>,
     not_found: Option<Handler>,
     middleware: Vec<Arc<dyn Middleware>>,
     blocking: Arc<BlockingPool>,
@@ -338,8 +340,15 @@ impl fmt::Debug for Router {
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect();
         names.sort();
+        let mut streams: Vec<_> = self
+            .streams
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        streams.sort();
         f.debug_struct("Router")
             .field("methods", &names)
+            .field("streams", &streams)
             .field("custom_not_found", &self.not_found.is_some())
             .field("middleware", &self.middleware.len())
             .field("blocking", &self.blocking)
@@ -396,11 +405,65 @@ impl Router {
         Router::default()
     }
 
-    /// A router with the built-in `/echo`.
+    /// A router with the built-ins: `/echo` and the stream `/echo/stream`.
     pub fn with_builtins() -> Router {
         let mut r = Router::new();
         r.add("/echo", echo).expect("valid built-in method name");
+        r.add_stream("/echo/stream", crate::stream::echo_stream)
+            .expect("valid built-in method name");
         r
+    }
+
+    /// Serves streams the peer opens for `method` frame by frame on the reactor thread:
+    /// `handler` runs for each frame and once for the end, and must not block (take a
+    /// [`StreamSender`](crate::StreamSender) to send from elsewhere).
+    pub fn add_stream(
+        &mut self,
+        method: &str,
+        handler: impl Fn(&mut StreamContext<'_>) + Send + Sync + 'static,
+    ) -> Result<(), RouteError> {
+        check_method(method)?;
+        self.streams.insert(
+            method.as_bytes().into(),
+            StreamRoute::Events(Arc::new(handler)),
+        );
+        Ok(())
+    }
+
+    /// Serves streams the peer opens for `method` on a thread each: `handler` owns the
+    /// [`Stream`] and may block on it. Costs a thread (256 KiB of stack) per open stream.
+    pub fn add_stream_blocking(
+        &mut self,
+        method: &str,
+        handler: impl Fn(Stream) + Send + Sync + 'static,
+    ) -> Result<(), RouteError> {
+        check_method(method)?;
+        self.streams.insert(
+            method.as_bytes().into(),
+            StreamRoute::Blocking(Arc::new(handler)),
+        );
+        Ok(())
+    }
+
+    /// Serves subscribes to `method`: `handler` runs on the reactor thread with the request
+    /// payload (the stream's first frame) and the [`Replies`] to answer with, now or later
+    /// from any thread. Works with any peer that opens a stream and reads until EOF.
+    pub fn add_subscribe(
+        &mut self,
+        method: &str,
+        handler: impl Fn(Bytes, Replies) + Send + Sync + 'static,
+    ) -> Result<(), RouteError> {
+        check_method(method)?;
+        self.streams.insert(
+            method.as_bytes().into(),
+            StreamRoute::Events(crate::stream::subscribe_handler(handler)),
+        );
+        Ok(())
+    }
+
+    /// How streams for `method` are served, if at all.
+    pub(crate) fn stream_route(&self, method: &[u8]) -> Option<&StreamRoute> {
+        self.streams.get(method)
     }
 
     /// Registers `handler` for `method`, replacing any earlier one.

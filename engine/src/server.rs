@@ -325,6 +325,45 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves streams clients open for `method`, frame by frame on the reactor thread (see
+    /// [`Router::add_stream`]).
+    pub fn route_stream(
+        mut self,
+        method: &str,
+        handler: impl Fn(&mut crate::StreamContext<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.router.add_stream(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves streams clients open for `method` on a thread each, owning the
+    /// [`Stream`](crate::Stream) (see [`Router::add_stream_blocking`]).
+    pub fn route_stream_blocking(
+        mut self,
+        method: &str,
+        handler: impl Fn(crate::Stream) + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.router.add_stream_blocking(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves subscribes to `method`: the handler gets the request and the
+    /// [`Replies`](crate::Replies) to answer with (see [`Router::add_subscribe`]).
+    pub fn route_subscribe(
+        mut self,
+        method: &str,
+        handler: impl Fn(bytes::Bytes, crate::Replies) + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.router.add_subscribe(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
     /// Runs blocking handlers on `threads` threads named `ringrpc-blocking-N` (at least 1;
     /// default: the number of CPUs, at least 2). They start with the first blocking request
     /// and exit once the server is gone.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::datagram::UdpLimits;
 use crate::mailbox;
+use crate::stream::StreamLimits;
 use crate::ws::handshake::HandshakeConfig;
 
 /// What each reactor needs to know, server or client.
@@ -37,6 +38,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) websocket: Option<Arc<HandshakeConfig>>,
     /// Send runs of equal-sized datagrams to one peer as one UDP GSO send.
     pub(crate) udp_gso: bool,
+    /// Per-connection stream limits.
+    pub(crate) streams: StreamLimits,
 }
 
 impl ReactorSettings {
@@ -62,6 +65,11 @@ impl ReactorSettings {
             reflect: config.reflect,
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
             udp_gso: config.udp_gso,
+            streams: StreamLimits {
+                max_streams: config.max_streams_per_conn,
+                queue_bytes: config.stream_queue_bytes,
+                send_window: config.stream_send_window,
+            },
             websocket: config.ws_path.as_ref().map(|path| {
                 Arc::new(HandshakeConfig {
                     path: path.clone(),

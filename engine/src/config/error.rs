@@ -40,6 +40,12 @@ pub enum Knob {
     MaxInFlightPerConn,
     /// [`ConfigBuilder::stats_interval`](super::ConfigBuilder::stats_interval)
     StatsInterval,
+    /// [`ConfigBuilder::max_streams_per_conn`](super::ConfigBuilder::max_streams_per_conn)
+    MaxStreamsPerConn,
+    /// [`ConfigBuilder::stream_queue_bytes`](super::ConfigBuilder::stream_queue_bytes)
+    StreamQueueBytes,
+    /// [`ConfigBuilder::stream_send_window`](super::ConfigBuilder::stream_send_window)
+    StreamSendWindow,
     /// [`ConfigBuilder::udp_max_datagram`](super::ConfigBuilder::udp_max_datagram)
     UdpMaxDatagram,
     /// [`ConfigBuilder::udp_dedup_window`](super::ConfigBuilder::udp_dedup_window)
@@ -71,6 +77,9 @@ impl Knob {
             Knob::MaxConnectionsPerPeer => "max_connections_per_peer",
             Knob::MaxInFlightPerConn => "max_in_flight_per_conn",
             Knob::StatsInterval => "stats_interval",
+            Knob::MaxStreamsPerConn => "max_streams_per_conn",
+            Knob::StreamQueueBytes => "stream_queue_bytes",
+            Knob::StreamSendWindow => "stream_send_window",
             Knob::UdpMaxDatagram => "udp_max_datagram",
             Knob::UdpDedupWindow => "udp_dedup_window",
             Knob::UdpDedupCapacity => "udp_dedup_capacity",
@@ -85,6 +94,8 @@ impl Knob {
             Knob::RecvBufferSize
             | Knob::MaxBody
             | Knob::MaxSendQueueBytes
+            | Knob::StreamQueueBytes
+            | Knob::StreamSendWindow
             | Knob::UdpMaxDatagram => " bytes",
             _ => "",
         }

@@ -31,6 +31,9 @@ pub struct Config {
     pub(crate) auth_secret: Option<std::sync::Arc<[u8]>>,
     pub(crate) max_connections_per_peer: Option<usize>,
     pub(crate) max_in_flight_per_conn: usize,
+    pub(crate) max_streams_per_conn: usize,
+    pub(crate) stream_queue_bytes: usize,
+    pub(crate) stream_send_window: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
@@ -94,6 +97,9 @@ pub struct ConfigBuilder {
     auth_secret: Option<Vec<u8>>,
     max_connections_per_peer: Option<usize>,
     max_in_flight_per_conn: usize,
+    max_streams_per_conn: usize,
+    stream_queue_bytes: usize,
+    stream_send_window: usize,
     shutdown_grace: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
@@ -128,6 +134,9 @@ impl Default for ConfigBuilder {
             auth_secret: None,
             max_connections_per_peer: None,
             max_in_flight_per_conn: 4096,
+            max_streams_per_conn: 1024,
+            stream_queue_bytes: 1 << 20,
+            stream_send_window: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
             pin_cores: true,
@@ -255,6 +264,27 @@ impl ConfigBuilder {
     /// Each deferred answer holds its request's copy until sent.
     pub fn max_in_flight_per_conn(mut self, n: usize) -> Self {
         self.max_in_flight_per_conn = n;
+        self
+    }
+    /// Most streams open at once on one connection (default 1024); a peer opening more gets
+    /// the error end "too many open streams on this connection". Each open stream costs
+    /// about 200 bytes plus what its inbox holds.
+    pub fn max_streams_per_conn(mut self, n: usize) -> Self {
+        self.max_streams_per_conn = n;
+        self
+    }
+    /// Bytes one stream's inbox holds before its connection stops reading until the
+    /// consumer takes it to half (default 1 MiB): the memory a slow stream consumer can
+    /// cost, plus one receive buffer.
+    pub fn stream_queue_bytes(mut self, n: usize) -> Self {
+        self.stream_queue_bytes = n;
+        self
+    }
+    /// Bytes a stream sender may have posted and not yet queued for the socket before
+    /// `send` waits (default 1 MiB): the memory a fast sender to a slow peer can cost per
+    /// stream.
+    pub fn stream_send_window(mut self, n: usize) -> Self {
+        self.stream_send_window = n;
         self
     }
     /// How long shutdown waits for in-progress connections to drain before closing them
@@ -437,6 +467,24 @@ impl ConfigBuilder {
             1,
             u64::MAX,
         )?;
+        range(
+            Knob::MaxStreamsPerConn,
+            self.max_streams_per_conn as u64,
+            1,
+            u64::MAX,
+        )?;
+        range(
+            Knob::StreamQueueBytes,
+            self.stream_queue_bytes as u64,
+            1,
+            1 << 40,
+        )?;
+        range(
+            Knob::StreamSendWindow,
+            self.stream_send_window as u64,
+            1,
+            1 << 40,
+        )?;
         if let Some(n) = self.max_connections_per_peer {
             range(Knob::MaxConnectionsPerPeer, n as u64, 1, u64::MAX)?;
         }
@@ -502,6 +550,9 @@ impl ConfigBuilder {
             auth_secret: self.auth_secret.map(std::sync::Arc::from),
             max_connections_per_peer: self.max_connections_per_peer,
             max_in_flight_per_conn: self.max_in_flight_per_conn,
+            max_streams_per_conn: self.max_streams_per_conn,
+            stream_queue_bytes: self.stream_queue_bytes,
+            stream_send_window: self.stream_send_window,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,

@@ -106,6 +106,8 @@ pub(crate) struct Facts {
     /// Frames queued and not yet handed to a send; a send started by this poll takes all of
     /// them, so poll counts them as 0 once it starts one.
     pub(crate) backlog_frames: u64,
+    /// A consumer is full (a stream's inbox): do not read until it drains.
+    pub(crate) hold_reading: bool,
 }
 
 /// What the reactor must do after a poll, in this order: queue the Ping, start the send,
@@ -447,13 +449,6 @@ impl Lifecycle {
             && frames <= cfg.max_send_queue_frames / 2
         {
             self.paused = false;
-            if self.recv == RecvState::Paused {
-                self.recv = if self.is_reading() && !self.peer_eof {
-                    RecvState::Idle
-                } else {
-                    RecvState::Stopped
-                };
-            }
         }
 
         // The close sequence.
@@ -509,18 +504,25 @@ impl Lifecycle {
             self.phase,
             Phase::Open | Phase::Finishing | Phase::Lingering { .. }
         ) && !self.peer_eof;
+        // Held back by our own output (overstocked) or by a full consumer.
+        let hold = self.paused || facts.hold_reading;
         match self.recv {
-            RecvState::Armed if !may_read || self.paused => {
+            RecvState::Armed if !may_read || hold => {
                 self.recv = RecvState::Cancelling;
                 out.bits |= Actions::CANCEL_RECV;
             }
-            RecvState::Idle if may_read && !self.paused => {
+            RecvState::Idle if may_read && !hold => {
+                self.recv = RecvState::Armed;
+                out.bits |= Actions::ARM_RECV;
+            }
+            // Resuming re-arms only a connection that still decodes input.
+            RecvState::Paused if may_read && !hold && self.is_reading() => {
                 self.recv = RecvState::Armed;
                 out.bits |= Actions::ARM_RECV;
             }
             RecvState::Idle if may_read => self.recv = RecvState::Paused,
-            RecvState::Idle => self.recv = RecvState::Stopped,
-            RecvState::Paused if !may_read => self.recv = RecvState::Stopped,
+            RecvState::Paused if may_read && hold => {}
+            RecvState::Idle | RecvState::Paused => self.recv = RecvState::Stopped,
             _ => {}
         }
 

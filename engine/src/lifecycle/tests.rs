@@ -44,6 +44,7 @@ impl H {
                 partial_len: 0,
                 backlog_bytes: 0,
                 backlog_frames: 0,
+                hold_reading: false,
             },
             unread: Some(0),
             unread_asked: false,

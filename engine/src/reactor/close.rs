@@ -57,14 +57,22 @@ impl Reactor {
                 return;
             };
             slot.dirty = false;
-            let out = &slot.conn.session.out;
+            let partial_len = slot.conn.partial_len();
+            let session = &mut slot.conn.session;
+            if session.streams.has_held() && !slot.lifecycle.is_paused() {
+                // The output drained: stream sends that waited for it go now.
+                session.streams.flush_held(&mut session.out);
+            }
+            let out = &session.out;
             let facts = Facts {
                 output_empty: out.is_empty(),
-                bytes_in: slot.conn.session.stats.bytes_in,
-                partial_len: slot.conn.partial_len(),
+                bytes_in: session.stats.bytes_in,
+                partial_len,
                 backlog_bytes: out.backlog_bytes(),
                 backlog_frames: out.backlog_frames(),
+                hold_reading: session.streams.holding() > 0,
             };
+            let was_paused = slot.lifecycle.is_paused();
             let socket = &slot.socket;
             let mut actions = slot
                 .lifecycle
@@ -114,7 +122,10 @@ impl Reactor {
                 self.release(idx, reason);
                 return;
             }
-            if !refused {
+            let unpaused_with_held = was_paused
+                && !self.conns[idx].lifecycle.is_paused()
+                && self.conns[idx].conn.session.streams.has_held();
+            if !refused && !unpaused_with_held {
                 break;
             }
         }

@@ -1,4 +1,5 @@
-//! What other threads ask of this reactor: notifies, answers, calls, broadcasts, closes
+//! What other threads ask of this reactor: notifies, answers, calls, broadcasts, stream
+//! opens, sends and resumes, closes
 //! (from the mailbox) and outbound connections to serve (adoptions).
 //!
 //! Invariants: a message for a connection that is gone is dropped harmlessly (a call fails
@@ -7,13 +8,16 @@
 //! `Overstocked`; answers a responder owes are always queued (they are bounded by the
 //! connection's limit of deferred requests).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Reactor;
 use super::timers::TimerId;
-use crate::error::{CallError, DisconnectReason};
+use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
+use crate::ids::ConnId;
 use crate::mailbox::Command;
+use crate::stream_state::StreamShared;
 use crate::udp::UdpCore;
 
 impl Reactor {
@@ -108,6 +112,32 @@ impl Reactor {
                         self.mark_dirty(idx);
                     }
                 }
+                Command::StreamOpen {
+                    conn,
+                    shared,
+                    timeout,
+                } => self.open_stream(conn, shared, timeout),
+                Command::StreamSend { conn, shared, send } => match self.live_id(conn) {
+                    Some(idx) => {
+                        let slot = &mut self.conns[idx];
+                        let overstocked = slot.lifecycle.is_paused();
+                        let session = &mut slot.conn.session;
+                        session
+                            .streams
+                            .send(shared, send, overstocked, &mut session.out);
+                        self.mark_dirty(idx);
+                    }
+                    None => {
+                        shared.unsent_done(send.window);
+                        shared.finish(Err(StreamError::Disconnected), true);
+                    }
+                },
+                Command::StreamResume { conn, shared } => {
+                    if let Some(idx) = self.live_id(conn) {
+                        self.conns[idx].conn.session.streams.resume(&shared);
+                        self.mark_dirty(idx);
+                    }
+                }
                 Command::Close { conn } => {
                     if let Some(idx) = self.live_id(conn) {
                         self.conns[idx].lifecycle.request_close();
@@ -126,6 +156,26 @@ impl Reactor {
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
             (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));
+        }
+    }
+
+    /// Registers a stream this side opens on `conn` and schedules its whole-stream timeout.
+    fn open_stream(&mut self, conn: ConnId, shared: Arc<StreamShared>, timeout: Option<Duration>) {
+        let Some(idx) = self.live_id(conn) else {
+            shared.finish(Err(StreamError::Disconnected), true);
+            return;
+        };
+        let slot = &mut self.conns[idx];
+        let Some(id) = slot.conn.session.open_stream(shared) else {
+            return;
+        };
+        if let Some(timeout) = timeout {
+            let timer = TimerId::Stream {
+                slot: idx as u32,
+                serial: slot.serial,
+                id,
+            };
+            self.deadlines.schedule(self.now + timeout, timer);
         }
     }
 

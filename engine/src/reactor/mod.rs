@@ -248,6 +248,15 @@ impl Reactor {
                 TimerId::Conn { slot, serial } => self.on_conn_timer(slot as usize, serial, at),
                 TimerId::UdpCall { seq } => self.on_udp_call_timer(seq),
                 TimerId::UdpSweep => self.on_udp_sweep(),
+                TimerId::Stream { slot, serial, id } => {
+                    if let Some(s) = self.conns.get_mut(slot as usize) {
+                        if s.serial == serial {
+                            let session = &mut s.conn.session;
+                            session.streams.expire((true, id), &mut session.out);
+                            self.mark_dirty(slot as usize);
+                        }
+                    }
+                }
                 TimerId::Call { slot, serial, seq } => {
                     let now = self.now;
                     if let Some(s) = self.conns.get_mut(slot as usize) {

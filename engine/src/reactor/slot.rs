@@ -98,6 +98,7 @@ impl Reactor {
         }
         conn.session
             .set_max_in_flight(self.settings.max_in_flight_per_conn);
+        conn.session.set_stream_limits(self.settings.streams);
         entry.insert(Slot {
             socket,
             serial,

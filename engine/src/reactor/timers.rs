@@ -26,6 +26,8 @@ pub(crate) enum TimerId {
     Conn { slot: u32, serial: u64 },
     /// A call to a peer may have timed out: slot, serial and the call's seq.
     Call { slot: u32, serial: u64, seq: u64 },
+    /// The whole-stream timeout of stream `id` opened by this side on a connection.
+    Stream { slot: u32, serial: u64, id: u64 },
     /// A datagram call is due for a resend or its timeout.
     UdpCall { seq: u64 },
     /// Forget quiet datagram peers and expired duplicate-suppression entries.

@@ -1,0 +1,586 @@
+//! Streams (arpc's cmd 6) and subscribe on top of them: the [`Stream`] handle usable from
+//! any thread, the [`StreamContext`] a reactor-side stream handler sees frame by frame, and
+//! [`Subscription`] / [`Replies`] for request → reply… → end.
+//!
+//! Invariants:
+//! - The wire is arpc's: the opener sets the local bit (0x80) on its frames, EOF is 0x40,
+//!   the id is the opener's next call seq, every frame carries the method. Beyond arpc, an
+//!   error end is an EOF frame with the error flag (0x01) carrying the text; a Go peer sees
+//!   it as data and EOF.
+//! - Memory is bounded both ways: a stream's inbox holds at most
+//!   [`StreamLimits::queue_bytes`] (plus one receive's worth) before its connection stops
+//!   reading, and a sender may have at most [`StreamLimits::send_window`] unsent before it
+//!   waits.
+//! - A reactor thread never blocks on a stream: there, a receive or send that would wait
+//!   fails with [`StreamError::WouldBlock`] instead.
+//! - Dropping a [`Stream`] closes its send side (an EOF, if none was sent) and discards
+//!   whatever arrives for it later.
+
+pub(crate) mod table;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::stream_state::{OutFrame, Received, StreamShared};
+
+use crate::error::{STREAM_HANDLER_PANICKED, StreamError};
+use crate::handle::{ConnHandle, on_reactor_thread};
+use crate::mailbox::Command;
+use crate::outqueue::OutQueue;
+
+/// A stream handler run on the reactor thread for every frame of a stream the peer opens
+/// (and once for its end): it must not block. Send from it through [`StreamContext`].
+pub type StreamHandler = Arc<dyn Fn(&mut StreamContext<'_>) + Send + Sync>;
+
+/// A stream handler that owns a [`Stream`] on a thread of its own, so it may block on
+/// `recv` and `send`.
+pub type BlockingStreamHandler = Arc<dyn Fn(Stream) + Send + Sync>;
+
+/// Stack of a blocking stream handler's thread.
+pub(crate) const HANDLER_STACK: usize = 256 * 1024;
+
+/// How a method's streams are served.
+#[derive(Clone)]
+pub(crate) enum StreamRoute {
+    /// Frame by frame on the reactor.
+    Events(StreamHandler),
+    /// A thread per stream.
+    Blocking(BlockingStreamHandler),
+}
+
+/// Per-connection stream limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Most streams open at once on one connection; a peer opening more gets an error end.
+    pub max_streams: usize,
+    /// Bytes a stream's inbox holds before its connection stops reading until a receive
+    /// takes it to half.
+    pub queue_bytes: usize,
+    /// Bytes a sender may have posted and not yet queued for the socket before `send`
+    /// waits.
+    pub send_window: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_streams: 1024,
+            queue_bytes: 1 << 20,
+            send_window: 1 << 20,
+        }
+    }
+}
+
+pub(crate) fn run_blocking(handler: BlockingStreamHandler, stream: Stream) {
+    let sender = stream.sender();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(stream)));
+    if outcome.is_err() {
+        tracing::error!("blocking stream handler panicked");
+        let _ = sender.close_with_error(STREAM_HANDLER_PANICKED);
+    }
+}
+
+/// Posts a frame the user asked to send, holding `window` bytes of the stream's window
+/// until the reactor queues it.
+fn post(
+    conn: &ConnHandle,
+    shared: &Arc<StreamShared>,
+    payload: Bytes,
+    eof: bool,
+    error: bool,
+) -> Result<(), StreamError> {
+    let window = payload.len();
+    shared.reserve(window, !on_reactor_thread())?;
+    conn.post_stream_send(
+        shared.clone(),
+        OutFrame {
+            payload,
+            eof,
+            error,
+            window,
+        },
+    );
+    Ok(())
+}
+
+/// The sending half of a stream, usable from any thread (cheap to clone). Frames go out in
+/// the order sent.
+#[derive(Clone)]
+pub struct StreamSender {
+    conn: ConnHandle,
+    shared: Arc<StreamShared>,
+}
+
+impl fmt::Debug for StreamSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender")
+            .field("conn", &self.conn.id())
+            .field("id", &self.shared.id())
+            .field("method", &String::from_utf8_lossy(self.shared.method()))
+            .finish()
+    }
+}
+
+impl StreamSender {
+    /// Sends one frame. Waits while the stream has its whole send window unsent (fails
+    /// with [`StreamError::WouldBlock`] instead on a reactor thread).
+    pub fn send(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
+        self.send_frame(data.into(), false, false)
+    }
+
+    /// Sends one frame and closes the send side with it (arpc's `SendAndClose`).
+    pub fn send_and_close(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
+        self.send_frame(data.into(), true, false)
+    }
+
+    /// Closes the send side with an empty EOF frame (arpc's `CloseSend`); the peer may go on
+    /// sending. Closing twice is a no-op.
+    pub fn close_send(&self) -> Result<(), StreamError> {
+        if !self.shared.close_send() {
+            return Ok(());
+        }
+        post(&self.conn, &self.shared, Bytes::new(), true, false)
+    }
+
+    /// Ends the send side with an error: an EOF frame with the error flag carrying `text`
+    /// (a Go arpc peer sees it as a last data frame).
+    pub fn close_with_error(&self, text: &str) -> Result<(), StreamError> {
+        if !self.shared.close_send() {
+            return Err(self.shared.send_refusal());
+        }
+        post(
+            &self.conn,
+            &self.shared,
+            Bytes::copy_from_slice(text.as_bytes()),
+            true,
+            true,
+        )
+    }
+
+    fn send_frame(&self, data: Bytes, eof: bool, error: bool) -> Result<(), StreamError> {
+        if self.shared.is_send_closed() || (eof && !self.shared.close_send()) {
+            return Err(self.shared.send_refusal());
+        }
+        post(&self.conn, &self.shared, data, eof, error)
+    }
+
+    /// The stream id (the frames' seq; 0 until the reactor registered a stream just opened).
+    pub fn id(&self) -> u64 {
+        self.shared.id()
+    }
+
+    /// The connection the stream runs on.
+    pub fn conn(&self) -> &ConnHandle {
+        &self.conn
+    }
+}
+
+/// The answering side of a subscribe: replies, then an end or an error, from any thread.
+#[derive(Clone, Debug)]
+pub struct Replies {
+    sender: StreamSender,
+}
+
+impl Replies {
+    /// Sends one reply.
+    pub fn reply(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
+        self.sender.send(data)
+    }
+    /// Ends the replies (the subscriber's iterator ends).
+    pub fn reply_end(&self) -> Result<(), StreamError> {
+        self.sender.close_send()
+    }
+    /// Ends the replies with an error the subscriber sees as [`StreamError::Remote`].
+    pub fn reply_error(&self, text: &str) -> Result<(), StreamError> {
+        self.sender.close_with_error(text)
+    }
+    /// The underlying stream sender.
+    pub fn sender(&self) -> &StreamSender {
+        &self.sender
+    }
+}
+
+/// One stream: send and receive from any thread. Made by
+/// [`ConnHandle::open_stream`](crate::ConnHandle::open_stream),
+/// [`Client::open_stream`](crate::Client::open_stream), or handed to a blocking stream
+/// handler.
+pub struct Stream {
+    sender: StreamSender,
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Stream").field(&self.sender).finish()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let shared = &self.sender.shared;
+        if !shared.is_send_closed() {
+            let _ = self.sender.close_send();
+        }
+        if shared.abandon() {
+            self.sender.conn.post_stream_resume(shared.clone());
+        }
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(conn: ConnHandle, shared: Arc<StreamShared>) -> Stream {
+        Stream {
+            sender: StreamSender { conn, shared },
+        }
+    }
+
+    /// The next frame's data; `Ok(None)` once the peer closed its send side (EOF).
+    /// Waits for it (on a reactor thread, fails with [`StreamError::WouldBlock`] instead
+    /// of waiting). Empty frames without EOF carry nothing and are skipped.
+    pub fn recv(&self) -> Result<Option<Bytes>, StreamError> {
+        self.receive(!on_reactor_thread(), None)
+    }
+
+    /// As [`Stream::recv`], waiting at most `timeout` ([`StreamError::Timeout`] after).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Bytes>, StreamError> {
+        self.receive(!on_reactor_thread(), Some(Instant::now() + timeout))
+    }
+
+    fn receive(&self, wait: bool, deadline: Option<Instant>) -> Result<Option<Bytes>, StreamError> {
+        let shared = &self.sender.shared;
+        match shared.receive(wait, deadline) {
+            Received::Data { data, resume } => {
+                if resume {
+                    self.sender.conn.post_stream_resume(shared.clone());
+                }
+                Ok(Some(data))
+            }
+            Received::End(Ok(())) => Ok(None),
+            Received::End(Err(e)) => Err(e),
+            Received::Empty if wait => Err(StreamError::Timeout),
+            Received::Empty => Err(StreamError::WouldBlock),
+        }
+    }
+
+    /// Sends one frame (see [`StreamSender::send`]).
+    pub fn send(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
+        self.sender.send(data)
+    }
+    /// Sends one frame and closes the send side with it.
+    pub fn send_and_close(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
+        self.sender.send_and_close(data)
+    }
+    /// Closes the send side (empty EOF frame); receiving goes on.
+    pub fn close_send(&self) -> Result<(), StreamError> {
+        self.sender.close_send()
+    }
+    /// Ends the send side with an error text.
+    pub fn close_with_error(&self, text: &str) -> Result<(), StreamError> {
+        self.sender.close_with_error(text)
+    }
+    /// A sending handle to keep or move to another thread.
+    pub fn sender(&self) -> StreamSender {
+        self.sender.clone()
+    }
+    /// The stream id (the frames' seq).
+    pub fn id(&self) -> u64 {
+        self.sender.id()
+    }
+    /// The method named by the stream's frames.
+    pub fn method(&self) -> &[u8] {
+        self.sender.shared.method()
+    }
+    /// The connection the stream runs on.
+    pub fn conn(&self) -> &ConnHandle {
+        &self.sender.conn
+    }
+}
+
+/// The replies to a subscribe: an iterator that yields each reply and ends after the end;
+/// an error end (or a disconnect, or the timeout) is yielded as the last item.
+#[derive(Debug)]
+pub struct Subscription {
+    stream: Stream,
+    done: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(stream: Stream) -> Subscription {
+        Subscription {
+            stream,
+            done: false,
+        }
+    }
+    /// The stream under the subscription.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<Bytes, StreamError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.stream.recv() {
+            Ok(Some(data)) => Some(Ok(data)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// What one call of a [`StreamHandler`] is about.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StreamEvent<'a> {
+    /// A data frame (possibly empty when it only carries EOF).
+    Data { data: &'a [u8], eof: bool },
+    /// The peer ended the stream with an error.
+    Error(&'a str),
+}
+
+/// What a reactor-side stream handler sees of one frame, and how it answers on the same
+/// stream. Sends go straight to the connection's output (no window: the handler only runs
+/// when input arrives, and the connection's send-queue limit pauses that input).
+pub struct StreamContext<'a> {
+    shared: &'a Arc<StreamShared>,
+    conn: &'a dyn Fn() -> ConnHandle,
+    event: StreamEvent<'a>,
+    first: bool,
+    out: &'a mut OutQueue,
+    frames_out: u64,
+    closed_send: bool,
+}
+
+impl fmt::Debug for StreamContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("id", &self.shared.id())
+            .field("method", &String::from_utf8_lossy(self.shared.method()))
+            .field("event", &self.event)
+            .finish()
+    }
+}
+
+impl<'a> StreamContext<'a> {
+    pub(crate) fn new(
+        shared: &'a Arc<StreamShared>,
+        conn: &'a dyn Fn() -> ConnHandle,
+        event: StreamEvent<'a>,
+        first: bool,
+        out: &'a mut OutQueue,
+    ) -> StreamContext<'a> {
+        StreamContext {
+            shared,
+            conn,
+            event,
+            first,
+            out,
+            frames_out: 0,
+            closed_send: false,
+        }
+    }
+
+    pub(crate) fn frames_out(&self) -> u64 {
+        self.frames_out
+    }
+    pub(crate) fn closed_send(&self) -> bool {
+        self.closed_send
+    }
+
+    /// This frame's data (empty for an error or a bare EOF).
+    pub fn data(&self) -> &'a [u8] {
+        match self.event {
+            StreamEvent::Data { data, .. } => data,
+            StreamEvent::Error(_) => &[],
+        }
+    }
+    /// Whether the peer closed its send side with this frame (it sends nothing more).
+    pub fn is_eof(&self) -> bool {
+        match self.event {
+            StreamEvent::Data { eof, .. } => eof,
+            StreamEvent::Error(_) => true,
+        }
+    }
+    /// The peer ended the stream with this error text.
+    pub fn error(&self) -> Option<&'a str> {
+        match self.event {
+            StreamEvent::Error(text) => Some(text),
+            StreamEvent::Data { .. } => None,
+        }
+    }
+    /// Whether this is the stream's first frame (the peer just opened it).
+    pub fn is_first(&self) -> bool {
+        self.first
+    }
+    /// The stream id.
+    pub fn id(&self) -> u64 {
+        self.shared.id()
+    }
+    /// The method named by the stream's frames.
+    pub fn method(&self) -> &[u8] {
+        self.shared.method()
+    }
+    /// The connection, as a handle usable later and from any thread.
+    pub fn conn(&self) -> ConnHandle {
+        (self.conn)()
+    }
+    /// A sending handle usable later and from any thread.
+    pub fn sender(&self) -> StreamSender {
+        StreamSender {
+            conn: self.conn(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Sends `data` (copied) on this stream.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        self.push(Bytes::copy_from_slice(data), false, false)
+    }
+    /// Sends `data` without copying it.
+    pub fn send_bytes(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.push(data, false, false)
+    }
+    /// Sends `data` and closes the send side with it.
+    pub fn send_and_close(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        self.push(Bytes::copy_from_slice(data), true, false)
+    }
+    /// Closes the send side with an empty EOF frame (a no-op if already closed).
+    pub fn close_send(&mut self) -> Result<(), StreamError> {
+        if self.shared.is_send_closed() {
+            return Ok(());
+        }
+        self.push(Bytes::new(), true, false)
+    }
+    /// Ends the send side with an error text.
+    pub fn close_with_error(&mut self, text: &str) -> Result<(), StreamError> {
+        self.push(Bytes::copy_from_slice(text.as_bytes()), true, true)
+    }
+
+    fn push(&mut self, payload: Bytes, eof: bool, error: bool) -> Result<(), StreamError> {
+        if self.shared.is_send_closed() || (eof && !self.shared.close_send()) {
+            return Err(StreamError::SendClosed);
+        }
+        let opened_here = self.shared.opened_here();
+        let bits = (if opened_here {
+            ringrpc_protocol::CMD_STREAM_LOCAL
+        } else {
+            0
+        }) | (if eof {
+            ringrpc_protocol::CMD_STREAM_EOF
+        } else {
+            0
+        });
+        let flags = if error {
+            ringrpc_protocol::Flags(ringrpc_protocol::Flags::ERROR)
+        } else {
+            ringrpc_protocol::Flags::default()
+        };
+        self.out
+            .push_stream_frame(bits, flags, self.shared.id(), self.shared.method(), payload);
+        self.frames_out += 1;
+        if eof {
+            self.closed_send = true;
+        }
+        Ok(())
+    }
+}
+
+/// Wraps a subscribe handler as a reactor-side stream handler: it runs once, for the
+/// stream's first frame (the request), with the request payload and the replies.
+pub(crate) fn subscribe_handler(
+    handler: impl Fn(Bytes, Replies) + Send + Sync + 'static,
+) -> StreamHandler {
+    Arc::new(move |ctx: &mut StreamContext<'_>| {
+        if !ctx.is_first() || ctx.error().is_some() {
+            return;
+        }
+        let request = Bytes::copy_from_slice(ctx.data());
+        handler(
+            request,
+            Replies {
+                sender: ctx.sender(),
+            },
+        );
+    })
+}
+
+/// The built-in `/echo/stream`: every frame's data back on the same stream, EOF after the
+/// peer's EOF.
+pub fn echo_stream(ctx: &mut StreamContext<'_>) {
+    let data = ctx.data();
+    if !data.is_empty() {
+        let _ = ctx.send(data);
+    }
+    if ctx.is_eof() {
+        let _ = ctx.close_send();
+    }
+}
+
+/// A stream made here, not yet registered by the reactor.
+pub(crate) fn new_local(method: &str, limits: StreamLimits) -> Arc<StreamShared> {
+    Arc::new(StreamShared::new(
+        Bytes::copy_from_slice(method.as_bytes()),
+        true,
+        limits.queue_bytes,
+        limits.send_window,
+    ))
+}
+
+impl ConnHandle {
+    /// Opens a stream to the peer for `method` (its stream handler serves it). Nothing is
+    /// sent until the first [`Stream::send`].
+    pub fn open_stream(&self, method: &str) -> Result<Stream, StreamError> {
+        self.open_stream_with(method, None)
+    }
+
+    /// As [`ConnHandle::open_stream`], with a whole-stream timeout: if the stream has not
+    /// ended both ways by then, it ends here with [`StreamError::Timeout`] and an error end
+    /// is sent to the peer.
+    pub fn open_stream_with(
+        &self,
+        method: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Stream, StreamError> {
+        if method.is_empty() || method.len() > ringrpc_protocol::MAX_METHOD_LEN {
+            return Err(StreamError::BadMethod);
+        }
+        let shared = new_local(method, StreamLimits::default());
+        self.mailbox()
+            .post(Command::StreamOpen {
+                conn: self.id(),
+                shared: shared.clone(),
+                timeout,
+            })
+            .map_err(|_| StreamError::MailboxFull)?;
+        Ok(Stream::new(self.clone(), shared))
+    }
+
+    fn post_stream_send(&self, shared: Arc<StreamShared>, send: OutFrame) {
+        let _ = self.mailbox().post(Command::StreamSend {
+            conn: self.id(),
+            shared,
+            send,
+        });
+    }
+
+    fn post_stream_resume(&self, shared: Arc<StreamShared>) {
+        let _ = self.mailbox().post(Command::StreamResume {
+            conn: self.id(),
+            shared,
+        });
+    }
+}

@@ -1,0 +1,332 @@
+//! What one stream (see `stream`) shares between its reactor and the threads using it: the inbox of
+//! received data (bounded), the send window (bounded), the id the reactor assigned and how
+//! the stream ended.
+//!
+//! Invariants: the reactor only adds to the inbox and only takes from the window; users only
+//! take from the inbox and only add to the window, so the two sides meet under one lock and
+//! each wait has exactly one waker. The inbox holds the connection's reading (the reactor is
+//! told through `held`) from the moment it reaches its limit until a receive brings it to
+//! half; the window lets a sender have at most its size unsent (one frame of any size when
+//! nothing else is). Once `end` is set, the inbox takes nothing more and waiting senders
+//! fail.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::StreamError;
+
+/// One frame a user of a stream asked to send, on its way to the reactor.
+#[derive(Debug)]
+pub(crate) struct OutFrame {
+    /// The payload (the error text for an error end).
+    pub(crate) payload: Bytes,
+    /// Close the send side with this frame.
+    pub(crate) eof: bool,
+    /// The frame carries an error (with EOF).
+    pub(crate) error: bool,
+    /// Bytes it holds of the stream's window until the reactor queues it.
+    pub(crate) window: usize,
+}
+
+/// One stream's state shared across threads.
+#[derive(Debug)]
+pub(crate) struct StreamShared {
+    method: Bytes,
+    /// Assigned by the reactor when it registers the stream; 0 until then.
+    id: AtomicU64,
+    /// Opened by this side (its frames carry the local bit).
+    opened_here: bool,
+    /// The user closed the send side (EOF or error sent, or about to be).
+    send_closed: AtomicBool,
+    /// The user dropped the receiving handle: data arriving later is discarded.
+    abandoned: AtomicBool,
+    queue_limit: AtomicUsize,
+    send_window: AtomicUsize,
+    state: Mutex<State>,
+    readable: Condvar,
+    writable: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Bytes>,
+    queued: usize,
+    /// How the peer ended the stream (`Ok` = EOF); set once.
+    end: Option<Result<(), StreamError>>,
+    /// The reactor holds the connection's reading for this inbox.
+    held: bool,
+    /// Bytes posted by senders and not yet queued for the socket.
+    unsent: usize,
+    /// The connection is gone: waiting senders fail.
+    dead: bool,
+}
+
+/// What a receive found.
+pub(crate) enum Received {
+    /// Data; `resume` = the inbox fell to half and the reactor must be told to read again.
+    Data { data: Bytes, resume: bool },
+    /// The stream ended (`Ok(())` = EOF).
+    End(Result<(), StreamError>),
+    /// Nothing before the deadline (or nothing now, when not waiting).
+    Empty,
+}
+
+impl StreamShared {
+    pub(crate) fn new(
+        method: Bytes,
+        opened_here: bool,
+        queue_limit: usize,
+        send_window: usize,
+    ) -> StreamShared {
+        StreamShared {
+            method,
+            id: AtomicU64::new(0),
+            opened_here,
+            send_closed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            queue_limit: AtomicUsize::new(queue_limit.max(1)),
+            send_window: AtomicUsize::new(send_window.max(1)),
+            state: Mutex::default(),
+            readable: Condvar::new(),
+            writable: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn method(&self) -> &Bytes {
+        &self.method
+    }
+
+    pub(crate) fn opened_here(&self) -> bool {
+        self.opened_here
+    }
+
+    /// The stream id (the frames' seq), 0 while the reactor has not registered it yet.
+    pub(crate) fn id(&self) -> u64 {
+        self.id.load(Ordering::Acquire)
+    }
+
+    /// Registers the stream: its id and the limits of the connection it is on.
+    pub(crate) fn register(&self, id: u64, queue_limit: usize, send_window: usize) {
+        self.queue_limit
+            .store(queue_limit.max(1), Ordering::Relaxed);
+        self.send_window
+            .store(send_window.max(1), Ordering::Relaxed);
+        self.id.store(id, Ordering::Release);
+    }
+
+    fn queue_limit(&self) -> usize {
+        self.queue_limit.load(Ordering::Relaxed)
+    }
+
+    /// Marks the send side closed; false if it already was.
+    pub(crate) fn close_send(&self) -> bool {
+        !self.send_closed.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_send_closed(&self) -> bool {
+        self.send_closed.load(Ordering::Acquire)
+    }
+
+    /// The receiving handle is gone: drops what waits and discards what comes; returns
+    /// true if the inbox was holding the connection's reading (the reactor must be told).
+    pub(crate) fn abandon(&self) -> bool {
+        self.abandoned.store(true, Ordering::Release);
+        let mut state = self.lock();
+        state.items.clear();
+        state.queued = 0;
+        std::mem::take(&mut state.held)
+    }
+
+    // ---- reactor side ----
+
+    /// Adds received data; returns true when the inbox just became full, so the reactor
+    /// must hold the connection's reading until a receive posts a resume.
+    pub(crate) fn deliver(&self, data: Bytes) -> bool {
+        if self.abandoned.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut state = self.lock();
+        if state.end.is_some() {
+            return false;
+        }
+        state.queued += data.len();
+        state.items.push_back(data);
+        self.readable.notify_one();
+        if !state.held && state.queued >= self.queue_limit() {
+            state.held = true;
+            return true;
+        }
+        false
+    }
+
+    /// Ends the stream (the first end wins); wakes receivers. `dead` also fails senders.
+    pub(crate) fn finish(&self, end: Result<(), StreamError>, dead: bool) {
+        let mut state = self.lock();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        if dead {
+            state.dead = true;
+            self.writable.notify_all();
+        }
+        self.readable.notify_all();
+    }
+
+    /// `bytes` posted by a sender are now queued for the socket (or dropped).
+    pub(crate) fn unsent_done(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.unsent = state.unsent.saturating_sub(bytes);
+        self.writable.notify_all();
+    }
+
+    // ---- user side ----
+
+    /// Why sending is impossible: how the stream died (timeout, disconnect), else
+    /// [`StreamError::SendClosed`].
+    pub(crate) fn send_refusal(&self) -> StreamError {
+        let state = self.lock();
+        match &state.end {
+            Some(Err(e)) if state.dead => e.clone(),
+            _ => StreamError::SendClosed,
+        }
+    }
+
+    /// Takes the next item, waiting until `deadline` (`None`: forever) when `wait`.
+    pub(crate) fn receive(&self, wait: bool, deadline: Option<Instant>) -> Received {
+        let mut state = self.lock();
+        loop {
+            if let Some(data) = state.items.pop_front() {
+                state.queued -= data.len();
+                let resume = state.held && state.queued <= self.queue_limit() / 2;
+                if resume {
+                    state.held = false;
+                }
+                return Received::Data { data, resume };
+            }
+            if let Some(end) = &state.end {
+                return Received::End(end.clone());
+            }
+            if !wait {
+                return Received::Empty;
+            }
+            state = match deadline {
+                None => self.readable.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Received::Empty;
+                    }
+                    self.readable
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Claims `bytes` of the send window, waiting for room when `wait`.
+    pub(crate) fn reserve(&self, bytes: usize, wait: bool) -> Result<(), StreamError> {
+        let mut state = self.lock();
+        loop {
+            if state.dead {
+                return Err(match &state.end {
+                    Some(Err(e)) => e.clone(),
+                    _ => StreamError::Disconnected,
+                });
+            }
+            if state.unsent == 0 || state.unsent + bytes <= self.send_window.load(Ordering::Relaxed)
+            {
+                state.unsent += bytes;
+                return Ok(());
+            }
+            if !wait {
+                return Err(StreamError::WouldBlock);
+            }
+            state = self.writable.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Bytes waiting in the inbox.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_holds_reading_at_its_limit_and_resumes_at_half() {
+        let s = StreamShared::new(Bytes::from_static(b"/s"), true, 100, 100);
+        assert!(!s.deliver(Bytes::from(vec![0u8; 60])));
+        assert!(s.deliver(Bytes::from(vec![0u8; 60])), "full at 120 >= 100");
+        assert!(!s.deliver(Bytes::from(vec![0u8; 10])), "told once");
+        let Received::Data { resume, .. } = s.receive(false, None) else {
+            panic!("data expected")
+        };
+        assert!(!resume, "70 left, over half");
+        let Received::Data { resume, .. } = s.receive(false, None) else {
+            panic!("data expected")
+        };
+        assert!(resume, "10 left, at most half");
+        assert_eq!(s.queued(), 10);
+    }
+
+    #[test]
+    fn end_comes_after_the_data_and_stays() {
+        let s = StreamShared::new(Bytes::from_static(b"/s"), true, 100, 100);
+        s.deliver(Bytes::from_static(b"a"));
+        s.finish(Ok(()), false);
+        assert!(
+            !s.deliver(Bytes::from_static(b"late")),
+            "nothing after the end"
+        );
+        assert!(matches!(s.receive(false, None), Received::Data { .. }));
+        assert!(matches!(s.receive(true, None), Received::End(Ok(()))));
+        assert!(matches!(s.receive(true, None), Received::End(Ok(()))));
+    }
+
+    #[test]
+    fn window_admits_one_big_frame_then_waits_and_fails_when_dead() {
+        let s = StreamShared::new(Bytes::from_static(b"/s"), true, 10, 10);
+        s.reserve(50, false).unwrap();
+        assert_eq!(s.reserve(1, false), Err(StreamError::WouldBlock));
+        s.unsent_done(50);
+        s.reserve(6, false).unwrap();
+        s.reserve(4, false).unwrap();
+        assert_eq!(s.reserve(1, false), Err(StreamError::WouldBlock));
+        s.finish(Err(StreamError::Disconnected), true);
+        assert_eq!(s.reserve(1, true), Err(StreamError::Disconnected));
+    }
+
+    #[test]
+    fn a_waiting_receiver_wakes_for_data_from_another_thread() {
+        let s = std::sync::Arc::new(StreamShared::new(Bytes::from_static(b"/s"), true, 10, 10));
+        let t = {
+            let s = s.clone();
+            std::thread::spawn(move || matches!(s.receive(true, None), Received::Data { .. }))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        s.deliver(Bytes::from_static(b"x"));
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn an_abandoned_inbox_discards_and_never_holds_reading() {
+        let s = StreamShared::new(Bytes::from_static(b"/s"), false, 1, 1);
+        s.abandon();
+        assert!(!s.deliver(Bytes::from(vec![0u8; 100])));
+        assert_eq!(s.queued(), 0);
+    }
+}
