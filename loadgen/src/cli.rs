@@ -12,9 +12,8 @@ use clap::Parser;
 use ringrpc_protocol::{DEFAULT_MAX_BODY, HEADER_LEN, MAX_METHOD_LEN};
 
 use crate::grpc::{GRPC_ECHO_METHOD, GRPC_MAX_PAYLOAD};
+use crate::pattern::Pattern;
 
-/// The arpc method sent unless `--method` says otherwise.
-const DEFAULT_METHOD: &str = "/echo";
 /// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 pub const UDP_MAX_DATAGRAM: usize = 65_507;
 /// Default `--udp-max-datagram`: an Ethernet MTU (1500) minus the IPv4 and UDP headers.
@@ -57,8 +56,15 @@ pub struct Cli {
     pub payload: usize,
     /// Method name sent in every request (the server must echo the payload). arpc only:
     /// --proto grpc always calls /ringrpc.echo.Echo/Echo.
-    #[arg(long, default_value = DEFAULT_METHOD)]
-    pub method: String,
+    #[arg(long)]
+    pub method: Option<String>,
+    /// What one unit of load is: `call` (Request → Response), `notify` (notifies, each
+    /// batch confirmed by a barrier Request), `stream` (frames echoed on --per-conn
+    /// long-lived streams per connection), `subscribe` (request → reply → end on a stream
+    /// of its own). The default --method is /echo for call and notify, /echo/stream for
+    /// stream and subscribe.
+    #[arg(long, value_enum, default_value = "call")]
+    pub pattern: Pattern,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
     /// With --proto grpc: the tokio runtime's worker threads.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
@@ -335,6 +341,8 @@ pub struct Config {
     pub payload: usize,
     /// Method name sent.
     pub method: String,
+    /// What one unit of load is.
+    pub pattern: Pattern,
     /// I/O threads, 1..=conns.
     pub threads: usize,
     /// CPUs the threads are pinned to round-robin; empty means no pinning.
@@ -382,13 +390,18 @@ impl Config {
         if cli.proto == Proto::Grpc {
             check_grpc_flags(&cli)?;
         }
-        if !(1..=MAX_METHOD_LEN).contains(&cli.method.len()) {
+        check_pattern_flags(&cli)?;
+        let method = cli
+            .method
+            .clone()
+            .unwrap_or_else(|| cli.pattern.default_method().to_string());
+        if !(1..=MAX_METHOD_LEN).contains(&method.len()) {
             return usage(format!(
                 "--method must be 1 to {MAX_METHOD_LEN} bytes long, got {}",
-                cli.method.len()
+                method.len()
             ));
         }
-        if cli.payload + cli.method.len() > DEFAULT_MAX_BODY as usize {
+        if cli.payload + method.len() > DEFAULT_MAX_BODY as usize {
             return usage(format!(
                 "--payload {} plus the method exceeds the frame body limit of {DEFAULT_MAX_BODY} bytes",
                 cli.payload
@@ -396,7 +409,7 @@ impl Config {
         }
         let udp = match cli.transport {
             Transport::Tcp => None,
-            Transport::Udp => Some(check_udp_flags(&cli)?),
+            Transport::Udp => Some(check_udp_flags(&cli, &method)?),
         };
         if let Some(rate) = cli.rate {
             if !(rate.is_finite() && rate > 0.0) {
@@ -430,7 +443,7 @@ impl Config {
         };
         let target = normalize_target(&cli.target).map_err(UsageError)?;
         let method = match cli.proto {
-            Proto::Arpc => cli.method,
+            Proto::Arpc => method,
             Proto::Grpc => GRPC_ECHO_METHOD.to_string(),
         };
         Ok(Config {
@@ -441,6 +454,7 @@ impl Config {
             warmup: cli.warmup,
             payload: cli.payload,
             method,
+            pattern: cli.pattern,
             threads,
             cpus,
             timeout: cli.timeout,
@@ -459,7 +473,7 @@ impl Config {
 }
 
 /// Checks the flags of `--transport udp`: arpc only, and every request frame fits one datagram.
-fn check_udp_flags(cli: &Cli) -> Result<UdpSettings, UsageError> {
+fn check_udp_flags(cli: &Cli, method: &str) -> Result<UdpSettings, UsageError> {
     let refuse = |msg: String| Err(UsageError(msg));
     if cli.proto == Proto::Grpc {
         return refuse(
@@ -479,17 +493,17 @@ fn check_udp_flags(cli: &Cli) -> Result<UdpSettings, UsageError> {
             cli.udp_max_datagram
         ));
     }
-    let frame = HEADER_LEN + cli.method.len() + cli.payload;
+    let frame = HEADER_LEN + method.len() + cli.payload;
     if frame > cli.udp_max_datagram {
         let room = cli
             .udp_max_datagram
-            .saturating_sub(HEADER_LEN + cli.method.len());
+            .saturating_sub(HEADER_LEN + method.len());
         return refuse(format!(
             "--payload {}: a request frame would be {frame} bytes (16-byte header + {}-byte method + payload), \
              more than one datagram of --udp-max-datagram {} bytes; use --payload {room} or less, \
              or raise --udp-max-datagram (at most {UDP_MAX_DATAGRAM})",
             cli.payload,
-            cli.method.len(),
+            method.len(),
             cli.udp_max_datagram
         ));
     }
@@ -498,6 +512,35 @@ fn check_udp_flags(cli: &Cli) -> Result<UdpSettings, UsageError> {
         attempts: cli.udp_attempts,
         max_datagram: cli.udp_max_datagram,
     })
+}
+
+/// Refuses pattern combinations a run cannot honour: every pattern but `call` speaks arpc
+/// over TCP, and `notify` runs the closed loop (its barrier settles a whole window).
+fn check_pattern_flags(cli: &Cli) -> Result<(), UsageError> {
+    if cli.pattern == Pattern::Call {
+        return Ok(());
+    }
+    let name = format!("{:?}", cli.pattern).to_lowercase();
+    let refuse = |msg: String| Err(UsageError(msg));
+    if cli.proto == Proto::Grpc {
+        return refuse(format!(
+            "--pattern {name} needs --proto arpc; gRPC runs unary calls only"
+        ));
+    }
+    if cli.transport == Transport::Udp {
+        return refuse(format!(
+            "--pattern {name} needs --transport tcp; UDP carries calls and notifies only"
+        ));
+    }
+    if cli.reflect {
+        return refuse(format!(
+            "--reflect works with --pattern call only, not {name}"
+        ));
+    }
+    if cli.pattern == Pattern::Notify && cli.rate.is_some() {
+        return refuse("--pattern notify runs the closed loop; drop --rate".into());
+    }
+    Ok(())
 }
 
 /// Refuses the flags `--proto grpc` cannot honour.
@@ -515,7 +558,7 @@ fn check_grpc_flags(cli: &Cli) -> Result<(), UsageError> {
                 .into(),
         );
     }
-    if cli.method != DEFAULT_METHOD {
+    if cli.method.is_some() {
         return refuse(format!(
             "--method does not apply to --proto grpc, which always calls {GRPC_ECHO_METHOD}"
         ));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, Header, parse_frame, write_frame};
 
+use crate::pattern::{Pattern, write_stream_frame};
 use crate::payload;
 use crate::worker::{Plan, RequestWindow, WorkerState};
 
@@ -25,6 +26,25 @@ struct Pending {
     measured: bool,
     /// Already counted as a timeout; its slot in the window was reused.
     timed_out: bool,
+    /// The number the payload was filled from (the seq, for calls).
+    seed: u64,
+    /// Units it settles: 1, or a batch of notifies behind a barrier.
+    units: u32,
+    /// Subscribe: the one reply arrived and matched; the end settles it.
+    replied: bool,
+}
+
+impl Pending {
+    fn new(sent_at: Instant, measured: bool, seed: u64) -> Pending {
+        Pending {
+            sent_at,
+            measured,
+            timed_out: false,
+            seed,
+            units: 1,
+            replied: false,
+        }
+    }
 }
 
 /// A connection and the requests outstanding on it.
@@ -39,6 +59,8 @@ pub(crate) struct Connection {
     /// Requests awaiting an answer that have not timed out.
     in_flight: usize,
     next_seq: u64,
+    /// `--pattern stream`: streams opened and not carrying a frame now.
+    idle_streams: Vec<u64>,
     /// Open loop: when the next request is due; `None` in the closed loop.
     schedule: Option<Schedule>,
 }
@@ -81,6 +103,7 @@ impl Connection {
             pending: HashMap::default(),
             in_flight: 0,
             next_seq: 1,
+            idle_streams: Vec::new(),
             schedule,
         }
     }
@@ -152,33 +175,75 @@ impl Connection {
                 Some(_) => break,
             };
             let measured = sent_at >= plan.measure_start;
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            payload::fill(seq, &mut state.payload_buf);
-            write_frame(
-                &mut self.tx,
-                Command::Request,
-                Flags::default(),
-                0,
-                seq,
-                &plan.method,
-                &state.payload_buf,
-            );
-            self.pending.insert(
-                seq,
-                Pending {
-                    sent_at,
-                    measured,
-                    timed_out: false,
-                },
-            );
-            self.in_flight += 1;
-            queued += 1;
+            let units = self.queue_unit(sent_at, measured, plan, state);
+            self.in_flight += units;
+            queued += units;
             if measured {
-                state.counters.sent += 1;
+                state.counters.sent += units as u64;
             }
         }
         queued
+    }
+
+    /// Queues one unit of `plan.pattern` (see [`crate::pattern`]); returns how many units
+    /// of the window it fills.
+    fn queue_unit(
+        &mut self,
+        sent_at: Instant,
+        measured: bool,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) -> usize {
+        let method = &plan.method;
+        let mut next = || {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            seq
+        };
+        let (key, pending) = match plan.pattern {
+            Pattern::Call => {
+                let seq = next();
+                payload::fill(seq, &mut state.payload_buf);
+                let (cmd, flags) = (Command::Request, Flags::default());
+                write_frame(&mut self.tx, cmd, flags, 0, seq, method, &state.payload_buf);
+                (seq, Pending::new(sent_at, measured, seq))
+            }
+            Pattern::Stream => {
+                let id = match self.idle_streams.pop() {
+                    Some(id) => id,
+                    None => next(),
+                };
+                let seed = next();
+                payload::fill(seed, &mut state.payload_buf);
+                write_stream_frame(&mut self.tx, id, method, &state.payload_buf, false);
+                (id, Pending::new(sent_at, measured, seed))
+            }
+            Pattern::Subscribe => {
+                let id = next();
+                payload::fill(id, &mut state.payload_buf);
+                write_stream_frame(&mut self.tx, id, method, &state.payload_buf, true);
+                (id, Pending::new(sent_at, measured, id))
+            }
+            Pattern::Notify => {
+                // The whole window as one batch, then the barrier that confirms it.
+                let batch = plan.per_conn - self.in_flight;
+                for _ in 0..batch {
+                    let seq = next();
+                    payload::fill(seq, &mut state.payload_buf);
+                    let (cmd, flags) = (Command::Notify, Flags::default());
+                    write_frame(&mut self.tx, cmd, flags, 0, seq, method, &state.payload_buf);
+                }
+                let barrier = next();
+                let (cmd, flags) = (Command::Request, Flags::default());
+                write_frame(&mut self.tx, cmd, flags, 0, barrier, method, &[]);
+                let mut pending = Pending::new(sent_at, measured, barrier);
+                pending.units = batch as u32;
+                (barrier, pending)
+            }
+        };
+        let units = pending.units as usize;
+        self.pending.insert(key, pending);
+        units
     }
 
     /// Writes queued bytes until done or the socket pushes back (would-block, or the blocking
@@ -288,6 +353,9 @@ impl Connection {
         state: &mut WorkerState,
     ) {
         match header.cmd {
+            Command::Stream if plan.pattern.uses_streams() && !header.stream_local => {
+                return self.handle_stream(header, payload, received_at, plan, state);
+            }
             Command::Response => {}
             // A reflecting server sends our own request back as the answer.
             Command::Request if plan.reflect => {}
@@ -319,17 +387,119 @@ impl Connection {
             ));
             return;
         };
+        if !self.settle(&pending, state) {
+            return;
+        }
+        if pending.units > 1 || plan.pattern == Pattern::Notify {
+            // A barrier: it echoes nothing; it confirms the notifies before it.
+            record_batch(&header, payload, &pending, received_at, plan, state);
+        } else {
+            record_answer(
+                &header,
+                payload,
+                pending.seed,
+                pending.sent_at,
+                received_at,
+                plan,
+                state,
+            );
+        }
+    }
+
+    /// Frees a settled unit's window slots; whether its outcome is to be recorded (not if
+    /// it had timed out, or was sent before measuring).
+    fn settle(&mut self, pending: &Pending, state: &mut WorkerState) -> bool {
         if pending.timed_out {
             if pending.measured {
-                state.counters.late += 1;
+                state.counters.late += pending.units as u64;
+            }
+            return false;
+        }
+        self.in_flight -= pending.units as usize;
+        pending.measured
+    }
+
+    /// A frame on one of our streams (`--pattern stream|subscribe`).
+    fn handle_stream(
+        &mut self,
+        header: Header,
+        payload: &[u8],
+        received_at: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) {
+        let id = header.seq;
+        let bare_end = header.stream_eof && payload.is_empty() && !header.flags.is_error();
+        if plan.pattern == Pattern::Stream {
+            if bare_end {
+                return; // the server closing a stream; we never ask it to
+            }
+            let Some(pending) = self.pending.remove(&id) else {
+                state.counters.note_unexpected(format!(
+                    "stream {id} frame while none of ours is outstanding on it"
+                ));
+                return;
+            };
+            if !header.stream_eof {
+                self.idle_streams.push(id);
+            }
+            if self.settle(&pending, state) {
+                record_answer(
+                    &header,
+                    payload,
+                    pending.seed,
+                    pending.sent_at,
+                    received_at,
+                    plan,
+                    state,
+                );
             }
             return;
         }
-        self.in_flight -= 1;
-        if !pending.measured {
+        // Subscribe: one reply that echoes the payload, then the end.
+        let Some(pending) = self.pending.get_mut(&id) else {
+            if !bare_end {
+                state
+                    .counters
+                    .note_unexpected(format!("stream {id} frame for no outstanding subscribe"));
+            }
+            return;
+        };
+        let failed = header.flags.is_error()
+            || (!payload.is_empty()
+                && (pending.replied
+                    || payload::mismatch(pending.seed, plan.payload_len, payload).is_some()));
+        if !failed && !payload.is_empty() {
+            pending.replied = true;
+        }
+        if !(failed || header.stream_eof) {
             return;
         }
-        record_answer(&header, payload, pending.sent_at, received_at, plan, state);
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        if !self.settle(&pending, state) {
+            return;
+        }
+        if !failed && pending.replied {
+            record_success(1, pending.sent_at, received_at, plan, state);
+        } else if !failed {
+            let counters = &mut state.counters;
+            counters.mismatches += 1;
+            counters
+                .first_mismatch
+                .get_or_insert_with(|| format!("subscribe {id} ended without a reply"));
+        } else {
+            record_answer(
+                &header,
+                payload,
+                pending.seed,
+                pending.sent_at,
+                received_at,
+                plan,
+                state,
+            );
+        }
     }
 
     /// Counts requests unanswered for `plan.timeout` as timeouts and frees their window slots.
@@ -340,9 +510,9 @@ impl Connection {
             let age = now.saturating_duration_since(pending.sent_at);
             if !pending.timed_out && age >= plan.timeout {
                 pending.timed_out = true;
-                freed += 1;
+                freed += pending.units as usize;
                 if pending.measured {
-                    state.counters.timeouts += 1;
+                    state.counters.timeouts += pending.units as u64;
                 }
             }
             !(pending.timed_out && age >= forget_after)
@@ -355,7 +525,7 @@ impl Connection {
         for pending in self.pending.values_mut().filter(|p| !p.timed_out) {
             pending.timed_out = true;
             if pending.measured {
-                state.counters.timeouts += 1;
+                state.counters.timeouts += pending.units as u64;
             }
         }
         self.in_flight = 0;
@@ -363,12 +533,13 @@ impl Connection {
 
     /// Closes a broken connection; its measured outstanding requests are lost.
     pub(crate) fn fail(&mut self, reason: String, state: &mut WorkerState) {
-        let lost = self
+        let lost: u64 = self
             .pending
             .values()
             .filter(|p| p.measured && !p.timed_out)
-            .count();
-        state.counters.lost += lost as u64;
+            .map(|p| p.units as u64)
+            .sum();
+        state.counters.lost += lost;
         state
             .counters
             .note_connection_failure(format!("connection {}: {reason}", self.id));
@@ -397,6 +568,7 @@ impl RequestWindow for Connection {
 pub(crate) fn record_answer(
     header: &Header,
     payload: &[u8],
+    seed: u64,
     sent_at: Instant,
     received_at: Instant,
     plan: &Plan,
@@ -413,17 +585,61 @@ pub(crate) fn record_answer(
                 text.chars().take(ERROR_TEXT_MAX).collect::<String>()
             )
         });
-    } else if let Some(why) = payload::mismatch(header.seq, plan.payload_len, payload) {
+    } else if let Some(why) = payload::mismatch(seed, plan.payload_len, payload) {
         counters.mismatches += 1;
         counters.first_mismatch.get_or_insert(why);
     } else {
-        counters.answered += 1;
-        if received_at < plan.deadline {
-            counters.answered_in_window += 1;
-        }
-        let nanos = received_at.saturating_duration_since(sent_at).as_nanos();
-        state
-            .latencies
-            .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX).max(1));
+        record_success(1, sent_at, received_at, plan, state);
+    }
+}
+
+/// Counts `units` correct answers, each with the latency from `sent_at` to `received_at`.
+pub(crate) fn record_success(
+    units: u64,
+    sent_at: Instant,
+    received_at: Instant,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    let counters = &mut state.counters;
+    counters.answered += units;
+    if received_at < plan.deadline {
+        counters.answered_in_window += units;
+    }
+    let nanos = received_at.saturating_duration_since(sent_at).as_nanos();
+    let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
+    state.latencies.saturating_record_n(nanos, units);
+}
+
+/// Settles a batch of notifies by its barrier's Response: an error fails them all; an
+/// answer that is not the empty echo is a mismatch for all.
+fn record_batch(
+    header: &Header,
+    payload: &[u8],
+    pending: &Pending,
+    received_at: Instant,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    let units = pending.units as u64;
+    let counters = &mut state.counters;
+    if header.flags.is_error() {
+        counters.errors += units;
+        counters.first_error.get_or_insert_with(|| {
+            let text = String::from_utf8_lossy(payload);
+            let text: String = text.chars().take(ERROR_TEXT_MAX).collect();
+            format!("barrier seq {}: {text}", header.seq)
+        });
+    } else if !payload.is_empty() {
+        counters.mismatches += units;
+        counters.first_mismatch.get_or_insert_with(|| {
+            format!(
+                "barrier seq {}: expected an empty echo, got {} bytes",
+                header.seq,
+                payload.len()
+            )
+        });
+    } else {
+        record_success(units, pending.sent_at, received_at, plan, state);
     }
 }

@@ -1,7 +1,8 @@
 //! Closed-loop load generator for the arpc wire format (and gRPC unary echo): flags, I/O
 //! threads, accounting, reports.
 //!
-//! Every connection keeps `--per-conn` requests in flight. Each answer is checked (command,
+//! Every connection keeps `--per-conn` requests in flight (or, with `--pattern`, notifies,
+//! stream frames or subscribes). Each answer is checked (command,
 //! seq, error flag, echoed payload) and its latency recorded in an HdrHistogram. [`run`] does
 //! a whole run and returns a [`Report`]; the `loadgen` binary is a thin wrapper around it.
 //! `--proto grpc` drives the same loop through tonic; `--hdr-log` also writes the latencies
@@ -14,6 +15,7 @@ mod conn;
 pub mod cpu;
 mod grpc;
 mod hdrlog;
+pub mod pattern;
 pub mod payload;
 pub mod report;
 mod run;
@@ -25,5 +27,6 @@ pub use cli::{
     Cli, Config, CpuList, IoMode, Proto, Transport, UdpSettings, UsageError, parse_cpu_list,
     parse_duration,
 };
+pub use pattern::Pattern;
 pub use report::Report;
 pub use run::{RunError, run};

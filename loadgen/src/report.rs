@@ -2,6 +2,7 @@
 //!
 //! Invariant: a report is the same for every protocol; only its `config` says which one ran.
 
+use crate::pattern::Pattern;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct RunConfig {
     pub proto: Proto,
     pub target: String,
     pub method: String,
+    /// What one unit of load was (`call` unless `--pattern` said otherwise).
+    pub pattern: Pattern,
     pub conns: usize,
     pub per_conn: usize,
     pub threads: usize,
@@ -234,6 +237,7 @@ impl Report {
                 proto: config.proto,
                 target: config.target.clone(),
                 method: config.method.clone(),
+                pattern: config.pattern,
                 conns: config.conns,
                 per_conn: config.per_conn,
                 threads: config.threads,
@@ -294,7 +298,15 @@ impl Report {
         let c = &self.config;
         let n = &self.counts;
         let l = &self.latency_us;
-        writeln!(out, "target      {}  method {}", c.target, c.method)?;
+        let pattern = match c.pattern {
+            Pattern::Call => String::new(),
+            other => format!("  pattern {}", format!("{other:?}").to_lowercase()),
+        };
+        writeln!(
+            out,
+            "target      {}  method {}{pattern}",
+            c.target, c.method
+        )?;
         let pinning = if c.cpus.is_empty() {
             String::new()
         } else {

@@ -354,6 +354,7 @@ impl<'c> Session<'c> {
             .transpose()?;
         let plan = Arc::new(Plan {
             per_conn: config.per_conn,
+            pattern: config.pattern,
             method: Bytes::copy_from_slice(config.method.as_bytes()),
             payload_len: config.payload,
             timeout: config.timeout,

@@ -370,6 +370,7 @@ impl UdpConn {
             record_answer(
                 &header,
                 frame.payload,
+                header.seq,
                 pending.sent_at,
                 received_at,
                 plan,

@@ -1,6 +1,7 @@
 //! An I/O thread: drives its connections through warmup, measurement and drain, and keeps the
 //! thread's counters and latency histogram.
 
+use crate::pattern::Pattern;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ const MAX_FAILURE_REASONS: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub per_conn: usize,
+    /// What one unit of load is.
+    pub pattern: Pattern,
     pub method: Bytes,
     pub payload_len: usize,
     pub timeout: Duration,

@@ -123,3 +123,53 @@ fn server_cpu_is_reported_per_request_for_a_server_pid() {
     assert!(report.render_text().contains("server cpu"));
     server.shutdown().unwrap();
 }
+
+#[test]
+fn every_pattern_against_the_engine_accounts_for_every_unit() {
+    let server = engine(false);
+    for (pattern, io) in [
+        ("notify", "uring"),
+        ("stream", "uring"),
+        ("stream", "std"),
+        ("subscribe", "uring"),
+    ] {
+        let report = load(
+            server.local_addr(),
+            &[
+                "--conns",
+                "3",
+                "--per-conn",
+                "5",
+                "--pattern",
+                pattern,
+                "--io",
+                io,
+            ],
+        );
+        assert_clean(&report);
+        assert!(report.counts.answered > 0, "{pattern}: nothing answered");
+    }
+    let total = server.shutdown().unwrap().total();
+    assert!(total.notifies > 0);
+}
+
+#[test]
+fn a_stream_pattern_against_a_method_without_a_stream_handler_fails_cleanly() {
+    let server = engine(false);
+    let report = load(
+        server.local_addr(),
+        &[
+            "--conns",
+            "1",
+            "--per-conn",
+            "2",
+            "--pattern",
+            "subscribe",
+            "--method",
+            "/none",
+        ],
+    );
+    assert!(report.counts.errors > 0, "{:?}", report.counts);
+    assert_eq!(report.counts.answered, 0);
+    server.shutdown().unwrap();
+}
