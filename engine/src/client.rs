@@ -20,6 +20,7 @@ use crate::config::ConfigError;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
+use crate::pubsub::client::TopicTable;
 use crate::reactor::CoreSockets;
 use crate::router::{Context, Router};
 use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
@@ -174,6 +175,7 @@ pub struct ClientBuilder {
     reconnect: Option<Reconnect>,
     on_reconnect: Option<ReconnectHook>,
     auth: Option<Bytes>,
+    pubsub: Arc<TopicTable>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -278,6 +280,7 @@ impl ClientBuilder {
             reconnect: self.reconnect,
             on_reconnect: self.on_reconnect,
             auth: self.auth,
+            pubsub: self.pubsub,
         });
         let stream = inner
             .dial()
@@ -291,6 +294,11 @@ impl ClientBuilder {
             ClientError::Connect(inner.target.clone(), why)
         })?;
         Ok(Client { inner })
+    }
+
+    /// This client's pub/sub handlers and password.
+    pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
+        &self.pubsub
     }
 }
 
@@ -308,6 +316,8 @@ struct ClientInner {
     reconnect: Option<Reconnect>,
     on_reconnect: Option<ReconnectHook>,
     auth: Option<Bytes>,
+    /// Pub/sub handlers and password, restored on every new connection.
+    pubsub: Arc<TopicTable>,
 }
 
 impl Drop for ClientInner {
@@ -353,6 +363,7 @@ impl ClientInner {
                 return Err(e);
             }
         }
+        this.pubsub.restore(&handle);
         *this.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(())
     }
@@ -443,9 +454,12 @@ impl Client {
 
     /// Options for a connection to `target`.
     pub fn builder(target: &str) -> ClientBuilder {
+        let pubsub = Arc::new(TopicTable::default());
+        let mut router = Router::new();
+        pubsub.install(&mut router);
         ClientBuilder {
             target: target.to_string(),
-            router: Router::new(),
+            router,
             route_error: None,
             runtime: None,
             options: RuntimeOptions::default(),
@@ -453,6 +467,7 @@ impl Client {
             reconnect: None,
             on_reconnect: None,
             auth: None,
+            pubsub,
         }
     }
 
@@ -510,5 +525,10 @@ impl Client {
         if let Some(conn) = self.inner.current() {
             conn.close();
         }
+    }
+
+    /// This client's pub/sub handlers and password.
+    pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
+        &self.inner.pubsub
     }
 }

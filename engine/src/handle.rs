@@ -145,6 +145,24 @@ impl ConnHandle {
         // Never refused: closes are not counted against the inbox's capacity.
         let _ = self.mailbox.post(Command::Close { conn: self.info.id });
     }
+
+    /// Posts an already encoded Notify frame (shared, not copied): pub/sub encodes a
+    /// publication once for all its subscribers. A drop because the connection is over its
+    /// send-queue limit is counted in `dropped` too. Fails with [`CallError::MailboxFull`]
+    /// if the reactor's inbox is full.
+    pub(crate) fn notify_encoded(
+        &self,
+        frame: Bytes,
+        dropped: &Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<(), CallError> {
+        self.mailbox
+            .post(Command::NotifyCounted {
+                conn: self.info.id,
+                frame,
+                dropped: dropped.clone(),
+            })
+            .map_err(|_| CallError::MailboxFull)
+    }
 }
 
 /// Answers one Request later, from any thread. Dropping it unanswered sends an error

@@ -45,9 +45,11 @@ mod lifecycle;
 mod mailbox;
 mod outqueue;
 mod pool;
+mod pubsub;
 mod reactor;
 pub mod router;
 mod runtime;
+mod secret;
 mod server;
 mod settings;
 mod shared;
@@ -70,6 +72,11 @@ pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
+pub use pubsub::{
+    AUTHENTICATE, INVALID_PASSWORD, NOT_AUTHENTICATED, PUBLISH, PUBLISH_TO_ONE, PubSub,
+    PubSubError, PubSubStats, SUBSCRIBE, UNSUBSCRIBE,
+};
+pub use ringrpc_protocol::{Topic, TopicError};
 pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
 pub use runtime::{RunError, SpawnError};
 pub use server::{

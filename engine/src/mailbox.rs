@@ -72,6 +72,13 @@ pub(crate) enum Command {
     /// A Response another core's socket received for a call this core made (counts against
     /// the capacity: a peer can send any number of them, forged ones included).
     UdpForward { peer: SocketAddr, frame: Bytes },
+    /// As `Notify`, and a drop for back-pressure is also counted in `dropped` (pub/sub
+    /// counts its skipped deliveries there; counts against the capacity).
+    NotifyCounted {
+        conn: ConnId,
+        frame: Bytes,
+        dropped: Arc<AtomicU64>,
+    },
 }
 
 impl Command {
@@ -85,6 +92,7 @@ impl Command {
                 | Command::UdpCall { .. }
                 | Command::UdpNotify { .. }
                 | Command::UdpForward { .. }
+                | Command::NotifyCounted { .. }
         )
     }
 }

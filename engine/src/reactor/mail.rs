@@ -7,12 +7,16 @@
 //! `Overstocked`; answers a responder owes are always queued (they are bounded by the
 //! connection's limit of deferred requests).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use super::Reactor;
 use super::timers::TimerId;
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::ConnHandle;
+use crate::ids::ConnId;
 use crate::mailbox::Command;
 use crate::udp::UdpCore;
 
@@ -114,6 +118,11 @@ impl Reactor {
                         self.mark_dirty(idx);
                     }
                 }
+                Command::NotifyCounted {
+                    conn,
+                    frame,
+                    dropped,
+                } => self.notify_counted(conn, frame, &dropped),
             }
         }
         self.stats.mailbox_refused = mailbox.refused();
@@ -127,6 +136,31 @@ impl Reactor {
             slot.on_close = Some(adoption.closed);
             (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));
         }
+    }
+
+    /// Queues a Notify unless the connection is paused or its output already at its limit
+    /// (checked per frame, so a burst in one drain cannot overshoot): then it is dropped and
+    /// counted, in the core's `notify_drops` and in `dropped`.
+    fn notify_counted(&mut self, conn: ConnId, frame: Bytes, dropped: &AtomicU64) {
+        if UdpCore::owns(conn) {
+            return self.udp_send_to_peer(conn, frame, false);
+        }
+        let Some(idx) = self.live_id(conn) else {
+            return;
+        };
+        let slot = &mut self.conns[idx];
+        let out = &slot.conn.session.out;
+        let limits = &slot.policy.lifecycle;
+        if slot.lifecycle.is_paused()
+            || out.backlog_bytes() >= limits.max_send_queue_bytes
+            || out.backlog_frames() >= limits.max_send_queue_frames
+        {
+            self.stats.notify_drops += 1;
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        slot.conn.session.out.push_encoded(frame);
+        self.mark_dirty(idx);
     }
 
     /// Queues a call on connection `idx` and schedules its timeout.
