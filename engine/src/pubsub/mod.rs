@@ -210,6 +210,9 @@ impl State {
     }
 }
 
+/// A route handler, boxed to be registered like any other.
+type BoxedRoute = Box<dyn Fn(&mut Context<'_>) + Send + Sync>;
+
 /// The Notify every subscriber receives: method `in_P`, the topic bytes as payload.
 fn publication(topic_bytes: &[u8]) -> Bytes {
     encode(
@@ -353,13 +356,10 @@ impl PubSub {
     }
 
     /// The five routes, for [`ServerBuilder::pubsub`](crate::ServerBuilder::pubsub).
-    pub(crate) fn routes(
-        &self,
-    ) -> Vec<(&'static str, Box<dyn Fn(&mut Context<'_>) + Send + Sync>)> {
+    pub(crate) fn routes(&self) -> Vec<(&'static str, BoxedRoute)> {
         let on = |f: fn(&PubSub, &mut Context<'_>)| {
             let this = self.clone();
-            Box::new(move |ctx: &mut Context<'_>| f(&this, ctx))
-                as Box<dyn Fn(&mut Context<'_>) + Send + Sync>
+            Box::new(move |ctx: &mut Context<'_>| f(&this, ctx)) as BoxedRoute
         };
         vec![
             (AUTHENTICATE, on(PubSub::on_authenticate)),
