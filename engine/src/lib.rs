@@ -45,7 +45,7 @@ mod lifecycle;
 mod mailbox;
 mod outqueue;
 mod pool;
-mod pubsub;
+pub mod pubsub;
 mod reactor;
 pub mod router;
 mod runtime;
@@ -72,10 +72,7 @@ pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
-pub use pubsub::{
-    AUTHENTICATE, INVALID_PASSWORD, NOT_AUTHENTICATED, PUBLISH, PUBLISH_TO_ONE, PubSub,
-    PubSubError, PubSubStats, SUBSCRIBE, UNSUBSCRIBE,
-};
+pub use pubsub::{PubSub, PubSubError, PubSubStats};
 pub use ringrpc_protocol::{Topic, TopicError};
 pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
 pub use runtime::{RunError, SpawnError};

@@ -124,7 +124,10 @@ fn calls_before_authenticating_get_an_error_and_bad_topics_are_refused() {
     for (seq, method) in ["in_S", "in_U", "in_P", "in_P1"].into_iter().enumerate() {
         let f = call(&mut c, seq as u64, method, topic("t", b"", 0));
         assert!(f.is_error());
-        assert_eq!(&f.payload[..], ringrpc::NOT_AUTHENTICATED.as_bytes());
+        assert_eq!(
+            &f.payload[..],
+            ringrpc::pubsub::NOT_AUTHENTICATED.as_bytes()
+        );
     }
     let f = call(&mut c, 10, "in_A", b"wrong".to_vec());
     assert_eq!(&f.payload[..], b"invalid password");
@@ -398,7 +401,10 @@ fn the_config_knob_serves_pubsub_without_an_explicit_registration() {
         .unwrap();
     let mut c = Raw::connect(server.local_addr());
     let f = call(&mut c, 1, "in_S", topic("t", b"", 0));
-    assert_eq!(&f.payload[..], ringrpc::NOT_AUTHENTICATED.as_bytes());
+    assert_eq!(
+        &f.payload[..],
+        ringrpc::pubsub::NOT_AUTHENTICATED.as_bytes()
+    );
     ok(&mut c, 2, "in_A", b"pw".to_vec());
     ok(&mut c, 3, "in_S", topic("t", b"", 0));
     let bytes = topic("t", b"x", 1);
