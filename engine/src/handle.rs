@@ -147,19 +147,19 @@ impl ConnHandle {
     }
 
     /// Posts an already encoded Notify frame (shared, not copied): pub/sub encodes a
-    /// publication once for all its subscribers. A drop because the connection is over its
-    /// send-queue limit is counted in `dropped` too. Fails with [`CallError::MailboxFull`]
-    /// if the reactor's inbox is full.
+    /// publication once for all its subscribers. The reactor counts it in `tally` as queued,
+    /// or dropped because the connection is over its send-queue limit. Fails with
+    /// [`CallError::MailboxFull`] if the reactor's inbox is full.
     pub(crate) fn notify_encoded(
         &self,
         frame: Bytes,
-        dropped: &Arc<std::sync::atomic::AtomicU64>,
+        tally: &Arc<crate::mailbox::NotifyTally>,
     ) -> Result<(), CallError> {
         self.mailbox
             .post(Command::NotifyCounted {
                 conn: self.info.id,
                 frame,
-                dropped: dropped.clone(),
+                tally: tally.clone(),
             })
             .map_err(|_| CallError::MailboxFull)
     }

@@ -36,6 +36,15 @@ pub type BroadcastFilter = Arc<dyn Fn(&ConnInfo) -> bool + Send + Sync>;
 /// 100 bytes each plus their payloads).
 pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
+/// Outcomes of counted notifies, kept by the reactors that carry them out.
+#[derive(Debug, Default)]
+pub(crate) struct NotifyTally {
+    /// Queued on the connection's output.
+    pub(crate) queued: AtomicU64,
+    /// Dropped: the connection was over its send-queue limit.
+    pub(crate) dropped: AtomicU64,
+}
+
 /// What other threads ask a reactor to do.
 pub(crate) enum Command {
     /// Queue an encoded Notify on a connection (counts against the capacity).
@@ -72,12 +81,12 @@ pub(crate) enum Command {
     /// A Response another core's socket received for a call this core made (counts against
     /// the capacity: a peer can send any number of them, forged ones included).
     UdpForward { peer: SocketAddr, frame: Bytes },
-    /// As `Notify`, and a drop for back-pressure is also counted in `dropped` (pub/sub
-    /// counts its skipped deliveries there; counts against the capacity).
+    /// As `Notify`, and the outcome is counted in `tally` (pub/sub's delivered and
+    /// skipped; counts against the capacity).
     NotifyCounted {
         conn: ConnId,
         frame: Bytes,
-        dropped: Arc<AtomicU64>,
+        tally: Arc<NotifyTally>,
     },
 }
 

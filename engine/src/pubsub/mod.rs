@@ -38,6 +38,7 @@ use crate::error::CallError;
 use crate::handle::{ConnHandle, encode};
 use crate::hooks::DisconnectHook;
 use crate::ids::ConnId;
+use crate::mailbox::NotifyTally;
 use crate::router::Context;
 use crate::secret::constant_time_eq;
 use crate::udp::UdpCore;
@@ -75,7 +76,8 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONN: usize = 4096;
 pub struct PubSubStats {
     /// Publications accepted (`in_P`, `in_P1`, [`PubSub::publish`], [`PubSub::publish_to_one`]).
     pub published: u64,
-    /// Notifies handed to subscribers' connections.
+    /// Notifies queued on subscribers' connections (counted by their reactors, so a
+    /// publication shows here shortly after it was accepted).
     pub delivered: u64,
     /// Deliveries skipped: the subscriber was over its send-queue limit (a slow reader) or
     /// its core's inbox was full.
@@ -159,10 +161,9 @@ impl Registry {
 struct State {
     registry: RwLock<Registry>,
     published: AtomicU64,
-    posted: AtomicU64,
     refused: AtomicU64,
-    /// Posted, then dropped by the subscriber's reactor (over its send-queue limit).
-    dropped: Arc<AtomicU64>,
+    /// What the subscribers' reactors did with what was posted.
+    tally: Arc<NotifyTally>,
 }
 
 impl State {
@@ -174,11 +175,8 @@ impl State {
     }
 
     fn post(&self, to: &ConnHandle, frame: &Bytes) -> bool {
-        match to.notify_encoded(frame.clone(), &self.dropped) {
-            Ok(()) => {
-                self.posted.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+        match to.notify_encoded(frame.clone(), &self.tally) {
+            Ok(()) => true,
             Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 false
@@ -328,18 +326,14 @@ impl PubSub {
 
     /// The counters, and the subscriptions and topics now.
     pub fn stats(&self) -> PubSubStats {
-        let dropped = self.state.dropped.load(Ordering::Relaxed);
+        let dropped = self.state.tally.dropped.load(Ordering::Relaxed);
         let (subscribers, topics) = {
             let registry = self.state.read();
             (registry.subscriptions, registry.topics.len())
         };
         PubSubStats {
             published: self.state.published.load(Ordering::Relaxed),
-            delivered: self
-                .state
-                .posted
-                .load(Ordering::Relaxed)
-                .saturating_sub(dropped),
+            delivered: self.state.tally.queued.load(Ordering::Relaxed),
             skipped: self.state.refused.load(Ordering::Relaxed) + dropped,
             subscribers,
             topics,

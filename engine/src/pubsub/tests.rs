@@ -33,12 +33,16 @@ fn subscribe(ps: &PubSub, conn: &ConnHandle, name: &[u8]) {
     }
 }
 
-/// (connection slot, frame) of every Notify posted so far.
+/// (connection slot, frame) of every Notify posted so far, tallied as queued the way a
+/// reactor does.
 fn drained(mailbox: &Mailbox) -> Vec<(u32, Bytes)> {
     mailbox
         .drain()
         .filter_map(|cmd| match cmd {
-            Command::NotifyCounted { conn, frame, .. } => Some((conn.slot, frame)),
+            Command::NotifyCounted { conn, frame, tally } => {
+                tally.queued.fetch_add(1, Ordering::Relaxed);
+                Some((conn.slot, frame))
+            }
             _ => None,
         })
         .collect()
@@ -151,8 +155,8 @@ fn drops_at_the_reactor_count_as_skipped_not_delivered() {
     ps.publish("t", b"y").unwrap();
     // What the reactor does for a subscriber over its send-queue limit.
     for cmd in mailbox.drain() {
-        if let Command::NotifyCounted { dropped, .. } = cmd {
-            dropped.fetch_add(1, Ordering::Relaxed);
+        if let Command::NotifyCounted { tally, .. } = cmd {
+            tally.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
     let stats = ps.stats();

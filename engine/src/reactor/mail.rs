@@ -7,7 +7,7 @@
 //! `Overstocked`; answers a responder owes are always queued (they are bounded by the
 //! connection's limit of deferred requests).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use super::timers::TimerId;
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::ids::ConnId;
-use crate::mailbox::Command;
+use crate::mailbox::{Command, NotifyTally};
 use crate::udp::UdpCore;
 
 impl Reactor {
@@ -118,11 +118,9 @@ impl Reactor {
                         self.mark_dirty(idx);
                     }
                 }
-                Command::NotifyCounted {
-                    conn,
-                    frame,
-                    dropped,
-                } => self.notify_counted(conn, frame, &dropped),
+                Command::NotifyCounted { conn, frame, tally } => {
+                    self.notify_counted(conn, frame, &tally)
+                }
             }
         }
         self.stats.mailbox_refused = mailbox.refused();
@@ -140,8 +138,8 @@ impl Reactor {
 
     /// Queues a Notify unless the connection is paused or its output already at its limit
     /// (checked per frame, so a burst in one drain cannot overshoot): then it is dropped and
-    /// counted, in the core's `notify_drops` and in `dropped`.
-    fn notify_counted(&mut self, conn: ConnId, frame: Bytes, dropped: &AtomicU64) {
+    /// counted, in the core's `notify_drops` and in `tally`.
+    fn notify_counted(&mut self, conn: ConnId, frame: Bytes, tally: &NotifyTally) {
         if UdpCore::owns(conn) {
             return self.udp_send_to_peer(conn, frame, false);
         }
@@ -156,9 +154,10 @@ impl Reactor {
             || out.backlog_frames() >= limits.max_send_queue_frames
         {
             self.stats.notify_drops += 1;
-            dropped.fetch_add(1, Ordering::Relaxed);
+            tally.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        tally.queued.fetch_add(1, Ordering::Relaxed);
         slot.conn.session.out.push_encoded(frame);
         self.mark_dirty(idx);
     }
