@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ringrpc::{Config, ConfigError, Knob, Server, ShutdownSignals, StartError};
+use ringrpc::{Config, ConfigError, Knob, PubSub, Server, ShutdownSignals, StartError};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -125,6 +125,14 @@ struct Args {
     /// Only WebSocket upgrades with this Origin may proceed (repeat for several; default any)
     #[arg(long, value_name = "ORIGIN")]
     ws_allowed_origin: Vec<String>,
+    /// Serve Go arpc-compatible publish/subscribe (in_A, in_S, in_U, in_P, in_P1); costs
+    /// about 100 bytes plus the topic name, twice, per subscription
+    #[arg(long)]
+    pubsub: bool,
+    /// Require pub/sub peers to authenticate (in_A) with the password in FILE (its trailing
+    /// newline is ignored); needs --pubsub
+    #[arg(long, value_name = "FILE")]
+    pubsub_password_file: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -210,6 +218,9 @@ fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
     if let Some(c) = e.downcast_ref::<ConfigError>() {
         return Some(match c.knob() {
             Some(Knob::AuthSecret) => "check the file given to --auth-secret-file".into(),
+            Some(Knob::PubsubPassword) => {
+                "check --pubsub and the file given to --pubsub-password-file".into()
+            }
             Some(knob) => format!("set by --{}", flag(knob)),
             None => "set by --listen or --udp-listen".into(),
         });
@@ -246,7 +257,13 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         }
         None => None,
     };
+    let pubsub_password = match &args.pubsub_password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
     let mut config = config
+        .pubsub(args.pubsub)
+        .pubsub_password(pubsub_password)
         .ring_entries(args.ring_entries)
         .recv_buffers(args.recv_buffers)
         .recv_buffer_size(args.recv_buffer_size)
@@ -289,11 +306,16 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
 
     // Caught before any reactor starts, so a signal is never lost in between.
     let signals = ShutdownSignals::install()?;
-    let server = Server::builder().config(config).build()?.start()?;
-    let serving = if reflect {
-        "reflecting received bytes"
-    } else {
-        "methods: /echo"
+    let pubsub = PubSub::from_config(&config);
+    let mut builder = Server::builder();
+    if let Some(pubsub) = &pubsub {
+        builder = builder.pubsub(pubsub.clone());
+    }
+    let server = builder.config(config).build()?.start()?;
+    let serving = match (reflect, &pubsub) {
+        (true, _) => "reflecting received bytes",
+        (false, None) => "methods: /echo",
+        (false, Some(_)) => "methods: /echo, pub/sub in_A in_S in_U in_P in_P1",
     };
     // The first address stays the fourth word: scripts and tests read it from there.
     let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
@@ -309,6 +331,33 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
 
     let report = signals.wait(server)?;
     print!("{report}");
+    if let Some(pubsub) = pubsub {
+        let s = pubsub.stats();
+        println!(
+            " pubsub: {} published, {} delivered, {} skipped (slow subscribers)",
+            s.published, s.delivered, s.skipped
+        );
+    }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// The pub/sub password from `path`, less one trailing newline; missing, unreadable and
+/// empty files are refused with the fix.
+fn read_password(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the pub/sub password file {} (--pubsub-password-file): {e}; create it with the password on one line, readable by this user",
+            path.display()
+        )
+    })?;
+    let password = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let password = password.strip_suffix(b"\r").unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!(
+            "the pub/sub password file {} (--pubsub-password-file) is empty; put the password in it on one line",
+            path.display()
+        ));
+    }
+    Ok(password.to_vec())
 }

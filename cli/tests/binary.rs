@@ -383,3 +383,86 @@ fn binary_refuses_udp_with_an_auth_secret_naming_the_fix() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("cannot be combined with udp_listen"), "{err}");
 }
+
+/// Topic bytes: data | name | name_len u16 LE | timestamp u64 LE.
+fn topic_bytes(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(&1u64.to_le_bytes());
+    out
+}
+
+#[test]
+fn binary_serves_pubsub_behind_a_password_file() {
+    let file = std::env::temp_dir().join(format!("ringrpc-pubsub-pw-{}", std::process::id()));
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let (mut child, addr, mut out) = start(&[
+        "--cores",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--pubsub",
+        "--pubsub-password-file",
+        file.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&file).ok();
+    let mut sub = Client::connect(addr);
+    let mut publisher = Client::connect(addr);
+    let call = |c: &mut Client, seq: u64, method: &str, payload: Vec<u8>| {
+        c.send(&Frame::request(seq, method.to_string(), payload));
+        let f = c.recv();
+        assert_eq!(f.header.seq, seq);
+        f
+    };
+    let refused = call(&mut sub, 1, "in_S", topic_bytes("news", b""));
+    assert!(
+        refused.is_error(),
+        "unauthenticated subscribe must be refused"
+    );
+    assert!(call(&mut sub, 2, "in_A", b"s3cret\n".to_vec()).is_error());
+    assert!(!call(&mut sub, 3, "in_A", b"s3cret".to_vec()).is_error());
+    assert!(!call(&mut sub, 4, "in_S", topic_bytes("news", b"")).is_error());
+    assert!(!call(&mut publisher, 1, "in_A", b"s3cret".to_vec()).is_error());
+    let published = topic_bytes("news", b"hello");
+    assert!(!call(&mut publisher, 2, "in_P", published.clone()).is_error());
+    let f = sub.recv();
+    assert_eq!(f.header.cmd, ringrpc_protocol::Command::Notify);
+    assert_eq!(
+        (&f.method[..], &f.payload[..]),
+        (&b"in_P"[..], &published[..])
+    );
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("pubsub: 1 published, 1 delivered"), "{rest}");
+}
+
+#[test]
+fn binary_refuses_a_missing_or_empty_pubsub_password_file_naming_the_fix() {
+    let missing = std::env::temp_dir().join(format!("ringrpc-no-such-pw-{}", std::process::id()));
+    let err = failed_start(&[
+        "--pubsub",
+        "--pubsub-password-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert!(err.contains("--pubsub-password-file"), "{err}");
+    let empty = std::env::temp_dir().join(format!("ringrpc-empty-pw-{}", std::process::id()));
+    std::fs::write(&empty, "\n").unwrap();
+    let err = failed_start(&[
+        "--pubsub",
+        "--pubsub-password-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is empty"), "{err}");
+    // A password without --pubsub is a mistake, not silently ignored.
+    std::fs::write(&empty, "pw").unwrap();
+    let err = failed_start(&["--pubsub-password-file", empty.to_str().unwrap()]);
+    std::fs::remove_file(&empty).ok();
+    assert!(
+        err.contains("pubsub is off") && err.contains("--pubsub"),
+        "{err}"
+    );
+}

@@ -20,6 +20,7 @@ use crate::config::ConfigError;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
+use crate::pubsub::client::TopicTable;
 use crate::reactor::CoreSockets;
 use crate::router::{Context, Router};
 use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
@@ -175,6 +176,7 @@ pub struct ClientBuilder {
     reconnect: Option<Reconnect>,
     on_reconnect: Option<ReconnectHook>,
     auth: Option<Bytes>,
+    pubsub: Arc<TopicTable>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -305,6 +307,7 @@ impl ClientBuilder {
             reconnect: self.reconnect,
             on_reconnect: self.on_reconnect,
             auth: self.auth,
+            pubsub: self.pubsub,
         });
         let stream = inner
             .dial()
@@ -318,6 +321,11 @@ impl ClientBuilder {
             ClientError::Connect(inner.target.clone(), why)
         })?;
         Ok(Client { inner })
+    }
+
+    /// This client's pub/sub handlers and password.
+    pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
+        &self.pubsub
     }
 }
 
@@ -335,6 +343,8 @@ struct ClientInner {
     reconnect: Option<Reconnect>,
     on_reconnect: Option<ReconnectHook>,
     auth: Option<Bytes>,
+    /// Pub/sub handlers and password, restored on every new connection.
+    pubsub: Arc<TopicTable>,
 }
 
 impl Drop for ClientInner {
@@ -380,6 +390,7 @@ impl ClientInner {
                 return Err(e);
             }
         }
+        this.pubsub.restore(&handle);
         *this.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(())
     }
@@ -470,9 +481,12 @@ impl Client {
 
     /// Options for a connection to `target`.
     pub fn builder(target: &str) -> ClientBuilder {
+        let pubsub = Arc::new(TopicTable::default());
+        let mut router = Router::new();
+        pubsub.install(&mut router);
         ClientBuilder {
             target: target.to_string(),
-            router: Router::new(),
+            router,
             route_error: None,
             runtime: None,
             options: RuntimeOptions::default(),
@@ -480,6 +494,7 @@ impl Client {
             reconnect: None,
             on_reconnect: None,
             auth: None,
+            pubsub,
         }
     }
 
@@ -573,5 +588,10 @@ impl Client {
         if let Some(conn) = self.inner.current() {
             conn.close();
         }
+    }
+
+    /// This client's pub/sub handlers and password.
+    pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
+        &self.inner.pubsub
     }
 }

@@ -25,6 +25,7 @@ use crate::ids::ConnInfo;
 use crate::mailbox::{CallDone, Mailbox};
 use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
+use crate::secret::constant_time_eq;
 use crate::stream::StreamLimits;
 use crate::stream::table::StreamTable;
 use crate::stream_state::StreamShared;
@@ -50,19 +51,6 @@ pub(crate) struct ConnStats {
     pub refused_in_flight: u64,
     /// Frames dropped: Responses to no pending call (or to one that timed out).
     pub ignored: u64,
-}
-
-/// Compares in time that depends only on the lengths, so response timing does not reveal
-/// how much of a guessed secret was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
-    diff == 0
 }
 
 /// A call this side made to the peer, waiting for its Response.

@@ -150,6 +150,24 @@ impl ConnHandle {
     pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
         &self.mailbox
     }
+
+    /// Posts an already encoded Notify frame (shared, not copied): pub/sub encodes a
+    /// publication once for all its subscribers. The reactor counts it in `tally` as queued,
+    /// or dropped because the connection is over its send-queue limit. Fails with
+    /// [`CallError::MailboxFull`] if the reactor's inbox is full.
+    pub(crate) fn notify_encoded(
+        &self,
+        frame: Bytes,
+        tally: &Arc<crate::mailbox::NotifyTally>,
+    ) -> Result<(), CallError> {
+        self.mailbox
+            .post(Command::NotifyCounted {
+                conn: self.info.id,
+                frame,
+                tally: tally.clone(),
+            })
+            .map_err(|_| CallError::MailboxFull)
+    }
 }
 
 /// Answers one Request later, from any thread. Dropping it unanswered sends an error

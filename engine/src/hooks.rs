@@ -21,6 +21,9 @@ pub(crate) struct Hooks {
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
     pub(crate) on_overstock: Option<OverstockHook>,
+    /// The engine's own disconnect hooks (pub/sub forgets a connection's subscriptions),
+    /// run before the user's, which they never replace.
+    pub(crate) internal_disconnect: Vec<DisconnectHook>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -29,6 +32,7 @@ impl std::fmt::Debug for Hooks {
             .field("on_connect", &self.on_connect.is_some())
             .field("on_disconnect", &self.on_disconnect.is_some())
             .field("on_overstock", &self.on_overstock.is_some())
+            .field("internal_disconnect", &self.internal_disconnect.len())
             .finish()
     }
 }

@@ -37,6 +37,15 @@ pub type BroadcastFilter = Arc<dyn Fn(&ConnInfo) -> bool + Send + Sync>;
 /// 100 bytes each plus their payloads).
 pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
+/// Outcomes of counted notifies, kept by the reactors that carry them out.
+#[derive(Debug, Default)]
+pub(crate) struct NotifyTally {
+    /// Queued on the connection's output.
+    pub(crate) queued: AtomicU64,
+    /// Dropped: the connection was over its send-queue limit.
+    pub(crate) dropped: AtomicU64,
+}
+
 /// What other threads ask a reactor to do.
 pub(crate) enum Command {
     /// Queue an encoded Notify on a connection (counts against the capacity).
@@ -91,6 +100,13 @@ pub(crate) enum Command {
         conn: ConnId,
         shared: Arc<StreamShared>,
     },
+    /// As `Notify`, and the outcome is counted in `tally` (pub/sub's delivered and
+    /// skipped; counts against the capacity).
+    NotifyCounted {
+        conn: ConnId,
+        frame: Bytes,
+        tally: Arc<NotifyTally>,
+    },
 }
 
 impl Command {
@@ -105,6 +121,7 @@ impl Command {
                 | Command::UdpNotify { .. }
                 | Command::UdpForward { .. }
                 | Command::StreamOpen { .. }
+                | Command::NotifyCounted { .. }
         )
     }
 }

@@ -392,7 +392,17 @@ impl ServerBuilder {
 
     /// Validates, raises the open-files soft limit to the hard limit, and binds the
     /// listeners (one per core, sharing the port).
-    pub fn build(self) -> Result<Server, StartError> {
+    pub fn build(mut self) -> Result<Server, StartError> {
+        // `ConfigBuilder::pubsub`, unless the application registered its own `PubSub`.
+        if let Some(pubsub) = self.config.as_ref().and_then(crate::PubSub::from_config) {
+            if self
+                .router
+                .get(crate::pubsub::SUBSCRIBE.as_bytes())
+                .is_none()
+            {
+                self = self.pubsub(pubsub);
+            }
+        }
         if let Some(e) = self.route_error {
             return Err(StartError::Route(e));
         }
@@ -440,6 +450,21 @@ impl ServerBuilder {
             udp_addr,
             shared: Arc::new(Shared::new(mailboxes, self.hooks)),
         })
+    }
+
+    /// Serves Go arpc-compatible publish/subscribe: routes `in_A`, `in_S`, `in_U`, `in_P`
+    /// and `in_P1` (replacing routes of those names), and forgets a connection's
+    /// subscriptions when it closes (beside any [`on_disconnect`](Self::on_disconnect)
+    /// hook, which still runs). Keep a clone of `pubsub` to publish from the application
+    /// or read its stats.
+    pub fn pubsub(mut self, pubsub: crate::PubSub) -> Self {
+        for (method, handler) in pubsub.routes() {
+            self = self.route(method, handler);
+        }
+        self.hooks
+            .internal_disconnect
+            .push(pubsub.disconnect_hook());
+        self
     }
 }
 

@@ -600,6 +600,11 @@ pub mod metadata;
 // Shared by the fuzz targets and the corpus replay tests; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
+mod topic;
+
+pub use topic::{
+    MAX_TOPIC_NAME_LEN, TOPIC_TRAILER_LEN, Topic, TopicError, TopicRef, check_topic_name,
+};
 
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,10 @@ pub enum Knob {
     UdpPeerRate,
     /// [`ConfigBuilder::udp_listen`](super::ConfigBuilder::udp_listen)
     UdpListen,
+    /// [`ConfigBuilder::pubsub`](super::ConfigBuilder::pubsub)
+    Pubsub,
+    /// [`ConfigBuilder::pubsub_password`](super::ConfigBuilder::pubsub_password)
+    PubsubPassword,
 }
 
 impl Knob {
@@ -85,6 +89,8 @@ impl Knob {
             Knob::UdpDedupCapacity => "udp_dedup_capacity",
             Knob::UdpPeerRate => "udp_peer_rate",
             Knob::UdpListen => "udp_listen",
+            Knob::Pubsub => "pubsub",
+            Knob::PubsubPassword => "pubsub_password",
         }
     }
 
@@ -167,6 +173,10 @@ pub enum ConfigError {
         /// The receive buffer size given.
         recv_buffer_size: usize,
     },
+    /// An empty pub/sub password.
+    EmptyPubsubPassword,
+    /// A pub/sub password while pub/sub is off.
+    PubsubPasswordWithoutPubsub,
     /// A listen address that cannot be used.
     Listen {
         /// The address as given.
@@ -189,6 +199,9 @@ impl ConfigError {
             ConfigError::WebSocketNeedsSmallerBody { .. } => Some(Knob::MaxBody),
             ConfigError::DatagramOverBuffer { .. } => Some(Knob::UdpMaxDatagram),
             ConfigError::Listen { .. } => None,
+            ConfigError::EmptyPubsubPassword | ConfigError::PubsubPasswordWithoutPubsub => {
+                Some(Knob::PubsubPassword)
+            }
         }
     }
 }
@@ -248,6 +261,10 @@ impl fmt::Display for ConfigError {
             ConfigError::NothingToListenOn => {
                 f.write_str("no address to listen on: give a TCP listen address or a udp_listen address")
             }
+            ConfigError::EmptyPubsubPassword => f.write_str("pubsub_password must not be empty"),
+            ConfigError::PubsubPasswordWithoutPubsub => f.write_str(
+                "pubsub_password is set but pubsub is off: turn pubsub on or drop the password",
+            ),
             ConfigError::Listen { addr, reason } => write!(
                 f,
                 "invalid listen address {addr:?}: {reason} (use :PORT, HOST:PORT or [IPV6]:PORT)"

@@ -46,6 +46,8 @@ pub struct Config {
     pub(crate) udp_gso: bool,
     pub(crate) ws_path: Option<String>,
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
+    pub(crate) pubsub: bool,
+    pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Config {
@@ -112,6 +114,8 @@ pub struct ConfigBuilder {
     udp_gso: bool,
     ws_path: Option<String>,
     ws_allowed_origins: Option<Vec<String>>,
+    pubsub: bool,
+    pubsub_password: Option<Vec<u8>>,
 }
 
 impl Default for ConfigBuilder {
@@ -149,6 +153,8 @@ impl Default for ConfigBuilder {
             udp_gso: true,
             ws_path: Some("/ws".into()),
             ws_allowed_origins: None,
+            pubsub: false,
+            pubsub_password: None,
         }
     }
 }
@@ -389,6 +395,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// Serves Go arpc-compatible publish/subscribe (routes `in_A`, `in_S`, `in_U`, `in_P`,
+    /// `in_P1`; see [`PubSub`](crate::PubSub)) on the TCP and WebSocket connections
+    /// (default off). Costs nothing until peers subscribe: about 100 bytes plus the name,
+    /// twice, per subscription, at most 4096 per connection.
+    pub fn pubsub(mut self, on: bool) -> Self {
+        self.pubsub = on;
+        self
+    }
+
+    /// Requires pub/sub peers to authenticate with `in_A` and this password (compared in
+    /// constant time) before subscribing or publishing (default none: anyone may). Needs
+    /// [`pubsub`](Self::pubsub) on; must not be empty. Costs nothing.
+    pub fn pubsub_password(mut self, password: Option<impl AsRef<[u8]>>) -> Self {
+        self.pubsub_password = password.map(|p| p.as_ref().to_vec());
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let range = |knob, value: u64, min, max| {
@@ -528,6 +551,12 @@ impl ConfigBuilder {
                 max_body: self.max_body,
             });
         }
+        if self.pubsub_password.as_ref().is_some_and(|p| p.is_empty()) {
+            return Err(ConfigError::EmptyPubsubPassword);
+        }
+        if self.pubsub_password.is_some() && !self.pubsub {
+            return Err(ConfigError::PubsubPasswordWithoutPubsub);
+        }
         if listen.is_empty() && udp_listen.is_none() {
             return Err(ConfigError::NothingToListenOn);
         }
@@ -565,6 +594,8 @@ impl ConfigBuilder {
             udp_gso: self.udp_gso,
             ws_path: self.ws_path,
             ws_allowed_origins: self.ws_allowed_origins,
+            pubsub: self.pubsub,
+            pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
         })
     }
 }

@@ -9,14 +9,17 @@
 //! connection's limit of deferred requests).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::Reactor;
 use super::timers::TimerId;
 use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
 use crate::ids::ConnId;
-use crate::mailbox::Command;
+use crate::mailbox::{Command, NotifyTally};
 use crate::stream_state::StreamShared;
 use crate::udp::UdpCore;
 
@@ -144,6 +147,9 @@ impl Reactor {
                         self.mark_dirty(idx);
                     }
                 }
+                Command::NotifyCounted { conn, frame, tally } => {
+                    self.notify_counted(conn, frame, &tally)
+                }
             }
         }
         self.stats.mailbox_refused = mailbox.refused();
@@ -177,6 +183,32 @@ impl Reactor {
             };
             self.deadlines.schedule(self.now + timeout, timer);
         }
+    }
+
+    /// Queues a Notify unless the connection is paused or its output already at its limit
+    /// (checked per frame, so a burst in one drain cannot overshoot): then it is dropped and
+    /// counted, in the core's `notify_drops` and in `tally`.
+    fn notify_counted(&mut self, conn: ConnId, frame: Bytes, tally: &NotifyTally) {
+        if UdpCore::owns(conn) {
+            return self.udp_send_to_peer(conn, frame, false);
+        }
+        let Some(idx) = self.live_id(conn) else {
+            return;
+        };
+        let slot = &mut self.conns[idx];
+        let out = &slot.conn.session.out;
+        let limits = &slot.policy.lifecycle;
+        if slot.lifecycle.is_paused()
+            || out.backlog_bytes() >= limits.max_send_queue_bytes
+            || out.backlog_frames() >= limits.max_send_queue_frames
+        {
+            self.stats.notify_drops += 1;
+            tally.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        tally.queued.fetch_add(1, Ordering::Relaxed);
+        slot.conn.session.out.push_encoded(frame);
+        self.mark_dirty(idx);
     }
 
     /// Queues a call on connection `idx` and schedules its timeout.

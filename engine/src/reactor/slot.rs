@@ -130,6 +130,9 @@ impl Reactor {
             self.release_peer(slot.info().peer.ip());
         }
         tracing::trace!(core = self.id, peer = %slot.info().peer, "connection closed: {reason}");
+        for hook in &self.shared.hooks.internal_disconnect {
+            hook(slot.info(), &reason);
+        }
         if let Some(hook) = &self.shared.hooks.on_disconnect {
             hook(slot.info(), &reason);
         }

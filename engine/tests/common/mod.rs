@@ -45,6 +45,16 @@ impl Client {
         }
     }
 
+    /// A client on an already connected socket (e.g. one with its own buffer sizes).
+    pub fn from_stream(sock: TcpStream) -> Client {
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        sock.set_nodelay(true).unwrap();
+        Client {
+            sock,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub fn send(&mut self, frame: &Frame) {
         self.sock.write_all(&frame.to_bytes()).expect("write");
     }
