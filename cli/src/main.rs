@@ -74,6 +74,16 @@ struct Args {
     /// request until answered
     #[arg(long, visible_alias = "max-in-flight", value_name = "N", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_in_flight_per_conn: usize,
+    /// Most streams open at once per connection; a peer opening more gets an error end
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    max_streams_per_conn: usize,
+    /// Bytes one stream's inbox holds before its connection stops reading until the
+    /// consumer takes it to half
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    stream_queue_bytes: usize,
+    /// Bytes a stream sender may have unsent before `send` waits
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    stream_send_window: usize,
     /// Most connections one peer IP address may hold open [default: unlimited]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_connections_per_peer: Option<usize>,
@@ -279,6 +289,9 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .auth_secret(auth_secret)
         .max_connections_per_peer(args.max_connections_per_peer)
         .max_in_flight_per_conn(args.max_in_flight_per_conn)
+        .max_streams_per_conn(args.max_streams_per_conn)
+        .stream_queue_bytes(args.stream_queue_bytes)
+        .stream_send_window(args.stream_send_window)
         .pin_cores(!args.no_pin)
         .reflect(args.reflect)
         .udp_max_datagram(args.udp_max_datagram)
@@ -314,8 +327,10 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     let server = builder.config(config).build()?.start()?;
     let serving = match (reflect, &pubsub) {
         (true, _) => "reflecting received bytes",
-        (false, None) => "methods: /echo",
-        (false, Some(_)) => "methods: /echo, pub/sub in_A in_S in_U in_P in_P1",
+        (false, None) => "methods: /echo, stream /echo/stream",
+        (false, Some(_)) => {
+            "methods: /echo, stream /echo/stream, pub/sub in_A in_S in_U in_P in_P1"
+        }
     };
     // The first address stays the fourth word: scripts and tests read it from there.
     let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();

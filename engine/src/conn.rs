@@ -51,6 +51,10 @@ pub(crate) struct ConnStats {
     pub refused_in_flight: u64,
     /// Frames dropped: Responses to no pending call (or to one that timed out).
     pub ignored: u64,
+    /// Streams the peer opened.
+    pub streams_opened: u64,
+    /// Stream frames received.
+    pub stream_frames: u64,
 }
 
 /// A call this side made to the peer, waiting for its Response.
@@ -471,6 +475,8 @@ impl Session {
                 let conn = || ConnHandle::new(info, mailbox.clone());
                 self.streams
                     .on_frame(frame, &conn, |m| router.stream_route(m), &mut self.out);
+                self.stats.stream_frames += 1;
+                self.stats.streams_opened = self.streams.stats.opened_by_peer;
             }
         }
     }

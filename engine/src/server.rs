@@ -167,6 +167,13 @@ impl fmt::Display for ServerReport {
         }
         let total = self.total();
         line(f, "total", &total)?;
+        if total.streams_opened + total.stream_frames > 0 {
+            writeln!(
+                f,
+                "streams: {} opened, {} frames in",
+                total.streams_opened, total.stream_frames
+            )?;
+        }
         let u = total.udp;
         if u.datagrams_in + u.datagrams_out > 0 {
             writeln!(

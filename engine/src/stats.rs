@@ -58,6 +58,10 @@ pub struct CoreStats {
     /// Wake-up or timer failures (each logged); non-zero means cross-thread delivery
     /// or a deadline may have been late.
     pub loop_errors: u64,
+    /// Streams opened, by peers or by this side.
+    pub streams_opened: u64,
+    /// Stream frames received.
+    pub stream_frames: u64,
     /// The datagram endpoint's counters (all zero without UDP).
     pub udp: UdpStats,
 }
@@ -90,6 +94,8 @@ impl CoreStats {
             notify_drops,
             mailbox_refused,
             loop_errors,
+            streams_opened,
+            stream_frames,
             udp,
         } = *other;
         self.accepted += accepted;
@@ -115,6 +121,8 @@ impl CoreStats {
         self.notify_drops += notify_drops;
         self.mailbox_refused += mailbox_refused;
         self.loop_errors += loop_errors;
+        self.streams_opened += streams_opened;
+        self.stream_frames += stream_frames;
         self.udp.add(&udp);
     }
 
@@ -135,5 +143,7 @@ impl CoreStats {
         self.notifies += after.notifies - before.notifies;
         self.not_found += after.not_found - before.not_found;
         self.panics += after.panics - before.panics;
+        self.streams_opened += after.streams_opened - before.streams_opened;
+        self.stream_frames += after.stream_frames - before.stream_frames;
     }
 }

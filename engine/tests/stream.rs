@@ -272,7 +272,10 @@ fn client_streams_echo_in_order_and_half_close() {
     assert_eq!(stream.recv_timeout(LONG), Ok(None));
     writer.join().unwrap();
     assert_eq!(stream.send("after close"), Err(StreamError::SendClosed));
-    server.shutdown().unwrap();
+    drop(client);
+    let total = server.shutdown().unwrap().total();
+    assert_eq!(total.streams_opened, 1);
+    assert_eq!(total.stream_frames, 2001, "2000 frames and the EOF");
 }
 
 #[test]
@@ -386,17 +389,19 @@ fn a_slow_consumer_bounds_memory_and_loses_nothing() {
     let (release_tx, release) = unbounded::<()>();
     let (done_tx, done) = unbounded();
     let server = serve_with(
-        Server::builder().route_stream_blocking("/sink", move |stream| {
-            release.recv().unwrap();
-            let mut total = 0usize;
-            let mut next = 0u8;
-            while let Some(data) = stream.recv().unwrap() {
-                assert!(data.iter().all(|&b| b == next), "frames out of order");
-                next = next.wrapping_add(1);
-                total += data.len();
-            }
-            done_tx.send(total).unwrap();
-        }),
+        Server::builder()
+            .on_disconnect(|info, reason| eprintln!("DISCONNECT {info:?}: {reason}"))
+            .route_stream_blocking("/sink", move |stream| {
+                release.recv().unwrap();
+                let mut total = 0usize;
+                let mut next = 0u8;
+                while let Some(data) = stream.recv().unwrap() {
+                    assert!(data.iter().all(|&b| b == next), "frames out of order");
+                    next = next.wrapping_add(1);
+                    total += data.len();
+                }
+                done_tx.send(total).unwrap();
+            }),
         Config::builder().cores(1).stream_queue_bytes(256 * 1024),
     );
     let client = Client::connect(&server.local_addr().to_string()).unwrap();

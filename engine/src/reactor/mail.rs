@@ -175,6 +175,7 @@ impl Reactor {
         let Some(id) = slot.conn.session.open_stream(shared) else {
             return;
         };
+        self.stats.streams_opened += 1;
         if let Some(timeout) = timeout {
             let timer = TimerId::Stream {
                 slot: idx as u32,

@@ -58,8 +58,10 @@ struct Held {
 /// What the table counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct StreamStats {
-    /// Streams opened (by either side).
-    pub opened: u64,
+    /// Streams opened by the peer.
+    pub opened_by_peer: u64,
+    /// Streams opened by this side.
+    pub opened_here: u64,
     /// Stream frames received.
     pub frames_in: u64,
     /// Stream frames queued for sending.
@@ -278,7 +280,7 @@ impl StreamTable {
                 Mode::Inbox
             }
         };
-        self.stats.opened += 1;
+        self.stats.opened_by_peer += 1;
         self.entries.insert(
             (false, id),
             Entry {
@@ -302,7 +304,7 @@ impl StreamTable {
             return false;
         }
         shared.register(id, self.limits.queue_bytes, self.limits.send_window);
-        self.stats.opened += 1;
+        self.stats.opened_here += 1;
         self.entries.insert(
             (true, id),
             Entry {
