@@ -57,6 +57,7 @@ mod signals;
 mod stats;
 mod stream;
 mod stream_state;
+pub mod transfer;
 mod udp;
 mod ws;
 
