@@ -31,6 +31,7 @@
 
 mod bind;
 mod client;
+mod coder;
 mod config;
 mod conn;
 mod datagram;
@@ -59,6 +60,7 @@ mod udp;
 mod ws;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
+pub use coder::PropagateMetadata;
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
@@ -70,6 +72,7 @@ pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
+pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
 pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
 pub use runtime::{RunError, SpawnError};
 pub use server::{

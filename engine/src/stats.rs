@@ -58,6 +58,13 @@ pub struct CoreStats {
     /// Wake-up or timer failures (each logged); non-zero means cross-thread delivery
     /// or a deadline may have been late.
     pub loop_errors: u64,
+    /// gzip-compressed frames received and inflated.
+    pub gzip_in: u64,
+    /// Frames sent gzip-compressed (`gzip_threshold`).
+    pub gzip_out: u64,
+    /// Frames whose metadata block was malformed (Requests answered with an error, Notifies
+    /// and Stream frames dropped, Responses failing their call).
+    pub bad_metadata: u64,
     /// The datagram endpoint's counters (all zero without UDP).
     pub udp: UdpStats,
 }
@@ -90,6 +97,9 @@ impl CoreStats {
             notify_drops,
             mailbox_refused,
             loop_errors,
+            gzip_in,
+            gzip_out,
+            bad_metadata,
             udp,
         } = *other;
         self.accepted += accepted;
@@ -115,6 +125,9 @@ impl CoreStats {
         self.notify_drops += notify_drops;
         self.mailbox_refused += mailbox_refused;
         self.loop_errors += loop_errors;
+        self.gzip_in += gzip_in;
+        self.gzip_out += gzip_out;
+        self.bad_metadata += bad_metadata;
         self.udp.add(&udp);
     }
 
@@ -135,5 +148,7 @@ impl CoreStats {
         self.notifies += after.notifies - before.notifies;
         self.not_found += after.not_found - before.not_found;
         self.panics += after.panics - before.panics;
+        self.gzip_in += after.gzip_in - before.gzip_in;
+        self.bad_metadata += after.bad_metadata - before.bad_metadata;
     }
 }

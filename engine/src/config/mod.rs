@@ -46,6 +46,7 @@ pub struct Config {
     pub(crate) udp_gso: bool,
     pub(crate) ws_path: Option<String>,
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
+    pub(crate) gzip_threshold: Option<usize>,
 }
 
 impl Config {
@@ -72,6 +73,10 @@ impl Config {
     /// Largest accepted frame body.
     pub fn max_body(&self) -> u32 {
         self.max_body
+    }
+    /// Frames longer than this are sent gzip-compressed; `None`: none are.
+    pub fn gzip_threshold(&self) -> Option<usize> {
+        self.gzip_threshold
     }
     /// Connections each reactor accepts before refusing more.
     pub fn max_connections_per_core(&self) -> usize {
@@ -112,6 +117,7 @@ pub struct ConfigBuilder {
     udp_gso: bool,
     ws_path: Option<String>,
     ws_allowed_origins: Option<Vec<String>>,
+    gzip_threshold: Option<usize>,
 }
 
 impl Default for ConfigBuilder {
@@ -149,6 +155,7 @@ impl Default for ConfigBuilder {
             udp_gso: true,
             ws_path: Some("/ws".into()),
             ws_allowed_origins: None,
+            gzip_threshold: None,
         }
     }
 }
@@ -389,6 +396,19 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sends every frame longer than this many bytes (header included) gzip-compressed the
+    /// way arpc's gzip coder does, when that makes it shorter (default `None`: off).
+    /// Responses, notifies, broadcasts, calls and stream frames alike, per connection.
+    /// Turn it on only when every peer decodes arpc gzip frames (`user_flags` bit 7): a Go
+    /// arpc peer with the gzip coder registered, or ringrpc. Costs CPU, not memory: each
+    /// frame over it is deflated (level 1) on the reactor thread into a buffer of its own,
+    /// once per connection for a broadcast. Compressed frames are accepted whatever this
+    /// is.
+    pub fn gzip_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.gzip_threshold = bytes;
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let range = |knob, value: u64, min, max| {
@@ -565,6 +585,7 @@ impl ConfigBuilder {
             udp_gso: self.udp_gso,
             ws_path: self.ws_path,
             ws_allowed_origins: self.ws_allowed_origins,
+            gzip_threshold: self.gzip_threshold,
         })
     }
 }
