@@ -526,3 +526,47 @@ fn websocket_messages_carry_compressed_frames_both_ways() {
     let report = server.shutdown().unwrap();
     assert_eq!((report.total().gzip_in, report.total().gzip_out), (1, 1));
 }
+
+#[test]
+fn stream_handlers_see_frame_metadata_and_bad_blocks_are_dropped() {
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    let server = start(
+        Server::builder().route_stream("/watch", move |ctx: &mut ringrpc::StreamContext<'_>| {
+            let value = ctx.metadata().and_then(|m| m.get("k")).map(<[u8]>::to_vec);
+            seen2.lock().unwrap().push((ctx.data().to_vec(), value));
+        }),
+        Config::builder(),
+    );
+    let mut c = Client::connect(server.local_addr());
+    let stream_frame = |payload: &str, eof: bool| {
+        let mut f = Frame::new(
+            Command::Stream,
+            Default::default(),
+            11,
+            Bytes::from_static(b"/watch"),
+            Bytes::copy_from_slice(payload.as_bytes()),
+        );
+        f.header.stream_local = true;
+        f.header.stream_eof = eof;
+        f
+    };
+    c.send_raw(&with_metadata(
+        &stream_frame("one", false),
+        &md(&[("k", "s1")]),
+    ));
+    let mut bad = BytesMut::from(&stream_frame("bad", false).to_bytes()[..]);
+    bad[4] |= USER_FLAG_METADATA;
+    c.send_raw(&bad);
+    c.send(&stream_frame("two", true));
+    c.echo(1, b"after the stream");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (b"one".to_vec(), Some(b"s1".to_vec())),
+            (b"two".to_vec(), None)
+        ]
+    );
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.total().bad_metadata, 1);
+}
