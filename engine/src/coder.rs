@@ -12,6 +12,9 @@
 //! - compressing: in `outqueue::OutQueue`, the one place output frames are written, per
 //!   connection ([`Gzip`]).
 //!
+//! A leaf: nothing from the crate; `router::PropagateMetadata` is the ready-made middleware
+//! built on it.
+//!
 //! Invariants: frames without `user_flags` bits 0 and 7 never reach this module's code on
 //! receive (one bit test each) and, with compression off, never on send; a compressed
 //! frame is only ever sent when it is shorter than the plain one (arpc's rule).
@@ -20,8 +23,6 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::gzip::compress_frame;
 use ringrpc_protocol::metadata::{Metadata, MetadataError, append_metadata};
 use ringrpc_protocol::{Command, Flags, write_frame};
-
-use crate::router::{Context, Flow, Middleware};
 
 /// The deflate level outgoing frames are compressed with: fast, most of the gain on the
 /// repetitive payloads worth compressing.
@@ -63,48 +64,4 @@ pub(crate) fn encode_with_metadata(
     write_frame(&mut buf, cmd, flags, 0, seq, method, payload);
     append_metadata(&mut buf, metadata)?;
     Ok(buf.freeze())
-}
-
-/// Middleware that copies the named keys from a Request's metadata onto its Response's
-/// (whatever Response it gets: the handler's, an error, a responder's later answer), e.g. a
-/// request id passed through. Keys the request does not carry are skipped; a key the
-/// handler sets itself with [`Context::reply_metadata_mut`] wins.
-///
-/// ```
-/// let mut router = ringrpc::Router::with_builtins();
-/// router.add_middleware(ringrpc::PropagateMetadata::new(["x-request-id"]));
-/// ```
-#[derive(Clone, Debug)]
-pub struct PropagateMetadata {
-    keys: Vec<String>,
-}
-
-impl PropagateMetadata {
-    /// Copies these keys.
-    pub fn new<K: Into<String>>(keys: impl IntoIterator<Item = K>) -> PropagateMetadata {
-        PropagateMetadata {
-            keys: keys.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-impl Middleware for PropagateMetadata {
-    fn before(&self, ctx: &mut Context<'_>) -> Flow {
-        let Some(md) = ctx.metadata() else {
-            return Flow::Continue;
-        };
-        if ctx.is_notify() {
-            return Flow::Continue;
-        }
-        for key in &self.keys {
-            if let Some(value) = md.get(key) {
-                // Cannot fail: the key and value came from a valid block of at most the
-                // same size.
-                let _ = ctx
-                    .reply_metadata_mut()
-                    .insert(key.as_str(), Bytes::copy_from_slice(value));
-            }
-        }
-        Flow::Continue
-    }
 }

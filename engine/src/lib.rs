@@ -60,7 +60,6 @@ mod udp;
 mod ws;
 
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
-pub use coder::PropagateMetadata;
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
@@ -73,7 +72,10 @@ pub use ids::{ConnId, ConnInfo};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
 pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
-pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
+pub use router::{
+    Context, Flow, Handler, LogRequests, Middleware, PropagateMetadata, ReplyState, RouteError,
+    Router,
+};
 pub use runtime::{RunError, SpawnError};
 pub use server::{
     RunningServer, Server, ServerBuilder, ServerError, ServerHandle, ServerReport, StartError,

@@ -115,7 +115,7 @@ impl<'a> Context<'a> {
 
     /// Attaches `metadata` to whatever Response this Request gets (the handler's reply, an
     /// error, or a [`Responder`] taken after this call), replacing any set before (a
-    /// [`PropagateMetadata`](crate::PropagateMetadata) middleware's included: add keys with
+    /// [`PropagateMetadata`] middleware's included: add keys with
     /// [`Context::reply_metadata_mut`] to keep those). Ignored for a Notify and once
     /// replied.
     pub fn set_reply_metadata(&mut self, metadata: Metadata) {
@@ -358,6 +358,50 @@ pub trait Middleware: Send + Sync + 'static {
     /// [`Context::reply_state`]).
     fn after(&self, ctx: &Context<'_>) {
         let _ = ctx;
+    }
+}
+
+/// Middleware that copies the named keys from a Request's metadata onto its Response's
+/// (whatever Response it gets: the handler's, an error, a responder's later answer), e.g. a
+/// request id passed through. Keys the request does not carry are skipped; a key the
+/// handler sets itself with [`Context::reply_metadata_mut`] wins.
+///
+/// ```
+/// let mut router = ringrpc::Router::with_builtins();
+/// router.add_middleware(ringrpc::PropagateMetadata::new(["x-request-id"]));
+/// ```
+#[derive(Clone, Debug)]
+pub struct PropagateMetadata {
+    keys: Vec<String>,
+}
+
+impl PropagateMetadata {
+    /// Copies these keys.
+    pub fn new<K: Into<String>>(keys: impl IntoIterator<Item = K>) -> PropagateMetadata {
+        PropagateMetadata {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Middleware for PropagateMetadata {
+    fn before(&self, ctx: &mut Context<'_>) -> Flow {
+        let Some(md) = ctx.metadata() else {
+            return Flow::Continue;
+        };
+        if ctx.is_notify() {
+            return Flow::Continue;
+        }
+        for key in &self.keys {
+            if let Some(value) = md.get(key) {
+                // Cannot fail: the key and value came from a valid block of at most the
+                // same size.
+                let _ = ctx
+                    .reply_metadata_mut()
+                    .insert(key.as_str(), Bytes::copy_from_slice(value));
+            }
+        }
+        Flow::Continue
     }
 }
 
