@@ -128,3 +128,54 @@ impl ArpcFraming {
         Ok((data, next))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringrpc_protocol::Frame;
+    use ringrpc_protocol::gzip::compress_frame;
+
+    /// A compressed frame between two plain ones, cut at every pair of offsets: the same
+    /// three frames come out, the middle one inflated, and it is counted.
+    #[test]
+    fn compressed_frames_decode_at_every_split() {
+        let big = Frame::request(2, "/echo", "split me ".repeat(30)).to_bytes();
+        let packed = compress_frame(&big, 0, 6).unwrap();
+        let mut stream = Frame::request(1, "/echo", "a").to_bytes().to_vec();
+        stream.extend_from_slice(&packed);
+        stream.extend_from_slice(&Frame::ping().to_bytes());
+        for cut in 0..=stream.len() {
+            for cut2 in [cut, (cut + 7).min(stream.len())] {
+                let mut framing = ArpcFraming::new(4096);
+                let mut seen = Vec::new();
+                for part in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
+                    framing
+                        .decode(part, |f| {
+                            seen.push((f.header.seq, f.payload.len()));
+                            Next::Continue
+                        })
+                        .unwrap();
+                }
+                assert_eq!(seen, [(1, 1), (2, 270), (0, 0)], "cut at {cut}, {cut2}");
+                assert_eq!(framing.gzip_in(), 1);
+                assert_eq!(framing.buffered(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_compressed_frame_over_the_limit_is_refused_from_its_header() {
+        let big = Frame::request(2, "/echo", vec![b'x'; 5000]).to_bytes();
+        let packed = compress_frame(&big, 0, 6).unwrap();
+        // Its body fits on the wire but inflates past 1000 bytes.
+        let mut framing = ArpcFraming::new(1000);
+        let err = framing.decode(&packed, |_| Next::Continue).unwrap_err();
+        assert!(matches!(err, DecodeError::Gzip(_)), "{err:?}");
+        // A declared length over the limit is refused with only the header in.
+        let mut framing = ArpcFraming::new(8);
+        let err = framing
+            .decode(&packed[..16], |_| Next::Continue)
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::BodyTooLarge { .. }), "{err:?}");
+    }
+}
