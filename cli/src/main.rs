@@ -143,6 +143,10 @@ struct Args {
     /// newline is ignored); needs --pubsub
     #[arg(long, value_name = "FILE")]
     pubsub_password_file: Option<PathBuf>,
+    /// Send frames longer than BYTES gzip-compressed, arpc's way, when that makes them
+    /// shorter (default off); peers must decode arpc gzip frames
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    gzip_threshold: Option<usize>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -298,6 +302,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .udp_dedup_window(args.udp_dedup_window)
         .udp_dedup_capacity(args.udp_dedup_capacity)
         .udp_gso(!args.no_udp_gso)
+        .gzip_threshold(args.gzip_threshold)
         .ws_path((!args.no_websocket).then_some(args.ws_path))
         .ws_allowed_origins((!args.ws_allowed_origin.is_empty()).then_some(args.ws_allowed_origin))
         .udp_peer_rate(

@@ -177,6 +177,7 @@ pub struct ClientBuilder {
     on_reconnect: Option<ReconnectHook>,
     auth: Option<Bytes>,
     pubsub: Arc<TopicTable>,
+    gzip_threshold: Option<usize>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -275,6 +276,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends frames longer than this many bytes gzip-compressed, arpc's way, when that makes
+    /// them shorter (default `None`: off); see `ConfigBuilder::gzip_threshold`. The server
+    /// must decode arpc gzip frames (ringrpc, or Go arpc with the gzip coder). Compressed
+    /// frames from the server are accepted either way.
+    pub fn gzip_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.gzip_threshold = bytes;
+        self
+    }
+
     /// Connects (blocking until connected or failed).
     pub fn connect(self) -> Result<Client, ClientError> {
         if let Some(e) = self.route_error {
@@ -284,13 +294,15 @@ impl ClientBuilder {
             Some(rt) => rt,
             None => ClientRuntime::new()?,
         };
-        let policy = Arc::new(ConnPolicy::new(
+        let mut policy = ConnPolicy::new(
             Arc::new(self.router),
             &ReactorSettings::client(),
             self.options.idle_timeout,
             self.options.keepalive,
             None,
-        ));
+        );
+        policy.gzip_threshold = self.gzip_threshold;
+        let policy = Arc::new(policy);
         let addrs: Vec<SocketAddr> = self
             .target
             .to_socket_addrs()
@@ -495,6 +507,7 @@ impl Client {
             on_reconnect: None,
             auth: None,
             pubsub,
+            gzip_threshold: None,
         }
     }
 
@@ -535,6 +548,36 @@ impl Client {
         match self.inner.current() {
             Some(conn) => conn.call_with(method, payload, timeout, done),
             None => done(Err(CallError::Disconnected)),
+        }
+    }
+
+    /// As [`Client::call`], with `metadata` appended to the Request as arpc's `md` block
+    /// (`user_flags` bit 0); returns the Response payload and its metadata, if it carried
+    /// any. Metadata is at most [`MAX_METADATA_LEN`](crate::MAX_METADATA_LEN) bytes by
+    /// construction; a frame that cannot carry it fails with [`CallError::Metadata`].
+    pub fn call_with_metadata(
+        &self,
+        method: &str,
+        payload: &[u8],
+        metadata: &crate::Metadata,
+        timeout: Duration,
+    ) -> Result<(Bytes, Option<crate::Metadata>), CallError> {
+        match self.inner.current() {
+            Some(conn) => conn.call_with_metadata(method, payload, metadata, timeout),
+            None => Err(CallError::Disconnected),
+        }
+    }
+
+    /// As [`Client::notify`], with `metadata` appended as arpc's `md` block.
+    pub fn notify_with_metadata(
+        &self,
+        method: &str,
+        payload: &[u8],
+        metadata: &crate::Metadata,
+    ) -> Result<(), CallError> {
+        match self.inner.current() {
+            Some(conn) => conn.notify_with_metadata(method, payload, metadata),
+            None => Err(CallError::Disconnected),
         }
     }
 

@@ -16,13 +16,16 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use ringrpc_protocol::metadata::{Metadata, MetadataError, USER_FLAG_METADATA, take_metadata};
 use ringrpc_protocol::{Command, DecodeError, Flags, FrameRef};
 
-use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, TOO_MANY_IN_FLIGHT};
+use crate::error::{
+    AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, INVALID_METADATA, TOO_MANY_IN_FLIGHT,
+};
 use crate::framing::{ArpcFraming, Next};
 use crate::handle::ConnHandle;
 use crate::ids::ConnInfo;
-use crate::mailbox::{CallDone, Mailbox};
+use crate::mailbox::{CallDone, CallDoneMd, Mailbox};
 use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
 use crate::secret::constant_time_eq;
@@ -55,12 +58,34 @@ pub(crate) struct ConnStats {
     pub streams_opened: u64,
     /// Stream frames received.
     pub stream_frames: u64,
+    /// gzip-compressed frames received and inflated.
+    pub gzip_in: u64,
+    /// Frames whose metadata block was malformed (a Request answered with an error, a
+    /// Notify or Stream frame dropped, a Response failing its call).
+    pub bad_metadata: u64,
 }
 
 /// A call this side made to the peer, waiting for its Response.
 struct PendingCall {
     deadline: Instant,
-    done: CallDone,
+    done: Completion,
+}
+
+/// How a call's outcome is delivered.
+enum Completion {
+    /// The payload only (any metadata of the Response is dropped).
+    Plain(CallDone),
+    /// The payload and the Response's metadata.
+    WithMetadata(CallDoneMd),
+}
+
+impl Completion {
+    fn fail(self, error: CallError) {
+        match self {
+            Completion::Plain(done) => done(Err(error)),
+            Completion::WithMetadata(done) => done(Err(error)),
+        }
+    }
 }
 
 /// The framings a stream connection can speak.
@@ -90,6 +115,15 @@ impl StreamFraming {
             StreamFraming::Undecided { held, .. } => held.len(),
             StreamFraming::Arpc(f) => f.buffered(),
             StreamFraming::WebSocket(ws) => ws.buffered(),
+        }
+    }
+
+    /// Compressed frames inflated so far.
+    fn gzip_in(&self) -> u64 {
+        match self {
+            StreamFraming::Undecided { .. } => 0,
+            StreamFraming::Arpc(f) => f.gzip_in(),
+            StreamFraming::WebSocket(ws) => ws.gzip_in(),
         }
     }
 
@@ -210,7 +244,7 @@ impl Conn {
             return Ok(());
         }
         let data = self.framing.decide(data);
-        match &mut self.framing {
+        let decoded = match &mut self.framing {
             StreamFraming::Undecided { .. } => Ok(()),
             StreamFraming::Arpc(f) => f
                 .decode(&data, |frame| session.dispatch_next(frame, router))
@@ -228,7 +262,9 @@ impl Conn {
                     }
                 })
                 .map_err(ConnError::WebSocket),
-        }
+        };
+        self.session.stats.gzip_in = self.framing.gzip_in();
+        decoded
     }
 
     /// Reflect mode: queues the received bytes to be written back unchanged, undecoded.
@@ -345,6 +381,25 @@ impl Session {
         self.next_call_seq += 1;
         self.out
             .push_frame(Command::Request, Flags::default(), 0, seq, method, payload);
+        let done = Completion::Plain(done);
+        self.calls.insert(seq, PendingCall { deadline, done });
+        seq
+    }
+
+    /// As [`Session::start_call`] for a Request encoded already (`frame`, metadata
+    /// appended, seq 0): writes the call's seq into a copy and queues it.
+    pub(crate) fn start_encoded_call(
+        &mut self,
+        frame: Bytes,
+        deadline: Instant,
+        done: CallDoneMd,
+    ) -> u64 {
+        let seq = self.next_call_seq;
+        self.next_call_seq += 1;
+        let mut frame = BytesMut::from(&frame[..]);
+        frame[8..16].copy_from_slice(&seq.to_le_bytes());
+        self.out.push_encoded(frame.freeze());
+        let done = Completion::WithMetadata(done);
         self.calls.insert(seq, PendingCall { deadline, done });
         seq
     }
@@ -366,7 +421,7 @@ impl Session {
     pub(crate) fn expire_call(&mut self, seq: u64, now: Instant) {
         if self.calls.get(&seq).is_some_and(|c| c.deadline <= now) {
             if let Some(call) = self.calls.remove(&seq) {
-                (call.done)(Err(CallError::Timeout));
+                call.done.fail(CallError::Timeout);
             }
         }
     }
@@ -375,25 +430,73 @@ impl Session {
     /// closing).
     pub(crate) fn fail_calls(&mut self, error: CallError) {
         for (_, call) in self.calls.drain() {
-            (call.done)(Err(error.clone()));
+            call.done.fail(error.clone());
         }
         self.streams.fail_all();
     }
 
-    fn answer_call(&mut self, frame: &FrameRef<'_>) {
+    fn answer_call(&mut self, frame: &FrameRef<'_>, metadata: Option<Metadata>) {
         let Some(call) = self.calls.remove(&frame.header.seq) else {
             // Unknown, or answered after its timeout.
             self.stats.ignored += 1;
             return;
         };
-        let outcome = if frame.header.flags.is_error() {
-            Err(CallError::Remote(
-                String::from_utf8_lossy(frame.payload).into_owned(),
-            ))
-        } else {
-            Ok(Bytes::copy_from_slice(frame.payload))
-        };
-        (call.done)(outcome);
+        if frame.header.flags.is_error() {
+            let text = String::from_utf8_lossy(frame.payload).into_owned();
+            return call.done.fail(CallError::Remote(text));
+        }
+        let payload = Bytes::copy_from_slice(frame.payload);
+        match call.done {
+            Completion::Plain(done) => done(Ok(payload)),
+            Completion::WithMetadata(done) => done(Ok((payload, metadata))),
+        }
+    }
+
+    /// A frame with `user_flags` bit 0: takes its metadata block off the payload and
+    /// dispatches the rest, or deals with a malformed block.
+    #[cold]
+    fn dispatch_with_metadata(&mut self, frame: &FrameRef<'_>, router: &Router) {
+        if frame.header.cmd.is_control() {
+            // A bare header: the bit means nothing there.
+            return self.dispatch_frame(frame, None, router);
+        }
+        match take_metadata(&frame.header, frame.payload) {
+            Ok((payload, metadata)) => {
+                let stripped = FrameRef { payload, ..*frame };
+                self.dispatch_frame(&stripped, metadata, router);
+            }
+            Err(e) => self.bad_metadata(frame, e),
+        }
+    }
+
+    /// A malformed metadata block: a Request gets an error Response naming the problem, a
+    /// Response fails its call, a Notify or Stream frame is dropped; all are counted.
+    fn bad_metadata(&mut self, frame: &FrameRef<'_>, error: MetadataError) {
+        let h = &frame.header;
+        match h.cmd {
+            // Not reached: bare headers are dispatched as they are.
+            Command::Ping | Command::Pong => return,
+            Command::Request => {
+                self.stats.requests += 1;
+                let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
+                let text = format!("{INVALID_METADATA}: {error}");
+                self.out.push_frame(
+                    Command::Response,
+                    flags,
+                    0,
+                    h.seq,
+                    frame.method,
+                    text.as_bytes(),
+                );
+            }
+            Command::Notify => self.stats.notifies += 1,
+            Command::Response => match self.calls.remove(&h.seq) {
+                Some(call) => call.done.fail(CallError::Metadata(error)),
+                None => self.stats.ignored += 1,
+            },
+            Command::Stream => {}
+        }
+        self.stats.bad_metadata += 1;
     }
 
     /// Dispatches `frame` and says whether to go on (not after a failed authentication).
@@ -408,6 +511,9 @@ impl Session {
 
     fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router) {
         self.stats.frames_in += 1;
+        if frame.header.user_flags & USER_FLAG_METADATA != 0 && self.auth.is_none() {
+            return self.dispatch_with_metadata(frame, router);
+        }
         if let Some(secret) = &self.auth {
             let h = &frame.header;
             let flags = Flags(h.flags.0 & Flags::ASYNC);
@@ -437,6 +543,17 @@ impl Session {
             }
             return;
         }
+        self.dispatch_frame(frame, None, router);
+    }
+
+    /// Dispatches an authenticated frame whose metadata (if any) is taken off already.
+    #[inline]
+    fn dispatch_frame(
+        &mut self,
+        frame: &FrameRef<'_>,
+        metadata: Option<Metadata>,
+        router: &Router,
+    ) {
         match frame.header.cmd {
             Command::Request | Command::Notify => {
                 if frame.header.cmd == Command::Request {
@@ -457,6 +574,7 @@ impl Session {
                 }
                 match router.dispatch(
                     frame,
+                    metadata.as_ref(),
                     &self.info,
                     &self.mailbox,
                     &self.in_flight,
@@ -469,12 +587,14 @@ impl Session {
             }
             Command::Ping => self.out.push_pong(),
             Command::Pong => {}
-            Command::Response => self.answer_call(frame),
+            Command::Response => self.answer_call(frame, metadata),
             Command::Stream => {
                 let (info, mailbox) = (self.info, &self.mailbox);
                 let conn = || ConnHandle::new(info, mailbox.clone());
+                let route = |m: &[u8]| router.stream_route(m);
+                let md = metadata.as_ref();
                 self.streams
-                    .on_frame(frame, &conn, |m| router.stream_route(m), &mut self.out);
+                    .on_frame(frame, md, &conn, route, &mut self.out);
                 self.stats.stream_frames += 1;
                 self.stats.streams_opened = self.streams.stats.opened_by_peer;
             }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io;
 
+use ringrpc_protocol::metadata::MetadataError;
 use ringrpc_protocol::{DecodeError, MAX_METHOD_LEN};
 
 /// Error text of the Response to a Request for an unknown method.
@@ -26,6 +27,9 @@ pub const BLOCKING_QUEUE_FULL: &str =
 /// Error text of a datagram Request refused because its peer (or every peer together) has
 /// too many requests cached for duplicate suppression.
 pub const UDP_PEER_BUSY: &str = "server busy: too many recent requests from this peer; retry later";
+/// Start of the error text of the Response to a Request whose metadata block is malformed
+/// (followed by `": "` and what is wrong); the connection stays open.
+pub const INVALID_METADATA: &str = "invalid metadata";
 /// Method of the Request that must come first on a server with a shared secret.
 pub const AUTH_METHOD: &str = "/_auth";
 /// Error text sent to a connection that did not authenticate first.
@@ -122,6 +126,11 @@ pub enum CallError {
     /// The connection's unsent output is over its limit (the peer is not reading); the
     /// message was not queued.
     Overstocked,
+    /// The metadata could not be attached to the frame (sending), or the Response's
+    /// metadata block is malformed (receiving).
+    Metadata(MetadataError),
+    /// The connection cannot do this (metadata calls over UDP).
+    Unsupported(&'static str),
     /// The frame does not fit one datagram; it was not sent.
     TooLarge {
         /// The frame's size in bytes.
@@ -148,6 +157,8 @@ impl fmt::Display for CallError {
                 f,
                 "a frame of {size} bytes does not fit one datagram (at most {max}); send less, or use TCP"
             ),
+            CallError::Metadata(e) => write!(f, "metadata: {e}"),
+            CallError::Unsupported(what) => write!(f, "{what} is not supported on this connection"),
             CallError::Overstocked => f.write_str(
                 "the connection's send queue is over its limit (the peer is not reading); the message was not queued",
             ),
@@ -155,7 +166,14 @@ impl fmt::Display for CallError {
     }
 }
 
-impl std::error::Error for CallError {}
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Metadata(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Error text of the error EOF sent for a stream opened with a method that has no stream
 /// handler.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command as Cmd, Flags, MAX_METHOD_LEN, write_frame};
 
 use crate::error::{CallError, RESPONDER_DROPPED};
@@ -94,6 +95,89 @@ impl ConnHandle {
                 frame,
             })
             .map_err(|_| CallError::MailboxFull)
+    }
+
+    /// As [`ConnHandle::notify`], with `metadata` appended as arpc's `md` block (`user_flags`
+    /// bit 0). Fails with [`CallError::Metadata`] if the frame cannot carry it.
+    pub fn notify_with_metadata(
+        &self,
+        method: &str,
+        payload: &[u8],
+        metadata: &Metadata,
+    ) -> Result<(), CallError> {
+        if !valid_method(method) {
+            return Err(CallError::BadMethod);
+        }
+        let frame = crate::coder::encode_with_metadata(
+            Cmd::Notify,
+            Flags::default(),
+            0,
+            method.as_bytes(),
+            payload,
+            metadata,
+        )
+        .map_err(CallError::Metadata)?;
+        self.mailbox
+            .post(Command::Notify {
+                conn: self.info.id,
+                frame,
+            })
+            .map_err(|_| CallError::MailboxFull)
+    }
+
+    /// As [`ConnHandle::call_with`], with `metadata` appended to the Request as arpc's `md`
+    /// block; `done` also gets the Response's metadata, if it carried any.
+    pub fn call_with_metadata_then(
+        &self,
+        method: &str,
+        payload: &[u8],
+        metadata: &Metadata,
+        timeout: Duration,
+        done: impl FnOnce(Result<(Bytes, Option<Metadata>), CallError>) + Send + 'static,
+    ) {
+        if !valid_method(method) {
+            return done(Err(CallError::BadMethod));
+        }
+        // Encoded with seq 0; the reactor writes the call's seq into it.
+        let frame = match crate::coder::encode_with_metadata(
+            Cmd::Request,
+            Flags::default(),
+            0,
+            method.as_bytes(),
+            payload,
+            metadata,
+        ) {
+            Ok(frame) => frame,
+            Err(e) => return done(Err(CallError::Metadata(e))),
+        };
+        let posted = self.mailbox.post(Command::CallWithMetadata {
+            conn: self.info.id,
+            frame,
+            timeout,
+            done: Box::new(done),
+        });
+        if let Err(Command::CallWithMetadata { done, .. }) = posted.map_err(|c| *c) {
+            done(Err(CallError::MailboxFull));
+        }
+    }
+
+    /// As [`ConnHandle::call`], with `metadata` appended to the Request; returns the
+    /// Response payload and its metadata, if it carried any. Refused on a reactor thread.
+    pub fn call_with_metadata(
+        &self,
+        method: &str,
+        payload: &[u8],
+        metadata: &Metadata,
+        timeout: Duration,
+    ) -> Result<(Bytes, Option<Metadata>), CallError> {
+        if on_reactor_thread() {
+            return Err(CallError::WouldBlockReactor);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.call_with_metadata_then(method, payload, metadata, timeout, move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        rx.recv().unwrap_or(Err(CallError::Disconnected))
     }
 
     /// Calls `method` on the peer and runs `done` with the outcome, on the reactor thread
@@ -180,6 +264,8 @@ pub struct Responder {
     answered: bool,
     /// The connection's count of deferred answers; this one leaves it when sent.
     in_flight: Arc<AtomicUsize>,
+    /// Metadata the Response carries.
+    metadata: Option<Metadata>,
 }
 
 impl fmt::Debug for Responder {
@@ -207,7 +293,15 @@ impl Responder {
             async_flag: flags.0 & Flags::ASYNC,
             answered: false,
             in_flight,
+            metadata: None,
         }
+    }
+
+    /// The Response will carry `metadata` (set on the request's context before the
+    /// responder was taken).
+    pub(crate) fn with_metadata(mut self, metadata: Metadata) -> Responder {
+        self.metadata = Some(metadata);
+        self
     }
 
     /// The connection the Request came on.
@@ -225,6 +319,13 @@ impl Responder {
         self.send(Flags(self.async_flag), payload);
     }
 
+    /// Sends the Response with `metadata` appended as arpc's `md` block (replacing any
+    /// metadata set on the request's context).
+    pub fn reply_with_metadata(mut self, payload: &[u8], metadata: Metadata) {
+        self.metadata = Some(metadata);
+        self.send(Flags(self.async_flag), payload);
+    }
+
     /// Sends an error Response carrying `message`.
     pub fn reply_error(mut self, message: &str) {
         self.send(Flags(self.async_flag).with_error(), message.as_bytes());
@@ -233,7 +334,19 @@ impl Responder {
     fn send(&mut self, flags: Flags, payload: &[u8]) {
         self.answered = true;
         self.in_flight.fetch_sub(1, Ordering::Release);
-        let frame = encode(Cmd::Response, flags, self.seq, &self.method, payload);
+        let frame = match self.metadata.take() {
+            None => encode(Cmd::Response, flags, self.seq, &self.method, payload),
+            Some(md) => crate::coder::encode_with_metadata(
+                Cmd::Response,
+                flags,
+                self.seq,
+                &self.method,
+                payload,
+                &md,
+            )
+            // Only a body near 4 GiB can overflow: send the Response without it.
+            .unwrap_or_else(|_| encode(Cmd::Response, flags, self.seq, &self.method, payload)),
+        };
         // Never refused: answers are bounded by the connection's deferred-request limit.
         let _ = self.conn.mailbox.post(Command::Answer {
             conn: self.conn.info.id,

@@ -31,6 +31,7 @@
 
 mod bind;
 mod client;
+mod coder;
 mod config;
 mod conn;
 mod datagram;
@@ -74,8 +75,12 @@ pub use ids::{ConnId, ConnInfo};
 pub use mailbox::BroadcastFilter;
 pub use pool::Request;
 pub use pubsub::{PubSub, PubSubError, PubSubStats};
+pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
 pub use ringrpc_protocol::{Topic, TopicError};
-pub use router::{Context, Flow, Handler, LogRequests, Middleware, ReplyState, RouteError, Router};
+pub use router::{
+    Context, Flow, Handler, LogRequests, Middleware, PropagateMetadata, ReplyState, RouteError,
+    Router,
+};
 pub use runtime::{RunError, SpawnError};
 pub use server::{
     RunningServer, Server, ServerBuilder, ServerError, ServerHandle, ServerReport, StartError,

@@ -27,6 +27,10 @@ use crate::stream_state::{OutFrame, StreamShared};
 
 /// Completion of a call: runs once, on the reactor thread, with the Response payload.
 pub(crate) type CallDone = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
+/// Completion of a call made with metadata: the Response payload and its metadata.
+pub(crate) type CallDoneMd = Box<
+    dyn FnOnce(Result<(Bytes, Option<ringrpc_protocol::metadata::Metadata>), CallError>) + Send,
+>;
 /// Runs on the reactor thread when an adopted connection is gone.
 pub(crate) type Closed = Box<dyn FnOnce(&DisconnectReason) + Send>;
 
@@ -59,6 +63,14 @@ pub(crate) enum Command {
         payload: Bytes,
         timeout: Duration,
         done: CallDone,
+    },
+    /// Start a call whose Request is encoded already (metadata appended, seq 0) (counts
+    /// against the capacity).
+    CallWithMetadata {
+        conn: ConnId,
+        frame: Bytes,
+        timeout: Duration,
+        done: CallDoneMd,
     },
     /// Queue an encoded frame on every connection the filter accepts (counts against the
     /// capacity).
@@ -116,6 +128,7 @@ impl Command {
             self,
             Command::Notify { .. }
                 | Command::Call { .. }
+                | Command::CallWithMetadata { .. }
                 | Command::Broadcast { .. }
                 | Command::UdpCall { .. }
                 | Command::UdpNotify { .. }

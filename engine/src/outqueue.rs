@@ -3,7 +3,11 @@
 //!
 //! Invariants: output keeps frame order; small frames are coalesced into one buffer, large
 //! payloads stay separate `Bytes` (never copied); a partially sent batch resumes exactly
-//! where it stopped; a batch never carries more than [`IOV_MAX`] segments.
+//! where it stopped; a batch never carries more than [`IOV_MAX`] segments. With gzip on
+//! (a per-connection setting), every frame of any push path that is longer than the
+//! threshold is encoded into a buffer of its own, compressed, and queued compressed if that
+//! is shorter (the WebSocket envelope then wraps the compressed frame); with it off, or
+//! for shorter frames, the push paths are unchanged but for one comparison.
 
 use std::collections::VecDeque;
 
@@ -12,6 +16,7 @@ use ringrpc_protocol::{Command, Flags, HEADER_LEN, write_frame};
 
 use ringrpc_uring::IOV_MAX;
 
+use crate::coder::Gzip;
 use crate::ws::session::binary_message_header;
 
 /// Payloads at least this large are queued as their own `Bytes` instead of being copied.
@@ -28,12 +33,65 @@ pub(crate) struct OutQueue {
     in_flight: usize,
     /// Each frame goes in one WebSocket binary message (after an upgrade).
     websocket: bool,
+    /// Compress frames over a threshold, if on.
+    gzip: Option<Gzip>,
+    /// Frames queued compressed since the last [`OutQueue::take_gzip_out`].
+    gzip_out: u64,
 }
 
 impl OutQueue {
     /// From now on, each frame is sent as one WebSocket binary message.
     pub(crate) fn wrap_in_websocket(&mut self) {
         self.websocket = true;
+    }
+
+    /// Compresses frames longer than `threshold` bytes from now on (`None`: never).
+    pub(crate) fn set_gzip_threshold(&mut self, threshold: Option<usize>) {
+        self.gzip = threshold.map(|threshold| Gzip { threshold });
+    }
+
+    /// Frames queued compressed since the last call.
+    pub(crate) fn take_gzip_out(&mut self) -> u64 {
+        std::mem::take(&mut self.gzip_out)
+    }
+
+    /// Whether a frame of `len` bytes must go through [`OutQueue::push_gzip`].
+    #[inline]
+    fn wants_gzip(&self, len: usize) -> bool {
+        self.gzip.is_some_and(|g| g.wants(len))
+    }
+
+    /// Encodes a frame over the threshold into a buffer of its own and queues it through
+    /// compression.
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn push_gzip(
+        &mut self,
+        stream_bits: u8,
+        cmd: Command,
+        flags: Flags,
+        user_flags: u8,
+        seq: u64,
+        method: &[u8],
+        payload: &[u8],
+    ) {
+        let mut frame = BytesMut::with_capacity(HEADER_LEN + method.len() + payload.len());
+        write_frame(&mut frame, cmd, flags, user_flags, seq, method, payload);
+        frame[5] |= stream_bits;
+        self.push_gzip_encoded(frame.freeze());
+    }
+
+    /// Queues `frame` compressed if that makes it shorter, else as it is.
+    #[cold]
+    fn push_gzip_encoded(&mut self, frame: Bytes) {
+        let compressed = self.gzip.and_then(|g| g.compress(&frame));
+        match compressed {
+            Some(small) => {
+                self.gzip_out += 1;
+                self.push_encoded_plain(small);
+            }
+            None => self.push_encoded_plain(frame),
+        }
     }
 
     /// Writes the WebSocket message header for a frame of `frame_len` bytes, if wrapping.
@@ -70,7 +128,11 @@ impl OutQueue {
         method: &[u8],
         payload: &[u8],
     ) {
-        self.envelope(HEADER_LEN + method.len() + payload.len());
+        let len = HEADER_LEN + method.len() + payload.len();
+        if self.wants_gzip(len) {
+            return self.push_gzip(stream_bits, cmd, flags, user_flags, seq, method, payload);
+        }
+        self.envelope(len);
         let before = self.small.len();
         write_frame(
             &mut self.small,
@@ -126,7 +188,11 @@ impl OutQueue {
         if payload.len() < ZERO_COPY_MIN {
             return self.push_copied(stream_bits, cmd, flags, user_flags, seq, method, &payload);
         }
-        self.envelope(HEADER_LEN + method.len() + payload.len());
+        let len = HEADER_LEN + method.len() + payload.len();
+        if self.wants_gzip(len) {
+            return self.push_gzip(stream_bits, cmd, flags, user_flags, seq, method, &payload);
+        }
+        self.envelope(len);
         let before = self.small.len();
         write_frame(&mut self.small, cmd, flags, user_flags, seq, method, &[]);
         self.small[before + 5] |= stream_bits;
@@ -142,6 +208,14 @@ impl OutQueue {
     /// Queues one frame encoded elsewhere (another thread, or once for a broadcast); a
     /// large one is sent from its own buffer, shared, without copying.
     pub fn push_encoded(&mut self, frame: Bytes) {
+        if self.wants_gzip(frame.len()) {
+            return self.push_gzip_encoded(frame);
+        }
+        self.push_encoded_plain(frame);
+    }
+
+    /// [`OutQueue::push_encoded`] without compression.
+    fn push_encoded_plain(&mut self, frame: Bytes) {
         self.envelope(frame.len());
         if frame.len() < ZERO_COPY_MIN {
             self.small.extend_from_slice(&frame);
@@ -298,5 +372,61 @@ mod tests {
             methods.push(String::from_utf8(f.method.to_vec()).unwrap());
         }
         assert_eq!(methods, ["/a", "/big", "/small"]);
+    }
+
+    /// Every push path compresses frames over the threshold (when that is shorter) and
+    /// leaves the others alone; order is kept.
+    #[test]
+    fn gzip_applies_to_every_push_path_over_the_threshold() {
+        use ringrpc_protocol::gzip::{decompress_frame, is_compressed};
+        let big = vec![b'a'; 300];
+        let mut q = OutQueue::default();
+        q.set_gzip_threshold(Some(64));
+        q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", &big);
+        q.push_frame(Command::Response, Flags::default(), 0, 2, b"/a", b"short");
+        q.push_frame_bytes(
+            Command::Notify,
+            Flags::default(),
+            0,
+            3,
+            b"/b",
+            Bytes::from(vec![7u8; ZERO_COPY_MIN]),
+        );
+        q.push_encoded(Frame::notify(4, "/c", big.clone()).to_bytes());
+        q.push_stream_frame(0xc0, Flags::default(), 5, b"/s", Bytes::from(big.clone()));
+        q.push_pong();
+        assert_eq!(q.take_gzip_out(), 4);
+        let mut batch = Vec::new();
+        assert_eq!(q.take_batch(&mut batch), 6);
+        let wire: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut rest = &wire[..];
+        let mut seen = Vec::new();
+        while !rest.is_empty() {
+            let len = 16 + u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            let (frame, tail) = rest.split_at(len);
+            rest = tail;
+            let plain = if is_compressed(frame) {
+                decompress_frame(frame, u32::MAX - 16).unwrap()
+            } else {
+                Bytes::copy_from_slice(frame)
+            };
+            let mut buf = BytesMut::from(&plain[..]);
+            let f = Decoder::default().decode(&mut buf).unwrap().unwrap();
+            seen.push((f.header.seq, is_compressed(frame), f.payload.len()));
+            if f.header.cmd == Command::Stream {
+                assert!(f.header.stream_local && f.header.stream_eof);
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, true, 300),
+                (2, false, 5),
+                (3, true, ZERO_COPY_MIN),
+                (4, true, 300),
+                (5, true, 300),
+                (0, false, 0)
+            ]
+        );
     }
 }

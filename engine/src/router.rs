@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 
 use crate::handle::{ConnHandle, Responder};
@@ -57,6 +58,10 @@ pub struct Context<'a> {
     in_flight: &'a Arc<AtomicUsize>,
     out: &'a mut OutQueue,
     state: ReplyState,
+    /// The request's metadata block, already taken off `payload`.
+    metadata: Option<&'a Metadata>,
+    /// Metadata to attach to the Response.
+    reply_metadata: Option<Metadata>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -74,6 +79,7 @@ impl fmt::Debug for Context<'_> {
 impl<'a> Context<'a> {
     pub(crate) fn new(
         frame: &FrameRef<'a>,
+        metadata: Option<&'a Metadata>,
         conn: &'a ConnInfo,
         mailbox: &'a Arc<Mailbox>,
         in_flight: &'a Arc<AtomicUsize>,
@@ -92,6 +98,8 @@ impl<'a> Context<'a> {
             } else {
                 ReplyState::NoReply
             },
+            metadata,
+            reply_metadata: None,
         }
     }
 
@@ -99,6 +107,31 @@ impl<'a> Context<'a> {
     pub fn method(&self) -> &'a [u8] {
         self.method
     }
+    /// The request's metadata (arpc's `md` block, `user_flags` bit 0), if it carried any.
+    /// The block is already taken off [`Context::payload`].
+    pub fn metadata(&self) -> Option<&'a Metadata> {
+        self.metadata
+    }
+
+    /// Attaches `metadata` to whatever Response this Request gets (the handler's reply, an
+    /// error, or a [`Responder`] taken after this call), replacing any set before (a
+    /// [`PropagateMetadata`] middleware's included: add keys with
+    /// [`Context::reply_metadata_mut`] to keep those). Ignored for a Notify and once
+    /// replied.
+    pub fn set_reply_metadata(&mut self, metadata: Metadata) {
+        self.reply_metadata = Some(metadata);
+    }
+
+    /// The metadata the Response will carry, created empty if none was set.
+    pub fn reply_metadata_mut(&mut self) -> &mut Metadata {
+        self.reply_metadata.get_or_insert_default()
+    }
+
+    /// The metadata the Response will carry, if any was set.
+    pub fn reply_metadata(&self) -> Option<&Metadata> {
+        self.reply_metadata.as_ref()
+    }
+
     /// The request payload, borrowed from the receive buffer.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
@@ -143,13 +176,17 @@ impl<'a> Context<'a> {
         }
         self.state = ReplyState::Deferred;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some(Responder::new(
+        let responder = Responder::new(
             self.conn(),
             self.header.seq,
             self.method,
             self.header.flags,
             self.in_flight.clone(),
-        ))
+        );
+        Some(match self.reply_metadata.take() {
+            None => responder,
+            Some(md) => responder.with_metadata(md),
+        })
     }
     /// Whether a Response has been queued or a responder taken (always true for a Notify).
     pub fn replied(&self) -> bool {
@@ -172,6 +209,10 @@ impl<'a> Context<'a> {
         }
         self.state = ReplyState::Sent;
         let flags = self.response_flags(Flags::default());
+        if self.reply_metadata.is_some() {
+            self.respond_with_metadata(flags, &payload);
+            return true;
+        }
         self.out.push_frame_bytes(
             Command::Response,
             flags,
@@ -198,6 +239,10 @@ impl<'a> Context<'a> {
             ReplyState::Sent
         };
         let flags = self.response_flags(flags);
+        if self.reply_metadata.is_some() {
+            self.respond_with_metadata(flags, payload);
+            return true;
+        }
         self.out.push_frame(
             Command::Response,
             flags,
@@ -207,6 +252,29 @@ impl<'a> Context<'a> {
             payload,
         );
         true
+    }
+
+    /// Queues the Response with the reply metadata appended.
+    #[cold]
+    fn respond_with_metadata(&mut self, flags: Flags, payload: &[u8]) {
+        let md = self.reply_metadata.take().unwrap_or_default();
+        let (seq, method) = (self.header.seq, self.method);
+        match crate::coder::encode_with_metadata(
+            Command::Response,
+            flags,
+            seq,
+            method,
+            payload,
+            &md,
+        ) {
+            Ok(frame) => self.out.push_encoded(frame),
+            Err(e) => {
+                // Only a body near 4 GiB can overflow: send the Response without it.
+                tracing::warn!(seq, "response metadata dropped: {e}");
+                self.out
+                    .push_frame(Command::Response, flags, 0, seq, method, payload);
+            }
+        }
     }
 
     /// A Response keeps the Request's async bit.
@@ -290,6 +358,50 @@ pub trait Middleware: Send + Sync + 'static {
     /// [`Context::reply_state`]).
     fn after(&self, ctx: &Context<'_>) {
         let _ = ctx;
+    }
+}
+
+/// Middleware that copies the named keys from a Request's metadata onto its Response's
+/// (whatever Response it gets: the handler's, an error, a responder's later answer), e.g. a
+/// request id passed through. Keys the request does not carry are skipped; a key the
+/// handler sets itself with [`Context::reply_metadata_mut`] wins.
+///
+/// ```
+/// let mut router = ringrpc::Router::with_builtins();
+/// router.add_middleware(ringrpc::PropagateMetadata::new(["x-request-id"]));
+/// ```
+#[derive(Clone, Debug)]
+pub struct PropagateMetadata {
+    keys: Vec<String>,
+}
+
+impl PropagateMetadata {
+    /// Copies these keys.
+    pub fn new<K: Into<String>>(keys: impl IntoIterator<Item = K>) -> PropagateMetadata {
+        PropagateMetadata {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Middleware for PropagateMetadata {
+    fn before(&self, ctx: &mut Context<'_>) -> Flow {
+        let Some(md) = ctx.metadata() else {
+            return Flow::Continue;
+        };
+        if ctx.is_notify() {
+            return Flow::Continue;
+        }
+        for key in &self.keys {
+            if let Some(value) = md.get(key) {
+                // Cannot fail: the key and value came from a valid block of at most the
+                // same size.
+                let _ = ctx
+                    .reply_metadata_mut()
+                    .insert(key.as_str(), Bytes::copy_from_slice(value));
+            }
+        }
+        Flow::Continue
     }
 }
 
@@ -534,6 +646,7 @@ impl Router {
     pub(crate) fn dispatch(
         &self,
         frame: &FrameRef<'_>,
+        metadata: Option<&Metadata>,
         conn: &ConnInfo,
         mailbox: &Arc<Mailbox>,
         in_flight: &Arc<AtomicUsize>,
@@ -554,7 +667,7 @@ impl Router {
             }
             return Dispatched::NotFound;
         }
-        let mut ctx = Context::new(frame, conn, mailbox, in_flight, out);
+        let mut ctx = Context::new(frame, metadata, conn, mailbox, in_flight, out);
         if self.middleware.is_empty() {
             self.run_handler(route, &mut ctx)
         } else {

@@ -40,6 +40,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) udp_gso: bool,
     /// Per-connection stream limits.
     pub(crate) streams: StreamLimits,
+    /// Frames longer than this are sent gzip-compressed.
+    pub(crate) gzip_threshold: Option<usize>,
 }
 
 impl ReactorSettings {
@@ -65,6 +67,7 @@ impl ReactorSettings {
             reflect: config.reflect,
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
             udp_gso: config.udp_gso,
+            gzip_threshold: config.gzip_threshold,
             streams: StreamLimits {
                 max_streams: config.max_streams_per_conn,
                 queue_bytes: config.stream_queue_bytes,

@@ -23,6 +23,8 @@ use crate::settings::ReactorSettings;
 pub(crate) struct ConnPolicy {
     pub(crate) router: Arc<Router>,
     pub(crate) lifecycle: LifecycleConfig,
+    /// Frames longer than this are sent gzip-compressed.
+    pub(crate) gzip_threshold: Option<usize>,
 }
 
 impl ConnPolicy {
@@ -46,6 +48,7 @@ impl ConnPolicy {
                 linger_max: LINGER_MAX,
                 linger_tick: LINGER_TICK,
             },
+            gzip_threshold: settings.gzip_threshold,
         }
     }
 }

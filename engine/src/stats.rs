@@ -62,6 +62,13 @@ pub struct CoreStats {
     pub streams_opened: u64,
     /// Stream frames received.
     pub stream_frames: u64,
+    /// gzip-compressed frames received and inflated.
+    pub gzip_in: u64,
+    /// Frames sent gzip-compressed (`gzip_threshold`).
+    pub gzip_out: u64,
+    /// Frames whose metadata block was malformed (Requests answered with an error, Notifies
+    /// and Stream frames dropped, Responses failing their call).
+    pub bad_metadata: u64,
     /// The datagram endpoint's counters (all zero without UDP).
     pub udp: UdpStats,
 }
@@ -96,6 +103,9 @@ impl CoreStats {
             loop_errors,
             streams_opened,
             stream_frames,
+            gzip_in,
+            gzip_out,
+            bad_metadata,
             udp,
         } = *other;
         self.accepted += accepted;
@@ -123,6 +133,9 @@ impl CoreStats {
         self.loop_errors += loop_errors;
         self.streams_opened += streams_opened;
         self.stream_frames += stream_frames;
+        self.gzip_in += gzip_in;
+        self.gzip_out += gzip_out;
+        self.bad_metadata += bad_metadata;
         self.udp.add(&udp);
     }
 
@@ -145,5 +158,7 @@ impl CoreStats {
         self.panics += after.panics - before.panics;
         self.streams_opened += after.streams_opened - before.streams_opened;
         self.stream_frames += after.stream_frames - before.stream_frames;
+        self.gzip_in += after.gzip_in - before.gzip_in;
+        self.bad_metadata += after.bad_metadata - before.bad_metadata;
     }
 }

@@ -149,3 +149,33 @@ proptest! {
         fuzz_check(&data);
     }
 }
+
+#[test]
+fn coder_seeds_get_inflated_and_stripped_answers() {
+    let files = corpus("conn");
+    let output_of = |name: &str| {
+        let (_, data) = files
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from the corpus"));
+        fuzz_check(data).output
+    };
+    // A compressed /echo is inflated and answered (uncompressed: no threshold is set).
+    let gz = output_of("mixed-gzip-echo");
+    assert_eq!(gz.len(), 3);
+    assert_eq!(&gz[0].payload[..], "hello ".repeat(20).as_bytes());
+    assert_eq!(gz[1].header.cmd, Command::Pong);
+    // Metadata is taken off before /echo sees the payload; a malformed block is answered
+    // with an error naming it and the connection goes on.
+    let md = output_of("mixed-metadata-echo-and-bad-blocks");
+    assert_eq!(&md[0].payload[..], b"hi");
+    assert!(md[1].is_error());
+    assert!(
+        String::from_utf8_lossy(&md[1].payload).starts_with("invalid metadata: "),
+        "{:?}",
+        md[1]
+    );
+    assert_eq!(&md[2].payload[..], b"data");
+    let both = output_of("mixed-gzip-metadata-echo");
+    assert_eq!(&both[0].payload[..], "hello ".repeat(20).as_bytes());
+}

@@ -20,7 +20,7 @@ pub use codec::{check_gzip, check_metadata};
 
 use crate::{
     DEFAULT_MAX_BODY, DecodeError, Decoder, Frame, HEADER_LEN, Header, MAX_METHOD_LEN,
-    RESERVE_STEP, parse_frame,
+    RESERVE_STEP, parse_frame, parse_frame_any,
 };
 
 /// Body limits an input picks from with the low two bits of its control byte: arpc's
@@ -119,6 +119,30 @@ pub fn decode_reference(stream: &[u8], max_body: u32) -> Outcome {
     let mut rest = stream;
     let error = loop {
         match parse_frame(rest, max_body) {
+            Ok(Some((frame, used))) => {
+                frames.push(frame.to_owned());
+                rest = &rest[used..];
+            }
+            Ok(None) => break None,
+            Err(error) => break Some(error),
+        }
+    };
+    Outcome {
+        frames,
+        error,
+        leftover: rest.len(),
+    }
+}
+
+/// As [`decode_reference`], with [`parse_frame_any`]: gzip-compressed frames are inflated
+/// (the reference for the engine's connections, which accept them; the frames are the
+/// inflated ones).
+pub fn decode_reference_any(stream: &[u8], max_body: u32) -> Outcome {
+    let mut frames = Vec::new();
+    let mut rest = stream;
+    let error = loop {
+        let mut inflated = None;
+        match parse_frame_any(rest, max_body, &mut inflated) {
             Ok(Some((frame, used))) => {
                 frames.push(frame.to_owned());
                 rest = &rest[used..];

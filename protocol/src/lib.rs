@@ -232,6 +232,9 @@ pub enum DecodeError {
         /// The declared body length.
         body_len: u32,
     },
+    /// A gzip-compressed frame ([`gzip::USER_FLAG_GZIP`]) that could not be inflated:
+    /// corrupt gzip data, or a body that inflates past the limit (a zip bomb).
+    Gzip(gzip::GzipError),
 }
 
 impl fmt::Display for DecodeError {
@@ -264,11 +267,19 @@ impl fmt::Display for DecodeError {
                     "method length {method_len} exceeds body length {body_len}"
                 )
             }
+            DecodeError::Gzip(e) => write!(f, "gzip-compressed frame: {e}"),
         }
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeError::Gzip(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A frame borrowed from a byte slice: what the engine decodes straight out of a kernel buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +328,78 @@ pub fn parse_frame(
         },
         len,
     )))
+}
+
+/// The length of the frame whose first 16 bytes are `head`, after every check that can be
+/// made before its body arrives.
+///
+/// A plain frame gets all of [`Header::parse`]'s checks. A gzip-compressed one
+/// ([`gzip::USER_FLAG_GZIP`] in byte 4) only has its `body_len` checked against `max_body`:
+/// its bytes from offset 5 on are gzip, so the rest of its header is known only once it is
+/// inflated ([`parse_frame_any`]).
+pub fn frame_len(head: &[u8; HEADER_LEN], max_body: u32) -> Result<usize, DecodeError> {
+    if head[4] & gzip::USER_FLAG_GZIP == 0 {
+        return Ok(Header::parse(head, max_body)?.frame_len());
+    }
+    compressed_frame_len(head, max_body)
+}
+
+#[cold]
+fn compressed_frame_len(head: &[u8; HEADER_LEN], max_body: u32) -> Result<usize, DecodeError> {
+    let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if body_len > max_body {
+        return Err(DecodeError::BodyTooLarge {
+            declared: body_len,
+            max: max_body,
+        });
+    }
+    Ok(HEADER_LEN + body_len as usize)
+}
+
+/// As [`parse_frame`], also accepting gzip-compressed frames the way arpc's gzip coder
+/// writes them (`docs/protocol.md`, "Compression"): one branch on byte 4 decides.
+///
+/// A plain frame is borrowed from `buf` exactly as [`parse_frame`] does. A compressed one is
+/// recognised from its first five bytes, its declared length is checked against `max_body`
+/// before anything else (so a hostile length costs nothing), and once it is whole it is
+/// inflated into `inflated` — never to a body over `max_body`, so a zip bomb costs at most
+/// the limit — and the returned frame borrows from there; `used` still counts the
+/// compressed bytes taken from `buf`. `inflated` is left `None` for a plain frame.
+pub fn parse_frame_any<'a>(
+    buf: &'a [u8],
+    max_body: u32,
+    inflated: &'a mut Option<Bytes>,
+) -> Result<Option<(FrameRef<'a>, usize)>, DecodeError> {
+    match buf.get(4) {
+        Some(&user_flags) if user_flags & gzip::USER_FLAG_GZIP != 0 => {
+            parse_compressed(buf, max_body, inflated)
+        }
+        _ => parse_frame(buf, max_body),
+    }
+}
+
+#[cold]
+fn parse_compressed<'a>(
+    buf: &'a [u8],
+    max_body: u32,
+    inflated: &'a mut Option<Bytes>,
+) -> Result<Option<(FrameRef<'a>, usize)>, DecodeError> {
+    let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let len = compressed_frame_len(head, max_body)?;
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let plain = gzip::decompress_frame(&buf[..len], max_body).map_err(DecodeError::Gzip)?;
+    let plain: &'a Bytes = inflated.insert(plain);
+    match parse_frame(plain, max_body)? {
+        // decompress_frame wrote body_len for exactly the inflated bytes.
+        Some((frame, _)) => Ok(Some((frame, len))),
+        None => Err(DecodeError::Gzip(gzip::GzipError::InnerTooShort {
+            len: plain.len(),
+        })),
+    }
 }
 
 /// An owned frame whose method and payload share the receive buffer's allocation.

@@ -528,3 +528,116 @@ fn command_classification() {
 fn building_a_frame_with_an_overlong_method_panics() {
     Frame::request(1, vec![b'm'; MAX_METHOD_LEN + 1], "");
 }
+
+/// A compressed `/echo` Request of `hello ` x 20 (seq 9) and the plain frame it came from.
+fn compressed_echo() -> (Bytes, Bytes) {
+    let plain = Frame::request(9, &b"/echo"[..], "hello ".repeat(20)).to_bytes();
+    let packed = gzip::compress_frame(&plain, 0, 6).expect("repetitive payload compresses");
+    (plain, packed)
+}
+
+#[test]
+fn parse_frame_any_inflates_compressed_frames_at_every_split() {
+    let (plain, packed) = compressed_echo();
+    let mut stream = packed.to_vec();
+    stream.extend_from_slice(&plain);
+    for cut in 0..packed.len() {
+        let mut inflated = None;
+        assert_eq!(
+            parse_frame_any(&stream[..cut], DEFAULT_MAX_BODY, &mut inflated),
+            Ok(None),
+            "a prefix of {cut} bytes is not a frame yet"
+        );
+        assert!(inflated.is_none());
+        if cut >= HEADER_LEN {
+            let head = stream.first_chunk::<HEADER_LEN>().unwrap();
+            assert_eq!(frame_len(head, DEFAULT_MAX_BODY), Ok(packed.len()));
+        }
+    }
+    let mut inflated = None;
+    let (frame, used) = parse_frame_any(&stream, DEFAULT_MAX_BODY, &mut inflated)
+        .unwrap()
+        .unwrap();
+    assert_eq!(used, packed.len());
+    let (want, _) = parse_frame(&plain, DEFAULT_MAX_BODY).unwrap().unwrap();
+    assert_eq!(frame, want);
+    assert_eq!(inflated.as_deref(), Some(&plain[..]));
+    // The plain frame after it takes the plain path and leaves `inflated` alone.
+    let mut none = None;
+    let (frame, used) = parse_frame_any(&stream[used..], DEFAULT_MAX_BODY, &mut none)
+        .unwrap()
+        .unwrap();
+    assert_eq!((frame, used), (want, plain.len()));
+    assert!(none.is_none());
+}
+
+#[test]
+fn parse_frame_any_checks_the_declared_length_from_the_header_alone() {
+    let (_, packed) = compressed_echo();
+    let max = (packed.len() - HEADER_LEN - 1) as u32;
+    let mut inflated = None;
+    let err = parse_frame_any(&packed[..HEADER_LEN], max, &mut inflated).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::BodyTooLarge {
+            declared: max + 1,
+            max
+        }
+    );
+    let head = packed.first_chunk::<HEADER_LEN>().unwrap();
+    assert_eq!(frame_len(head, max), Err(err));
+}
+
+#[test]
+fn parse_frame_any_refuses_bombs_and_corrupt_data() {
+    // Inflates to a 2000-byte body: over a 1000-byte limit, though it is small on the wire.
+    let plain = Frame::request(1, &b"/echo"[..], vec![0u8; 1995]).to_bytes();
+    let packed = gzip::compress_frame(&plain, 0, 9).unwrap();
+    assert!(packed.len() < 100);
+    let mut inflated = None;
+    assert_eq!(
+        parse_frame_any(&packed, 1000, &mut inflated),
+        Err(DecodeError::Gzip(gzip::GzipError::TooLarge {
+            max_body: 1000
+        }))
+    );
+    let mut corrupt = packed.to_vec();
+    let n = corrupt.len();
+    corrupt[n - 6] ^= 0xff; // the CRC-32
+    let mut inflated = None;
+    let err = parse_frame_any(&corrupt, DEFAULT_MAX_BODY, &mut inflated).unwrap_err();
+    assert!(matches!(
+        err,
+        DecodeError::Gzip(gzip::GzipError::Corrupt { .. })
+    ));
+    assert!(
+        err.to_string()
+            .starts_with("gzip-compressed frame: invalid gzip data")
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn parse_frame_any_validates_the_inflated_header() {
+    // A Request with no method, compressed: the inner header is checked once inflated.
+    let mut plain = BytesMut::new();
+    write_frame(
+        &mut plain,
+        Command::Response,
+        Flags::default(),
+        0,
+        3,
+        b"",
+        &[b'x'; 200],
+    );
+    plain[5] = Command::Request as u8;
+    let packed = gzip::compress_frame(&plain, 0, 6).unwrap();
+    let mut inflated = None;
+    assert_eq!(
+        parse_frame_any(&packed, DEFAULT_MAX_BODY, &mut inflated),
+        Err(DecodeError::BadMethodLen {
+            cmd: Command::Request,
+            len: 0
+        })
+    );
+}

@@ -48,6 +48,7 @@ pub struct Config {
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
     pub(crate) pubsub: bool,
     pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
+    pub(crate) gzip_threshold: Option<usize>,
 }
 
 impl Config {
@@ -74,6 +75,10 @@ impl Config {
     /// Largest accepted frame body.
     pub fn max_body(&self) -> u32 {
         self.max_body
+    }
+    /// Frames longer than this are sent gzip-compressed; `None`: none are.
+    pub fn gzip_threshold(&self) -> Option<usize> {
+        self.gzip_threshold
     }
     /// Connections each reactor accepts before refusing more.
     pub fn max_connections_per_core(&self) -> usize {
@@ -116,6 +121,7 @@ pub struct ConfigBuilder {
     ws_allowed_origins: Option<Vec<String>>,
     pubsub: bool,
     pubsub_password: Option<Vec<u8>>,
+    gzip_threshold: Option<usize>,
 }
 
 impl Default for ConfigBuilder {
@@ -155,6 +161,7 @@ impl Default for ConfigBuilder {
             ws_allowed_origins: None,
             pubsub: false,
             pubsub_password: None,
+            gzip_threshold: None,
         }
     }
 }
@@ -412,6 +419,19 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sends every frame longer than this many bytes (header included) gzip-compressed the
+    /// way arpc's gzip coder does, when that makes it shorter (default `None`: off).
+    /// Responses, notifies, broadcasts, calls and stream frames alike, per connection.
+    /// Turn it on only when every peer decodes arpc gzip frames (`user_flags` bit 7): a Go
+    /// arpc peer with the gzip coder registered, or ringrpc. Costs CPU, not memory: each
+    /// frame over it is deflated (level 1) on the reactor thread into a buffer of its own,
+    /// once per connection for a broadcast. Compressed frames are accepted whatever this
+    /// is.
+    pub fn gzip_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.gzip_threshold = bytes;
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let range = |knob, value: u64, min, max| {
@@ -596,6 +616,7 @@ impl ConfigBuilder {
             ws_allowed_origins: self.ws_allowed_origins,
             pubsub: self.pubsub,
             pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
+            gzip_threshold: self.gzip_threshold,
         })
     }
 }

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use ringrpc_protocol::fuzzing::{Input, check_frame, decode_reference};
-use ringrpc_protocol::{Command, DecodeError, Decoder, Flags, Frame, HEADER_LEN, Header};
+use ringrpc_protocol::fuzzing::{Input, check_frame, decode_reference_any};
+use ringrpc_protocol::metadata::{USER_FLAG_METADATA, take_metadata};
+use ringrpc_protocol::{Command, DecodeError, Decoder, Flags, Frame, HEADER_LEN, frame_len};
 
 use super::{Conn, ConnError};
-use crate::error::{METHOD_NOT_FOUND, STREAM_METHOD_NOT_FOUND, TOO_MANY_STREAMS};
+use crate::error::{INVALID_METADATA, METHOD_NOT_FOUND, STREAM_METHOD_NOT_FOUND, TOO_MANY_STREAMS};
 use crate::router::Router;
 use crate::stream::StreamLimits;
 
@@ -29,7 +30,8 @@ thread_local! {
 
 /// Feeds the stream of `data` (laid out as [`ringrpc_protocol::fuzzing`] describes) chunk by
 /// chunk into a fresh `Conn`, draining its whole output after every chunk, and stops at the
-/// first error as the reactor closes the connection. Asserts that everything written decodes
+/// first error as the reactor closes the connection. gzip-compressed frames are inflated and
+/// metadata blocks taken off, as the engine does. Asserts that everything written decodes
 /// to well-formed frames, that it is exactly the answers owed to the frames before the error
 /// (a Response per Request, a Pong per Ping, the built-in stream echo's frames, nothing
 /// else), that the error is the one the
@@ -40,7 +42,7 @@ thread_local! {
 /// On any violation: that is the finding.
 pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
     let input = Input::parse(data);
-    let reference = decode_reference(input.stream, input.max_body);
+    let reference = decode_reference_any(input.stream, input.max_body);
     let mut conn = Conn::for_fuzzing(input.max_body);
     let mut output = Vec::new();
     let mut error = None;
@@ -81,7 +83,21 @@ pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
     assert_eq!(stats.requests, count(Command::Request));
     assert_eq!(stats.notifies, count(Command::Notify));
     assert_eq!(stats.ignored, count(Command::Response));
-    assert_eq!(conn.session.streams.stats.frames_in, count(Command::Stream));
+    // A Stream frame with a malformed metadata block is dropped before the stream table.
+    let bad_md = |f: &&Frame| strip(f).is_err();
+    let bad_streams = frames
+        .iter()
+        .filter(|f| f.header.cmd == Command::Stream)
+        .filter(bad_md)
+        .count() as u64;
+    assert_eq!(
+        conn.session.streams.stats.frames_in,
+        count(Command::Stream) - bad_streams
+    );
+    assert_eq!(
+        stats.bad_metadata,
+        frames.iter().filter(bad_md).count() as u64
+    );
     assert_eq!(stats.panics, 0);
 
     let answered = |cmd| output.iter().filter(|f| f.header.cmd == cmd).count() as u64;
@@ -99,13 +115,43 @@ fn answers_owed(frames: &[Frame]) -> Vec<Frame> {
     let mut echo_streams = HashMap::new();
     let mut owed = Vec::new();
     for frame in frames {
+        let frame = match strip(frame) {
+            Ok(frame) => frame,
+            Err(text) => {
+                // A malformed block: a Request is answered with the error, the rest dropped.
+                if frame.header.cmd == Command::Request {
+                    owed.push(Frame::error_response_to(
+                        &frame.header,
+                        frame.method.clone(),
+                        text,
+                    ));
+                }
+                continue;
+            }
+        };
         if frame.header.cmd == Command::Stream {
-            stream_answers(frame, &mut echo_streams, &mut owed);
+            stream_answers(&frame, &mut echo_streams, &mut owed);
         } else {
-            owed.extend(answer_to(frame));
+            owed.extend(answer_to(&frame));
         }
     }
     owed
+}
+
+/// `frame` with its metadata block taken off its payload, as the connection dispatches it,
+/// or the error text a malformed block earns.
+fn strip(frame: &Frame) -> Result<Frame, String> {
+    let h = &frame.header;
+    if h.user_flags & USER_FLAG_METADATA == 0 || h.cmd.is_control() {
+        return Ok(frame.clone());
+    }
+    match take_metadata(h, &frame.payload) {
+        Ok((payload, _)) => Ok(Frame {
+            payload: frame.payload.slice(..payload.len()),
+            ..frame.clone()
+        }),
+        Err(e) => Err(format!("{INVALID_METADATA}: {e}")),
+    }
 }
 
 fn stream_frame(id: u64, method: &Bytes, payload: &[u8], eof: bool, error: bool) -> Frame {
@@ -217,9 +263,6 @@ fn check_partial(conn: &Conn, max_body: u32) {
     let Some(head) = partial.first_chunk::<HEADER_LEN>() else {
         return;
     };
-    let header = Header::parse(head, max_body).expect("a rejected header kept as a partial frame");
-    assert!(
-        partial.len() < header.frame_len(),
-        "a whole frame left undispatched"
-    );
+    let len = frame_len(head, max_body).expect("a rejected header kept as a partial frame");
+    assert!(partial.len() < len, "a whole frame left undispatched");
 }

@@ -116,6 +116,7 @@ impl Reactor {
         let slot = &mut self.conns[idx];
         let mut batch = std::mem::take(&mut slot.spare_batch);
         self.stats.frames_out += slot.conn.session.out.take_batch(&mut batch);
+        self.stats.gzip_out += slot.conn.session.out.take_gzip_out();
         match self.ring.send(&slot.socket, slot.tag(idx), batch) {
             Ok(_) => {
                 self.stats.sends += 1;

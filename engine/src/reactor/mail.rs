@@ -94,6 +94,23 @@ impl Reactor {
                     Some(idx) => self.start_call(idx, &method, &payload, self.now + timeout, done),
                     None => done(Err(CallError::Disconnected)),
                 },
+                Command::CallWithMetadata {
+                    conn,
+                    frame,
+                    timeout,
+                    done,
+                } => match self.live_id(conn) {
+                    _ if UdpCore::owns(conn) => {
+                        done(Err(CallError::Unsupported("a call with metadata over UDP")))
+                    }
+                    Some(idx) if self.conns[idx].lifecycle.is_paused() => {
+                        done(Err(CallError::Overstocked))
+                    }
+                    Some(idx) => {
+                        self.start_call_with_metadata(idx, frame, self.now + timeout, done)
+                    }
+                    None => done(Err(CallError::Disconnected)),
+                },
                 Command::Broadcast { frame, filter } => {
                     let mut reached = Vec::new();
                     for (idx, slot) in self.conns.iter_mut() {
@@ -209,6 +226,27 @@ impl Reactor {
         }
         tally.queued.fetch_add(1, Ordering::Relaxed);
         slot.conn.session.out.push_encoded(frame);
+        self.mark_dirty(idx);
+    }
+
+    /// Queues a call whose Request is encoded already on connection `idx` and schedules
+    /// its timeout.
+    fn start_call_with_metadata(
+        &mut self,
+        idx: usize,
+        frame: bytes::Bytes,
+        deadline: Instant,
+        done: crate::mailbox::CallDoneMd,
+    ) {
+        let slot = &mut self.conns[idx];
+        let seq = slot.conn.session.start_encoded_call(frame, deadline, done);
+        let timer = TimerId::Call {
+            slot: idx as u32,
+            serial: slot.serial,
+            seq,
+        };
+        self.deadlines.schedule(deadline, timer);
+        self.stats.calls += 1;
         self.mark_dirty(idx);
     }
 

@@ -99,6 +99,7 @@ impl Reactor {
         conn.session
             .set_max_in_flight(self.settings.max_in_flight_per_conn);
         conn.session.set_stream_limits(self.settings.streams);
+        conn.session.out.set_gzip_threshold(policy.gzip_threshold);
         entry.insert(Slot {
             socket,
             serial,

@@ -363,6 +363,8 @@ pub struct StreamContext<'a> {
     out: &'a mut OutQueue,
     frames_out: u64,
     closed_send: bool,
+    /// This frame's metadata block, already taken off its data.
+    pub(crate) metadata: Option<&'a ringrpc_protocol::metadata::Metadata>,
 }
 
 impl fmt::Debug for StreamContext<'_> {
@@ -391,7 +393,14 @@ impl<'a> StreamContext<'a> {
             out,
             frames_out: 0,
             closed_send: false,
+            metadata: None,
         }
+    }
+
+    /// This frame's metadata (arpc's `md` block, `user_flags` bit 0), if it carried any;
+    /// the block is already taken off [`StreamContext::data`].
+    pub fn metadata(&self) -> Option<&'a ringrpc_protocol::metadata::Metadata> {
+        self.metadata
     }
 
     pub(crate) fn frames_out(&self) -> u64 {

@@ -138,6 +138,7 @@ impl StreamTable {
     pub(crate) fn on_frame<'r>(
         &mut self,
         frame: &FrameRef<'_>,
+        metadata: Option<&ringrpc_protocol::metadata::Metadata>,
         conn: &dyn Fn() -> ConnHandle,
         route: impl FnOnce(&[u8]) -> Option<&'r StreamRoute>,
         out: &mut OutQueue,
@@ -202,6 +203,7 @@ impl StreamTable {
                     },
                 };
                 let mut ctx = StreamContext::new(&entry.shared, conn, event, first, out);
+                ctx.metadata = metadata;
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&mut ctx)));
                 let closed_by_handler = ctx.closed_send();

@@ -380,7 +380,7 @@ impl UdpCore {
         }
         let info = self.info(idx);
         let in_flight = self.peers[idx].in_flight.clone();
-        router.dispatch(frame, &info, mailbox, &in_flight, &mut self.scratch);
+        router.dispatch(frame, None, &info, mailbox, &in_flight, &mut self.scratch);
         if self.scratch.is_empty() {
             return; // a Notify, or answered later through a responder
         }

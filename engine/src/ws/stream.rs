@@ -70,6 +70,11 @@ impl WsFraming {
         }
     }
 
+    /// Compressed frames inflated so far.
+    pub(crate) fn gzip_in(&self) -> u64 {
+        self.inner.gzip_in()
+    }
+
     /// Bytes held: the request head or undecoded frames, plus a partial arpc frame.
     pub(crate) fn buffered(&self) -> usize {
         self.input.len() + self.inner.buffered()
