@@ -9,13 +9,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ringrpc_protocol::{DEFAULT_MAX_BODY, HEADER_LEN, MAX_METHOD_LEN};
+use ringrpc_protocol::{
+    DEFAULT_MAX_BODY, HEADER_LEN, MAX_METHOD_LEN, TOPIC_TRAILER_LEN, check_topic_name,
+};
 
 use crate::grpc::{GRPC_ECHO_METHOD, GRPC_MAX_PAYLOAD};
 use crate::pattern::Pattern;
+use crate::pubsub::{MESSAGE_HEADER_LEN, METHOD_PUBLISH};
 
 /// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 pub const UDP_MAX_DATAGRAM: usize = 65_507;
+/// Default `--subscribers` of `--pattern pubsub`.
+pub const DEFAULT_SUBSCRIBERS: usize = 2;
+/// Default `--topic` of `--pattern pubsub`.
+pub const DEFAULT_TOPIC: &str = "loadgen";
 /// Default `--udp-max-datagram`: an Ethernet MTU (1500) minus the IPv4 and UDP headers.
 pub const UDP_DEFAULT_MAX_DATAGRAM: usize = 1472;
 
@@ -61,10 +68,24 @@ pub struct Cli {
     /// What one unit of load is: `call` (Request → Response), `notify` (notifies, each
     /// batch confirmed by a barrier Request), `stream` (frames echoed on --per-conn
     /// long-lived streams per connection), `subscribe` (request → reply → end on a stream
-    /// of its own). The default --method is /echo for call and notify, /echo/stream for
-    /// stream and subscribe.
+    /// of its own), `pubsub` (Go arpc pub/sub: --conns publisher connections each keep
+    /// --per-conn `in_P` publishes to --topic in flight, and --subscribers connections check
+    /// and time every delivery). The default --method is /echo for call and notify,
+    /// /echo/stream for stream and subscribe; pubsub always publishes with in_P.
     #[arg(long, value_enum, default_value = "call")]
     pub pattern: Pattern,
+    /// --pattern pubsub: connections that only subscribe to --topic and receive every
+    /// publication [default: 2].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    pub subscribers: Option<usize>,
+    /// --pattern pubsub: the topic published to and subscribed to (1 to 1024 bytes)
+    /// [default: loadgen].
+    #[arg(long, value_name = "NAME")]
+    pub topic: Option<String>,
+    /// --pattern pubsub: authenticate every connection with `in_A` and this password first
+    /// (for `engine --pubsub-password-file`).
+    #[arg(long, value_name = "PASS")]
+    pub pubsub_password: Option<String>,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
     /// With --proto grpc: the tokio runtime's worker threads.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
@@ -343,6 +364,12 @@ pub struct Config {
     pub method: String,
     /// What one unit of load is.
     pub pattern: Pattern,
+    /// `--pattern pubsub`: subscriber connections (0 for every other pattern).
+    pub subscribers: usize,
+    /// `--pattern pubsub`: the topic.
+    pub topic: String,
+    /// `--pattern pubsub`: the `in_A` password, if any.
+    pub pubsub_password: Option<String>,
     /// I/O threads, 1..=conns.
     pub threads: usize,
     /// CPUs the threads are pinned to round-robin; empty means no pinning.
@@ -401,7 +428,16 @@ impl Config {
                 method.len()
             ));
         }
-        if cli.payload + method.len() > DEFAULT_MAX_BODY as usize {
+        // A publication's data carries a header, and its topic bytes the name and a trailer.
+        let overhead = match cli.pattern {
+            Pattern::Pubsub => {
+                MESSAGE_HEADER_LEN
+                    + cli.topic.as_deref().unwrap_or(DEFAULT_TOPIC).len()
+                    + TOPIC_TRAILER_LEN
+            }
+            _ => 0,
+        };
+        if cli.payload + overhead + method.len() > DEFAULT_MAX_BODY as usize {
             return usage(format!(
                 "--payload {} plus the method exceeds the frame body limit of {DEFAULT_MAX_BODY} bytes",
                 cli.payload
@@ -455,6 +491,12 @@ impl Config {
             payload: cli.payload,
             method,
             pattern: cli.pattern,
+            subscribers: match cli.pattern {
+                Pattern::Pubsub => cli.subscribers.unwrap_or(DEFAULT_SUBSCRIBERS),
+                _ => 0,
+            },
+            topic: cli.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_string()),
+            pubsub_password: cli.pubsub_password,
             threads,
             cpus,
             timeout: cli.timeout,
@@ -515,13 +557,29 @@ fn check_udp_flags(cli: &Cli, method: &str) -> Result<UdpSettings, UsageError> {
 }
 
 /// Refuses pattern combinations a run cannot honour: every pattern but `call` speaks arpc
-/// over TCP, and `notify` runs the closed loop (its barrier settles a whole window).
+/// over TCP, `notify` runs the closed loop (its barrier settles a whole window), and the
+/// pub/sub flags belong to `pubsub` alone.
 fn check_pattern_flags(cli: &Cli) -> Result<(), UsageError> {
+    let refuse = |msg: String| Err(UsageError(msg));
+    let name = cli.pattern.name();
+    if cli.pattern == Pattern::Pubsub {
+        check_pubsub_flags(cli)?;
+    } else {
+        for (flag, given) in [
+            ("--subscribers", cli.subscribers.is_some()),
+            ("--topic", cli.topic.is_some()),
+            ("--pubsub-password", cli.pubsub_password.is_some()),
+        ] {
+            if given {
+                return refuse(format!(
+                    "{flag} applies to --pattern pubsub only, not {name}"
+                ));
+            }
+        }
+    }
     if cli.pattern == Pattern::Call {
         return Ok(());
     }
-    let name = format!("{:?}", cli.pattern).to_lowercase();
-    let refuse = |msg: String| Err(UsageError(msg));
     if cli.proto == Proto::Grpc {
         return refuse(format!(
             "--pattern {name} needs --proto arpc; gRPC runs unary calls only"
@@ -539,6 +597,27 @@ fn check_pattern_flags(cli: &Cli) -> Result<(), UsageError> {
     }
     if cli.pattern == Pattern::Notify && cli.rate.is_some() {
         return refuse("--pattern notify runs the closed loop; drop --rate".into());
+    }
+    Ok(())
+}
+
+/// Checks `--pattern pubsub`'s own flags.
+fn check_pubsub_flags(cli: &Cli) -> Result<(), UsageError> {
+    let refuse = |msg: String| Err(UsageError(msg));
+    if cli.method.is_some() {
+        return refuse(format!(
+            "--method does not apply to --pattern pubsub, which always publishes with {METHOD_PUBLISH}"
+        ));
+    }
+    if cli.subscribers == Some(0) {
+        return refuse(
+            "--subscribers must be at least 1: deliveries are what --pattern pubsub checks".into(),
+        );
+    }
+    if let Some(topic) = &cli.topic {
+        if let Err(e) = check_topic_name(topic.as_bytes()) {
+            return refuse(format!("--topic {topic:?}: {e}"));
+        }
     }
     Ok(())
 }
@@ -776,6 +855,62 @@ mod tests {
                 Config::from_cli(Cli::try_parse_from(&args).unwrap()).is_err(),
                 "{args:?}"
             );
+        }
+    }
+
+    #[test]
+    fn pubsub_flags_defaults_and_refusals() {
+        let config =
+            Config::from_cli(Cli::try_parse_from(["loadgen", "--pattern", "pubsub"]).unwrap())
+                .unwrap();
+        assert_eq!(config.pattern, Pattern::Pubsub);
+        assert_eq!(config.method, METHOD_PUBLISH);
+        assert_eq!(config.subscribers, DEFAULT_SUBSCRIBERS);
+        assert_eq!(config.topic, DEFAULT_TOPIC);
+        assert_eq!(config.pubsub_password, None);
+        let given = [
+            "loadgen",
+            "--pattern",
+            "pubsub",
+            "--subscribers",
+            "5",
+            "--topic",
+            "news",
+            "--pubsub-password",
+            "s3cret",
+        ];
+        let config = Config::from_cli(Cli::try_parse_from(given).unwrap()).unwrap();
+        assert_eq!(config.subscribers, 5);
+        assert_eq!(config.topic, "news");
+        assert_eq!(config.pubsub_password.as_deref(), Some("s3cret"));
+        let call = Config::from_cli(Cli::try_parse_from(["loadgen"]).unwrap()).unwrap();
+        assert_eq!(call.subscribers, 0);
+
+        let long_topic = "t".repeat(1025);
+        for (flags, named) in [
+            (
+                &["--pattern", "pubsub", "--subscribers", "0"][..],
+                "--subscribers",
+            ),
+            (&["--pattern", "pubsub", "--topic", ""], "--topic"),
+            (&["--pattern", "pubsub", "--topic", &long_topic], "--topic"),
+            (&["--pattern", "pubsub", "--method", "in_P1"], "--method"),
+            (
+                &["--pattern", "pubsub", "--transport", "udp"],
+                "--transport tcp",
+            ),
+            (&["--pattern", "pubsub", "--reflect"], "--reflect"),
+            (
+                &["--subscribers", "3"],
+                "--subscribers applies to --pattern pubsub",
+            ),
+            (&["--pattern", "stream", "--topic", "x"], "--topic applies"),
+            (&["--pubsub-password", "x"], "--pubsub-password applies"),
+        ] {
+            let mut args = vec!["loadgen"];
+            args.extend_from_slice(flags);
+            let error = Config::from_cli(Cli::try_parse_from(&args).unwrap()).unwrap_err();
+            assert!(error.0.contains(named), "{args:?}: {error}");
         }
     }
 }

@@ -11,6 +11,7 @@ use ringrpc_protocol::{Command, Flags, Header, parse_frame, write_frame};
 
 use crate::pattern::{Pattern, write_stream_frame};
 use crate::payload;
+use crate::pubsub::{self, SeqBits};
 use crate::worker::{Plan, RequestWindow, WorkerState};
 
 /// Longest server error text kept for the report.
@@ -224,6 +225,26 @@ impl Connection {
                 write_stream_frame(&mut self.tx, id, method, &state.payload_buf, true);
                 (id, Pending::new(sent_at, measured, id))
             }
+            Pattern::Pubsub => {
+                // One publication; the per-publisher seq is the Request's seq.
+                let seq = next();
+                let pubsub = plan
+                    .pubsub
+                    .as_ref()
+                    .expect("a pubsub run's plan has the topic");
+                pubsub::encode_for_plan(
+                    &mut state.payload_buf,
+                    pubsub,
+                    self.id,
+                    seq,
+                    sent_at,
+                    measured,
+                    plan.payload_len,
+                );
+                let (cmd, flags) = (Command::Request, Flags::default());
+                write_frame(&mut self.tx, cmd, flags, 0, seq, method, &state.payload_buf);
+                (seq, Pending::new(sent_at, measured, seq))
+            }
             Pattern::Notify => {
                 // The whole window as one batch, then the barrier that confirms it.
                 let batch = plan.per_conn - self.in_flight;
@@ -390,7 +411,17 @@ impl Connection {
         if !self.settle(&pending, state) {
             return;
         }
-        if pending.units > 1 || plan.pattern == Pattern::Notify {
+        if plan.pattern == Pattern::Pubsub {
+            record_publish(
+                &header,
+                payload,
+                &pending,
+                self.id,
+                received_at,
+                plan,
+                state,
+            );
+        } else if pending.units > 1 || plan.pattern == Pattern::Notify {
             // A barrier: it echoes nothing; it confirms the notifies before it.
             record_batch(&header, payload, &pending, received_at, plan, state);
         } else {
@@ -609,6 +640,46 @@ pub(crate) fn record_success(
     let nanos = received_at.saturating_duration_since(sent_at).as_nanos();
     let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
     state.latencies.saturating_record_n(nanos, units);
+}
+
+/// Settles a publish by its Response: an error, an answer that is not empty (a mismatch), or
+/// a success whose seq joins the publisher's set of publishes answered OK, which every
+/// subscriber must then receive.
+fn record_publish(
+    header: &Header,
+    payload: &[u8],
+    pending: &Pending,
+    publisher: usize,
+    received_at: Instant,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    let counters = &mut state.counters;
+    if header.flags.is_error() {
+        counters.errors += 1;
+        counters.first_error.get_or_insert_with(|| {
+            let text = String::from_utf8_lossy(payload);
+            let text: String = text.chars().take(ERROR_TEXT_MAX).collect();
+            format!("publish seq {}: {text}", header.seq)
+        });
+    } else if !payload.is_empty() {
+        counters.mismatches += 1;
+        counters.first_mismatch.get_or_insert_with(|| {
+            format!(
+                "publish seq {}: expected an empty answer, got {} bytes",
+                header.seq,
+                payload.len()
+            )
+        });
+    } else {
+        record_success(1, pending.sent_at, received_at, plan, state);
+        if state.published_ok.len() <= publisher {
+            state
+                .published_ok
+                .resize_with(publisher + 1, SeqBits::default);
+        }
+        state.published_ok[publisher].insert(header.seq);
+    }
 }
 
 /// Settles a batch of notifies by its barrier's Response: an error fails them all; an

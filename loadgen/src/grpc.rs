@@ -100,7 +100,7 @@ pub(crate) fn run_grpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<R
         return Err(RunError::Worker("a gRPC caller panicked".into()));
     }
     // Everything the callers measured is in; the monitor's process-wide sample is all the CPU.
-    let report = session.conclude(&counters, Some(Duration::ZERO), monitored);
+    let report = session.conclude(&counters, Some(Duration::ZERO), monitored, None);
     // Connections close with the runtime; nothing is left to wait for.
     runtime.shutdown_background();
     report

@@ -8,6 +8,8 @@
 //! `--proto grpc` drives the same loop through tonic; `--hdr-log` also writes the latencies
 //! as an HdrHistogram interval log. `--transport udp` sends each arpc frame as one datagram
 //! and resends unanswered requests, counting retries, duplicate answers and losses.
+//! `--pattern pubsub` publishes to a topic of Go arpc's pub/sub and checks, times and counts
+//! every delivery at `--subscribers` subscriber connections ([`pubsub`]).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -17,6 +19,7 @@ mod grpc;
 mod hdrlog;
 pub mod pattern;
 pub mod payload;
+pub mod pubsub;
 pub mod report;
 mod run;
 mod udp;

@@ -10,6 +10,9 @@
 //!   settled by the frame the server echoes back on that stream.
 //! - `subscribe`: a new stream carrying the payload and EOF; settled by the end frame after
 //!   one reply that must echo the payload.
+//! - `pubsub`: an `in_P` Request publishing to `--topic` (Go arpc's pub/sub); settled by its
+//!   empty Response. `--subscribers` further connections check and time every delivery
+//!   (see [`crate::pubsub`]).
 
 use ringrpc_protocol::{CMD_STREAM_EOF, CMD_STREAM_LOCAL, Command, Flags, write_frame};
 
@@ -27,6 +30,8 @@ pub enum Pattern {
     Stream,
     /// Request → reply → end, each on a stream of its own.
     Subscribe,
+    /// Publishes (`in_P`) to a topic, delivered to subscriber connections.
+    Pubsub,
 }
 
 impl Pattern {
@@ -35,6 +40,18 @@ impl Pattern {
         match self {
             Pattern::Call | Pattern::Notify => "/echo",
             Pattern::Stream | Pattern::Subscribe => "/echo/stream",
+            Pattern::Pubsub => crate::pubsub::METHOD_PUBLISH,
+        }
+    }
+
+    /// The flag value naming the pattern.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Call => "call",
+            Pattern::Notify => "notify",
+            Pattern::Stream => "stream",
+            Pattern::Subscribe => "subscribe",
+            Pattern::Pubsub => "pubsub",
         }
     }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{Config, CpuList, IoMode, Proto, Transport, UdpSettings};
 use crate::cpu::CpuSource;
+use crate::pubsub::PubsubOutcome;
 use crate::worker::Counters;
 
 /// Percentile steps per halving of the remaining distance, as wrk2 prints them.
@@ -100,6 +101,43 @@ pub struct Counts {
     pub duplicates: u64,
 }
 
+/// `--pattern pubsub`: what the subscribers received. Per subscriber, every measured publish
+/// answered OK is delivered or lost: `expected == delivered + lost` in a clean run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PubsubCounts {
+    /// Subscriber connections.
+    pub subscribers: usize,
+    pub topic: String,
+    /// Measured publishes answered OK × subscribers.
+    pub expected: u64,
+    /// Intact first deliveries of measured publishes, all subscribers.
+    pub delivered: u64,
+    /// Publishes answered OK that a subscriber never received (by the end of the drain;
+    /// includes deliveries the server skipped for a subscriber that could not keep up).
+    pub lost: u64,
+    /// Deliveries of a publisher+seq the subscriber had already received.
+    pub duplicates: u64,
+    /// Deliveries whose bytes are not what was published (or not of this run).
+    pub corrupt: u64,
+    /// Frames to subscribers that are not deliveries.
+    pub unexpected: u64,
+    /// Subscriber connections that failed.
+    pub connection_failures: u64,
+    pub per_subscriber: Vec<SubscriberCounts>,
+    pub first_problem: Option<String>,
+    pub first_unexpected: Option<String>,
+    pub connection_errors: Vec<String>,
+}
+
+/// One subscriber's share of [`PubsubCounts`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SubscriberCounts {
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub corrupt: u64,
+}
+
 /// Latency figures in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -155,9 +193,36 @@ pub struct Report {
     pub cpu_source: Option<CpuSource>,
     pub percentile_spectrum: Vec<SpectrumPoint>,
     pub diagnostics: Diagnostics,
+    /// `--pattern pubsub`: deliveries at the subscribers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pubsub: Option<PubsubCounts>,
+    /// `--pattern pubsub`: publish-to-delivery latency of measured publishes, every
+    /// subscriber (from the publish's send time to the delivery's receipt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_latency_us: Option<Latency>,
     /// Why the run failed; empty on success.
     pub failures: Vec<String>,
     pub success: bool,
+}
+
+impl Latency {
+    fn of(latencies: &Histogram<u64>) -> Latency {
+        let quantile = |q| micros(latencies.value_at_quantile(q));
+        Latency {
+            count: latencies.len(),
+            min: micros(latencies.min()),
+            p50: quantile(0.5),
+            p90: quantile(0.9),
+            p99: quantile(0.99),
+            p99_9: quantile(0.999),
+            p99_99: quantile(0.9999),
+            max: micros(latencies.max()),
+            mean: latencies.mean() / 1000.0,
+            stdev: latencies.stdev() / 1000.0,
+            buckets: u32::from(latencies.buckets()),
+            sub_buckets: sub_bucket_count(latencies.sigfig()),
+        }
+    }
 }
 
 fn micros(nanos: u64) -> f64 {
@@ -176,6 +241,7 @@ impl Report {
         counters: &Counters,
         latencies: &Histogram<u64>,
         window: Window,
+        pubsub: Option<&PubsubOutcome>,
     ) -> Report {
         let counts = Counts {
             sent: counters.sent,
@@ -200,21 +266,7 @@ impl Report {
         } else {
             0.0
         };
-        let quantile = |q| micros(latencies.value_at_quantile(q));
-        let latency_us = Latency {
-            count: latencies.len(),
-            min: micros(latencies.min()),
-            p50: quantile(0.5),
-            p90: quantile(0.9),
-            p99: quantile(0.99),
-            p99_9: quantile(0.999),
-            p99_99: quantile(0.9999),
-            max: micros(latencies.max()),
-            mean: latencies.mean() / 1000.0,
-            stdev: latencies.stdev() / 1000.0,
-            buckets: u32::from(latencies.buckets()),
-            sub_buckets: sub_bucket_count(latencies.sigfig()),
-        };
+        let latency_us = Latency::of(latencies);
         let cpu_total_ms = window.cpu.map(|cpu| cpu.time.as_secs_f64() * 1e3);
         let cpu_us_per_request = window
             .cpu
@@ -231,7 +283,10 @@ impl Report {
             first_mismatch: counters.first_mismatch.clone(),
             first_unexpected: counters.first_unexpected.clone(),
         };
-        let failures = failures(&counts, settled, config.timeout, &diagnostics);
+        let mut failures = failures(&counts, settled, config.timeout, &diagnostics);
+        if let Some(outcome) = pubsub {
+            failures.extend(pubsub_failures(&outcome.counts));
+        }
         Report {
             config: RunConfig {
                 proto: config.proto,
@@ -268,6 +323,8 @@ impl Report {
             cpu_source: window.cpu.map(|cpu| cpu.source),
             percentile_spectrum: spectrum(latencies),
             diagnostics,
+            pubsub: pubsub.map(|outcome| outcome.counts.clone()),
+            delivery_latency_us: pubsub.map(|outcome| Latency::of(&outcome.latencies)),
             failures,
         }
     }
@@ -300,7 +357,7 @@ impl Report {
         let l = &self.latency_us;
         let pattern = match c.pattern {
             Pattern::Call => String::new(),
-            other => format!("  pattern {}", format!("{other:?}").to_lowercase()),
+            other => format!("  pattern {}", other.name()),
         };
         writeln!(
             out,
@@ -374,6 +431,25 @@ impl Report {
             "latency µs  min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}",
             l.min, l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max
         )?;
+        if let (Some(p), Some(d)) = (&self.pubsub, &self.delivery_latency_us) {
+            writeln!(
+                out,
+                "pubsub      topic {:?}, {} subscribers: expected {}  delivered {}  lost {}  duplicates {}  corrupt {}",
+                p.topic, p.subscribers, p.expected, p.delivered, p.lost, p.duplicates, p.corrupt
+            )?;
+            for (i, sub) in p.per_subscriber.iter().enumerate() {
+                writeln!(
+                    out,
+                    "subscriber  {i}: delivered {}  lost {}  duplicates {}  corrupt {}",
+                    sub.delivered, sub.lost, sub.duplicates, sub.corrupt
+                )?;
+            }
+            writeln!(
+                out,
+                "delivery µs min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}  (publish sent → delivered)",
+                d.min, d.p50, d.p90, d.p99, d.p99_9, d.p99_99, d.max
+            )?;
+        }
         match (self.cpu_us_per_request, self.cpu_total_ms, self.cpu_source) {
             (Some(per_request), Some(total), Some(source)) => writeln!(
                 out,
@@ -529,6 +605,55 @@ fn failures(
         why.push(format!(
             "accounting broken: sent {} but answered + errors + mismatches + timeouts + lost = {settled}",
             counts.sent
+        ));
+    }
+    why
+}
+
+/// Why the subscribers' side of a pub/sub run failed.
+fn pubsub_failures(p: &PubsubCounts) -> Vec<String> {
+    let first = |sample: &Option<String>| {
+        sample
+            .as_ref()
+            .map(|s| format!(" (first: {s})"))
+            .unwrap_or_default()
+    };
+    let mut why = Vec::new();
+    if p.lost > 0 {
+        why.push(format!(
+            "{} deliveries lost: publishes answered OK that a subscriber never received \
+             (skipped by the server for a subscriber that could not keep up, or still unsent \
+             when the drain ended)",
+            p.lost
+        ));
+    }
+    if p.duplicates > 0 {
+        why.push(format!(
+            "{} duplicate deliveries{}",
+            p.duplicates,
+            first(&p.first_problem)
+        ));
+    }
+    if p.corrupt > 0 {
+        why.push(format!(
+            "{} corrupt deliveries{}",
+            p.corrupt,
+            first(&p.first_problem)
+        ));
+    }
+    if p.unexpected > 0 {
+        why.push(format!(
+            "{} unexpected frames to subscribers{}",
+            p.unexpected,
+            first(&p.first_unexpected)
+        ));
+    }
+    if p.connection_failures > 0 {
+        let sample = p.connection_errors.first().cloned();
+        why.push(format!(
+            "{} subscriber connections failed{}",
+            p.connection_failures,
+            first(&sample)
         ));
     }
     why

@@ -23,6 +23,10 @@ use crate::cli::{Config, IoMode, Proto, Transport};
 use crate::conn::{Connection, Schedule};
 use crate::cpu::{CpuSource, WindowCpu, process_cpu_time};
 use crate::hdrlog::{HdrLogFile, IntervalLog};
+use crate::pattern::Pattern;
+use crate::pubsub::{
+    PubsubOutcome, PubsubPlan, Subscribers, authenticate_publisher, merge_seq_sets,
+};
 use crate::report::{CpuUsage, Report, Window};
 use crate::udp::{UdpConn, connect_udp, run_udp_worker};
 use crate::uring::run_uring_worker;
@@ -50,6 +54,8 @@ pub enum RunError {
     Worker(String),
     /// The `--hdr-log` file could not be created or written.
     HdrLog { path: PathBuf, cause: String },
+    /// `--pattern pubsub`: a connection could not authenticate or subscribe.
+    PubSub(String),
 }
 
 impl fmt::Display for RunError {
@@ -90,6 +96,7 @@ impl fmt::Display for RunError {
                 Ok(())
             }
             RunError::Worker(why) => write!(f, "I/O thread failed: {why}"),
+            RunError::PubSub(why) => write!(f, "pub/sub setup failed: {why}"),
             RunError::HdrLog { path, cause } => {
                 write!(
                     f,
@@ -133,9 +140,18 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
         cause,
     };
 
+    // Pub/sub: every subscriber is subscribed before any publisher connects.
+    let subscribers = match config.pattern {
+        Pattern::Pubsub => Some(Subscribers::start(config, &addrs)?),
+        _ => None,
+    };
     let mut groups: Vec<Vec<TcpStream>> = (0..config.threads).map(|_| Vec::new()).collect();
     for i in 0..config.conns {
-        groups[i % config.threads].push(connect(&addrs, config.timeout).map_err(connect_error)?);
+        let mut stream = connect(&addrs, config.timeout).map_err(connect_error)?;
+        if subscribers.is_some() {
+            authenticate_publisher(&mut stream, i, config)?;
+        }
+        groups[i % config.threads].push(stream);
     }
     let mut session = Session::begin(config, CpuSource::detect(), hdr_log)?;
     let start = session.start;
@@ -170,7 +186,7 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
         IoMode::Std => |conns, plan, shared| Ok(run_worker(conns, plan, shared)),
     };
     let handles = spawn_workers(config, &mut session, workers, drive)?;
-    finish(session, handles)
+    finish(session, handles, subscribers)
 }
 
 /// `--transport udp`: one connected UDP socket per connection, an epoll loop per I/O thread.
@@ -199,7 +215,7 @@ fn run_udp(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunEr
         workers[id % config.threads].push(UdpConn::new(id, socket, schedule));
     }
     let handles = spawn_workers(config, &mut session, workers, run_udp_worker)?;
-    finish(session, handles)
+    finish(session, handles, None)
 }
 
 type WorkerHandle = thread::JoinHandle<Result<WorkerOutput, String>>;
@@ -233,10 +249,16 @@ fn spawn_workers<C: Send + 'static>(
     Ok(handles)
 }
 
-/// Watches the run until the I/O threads finish, then merges what they counted.
-fn finish(mut session: Session<'_>, handles: Vec<WorkerHandle>) -> Result<Report, RunError> {
+/// Watches the run until the I/O threads finish, then merges what they counted; with
+/// pub/sub, then lets the subscribers drain and counts their deliveries.
+fn finish(
+    mut session: Session<'_>,
+    handles: Vec<WorkerHandle>,
+    subscribers: Option<Subscribers>,
+) -> Result<Report, RunError> {
     let monitored = session.monitor(&|| handles.iter().all(|h| h.is_finished()));
     let mut counters = Counters::default();
+    let mut published_ok = Vec::new();
     // Each I/O thread samples its own CPU time at the window's edges; the monitor adds its own.
     let mut workers_cpu = Some(Duration::ZERO);
     let mut panicked = None;
@@ -244,6 +266,7 @@ fn finish(mut session: Session<'_>, handles: Vec<WorkerHandle>) -> Result<Report
         match handle.join() {
             Ok(Ok(output)) => {
                 counters.merge(output.counters);
+                merge_seq_sets(&mut published_ok, output.published_ok);
                 workers_cpu = workers_cpu.zip(output.cpu_in_window).map(|(a, b)| a + b);
             }
             Ok(Err(why)) => panicked = Some(why),
@@ -253,7 +276,10 @@ fn finish(mut session: Session<'_>, handles: Vec<WorkerHandle>) -> Result<Report
     if let Some(why) = panicked {
         return Err(RunError::Worker(why));
     }
-    session.conclude(&counters, workers_cpu, monitored)
+    let pubsub = subscribers
+        .map(|subs| subs.drain(&published_ok, session.config.timeout))
+        .transpose()?;
+    session.conclude(&counters, workers_cpu, monitored, pubsub)
 }
 
 /// The target's addresses, or why there are none.
@@ -275,7 +301,7 @@ pub(crate) fn resolve(config: &Config) -> Result<Vec<SocketAddr>, RunError> {
     Ok(addrs)
 }
 
-fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
     let mut last_error = None;
     for addr in addrs {
         match TcpStream::connect_timeout(addr, timeout) {
@@ -364,6 +390,7 @@ impl<'c> Session<'c> {
             cpu_source,
             reflect: config.reflect,
             udp: config.udp,
+            pubsub: (config.pattern == Pattern::Pubsub).then(|| PubsubPlan::new(&config.topic)),
         });
         Ok(Session {
             config,
@@ -473,12 +500,13 @@ impl<'c> Session<'c> {
 
     /// Once every worker is done: merges what they published, closes the interval log, and
     /// builds the report. `workers_cpu` is the CPU time the workers measured themselves, added
-    /// to the monitor's.
+    /// to the monitor's; `pubsub` is what the subscribers counted.
     pub(crate) fn conclude(
         self,
         counters: &Counters,
         workers_cpu: Option<Duration>,
         monitored: Monitored,
+        pubsub: Option<PubsubOutcome>,
     ) -> Result<Report, RunError> {
         let drained_at = Instant::now();
         let mut latencies = self.empty_histogram;
@@ -499,7 +527,13 @@ impl<'c> Session<'c> {
                 .map(|(source, time)| CpuUsage { source, time }),
             server_cpu: monitored.server_cpu,
         };
-        Ok(Report::build(self.config, counters, &latencies, window))
+        Ok(Report::build(
+            self.config,
+            counters,
+            &latencies,
+            window,
+            pubsub.as_ref(),
+        ))
     }
 }
 

@@ -545,5 +545,6 @@ pub(crate) fn run_udp_worker(
     Ok(WorkerOutput {
         counters: state.counters,
         cpu_in_window: cpu.used(),
+        published_ok: state.published_ok,
     })
 }

@@ -128,6 +128,7 @@ pub(crate) fn run_uring_worker(
     Ok(WorkerOutput {
         counters: state.counters,
         cpu_in_window: cpu.used(),
+        published_ok: state.published_ok,
     })
 }
 

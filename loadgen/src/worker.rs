@@ -13,6 +13,7 @@ use ringrpc_protocol::Decoder;
 use crate::cli::UdpSettings;
 use crate::conn::Connection;
 use crate::cpu::{CpuSource, WindowCpu};
+use crate::pubsub::{PubsubPlan, SeqBits};
 
 /// Bytes asked of each read.
 const READ_SIZE: usize = 64 * 1024;
@@ -42,6 +43,8 @@ pub(crate) struct Plan {
     pub reflect: bool,
     /// Retry settings of `--transport udp`.
     pub udp: Option<UdpSettings>,
+    /// `--pattern pubsub`: the topic and the clock publications carry.
+    pub pubsub: Option<PubsubPlan>,
 }
 
 /// Outcome counts. Every measured request ends in exactly one of answered, errors,
@@ -134,6 +137,8 @@ pub(crate) struct WorkerState {
     pub decoder: Decoder,
     pub read_buf: Vec<u8>,
     pub payload_buf: Vec<u8>,
+    /// `--pattern pubsub`, per publisher (connection id): the measured publishes answered OK.
+    pub published_ok: Vec<SeqBits>,
 }
 
 impl WorkerState {
@@ -150,6 +155,7 @@ impl WorkerState {
             decoder: Decoder::default(),
             read_buf: vec![0; READ_SIZE],
             payload_buf: vec![0; plan.payload_len],
+            published_ok: Vec::new(),
         }
     }
 }
@@ -160,6 +166,8 @@ pub(crate) struct WorkerOutput {
     pub counters: Counters,
     /// This thread's CPU time in the measured window; `None` when unreadable.
     pub cpu_in_window: Option<Duration>,
+    /// `--pattern pubsub`: [`WorkerState::published_ok`].
+    pub published_ok: Vec<SeqBits>,
 }
 
 /// Runs `conns` until each is done or the drain deadline passes. Latencies end up in
@@ -196,6 +204,7 @@ pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Share
     WorkerOutput {
         counters: state.counters,
         cpu_in_window: cpu.used(),
+        published_ok: state.published_ok,
     }
 }
 

@@ -173,3 +173,151 @@ fn a_stream_pattern_against_a_method_without_a_stream_handler_fails_cleanly() {
     assert_eq!(report.counts.answered, 0);
     server.shutdown().unwrap();
 }
+
+/// An engine serving Go arpc's pub/sub, with send queues deep enough that a subscriber
+/// thread starved of CPU on a loaded machine is late rather than skipped.
+fn pubsub_engine(pubsub: ringrpc::PubSub) -> RunningServer {
+    let config = EngineConfig::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .max_send_queue_bytes(1 << 30)
+        .max_send_queue_frames(1 << 24)
+        .build()
+        .unwrap();
+    Server::builder()
+        .config(config)
+        .pubsub(pubsub)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap()
+}
+
+fn try_load(addr: SocketAddr, flags: &[&str]) -> Result<Report, ringrpc_loadgen::RunError> {
+    let target = addr.to_string();
+    let mut args = vec![
+        "loadgen",
+        "--target",
+        &target,
+        "--quiet",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ];
+    args.extend_from_slice(flags);
+    run(&Config::from_cli(Cli::try_parse_from(args).unwrap()).unwrap())
+}
+
+/// Every publish answered, and every one of them delivered exactly once to every subscriber.
+fn assert_clean_pubsub(report: &Report, subscribers: u64) {
+    assert_clean(report);
+    let p = report
+        .pubsub
+        .as_ref()
+        .expect("a pubsub run reports deliveries");
+    let answered = report.counts.answered;
+    assert_eq!(p.subscribers as u64, subscribers);
+    assert_eq!(p.expected, answered * subscribers, "{p:?}");
+    assert_eq!(p.delivered, p.expected, "{p:?}");
+    assert_eq!(
+        (
+            p.lost,
+            p.duplicates,
+            p.corrupt,
+            p.unexpected,
+            p.connection_failures
+        ),
+        (0, 0, 0, 0, 0),
+        "{p:?}"
+    );
+    assert_eq!(p.per_subscriber.len() as u64, subscribers);
+    for sub in &p.per_subscriber {
+        assert_eq!(sub.delivered, answered, "{p:?}");
+    }
+    let delivery = report.delivery_latency_us.as_ref().unwrap();
+    assert_eq!(delivery.count, p.delivered, "one latency per delivery");
+    let json = report.to_json();
+    assert!(json.contains("\"delivery_latency_us\"") && json.contains("\"pubsub\""));
+    assert!(
+        report
+            .render_text()
+            .contains("pubsub      topic \"loadgen\"")
+    );
+}
+
+#[test]
+fn pubsub_delivers_every_publish_to_every_subscriber() {
+    let pubsub = ringrpc::PubSub::new();
+    let server = pubsub_engine(pubsub.clone());
+    for io in ["uring", "std"] {
+        let report = load(
+            server.local_addr(),
+            &[
+                "--pattern",
+                "pubsub",
+                "--conns",
+                "2",
+                "--per-conn",
+                "4",
+                "--subscribers",
+                "3",
+                "--io",
+                io,
+            ],
+        );
+        assert_clean_pubsub(&report, 3);
+    }
+    assert_eq!(pubsub.stats().skipped, 0);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn pubsub_with_a_password_authenticates_every_connection_or_fails_clearly() {
+    let server = pubsub_engine(ringrpc::PubSub::new().password("s3cret"));
+    let addr = server.local_addr();
+    let pubsub = |extra: &[&'static str]| {
+        let mut flags = vec![
+            "--pattern",
+            "pubsub",
+            "--conns",
+            "2",
+            "--per-conn",
+            "4",
+            "--subscribers",
+            "3",
+            "--topic",
+            "loadgen",
+            "--timeout",
+            "2s",
+        ];
+        flags.extend_from_slice(extra);
+        flags
+    };
+    let report = try_load(addr, &pubsub(&["--pubsub-password", "s3cret"])).expect("run");
+    assert_clean_pubsub(&report, 3);
+
+    // A wrong password, or none, is refused at setup: an error, not a hang or a clean run.
+    let wrong = try_load(addr, &pubsub(&["--pubsub-password", "guess"])).unwrap_err();
+    let text = wrong.to_string();
+    assert!(
+        text.contains("in_A refused: invalid password"),
+        "wrong password: {text}"
+    );
+    let missing = try_load(addr, &pubsub(&[])).unwrap_err().to_string();
+    assert!(
+        missing.contains("in_S refused") && missing.contains("not authenticated"),
+        "no password: {missing}"
+    );
+    // The binary says so and exits 2.
+    let target = addr.to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--target", &target, "--quiet", "--duration", "1s"])
+        .args(pubsub(&["--pubsub-password", "guess"]))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid password"), "{stderr}");
+    server.shutdown().unwrap();
+}
