@@ -174,6 +174,13 @@ impl fmt::Display for ServerReport {
                 total.streams_opened, total.stream_frames
             )?;
         }
+        if total.gzip_in + total.gzip_out + total.bad_metadata > 0 {
+            writeln!(
+                f,
+                "   gzip: {} frames inflated, {} sent compressed; {} bad metadata blocks",
+                total.gzip_in, total.gzip_out, total.bad_metadata
+            )?;
+        }
         let u = total.udp;
         if u.datagrams_in + u.datagrams_out > 0 {
             writeln!(
