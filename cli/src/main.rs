@@ -135,6 +135,10 @@ struct Args {
     /// Only WebSocket upgrades with this Origin may proceed (repeat for several; default any)
     #[arg(long, value_name = "ORIGIN")]
     ws_allowed_origin: Vec<String>,
+    /// A WebSocket subprotocol to agree to when a client offers it (repeat for several, in
+    /// order of preference; default none)
+    #[arg(long, value_name = "NAME")]
+    ws_protocol: Vec<String>,
     /// Serve Go arpc-compatible publish/subscribe (in_A, in_S, in_U, in_P, in_P1); costs
     /// about 100 bytes plus the topic name, twice, per subscription
     #[arg(long)]
@@ -305,6 +309,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .gzip_threshold(args.gzip_threshold)
         .ws_path((!args.no_websocket).then_some(args.ws_path))
         .ws_allowed_origins((!args.ws_allowed_origin.is_empty()).then_some(args.ws_allowed_origin))
+        .ws_protocols(args.ws_protocol)
         .udp_peer_rate(
             args.udp_peer_rate
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),

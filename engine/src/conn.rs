@@ -91,9 +91,10 @@ impl Completion {
 /// The framings a stream connection can speak.
 #[derive(Debug)]
 pub(crate) enum StreamFraming {
-    /// Not decided yet: a connection whose first bytes are `GET ` is a WebSocket upgrade,
-    /// anything else raw arpc (`GET ` read as an arpc length is 542,393,671, over any body
-    /// a WebSocket-enabled server accepts). Holds up to 3 bytes while deciding.
+    /// Not decided yet: a connection whose first four bytes start an HTTP request
+    /// ([`HTTP_STARTS`]: a WebSocket upgrade, or a GET of a static asset) is HTTP, anything
+    /// else raw arpc (each of them read as an arpc length is at least 542,393,671, `GET `'s,
+    /// over any body a WebSocket-enabled server accepts). Holds up to 3 bytes while deciding.
     Undecided {
         websocket: Arc<HandshakeConfig>,
         max_body: u32,
@@ -105,8 +106,10 @@ pub(crate) enum StreamFraming {
     WebSocket(Box<WsFraming>),
 }
 
-/// The bytes that start a WebSocket upgrade request.
-const UPGRADE_PREFIX: &[u8] = b"GET ";
+/// The first four bytes of an HTTP/1.1 request, one per method.
+const HTTP_STARTS: [&[u8; 4]; 9] = [
+    b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+];
 
 impl StreamFraming {
     /// Bytes held: an incomplete frame (or upgrade request).
@@ -154,12 +157,14 @@ impl StreamFraming {
             all.extend_from_slice(data);
             all.into()
         };
-        let seen = bytes.len().min(UPGRADE_PREFIX.len());
-        if seen < UPGRADE_PREFIX.len() && bytes[..seen] == UPGRADE_PREFIX[..seen] {
+        if bytes.len() < 4 && HTTP_STARTS.iter().any(|start| start.starts_with(&bytes)) {
             *held = bytes.into_owned(); // could still be either
             return Cow::Borrowed(&[]);
         }
-        *self = if bytes.starts_with(UPGRADE_PREFIX) {
+        *self = if HTTP_STARTS
+            .iter()
+            .any(|start| bytes.starts_with(&start[..]))
+        {
             StreamFraming::WebSocket(Box::new(WsFraming::new(websocket.clone(), *max_body)))
         } else {
             StreamFraming::Arpc(ArpcFraming::new(*max_body))
@@ -184,6 +189,7 @@ impl ConnError {
             ConnError::Arpc(e) | ConnError::WebSocket(WsEnd::Arpc(e)) => {
                 DisconnectReason::Protocol(e)
             }
+            ConnError::WebSocket(WsEnd::Served) => DisconnectReason::HttpServed { status: 200 },
             ConnError::WebSocket(WsEnd::Refused(refused)) => DisconnectReason::HandshakeRefused {
                 status: refused.status(),
             },

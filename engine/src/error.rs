@@ -61,6 +61,12 @@ pub enum DisconnectReason {
         /// The HTTP status sent.
         status: u16,
     },
+    /// A plain HTTP GET for a static asset was answered (the connection carries one
+    /// request).
+    HttpServed {
+        /// The HTTP status sent.
+        status: u16,
+    },
     /// The WebSocket closed: the peer's close code (echoed), or the code we closed with
     /// after its protocol error.
     WebSocketClosed {
@@ -81,6 +87,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Unauthenticated => f.write_str("did not authenticate first"),
             DisconnectReason::HandshakeRefused { status } => {
                 write!(f, "WebSocket upgrade refused with HTTP {status}")
+            }
+            DisconnectReason::HttpServed { status } => {
+                write!(f, "HTTP request answered with {status}")
             }
             DisconnectReason::WebSocketClosed { code: Some(code) } => {
                 write!(f, "WebSocket closed with code {code}")

@@ -292,6 +292,11 @@ pub enum RouteError {
         /// The name given.
         method: String,
     },
+    /// A static asset's path is not an absolute URL path, or is the WebSocket path.
+    BadAssetPath {
+        /// The path given.
+        path: String,
+    },
 }
 
 impl fmt::Display for RouteError {
@@ -301,6 +306,10 @@ impl fmt::Display for RouteError {
                 f,
                 "method name {method:?} is {} bytes; it must be 1..={MAX_METHOD_LEN}",
                 method.len()
+            ),
+            RouteError::BadAssetPath { path } => write!(
+                f,
+                "static asset path {path:?} must start with '/', hold no spaces or '?', and differ from the WebSocket path"
             ),
         }
     }

@@ -5,6 +5,7 @@
 //! io_uring is created on its own thread (SINGLE_ISSUER), and a failure of any one stops
 //! the others before `start` returns the error.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -25,6 +26,7 @@ use crate::runtime::{
 use crate::settings::ReactorSettings;
 use crate::shared::Shared;
 use crate::stats::CoreStats;
+use crate::ws::handshake::Asset;
 use ringrpc_uring::{RingError, sys};
 
 /// Why the server could not start; each message names the cause and the fix.
@@ -273,6 +275,7 @@ pub struct ServerBuilder {
     router: Router,
     route_error: Option<RouteError>,
     hooks: Hooks,
+    assets: HashMap<String, Asset>,
 }
 
 impl ServerBuilder {
@@ -378,6 +381,35 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves `body` as `content_type` to a plain HTTP `GET` (or `HEAD`) of `path` on the
+    /// TCP ports, so an application ships its web page and scripts from the port its
+    /// WebSocket clients use. Each such connection answers one request and closes; other
+    /// paths get 404, other methods 405. Needs WebSocket on (the default
+    /// [`ConfigBuilder::ws_path`](crate::ConfigBuilder::ws_path)). Costs the body's size, shared
+    /// by every core.
+    pub fn static_asset(
+        mut self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<bytes::Bytes>,
+    ) -> Self {
+        let valid = path.starts_with('/') && !path.contains([' ', '?', '\r', '\n']);
+        if !valid || content_type.contains(['\r', '\n']) {
+            self.route_error.get_or_insert(RouteError::BadAssetPath {
+                path: path.to_owned(),
+            });
+            return self;
+        }
+        self.assets.insert(
+            path.to_owned(),
+            Asset {
+                content_type: content_type.to_owned(),
+                body: body.into(),
+            },
+        );
+        self
+    }
+
     /// Runs blocking handlers on `threads` threads named `ringrpc-blocking-N` (at least 1;
     /// default: the number of CPUs, at least 2). They start with the first blocking request
     /// and exit once the server is gone.
@@ -453,7 +485,15 @@ impl ServerBuilder {
             }
             udp_addr = Some(bound);
         }
-        let settings = ReactorSettings::from_config(&config);
+        let mut settings = ReactorSettings::from_config(&config);
+        if let Some(ws) = settings.websocket.as_mut() {
+            if self.assets.contains_key(&ws.path) {
+                return Err(StartError::Route(RouteError::BadAssetPath {
+                    path: ws.path.clone(),
+                }));
+            }
+            Arc::make_mut(ws).assets = Arc::new(self.assets);
+        }
         let mailboxes = new_mailboxes(config.cores(), settings.mailbox_capacity);
         Ok(Server {
             config: Arc::new(config),
@@ -502,6 +542,7 @@ impl Server {
             router: Router::with_builtins(),
             route_error: None,
             hooks: Hooks::default(),
+            assets: HashMap::new(),
         }
     }
 

@@ -77,6 +77,7 @@ impl ReactorSettings {
                 Arc::new(HandshakeConfig {
                     path: path.clone(),
                     allowed_origins: config.ws_allowed_origins.clone(),
+                    protocols: config.ws_protocols.clone(),
                     ..HandshakeConfig::default()
                 })
             }),

@@ -218,3 +218,103 @@ fn websocket_can_be_turned_off_and_a_get_is_then_a_protocol_error() {
     );
     assert_eq!(server.shutdown().unwrap().total().protocol_errors, 1);
 }
+
+fn http(addr: SocketAddr, request: &str) -> String {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(LONG)).unwrap();
+    sock.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap(); // the server closes after answering
+    answer
+}
+
+#[test]
+fn static_assets_are_served_over_plain_http_beside_the_upgrade() {
+    let page = "<!doctype html><script type=module src=/app.js></script>";
+    let server = serve(
+        Server::builder()
+            .static_asset("/", "text/html; charset=utf-8", page)
+            .static_asset("/app.js", "text/javascript", "console.log('hi')"),
+        Config::builder(),
+    );
+    let addr = server.local_addr();
+    let get = http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
+    assert!(get.contains("Content-Type: text/html; charset=utf-8\r\n"));
+    assert!(get.ends_with(page), "{get}");
+    let js = http(addr, "GET /app.js?v=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(js.ends_with("console.log('hi')") && js.contains("text/javascript"));
+    let head = http(addr, "HEAD /app.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.contains("Content-Length: 17\r\n") && head.ends_with("\r\n\r\n"));
+    assert!(http(addr, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http(addr, "POST / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 405"));
+    // The same port still upgrades and still speaks raw arpc.
+    let mut ws = connect(addr, "/ws");
+    ws.send(Message::Binary(
+        Frame::request(1, "/echo", "x").to_bytes().to_vec().into(),
+    ))
+    .unwrap();
+    assert_eq!(&read_binary(&mut ws).payload[..], b"x");
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(LONG)).unwrap();
+    raw.write_all(&Frame::request(2, "/echo", "y").to_bytes())
+        .unwrap();
+    let mut answer = [0u8; 16 + 5 + 1];
+    raw.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[21], b'y');
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.total().requests, 2);
+}
+
+#[test]
+fn an_asset_on_the_websocket_path_or_a_bad_path_is_refused_at_start() {
+    let config = Config::builder().listen("127.0.0.1:0").build().unwrap();
+    let clash = Server::builder()
+        .config(config.clone())
+        .static_asset("/ws", "text/plain", "x")
+        .build();
+    assert!(clash.unwrap_err().to_string().contains("WebSocket path"));
+    let relative = Server::builder()
+        .config(config)
+        .static_asset("index.html", "text/html", "x")
+        .build();
+    assert!(
+        relative
+            .unwrap_err()
+            .to_string()
+            .contains("must start with '/'")
+    );
+}
+
+#[test]
+fn a_configured_subprotocol_is_negotiated() {
+    let server = serve(
+        Server::builder(),
+        Config::builder().ws_protocols(vec!["arpc".into()]),
+    );
+    let addr = server.local_addr();
+    let stream = TcpStream::connect(addr).unwrap();
+    let request = tungstenite::handshake::client::Request::builder()
+        .uri(format!("ws://{addr}/ws"))
+        .header("Host", addr.to_string())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .header("Sec-WebSocket-Protocol", "chat, arpc")
+        .body(())
+        .unwrap();
+    let (mut ws, response) = tungstenite::client(request, stream).unwrap();
+    assert_eq!(
+        response.headers().get("Sec-WebSocket-Protocol").unwrap(),
+        "arpc"
+    );
+    ws.send(Message::Binary(
+        Frame::request(1, "/echo", "p").to_bytes().to_vec().into(),
+    ))
+    .unwrap();
+    assert_eq!(&read_binary(&mut ws).payload[..], b"p");
+}

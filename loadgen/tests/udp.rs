@@ -159,14 +159,7 @@ fn a_server_that_never_answers_loses_every_request_and_the_binary_fails() {
     let json = std::env::temp_dir().join(format!("loadgen-udp-lost-{}.json", std::process::id()));
     let output = Process::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--target", &addr.to_string(), "--quiet"])
-        .args([
-            "--transport",
-            "udp",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-        ])
+        .args(["--transport", "udp", "--duration", "1s", "--warmup", "0s"])
         .args([
             "--conns",
             "2",

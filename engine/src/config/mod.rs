@@ -46,6 +46,7 @@ pub struct Config {
     pub(crate) udp_gso: bool,
     pub(crate) ws_path: Option<String>,
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
+    pub(crate) ws_protocols: Vec<String>,
     pub(crate) pubsub: bool,
     pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
     pub(crate) gzip_threshold: Option<usize>,
@@ -119,6 +120,7 @@ pub struct ConfigBuilder {
     udp_gso: bool,
     ws_path: Option<String>,
     ws_allowed_origins: Option<Vec<String>>,
+    ws_protocols: Vec<String>,
     pubsub: bool,
     pubsub_password: Option<Vec<u8>>,
     gzip_threshold: Option<usize>,
@@ -159,6 +161,7 @@ impl Default for ConfigBuilder {
             udp_gso: true,
             ws_path: Some("/ws".into()),
             ws_allowed_origins: None,
+            ws_protocols: Vec::new(),
             pubsub: false,
             pubsub_password: None,
             gzip_threshold: None,
@@ -402,6 +405,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// WebSocket subprotocols (`Sec-WebSocket-Protocol`) the server agrees to, in order of
+    /// preference among those a client offers (default none: no subprotocol is selected,
+    /// and clients offering some still connect, as with arpc). Costs nothing.
+    pub fn ws_protocols(mut self, protocols: Vec<String>) -> Self {
+        self.ws_protocols = protocols;
+        self
+    }
+
     /// Serves Go arpc-compatible publish/subscribe (routes `in_A`, `in_S`, `in_U`, `in_P`,
     /// `in_P1`; see [`PubSub`](crate::PubSub)) on the TCP and WebSocket connections
     /// (default off). Costs nothing until peers subscribe: about 100 bytes plus the name,
@@ -614,6 +625,7 @@ impl ConfigBuilder {
             udp_gso: self.udp_gso,
             ws_path: self.ws_path,
             ws_allowed_origins: self.ws_allowed_origins,
+            ws_protocols: self.ws_protocols,
             pubsub: self.pubsub,
             pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
             gzip_threshold: self.gzip_threshold,

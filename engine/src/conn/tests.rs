@@ -316,3 +316,16 @@ fn panicking_handler_is_answered_with_an_error() {
     assert_eq!(&out[1].payload[..], b"ok");
     assert_eq!(conn.session.stats.panics, 1);
 }
+
+#[test]
+fn every_http_start_reads_as_an_arpc_length_no_websocket_server_accepts() {
+    let get = u32::from_le_bytes(*b"GET ");
+    assert_eq!(get, 542_393_671);
+    for start in HTTP_STARTS {
+        assert!(
+            u32::from_le_bytes(*start) >= get,
+            "{:?}",
+            String::from_utf8_lossy(start)
+        );
+    }
+}

@@ -8,10 +8,13 @@
 //! never make us hold more than the limit; every refusal maps to one HTTP status and one
 //! fixed response; nothing here touches a socket.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 
 /// The GUID RFC 6455 (§1.3) appends to `Sec-WebSocket-Key` before hashing.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -32,6 +35,46 @@ pub(crate) struct HandshakeConfig {
     /// Subprotocols the server speaks; the first one the client offers that is in this list
     /// is chosen. Empty: no subprotocol is ever selected.
     pub(crate) protocols: Vec<String>,
+    /// Files answered to a plain HTTP `GET` (or `HEAD`) of their path, e.g. a web page and
+    /// its script served from the arpc port.
+    pub(crate) assets: Arc<HashMap<String, Asset>>,
+}
+
+/// A static file served over plain HTTP.
+#[derive(Clone, Debug)]
+pub(crate) struct Asset {
+    /// The `Content-Type` header value.
+    pub(crate) content_type: String,
+    /// The body.
+    pub(crate) body: Bytes,
+}
+
+impl Asset {
+    /// The whole `200 OK` response (`head_only`: without the body, for `HEAD`).
+    fn response(&self, head_only: bool) -> Bytes {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
+            self.content_type,
+            self.body.len()
+        );
+        if head_only {
+            return Bytes::from(head);
+        }
+        let mut out = Vec::with_capacity(head.len() + self.body.len());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&self.body);
+        Bytes::from(out)
+    }
+}
+
+/// What an acceptable request head asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// The WebSocket upgrade.
+    Upgrade(Request),
+    /// A static asset: the whole HTTP response to send before closing.
+    Asset(Bytes),
 }
 
 impl Default for HandshakeConfig {
@@ -41,6 +84,7 @@ impl Default for HandshakeConfig {
             max_header_bytes: 8 * 1024,
             allowed_origins: None,
             protocols: Vec::new(),
+            assets: Arc::default(),
         }
     }
 }
@@ -157,10 +201,10 @@ impl HandshakeConfig {
     /// Parses the upgrade request at the start of `buf`.
     ///
     /// `Ok(None)`: the head is incomplete and under the limit; call again with more bytes.
-    /// `Ok(Some((request, consumed)))`: accepted; `consumed` bytes were the request head (any
-    /// bytes after it are already WebSocket frames). `Err`: refused; send
+    /// `Ok(Some((parsed, consumed)))`: accepted; `consumed` bytes were the request head (any
+    /// bytes after an upgrade are already WebSocket frames). `Err`: refused; send
     /// [`HandshakeError::response`] and close.
-    pub(crate) fn parse(&self, buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+    pub(crate) fn parse(&self, buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let consumed = match req.parse(buf) {
@@ -180,13 +224,21 @@ impl HandshakeConfig {
         if req.version != Some(1) {
             return Err(HandshakeError::BadRequest("HTTP version must be 1.1"));
         }
-        if req.method != Some("GET") {
-            return Err(HandshakeError::MethodNotAllowed);
-        }
         let target = req.path.unwrap_or_default();
         let path = target.split('?').next().unwrap_or_default();
         if path != self.path {
-            return Err(HandshakeError::NotFound);
+            let head_only = req.method == Some("HEAD");
+            return match self.assets.get(path) {
+                Some(asset) if head_only || req.method == Some("GET") => {
+                    Ok(Some((Parsed::Asset(asset.response(head_only)), consumed)))
+                }
+                Some(_) => Err(HandshakeError::MethodNotAllowed),
+                None if req.method == Some("GET") || head_only => Err(HandshakeError::NotFound),
+                None => Err(HandshakeError::MethodNotAllowed),
+            };
+        }
+        if req.method != Some("GET") {
+            return Err(HandshakeError::MethodNotAllowed);
         }
 
         let mut host = false;
@@ -261,12 +313,12 @@ impl HandshakeConfig {
             }
         }
         Ok(Some((
-            Request {
+            Parsed::Upgrade(Request {
                 target: target.to_owned(),
                 key: key.to_owned(),
                 origin: origin.map(str::to_owned),
                 protocol,
-            },
+            }),
             consumed,
         )))
     }
@@ -328,9 +380,18 @@ mod tests {
         request_with(&all)
     }
 
+    /// The accepted upgrade in a parse result (panics on anything else).
+    fn upgrade(parsed: Option<(Parsed, usize)>) -> (Request, usize) {
+        match parsed {
+            Some((Parsed::Upgrade(req), consumed)) => (req, consumed),
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
+    }
+
     fn status(cfg: &HandshakeConfig, bytes: &[u8]) -> u16 {
         match cfg.parse(bytes) {
-            Ok(Some(_)) => 101,
+            Ok(Some((Parsed::Upgrade(_), _))) => 101,
+            Ok(Some((Parsed::Asset(_), _))) => 200,
             Ok(None) => 0,
             Err(e) => e.status(),
         }
@@ -346,7 +407,7 @@ mod tests {
         let mut bytes = with_extra(&[]);
         let head = bytes.len();
         bytes.extend_from_slice(&[0x82, 0x80, 1, 2, 3, 4]);
-        let (req, consumed) = HandshakeConfig::default().parse(&bytes).unwrap().unwrap();
+        let (req, consumed) = upgrade(HandshakeConfig::default().parse(&bytes).unwrap());
         assert_eq!(consumed, head);
         assert_eq!(req.target, "/ws");
         assert_eq!(req.protocol, None);
@@ -385,10 +446,7 @@ mod tests {
         let bytes = String::from_utf8(with_extra(&[]))
             .unwrap()
             .replacen("/ws", "/ws?token=1", 1);
-        let (req, _) = HandshakeConfig::default()
-            .parse(bytes.as_bytes())
-            .unwrap()
-            .unwrap();
+        let (req, _) = upgrade(HandshakeConfig::default().parse(bytes.as_bytes()).unwrap());
         assert_eq!(req.target, "/ws?token=1");
     }
 
@@ -399,7 +457,7 @@ mod tests {
             ..HandshakeConfig::default()
         };
         let bytes = with_extra(&["Sec-WebSocket-Protocol: foo, chat, arpc"]);
-        let (req, _) = cfg.parse(&bytes).unwrap().unwrap();
+        let (req, _) = upgrade(cfg.parse(&bytes).unwrap());
         assert_eq!(req.protocol.as_deref(), Some("chat"));
         let resp = String::from_utf8(req.response()).unwrap();
         assert!(
@@ -408,7 +466,7 @@ mod tests {
         );
 
         let none = with_extra(&["Sec-WebSocket-Protocol: foo"]);
-        let (req, _) = cfg.parse(&none).unwrap().unwrap();
+        let (req, _) = upgrade(cfg.parse(&none).unwrap());
         assert_eq!(req.protocol, None);
         assert!(
             !String::from_utf8(req.response())
@@ -545,5 +603,61 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let _ = HandshakeConfig::default().parse(&bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod asset_tests {
+    //! Static assets over plain HTTP: GET and HEAD of a registered path answered 200 with
+    //! its type and length; other methods 405; unknown paths 404; the upgrade path unchanged.
+    use super::*;
+
+    fn config() -> HandshakeConfig {
+        let mut assets = HashMap::new();
+        assets.insert(
+            "/index.html".to_owned(),
+            Asset {
+                content_type: "text/html; charset=utf-8".into(),
+                body: Bytes::from_static(b"<h1>hi</h1>"),
+            },
+        );
+        HandshakeConfig {
+            assets: Arc::new(assets),
+            ..HandshakeConfig::default()
+        }
+    }
+
+    fn answer(method: &str, path: &str) -> Result<String, u16> {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        match config().parse(req.as_bytes()) {
+            Ok(Some((Parsed::Asset(bytes), n))) => {
+                assert_eq!(n, req.len());
+                Ok(String::from_utf8(bytes.to_vec()).unwrap())
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.status()),
+        }
+    }
+
+    #[test]
+    fn get_and_head_of_an_asset_are_answered() {
+        let get = answer("GET", "/index.html?v=2").unwrap();
+        assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
+        assert!(get.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(get.contains("Content-Length: 11\r\n"));
+        assert!(get.ends_with("\r\n\r\n<h1>hi</h1>"));
+        let head = answer("HEAD", "/index.html").unwrap();
+        assert!(head.ends_with("Connection: close\r\n\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 11\r\n"));
+    }
+
+    #[test]
+    fn other_methods_and_paths_are_refused() {
+        assert_eq!(answer("POST", "/index.html"), Err(405));
+        assert_eq!(answer("GET", "/missing.js"), Err(404));
+        assert_eq!(answer("HEAD", "/missing.js"), Err(404));
+        assert_eq!(answer("DELETE", "/missing.js"), Err(405));
+        // The upgrade path still wants an upgrade.
+        assert_eq!(answer("GET", "/ws"), Err(400));
     }
 }

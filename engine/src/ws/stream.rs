@@ -1,4 +1,5 @@
-//! WebSocket as a stream framing: the upgrade handshake, then arpc frames carried in
+//! WebSocket as a stream framing: the upgrade handshake (or one plain HTTP GET of a static
+//! asset), then arpc frames carried in
 //! WebSocket messages (one frame per binary message when we send; any split when we read,
 //! as arpc's Go side reads messages as a byte stream).
 //!
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{DecodeError, FrameRef};
 
-use super::handshake::{HandshakeConfig, HandshakeError};
+use super::handshake::{HandshakeConfig, HandshakeError, Parsed};
 use super::session::{WsEvent, WsSession};
 use crate::framing::{ArpcFraming, Next};
 
@@ -33,6 +34,8 @@ pub(crate) enum Event<'a> {
 pub(crate) enum WsEnd {
     /// The upgrade request was refused with this HTTP status (already queued).
     Refused(HandshakeError),
+    /// A plain HTTP request for a static asset was answered (the response is queued).
+    Served,
     /// The peer closed with this code (our echo is queued).
     PeerClosed(Option<u16>),
     /// The peer broke the WebSocket protocol; the Close with this code is queued.
@@ -94,11 +97,17 @@ impl WsFraming {
         if matches!(self.phase, Phase::Handshake) {
             match self.config.parse(&self.input) {
                 Ok(None) => return Ok(()),
-                Ok(Some((request, consumed))) => {
+                Ok(Some((Parsed::Upgrade(request), consumed))) => {
                     let _ = self.input.split_to(consumed);
                     on_event(Event::Raw(Bytes::from(request.response())));
                     on_event(Event::Upgraded);
                     self.phase = Phase::Open(WsSession::new(self.max_message));
+                }
+                Ok(Some((Parsed::Asset(response), _))) => {
+                    self.phase = Phase::Done;
+                    self.input = BytesMut::new();
+                    on_event(Event::Raw(response));
+                    return Err(WsEnd::Served);
                 }
                 Err(refused) => {
                     self.phase = Phase::Done;
