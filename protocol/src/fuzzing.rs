@@ -1,7 +1,8 @@
 //! The decoder's fuzz check, shared by the `decoder` cargo-fuzz target and the stable corpus
 //! replay tests so the properties are written once; also the input layout every stream fuzz
 //! target of the project uses. The coders' checks (`metadata`, `gzip` targets) live in
-//! [`codec`]. Hidden from the docs: not part of the stable API.
+//! [`codec`], the pub/sub topic bytes' (`topic` target) in [`topic`]. Hidden from the docs:
+//! not part of the stable API.
 //!
 //! A stream input is one control byte, then chunk sizes, then the byte stream:
 //!
@@ -16,7 +17,9 @@
 use bytes::BytesMut;
 
 pub mod codec;
+pub mod topic;
 pub use codec::{check_gzip, check_metadata};
+pub use topic::check_topic;
 
 use crate::{
     DEFAULT_MAX_BODY, DecodeError, Decoder, Frame, HEADER_LEN, Header, MAX_METHOD_LEN,

@@ -1,4 +1,4 @@
-//! Stable replay of the `decoder`, `metadata` and `gzip` fuzz corpora (fuzz/corpus/TARGET)
+//! Stable replay of the `decoder`, `metadata`, `gzip` and `topic` fuzz corpora (fuzz/corpus/TARGET)
 //! through their fuzz checks, plus a short fuzz-like pass of generated inputs, so CI
 //! exercises them without nightly.
 use std::fs;
@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use ringrpc_protocol::fuzzing::{
-    Input, MAX_BODY_CHOICES, check_gzip, check_metadata, check_stream, encode_input,
+    Input, MAX_BODY_CHOICES, check_gzip, check_metadata, check_stream, check_topic, encode_input,
 };
 use ringrpc_protocol::gzip::compress_frame;
 use ringrpc_protocol::metadata::{Metadata, append_metadata};
-use ringrpc_protocol::{Command, Flags, Frame, MAX_METHOD_LEN};
+use ringrpc_protocol::{Command, Flags, Frame, MAX_METHOD_LEN, MAX_TOPIC_NAME_LEN, Topic};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -146,10 +146,28 @@ fn every_gzip_corpus_input_passes_the_fuzz_check() {
 }
 
 #[test]
+fn every_topic_corpus_input_passes_the_fuzz_check() {
+    replay_coder_corpus("topic", 14, check_topic);
+}
+
+#[test]
+fn topic_golden_seed_holds_the_documented_example() {
+    // docs/protocol.md: topic `news`, data `hi`, timestamp 42.
+    let wanted = unhex("6869 6e657773 0400 2a00000000000000");
+    let (_, data) = corpus("topic")
+        .into_iter()
+        .find(|(n, _)| n == "ok-golden-hi-news")
+        .expect("ok-golden-hi-news in the corpus");
+    assert_eq!(data, wanted);
+    assert_eq!(check_topic(&data), Topic::new("news", "hi", 42));
+}
+
+#[test]
 fn stream_corpora_are_valid_coder_inputs_too() {
     for (_, data) in corpus("decoder").iter().chain(&corpus("conn")) {
         let _ = check_metadata(data);
         let _ = check_gzip(data);
+        let _ = check_topic(data);
     }
 }
 
@@ -211,6 +229,30 @@ fn gzip_input() -> impl Strategy<Value = Vec<u8>> {
             }
             let mut out = vec![control];
             out.extend_from_slice(&frame);
+            out
+        })
+}
+
+/// A topic fuzz input: valid topic bytes (names up to and past the limit), sometimes cut
+/// short, lengthened or damaged.
+fn topic_input() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec(any::<u8>(), 0..40),
+        prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 1..20),
+            1 => proptest::collection::vec(any::<u8>(), MAX_TOPIC_NAME_LEN - 2..=MAX_TOPIC_NAME_LEN),
+        ],
+        any::<u64>(),
+        proptest::option::of(any::<(usize, u8)>()),
+        0usize..3,
+    )
+        .prop_map(|(data, name, ts, damage, cut)| {
+            let mut out = Topic::new(name, data, ts).unwrap().encode().unwrap().to_vec();
+            if let Some((at, byte)) = damage {
+                let i = at % out.len();
+                out[i] = byte;
+            }
+            out.truncate(out.len() - cut);
             out
         })
 }
@@ -292,11 +334,17 @@ proptest! {
     }
 
     #[test]
+    fn generated_topic_inputs_pass_the_fuzz_check(data in topic_input()) {
+        check_topic(&data).ok();
+    }
+
+    #[test]
     fn raw_bytes_pass_the_coder_fuzz_checks(
         data in proptest::collection::vec(any::<u8>(), 0..200),
     ) {
         check_metadata(&data).ok();
         check_gzip(&data).ok();
+        check_topic(&data).ok();
     }
 
     #[test]
