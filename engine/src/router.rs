@@ -729,7 +729,7 @@ impl Router {
             return Dispatched::NotFound;
         }
         let mut ctx = Context::new(frame, metadata, conn, mailbox, in_flight, out);
-        let dispatched = match metered {
+        match metered {
             None => self.run(route, &mut ctx),
             Some((timing, deferred)) => {
                 ctx.timing = timing;
@@ -737,8 +737,7 @@ impl Router {
                 *deferred = ctx.state == ReplyState::Deferred;
                 dispatched
             }
-        };
-        dispatched
+        }
     }
 
     #[inline]
