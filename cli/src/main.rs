@@ -104,6 +104,10 @@ struct Args {
     /// frame per datagram; --reflect does not apply to it)
     #[arg(long, value_name = "ADDR")]
     udp_listen: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (:PORT, HOST:PORT or [IPV6]:PORT;
+    /// port 0 picks one, printed in the startup line) from a thread of its own [default: off]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Serve only over UDP: no TCP listener (needs --udp-listen)
     #[arg(long)]
     no_tcp_listen: bool,
@@ -240,11 +244,12 @@ fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
                 "check --pubsub and the file given to --pubsub-password-file".into()
             }
             Some(knob) => format!("set by --{}", flag(knob)),
-            None => "set by --listen or --udp-listen".into(),
+            None => "set by --listen, --udp-listen or --metrics-listen".into(),
         });
     }
     match e.downcast_ref::<StartError>()? {
         StartError::AddrInUse(_) => Some("choose another port with --listen".into()),
+        StartError::MetricsBind(..) => Some("set by --metrics-listen".into()),
         StartError::PermissionDenied(_) | StartError::AddrNotAvailable(_) => {
             Some("set by --listen".into())
         }
@@ -317,6 +322,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(addr) = args.udp_listen {
         config = config.udp_listen(addr);
     }
+    config = config.metrics_listen(args.metrics_listen);
     if args.no_tcp_listen {
         config = config.no_tcp_listen();
     }
@@ -346,6 +352,9 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     if let Some(udp) = server.udp_addr() {
         addrs.push(format!("udp:{udp}"));
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        addrs.push(format!("metrics:http://{metrics}/metrics"));
     }
     let plural = if cores == 1 { "core" } else { "cores" };
     println!(

@@ -60,6 +60,8 @@ pub enum Knob {
     Pubsub,
     /// [`ConfigBuilder::pubsub_password`](super::ConfigBuilder::pubsub_password)
     PubsubPassword,
+    /// [`ConfigBuilder::metrics_listen`](super::ConfigBuilder::metrics_listen)
+    MetricsListen,
 }
 
 impl Knob {
@@ -91,6 +93,7 @@ impl Knob {
             Knob::UdpListen => "udp_listen",
             Knob::Pubsub => "pubsub",
             Knob::PubsubPassword => "pubsub_password",
+            Knob::MetricsListen => "metrics_listen",
         }
     }
 

@@ -50,6 +50,7 @@ pub struct Config {
     pub(crate) pubsub: bool,
     pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
     pub(crate) gzip_threshold: Option<usize>,
+    pub(crate) metrics_listen: Option<ListenAddr>,
 }
 
 impl Config {
@@ -72,6 +73,10 @@ impl Config {
     /// The UDP address as configured, if any.
     pub fn udp_listen(&self) -> Option<&ListenAddr> {
         self.udp_listen.as_ref()
+    }
+    /// The address `GET /metrics` is served on, as configured, if any.
+    pub fn metrics_listen(&self) -> Option<&ListenAddr> {
+        self.metrics_listen.as_ref()
     }
     /// Largest accepted frame body.
     pub fn max_body(&self) -> u32 {
@@ -124,6 +129,7 @@ pub struct ConfigBuilder {
     pubsub: bool,
     pubsub_password: Option<Vec<u8>>,
     gzip_threshold: Option<usize>,
+    metrics_listen: Option<String>,
 }
 
 impl Default for ConfigBuilder {
@@ -165,6 +171,7 @@ impl Default for ConfigBuilder {
             pubsub: false,
             pubsub_password: None,
             gzip_threshold: None,
+            metrics_listen: None,
         }
     }
 }
@@ -334,6 +341,20 @@ impl ConfigBuilder {
     /// [`udp_dedup_window`](Self::udp_dedup_window)).
     pub fn udp_listen(mut self, addr: impl Into<String>) -> Self {
         self.udp_listen = Some(addr.into());
+        self
+    }
+
+    /// Serves Prometheus metrics on `addr` (`:PORT`, `HOST:PORT` or `[IPV6]:PORT`; port 0
+    /// picks a free one): `GET /metrics` answers in the text format 0.0.4 from a thread of
+    /// its own (default `None`: no endpoint, and the reactors measure nothing for it).
+    ///
+    /// Costs one thread and one listening socket; per core, a snapshot of its counters
+    /// (about 1 KiB plus 176 bytes per route), and on the request path two clock reads per
+    /// Request or Notify for its latency. Reactors copy their counters only when a scrape
+    /// asks, so nothing is shared per request. The address is bound by
+    /// [`ServerBuilder::build`](crate::ServerBuilder::build), so a port in use fails there.
+    pub fn metrics_listen(mut self, addr: Option<impl Into<String>>) -> Self {
+        self.metrics_listen = addr.map(Into::into);
         self
     }
 
@@ -577,6 +598,11 @@ impl ConfigBuilder {
             .as_deref()
             .map(ListenAddr::parse)
             .transpose()?;
+        let metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .map(ListenAddr::parse)
+            .transpose()?;
         if self.ws_path.is_some() && self.max_body >= WS_SNIFF_LIMIT {
             return Err(ConfigError::WebSocketNeedsSmallerBody {
                 max_body: self.max_body,
@@ -629,6 +655,7 @@ impl ConfigBuilder {
             pubsub: self.pubsub,
             pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
             gzip_threshold: self.gzip_threshold,
+            metrics_listen,
         })
     }
 }

@@ -32,7 +32,7 @@ impl Reactor {
                 Command::Notify { conn, frame } if UdpCore::owns(conn) => {
                     self.udp_send_to_peer(conn, frame, false)
                 }
-                Command::Answer { conn, frame } if UdpCore::owns(conn) => {
+                Command::Answer { conn, frame, .. } if UdpCore::owns(conn) => {
                     self.udp_send_to_peer(conn, frame, true)
                 }
                 Command::Call {
@@ -75,7 +75,14 @@ impl Reactor {
                         self.mark_dirty(idx);
                     }
                 }
-                Command::Answer { conn, frame } => {
+                Command::Answer {
+                    conn,
+                    frame,
+                    timing,
+                } => {
+                    if let Some(timing) = timing {
+                        self.methods.finish(timing);
+                    }
                     if let Some(idx) = self.live_id(conn) {
                         self.conns[idx].conn.session.out.push_encoded(frame);
                         self.mark_dirty(idx);
