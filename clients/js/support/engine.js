@@ -5,7 +5,7 @@
 // `cargo build -p ringrpc-cli`, or run ./run-tests.sh which does).
 
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -63,9 +63,19 @@ export function startEngine({ args = [], port = 0 } = {}) {
             /* gone */
           }
         },
+        /** SIGSTOP, then waits until every thread is stopped (so nothing more is answered). */
+        async pause() {
+          proc.kill('SIGSTOP');
+          await until(() => allThreadsStopped(proc.pid), 5000, 'the engine to stop');
+        },
+        resume() {
+          e.signal('SIGCONT');
+        },
         async kill(sig = 'SIGKILL') {
           if (proc.exitCode === null && proc.signalCode === null) {
-            proc.kill('SIGCONT');
+            // SIGKILL ends a stopped process too; any other signal needs it running (and
+            // SIGCONT first would let it answer what it had received).
+            if (sig !== 'SIGKILL') proc.kill('SIGCONT');
             proc.kill(sig);
           }
           await exited;
@@ -82,6 +92,18 @@ export function startEngine({ args = [], port = 0 } = {}) {
       reject(new Error(`engine exited (${code ?? sig}) before listening; stderr: ${stderr}`));
     });
   });
+}
+
+/** Whether every thread of `pid` is in state T (stopped); Linux /proc. */
+function allThreadsStopped(pid) {
+  try {
+    return readdirSync(`/proc/${pid}/task`).every((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'T';
+    });
+  } catch {
+    return false;
+  }
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
