@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { RingClient, RpcError, TimeoutError, DisconnectedError, bytesToText } from '../ringrpc.js';
@@ -12,6 +12,13 @@ import { startEngine, sleep, until, once } from '../support/engine.js';
 let engine;
 const clients = [];
 const engines = [];
+const tmpDirs = [];
+
+function tmpDir() {
+  const d = mkdtempSync(path.join(tmpdir(), 'ringrpc-js-'));
+  tmpDirs.push(d);
+  return d;
+}
 
 async function client(url, opts = {}) {
   const c = await RingClient.connect(url, { WebSocket, timeout: 10000, reconnect: false, ...opts });
@@ -32,6 +39,7 @@ before(async () => {
 after(async () => {
   for (const c of clients) c.close();
   await Promise.all(engines.map((e) => e.kill()));
+  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
 });
 
 test('call /echo with UTF-8 and binary payloads', async () => {
@@ -259,7 +267,7 @@ test('pub/sub between two clients, publishToOne, unsubscribe', async () => {
 });
 
 test('pub/sub with a password, re-authenticated and re-subscribed after reconnect', async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'ringrpc-js-'));
+  const dir = tmpDir();
   const pwFile = path.join(dir, 'pw');
   writeFileSync(pwFile, 's3cret\n');
   const e = await engineWith(['--pubsub', '--pubsub-password-file', pwFile]);
@@ -286,7 +294,7 @@ test('pub/sub with a password, re-authenticated and re-subscribed after reconnec
 });
 
 test('/_auth: the right secret connects, a wrong one fails with the server text', async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'ringrpc-js-'));
+  const dir = tmpDir();
   const f = path.join(dir, 'secret');
   writeFileSync(f, 'open sesame\n');
   const e = await engineWith(['--auth-secret-file', f]);
