@@ -104,6 +104,10 @@ struct Args {
     /// frame per datagram; --reflect does not apply to it)
     #[arg(long, value_name = "ADDR")]
     udp_listen: Option<String>,
+    /// Also listen on ADDR for WebSocket (and static assets) only: raw arpc there gets HTTP
+    /// 400 (repeat for several; the --listen ports accept WebSocket too)
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (:PORT, HOST:PORT or [IPV6]:PORT;
     /// port 0 picks one, printed in the startup line) from a thread of its own [default: off]
     #[arg(long, value_name = "ADDR")]
@@ -319,6 +323,9 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
             args.udp_peer_rate
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         );
+    for addr in args.ws_listen {
+        config = config.ws_listen(addr);
+    }
     if let Some(addr) = args.udp_listen {
         config = config.udp_listen(addr);
     }
@@ -352,6 +359,9 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     if let Some(udp) = server.udp_addr() {
         addrs.push(format!("udp:{udp}"));
+    }
+    for ws in server.ws_addrs() {
+        addrs.push(format!("ws:{ws}"));
     }
     if let Some(metrics) = server.metrics_addr() {
         addrs.push(format!("metrics:http://{metrics}/metrics"));

@@ -241,6 +241,20 @@ impl Conn {
         }
     }
 
+    /// A connection that must start with an HTTP request (a WebSocket upgrade per
+    /// `websocket`, or a static asset); anything else is refused with HTTP 400.
+    pub(crate) fn websocket_only(
+        info: ConnInfo,
+        mailbox: Arc<Mailbox>,
+        max_body: u32,
+        websocket: Arc<HandshakeConfig>,
+    ) -> Conn {
+        Conn {
+            framing: StreamFraming::WebSocket(Box::new(WsFraming::new(websocket, max_body))),
+            session: Session::new(info, mailbox),
+        }
+    }
+
     /// Takes bytes the peer sent: dispatches every whole frame and keeps the tail.
     ///
     /// An error means the connection must be closed once its queued output is flushed.

@@ -499,6 +499,15 @@ impl ServerBuilder {
             }
             local_addrs.push(bound);
         }
+        let mut ws_addrs = Vec::new();
+        for addr in config.ws_listen_addrs() {
+            let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
+                .map_err(|(a, e)| bind_error(a, e))?;
+            for (core, listener) in group.into_iter().enumerate() {
+                sockets[core].websocket.push(TcpListener::from(listener));
+            }
+            ws_addrs.push(bound);
+        }
         let mut udp_addr = None;
         if let Some(addr) = config.udp_listen() {
             let (group, bound) = bind_all(addr, config.cores(), Transport::Udp)
@@ -538,6 +547,7 @@ impl ServerBuilder {
             router: Arc::new(self.router),
             sockets,
             local_addrs,
+            ws_addrs,
             udp_addr,
             shared: Arc::new(shared),
             metrics,
@@ -569,6 +579,7 @@ pub struct Server {
     router: Arc<Router>,
     sockets: Vec<CoreSockets>,
     local_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     /// The bound metrics socket and what it serves, when metrics are on.
@@ -597,6 +608,12 @@ impl Server {
     /// Every TCP address actually bound, in the order configured.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The WebSocket-only TCP addresses actually bound
+    /// ([`ConfigBuilder::ws_listen`](crate::ConfigBuilder::ws_listen)), in order.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
     }
 
     /// The UDP address actually bound, if the server listens on UDP.
@@ -649,6 +666,7 @@ impl Server {
                 shared: self.shared,
             },
             local_addrs: self.local_addrs,
+            ws_addrs: self.ws_addrs,
             udp_addr: self.udp_addr,
             threads,
             metrics,
@@ -661,6 +679,7 @@ impl Server {
 pub struct RunningServer {
     handle: ServerHandle,
     local_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     threads: ReactorThreads,
     metrics: Option<MetricsServer>,
@@ -675,6 +694,12 @@ impl RunningServer {
     /// Every TCP address actually bound, in the order configured.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The WebSocket-only TCP addresses actually bound
+    /// ([`ConfigBuilder::ws_listen`](crate::ConfigBuilder::ws_listen)), in order.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
     }
     /// The UDP address actually bound, if the server listens on UDP.
     pub fn udp_addr(&self) -> Option<SocketAddr> {

@@ -39,6 +39,7 @@ pub struct Config {
     pub(crate) pin_cores: bool,
     pub(crate) reflect: bool,
     pub(crate) udp_listen: Option<ListenAddr>,
+    pub(crate) ws_listen: Vec<ListenAddr>,
     pub(crate) udp_max_datagram: usize,
     pub(crate) udp_dedup_window: Duration,
     pub(crate) udp_dedup_capacity: usize,
@@ -69,6 +70,10 @@ impl Config {
     /// Every TCP listen address as configured (none for a datagram-only server).
     pub fn listen_addrs(&self) -> &[ListenAddr] {
         &self.listen
+    }
+    /// The WebSocket-only TCP addresses as configured (none by default).
+    pub fn ws_listen_addrs(&self) -> &[ListenAddr] {
+        &self.ws_listen
     }
     /// The UDP address as configured, if any.
     pub fn udp_listen(&self) -> Option<&ListenAddr> {
@@ -118,6 +123,7 @@ pub struct ConfigBuilder {
     pin_cores: bool,
     reflect: bool,
     udp_listen: Option<String>,
+    ws_listen: Vec<String>,
     udp_max_datagram: usize,
     udp_dedup_window: Duration,
     udp_dedup_capacity: usize,
@@ -160,6 +166,7 @@ impl Default for ConfigBuilder {
             pin_cores: true,
             reflect: false,
             udp_listen: None,
+            ws_listen: Vec::new(),
             udp_max_datagram: crate::datagram::DEFAULT_MAX_DATAGRAM,
             udp_dedup_window: Duration::from_secs(5),
             udp_dedup_capacity: 65_536,
@@ -197,6 +204,15 @@ impl ConfigBuilder {
     /// any set before.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = vec![addr.into()];
+        self
+    }
+    /// Also listens on `addr` for WebSocket (and static assets over HTTP) only: a
+    /// connection there must start with an HTTP request, raw arpc is refused with HTTP 400.
+    /// For browsers on a port of their own (say, behind a TLS proxy) while `listen` serves
+    /// arpc; the `listen` ports accept WebSocket too. Repeat for several. Needs WebSocket
+    /// on ([`ws_path`](Self::ws_path)). Each address costs one listening socket per core.
+    pub fn ws_listen(mut self, addr: impl Into<String>) -> Self {
+        self.ws_listen.push(addr.into());
         self
     }
     /// Listens on `addr` too. Each address costs one listening socket per core.
@@ -598,6 +614,14 @@ impl ConfigBuilder {
             .as_deref()
             .map(ListenAddr::parse)
             .transpose()?;
+        let ws_listen = self
+            .ws_listen
+            .iter()
+            .map(|a| ListenAddr::parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !ws_listen.is_empty() && self.ws_path.is_none() {
+            return Err(ConfigError::WsListenWithoutWebSocket);
+        }
         let metrics_listen = self
             .metrics_listen
             .as_deref()
@@ -656,6 +680,7 @@ impl ConfigBuilder {
             pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
             gzip_threshold: self.gzip_threshold,
             metrics_listen,
+            ws_listen,
         })
     }
 }

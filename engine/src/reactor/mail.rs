@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Reactor;
+use super::slot::Origin;
 use super::timers::TimerId;
 use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
@@ -182,7 +183,7 @@ impl Reactor {
                 (adoption.closed)(&DisconnectReason::Shutdown);
                 continue;
             }
-            let idx = self.open_conn(adoption.stream, adoption.policy, true);
+            let idx = self.open_conn(adoption.stream, adoption.policy, Origin::Adopted);
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
             (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));

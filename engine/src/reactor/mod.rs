@@ -54,6 +54,8 @@ use udp::{UDP_TAG, Udp};
 #[derive(Debug, Default)]
 pub(crate) struct CoreSockets {
     pub(crate) tcp: Vec<TcpListener>,
+    /// Listeners whose connections must speak HTTP (WebSocket or static assets).
+    pub(crate) websocket: Vec<TcpListener>,
     pub(crate) udp: Option<UdpSocket>,
 }
 
@@ -144,9 +146,12 @@ impl Reactor {
             listeners: sockets
                 .tcp
                 .into_iter()
-                .map(|socket| Listener {
+                .map(|socket| (socket, false))
+                .chain(sockets.websocket.into_iter().map(|socket| (socket, true)))
+                .map(|(socket, websocket_only)| Listener {
                     socket: SharedFd::from(socket),
                     accept: None,
+                    websocket_only,
                 })
                 .collect(),
             conns: Slab::with_capacity(1024),
