@@ -2,7 +2,7 @@
 //! (`in_A`, `in_S`, `in_P`; see docs/protocol.md).
 //!
 //! Publishers are the `--conns` connections of the ordinary I/O threads: one unit is one
-//! `in_P` Request, settled by its Response like a call (see [`crate::conn`]). Subscribers are
+//! `in_P` Request, settled by its Response like a call (see the `conn` module). Subscribers are
 //! `--subscribers` further connections, each read by a thread of its own over a plain
 //! blocking socket; they authenticate and subscribe (every `in_S` answered) before the first
 //! publish.
