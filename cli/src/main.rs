@@ -108,9 +108,12 @@ struct Args {
     /// 400 (repeat for several; the --listen ports accept WebSocket too)
     #[arg(long, value_name = "ADDR")]
     ws_listen: Vec<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (:PORT, HOST:PORT or [IPV6]:PORT;
-    /// port 0 picks one, printed in the startup line) from a thread of its own [default: off]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "Serve Prometheus metrics at http://ADDR/metrics (:PORT, HOST:PORT or [IPV6]:PORT; \
+                port 0 picks one, printed in the startup line) from a thread of its own [default: off]"
+    )]
     metrics_listen: Option<String>,
     /// Serve only over UDP: no TCP listener (needs --udp-listen)
     #[arg(long)]
