@@ -45,6 +45,8 @@ pub struct Request {
     pub is_notify: bool,
     /// The connection it came on (to notify or call the peer, or close).
     pub conn: ConnHandle,
+    /// The request's metadata (arpc's `md` block), already taken off `payload`.
+    pub metadata: Option<ringrpc_protocol::metadata::Metadata>,
 }
 
 struct Job {

@@ -513,6 +513,7 @@ fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &Blockin
         user_flags: ctx.user_flags(),
         is_notify: ctx.is_notify(),
         conn: ctx.conn(),
+        metadata: ctx.metadata().cloned(),
     };
     pool.submit(handler.clone(), request, responder);
 }

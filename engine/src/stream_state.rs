@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use ringrpc_protocol::metadata::Metadata;
+
 use crate::error::StreamError;
 
 /// One frame a user of a stream asked to send, on its way to the reactor.
@@ -30,6 +32,8 @@ pub(crate) struct OutFrame {
     pub(crate) error: bool,
     /// Bytes it holds of the stream's window until the reactor queues it.
     pub(crate) window: usize,
+    /// Metadata to append (arpc's `md` block).
+    pub(crate) metadata: Option<Box<Metadata>>,
 }
 
 /// One stream's state shared across threads.
@@ -53,7 +57,7 @@ pub(crate) struct StreamShared {
 
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<Bytes>,
+    items: VecDeque<(Bytes, Option<Box<Metadata>>)>,
     queued: usize,
     /// How the peer ended the stream (`Ok` = EOF); set once.
     end: Option<Result<(), StreamError>>,
@@ -67,8 +71,13 @@ struct State {
 
 /// What a receive found.
 pub(crate) enum Received {
-    /// Data; `resume` = the inbox fell to half and the reactor must be told to read again.
-    Data { data: Bytes, resume: bool },
+    /// Data and its metadata; `resume` = the inbox fell to half and the reactor must be
+    /// told to read again.
+    Data {
+        data: Bytes,
+        metadata: Option<Box<Metadata>>,
+        resume: bool,
+    },
     /// The stream ended (`Ok(())` = EOF).
     End(Result<(), StreamError>),
     /// Nothing before the deadline (or nothing now, when not waiting).
@@ -149,7 +158,7 @@ impl StreamShared {
 
     /// Adds received data; returns true when the inbox just became full, so the reactor
     /// must hold the connection's reading until a receive posts a resume.
-    pub(crate) fn deliver(&self, data: Bytes) -> bool {
+    pub(crate) fn deliver(&self, data: Bytes, metadata: Option<Box<Metadata>>) -> bool {
         if self.abandoned.load(Ordering::Acquire) {
             return false;
         }
@@ -158,7 +167,7 @@ impl StreamShared {
             return false;
         }
         state.queued += data.len();
-        state.items.push_back(data);
+        state.items.push_back((data, metadata));
         self.readable.notify_one();
         if !state.held && state.queued >= self.queue_limit() {
             state.held = true;
@@ -203,13 +212,17 @@ impl StreamShared {
     pub(crate) fn receive(&self, wait: bool, deadline: Option<Instant>) -> Received {
         let mut state = self.lock();
         loop {
-            if let Some(data) = state.items.pop_front() {
+            if let Some((data, metadata)) = state.items.pop_front() {
                 state.queued -= data.len();
                 let resume = state.held && state.queued <= self.queue_limit() / 2;
                 if resume {
                     state.held = false;
                 }
-                return Received::Data { data, resume };
+                return Received::Data {
+                    data,
+                    metadata,
+                    resume,
+                };
             }
             if let Some(end) = &state.end {
                 return Received::End(end.clone());
@@ -269,9 +282,12 @@ mod tests {
     #[test]
     fn inbox_holds_reading_at_its_limit_and_resumes_at_half() {
         let s = StreamShared::new(Bytes::from_static(b"/s"), true, 100, 100);
-        assert!(!s.deliver(Bytes::from(vec![0u8; 60])));
-        assert!(s.deliver(Bytes::from(vec![0u8; 60])), "full at 120 >= 100");
-        assert!(!s.deliver(Bytes::from(vec![0u8; 10])), "told once");
+        assert!(!s.deliver(Bytes::from(vec![0u8; 60]), None));
+        assert!(
+            s.deliver(Bytes::from(vec![0u8; 60]), None),
+            "full at 120 >= 100"
+        );
+        assert!(!s.deliver(Bytes::from(vec![0u8; 10]), None), "told once");
         let Received::Data { resume, .. } = s.receive(false, None) else {
             panic!("data expected")
         };
@@ -286,10 +302,10 @@ mod tests {
     #[test]
     fn end_comes_after_the_data_and_stays() {
         let s = StreamShared::new(Bytes::from_static(b"/s"), true, 100, 100);
-        s.deliver(Bytes::from_static(b"a"));
+        s.deliver(Bytes::from_static(b"a"), None);
         s.finish(Ok(()), false);
         assert!(
-            !s.deliver(Bytes::from_static(b"late")),
+            !s.deliver(Bytes::from_static(b"late"), None),
             "nothing after the end"
         );
         assert!(matches!(s.receive(false, None), Received::Data { .. }));
@@ -318,7 +334,7 @@ mod tests {
             std::thread::spawn(move || matches!(s.receive(true, None), Received::Data { .. }))
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
-        s.deliver(Bytes::from_static(b"x"));
+        s.deliver(Bytes::from_static(b"x"), None);
         assert!(t.join().unwrap());
     }
 
@@ -326,7 +342,7 @@ mod tests {
     fn an_abandoned_inbox_discards_and_never_holds_reading() {
         let s = StreamShared::new(Bytes::from_static(b"/s"), false, 1, 1);
         s.abandon();
-        assert!(!s.deliver(Bytes::from(vec![0u8; 100])));
+        assert!(!s.deliver(Bytes::from(vec![0u8; 100]), None));
         assert_eq!(s.queued(), 0);
     }
 }

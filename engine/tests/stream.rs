@@ -442,3 +442,56 @@ fn a_slow_consumer_bounds_memory_and_loses_nothing() {
     writer.join().unwrap();
     server.shutdown().unwrap();
 }
+
+#[test]
+fn stream_frames_carry_metadata_both_ways() {
+    let server = serve(
+        Server::builder()
+            .route_stream_blocking("/tagged", |stream| {
+                while let Ok(Some((data, md))) = stream.recv_with_metadata() {
+                    let tag = md.and_then(|m| m.get("tag").map(<[u8]>::to_vec));
+                    let mut reply = ringrpc::Metadata::new();
+                    reply.insert("seen", tag.unwrap_or_default()).unwrap();
+                    stream.send_with_metadata(data, reply).unwrap();
+                }
+            })
+            .route_stream("/tagged-events", |ctx| {
+                let mut reply = ringrpc::Metadata::new();
+                let tag = ctx.metadata().and_then(|m| m.get("tag")).unwrap_or(b"none");
+                reply.insert("seen", tag.to_vec()).unwrap();
+                if !ctx.data().is_empty() {
+                    let data = ctx.data();
+                    ctx.send_with_metadata(data, &reply).unwrap();
+                }
+            }),
+    );
+    let client = Client::connect(&server.local_addr().to_string()).unwrap();
+    for method in ["/tagged", "/tagged-events"] {
+        let stream = client.open_stream(method).unwrap();
+        let mut md = ringrpc::Metadata::new();
+        md.insert("tag", "t1").unwrap();
+        stream.send_with_metadata("hello", md).unwrap();
+        let (data, md) = stream.recv_with_metadata().unwrap().unwrap();
+        assert_eq!(data, "hello", "{method}");
+        assert_eq!(md.unwrap().get("seen"), Some(&b"t1"[..]), "{method}");
+    }
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn blocking_handlers_read_the_request_metadata() {
+    let server = serve(Server::builder().route_blocking("/who", |request| {
+        let user = request
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("user"))
+            .unwrap_or(b"?");
+        Ok::<_, String>(Bytes::copy_from_slice(user))
+    }));
+    let client = Client::connect(&server.local_addr().to_string()).unwrap();
+    let mut md = ringrpc::Metadata::new();
+    md.insert("user", "ada").unwrap();
+    let (answer, _) = client.call_with_metadata("/who", b"", &md, LONG).unwrap();
+    assert_eq!(answer, "ada");
+    server.shutdown().unwrap();
+}

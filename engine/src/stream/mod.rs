@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use ringrpc_protocol::metadata::Metadata;
+
 use crate::stream_state::{OutFrame, Received, StreamShared};
 
 use crate::error::{STREAM_HANDLER_PANICKED, StreamError};
@@ -95,6 +97,17 @@ fn post(
     eof: bool,
     error: bool,
 ) -> Result<(), StreamError> {
+    post_with(conn, shared, payload, eof, error, None)
+}
+
+fn post_with(
+    conn: &ConnHandle,
+    shared: &Arc<StreamShared>,
+    payload: Bytes,
+    eof: bool,
+    error: bool,
+    metadata: Option<Box<Metadata>>,
+) -> Result<(), StreamError> {
     let window = payload.len();
     shared.reserve(window, !on_reactor_thread())?;
     conn.post_stream_send(
@@ -104,6 +117,7 @@ fn post(
             eof,
             error,
             window,
+            metadata,
         },
     );
     Ok(())
@@ -137,6 +151,26 @@ impl StreamSender {
     /// Sends one frame and closes the send side with it (arpc's `SendAndClose`).
     pub fn send_and_close(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
         self.send_frame(data.into(), true, false)
+    }
+
+    /// Sends one frame carrying `metadata` (arpc's `md` block, up to 4 KiB), as
+    /// [`StreamSender::send`] otherwise.
+    pub fn send_with_metadata(
+        &self,
+        data: impl Into<Bytes>,
+        metadata: Metadata,
+    ) -> Result<(), StreamError> {
+        if self.shared.is_send_closed() {
+            return Err(self.shared.send_refusal());
+        }
+        post_with(
+            &self.conn,
+            &self.shared,
+            data.into(),
+            false,
+            false,
+            Some(Box::new(metadata)),
+        )
     }
 
     /// Closes the send side with an empty EOF frame (arpc's `CloseSend`); the peer may go on
@@ -251,14 +285,32 @@ impl Stream {
         self.receive(!on_reactor_thread(), Some(Instant::now() + timeout))
     }
 
+    /// As [`Stream::recv`], with the frame's metadata (arpc's `md` block), if it carried
+    /// any.
+    pub fn recv_with_metadata(&self) -> Result<Option<(Bytes, Option<Metadata>)>, StreamError> {
+        self.receive_with(!on_reactor_thread(), None)
+    }
+
     fn receive(&self, wait: bool, deadline: Option<Instant>) -> Result<Option<Bytes>, StreamError> {
+        Ok(self.receive_with(wait, deadline)?.map(|(data, _)| data))
+    }
+
+    fn receive_with(
+        &self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Bytes, Option<Metadata>)>, StreamError> {
         let shared = &self.sender.shared;
         match shared.receive(wait, deadline) {
-            Received::Data { data, resume } => {
+            Received::Data {
+                data,
+                metadata,
+                resume,
+            } => {
                 if resume {
                     self.sender.conn.post_stream_resume(shared.clone());
                 }
-                Ok(Some(data))
+                Ok(Some((data, metadata.map(|m| *m))))
             }
             Received::End(Ok(())) => Ok(None),
             Received::End(Err(e)) => Err(e),
@@ -274,6 +326,14 @@ impl Stream {
     /// Sends one frame and closes the send side with it.
     pub fn send_and_close(&self, data: impl Into<Bytes>) -> Result<(), StreamError> {
         self.sender.send_and_close(data)
+    }
+    /// Sends one frame carrying `metadata` (see [`StreamSender::send_with_metadata`]).
+    pub fn send_with_metadata(
+        &self,
+        data: impl Into<Bytes>,
+        metadata: Metadata,
+    ) -> Result<(), StreamError> {
+        self.sender.send_with_metadata(data, metadata)
     }
     /// Closes the send side (empty EOF frame); receiving goes on.
     pub fn close_send(&self) -> Result<(), StreamError> {
@@ -462,6 +522,32 @@ impl<'a> StreamContext<'a> {
     /// Sends `data` without copying it.
     pub fn send_bytes(&mut self, data: Bytes) -> Result<(), StreamError> {
         self.push(data, false, false)
+    }
+    /// Sends `data` with `metadata` appended (arpc's `md` block).
+    pub fn send_with_metadata(
+        &mut self,
+        data: &[u8],
+        metadata: &Metadata,
+    ) -> Result<(), StreamError> {
+        if self.shared.is_send_closed() {
+            return Err(StreamError::SendClosed);
+        }
+        let bits = if self.shared.opened_here() {
+            ringrpc_protocol::CMD_STREAM_LOCAL
+        } else {
+            0
+        };
+        table::push_with_metadata(
+            self.out,
+            bits,
+            ringrpc_protocol::Flags::default(),
+            self.shared.id(),
+            self.shared.method(),
+            data,
+            metadata,
+        );
+        self.frames_out += 1;
+        Ok(())
     }
     /// Sends `data` and closes the send side with it.
     pub fn send_and_close(&mut self, data: &[u8]) -> Result<(), StreamError> {

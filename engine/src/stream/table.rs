@@ -95,6 +95,37 @@ fn bits(opened_here: bool, eof: bool) -> u8 {
     (if opened_here { CMD_STREAM_LOCAL } else { 0 }) | (if eof { CMD_STREAM_EOF } else { 0 })
 }
 
+/// Queues one Stream frame with `metadata` appended (arpc's `md` block); a block that
+/// cannot be appended (the frame would overflow) sends the frame without it, logged.
+pub(crate) fn push_with_metadata(
+    out: &mut OutQueue,
+    stream_bits: u8,
+    flags: Flags,
+    id: u64,
+    method: &[u8],
+    payload: &[u8],
+    metadata: &ringrpc_protocol::metadata::Metadata,
+) {
+    let cmd = ringrpc_protocol::Command::Stream;
+    match crate::coder::encode_with_metadata(cmd, flags, id, method, payload, metadata) {
+        Ok(frame) => {
+            let mut frame = bytes::BytesMut::from(&frame[..]);
+            frame[5] |= stream_bits;
+            out.push_encoded(frame.freeze());
+        }
+        Err(e) => {
+            tracing::warn!(id, "stream frame metadata dropped: {e}");
+            out.push_stream_frame(
+                stream_bits,
+                flags,
+                id,
+                method,
+                Bytes::copy_from_slice(payload),
+            );
+        }
+    }
+}
+
 /// Queues an error end for stream `id` (opened by us when `opened_here`).
 fn push_error_end(out: &mut OutQueue, opened_here: bool, id: u64, method: &[u8], text: &str) {
     out.push_stream_frame(
@@ -180,7 +211,8 @@ impl StreamTable {
         match &entry.mode {
             Mode::Discard => {}
             Mode::Inbox => {
-                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data)) {
+                let md = metadata.map(|m| Box::new(m.clone()));
+                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data), md) {
                     entry.holding = true;
                     self.holding += 1;
                 }
@@ -353,13 +385,21 @@ impl StreamTable {
                 } else {
                     Flags::default()
                 };
-                out.push_stream_frame(
-                    bits(key.0, send.eof || send.error),
-                    flags,
-                    key.1,
-                    shared.method(),
-                    send.payload,
-                );
+                let bits = bits(key.0, send.eof || send.error);
+                match &send.metadata {
+                    None => {
+                        out.push_stream_frame(bits, flags, key.1, shared.method(), send.payload)
+                    }
+                    Some(md) => push_with_metadata(
+                        out,
+                        bits,
+                        flags,
+                        key.1,
+                        shared.method(),
+                        &send.payload,
+                        md,
+                    ),
+                }
                 self.stats.frames_out += 1;
                 if send.eof || send.error {
                     entry.send_closed = true;
