@@ -5,6 +5,10 @@
 //! before the caller acts on it: a message is acknowledged to its sender only after its
 //! commit, and leaves the store only after its recipient's receipt.
 
+// redb's error is large (160 bytes); these results are per chat operation and errors are disk
+// faults, so the size costs nothing that matters.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};

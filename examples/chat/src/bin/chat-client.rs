@@ -8,11 +8,12 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 use crossbeam_channel::{Receiver, Sender};
-use ringrpc::{CallError, Client};
+use ringrpc::{CallError, Client, Responder};
 use ringrpc_chat::protocol::{self as p, DeliveryKind, NoticeKind, Refusal};
 use serde::Serialize;
 
@@ -83,7 +84,8 @@ impl Inputs {
 fn main() -> ExitCode {
     let args = Args::parse();
     let (logged_out, events) = crossbeam_channel::unbounded();
-    let client = match connect(&args.addr, logged_out) {
+    let gate = Arc::new(Mutex::new(Gate::default()));
+    let client = match connect(&args.addr, gate.clone(), logged_out) {
         Ok(client) => client,
         Err(e) => {
             println!("error: {e}");
@@ -98,7 +100,10 @@ fn main() -> ExitCode {
         events,
     };
     let code = match login(&client, &inputs) {
-        Ok(()) => commands(&client, &inputs),
+        Ok(()) => {
+            Gate::open(&gate);
+            commands(&client, &inputs)
+        }
         Err(code) => code,
     };
     client.close();
@@ -120,22 +125,50 @@ fn read_lines(lines: &Sender<Option<String>>) {
     let _ = lines.send(None);
 }
 
-fn connect(addr: &str, logged_out: Sender<()>) -> Result<Client, String> {
+/// Messages that arrive before the login's answer has been printed wait here, with their
+/// receipts, so the welcome comes first; once open, messages print as they arrive.
+#[derive(Default)]
+struct Gate {
+    open: bool,
+    held: Vec<(String, Responder)>,
+}
+
+impl Gate {
+    fn open(gate: &Mutex<Gate>) {
+        let mut gate = gate.lock().unwrap_or_else(|e| e.into_inner());
+        for (line, receipt) in gate.held.drain(..) {
+            println!("{line}");
+            receipt.reply(b"ok");
+        }
+        gate.open = true;
+    }
+}
+
+fn connect(addr: &str, gate: Arc<Mutex<Gate>>, logged_out: Sender<()>) -> Result<Client, String> {
     Client::builder(addr)
-        .route(p::MSG, |ctx| {
-            match serde_json::from_slice::<p::Delivery>(ctx.payload()) {
+        .route(p::MSG, move |ctx| {
+            let line = match serde_json::from_slice::<p::Delivery>(ctx.payload()) {
                 Ok(msg) => {
                     let how = match (msg.kind, msg.offline) {
                         (DeliveryKind::Broadcast, _) => " (broadcast)",
                         (DeliveryKind::Private, true) => " (while you were offline)",
                         (DeliveryKind::Private, false) => "",
                     };
-                    println!("{}{how}: {}", msg.from, msg.text);
+                    format!("{}{how}: {}", msg.from, msg.text)
                 }
-                Err(e) => println!("error: a message from the server could not be read: {e}"),
+                Err(e) => format!("error: a message from the server could not be read: {e}"),
+            };
+            // The answer is the receipt: the server forgets the message once it is printed.
+            let Some(receipt) = ctx.responder() else {
+                return println!("{line}");
+            };
+            let mut gate = gate.lock().unwrap_or_else(|e| e.into_inner());
+            if gate.open {
+                println!("{line}");
+                receipt.reply(b"ok");
+            } else {
+                gate.held.push((line, receipt));
             }
-            // The answer is the receipt: the server forgets the message.
-            ctx.reply(b"ok");
         })
         .route(p::NOTICE, move |ctx| {
             match serde_json::from_slice::<p::Notice>(ctx.payload()) {

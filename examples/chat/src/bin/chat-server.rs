@@ -46,7 +46,7 @@ struct Args {
 /// A number of seconds: non-negative, finite, fractions allowed.
 fn seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Ok(s) if (0.0..1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
         _ => Err(format!(
             "must be a number of seconds, 0 or more (fractions allowed), got {text}"
         )),
