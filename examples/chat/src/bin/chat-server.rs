@@ -21,9 +21,11 @@ use ringrpc_chat::store::Store;
 #[derive(Parser, Debug)]
 #[command(name = "chat-server", version, about)]
 struct Args {
-    /// Address to listen on: HOST:PORT, :PORT (all interfaces) or [IPV6]:PORT; port 0 picks a
-    /// free port (printed at startup)
-    #[arg(long, value_name = "ADDR")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "Address to listen on: HOST:PORT, :PORT (all interfaces) or [IPV6]:PORT; port 0 picks a free port (printed at startup)"
+    )]
     listen: String,
     /// The accounts: one `username password` per line (blank lines and # comments skipped)
     #[arg(long, value_name = "FILE")]
