@@ -104,6 +104,14 @@ struct Args {
     /// frame per datagram; --reflect does not apply to it)
     #[arg(long, value_name = "ADDR")]
     udp_listen: Option<String>,
+    /// Also listen on ADDR for WebSocket (and static assets) only: raw arpc there gets HTTP
+    /// 400 (repeat for several; the --listen ports accept WebSocket too)
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (:PORT, HOST:PORT or [IPV6]:PORT;
+    /// port 0 picks one, printed in the startup line) from a thread of its own [default: off]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Serve only over UDP: no TCP listener (needs --udp-listen)
     #[arg(long)]
     no_tcp_listen: bool,
@@ -240,11 +248,12 @@ fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
                 "check --pubsub and the file given to --pubsub-password-file".into()
             }
             Some(knob) => format!("set by --{}", flag(knob)),
-            None => "set by --listen or --udp-listen".into(),
+            None => "set by --listen, --udp-listen or --metrics-listen".into(),
         });
     }
     match e.downcast_ref::<StartError>()? {
         StartError::AddrInUse(_) => Some("choose another port with --listen".into()),
+        StartError::MetricsBind(..) => Some("set by --metrics-listen".into()),
         StartError::PermissionDenied(_) | StartError::AddrNotAvailable(_) => {
             Some("set by --listen".into())
         }
@@ -314,9 +323,13 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
             args.udp_peer_rate
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         );
+    for addr in args.ws_listen {
+        config = config.ws_listen(addr);
+    }
     if let Some(addr) = args.udp_listen {
         config = config.udp_listen(addr);
     }
+    config = config.metrics_listen(args.metrics_listen);
     if args.no_tcp_listen {
         config = config.no_tcp_listen();
     }
@@ -346,6 +359,12 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     if let Some(udp) = server.udp_addr() {
         addrs.push(format!("udp:{udp}"));
+    }
+    for ws in server.ws_addrs() {
+        addrs.push(format!("ws:{ws}"));
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        addrs.push(format!("metrics:http://{metrics}/metrics"));
     }
     let plural = if cores == 1 { "core" } else { "cores" };
     println!(

@@ -466,3 +466,72 @@ fn binary_refuses_a_missing_or_empty_pubsub_password_file_naming_the_fix() {
         "{err}"
     );
 }
+
+/// `GET path` on `addr`: the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::Write;
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(sock, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn metrics_listen_serves_prometheus_text_at_the_announced_address() {
+    let (mut child, addr, mut out) = {
+        let mut child = engine(&[
+            "--cores",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .spawn()
+        .expect("spawn engine");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let tcp: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        let metrics: SocketAddr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics:http://"))
+            .and_then(|a| a.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+        let mut c = Client::connect(tcp);
+        c.echo(1, b"counted");
+        c.echo(2, b"counted");
+        drop(c);
+        (child, metrics, out)
+    };
+    let answer = http_get(addr, "/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\nringrpc_requests_total{core=\"0\"} 2\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("ringrpc_request_duration_seconds_count{method=\"/echo\"} 2"),
+        "{answer}"
+    );
+    assert!(http_get(addr, "/").starts_with("HTTP/1.1 404"));
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("2 requests"), "{rest}");
+}
+
+#[test]
+fn metrics_port_in_use_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let stderr = failed_start(&["--listen", "127.0.0.1:0", "--metrics-listen", &port]);
+    assert!(stderr.contains("cannot serve metrics on"), "{stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(stderr.contains("--metrics-listen"), "{stderr}");
+}

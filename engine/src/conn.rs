@@ -26,6 +26,7 @@ use crate::framing::{ArpcFraming, Next};
 use crate::handle::ConnHandle;
 use crate::ids::ConnInfo;
 use crate::mailbox::{CallDone, CallDoneMd, Mailbox};
+use crate::metrics::MethodMetrics;
 use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
 use crate::secret::constant_time_eq;
@@ -240,10 +241,34 @@ impl Conn {
         }
     }
 
+    /// A connection that must start with an HTTP request (a WebSocket upgrade per
+    /// `websocket`, or a static asset); anything else is refused with HTTP 400.
+    pub(crate) fn websocket_only(
+        info: ConnInfo,
+        mailbox: Arc<Mailbox>,
+        max_body: u32,
+        websocket: Arc<HandshakeConfig>,
+    ) -> Conn {
+        Conn {
+            framing: StreamFraming::WebSocket(Box::new(WsFraming::new(websocket, max_body))),
+            session: Session::new(info, mailbox),
+        }
+    }
+
     /// Takes bytes the peer sent: dispatches every whole frame and keeps the tail.
     ///
     /// An error means the connection must be closed once its queued output is flushed.
     pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), ConnError> {
+        self.handle_recv_metered(data, router, &mut MethodMetrics::default())
+    }
+
+    /// As [`Conn::handle_recv`], counting each Request and Notify in `methods` (when on).
+    pub(crate) fn handle_recv_metered(
+        &mut self,
+        data: &[u8],
+        router: &Router,
+        methods: &mut MethodMetrics,
+    ) -> Result<(), ConnError> {
         let session = &mut self.session;
         session.stats.bytes_in += data.len() as u64;
         if session.rejected {
@@ -253,11 +278,11 @@ impl Conn {
         let decoded = match &mut self.framing {
             StreamFraming::Undecided { .. } => Ok(()),
             StreamFraming::Arpc(f) => f
-                .decode(&data, |frame| session.dispatch_next(frame, router))
+                .decode(&data, |frame| session.dispatch_next(frame, router, methods))
                 .map_err(ConnError::Arpc),
             StreamFraming::WebSocket(ws) => ws
                 .decode(&data, &mut |event| match event {
-                    WsInput::Frame(frame) => session.dispatch_next(frame, router),
+                    WsInput::Frame(frame) => session.dispatch_next(frame, router, methods),
                     WsInput::Raw(bytes) => {
                         session.out.push_raw(&bytes);
                         Next::Continue
@@ -461,15 +486,20 @@ impl Session {
     /// A frame with `user_flags` bit 0: takes its metadata block off the payload and
     /// dispatches the rest, or deals with a malformed block.
     #[cold]
-    fn dispatch_with_metadata(&mut self, frame: &FrameRef<'_>, router: &Router) {
+    fn dispatch_with_metadata(
+        &mut self,
+        frame: &FrameRef<'_>,
+        router: &Router,
+        methods: &mut MethodMetrics,
+    ) {
         if frame.header.cmd.is_control() {
             // A bare header: the bit means nothing there.
-            return self.dispatch_frame(frame, None, router);
+            return self.dispatch_frame(frame, None, router, methods);
         }
         match take_metadata(&frame.header, frame.payload) {
             Ok((payload, metadata)) => {
                 let stripped = FrameRef { payload, ..*frame };
-                self.dispatch_frame(&stripped, metadata, router);
+                self.dispatch_frame(&stripped, metadata, router, methods);
             }
             Err(e) => self.bad_metadata(frame, e),
         }
@@ -506,8 +536,13 @@ impl Session {
     }
 
     /// Dispatches `frame` and says whether to go on (not after a failed authentication).
-    fn dispatch_next(&mut self, frame: &FrameRef<'_>, router: &Router) -> Next {
-        self.dispatch(frame, router);
+    fn dispatch_next(
+        &mut self,
+        frame: &FrameRef<'_>,
+        router: &Router,
+        methods: &mut MethodMetrics,
+    ) -> Next {
+        self.dispatch(frame, router, methods);
         if self.rejected {
             Next::Stop
         } else {
@@ -515,10 +550,10 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router) {
+    fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router, methods: &mut MethodMetrics) {
         self.stats.frames_in += 1;
         if frame.header.user_flags & USER_FLAG_METADATA != 0 && self.auth.is_none() {
-            return self.dispatch_with_metadata(frame, router);
+            return self.dispatch_with_metadata(frame, router, methods);
         }
         if let Some(secret) = &self.auth {
             let h = &frame.header;
@@ -549,7 +584,7 @@ impl Session {
             }
             return;
         }
-        self.dispatch_frame(frame, None, router);
+        self.dispatch_frame(frame, None, router, methods);
     }
 
     /// Dispatches an authenticated frame whose metadata (if any) is taken off already.
@@ -559,6 +594,7 @@ impl Session {
         frame: &FrameRef<'_>,
         metadata: Option<Metadata>,
         router: &Router,
+        methods: &mut MethodMetrics,
     ) {
         match frame.header.cmd {
             Command::Request | Command::Notify => {
@@ -585,6 +621,7 @@ impl Session {
                     &self.mailbox,
                     &self.in_flight,
                     &mut self.out,
+                    methods,
                 ) {
                     Dispatched::Handled => {}
                     Dispatched::NotFound => self.stats.not_found += 1,

@@ -266,6 +266,8 @@ pub struct Responder {
     in_flight: Arc<AtomicUsize>,
     /// Metadata the Response carries.
     metadata: Option<Metadata>,
+    /// When metrics are on: when the request was dispatched, for its latency.
+    timing: Option<crate::metrics::Timing>,
 }
 
 impl fmt::Debug for Responder {
@@ -285,6 +287,7 @@ impl Responder {
         method: &[u8],
         flags: Flags,
         in_flight: Arc<AtomicUsize>,
+        timing: Option<crate::metrics::Timing>,
     ) -> Responder {
         Responder {
             conn,
@@ -294,6 +297,7 @@ impl Responder {
             answered: false,
             in_flight,
             metadata: None,
+            timing,
         }
     }
 
@@ -351,6 +355,7 @@ impl Responder {
         let _ = self.conn.mailbox.post(Command::Answer {
             conn: self.conn.info.id,
             frame,
+            timing: self.timing,
         });
     }
 }

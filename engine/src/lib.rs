@@ -44,6 +44,7 @@ mod ids;
 mod json;
 mod lifecycle;
 mod mailbox;
+mod metrics;
 mod outqueue;
 mod pool;
 pub mod pubsub;

@@ -55,7 +55,12 @@ pub(crate) enum Command {
     /// Queue an encoded Notify on a connection (counts against the capacity).
     Notify { conn: ConnId, frame: Bytes },
     /// Queue an encoded Response a responder owes (bounded by the deferred-request limit).
-    Answer { conn: ConnId, frame: Bytes },
+    Answer {
+        conn: ConnId,
+        frame: Bytes,
+        /// When metrics are on: the request's clock, stopped when this arrives.
+        timing: Option<crate::metrics::Timing>,
+    },
     /// Start a call to the peer of a connection (counts against the capacity).
     Call {
         conn: ConnId,
@@ -256,6 +261,7 @@ mod tests {
         let answer = Command::Answer {
             conn,
             frame: Bytes::new(),
+            timing: None,
         };
         assert!(mailbox.post(answer).is_ok());
         assert!(mailbox.post(Command::Close { conn }).is_ok());

@@ -20,6 +20,7 @@ use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 use crate::handle::{ConnHandle, Responder};
 use crate::ids::ConnInfo;
 use crate::mailbox::Mailbox;
+use crate::metrics::{MethodMetrics, Timing};
 use crate::outqueue::OutQueue;
 use crate::pool::{BlockingHandler, BlockingPool, Request};
 use crate::stream::{Replies, Stream, StreamContext, StreamRoute};
@@ -62,6 +63,8 @@ pub struct Context<'a> {
     metadata: Option<&'a Metadata>,
     /// Metadata to attach to the Response.
     reply_metadata: Option<Metadata>,
+    /// When metrics are on: the clock started at dispatch, handed to a responder.
+    timing: Option<Timing>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -100,6 +103,7 @@ impl<'a> Context<'a> {
             },
             metadata,
             reply_metadata: None,
+            timing: None,
         }
     }
 
@@ -182,6 +186,7 @@ impl<'a> Context<'a> {
             self.method,
             self.header.flags,
             self.in_flight.clone(),
+            self.timing,
         );
         Some(match self.reply_metadata.take() {
             None => responder,
@@ -446,7 +451,7 @@ impl Middleware for LogRequests {
 /// a worker pool for blocking handlers. Clones share the blocking pool.
 #[derive(Clone, Default)]
 pub struct Router {
-    routes: HashMap<Box<[u8]>, Handler, BuildHasherDefault<MethodHasher>>,
+    routes: HashMap<Box<[u8]>, Route, BuildHasherDefault<MethodHasher>>,
     streams: HashMap<Box<[u8]>, StreamRoute, BuildHasherDefault<MethodHasher>>,
     not_found: Option<Handler>,
     middleware: Vec<Arc<dyn Middleware>>,
@@ -594,8 +599,15 @@ impl Router {
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Result<(), RouteError> {
         check_method(method)?;
+        let handler: Handler = Arc::new(handler);
+        let next = self.routes.len() as u32;
         self.routes
-            .insert(method.as_bytes().into(), Arc::new(handler));
+            .entry(method.as_bytes().into())
+            .and_modify(|r| r.handler = handler.clone())
+            .or_insert(Route {
+                handler,
+                index: next,
+            });
         Ok(())
     }
 
@@ -647,11 +659,22 @@ impl Router {
 
     /// The handler for `method`, if any.
     pub fn get(&self, method: &[u8]) -> Option<&Handler> {
-        self.routes.get(method)
+        self.routes.get(method).map(|r| &r.handler)
+    }
+
+    /// The Request/Notify methods, by route index (the per-method metrics' labels).
+    pub(crate) fn method_names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.routes.len()];
+        for (name, route) in &self.routes {
+            names[route.index as usize] = String::from_utf8_lossy(name).into_owned();
+        }
+        names
     }
 
     /// Runs the middleware and handler for a Request or Notify and guarantees the Response
-    /// rules above.
+    /// rules above; counts it in `methods` (when on) and records its latency there once
+    /// answered (a deferred answer is recorded when the responder's answer arrives).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &self,
         frame: &FrameRef<'_>,
@@ -660,8 +683,46 @@ impl Router {
         mailbox: &Arc<Mailbox>,
         in_flight: &Arc<AtomicUsize>,
         out: &mut OutQueue,
+        methods: &mut MethodMetrics,
     ) -> Dispatched {
-        let route = self.get(frame.method);
+        let found = self.routes.get(frame.method);
+        if !methods.is_on() {
+            return self.dispatch_to(found, frame, metadata, conn, mailbox, in_flight, out, None);
+        }
+        let timing = methods.start(found.map(|r| r.index));
+        let mut deferred = false;
+        let dispatched = self.dispatch_to(
+            found,
+            frame,
+            metadata,
+            conn,
+            mailbox,
+            in_flight,
+            out,
+            Some((timing, &mut deferred)),
+        );
+        if let (Some(timing), false) = (timing, deferred) {
+            methods.finish(timing);
+        }
+        dispatched
+    }
+
+    /// [`Router::dispatch`] once the route is looked up; `metered` carries the request's
+    /// clock to a responder and reports whether the answer was deferred.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn dispatch_to(
+        &self,
+        found: Option<&Route>,
+        frame: &FrameRef<'_>,
+        metadata: Option<&Metadata>,
+        conn: &ConnInfo,
+        mailbox: &Arc<Mailbox>,
+        in_flight: &Arc<AtomicUsize>,
+        out: &mut OutQueue,
+        metered: Option<(Option<Timing>, &mut bool)>,
+    ) -> Dispatched {
+        let route = found.map(|r| &r.handler);
         if route.is_none() && self.not_found.is_none() && self.middleware.is_empty() {
             // Nothing user-defined to run: answer without building a context.
             if frame.header.cmd == Command::Request {
@@ -677,10 +738,23 @@ impl Router {
             return Dispatched::NotFound;
         }
         let mut ctx = Context::new(frame, metadata, conn, mailbox, in_flight, out);
+        match metered {
+            None => self.run(route, &mut ctx),
+            Some((timing, deferred)) => {
+                ctx.timing = timing;
+                let dispatched = self.run(route, &mut ctx);
+                *deferred = ctx.state == ReplyState::Deferred;
+                dispatched
+            }
+        }
+    }
+
+    #[inline]
+    fn run(&self, route: Option<&Handler>, ctx: &mut Context<'_>) -> Dispatched {
         if self.middleware.is_empty() {
-            self.run_handler(route, &mut ctx)
+            self.run_handler(route, ctx)
         } else {
-            self.run_with_middleware(route, &mut ctx)
+            self.run_with_middleware(route, ctx)
         }
     }
 
@@ -745,6 +819,13 @@ impl Router {
         }
         dispatched
     }
+}
+
+/// A Request/Notify route: its handler and its index among the routes (for metrics).
+#[derive(Clone)]
+struct Route {
+    handler: Handler,
+    index: u32,
 }
 
 /// What happened to a dispatched frame.

@@ -18,6 +18,8 @@ use crate::handle::{ConnHandle, encode};
 use crate::hooks::Hooks;
 use crate::ids::ConnInfo;
 use crate::mailbox::{BroadcastFilter, Command};
+use crate::metrics::Hub;
+use crate::metrics::http::MetricsServer;
 use crate::reactor::CoreSockets;
 use crate::router::{RouteError, Router};
 use crate::runtime::{
@@ -48,6 +50,9 @@ pub enum StartError {
     Ring(usize, RingError),
     /// A thread or eventfd could not be created.
     Resource(&'static str, io::Error),
+    /// The metrics address ([`ConfigBuilder::metrics_listen`](crate::ConfigBuilder::metrics_listen))
+    /// could not be bound.
+    MetricsBind(SocketAddr, io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -71,6 +76,22 @@ impl fmt::Display for StartError {
             StartError::Bind(a, e) => write!(f, "cannot bind {a}: {e}"),
             StartError::Ring(core, e) => write!(f, "core {core}: {e}"),
             StartError::Resource(what, e) => write!(f, "cannot create {what}: {e}"),
+            StartError::MetricsBind(a, e) => match e.raw_os_error() {
+                Some(libc::EADDRINUSE) => write!(
+                    f,
+                    "cannot serve metrics on {a}: the address is already in use (find the process with `ss -ltnp 'sport = :{p}'`); give metrics_listen another port",
+                    p = a.port()
+                ),
+                Some(libc::EACCES) | Some(libc::EPERM) => write!(
+                    f,
+                    "cannot serve metrics on {a}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); give metrics_listen a port of 1024 or more"
+                ),
+                Some(libc::EADDRNOTAVAIL) => write!(
+                    f,
+                    "cannot serve metrics on {a}: that address is not assigned to this machine; give metrics_listen :PORT or one of `ip addr`'s addresses"
+                ),
+                _ => write!(f, "cannot serve metrics on {a}: {e}"),
+            },
         }
     }
 }
@@ -276,6 +297,8 @@ pub struct ServerBuilder {
     route_error: Option<RouteError>,
     hooks: Hooks,
     assets: HashMap<String, Asset>,
+    /// The pub/sub served, for its metrics.
+    pubsub: Option<crate::PubSub>,
 }
 
 impl ServerBuilder {
@@ -476,6 +499,15 @@ impl ServerBuilder {
             }
             local_addrs.push(bound);
         }
+        let mut ws_addrs = Vec::new();
+        for addr in config.ws_listen_addrs() {
+            let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
+                .map_err(|(a, e)| bind_error(a, e))?;
+            for (core, listener) in group.into_iter().enumerate() {
+                sockets[core].websocket.push(TcpListener::from(listener));
+            }
+            ws_addrs.push(bound);
+        }
         let mut udp_addr = None;
         if let Some(addr) = config.udp_listen() {
             let (group, bound) = bind_all(addr, config.cores(), Transport::Udp)
@@ -485,6 +517,10 @@ impl ServerBuilder {
             }
             udp_addr = Some(bound);
         }
+        let metrics_listener = match config.metrics_listen() {
+            Some(addr) => Some(bind_metrics(addr)?),
+            None => None,
+        };
         let mut settings = ReactorSettings::from_config(&config);
         if let Some(ws) = settings.websocket.as_mut() {
             if self.assets.contains_key(&ws.path) {
@@ -495,14 +531,26 @@ impl ServerBuilder {
             Arc::make_mut(ws).assets = Arc::new(self.assets);
         }
         let mailboxes = new_mailboxes(config.cores(), settings.mailbox_capacity);
+        let mut shared = Shared::new(mailboxes, self.hooks);
+        let metrics = metrics_listener.map(|listener| {
+            let hub = Arc::new(Hub::new(
+                shared.mailboxes.clone(),
+                self.router.method_names(),
+                self.pubsub,
+            ));
+            shared.metrics = Some(hub.clone());
+            (listener, hub)
+        });
         Ok(Server {
             config: Arc::new(config),
             settings: Arc::new(settings),
             router: Arc::new(self.router),
             sockets,
             local_addrs,
+            ws_addrs,
             udp_addr,
-            shared: Arc::new(Shared::new(mailboxes, self.hooks)),
+            shared: Arc::new(shared),
+            metrics,
         })
     }
 
@@ -512,6 +560,7 @@ impl ServerBuilder {
     /// hook, which still runs). Keep a clone of `pubsub` to publish from the application
     /// or read its stats.
     pub fn pubsub(mut self, pubsub: crate::PubSub) -> Self {
+        self.pubsub = Some(pubsub.clone());
         for (method, handler) in pubsub.routes() {
             self = self.route(method, handler);
         }
@@ -530,8 +579,11 @@ pub struct Server {
     router: Arc<Router>,
     sockets: Vec<CoreSockets>,
     local_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
+    /// The bound metrics socket and what it serves, when metrics are on.
+    metrics: Option<(TcpListener, Arc<Hub>)>,
 }
 
 impl Server {
@@ -543,6 +595,7 @@ impl Server {
             route_error: None,
             hooks: Hooks::default(),
             assets: HashMap::new(),
+            pubsub: None,
         }
     }
 
@@ -557,9 +610,23 @@ impl Server {
         &self.local_addrs
     }
 
+    /// The WebSocket-only TCP addresses actually bound
+    /// ([`ConfigBuilder::ws_listen`](crate::ConfigBuilder::ws_listen)), in order.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
+    }
+
     /// The UDP address actually bound, if the server listens on UDP.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// The address `GET /metrics` is served on (the real port when 0 was asked for), if
+    /// metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The settings in force.
@@ -583,13 +650,26 @@ impl Server {
     /// Starts every reactor and returns once all are serving.
     pub fn start(self) -> Result<RunningServer, StartError> {
         let threads = spawn_reactors(&self.settings, &self.router, &self.shared, self.sockets)?;
+        let metrics = match self.metrics {
+            Some((listener, hub)) => match MetricsServer::start(listener, hub) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.shared.shutdown();
+                    join_all(threads);
+                    return Err(StartError::Resource("the metrics thread", e));
+                }
+            },
+            None => None,
+        };
         Ok(RunningServer {
             handle: ServerHandle {
                 shared: self.shared,
             },
             local_addrs: self.local_addrs,
+            ws_addrs: self.ws_addrs,
             udp_addr: self.udp_addr,
             threads,
+            metrics,
         })
     }
 }
@@ -599,8 +679,10 @@ impl Server {
 pub struct RunningServer {
     handle: ServerHandle,
     local_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     threads: ReactorThreads,
+    metrics: Option<MetricsServer>,
 }
 
 impl RunningServer {
@@ -613,6 +695,12 @@ impl RunningServer {
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
     }
+
+    /// The WebSocket-only TCP addresses actually bound
+    /// ([`ConfigBuilder::ws_listen`](crate::ConfigBuilder::ws_listen)), in order.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
+    }
     /// The UDP address actually bound, if the server listens on UDP.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
@@ -620,6 +708,10 @@ impl RunningServer {
     /// A handle to stop the server.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+    /// The address `GET /metrics` is served on, if metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::addr)
     }
     /// Shuts down and waits for every reactor.
     pub fn shutdown(self) -> Result<ServerReport, RunError> {
@@ -640,11 +732,36 @@ impl RunningServer {
                 }
             }
         }
+        // Scrapes are answered through the drain; the endpoint closes with the reactors.
+        if let Some(metrics) = self.metrics {
+            metrics.stop();
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(report),
         }
     }
+}
+
+/// Binds the metrics endpoint's listening socket (the first of `addr`'s candidates that
+/// this machine supports).
+fn bind_metrics(addr: &crate::ListenAddr) -> Result<TcpListener, StartError> {
+    let candidates = addr.candidates();
+    let last = candidates.len() - 1;
+    for (i, a) in candidates.into_iter().enumerate() {
+        match TcpListener::bind(a) {
+            Ok(l) => return Ok(l),
+            // `:PORT` on a machine without IPv6: fall back to IPv4.
+            Err(e)
+                if i < last
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+                    ) => {}
+            Err(e) => return Err(StartError::MetricsBind(a, e)),
+        }
+    }
+    unreachable!("the last candidate returns")
 }
 
 /// The startup error for binding `addr` failing with `e`.

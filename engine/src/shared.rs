@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     /// Outbound connections handed to a reactor, one queue per reactor (a client's).
     pub(crate) adoptions: Vec<Mutex<Vec<Adoption>>>,
+    /// Where reactors publish counters for scrapes, when the server serves metrics.
+    pub(crate) metrics: Option<Arc<crate::metrics::Hub>>,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             adoptions: mailboxes.iter().map(|_| Mutex::default()).collect(),
             mailboxes,
             hooks,
+            metrics: None,
         }
     }
 

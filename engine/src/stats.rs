@@ -1,7 +1,8 @@
 //! Counters: what one reactor did, summed over its connections.
 //!
 //! Invariants: each counter is written only by its reactor's thread (no shared atomics on
-//! the hot path); totals are merged after the reactors stop.
+//! the hot path); totals are merged after the reactors stop, and while they run only from
+//! the snapshots a reactor copies out when a metrics scrape asks (see `metrics`).
 
 use crate::conn::ConnStats;
 use crate::udp::UdpStats;

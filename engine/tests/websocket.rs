@@ -318,3 +318,53 @@ fn a_configured_subprotocol_is_negotiated() {
     .unwrap();
     assert_eq!(&read_binary(&mut ws).payload[..], b"p");
 }
+
+#[test]
+fn a_websocket_only_listener_upgrades_and_refuses_raw_arpc() {
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .ws_listen("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .static_asset("/", "text/plain", "page")
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let ws_addr = server.ws_addrs()[0];
+    assert_ne!(ws_addr, server.local_addr());
+    let mut ws = connect(ws_addr, "/ws");
+    ws.send(Message::Binary(
+        Frame::request(1, "/echo", "w").to_bytes().to_vec().into(),
+    ))
+    .unwrap();
+    assert_eq!(&read_binary(&mut ws).payload[..], b"w");
+    assert!(http(ws_addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").ends_with("page"));
+    // Raw arpc there is not HTTP: 400, closed.
+    let mut raw = TcpStream::connect(ws_addr).unwrap();
+    raw.set_read_timeout(Some(LONG)).unwrap();
+    raw.write_all(&Frame::request(2, "/echo", "y").to_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    drop(ws);
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.total().requests, 1);
+}
+
+#[test]
+fn ws_listen_needs_websocket_on() {
+    let err = Config::builder()
+        .ws_listen("127.0.0.1:0")
+        .ws_path(None::<String>)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ws_listen needs WebSocket on"),
+        "{err}"
+    );
+}

@@ -131,11 +131,16 @@ pub struct Cli {
     /// HdrHistogram's HistogramLogProcessor reads it.
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
-    /// Transport for arpc frames: `tcp` streams, or `udp`: one frame per datagram, each of
-    /// --conns sockets connected to the target and driven by an epoll loop per I/O thread
-    /// (--io is then ignored); unanswered requests are resent with the same seq.
+    /// Transport for arpc frames: `tcp` streams, `ws`: a WebSocket per connection (an HTTP
+    /// upgrade to --ws-path, then one frame per masked binary message), or `udp`: one frame
+    /// per datagram, each of --conns sockets connected to the target and driven by an epoll
+    /// loop per I/O thread (--io is then ignored); unanswered requests are resent with the
+    /// same seq.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: Transport,
+    /// WebSocket: the path the upgrade asks for.
+    #[arg(long, value_name = "PATH", default_value = "/ws")]
+    pub ws_path: String,
     /// UDP: resend a request unanswered this long after its last send, doubling the wait
     /// after each resend.
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
@@ -158,6 +163,9 @@ pub enum Transport {
     Tcp,
     /// One datagram per frame, with retries.
     Udp,
+    /// A WebSocket per connection (HTTP upgrade to `--ws-path`), one frame per binary
+    /// message.
+    Ws,
 }
 
 /// Retry and size settings of `--transport udp`.
@@ -394,6 +402,8 @@ pub struct Config {
     pub hdr_log: Option<PathBuf>,
     /// Transport of arpc frames.
     pub transport: Transport,
+    /// The upgrade path of `--transport ws`.
+    pub ws_path: String,
     /// Retry and size settings; `Some` exactly with `--transport udp`.
     pub udp: Option<UdpSettings>,
 }
@@ -443,8 +453,24 @@ impl Config {
                 cli.payload
             ));
         }
+        if cli.transport == Transport::Ws {
+            if cli.proto == Proto::Grpc {
+                return usage(
+                    "--transport ws carries arpc frames; gRPC needs TCP (drop --proto grpc)".into(),
+                );
+            }
+            if cli.pattern == Pattern::Pubsub {
+                return usage("--pattern pubsub runs over TCP; drop --transport ws".into());
+            }
+            if !cli.ws_path.starts_with('/') || cli.ws_path.contains([' ', '\r', '\n']) {
+                return usage(format!(
+                    "--ws-path {:?} must start with '/' and hold no spaces",
+                    cli.ws_path
+                ));
+            }
+        }
         let udp = match cli.transport {
-            Transport::Tcp => None,
+            Transport::Tcp | Transport::Ws => None,
             Transport::Udp => Some(check_udp_flags(&cli, &method)?),
         };
         if let Some(rate) = cli.rate {
@@ -509,6 +535,7 @@ impl Config {
             proto: cli.proto,
             hdr_log: cli.hdr_log,
             transport: cli.transport,
+            ws_path: cli.ws_path,
             udp,
         })
     }

@@ -62,6 +62,8 @@ pub(crate) struct Connection {
     next_seq: u64,
     /// `--pattern stream`: streams opened and not carrying a frame now.
     idle_streams: Vec<u64>,
+    /// `--transport ws`: the server's messages, unwrapped into arpc bytes.
+    ws: Option<Box<crate::ws::Unwrapper>>,
     /// Open loop: when the next request is due; `None` in the closed loop.
     schedule: Option<Schedule>,
 }
@@ -105,7 +107,20 @@ impl Connection {
             in_flight: 0,
             next_seq: 1,
             idle_streams: Vec::new(),
+            ws: None,
             schedule,
+        }
+    }
+
+    /// From now on, frames travel in WebSocket messages (the upgrade is done).
+    pub(crate) fn use_websocket(&mut self) {
+        self.ws = Some(Box::default());
+    }
+
+    /// `--transport ws`: wraps the frames written since `from` in WebSocket messages.
+    fn seal(&mut self, from: usize) {
+        if self.ws.is_some() {
+            crate::ws::wrap_tail(&mut self.tx, from);
         }
     }
 
@@ -176,7 +191,9 @@ impl Connection {
                 Some(_) => break,
             };
             let measured = sent_at >= plan.measure_start;
+            let from = self.tx.len();
             let units = self.queue_unit(sent_at, measured, plan, state);
+            self.seal(from);
             self.in_flight += units;
             queued += units;
             if measured {
@@ -322,6 +339,23 @@ impl Connection {
         plan: &Plan,
         state: &mut WorkerState,
     ) -> Result<(), String> {
+        if let Some(ws) = self.ws.as_mut() {
+            // Unwrap the messages, then decode their bytes as if read from a raw socket.
+            let mut arpc = BytesMut::new();
+            let max = state.decoder.max_body() as usize + ringrpc_protocol::HEADER_LEN;
+            ws.feed(data, &mut arpc, &mut self.tx, max)?;
+            return self.on_received_arpc(&arpc, received_at, plan, state);
+        }
+        self.on_received_arpc(data, received_at, plan, state)
+    }
+
+    fn on_received_arpc(
+        &mut self,
+        data: &[u8],
+        received_at: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) -> Result<(), String> {
         let result = if self.rx.is_empty() {
             let consumed = self.handle_frames(data, received_at, plan, state);
             if let Ok(n) = consumed {
@@ -381,6 +415,7 @@ impl Connection {
             // A reflecting server sends our own request back as the answer.
             Command::Request if plan.reflect => {}
             Command::Ping => {
+                let from = self.tx.len();
                 write_frame(
                     &mut self.tx,
                     Command::Pong,
@@ -390,6 +425,7 @@ impl Connection {
                     b"",
                     b"",
                 );
+                self.seal(from);
                 return;
             }
             Command::Pong => return,

@@ -25,6 +25,7 @@ mod run;
 mod udp;
 mod uring;
 mod worker;
+mod ws;
 
 pub use cli::{
     Cli, Config, CpuList, IoMode, Proto, Transport, UdpSettings, UsageError, parse_cpu_list,

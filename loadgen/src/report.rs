@@ -302,7 +302,7 @@ impl Report {
                 timeout_s: config.timeout.as_secs_f64(),
                 cpus: config.cpus.clone(),
                 transport: config.transport,
-                io: (config.proto == Proto::Arpc && config.transport == Transport::Tcp)
+                io: (config.proto == Proto::Arpc && config.transport != Transport::Udp)
                     .then_some(config.io),
                 udp: config.udp,
                 rate: config.rate,
@@ -372,6 +372,12 @@ impl Report {
         let (proto, conns, threads) = match (c.proto, c.transport, c.io) {
             (Proto::Grpc, _, _) => ("grpc", "conns", "tokio worker thread"),
             (Proto::Arpc, Transport::Udp, _) => ("arpc over UDP", "sockets", "epoll I/O thread"),
+            (Proto::Arpc, Transport::Ws, Some(IoMode::Uring)) => {
+                ("arpc over WebSocket", "conns", "io_uring I/O thread")
+            }
+            (Proto::Arpc, Transport::Ws, _) => {
+                ("arpc over WebSocket", "conns", "std sockets I/O thread")
+            }
             (Proto::Arpc, _, Some(IoMode::Uring)) => ("arpc", "conns", "io_uring I/O thread"),
             (Proto::Arpc, _, _) => ("arpc", "conns", "std sockets I/O thread"),
         };

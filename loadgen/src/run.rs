@@ -148,6 +148,14 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
     let mut groups: Vec<Vec<TcpStream>> = (0..config.threads).map(|_| Vec::new()).collect();
     for i in 0..config.conns {
         let mut stream = connect(&addrs, config.timeout).map_err(connect_error)?;
+        if config.transport == Transport::Ws {
+            stream
+                .set_read_timeout(Some(config.timeout))
+                .map_err(connect_error)?;
+            crate::ws::handshake(&mut stream, &config.target, &config.ws_path)
+                .map_err(connect_error)?;
+            stream.set_read_timeout(None).map_err(connect_error)?;
+        }
         if subscribers.is_some() {
             authenticate_publisher(&mut stream, i, config)?;
         }
@@ -174,7 +182,11 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
                 next: start + interval.mul_f64(next_id as f64 / config.conns as f64),
                 interval,
             });
-            conns.push(Connection::new(next_id, stream, schedule));
+            let mut conn = Connection::new(next_id, stream, schedule);
+            if config.transport == Transport::Ws {
+                conn.use_websocket();
+            }
+            conns.push(conn);
             next_id += 1;
         }
         workers.push(conns);

@@ -321,3 +321,60 @@ fn pubsub_with_a_password_authenticates_every_connection_or_fails_clearly() {
     assert!(stderr.contains("invalid password"), "{stderr}");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn websocket_transport_against_the_engine_accounts_for_every_unit() {
+    let server = engine(false);
+    for (pattern, io) in [("call", "uring"), ("call", "std"), ("stream", "uring")] {
+        let report = load(
+            server.local_addr(),
+            &[
+                "--conns",
+                "2",
+                "--per-conn",
+                "4",
+                "--transport",
+                "ws",
+                "--pattern",
+                pattern,
+                "--io",
+                io,
+            ],
+        );
+        assert_clean(&report);
+    }
+    let big = load(
+        server.local_addr(),
+        &[
+            "--conns",
+            "1",
+            "--per-conn",
+            "2",
+            "--transport",
+            "ws",
+            "--payload",
+            "70000",
+        ],
+    );
+    assert_clean(&big);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn websocket_transport_to_a_wrong_path_names_the_refusal() {
+    let server = engine(false);
+    let target = server.local_addr().to_string();
+    let args = [
+        "loadgen",
+        "--target",
+        &target,
+        "--transport",
+        "ws",
+        "--ws-path",
+        "/nope",
+        "--quiet",
+    ];
+    let err = run(&Config::from_cli(Cli::try_parse_from(args).unwrap()).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    server.shutdown().unwrap();
+}

@@ -56,10 +56,14 @@ pub enum Knob {
     UdpPeerRate,
     /// [`ConfigBuilder::udp_listen`](super::ConfigBuilder::udp_listen)
     UdpListen,
+    /// [`ConfigBuilder::ws_listen`](super::ConfigBuilder::ws_listen)
+    WsListen,
     /// [`ConfigBuilder::pubsub`](super::ConfigBuilder::pubsub)
     Pubsub,
     /// [`ConfigBuilder::pubsub_password`](super::ConfigBuilder::pubsub_password)
     PubsubPassword,
+    /// [`ConfigBuilder::metrics_listen`](super::ConfigBuilder::metrics_listen)
+    MetricsListen,
 }
 
 impl Knob {
@@ -89,8 +93,10 @@ impl Knob {
             Knob::UdpDedupCapacity => "udp_dedup_capacity",
             Knob::UdpPeerRate => "udp_peer_rate",
             Knob::UdpListen => "udp_listen",
+            Knob::WsListen => "ws_listen",
             Knob::Pubsub => "pubsub",
             Knob::PubsubPassword => "pubsub_password",
+            Knob::MetricsListen => "metrics_listen",
         }
     }
 
@@ -155,6 +161,8 @@ pub enum ConfigError {
     },
     /// An empty auth secret.
     EmptyAuthSecret,
+    /// WebSocket-only listen addresses while WebSocket is off.
+    WsListenWithoutWebSocket,
     /// A shared secret together with datagram listening: datagrams carry no session to
     /// authenticate.
     UdpWithAuth,
@@ -199,6 +207,7 @@ impl ConfigError {
             ConfigError::WebSocketNeedsSmallerBody { .. } => Some(Knob::MaxBody),
             ConfigError::DatagramOverBuffer { .. } => Some(Knob::UdpMaxDatagram),
             ConfigError::Listen { .. } => None,
+            ConfigError::WsListenWithoutWebSocket => Some(Knob::WsListen),
             ConfigError::EmptyPubsubPassword | ConfigError::PubsubPasswordWithoutPubsub => {
                 Some(Knob::PubsubPassword)
             }
@@ -264,6 +273,9 @@ impl fmt::Display for ConfigError {
             ConfigError::EmptyPubsubPassword => f.write_str("pubsub_password must not be empty"),
             ConfigError::PubsubPasswordWithoutPubsub => f.write_str(
                 "pubsub_password is set but pubsub is off: turn pubsub on or drop the password",
+            ),
+            ConfigError::WsListenWithoutWebSocket => f.write_str(
+                "ws_listen needs WebSocket on: give ws_path a path (the default /ws) or drop ws_listen",
             ),
             ConfigError::Listen { addr, reason } => write!(
                 f,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ringrpc_uring::{Completion, OpId, SharedFd};
 
 use super::Reactor;
+use super::slot::Origin;
 use super::timers::TimerId;
 
 /// How long accept pauses after running out of descriptors or memory.
@@ -22,6 +23,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(super) struct Listener {
     pub(super) socket: SharedFd,
     pub(super) accept: Option<OpId>,
+    /// Its connections must speak HTTP (a WebSocket upgrade or a static asset).
+    pub(super) websocket_only: bool,
 }
 
 impl Reactor {
@@ -58,6 +61,10 @@ impl Reactor {
                 listener.accept = None;
             }
         }
+        let websocket_only = self
+            .listeners
+            .get(completion.tag() as usize)
+            .is_some_and(|l| l.websocket_only);
         if let Some(fd) = completion.take_accepted() {
             let stream = TcpStream::from(fd);
             if self.accept_failure_streak > 0 {
@@ -74,7 +81,12 @@ impl Reactor {
                 None
             };
             if let Some(counted) = admitted {
-                let idx = self.open_conn(stream, self.server_policy.clone(), false);
+                let origin = if websocket_only {
+                    Origin::WebSocketListener
+                } else {
+                    Origin::Listener
+                };
+                let idx = self.open_conn(stream, self.server_policy.clone(), origin);
                 self.conns[idx].counted_peer = counted;
             }
         } else {

@@ -36,7 +36,11 @@ impl Reactor {
                         self.stats.bytes_in += buf.len() as u64;
                     } else {
                         let before = slot.conn.session.stats;
-                        let decoded = slot.conn.handle_recv(&buf, &slot.policy.router);
+                        let decoded = slot.conn.handle_recv_metered(
+                            &buf,
+                            &slot.policy.router,
+                            &mut self.methods,
+                        );
                         self.stats.add_conn_delta(&before, &slot.conn.session.stats);
                         lifecycle.decoded(now, slot.conn.partial_len() > 0);
                         // A protocol error outranks a failed authentication in the same read.

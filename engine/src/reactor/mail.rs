@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Reactor;
+use super::slot::Origin;
 use super::timers::TimerId;
 use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
@@ -32,7 +33,7 @@ impl Reactor {
                 Command::Notify { conn, frame } if UdpCore::owns(conn) => {
                     self.udp_send_to_peer(conn, frame, false)
                 }
-                Command::Answer { conn, frame } if UdpCore::owns(conn) => {
+                Command::Answer { conn, frame, .. } if UdpCore::owns(conn) => {
                     self.udp_send_to_peer(conn, frame, true)
                 }
                 Command::Call {
@@ -75,7 +76,14 @@ impl Reactor {
                         self.mark_dirty(idx);
                     }
                 }
-                Command::Answer { conn, frame } => {
+                Command::Answer {
+                    conn,
+                    frame,
+                    timing,
+                } => {
+                    if let Some(timing) = timing {
+                        self.methods.finish(timing);
+                    }
                     if let Some(idx) = self.live_id(conn) {
                         self.conns[idx].conn.session.out.push_encoded(frame);
                         self.mark_dirty(idx);
@@ -175,7 +183,7 @@ impl Reactor {
                 (adoption.closed)(&DisconnectReason::Shutdown);
                 continue;
             }
-            let idx = self.open_conn(adoption.stream, adoption.policy, true);
+            let idx = self.open_conn(adoption.stream, adoption.policy, Origin::Adopted);
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
             (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));

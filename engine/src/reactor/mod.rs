@@ -38,6 +38,7 @@ use slab::Slab;
 use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
 use crate::mailbox::Mailbox;
+use crate::metrics::{ClosedBy, CoreMetrics, MethodMetrics, Published};
 use crate::router::Router;
 use crate::settings::ReactorSettings;
 use crate::shared::{ConnPolicy, Shared};
@@ -53,6 +54,8 @@ use udp::{UDP_TAG, Udp};
 #[derive(Debug, Default)]
 pub(crate) struct CoreSockets {
     pub(crate) tcp: Vec<TcpListener>,
+    /// Listeners whose connections must speak HTTP (WebSocket or static assets).
+    pub(crate) websocket: Vec<TcpListener>,
     pub(crate) udp: Option<UdpSocket>,
 }
 
@@ -91,6 +94,12 @@ pub(crate) struct Reactor {
     /// When the shutdown grace ends, once draining.
     draining: Option<Instant>,
     last_report: (Instant, CoreStats),
+    /// Connections closed, by kind of reason.
+    closed_by: ClosedBy,
+    /// Per-method counters (off, and empty, unless the server serves metrics).
+    methods: MethodMetrics,
+    /// Publishes snapshots for scrapes, when the server serves metrics.
+    metrics: Option<CoreMetrics>,
 }
 
 impl Reactor {
@@ -118,6 +127,11 @@ impl Reactor {
             settings.read_timeout,
         ));
         let now = Instant::now();
+        let metrics = shared.metrics.as_ref().map(|hub| hub.core_metrics(id));
+        let methods = match &shared.metrics {
+            Some(hub) => hub.method_metrics(),
+            None => MethodMetrics::default(),
+        };
         Ok(Reactor {
             id,
             now,
@@ -132,9 +146,12 @@ impl Reactor {
             listeners: sockets
                 .tcp
                 .into_iter()
-                .map(|socket| Listener {
+                .map(|socket| (socket, false))
+                .chain(sockets.websocket.into_iter().map(|socket| (socket, true)))
+                .map(|(socket, websocket_only)| Listener {
                     socket: SharedFd::from(socket),
                     accept: None,
+                    websocket_only,
                 })
                 .collect(),
             conns: Slab::with_capacity(1024),
@@ -152,6 +169,9 @@ impl Reactor {
             accept_failure_streak: 0,
             draining: None,
             last_report: (now, CoreStats::default()),
+            closed_by: ClosedBy::default(),
+            methods,
+            metrics,
         })
     }
 
@@ -187,9 +207,20 @@ impl Reactor {
                 self.begin_drain();
             }
             self.flush();
+            if let Some(want) = self.metrics.as_ref().and_then(CoreMetrics::wanted) {
+                self.publish_metrics(want);
+            }
         }
         if let Some(udp) = &self.udp {
             self.stats.udp = udp.core.stats;
+        }
+        if let Some(mut metrics) = self.metrics.take() {
+            metrics.publish_final(Published {
+                stats: &self.stats,
+                open: 0,
+                closed_by: &self.closed_by,
+                methods: &self.methods,
+            });
         }
         // No kernel access to ring-owned memory may outlive the loop (Drop would do this too).
         if !self.ring.cancel_all_and_wait() {
@@ -302,6 +333,26 @@ impl Reactor {
         match self.conns.get(idx) {
             Some(s) if s.serial == id.serial && !s.lifecycle.is_dead() => Some(idx),
             _ => None,
+        }
+    }
+
+    /// Answers a scrape: copies this core's counters into its snapshot slot.
+    #[cold]
+    fn publish_metrics(&mut self, want: u64) {
+        let mut stats = self.stats;
+        if let Some(udp) = &self.udp {
+            stats.udp = udp.core.stats;
+        }
+        if let Some(metrics) = &mut self.metrics {
+            metrics.publish(
+                want,
+                Published {
+                    stats: &stats,
+                    open: self.conns.len() as u64,
+                    closed_by: &self.closed_by,
+                    methods: &self.methods,
+                },
+            );
         }
     }
 

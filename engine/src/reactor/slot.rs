@@ -60,6 +60,17 @@ impl Slot {
     }
 }
 
+/// Where a connection came from, which decides the framings it may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Accepted on a `listen` address: raw arpc, or WebSocket when it is on.
+    Listener,
+    /// Accepted on a `ws_listen` address: HTTP only (WebSocket or static assets).
+    WebSocketListener,
+    /// A client's outbound connection: raw arpc.
+    Adopted,
+}
+
 impl Reactor {
     /// Takes a connected socket into the slab; its recv is armed by the first flush.
     /// Returns its slot.
@@ -67,7 +78,7 @@ impl Reactor {
         &mut self,
         stream: TcpStream,
         policy: Arc<ConnPolicy>,
-        adopted: bool,
+        origin: Origin,
     ) -> usize {
         let _ = stream.set_nodelay(true);
         let peer = stream
@@ -87,8 +98,11 @@ impl Reactor {
             peer,
         };
         let (mailbox, max_body) = (self.mailbox.clone(), self.settings.max_body);
-        let mut conn = match &self.settings.websocket {
-            Some(ws) if !self.settings.reflect && !adopted => {
+        let mut conn = match (&self.settings.websocket, origin) {
+            (Some(ws), Origin::WebSocketListener) => {
+                Conn::websocket_only(info, mailbox, max_body, ws.clone())
+            }
+            (Some(ws), Origin::Listener) if !self.settings.reflect => {
                 Conn::with_websocket(info, mailbox, max_body, ws.clone())
             }
             _ => Conn::new(info, mailbox, max_body),
@@ -126,6 +140,8 @@ impl Reactor {
     pub(super) fn release(&mut self, idx: usize, reason: DisconnectReason) {
         let mut slot = self.conns.remove(idx);
         self.stats.closed += 1;
+        let kind = crate::metrics::CloseKind::of(&reason);
+        self.closed_by[kind as usize] += 1;
         slot.conn.session.fail_calls(CallError::Disconnected);
         if slot.counted_peer {
             self.release_peer(slot.info().peer.ip());

@@ -380,7 +380,17 @@ impl UdpCore {
         }
         let info = self.info(idx);
         let in_flight = self.peers[idx].in_flight.clone();
-        router.dispatch(frame, None, &info, mailbox, &in_flight, &mut self.scratch);
+        // Per-method metrics count TCP and WebSocket requests; UDP has its own counters.
+        let mut unmetered = crate::metrics::MethodMetrics::default();
+        router.dispatch(
+            frame,
+            None,
+            &info,
+            mailbox,
+            &in_flight,
+            &mut self.scratch,
+            &mut unmetered,
+        );
         if self.scratch.is_empty() {
             return; // a Notify, or answered later through a responder
         }

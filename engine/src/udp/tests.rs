@@ -346,7 +346,7 @@ fn a_deferred_answer_is_cached_against_retries() {
     slot.lock().unwrap().take().unwrap().reply(b"done");
     // The reactor drains the mailbox and hands the answer back to the core.
     for cmd in mb.drain() {
-        if let crate::mailbox::Command::Answer { conn, frame } = cmd {
+        if let crate::mailbox::Command::Answer { conn, frame, .. } = cmd {
             assert!(UdpCore::owns(conn));
             core.send_to_peer(conn, frame, true);
         }
