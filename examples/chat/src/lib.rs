@@ -7,8 +7,10 @@
 //! - [`store`]: the embedded database (redb) holding offline messages, block lists and login
 //!   history across restarts.
 //! - [`server`]: the rules, owned by one chat thread fed by the routes.
+//! - [`web`]: the web page, its script and the ringrpc JS client, served by chat-server.
 
 pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod users;
+pub mod web;

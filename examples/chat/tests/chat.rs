@@ -619,3 +619,163 @@ fn startup_failures_name_cause_and_fix() {
         "{stderr}"
     );
 }
+
+/// One plain HTTP GET; the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(sock, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// A browser's side of the chat, spoken by hand: arpc frames in binary WebSocket messages.
+struct WebUser {
+    ws: tungstenite::WebSocket<std::net::TcpStream>,
+    seq: u64,
+    /// Texts of the `/chat/msg` pushes received (each answered: the receipt).
+    messages: Vec<String>,
+    notices: Vec<String>,
+}
+
+impl WebUser {
+    fn connect(addr: &str) -> WebUser {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws").as_str(), stream).unwrap();
+        WebUser {
+            ws,
+            seq: 0,
+            messages: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// The next frame from the server that is not a push.
+    fn next(&mut self) -> ringrpc_protocol::Frame {
+        loop {
+            if let Some(frame) = self.step() {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads one message: a push is recorded (`/chat/msg` answered) and gives `None`.
+    fn step(&mut self) -> Option<ringrpc_protocol::Frame> {
+        use ringrpc_protocol::{Command as Cmd, Frame};
+        {
+            let data = match self.ws.read().expect("the server's next message") {
+                tungstenite::Message::Binary(data) => data,
+                _ => return None,
+            };
+            let (frame, _) = ringrpc_protocol::parse_frame(&data, u32::MAX)
+                .unwrap()
+                .expect("one whole frame per message");
+            let frame = frame.to_owned();
+            let text = String::from_utf8_lossy(&frame.payload).into_owned();
+            match (frame.header.cmd, &frame.method[..]) {
+                (Cmd::Request, b"/chat/msg") => {
+                    let receipt = Frame::response_to(&frame.header, "/chat/msg", "ok");
+                    self.ws
+                        .send(tungstenite::Message::Binary(
+                            receipt.to_bytes().to_vec().into(),
+                        ))
+                        .unwrap();
+                    self.messages.push(text);
+                    None
+                }
+                (Cmd::Notify, b"/chat/notice") => {
+                    self.notices.push(text);
+                    None
+                }
+                _ => Some(frame),
+            }
+        }
+    }
+
+    /// Calls `method`; the answer's payload as text (error answers prefixed `error: `).
+    fn call(&mut self, method: &'static str, payload: &str) -> String {
+        self.seq += 1;
+        let request = ringrpc_protocol::Frame::request(self.seq, method, payload.to_owned());
+        self.ws
+            .send(tungstenite::Message::Binary(
+                request.to_bytes().to_vec().into(),
+            ))
+            .unwrap();
+        loop {
+            let frame = self.next();
+            if frame.header.seq == self.seq {
+                let text = String::from_utf8_lossy(&frame.payload).into_owned();
+                return if frame.is_error() {
+                    format!("error: {text}")
+                } else {
+                    text
+                };
+            }
+        }
+    }
+
+    /// Reads until a push containing `needle` has arrived.
+    fn wait_push(&mut self, needle: &str) {
+        let seen = |u: &WebUser| {
+            u.messages
+                .iter()
+                .chain(&u.notices)
+                .any(|m| m.contains(needle))
+        };
+        while !seen(self) {
+            if let Some(frame) = self.step() {
+                panic!("unexpected frame waiting for {needle:?}: {frame:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_browser_user_and_a_terminal_user_chat_over_one_port() {
+    let dir = TempDir::new("web");
+    let server = ChatServer::start(dir.path(), "60", "60");
+
+    // The page, its script and the JS client come from the chat port.
+    let (status, page) = http_get(&server.addr, "/");
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains("<title>ringrpc chat</title>"), "{page}");
+    let (status, app) = http_get(&server.addr, "/app.js");
+    assert!(
+        status.contains("200") && app.contains("/chat/login"),
+        "{status}"
+    );
+    let (status, js) = http_get(&server.addr, "/ringrpc.js");
+    assert!(
+        status.contains("200") && js.contains("RingClient"),
+        "{status}"
+    );
+
+    // The page's protocol is the terminal client's: same routes, same pushes.
+    let mut web = WebUser::connect(&server.addr);
+    let welcome = web.call("/chat/login", r#"{"user":"bob","password":"pb"}"#);
+    assert!(welcome.contains("welcome, bob"), "{welcome}");
+    let mut alice = server.login("alice");
+    web.wait_push("alice logged in");
+    alice.ask("message bob hello from the terminal", "message sent to bob");
+    web.wait_push("hello from the terminal");
+    let sent = web.call(
+        "/chat/message",
+        r#"{"to":"alice","text":"hello from the browser"}"#,
+    );
+    assert!(sent.contains("message sent to alice"), "{sent}");
+    alice.wait_for("bob: hello from the browser");
+    let who = web.call("/chat/whoelse", "");
+    assert!(who.contains(r#""users":["alice"]"#), "{who}");
+    alice.ask("broadcast to all", "broadcast sent to 1 user");
+    web.wait_push("to all");
+    assert_eq!(web.call("/chat/block", "{}").get(..6), Some("error:"));
+    let bye = web.call("/chat/logout", "");
+    assert!(bye.contains("goodbye, bob"), "{bye}");
+    alice.wait_for("bob logged out");
+}

@@ -1,5 +1,5 @@
 //! `chat-server`: the chat over arpc (for `chat-client`) and WebSocket (`/ws`, for
-//! browsers) on one port, until SIGINT or SIGTERM.
+//! browsers), and the web page (`/`), on one port, until SIGINT or SIGTERM.
 //!
 //! It prints `chat-server listening on ADDR ...` once serving (ADDR is the bound address,
 //! the real port when `--listen` asked for port 0), and every startup failure as one line
@@ -112,7 +112,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     };
     // Caught before any reactor starts, so a signal is never lost in between.
     let signals = ShutdownSignals::install()?;
-    let builder = Server::builder().config(config);
+    let builder = ringrpc_chat::web::serve(Server::builder().config(config));
     let (chat, builder) = Chat::start(settings, store, loaded, builder)?;
     let server = match builder.build().and_then(|server| server.start()) {
         Ok(server) => server,
@@ -124,7 +124,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     let addr = server.local_addr();
     // The bound address stays the fourth word: tests and scripts read it from there.
     println!(
-        "chat-server listening on {addr} (arpc, and WebSocket at ws://{addr}/ws); data in {}",
+        "chat-server listening on {addr} (arpc, WebSocket at ws://{addr}/ws, web page at http://{addr}/); data in {}",
         args.data.display()
     );
     std::io::stdout().flush()?;
