@@ -644,20 +644,22 @@ pub(crate) fn record_answer(
     let counters = &mut state.counters;
     if header.flags.is_error() {
         counters.errors += 1;
-        counters.first_error.get_or_insert_with(|| {
-            let text = String::from_utf8_lossy(payload);
-            format!(
-                "seq {}: {}",
-                header.seq,
-                text.chars().take(ERROR_TEXT_MAX).collect::<String>()
-            )
-        });
+        note_error(counters, "seq", header.seq, payload);
     } else if let Some(why) = payload::mismatch(seed, plan.payload_len, payload) {
         counters.mismatches += 1;
         counters.first_mismatch.get_or_insert(why);
     } else {
         record_success(1, sent_at, received_at, plan, state);
     }
+}
+
+/// Keeps the first error Response's text (cut to [`ERROR_TEXT_MAX`]) for the report.
+fn note_error(counters: &mut crate::worker::Counters, what: &str, seq: u64, text: &[u8]) {
+    counters.first_error.get_or_insert_with(|| {
+        let text = String::from_utf8_lossy(text);
+        let text: String = text.chars().take(ERROR_TEXT_MAX).collect();
+        format!("{what} {seq}: {text}")
+    });
 }
 
 /// Counts `units` correct answers, each with the latency from `sent_at` to `received_at`.
@@ -693,11 +695,7 @@ fn record_publish(
     let counters = &mut state.counters;
     if header.flags.is_error() {
         counters.errors += 1;
-        counters.first_error.get_or_insert_with(|| {
-            let text = String::from_utf8_lossy(payload);
-            let text: String = text.chars().take(ERROR_TEXT_MAX).collect();
-            format!("publish seq {}: {text}", header.seq)
-        });
+        note_error(counters, "publish seq", header.seq, payload);
     } else if !payload.is_empty() {
         counters.mismatches += 1;
         counters.first_mismatch.get_or_insert_with(|| {
@@ -732,11 +730,7 @@ fn record_batch(
     let counters = &mut state.counters;
     if header.flags.is_error() {
         counters.errors += units;
-        counters.first_error.get_or_insert_with(|| {
-            let text = String::from_utf8_lossy(payload);
-            let text: String = text.chars().take(ERROR_TEXT_MAX).collect();
-            format!("barrier seq {}: {text}", header.seq)
-        });
+        note_error(counters, "barrier seq", header.seq, payload);
     } else if !payload.is_empty() {
         counters.mismatches += units;
         counters.first_mismatch.get_or_insert_with(|| {
