@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     /// Outbound connections handed to a reactor, one queue per reactor (a client's).
     pub(crate) adoptions: Vec<Mutex<Vec<Adoption>>>,
+    /// The NATS bridge, when the server has one: broadcasts go to other nodes too.
+    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge::BridgeLink>>,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             adoptions: mailboxes.iter().map(|_| Mutex::default()).collect(),
             mailboxes,
             hooks,
+            bridge: std::sync::OnceLock::new(),
         }
     }
 

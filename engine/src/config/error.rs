@@ -58,6 +58,8 @@ pub enum Knob {
     UdpListen,
     /// [`ConfigBuilder::pubsub`](super::ConfigBuilder::pubsub)
     Pubsub,
+    /// [`ConfigBuilder::nats`](super::ConfigBuilder::nats)
+    Nats,
     /// [`ConfigBuilder::pubsub_password`](super::ConfigBuilder::pubsub_password)
     PubsubPassword,
 }
@@ -90,6 +92,7 @@ impl Knob {
             Knob::UdpPeerRate => "udp_peer_rate",
             Knob::UdpListen => "udp_listen",
             Knob::Pubsub => "pubsub",
+            Knob::Nats => "nats",
             Knob::PubsubPassword => "pubsub_password",
         }
     }
@@ -177,6 +180,13 @@ pub enum ConfigError {
     EmptyPubsubPassword,
     /// A pub/sub password while pub/sub is off.
     PubsubPasswordWithoutPubsub,
+    /// A NATS server address that cannot be used.
+    Nats {
+        /// The address as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// A listen address that cannot be used.
     Listen {
         /// The address as given.
@@ -199,6 +209,7 @@ impl ConfigError {
             ConfigError::WebSocketNeedsSmallerBody { .. } => Some(Knob::MaxBody),
             ConfigError::DatagramOverBuffer { .. } => Some(Knob::UdpMaxDatagram),
             ConfigError::Listen { .. } => None,
+            ConfigError::Nats { .. } => Some(Knob::Nats),
             ConfigError::EmptyPubsubPassword | ConfigError::PubsubPasswordWithoutPubsub => {
                 Some(Knob::PubsubPassword)
             }
@@ -264,6 +275,10 @@ impl fmt::Display for ConfigError {
             ConfigError::EmptyPubsubPassword => f.write_str("pubsub_password must not be empty"),
             ConfigError::PubsubPasswordWithoutPubsub => f.write_str(
                 "pubsub_password is set but pubsub is off: turn pubsub on or drop the password",
+            ),
+            ConfigError::Nats { url, reason } => write!(
+                f,
+                "invalid nats address {url:?}: {reason} (use nats://HOST:PORT, several separated by commas)"
             ),
             ConfigError::Listen { addr, reason } => write!(
                 f,

@@ -50,6 +50,7 @@ pub struct Config {
     pub(crate) pubsub: bool,
     pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
     pub(crate) gzip_threshold: Option<usize>,
+    pub(crate) nats: Vec<String>,
 }
 
 impl Config {
@@ -80,6 +81,10 @@ impl Config {
     /// Frames longer than this are sent gzip-compressed; `None`: none are.
     pub fn gzip_threshold(&self) -> Option<usize> {
         self.gzip_threshold
+    }
+    /// The NATS servers the bridge connects to (none: no bridge).
+    pub fn nats_urls(&self) -> &[String] {
+        &self.nats
     }
     /// Connections each reactor accepts before refusing more.
     pub fn max_connections_per_core(&self) -> usize {
@@ -124,6 +129,7 @@ pub struct ConfigBuilder {
     pubsub: bool,
     pubsub_password: Option<Vec<u8>>,
     gzip_threshold: Option<usize>,
+    nats: Option<String>,
 }
 
 impl Default for ConfigBuilder {
@@ -165,6 +171,7 @@ impl Default for ConfigBuilder {
             pubsub: false,
             pubsub_password: None,
             gzip_threshold: None,
+            nats: None,
         }
     }
 }
@@ -443,6 +450,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Bridges this server to a NATS server (default none: a single node): every broadcast
+    /// and pub/sub publication reaches the subscribers and connections of every node
+    /// bridged to the same NATS, once each, and a publish-to-one finds a subscriber on
+    /// another node when this one has none. `url` is `nats://HOST:PORT` (or `HOST:PORT`);
+    /// several NATS servers of one NATS cluster are separated by commas. An unreachable
+    /// NATS does not stop the server: it serves its own connections and the bridge keeps
+    /// reconnecting. Costs one thread and, while NATS is slow, at most
+    /// [`NATS_OUTBOUND_CAPACITY`](crate::NATS_OUTBOUND_CAPACITY) queued messages (each its
+    /// payload plus about 64 bytes).
+    pub fn nats(mut self, url: Option<impl Into<String>>) -> Self {
+        self.nats = url.map(Into::into);
+        self
+    }
+
     /// Validates every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let range = |knob, value: u64, min, max| {
@@ -591,6 +612,18 @@ impl ConfigBuilder {
         if listen.is_empty() && udp_listen.is_none() {
             return Err(ConfigError::NothingToListenOn);
         }
+        let mut nats = Vec::new();
+        if let Some(urls) = &self.nats {
+            for url in urls.split(',').map(str::trim) {
+                if let Err(e) = url.parse::<async_nats::ServerAddr>() {
+                    return Err(ConfigError::Nats {
+                        url: url.to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+                nats.push(url.to_string());
+            }
+        }
         if udp_listen.is_some() && self.auth_secret.is_some() {
             return Err(ConfigError::UdpWithAuth);
         }
@@ -629,6 +662,7 @@ impl ConfigBuilder {
             pubsub: self.pubsub,
             pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
             gzip_threshold: self.gzip_threshold,
+            nats,
         })
     }
 }
