@@ -93,6 +93,11 @@ struct Args {
     /// Seconds shutdown waits for connections to drain before closing them
     #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
     shutdown_grace: Duration,
+    /// Seconds shutdown first keeps serving open connections with the listeners closed (so
+    /// a load balancer's health checks fail and new clients go elsewhere) before draining;
+    /// ends early once every connection closed
+    #[arg(long, value_name = "SECS", default_value = "0", allow_negative_numbers = true, value_parser = seconds)]
+    shutdown_delay: Duration,
     /// Do not pin reactor threads to CPUs (sets pin_cores to false)
     #[arg(long)]
     no_pin: bool,
@@ -298,6 +303,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .keepalive(args.keepalive)
         .read_timeout(off_if_zero(args.read_timeout))
         .shutdown_grace(args.shutdown_grace)
+        .shutdown_delay(args.shutdown_delay)
         .stats_interval(args.stats_interval)
         .auth_secret(auth_secret)
         .max_connections_per_peer(args.max_connections_per_peer)

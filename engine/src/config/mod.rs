@@ -35,6 +35,7 @@ pub struct Config {
     pub(crate) stream_queue_bytes: usize,
     pub(crate) stream_send_window: usize,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) shutdown_delay: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
     pub(crate) reflect: bool,
@@ -114,6 +115,7 @@ pub struct ConfigBuilder {
     stream_queue_bytes: usize,
     stream_send_window: usize,
     shutdown_grace: Duration,
+    shutdown_delay: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
     reflect: bool,
@@ -156,6 +158,7 @@ impl Default for ConfigBuilder {
             stream_queue_bytes: 1 << 20,
             stream_send_window: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
             stats_interval: None,
             pin_cores: true,
             reflect: false,
@@ -314,6 +317,16 @@ impl ConfigBuilder {
     /// (default 5 s).
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.shutdown_grace = d;
+        self
+    }
+    /// How long shutdown keeps serving the open connections, with the listeners already
+    /// closed, before the drain begins (default 0: drain at once). New connections are
+    /// refused meanwhile, so a load balancer's health checks fail and it sends new clients
+    /// to other nodes, while clients already here finish their work; the drain starts as
+    /// soon as the last connection closes, or when this ends. Set it to the balancer's
+    /// time to mark a node down plus the time clients need to move. Costs nothing.
+    pub fn shutdown_delay(mut self, d: Duration) -> Self {
+        self.shutdown_delay = d;
         self
     }
     /// Log a one-line summary per core at this interval (default off). No memory cost.
@@ -647,6 +660,7 @@ impl ConfigBuilder {
             stream_queue_bytes: self.stream_queue_bytes,
             stream_send_window: self.stream_send_window,
             shutdown_grace: self.shutdown_grace,
+            shutdown_delay: self.shutdown_delay,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,
             reflect: self.reflect,
