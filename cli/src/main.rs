@@ -93,6 +93,11 @@ struct Args {
     /// Seconds shutdown waits for connections to drain before closing them
     #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
     shutdown_grace: Duration,
+    /// Seconds shutdown first keeps serving open connections with the listeners closed (so
+    /// a load balancer's health checks fail and new clients go elsewhere) before draining;
+    /// ends early once every connection closed
+    #[arg(long, value_name = "SECS", default_value = "0", allow_negative_numbers = true, value_parser = seconds)]
+    shutdown_delay: Duration,
     /// Do not pin reactor threads to CPUs (sets pin_cores to false)
     #[arg(long)]
     no_pin: bool,
@@ -158,6 +163,11 @@ struct Args {
     /// newline is ignored); needs --pubsub
     #[arg(long, value_name = "FILE")]
     pubsub_password_file: Option<PathBuf>,
+    /// Bridge to the NATS server at URL (nats://HOST:PORT; several of one NATS cluster
+    /// separated by commas): broadcasts and pub/sub publications reach every node bridged
+    /// to it, once each. An unreachable NATS does not stop the node; it reconnects
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// Send frames longer than BYTES gzip-compressed, arpc's way, when that makes them
     /// shorter (default off); peers must decode arpc gzip frames
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = unsigned::<usize>)]
@@ -305,6 +315,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .keepalive(args.keepalive)
         .read_timeout(off_if_zero(args.read_timeout))
         .shutdown_grace(args.shutdown_grace)
+        .shutdown_delay(args.shutdown_delay)
         .stats_interval(args.stats_interval)
         .auth_secret(auth_secret)
         .max_connections_per_peer(args.max_connections_per_peer)
@@ -319,6 +330,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .udp_dedup_capacity(args.udp_dedup_capacity)
         .udp_gso(!args.no_udp_gso)
         .gzip_threshold(args.gzip_threshold)
+        .nats(args.nats)
         .ws_path((!args.no_websocket).then_some(args.ws_path))
         .ws_allowed_origins((!args.ws_allowed_origin.is_empty()).then_some(args.ws_allowed_origin))
         .ws_protocols(args.ws_protocol)
@@ -376,13 +388,21 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     );
     std::io::stdout().flush()?;
 
+    let handle = server.handle();
     let report = signals.wait(server)?;
+    let bridge = handle.bridge_stats();
     print!("{report}");
     if let Some(pubsub) = pubsub {
         let s = pubsub.stats();
         println!(
             " pubsub: {} published, {} delivered, {} skipped (slow subscribers)",
             s.published, s.delivered, s.skipped
+        );
+    }
+    if let Some(b) = bridge {
+        println!(
+            "   nats: {} forwarded, {} received, {} not forwarded (NATS down or queue full), {} reconnects",
+            b.forwarded, b.received, b.dropped_outbound, b.reconnects
         );
     }
     std::io::stdout().flush()?;

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -167,7 +167,8 @@ type ReconnectHook = Arc<dyn Fn(u32) + Send + Sync>;
 
 /// Options of a [`Client`]; [`ClientBuilder::connect`] connects.
 pub struct ClientBuilder {
-    target: String,
+    /// Every address to try, in order; the first connection starts at a random one.
+    targets: Vec<String>,
     router: Router,
     route_error: Option<crate::router::RouteError>,
     runtime: Option<ClientRuntime>,
@@ -183,7 +184,7 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("target", &self.target)
+            .field("targets", &self.targets)
             .field("router", &self.router)
             .field("reconnect", &self.reconnect)
             .finish()
@@ -303,14 +304,32 @@ impl ClientBuilder {
         );
         policy.gzip_threshold = self.gzip_threshold;
         let policy = Arc::new(policy);
-        let addrs: Vec<SocketAddr> = self
-            .target
-            .to_socket_addrs()
-            .map_err(|e| ClientError::Resolve(self.target.clone(), e))?
-            .collect();
+        let mut targets = Vec::with_capacity(self.targets.len());
+        let mut unresolved = None;
+        for target in self.targets {
+            match target.to_socket_addrs() {
+                Ok(addrs) => targets.push((target, addrs.collect())),
+                Err(e) if targets.is_empty() => unresolved = Some((target, e)),
+                Err(e) => tracing::warn!(target, "cannot resolve a client address: {e}"),
+            }
+        }
+        if targets.is_empty() {
+            let (target, e) = unresolved.unwrap_or_else(|| {
+                (
+                    String::new(),
+                    io::Error::new(io::ErrorKind::InvalidInput, "no address given"),
+                )
+            });
+            return Err(ClientError::Resolve(target, e));
+        }
+        if let Some((target, e)) = unresolved {
+            tracing::warn!(target, "cannot resolve a client address: {e}");
+        }
+        // Clients given the same list spread over it.
+        let start = random_index(targets.len());
         let inner = Arc::new(ClientInner {
-            target: self.target,
-            addrs,
+            targets,
+            cursor: AtomicUsize::new(start),
             runtime,
             policy,
             current: Mutex::new(None),
@@ -322,15 +341,15 @@ impl ClientBuilder {
             pubsub: self.pubsub,
         });
         let stream = inner
-            .dial()
-            .map_err(|e| ClientError::Connect(inner.target.clone(), e))?;
+            .dial(start)
+            .map_err(|e| ClientError::Connect(inner.all_targets(), e))?;
         ClientInner::attach(&inner, stream).map_err(|e| {
             let why = match e {
                 // The server refused us (authentication): its words say why.
                 CallError::Remote(text) => io::Error::new(io::ErrorKind::PermissionDenied, text),
                 other => io::Error::new(io::ErrorKind::NotConnected, other.to_string()),
             };
-            ClientError::Connect(inner.target.clone(), why)
+            ClientError::Connect(inner.target(), why)
         })?;
         Ok(Client { inner })
     }
@@ -342,8 +361,10 @@ impl ClientBuilder {
 }
 
 struct ClientInner {
-    target: String,
-    addrs: Vec<SocketAddr>,
+    /// Each address given and what it resolved to.
+    targets: Vec<(String, Vec<SocketAddr>)>,
+    /// The target of the current (or last) connection.
+    cursor: AtomicUsize,
     runtime: ClientRuntime,
     /// Handlers and timeouts of this client's connection.
     policy: Arc<ConnPolicy>,
@@ -374,15 +395,37 @@ impl Drop for ClientInner {
 }
 
 impl ClientInner {
-    fn dial(&self) -> io::Result<TcpStream> {
+    /// Connects to the first target, from `start` on and round, that accepts; it becomes
+    /// the current target.
+    fn dial(&self, start: usize) -> io::Result<TcpStream> {
         let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
-        for addr in &self.addrs {
-            match TcpStream::connect_timeout(addr, self.connect_timeout) {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = e,
+        let n = self.targets.len();
+        for i in 0..n {
+            let at = (start + i) % n;
+            for addr in &self.targets[at].1 {
+                match TcpStream::connect_timeout(addr, self.connect_timeout) {
+                    Ok(stream) => {
+                        self.cursor.store(at, Ordering::Relaxed);
+                        return Ok(stream);
+                    }
+                    Err(e) => last = e,
+                }
             }
         }
         Err(last)
+    }
+
+    /// The current (or last) target.
+    fn target(&self) -> String {
+        self.targets[self.cursor.load(Ordering::Relaxed) % self.targets.len()]
+            .0
+            .clone()
+    }
+
+    /// Every target, for errors.
+    fn all_targets(&self) -> String {
+        let names: Vec<&str> = self.targets.iter().map(|(t, _)| t.as_str()).collect();
+        names.join(", ")
     }
 
     /// Hands `stream` to the runtime and makes it the current connection.
@@ -413,7 +456,7 @@ impl ClientInner {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        tracing::warn!(target = %self.target, "client connection lost: {reason}");
+        tracing::warn!(target = %self.target(), "client connection lost: {reason}");
         let Some(policy) = self.reconnect else { return };
         let spawned = std::thread::Builder::new()
             .name("ringrpc-reconnect".into())
@@ -430,25 +473,27 @@ impl ClientInner {
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
-            match self.dial() {
+            // The lost target is tried last.
+            let next = self.cursor.load(Ordering::Relaxed) + 1;
+            match self.dial(next) {
                 Ok(stream) => {
                     if ClientInner::attach(&self, stream).is_err() {
                         return; // the runtime is shutting down
                     }
-                    tracing::info!(target = %self.target, attempt, "client reconnected");
+                    tracing::info!(target = %self.target(), attempt, "client reconnected");
                     if let Some(hook) = &self.on_reconnect {
                         hook(attempt);
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(target = %self.target, attempt, "reconnect failed: {e}");
+                    tracing::debug!(targets = %self.all_targets(), attempt, "reconnect failed: {e}");
                 }
             }
             backoff = (backoff * 2).min(policy.max_backoff);
         }
         tracing::error!(
-            target = %self.target,
+            targets = %self.all_targets(),
             attempts = policy.max_attempts,
             "giving up reconnecting; calls fail with Disconnected"
         );
@@ -479,7 +524,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("target", &self.inner.target)
+            .field("target", &self.inner.target())
             .field("connected", &self.is_connected())
             .finish()
     }
@@ -493,11 +538,35 @@ impl Client {
 
     /// Options for a connection to `target`.
     pub fn builder(target: &str) -> ClientBuilder {
+        Client::builder_multi([target])
+    }
+
+    /// Options for a connection to any one of `targets` (`host:port` each), the nodes of a
+    /// cluster: the client connects to one picked at random (so clients spread), moving on
+    /// to the next in turn when it refuses. With [`ClientBuilder::reconnect`], a lost
+    /// connection fails over to the next target (the lost one is tried last), with the
+    /// policy's backoff between rounds, and the client authenticates and resubscribes its
+    /// pub/sub topics there before callers see the new connection, as after any reconnect.
+    /// Calls in flight when a connection is lost fail with
+    /// [`CallError::Disconnected`]; retry them if they are safe to repeat.
+    ///
+    /// ```no_run
+    /// use ringrpc::{Client, Reconnect};
+    /// let client = Client::builder_multi(["10.0.0.1:8888", "10.0.0.2:8888", "10.0.0.3:8888"])
+    ///     .reconnect(Reconnect::default())
+    ///     .connect()?;
+    /// # Ok::<(), ringrpc::ClientError>(())
+    /// ```
+    pub fn builder_multi<I, S>(targets: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let pubsub = Arc::new(TopicTable::default());
         let mut router = Router::new();
         pubsub.install(&mut router);
         ClientBuilder {
-            target: target.to_string(),
+            targets: targets.into_iter().map(Into::into).collect(),
             router,
             route_error: None,
             runtime: None,
@@ -509,6 +578,11 @@ impl Client {
             pubsub,
             gzip_threshold: None,
         }
+    }
+
+    /// The address of the current (or, while disconnected, the last) connection, as given.
+    pub fn target(&self) -> String {
+        self.inner.target()
     }
 
     /// Whether a connection is up right now.
@@ -637,4 +711,12 @@ impl Client {
     pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
         &self.inner.pubsub
     }
+}
+
+/// A random index below `n` (at least 1), from the standard library's hash seed.
+fn random_index(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::pubsub::now_ns());
+    (h.finish() % n.max(1) as u64) as usize
 }

@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 
 mod bind;
+mod bridge;
 mod client;
 mod coder;
 mod config;
@@ -63,6 +64,7 @@ pub mod transfer;
 mod udp;
 mod ws;
 
+pub use bridge::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,

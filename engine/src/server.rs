@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use crate::bind::{Transport, bind_all};
+use crate::bridge::{Bridge, BridgeStats};
 use crate::config::{Config, ConfigError};
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::{ConnHandle, encode};
@@ -239,54 +240,79 @@ impl ServerHandle {
     }
 
     /// Sends one Notify to every connection on every core. The frame is encoded once and
-    /// shared by all connections.
+    /// shared by all connections. With a NATS bridge
+    /// ([`ConfigBuilder::nats`](crate::ConfigBuilder::nats)) every other node of the
+    /// cluster sends it to its connections too, once each.
     ///
     /// Fails with [`CallError::MailboxFull`] if some reactor's inbox was full (the others
     /// still got it); a connection over its send-queue limit misses it (counted in
     /// [`CoreStats::broadcast_drops`]).
     pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
-        self.broadcast_inner(method, payload, None)
+        let outcome = broadcast_local(&self.shared, method, payload, None);
+        if outcome.as_ref().err() != Some(&CallError::BadMethod) {
+            if let Some(bridge) = self.shared.bridge.get() {
+                bridge.forward(crate::bridge::Outbound::Broadcast {
+                    method: bytes::Bytes::copy_from_slice(method.as_bytes()),
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                });
+            }
+        }
+        outcome
     }
 
-    /// As [`ServerHandle::broadcast`], to the connections `filter` accepts (it runs on each
-    /// reactor thread, once per connection).
+    /// As [`ServerHandle::broadcast`], to this node's connections only, even with a NATS
+    /// bridge.
+    pub fn broadcast_local(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
+        broadcast_local(&self.shared, method, payload, None)
+    }
+
+    /// As [`ServerHandle::broadcast_local`], to the connections `filter` accepts (it runs
+    /// on each reactor thread, once per connection). A filter cannot travel, so this never
+    /// reaches other nodes.
     pub fn broadcast_filtered(
         &self,
         method: &str,
         payload: &[u8],
         filter: impl Fn(&ConnInfo) -> bool + Send + Sync + 'static,
     ) -> Result<(), CallError> {
-        self.broadcast_inner(method, payload, Some(Arc::new(filter)))
+        broadcast_local(&self.shared, method, payload, Some(Arc::new(filter)))
     }
 
-    fn broadcast_inner(
-        &self,
-        method: &str,
-        payload: &[u8],
-        filter: Option<BroadcastFilter>,
-    ) -> Result<(), CallError> {
-        if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
-            return Err(CallError::BadMethod);
-        }
-        let frame = encode(
-            ringrpc_protocol::Command::Notify,
-            ringrpc_protocol::Flags::default(),
-            0,
-            method.as_bytes(),
-            payload,
-        );
-        let mut outcome = Ok(());
-        for mailbox in &self.shared.mailboxes {
-            let posted = mailbox.post(Command::Broadcast {
-                frame: frame.clone(),
-                filter: filter.clone(),
-            });
-            if posted.is_err() {
-                outcome = Err(CallError::MailboxFull);
-            }
-        }
-        outcome
+    /// The NATS bridge's counters, if this server has one.
+    pub fn bridge_stats(&self) -> Option<BridgeStats> {
+        self.shared.bridge.get().map(|b| b.stats())
     }
+}
+
+/// Posts one Notify, encoded once, to every reactor of `shared` for the connections
+/// `filter` accepts.
+pub(crate) fn broadcast_local(
+    shared: &Shared,
+    method: &str,
+    payload: &[u8],
+    filter: Option<BroadcastFilter>,
+) -> Result<(), CallError> {
+    if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
+        return Err(CallError::BadMethod);
+    }
+    let frame = encode(
+        ringrpc_protocol::Command::Notify,
+        ringrpc_protocol::Flags::default(),
+        0,
+        method.as_bytes(),
+        payload,
+    );
+    let mut outcome = Ok(());
+    for mailbox in &shared.mailboxes {
+        let posted = mailbox.post(Command::Broadcast {
+            frame: frame.clone(),
+            filter: filter.clone(),
+        });
+        if posted.is_err() {
+            outcome = Err(CallError::MailboxFull);
+        }
+    }
+    outcome
 }
 
 /// Collects routes and settings; [`ServerBuilder::build`] validates and binds.
@@ -536,7 +562,7 @@ impl ServerBuilder {
             let hub = Arc::new(Hub::new(
                 shared.mailboxes.clone(),
                 self.router.method_names(),
-                self.pubsub,
+                self.pubsub.clone(),
             ));
             shared.metrics = Some(hub.clone());
             (listener, hub)
@@ -551,6 +577,7 @@ impl ServerBuilder {
             udp_addr,
             shared: Arc::new(shared),
             metrics,
+            pubsub: self.pubsub,
         })
     }
 
@@ -567,6 +594,7 @@ impl ServerBuilder {
         self.hooks
             .internal_disconnect
             .push(pubsub.disconnect_hook());
+        self.pubsub = Some(pubsub);
         self
     }
 }
@@ -584,6 +612,7 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The bound metrics socket and what it serves, when metrics are on.
     metrics: Option<(TcpListener, Arc<Hub>)>,
+    pubsub: Option<crate::PubSub>,
 }
 
 impl Server {
@@ -647,15 +676,42 @@ impl Server {
         Ok(self.start()?.join()?)
     }
 
-    /// Starts every reactor and returns once all are serving.
+    /// Starts every reactor, and the NATS bridge when configured
+    /// ([`ConfigBuilder::nats`](crate::ConfigBuilder::nats)), and returns once all are
+    /// serving. An unreachable NATS server does not stop the start: the bridge keeps
+    /// trying, and this node serves its own connections meanwhile.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        let threads = spawn_reactors(&self.settings, &self.router, &self.shared, self.sockets)?;
+        let bridge = match self.config.nats_urls() {
+            [] => None,
+            urls => {
+                let bridge = Bridge::start(urls, self.pubsub.clone(), self.shared.clone())
+                    .map_err(|e| StartError::Resource("the NATS bridge thread", e))?;
+                if let Some(pubsub) = &self.pubsub {
+                    pubsub.attach_bridge(bridge.link().clone());
+                }
+                let _ = self.shared.bridge.set(bridge.link().clone());
+                Some(bridge)
+            }
+        };
+        let threads = match spawn_reactors(&self.settings, &self.router, &self.shared, self.sockets)
+        {
+            Ok(threads) => threads,
+            Err(e) => {
+                if let Some(bridge) = bridge {
+                    bridge.stop();
+                }
+                return Err(e.into());
+            }
+        };
         let metrics = match self.metrics {
             Some((listener, hub)) => match MetricsServer::start(listener, hub) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     self.shared.shutdown();
                     join_all(threads);
+                    if let Some(bridge) = bridge {
+                        bridge.stop();
+                    }
                     return Err(StartError::Resource("the metrics thread", e));
                 }
             },
@@ -670,6 +726,7 @@ impl Server {
             udp_addr: self.udp_addr,
             threads,
             metrics,
+            bridge,
         })
     }
 }
@@ -683,6 +740,7 @@ pub struct RunningServer {
     udp_addr: Option<SocketAddr>,
     threads: ReactorThreads,
     metrics: Option<MetricsServer>,
+    bridge: Option<Bridge>,
 }
 
 impl RunningServer {
@@ -713,16 +771,25 @@ impl RunningServer {
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(MetricsServer::addr)
     }
+    /// The NATS bridge's counters, if this server has one.
+    pub fn bridge_stats(&self) -> Option<BridgeStats> {
+        self.handle.bridge_stats()
+    }
     /// Shuts down and waits for every reactor.
     pub fn shutdown(self) -> Result<ServerReport, RunError> {
         self.handle.shutdown();
         self.join()
     }
-    /// Waits for every reactor to finish (after a shutdown from some handle).
+    /// Waits for every reactor to finish (after a shutdown from some handle), then stops
+    /// the NATS bridge, if any.
     pub fn join(self) -> Result<ServerReport, RunError> {
         let mut report = ServerReport::default();
         let mut failure = None;
-        for result in join_all(self.threads) {
+        let results = join_all(self.threads);
+        if let Some(bridge) = self.bridge {
+            bridge.stop();
+        }
+        for result in results {
             match result {
                 Ok(stats) => report.cores.push(stats),
                 Err(e) => {

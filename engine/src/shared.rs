@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) adoptions: Vec<Mutex<Vec<Adoption>>>,
     /// Where reactors publish counters for scrapes, when the server serves metrics.
     pub(crate) metrics: Option<Arc<crate::metrics::Hub>>,
+    /// The NATS bridge, when the server has one: broadcasts go to other nodes too.
+    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge::BridgeLink>>,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ impl Shared {
             mailboxes,
             hooks,
             metrics: None,
+            bridge: std::sync::OnceLock::new(),
         }
     }
 

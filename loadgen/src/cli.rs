@@ -86,6 +86,10 @@ pub struct Cli {
     /// (for `engine --pubsub-password-file`).
     #[arg(long, value_name = "PASS")]
     pub pubsub_password: Option<String>,
+    /// --pattern pubsub: connect the subscribers to this address instead of --target (another
+    /// node of a cluster bridged through NATS, to time cross-node delivery).
+    #[arg(long, value_name = "ADDR")]
+    pub subscriber_target: Option<String>,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
     /// With --proto grpc: the tokio runtime's worker threads.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
@@ -378,6 +382,8 @@ pub struct Config {
     pub topic: String,
     /// `--pattern pubsub`: the `in_A` password, if any.
     pub pubsub_password: Option<String>,
+    /// `--pattern pubsub`: where the subscribers connect, if not to the target.
+    pub subscriber_target: Option<String>,
     /// I/O threads, 1..=conns.
     pub threads: usize,
     /// CPUs the threads are pinned to round-robin; empty means no pinning.
@@ -523,6 +529,12 @@ impl Config {
             },
             topic: cli.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_string()),
             pubsub_password: cli.pubsub_password,
+            subscriber_target: cli
+                .subscriber_target
+                .as_deref()
+                .map(normalize_target)
+                .transpose()
+                .map_err(UsageError)?,
             threads,
             cpus,
             timeout: cli.timeout,

@@ -142,7 +142,16 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
 
     // Pub/sub: every subscriber is subscribed before any publisher connects.
     let subscribers = match config.pattern {
-        Pattern::Pubsub => Some(Subscribers::start(config, &addrs)?),
+        Pattern::Pubsub => match &config.subscriber_target {
+            Some(target) => {
+                let other = Config {
+                    target: target.clone(),
+                    ..config.clone()
+                };
+                Some(Subscribers::start(&other, &resolve(&other)?)?)
+            }
+            None => Some(Subscribers::start(config, &addrs)?),
+        },
         _ => None,
     };
     let mut groups: Vec<Vec<TcpStream>> = (0..config.threads).map(|_| Vec::new()).collect();

@@ -60,6 +60,8 @@ pub enum Knob {
     WsListen,
     /// [`ConfigBuilder::pubsub`](super::ConfigBuilder::pubsub)
     Pubsub,
+    /// [`ConfigBuilder::nats`](super::ConfigBuilder::nats)
+    Nats,
     /// [`ConfigBuilder::pubsub_password`](super::ConfigBuilder::pubsub_password)
     PubsubPassword,
     /// [`ConfigBuilder::metrics_listen`](super::ConfigBuilder::metrics_listen)
@@ -95,6 +97,7 @@ impl Knob {
             Knob::UdpListen => "udp_listen",
             Knob::WsListen => "ws_listen",
             Knob::Pubsub => "pubsub",
+            Knob::Nats => "nats",
             Knob::PubsubPassword => "pubsub_password",
             Knob::MetricsListen => "metrics_listen",
         }
@@ -185,6 +188,13 @@ pub enum ConfigError {
     EmptyPubsubPassword,
     /// A pub/sub password while pub/sub is off.
     PubsubPasswordWithoutPubsub,
+    /// A NATS server address that cannot be used.
+    Nats {
+        /// The address as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// A listen address that cannot be used.
     Listen {
         /// The address as given.
@@ -208,6 +218,7 @@ impl ConfigError {
             ConfigError::DatagramOverBuffer { .. } => Some(Knob::UdpMaxDatagram),
             ConfigError::Listen { .. } => None,
             ConfigError::WsListenWithoutWebSocket => Some(Knob::WsListen),
+            ConfigError::Nats { .. } => Some(Knob::Nats),
             ConfigError::EmptyPubsubPassword | ConfigError::PubsubPasswordWithoutPubsub => {
                 Some(Knob::PubsubPassword)
             }
@@ -276,6 +287,10 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::WsListenWithoutWebSocket => f.write_str(
                 "ws_listen needs WebSocket on: give ws_path a path (the default /ws) or drop ws_listen",
+            ),
+            ConfigError::Nats { url, reason } => write!(
+                f,
+                "invalid nats address {url:?}: {reason} (use nats://HOST:PORT, several separated by commas)"
             ),
             ConfigError::Listen { addr, reason } => write!(
                 f,

@@ -35,6 +35,7 @@ pub struct Config {
     pub(crate) stream_queue_bytes: usize,
     pub(crate) stream_send_window: usize,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) shutdown_delay: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) pin_cores: bool,
     pub(crate) reflect: bool,
@@ -52,6 +53,7 @@ pub struct Config {
     pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
     pub(crate) gzip_threshold: Option<usize>,
     pub(crate) metrics_listen: Option<ListenAddr>,
+    pub(crate) nats: Vec<String>,
 }
 
 impl Config {
@@ -91,6 +93,10 @@ impl Config {
     pub fn gzip_threshold(&self) -> Option<usize> {
         self.gzip_threshold
     }
+    /// The NATS servers the bridge connects to (none: no bridge).
+    pub fn nats_urls(&self) -> &[String] {
+        &self.nats
+    }
     /// Connections each reactor accepts before refusing more.
     pub fn max_connections_per_core(&self) -> usize {
         self.max_connections.div_ceil(self.cores)
@@ -119,6 +125,7 @@ pub struct ConfigBuilder {
     stream_queue_bytes: usize,
     stream_send_window: usize,
     shutdown_grace: Duration,
+    shutdown_delay: Duration,
     stats_interval: Option<Duration>,
     pin_cores: bool,
     reflect: bool,
@@ -136,6 +143,7 @@ pub struct ConfigBuilder {
     pubsub_password: Option<Vec<u8>>,
     gzip_threshold: Option<usize>,
     metrics_listen: Option<String>,
+    nats: Option<String>,
 }
 
 impl Default for ConfigBuilder {
@@ -162,6 +170,7 @@ impl Default for ConfigBuilder {
             stream_queue_bytes: 1 << 20,
             stream_send_window: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
             stats_interval: None,
             pin_cores: true,
             reflect: false,
@@ -179,6 +188,7 @@ impl Default for ConfigBuilder {
             pubsub_password: None,
             gzip_threshold: None,
             metrics_listen: None,
+            nats: None,
         }
     }
 }
@@ -332,6 +342,16 @@ impl ConfigBuilder {
         self.shutdown_grace = d;
         self
     }
+    /// How long shutdown keeps serving the open connections, with the listeners already
+    /// closed, before the drain begins (default 0: drain at once). New connections are
+    /// refused meanwhile, so a load balancer's health checks fail and it sends new clients
+    /// to other nodes, while clients already here finish their work; the drain starts as
+    /// soon as the last connection closes, or when this ends. Set it to the balancer's
+    /// time to mark a node down plus the time clients need to move. Costs nothing.
+    pub fn shutdown_delay(mut self, d: Duration) -> Self {
+        self.shutdown_delay = d;
+        self
+    }
     /// Log a one-line summary per core at this interval (default off). No memory cost.
     pub fn stats_interval(mut self, d: Option<Duration>) -> Self {
         self.stats_interval = d;
@@ -477,6 +497,20 @@ impl ConfigBuilder {
     /// is.
     pub fn gzip_threshold(mut self, bytes: Option<usize>) -> Self {
         self.gzip_threshold = bytes;
+        self
+    }
+
+    /// Bridges this server to a NATS server (default none: a single node): every broadcast
+    /// and pub/sub publication reaches the subscribers and connections of every node
+    /// bridged to the same NATS, once each, and a publish-to-one finds a subscriber on
+    /// another node when this one has none. `url` is `nats://HOST:PORT` (or `HOST:PORT`);
+    /// several NATS servers of one NATS cluster are separated by commas. An unreachable
+    /// NATS does not stop the server: it serves its own connections and the bridge keeps
+    /// reconnecting. Costs one thread and, while NATS is slow, at most
+    /// [`NATS_OUTBOUND_CAPACITY`](crate::NATS_OUTBOUND_CAPACITY) queued messages (each its
+    /// payload plus about 64 bytes).
+    pub fn nats(mut self, url: Option<impl Into<String>>) -> Self {
+        self.nats = url.map(Into::into);
         self
     }
 
@@ -641,6 +675,18 @@ impl ConfigBuilder {
         if listen.is_empty() && udp_listen.is_none() {
             return Err(ConfigError::NothingToListenOn);
         }
+        let mut nats = Vec::new();
+        if let Some(urls) = &self.nats {
+            for url in urls.split(',').map(str::trim) {
+                if let Err(e) = url.parse::<async_nats::ServerAddr>() {
+                    return Err(ConfigError::Nats {
+                        url: url.to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+                nats.push(url.to_string());
+            }
+        }
         if udp_listen.is_some() && self.auth_secret.is_some() {
             return Err(ConfigError::UdpWithAuth);
         }
@@ -664,6 +710,7 @@ impl ConfigBuilder {
             stream_queue_bytes: self.stream_queue_bytes,
             stream_send_window: self.stream_send_window,
             shutdown_grace: self.shutdown_grace,
+            shutdown_delay: self.shutdown_delay,
             stats_interval: self.stats_interval,
             pin_cores: self.pin_cores,
             reflect: self.reflect,
@@ -681,6 +728,7 @@ impl ConfigBuilder {
             gzip_threshold: self.gzip_threshold,
             metrics_listen,
             ws_listen,
+            nats,
         })
     }
 }

@@ -27,12 +27,13 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ringrpc_protocol::{Command as Cmd, Flags, Topic, TopicError, TopicRef};
 
+use crate::bridge::{BridgeLink, Outbound};
 use crate::config::Config;
 use crate::error::CallError;
 use crate::handle::{ConnHandle, encode};
@@ -122,6 +123,11 @@ struct Registry {
     /// Connections that authenticated or subscribed, with their topics.
     conns: HashMap<ConnId, HashSet<Bytes>>,
     subscriptions: usize,
+    /// Whether to note topics that gain their first or lose their last subscriber (for the
+    /// NATS bridge's publish-to-one queue groups).
+    track_interest: bool,
+    /// Those topics, since the bridge last took them.
+    interest_changed: Vec<Bytes>,
 }
 
 impl Registry {
@@ -140,7 +146,11 @@ impl Registry {
         if let Some(subs) = self.topics.get_mut(name) {
             subs.remove(id);
             if subs.subs.is_empty() {
-                self.topics.remove(name);
+                if let Some((name, _)) = self.topics.remove_entry(name) {
+                    if self.track_interest {
+                        self.interest_changed.push(name);
+                    }
+                }
             }
         }
     }
@@ -164,6 +174,8 @@ struct State {
     refused: AtomicU64,
     /// What the subscribers' reactors did with what was posted.
     tally: Arc<NotifyTally>,
+    /// The NATS bridge, when the server has one: publications go to other nodes too.
+    bridge: OnceLock<Arc<BridgeLink>>,
 }
 
 impl State {
@@ -172,6 +184,14 @@ impl State {
     }
     fn write(&self) -> RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the bridge which topics gained or lost local interest (under the write lock,
+    /// so the bridge sees changes in order).
+    fn report_interest(&self, registry: &mut Registry) {
+        if let Some(bridge) = self.bridge.get() {
+            bridge.interest_changed(&mut registry.interest_changed);
+        }
     }
 
     fn post(&self, to: &ConnHandle, frame: &Bytes) -> bool {
@@ -186,7 +206,6 @@ impl State {
 
     /// Posts `frame` to every subscriber of `name`; returns how many took it.
     fn deliver_all(&self, name: &[u8], frame: &Bytes) -> usize {
-        self.published.fetch_add(1, Ordering::Relaxed);
         let registry = self.read();
         let Some(topic) = registry.topics.get(name) else {
             return 0;
@@ -197,7 +216,6 @@ impl State {
     /// Posts `frame` to the next subscriber of `name` in turn, past those whose inbox is
     /// full; returns whether one took it.
     fn deliver_one(&self, name: &[u8], frame: &Bytes) -> bool {
-        self.published.fetch_add(1, Ordering::Relaxed);
         let registry = self.read();
         let Some(topic) = registry.topics.get(name) else {
             return false;
@@ -312,16 +330,91 @@ impl PubSub {
     /// Publishes `data` under `name` to every subscriber, as a peer's `in_P` would (stamped
     /// with the current time). Returns how many subscribers it was handed to (a slow one
     /// may still skip it, see [`PubSubStats::skipped`]). Never blocks on subscribers.
+    ///
+    /// With a NATS bridge ([`ConfigBuilder::nats`](crate::ConfigBuilder::nats)) it also
+    /// reaches the subscribers on every other node; the count is of this node's.
     pub fn publish(&self, name: impl AsRef<[u8]>, data: &[u8]) -> Result<usize, TopicError> {
-        let (name, frame) = self.encode(name.as_ref(), data)?;
-        Ok(self.state.deliver_all(&name, &frame))
+        let (name, topic) = self.encode(name.as_ref(), data)?;
+        Ok(self.publish_all(&name, &topic))
     }
 
     /// Publishes `data` under `name` to one subscriber, the next in turn; returns whether
     /// one took it.
+    ///
+    /// With a NATS bridge, a local subscriber is preferred; with none here it goes to one
+    /// other node that has one (NATS picks the node), and `true` then means it was handed
+    /// to the bridge.
     pub fn publish_to_one(&self, name: impl AsRef<[u8]>, data: &[u8]) -> Result<bool, TopicError> {
-        let (name, frame) = self.encode(name.as_ref(), data)?;
-        Ok(self.state.deliver_one(&name, &frame))
+        let (name, topic) = self.encode(name.as_ref(), data)?;
+        Ok(self.publish_one(&name, &topic))
+    }
+
+    /// Delivers arpc topic bytes to this node's subscribers of `name`, then hands them to
+    /// the bridge, if any.
+    fn publish_all(&self, name: &[u8], topic: &[u8]) -> usize {
+        self.state.published.fetch_add(1, Ordering::Relaxed);
+        let n = self.state.deliver_all(name, &publication(topic));
+        if let Some(bridge) = self.state.bridge.get() {
+            bridge.forward(Outbound::Publish {
+                name: Bytes::copy_from_slice(name),
+                topic: Bytes::copy_from_slice(topic),
+            });
+        }
+        n
+    }
+
+    /// Delivers arpc topic bytes to one local subscriber of `name`, or, with none here,
+    /// hands them to the bridge for one on another node.
+    fn publish_one(&self, name: &[u8], topic: &[u8]) -> bool {
+        self.state.published.fetch_add(1, Ordering::Relaxed);
+        if self.state.deliver_one(name, &publication(topic)) {
+            return true;
+        }
+        match self.state.bridge.get() {
+            Some(bridge) => {
+                bridge.forward(Outbound::PublishToOne {
+                    name: Bytes::copy_from_slice(name),
+                    topic: Bytes::copy_from_slice(topic),
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connects this registry to a server's NATS bridge.
+    pub(crate) fn attach_bridge(&self, link: Arc<BridgeLink>) {
+        if self.state.bridge.set(link).is_ok() {
+            let mut registry = self.state.write();
+            registry.track_interest = true;
+            // Topics subscribed before the bridge started.
+            let mut names: Vec<Bytes> = registry.topics.keys().cloned().collect();
+            registry.interest_changed.append(&mut names);
+            self.state.report_interest(&mut registry);
+        }
+    }
+
+    /// Whether this node has a subscriber to `name`.
+    pub(crate) fn has_local(&self, name: &[u8]) -> bool {
+        self.state.read().topics.contains_key(name)
+    }
+
+    /// Delivers a publication another node forwarded (arpc topic bytes) to every local
+    /// subscriber, or to one when `one`; never forwards it again.
+    pub(crate) fn deliver_remote(&self, topic: &Bytes, one: bool) {
+        let name = match TopicRef::parse(topic) {
+            Ok(t) => t.name,
+            Err(e) => {
+                tracing::debug!("NATS bridge: dropped a publication with bad topic bytes: {e}");
+                return;
+            }
+        };
+        let frame = publication(topic);
+        if one {
+            self.state.deliver_one(name, &frame);
+        } else {
+            self.state.deliver_all(name, &frame);
+        }
     }
 
     /// The counters, and the subscriptions and topics now.
@@ -340,13 +433,14 @@ impl PubSub {
         }
     }
 
+    /// The topic name and arpc topic bytes of a publication.
     fn encode(&self, name: &[u8], data: &[u8]) -> Result<(Bytes, Bytes), TopicError> {
         let topic = Topic::new(
             Bytes::copy_from_slice(name),
             Bytes::copy_from_slice(data),
             now_ns(),
         )?;
-        Ok((topic.name.clone(), publication(&topic.encode()?)))
+        Ok((topic.name.clone(), topic.encode()?))
     }
 
     /// The five routes, for [`ServerBuilder::pubsub`](crate::ServerBuilder::pubsub).
@@ -367,7 +461,11 @@ impl PubSub {
     /// Forgets a closed connection's subscriptions.
     pub(crate) fn disconnect_hook(&self) -> DisconnectHook {
         let state = self.state.clone();
-        Box::new(move |info, _| state.write().forget(info.id))
+        Box::new(move |info, _| {
+            let mut registry = state.write();
+            registry.forget(info.id);
+            state.report_interest(&mut registry);
+        })
     }
 
     fn on_authenticate(&self, ctx: &mut Context<'_>) {
@@ -425,7 +523,11 @@ impl PubSub {
             let name = Bytes::copy_from_slice(topic.name);
             mine.insert(name.clone());
             registry.subscriptions += 1;
+            if registry.track_interest && !registry.topics.contains_key(&name) {
+                registry.interest_changed.push(name.clone());
+            }
             registry.topics.entry(name).or_default().add(conn);
+            self.state.report_interest(registry);
         }
         drop(guard);
         ctx.reply(&[]);
@@ -433,22 +535,24 @@ impl PubSub {
 
     fn on_unsubscribe(&self, ctx: &mut Context<'_>) {
         let Some(topic) = self.topic(ctx) else { return };
-        self.state.write().unsubscribe(ctx.conn().id(), topic.name);
+        {
+            let mut registry = self.state.write();
+            registry.unsubscribe(ctx.conn().id(), topic.name);
+            self.state.report_interest(&mut registry);
+        }
         ctx.reply(&[]);
     }
 
     fn on_publish(&self, ctx: &mut Context<'_>) {
         let Some(topic) = self.topic(ctx) else { return };
         ctx.reply(&[]);
-        self.state
-            .deliver_all(topic.name, &publication(ctx.payload()));
+        self.publish_all(topic.name, ctx.payload());
     }
 
     fn on_publish_to_one(&self, ctx: &mut Context<'_>) {
         let Some(topic) = self.topic(ctx) else { return };
         ctx.reply(&[]);
-        self.state
-            .deliver_one(topic.name, &publication(ctx.payload()));
+        self.publish_one(topic.name, ctx.payload());
     }
 }
 

@@ -11,6 +11,21 @@ use super::timers::TimerId;
 use ringrpc_uring::sys;
 
 impl Reactor {
+    /// Shutdown with a delay: stop listening (new connections are refused, so a load
+    /// balancer's health checks fail) and keep serving the open connections.
+    pub(super) fn begin_delay(&mut self) {
+        let until = self.now + self.settings.shutdown_delay;
+        self.delaying = Some(until);
+        self.deadlines.schedule(until, TimerId::ShutdownDelay);
+        self.cancel_accepts();
+        self.listeners.clear();
+        tracing::debug!(
+            core = self.id,
+            conns = self.conns.len(),
+            "shutting down: listeners closed, serving open connections until they close or the delay ends"
+        );
+    }
+
     pub(super) fn begin_drain(&mut self) {
         let deadline = self.now + self.settings.shutdown_grace;
         self.draining = Some(deadline);

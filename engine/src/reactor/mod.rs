@@ -93,6 +93,8 @@ pub(crate) struct Reactor {
     accept_failure_streak: u64,
     /// When the shutdown grace ends, once draining.
     draining: Option<Instant>,
+    /// When the shutdown delay ends, once shutting down with a delay.
+    delaying: Option<Instant>,
     last_report: (Instant, CoreStats),
     /// Connections closed, by kind of reason.
     closed_by: ClosedBy,
@@ -168,6 +170,7 @@ impl Reactor {
             accept_backoff: false,
             accept_failure_streak: 0,
             draining: None,
+            delaying: None,
             last_report: (now, CoreStats::default()),
             closed_by: ClosedBy::default(),
             methods,
@@ -204,9 +207,20 @@ impl Reactor {
             }
             self.run_due_timers();
             if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
-                self.begin_drain();
+                match self.delaying {
+                    None if !self.settings.shutdown_delay.is_zero() && !self.conns.is_empty() => {
+                        self.begin_delay()
+                    }
+                    Some(until) if self.now < until && !self.conns.is_empty() => {}
+                    _ => self.begin_drain(),
+                }
             }
             self.flush();
+            if self.delaying.is_some() && self.draining.is_none() && self.conns.is_empty() {
+                // The last connection closed during this tick's flush.
+                self.begin_drain();
+                self.flush();
+            }
             if let Some(want) = self.metrics.as_ref().and_then(CoreMetrics::wanted) {
                 self.publish_metrics(want);
             }
@@ -275,6 +289,8 @@ impl Reactor {
                 TimerId::Stats => self.report_interval(),
                 TimerId::AcceptRetry => self.retry_accept(),
                 TimerId::DrainGrace => self.force_close_all(),
+                // The loop begins the drain after the timers.
+                TimerId::ShutdownDelay => {}
                 TimerId::WakeRetry => self.on_wake(0),
                 TimerId::Conn { slot, serial } => self.on_conn_timer(slot as usize, serial, at),
                 TimerId::UdpCall { seq } => self.on_udp_call_timer(seq),

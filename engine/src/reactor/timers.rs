@@ -20,6 +20,8 @@ pub(crate) enum TimerId {
     AcceptRetry,
     /// Shutdown grace expired: close what is left.
     DrainGrace,
+    /// The shutdown delay ended: begin the drain.
+    ShutdownDelay,
     /// Re-arming the wake-up read failed: try again.
     WakeRetry,
     /// A connection's own timer (idle, read or linger check, keepalive): slot and serial.

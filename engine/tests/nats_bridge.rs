@@ -1,0 +1,173 @@
+//! The NATS bridge between servers in one process: broadcasts cross nodes once each, and a
+//! node whose NATS is unreachable still starts and serves its own connections.
+//!
+//! The cross-node test needs `nats-server` on PATH; without it it prints a note and passes,
+//! unless `RINGRPC_REQUIRE_CLUSTER_TOOLS=1` is set (CI), where it fails.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringrpc::{Client, Config, PubSub, RunningServer, Server};
+
+fn have_nats() -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v nats-server"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("RINGRPC_REQUIRE_CLUSTER_TOOLS").as_deref() == Ok("1") {
+            panic!("nats-server is not installed and RINGRPC_REQUIRE_CLUSTER_TOOLS=1");
+        }
+        eprintln!("skipped: nats-server is not installed (apt-get install -y nats-server)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Nats(Child);
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nats(port: u16) -> Nats {
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nats(child)
+}
+
+fn node(nats_url: &str) -> (RunningServer, PubSub) {
+    let config = Config::builder()
+        .cores(1)
+        .pin_cores(false)
+        .listen("127.0.0.1:0")
+        .nats(Some(nats_url))
+        .build()
+        .unwrap();
+    let pubsub = PubSub::new();
+    let server = Server::builder()
+        .config(config)
+        .pubsub(pubsub.clone())
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    (server, pubsub)
+}
+
+/// A client recording the payloads of `/news` notifies it receives.
+fn listener(server: &RunningServer) -> (Client, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let into = got.clone();
+    let client = Client::builder(&server.local_addr().to_string())
+        .route("/news", move |ctx| {
+            into.lock().unwrap().push(ctx.payload().to_vec())
+        })
+        .connect()
+        .unwrap();
+    (client, got)
+}
+
+fn wait_connected(server: &RunningServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.bridge_stats().unwrap().connected {
+        assert!(Instant::now() < deadline, "the bridge did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn broadcast_reaches_every_node_once_and_never_echoes() {
+    if !have_nats() {
+        return;
+    }
+    let port = free_port();
+    let _nats = nats(port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let (a, _) = node(&url);
+    let (b, _) = node(&url);
+    wait_connected(&a);
+    wait_connected(&b);
+    let (_ca, got_a) = listener(&a);
+    let (_cb, got_b) = listener(&b);
+    // The bridges' subscriptions reach NATS shortly after connecting.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..20u8 {
+        a.handle().broadcast("/news", &[i]).unwrap();
+    }
+    b.handle().broadcast_local("/news", b"only b").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got_b.lock().unwrap().len() < 21 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let expected: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i]).collect();
+    assert_eq!(
+        *got_a.lock().unwrap(),
+        expected,
+        "origin: each once, no echo"
+    );
+    let mut on_b = got_b.lock().unwrap().clone();
+    on_b.retain(|p| p != b"only b");
+    assert_eq!(on_b, expected, "other node: each once");
+    let sa = a.bridge_stats().unwrap();
+    let sb = b.bridge_stats().unwrap();
+    assert_eq!(sa.forwarded, 20);
+    assert_eq!(sb.received, 20);
+    assert_eq!(sa.received, 0, "broadcast_local stays local");
+    assert_eq!(sa.ignored_own + sb.ignored_own, 0);
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn unreachable_nats_still_serves_locally_and_counts_what_it_could_not_forward() {
+    // Nothing listens on this port.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let (server, pubsub) = node(&url);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "start waited for NATS"
+    );
+    let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let into = got.clone();
+    let client = Client::connect(&server.local_addr().to_string()).unwrap();
+    client
+        .subscribe_topic("t", move |t| into.lock().unwrap().push(t.data.to_vec()))
+        .unwrap();
+    client.publish("t", b"from a peer").unwrap();
+    assert_eq!(pubsub.publish("t", b"from the app").unwrap(), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(got.lock().unwrap().len(), 2);
+    let stats = server.bridge_stats().unwrap();
+    assert!(!stats.connected);
+    assert_eq!(stats.forwarded, 0);
+    assert_eq!(stats.dropped_outbound, 2);
+    server.shutdown().unwrap();
+}
