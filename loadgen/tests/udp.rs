@@ -209,6 +209,9 @@ fn open_loop_over_udp_sends_on_schedule() {
             "100ms",
             "--conns",
             "2",
+            // No resend from a loaded machine's scheduling delays: retries stay 0.
+            "--udp-retry-after",
+            "2s",
         ],
     ))
     .unwrap();
