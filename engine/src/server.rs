@@ -690,6 +690,9 @@ impl Server {
                     pubsub.attach_bridge(bridge.link().clone());
                 }
                 let _ = self.shared.bridge.set(bridge.link().clone());
+                if let Some((_, hub)) = &self.metrics {
+                    let _ = hub.bridge.set(bridge.link().clone());
+                }
                 Some(bridge)
             }
         };

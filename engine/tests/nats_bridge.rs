@@ -63,6 +63,7 @@ fn node(nats_url: &str) -> (RunningServer, PubSub) {
         .cores(1)
         .pin_cores(false)
         .listen("127.0.0.1:0")
+        .metrics_listen(Some("127.0.0.1:0"))
         .nats(Some(nats_url))
         .build()
         .unwrap();
@@ -169,5 +170,26 @@ fn unreachable_nats_still_serves_locally_and_counts_what_it_could_not_forward() 
     assert!(!stats.connected);
     assert_eq!(stats.forwarded, 0);
     assert_eq!(stats.dropped_outbound, 2);
+    // The bridge's state is in the metrics too.
+    let scrape = scrape(server.metrics_addr().unwrap());
+    assert!(scrape.contains("\nringrpc_nats_connected 0\n"), "{scrape}");
+    assert!(
+        scrape.contains("\nringrpc_nats_dropped_outbound_total 2\n"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("\nringrpc_nats_forwarded_total 0\n"),
+        "{scrape}"
+    );
     server.shutdown().unwrap();
+}
+
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).unwrap();
+    text
 }

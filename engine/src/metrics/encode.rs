@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use super::methods::{BUCKETS_NS, LatencyHistogram, MethodStats};
 use super::{CloseKind, CoreSnapshot, NOT_FOUND_LABEL};
+use crate::bridge::BridgeStats;
 use crate::pubsub::PubSubStats;
 use crate::stats::CoreStats;
 
@@ -186,6 +187,7 @@ struct Scrape {
     /// (label, merged over cores), `_not_found` last.
     methods: Vec<(String, MethodStats)>,
     pubsub: Option<PubSubStats>,
+    bridge: Option<BridgeStats>,
 }
 
 /// The exposition text of one scrape.
@@ -194,6 +196,7 @@ pub(super) fn render(
     stale: usize,
     names: &[String],
     pubsub: Option<PubSubStats>,
+    bridge: Option<BridgeStats>,
 ) -> String {
     let mut methods: Vec<(String, MethodStats)> = names
         .iter()
@@ -213,6 +216,7 @@ pub(super) fn render(
         stale,
         methods,
         pubsub,
+        bridge,
     }));
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
@@ -372,6 +376,39 @@ impl Collector for Scrape {
                 "ringrpc_pubsub_topics",
                 "Topics with at least one subscriber now.",
                 one(p.topics as u64),
+            )?;
+        }
+        if let Some(b) = &self.bridge {
+            let one = |v: u64| std::iter::once((Vec::new(), v));
+            gauge(
+                &mut encoder,
+                "ringrpc_nats_connected",
+                "1 while the NATS bridge is connected, else 0.",
+                one(u64::from(b.connected)),
+            )?;
+            counter(
+                &mut encoder,
+                "ringrpc_nats_forwarded",
+                "Messages handed to NATS for the other nodes.",
+                one(b.forwarded),
+            )?;
+            counter(
+                &mut encoder,
+                "ringrpc_nats_received",
+                "Messages received from the other nodes.",
+                one(b.received),
+            )?;
+            counter(
+                &mut encoder,
+                "ringrpc_nats_dropped_outbound",
+                "Messages not forwarded: NATS disconnected or the bridge queue full.",
+                one(b.dropped_outbound),
+            )?;
+            counter(
+                &mut encoder,
+                "ringrpc_nats_reconnects",
+                "Times the connection to NATS came back.",
+                one(b.reconnects),
             )?;
         }
         Ok(())

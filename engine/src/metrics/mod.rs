@@ -145,6 +145,8 @@ pub(crate) struct Hub {
     /// Route names by index (`_not_found` is implied after them).
     methods: Vec<String>,
     pubsub: Option<PubSub>,
+    /// The NATS bridge, once the server starts one.
+    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge::BridgeLink>>,
 }
 
 /// The label of requests for methods with no route.
@@ -162,6 +164,7 @@ impl Hub {
             mailboxes,
             methods,
             pubsub,
+            bridge: std::sync::OnceLock::new(),
         }
     }
 
@@ -222,7 +225,8 @@ impl Hub {
     pub(crate) fn render(&self) -> String {
         let (cores, stale) = self.collect();
         let pubsub = self.pubsub.as_ref().map(PubSub::stats);
-        encode::render(&cores, stale, &self.methods, pubsub)
+        let bridge = self.bridge.get().map(|b| b.stats());
+        encode::render(&cores, stale, &self.methods, pubsub, bridge)
     }
 }
 
