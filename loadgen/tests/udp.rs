@@ -174,23 +174,31 @@ fn a_server_that_never_answers_loses_every_request_and_the_binary_fails() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("udp         retries 24  duplicates 0  lost 6"),
-        "{stdout}"
-    );
-    assert!(stderr.contains("6 requests lost"), "{stderr}");
     let text = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     let counts = &report["counts"];
     // 2 sockets × 3 in flight, each sent 5 times (4 retries) over 50+100+200+400 ms and
-    // given up 800 ms after the last (1.55 s in all, past the 1 s window): none refills,
-    // and a socket whose thread starts late on a loaded machine still sends its three.
-    assert_eq!(counts["sent"], 6);
-    assert_eq!(counts["lost"], 6);
-    assert_eq!(counts["retries"], 24);
+    // given up 800 ms after the last (1.55 s in all, past the 1 s window): none refills.
+    // A socket thread that a loaded machine starts after the window opened still sends,
+    // but its requests may count as warmup; every measured one is lost after 5 sends.
+    let sent = counts["sent"].as_u64().unwrap();
+    assert!((3..=6).contains(&sent), "{stdout}");
+    assert_eq!(counts["lost"].as_u64(), Some(sent), "{stdout}");
+    assert_eq!(counts["retries"].as_u64(), Some(4 * sent), "{stdout}");
     assert_eq!(counts["timeouts"], 0);
     assert_eq!(report["success"], false);
+    assert!(
+        stdout.contains(&format!(
+            "udp         retries {}  duplicates 0  lost {sent}",
+            4 * sent
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("{sent} requests lost")),
+        "{stderr}"
+    );
 }
 
 #[test]
