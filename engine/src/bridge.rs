@@ -32,9 +32,9 @@
 //!   (100 ms more per attempt, at most 2 s apart) and resubscribes.
 
 use std::collections::HashMap;
-use std::fmt;
+
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,6 +44,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+pub use crate::bridge_link::BridgeStats;
+use crate::bridge_link::{BridgeLink, Counters, Outbound};
 use crate::pubsub::PubSub;
 use crate::shared::Shared;
 
@@ -57,107 +59,6 @@ const BCAST: &str = "ringrpc.bcast";
 const QUEUE_GROUP: &str = "ringrpc.one";
 const ORIGIN: &str = "Ringrpc-Origin";
 const METHOD: &str = "Ringrpc-Method";
-
-/// The counters of a server's NATS bridge, from
-/// [`ServerHandle::bridge_stats`](crate::ServerHandle::bridge_stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BridgeStats {
-    /// This node's id in `Ringrpc-Origin` headers.
-    pub node_id: u64,
-    /// Whether the bridge is connected to NATS now.
-    pub connected: bool,
-    /// Messages handed to NATS (publications, publications to one, broadcasts).
-    pub forwarded: u64,
-    /// Messages received from other nodes (each handed to the local subscribers or
-    /// connections it was for, if any).
-    pub received: u64,
-    /// Messages that could not be forwarded: NATS was disconnected or the bridge's queue
-    /// was full.
-    pub dropped_outbound: u64,
-    /// Times the connection to NATS came back after being lost.
-    pub reconnects: u64,
-    /// Messages that came back from NATS to their origin node and were ignored (normally 0:
-    /// the bridge connects with `no_echo`).
-    pub ignored_own: u64,
-}
-
-/// What the publish path hands to the bridge.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// Arpc topic bytes for every subscriber of the topic `name`.
-    Publish { name: Bytes, topic: Bytes },
-    /// Arpc topic bytes for one subscriber of the topic `name`.
-    PublishToOne { name: Bytes, topic: Bytes },
-    /// A broadcast Notify.
-    Broadcast { method: Bytes, payload: Bytes },
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    connected: AtomicBool,
-    ever_connected: AtomicBool,
-    forwarded: AtomicU64,
-    received: AtomicU64,
-    dropped_outbound: AtomicU64,
-    reconnects: AtomicU64,
-    ignored_own: AtomicU64,
-}
-
-/// The publish path's end of the bridge, shared by [`PubSub`] and the server handle.
-pub(crate) struct BridgeLink {
-    node_id: u64,
-    tx: mpsc::Sender<Outbound>,
-    counters: Counters,
-    /// Topics whose local interest changed (first subscriber came or last one left).
-    interest: Mutex<Vec<Bytes>>,
-    wake: Notify,
-}
-
-impl fmt::Debug for BridgeLink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BridgeLink")
-            .field("stats", &self.stats())
-            .finish()
-    }
-}
-
-impl BridgeLink {
-    /// Hands `msg` to the bridge without blocking; counts it as dropped when NATS is
-    /// disconnected or the queue is full.
-    pub(crate) fn forward(&self, msg: Outbound) {
-        if !self.counters.connected.load(Ordering::Acquire) || self.tx.try_send(msg).is_err() {
-            self.counters
-                .dropped_outbound
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Notes that `name` gained its first or lost its last local subscriber.
-    pub(crate) fn interest_changed(&self, names: &mut Vec<Bytes>) {
-        if names.is_empty() {
-            return;
-        }
-        self.interest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .append(names);
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn stats(&self) -> BridgeStats {
-        let c = &self.counters;
-        BridgeStats {
-            node_id: self.node_id,
-            connected: c.connected.load(Ordering::Acquire),
-            forwarded: c.forwarded.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
-            dropped_outbound: c.dropped_outbound.load(Ordering::Relaxed),
-            reconnects: c.reconnects.load(Ordering::Relaxed),
-            ignored_own: c.ignored_own.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// A running bridge: its thread and how to stop it.
 #[derive(Debug)]
@@ -445,9 +346,7 @@ impl Task {
                     tracing::debug!("NATS bridge: a broadcast without a method header");
                     return;
                 };
-                if let Err(e) =
-                    crate::server::broadcast_local(&self.shared, &method, &msg.payload, None)
-                {
+                if let Err(e) = self.shared.broadcast_local(&method, &msg.payload, None) {
                     tracing::debug!("NATS bridge: a broadcast was not posted everywhere: {e}");
                 }
             }

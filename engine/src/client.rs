@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::client_topics::TopicTable;
 use crate::config::ConfigError;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
-use crate::pubsub::client::TopicTable;
 use crate::reactor::CoreSockets;
 use crate::router::{Context, Router};
 use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
@@ -717,6 +717,6 @@ impl Client {
 fn random_index(n: usize) -> usize {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(crate::pubsub::now_ns());
+    h.write_u64(crate::pubsub_wire::now_ns());
     (h.finish() % n.max(1) as u64) as usize
 }

@@ -26,7 +26,7 @@ use crate::framing::{ArpcFraming, Next};
 use crate::handle::ConnHandle;
 use crate::ids::ConnInfo;
 use crate::mailbox::{CallDone, CallDoneMd, Mailbox};
-use crate::metrics::MethodMetrics;
+use crate::measure::MethodMetrics;
 use crate::outqueue::OutQueue;
 use crate::router::{Dispatched, Router};
 use crate::secret::constant_time_eq;

@@ -267,7 +267,7 @@ pub struct Responder {
     /// Metadata the Response carries.
     metadata: Option<Metadata>,
     /// When metrics are on: when the request was dispatched, for its latency.
-    timing: Option<crate::metrics::Timing>,
+    timing: Option<crate::measure::Timing>,
 }
 
 impl fmt::Debug for Responder {
@@ -287,7 +287,7 @@ impl Responder {
         method: &[u8],
         flags: Flags,
         in_flight: Arc<AtomicUsize>,
-        timing: Option<crate::metrics::Timing>,
+        timing: Option<crate::measure::Timing>,
     ) -> Responder {
         Responder {
             conn,

@@ -31,7 +31,10 @@
 
 mod bind;
 mod bridge;
+mod bridge_link;
 mod client;
+mod client_pubsub;
+mod client_topics;
 mod coder;
 mod config;
 mod conn;
@@ -45,10 +48,12 @@ mod ids;
 mod json;
 mod lifecycle;
 mod mailbox;
+mod measure;
 mod metrics;
 mod outqueue;
 mod pool;
 pub mod pubsub;
+mod pubsub_wire;
 mod reactor;
 pub mod router;
 mod runtime;

@@ -59,7 +59,7 @@ pub(crate) enum Command {
         conn: ConnId,
         frame: Bytes,
         /// When metrics are on: the request's clock, stopped when this arrives.
-        timing: Option<crate::metrics::Timing>,
+        timing: Option<crate::measure::Timing>,
     },
     /// Start a call to the peer of a connection (counts against the capacity).
     Call {

@@ -20,7 +20,7 @@ use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 use crate::handle::{ConnHandle, Responder};
 use crate::ids::ConnInfo;
 use crate::mailbox::Mailbox;
-use crate::metrics::{MethodMetrics, Timing};
+use crate::measure::{MethodMetrics, Timing};
 use crate::outqueue::OutQueue;
 use crate::pool::{BlockingHandler, BlockingPool, Request};
 use crate::stream::{Replies, Stream, StreamContext, StreamRoute};

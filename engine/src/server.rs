@@ -15,10 +15,9 @@ use crate::bind::{Transport, bind_all};
 use crate::bridge::{Bridge, BridgeStats};
 use crate::config::{Config, ConfigError};
 use crate::error::{CallError, DisconnectReason};
-use crate::handle::{ConnHandle, encode};
+use crate::handle::ConnHandle;
 use crate::hooks::Hooks;
 use crate::ids::ConnInfo;
-use crate::mailbox::{BroadcastFilter, Command};
 use crate::metrics::Hub;
 use crate::metrics::http::MetricsServer;
 use crate::reactor::CoreSockets;
@@ -248,10 +247,10 @@ impl ServerHandle {
     /// still got it); a connection over its send-queue limit misses it (counted in
     /// [`CoreStats::broadcast_drops`]).
     pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
-        let outcome = broadcast_local(&self.shared, method, payload, None);
+        let outcome = self.shared.broadcast_local(method, payload, None);
         if outcome.as_ref().err() != Some(&CallError::BadMethod) {
             if let Some(bridge) = self.shared.bridge.get() {
-                bridge.forward(crate::bridge::Outbound::Broadcast {
+                bridge.forward(crate::bridge_link::Outbound::Broadcast {
                     method: bytes::Bytes::copy_from_slice(method.as_bytes()),
                     payload: bytes::Bytes::copy_from_slice(payload),
                 });
@@ -263,7 +262,7 @@ impl ServerHandle {
     /// As [`ServerHandle::broadcast`], to this node's connections only, even with a NATS
     /// bridge.
     pub fn broadcast_local(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
-        broadcast_local(&self.shared, method, payload, None)
+        self.shared.broadcast_local(method, payload, None)
     }
 
     /// As [`ServerHandle::broadcast_local`], to the connections `filter` accepts (it runs
@@ -275,44 +274,14 @@ impl ServerHandle {
         payload: &[u8],
         filter: impl Fn(&ConnInfo) -> bool + Send + Sync + 'static,
     ) -> Result<(), CallError> {
-        broadcast_local(&self.shared, method, payload, Some(Arc::new(filter)))
+        self.shared
+            .broadcast_local(method, payload, Some(Arc::new(filter)))
     }
 
     /// The NATS bridge's counters, if this server has one.
     pub fn bridge_stats(&self) -> Option<BridgeStats> {
         self.shared.bridge.get().map(|b| b.stats())
     }
-}
-
-/// Posts one Notify, encoded once, to every reactor of `shared` for the connections
-/// `filter` accepts.
-pub(crate) fn broadcast_local(
-    shared: &Shared,
-    method: &str,
-    payload: &[u8],
-    filter: Option<BroadcastFilter>,
-) -> Result<(), CallError> {
-    if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
-        return Err(CallError::BadMethod);
-    }
-    let frame = encode(
-        ringrpc_protocol::Command::Notify,
-        ringrpc_protocol::Flags::default(),
-        0,
-        method.as_bytes(),
-        payload,
-    );
-    let mut outcome = Ok(());
-    for mailbox in &shared.mailboxes {
-        let posted = mailbox.post(Command::Broadcast {
-            frame: frame.clone(),
-            filter: filter.clone(),
-        });
-        if posted.is_err() {
-            outcome = Err(CallError::MailboxFull);
-        }
-    }
-    outcome
 }
 
 /// Collects routes and settings; [`ServerBuilder::build`] validates and binds.

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::handle::ConnHandle;
+use crate::error::CallError;
+use crate::handle::{ConnHandle, encode};
 use crate::hooks::Hooks;
 use crate::lifecycle::{LINGER_MAX, LINGER_QUIET, LINGER_TICK, LifecycleConfig};
-use crate::mailbox::{Closed, Mailbox};
+use crate::mailbox::{BroadcastFilter, Closed, Command, Mailbox};
 use crate::router::Router;
 use crate::settings::ReactorSettings;
 
@@ -86,7 +87,7 @@ pub(crate) struct Shared {
     /// Where reactors publish counters for scrapes, when the server serves metrics.
     pub(crate) metrics: Option<Arc<crate::metrics::Hub>>,
     /// The NATS bridge, when the server has one: broadcasts go to other nodes too.
-    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge::BridgeLink>>,
+    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge_link::BridgeLink>>,
 }
 
 impl Shared {
@@ -127,5 +128,38 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         )
+    }
+}
+
+impl Shared {
+    /// Posts one Notify, encoded once, to every reactor for the connections `filter`
+    /// accepts (this node only).
+    pub(crate) fn broadcast_local(
+        &self,
+        method: &str,
+        payload: &[u8],
+        filter: Option<BroadcastFilter>,
+    ) -> Result<(), CallError> {
+        if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
+            return Err(CallError::BadMethod);
+        }
+        let frame = encode(
+            ringrpc_protocol::Command::Notify,
+            ringrpc_protocol::Flags::default(),
+            0,
+            method.as_bytes(),
+            payload,
+        );
+        let mut outcome = Ok(());
+        for mailbox in &self.mailboxes {
+            let posted = mailbox.post(Command::Broadcast {
+                frame: frame.clone(),
+                filter: filter.clone(),
+            });
+            if posted.is_err() {
+                outcome = Err(CallError::MailboxFull);
+            }
+        }
+        outcome
     }
 }

@@ -129,9 +129,11 @@ fn dropped_and_duplicated_deliveries_fail_the_run() {
     assert_eq!(report.exit_code(), 1);
     assert!(p.lost > 0 && p.duplicates > 0, "{p:?}");
     assert_eq!(p.corrupt, 0, "{p:?}");
-    // Only the first subscriber misses publications; every subscriber sees the duplicates.
-    assert_eq!(p.per_subscriber[1].lost, 0, "{p:?}");
-    assert_eq!(p.per_subscriber[0].lost, p.lost);
+    // Only the first subscriber the server saw misses publications (which of loadgen's
+    // subscribers connected first is up to the scheduler); all see the duplicates.
+    let losers: Vec<_> = p.per_subscriber.iter().filter(|s| s.lost > 0).collect();
+    assert_eq!(losers.len(), 1, "{p:?}");
+    assert_eq!(losers[0].lost, p.lost, "{p:?}");
     assert_eq!(p.delivered + p.lost, p.expected, "{p:?}");
     assert!(p.per_subscriber.iter().all(|s| s.duplicates > 0), "{p:?}");
     let failures = report.failures.join("; ");

@@ -10,9 +10,9 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::methods::{BUCKETS_NS, LatencyHistogram, MethodStats};
 use super::{CloseKind, CoreSnapshot, NOT_FOUND_LABEL};
-use crate::bridge::BridgeStats;
+use crate::bridge_link::BridgeStats;
+use crate::measure::{BUCKETS_NS, LatencyHistogram, MethodStats};
 use crate::pubsub::PubSubStats;
 use crate::stats::CoreStats;
 

@@ -21,91 +21,19 @@
 
 mod encode;
 pub(crate) mod http;
-pub(crate) mod methods;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::error::DisconnectReason;
 use crate::mailbox::Mailbox;
 use crate::pubsub::PubSub;
 use crate::stats::CoreStats;
 
-pub(crate) use methods::{MethodMetrics, Timing};
+use crate::measure::{CloseKind, ClosedBy, MethodMetrics, MethodStats};
 
 /// How long one scrape waits for the reactors' fresh snapshots, all cores together.
 pub(crate) const SCRAPE_WAIT: Duration = Duration::from_millis(500);
-
-/// Why connections closed, as the `reason` label of `ringrpc_connections_closed_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CloseKind {
-    PeerClosed,
-    Protocol,
-    Socket,
-    Shutdown,
-    Application,
-    IdleTimeout,
-    ReadTimeout,
-    Unauthenticated,
-    HandshakeRefused,
-    HttpServed,
-    WebSocketClosed,
-}
-
-impl CloseKind {
-    /// Every kind, in label order.
-    pub(crate) const ALL: [CloseKind; 11] = [
-        CloseKind::PeerClosed,
-        CloseKind::Protocol,
-        CloseKind::Socket,
-        CloseKind::Shutdown,
-        CloseKind::Application,
-        CloseKind::IdleTimeout,
-        CloseKind::ReadTimeout,
-        CloseKind::Unauthenticated,
-        CloseKind::HandshakeRefused,
-        CloseKind::HttpServed,
-        CloseKind::WebSocketClosed,
-    ];
-
-    /// The kind of `reason`.
-    pub(crate) fn of(reason: &DisconnectReason) -> CloseKind {
-        match reason {
-            DisconnectReason::PeerClosed => CloseKind::PeerClosed,
-            DisconnectReason::Protocol(_) => CloseKind::Protocol,
-            DisconnectReason::Socket(_) => CloseKind::Socket,
-            DisconnectReason::Shutdown => CloseKind::Shutdown,
-            DisconnectReason::Closed => CloseKind::Application,
-            DisconnectReason::IdleTimeout => CloseKind::IdleTimeout,
-            DisconnectReason::ReadTimeout => CloseKind::ReadTimeout,
-            DisconnectReason::Unauthenticated => CloseKind::Unauthenticated,
-            DisconnectReason::HandshakeRefused { .. } => CloseKind::HandshakeRefused,
-            DisconnectReason::HttpServed { .. } => CloseKind::HttpServed,
-            DisconnectReason::WebSocketClosed { .. } => CloseKind::WebSocketClosed,
-        }
-    }
-
-    /// The label value.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            CloseKind::PeerClosed => "peer_closed",
-            CloseKind::Protocol => "protocol_error",
-            CloseKind::Socket => "socket_error",
-            CloseKind::Shutdown => "shutdown",
-            CloseKind::Application => "application",
-            CloseKind::IdleTimeout => "idle_timeout",
-            CloseKind::ReadTimeout => "read_timeout",
-            CloseKind::Unauthenticated => "unauthenticated",
-            CloseKind::HandshakeRefused => "handshake_refused",
-            CloseKind::HttpServed => "http_served",
-            CloseKind::WebSocketClosed => "websocket_closed",
-        }
-    }
-}
-
-/// Connections closed on one core, by [`CloseKind`] (indexed by its position in `ALL`).
-pub(crate) type ClosedBy = [u64; CloseKind::ALL.len()];
 
 /// What one reactor publishes for a scrape.
 #[derive(Clone, Debug, Default)]
@@ -117,7 +45,7 @@ pub(crate) struct CoreSnapshot {
     pub(crate) open: u64,
     pub(crate) closed_by: ClosedBy,
     /// By route index, `_not_found` last.
-    pub(crate) methods: Vec<methods::MethodStats>,
+    pub(crate) methods: Vec<MethodStats>,
 }
 
 /// One core's mailbox for snapshots.
@@ -146,7 +74,7 @@ pub(crate) struct Hub {
     methods: Vec<String>,
     pubsub: Option<PubSub>,
     /// The NATS bridge, once the server starts one.
-    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge::BridgeLink>>,
+    pub(crate) bridge: std::sync::OnceLock<Arc<crate::bridge_link::BridgeLink>>,
 }
 
 /// The label of requests for methods with no route.

@@ -20,7 +20,6 @@
 //! - Subscriptions need a stream connection (TCP or WebSocket): a datagram peer has no
 //!   disconnect to clean them up.
 
-pub(crate) mod client;
 #[cfg(test)]
 mod tests;
 
@@ -28,33 +27,23 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ringrpc_protocol::{Command as Cmd, Flags, Topic, TopicError, TopicRef};
 
-use crate::bridge::{BridgeLink, Outbound};
+use crate::bridge_link::{BridgeLink, Outbound};
 use crate::config::Config;
-use crate::error::CallError;
 use crate::handle::{ConnHandle, encode};
 use crate::hooks::DisconnectHook;
 use crate::ids::ConnId;
 use crate::mailbox::NotifyTally;
+pub(crate) use crate::pubsub_wire::now_ns;
+pub use crate::pubsub_wire::{
+    AUTHENTICATE, PUBLISH, PUBLISH_TO_ONE, PubSubError, SUBSCRIBE, UNSUBSCRIBE,
+};
 use crate::router::Context;
 use crate::secret::constant_time_eq;
 use crate::udp::UdpCore;
-
-/// Method a peer calls to authenticate (payload: the password).
-pub const AUTHENTICATE: &str = "in_A";
-/// Method a peer calls to subscribe (payload: topic bytes, data normally empty).
-pub const SUBSCRIBE: &str = "in_S";
-/// Method a peer calls to unsubscribe (payload: topic bytes, data normally empty).
-pub const UNSUBSCRIBE: &str = "in_U";
-/// Method a peer calls to publish to every subscriber, and the method of the Notify each
-/// subscriber receives.
-pub const PUBLISH: &str = "in_P";
-/// Method a peer calls to publish to one subscriber (round-robin).
-pub const PUBLISH_TO_ONE: &str = "in_P1";
 
 /// Error text of a failed `in_A` (arpc's own).
 pub const INVALID_PASSWORD: &str = "invalid password";
@@ -238,14 +227,6 @@ fn publication(topic_bytes: &[u8]) -> Bytes {
         PUBLISH.as_bytes(),
         topic_bytes,
     )
-}
-
-/// Nanoseconds since the Unix epoch (0 for a clock before it).
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Publish/subscribe served on a server's connections, compatible with Go arpc's pub/sub
@@ -553,45 +534,5 @@ impl PubSub {
         let Some(topic) = self.topic(ctx) else { return };
         ctx.reply(&[]);
         self.publish_one(topic.name, ctx.payload());
-    }
-}
-
-/// Why a client's pub/sub call failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum PubSubError {
-    /// The topic name is empty or longer than 1024 bytes.
-    Topic(TopicError),
-    /// The call failed (the server's error text is in [`CallError::Remote`]).
-    Call(CallError),
-}
-
-impl fmt::Display for PubSubError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PubSubError::Topic(e) => write!(f, "{e}"),
-            PubSubError::Call(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for PubSubError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PubSubError::Topic(e) => Some(e),
-            PubSubError::Call(e) => Some(e),
-        }
-    }
-}
-
-impl From<TopicError> for PubSubError {
-    fn from(e: TopicError) -> Self {
-        PubSubError::Topic(e)
-    }
-}
-
-impl From<CallError> for PubSubError {
-    fn from(e: CallError) -> Self {
-        PubSubError::Call(e)
     }
 }

@@ -140,7 +140,7 @@ impl Reactor {
     pub(super) fn release(&mut self, idx: usize, reason: DisconnectReason) {
         let mut slot = self.conns.remove(idx);
         self.stats.closed += 1;
-        let kind = crate::metrics::CloseKind::of(&reason);
+        let kind = crate::measure::CloseKind::of(&reason);
         self.closed_by[kind as usize] += 1;
         slot.conn.session.fail_calls(CallError::Disconnected);
         if slot.counted_peer {

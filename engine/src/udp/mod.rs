@@ -381,7 +381,7 @@ impl UdpCore {
         let info = self.info(idx);
         let in_flight = self.peers[idx].in_flight.clone();
         // Per-method metrics count TCP and WebSocket requests; UDP has its own counters.
-        let mut unmetered = crate::metrics::MethodMetrics::default();
+        let mut unmetered = crate::measure::MethodMetrics::default();
         router.dispatch(
             frame,
             None,
