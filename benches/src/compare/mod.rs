@@ -4,6 +4,7 @@
 //! tested without any server.
 
 pub mod chart;
+pub mod idle;
 pub mod loadgen_report;
 pub mod machine;
 pub mod runner;
