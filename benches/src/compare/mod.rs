@@ -7,6 +7,7 @@ pub mod chart;
 pub mod idle;
 pub mod loadgen_report;
 pub mod machine;
+pub mod matrix;
 pub mod runner;
 pub mod servers;
 pub mod settings;
