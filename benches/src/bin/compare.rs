@@ -58,7 +58,9 @@ With --matrix (payload × load cells, each running every server in interleaved r
                                   panel per load
   <server>-idle.server.log        the server's output during the idle memory measurement
 Connections past the open-files limit fail: compare raises its soft limit to the hard one
-(`ulimit -Hn`), which its servers and loadgen inherit; 10,000 connections need about 10,100.";
+(`ulimit -Hn`), which its servers and loadgen inherit. loadgen's io_uring mode takes two
+descriptors per connection, so 10000x1 needs a hard limit of at least 20,100; compare checks
+this before the first run.";
 
 /// Side-by-side echo comparison of ringrpc's engine with its peers.
 ///
@@ -305,12 +307,15 @@ fn run_matrix(
     let max_in_flight = cli
         .matrix_max_in_flight
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT_BYTES);
-    if cli.idle_conns > 0 || all_cells.iter().any(|c| c.load.conns > 1000) {
-        check_descriptors(
-            cli.idle_conns
-                .max(all_cells.iter().map(|c| c.load.conns).max().unwrap_or(0)),
-        )?;
-    }
+    // loadgen's io_uring mode holds two descriptors per connection (the socket and the
+    // ring's copy of it); the idle measurement holds one here.
+    let most_loadgen = all_cells
+        .iter()
+        .filter(|c| c.skip_reason(max_in_flight).is_none())
+        .map(|c| 2 * c.load.conns)
+        .max()
+        .unwrap_or(0);
+    check_descriptors(cli.idle_conns.max(most_loadgen))?;
     let runnable = all_cells
         .iter()
         .filter(|c| c.skip_reason(max_in_flight).is_none())
@@ -441,8 +446,8 @@ fn run_matrix(
     Ok(())
 }
 
-/// Fails early, with the fix, when the open-files limit cannot hold `connections` (plus a
-/// margin for everything else a process opens).
+/// Fails early, with the fix, when the open-files limit cannot hold `connections` descriptors
+/// (plus a margin for everything else a process opens).
 fn check_descriptors(connections: usize) -> Result<(), String> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
@@ -452,7 +457,7 @@ fn check_descriptors(connections: usize) -> Result<(), String> {
         .and_then(|v| v.parse::<usize>().ok());
     match soft {
         Some(soft) if soft < connections + 100 => Err(format!(
-            "the open-files limit is {soft}, under the {connections} connections asked for plus 100: raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
+            "the open-files limit is {soft}, under the {connections} descriptors needed plus 100 (loadgen's io_uring mode takes two per connection): raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
         )),
         _ => Ok(()),
     }
