@@ -3,9 +3,15 @@
 
 use std::path::PathBuf;
 
-use ringrpc_benches::compare::chart::{LatencyCurve, write_latency_chart};
+use ringrpc_benches::compare::chart::{
+    CpuPanel, LatencyCurve, write_cpu_chart, write_latency_chart,
+};
+use ringrpc_benches::compare::idle::{IdleFigures, IdleOutcome, IdleRss, Prelude};
 use ringrpc_benches::compare::loadgen_report::{LatencyFigures, LoadgenReport, SpectrumPoint};
 use ringrpc_benches::compare::machine::Machine;
+use ringrpc_benches::compare::matrix::{
+    Cell, CellResult, CellSummary, FLOOR, MatrixFile, MatrixLoad, cpu_series, render_cell,
+};
 use ringrpc_benches::compare::settings::{LoadShape, Pinning};
 use ringrpc_benches::compare::summary::{
     RunOutcome, RunRecord, ServerResult, ServerSummary, SummaryFile,
@@ -360,4 +366,180 @@ fn rates_are_grouped_by_thousands() {
     assert_eq!(format_rate(1000.0), "1,000");
     assert_eq!(format_rate(612_870.2), "612,870");
     assert_eq!(format_rate(1_234_567.8), "1,234,568");
+}
+
+fn matrix_cell(payload_bytes: usize, conns: usize, results: Vec<ServerResult>) -> CellResult {
+    CellResult {
+        cell: Cell {
+            payload_bytes,
+            load: MatrixLoad { conns, per_conn: 1 },
+        },
+        skipped: None,
+        results,
+        skipped_servers: Vec::new(),
+    }
+}
+
+/// Two payloads at 1000×1 with engine and the floor, a third cell skipped, grpc-echo skipped
+/// in one cell.
+fn sample_matrix() -> Vec<CellResult> {
+    let mut small = matrix_cell(
+        32,
+        1000,
+        vec![
+            server(
+                "engine",
+                vec![
+                    measured(1, synthetic(500_000.0, 40.0, Some(1.5))),
+                    measured(2, synthetic(400_000.0, 40.0, Some(1.8))),
+                ],
+            ),
+            server(
+                "peer-reflect",
+                vec![
+                    measured(1, synthetic(800_000.0, 20.0, Some(0.5))),
+                    measured(2, synthetic(900_000.0, 20.0, Some(0.4))),
+                ],
+            ),
+        ],
+    );
+    small
+        .skipped_servers
+        .push(("grpc-echo".into(), "a test reason".into()));
+    let big = matrix_cell(
+        65_536,
+        1000,
+        vec![
+            server(
+                "engine",
+                vec![measured(1, synthetic(50_000.0, 400.0, Some(12.0)))],
+            ),
+            server("peer-reflect", vec![failed(1, "server exited")]),
+        ],
+    );
+    let mut skipped = matrix_cell(1 << 20, 10_000, Vec::new());
+    skipped.skipped = Some("10000 MiB in flight".into());
+    vec![small, big, skipped]
+}
+
+#[test]
+fn matrix_ratios_divide_by_the_floors_median_cpu() {
+    let cells = sample_matrix();
+    // Medians (lower middle of two): engine 400k req/s at 1.8 µs, floor 800k at 0.5 µs.
+    assert_eq!(cells[0].floor_cpu(), Some(0.5));
+    assert!((cells[0].cpu_ratio_to_floor("engine").unwrap() - 3.6).abs() < 1e-9);
+    assert_eq!(cells[0].cpu_ratio_to_floor(FLOOR), Some(1.0));
+    assert_eq!(cells[0].rate_ratio_to_floor("engine"), Some(2.0));
+    // No floor figure, no ratio.
+    assert_eq!(cells[1].cpu_ratio_to_floor("engine"), None);
+    let table = render_cell(&cells[0], 2);
+    assert!(
+        table.starts_with("### 32 B, 1000 conns × 1 in flight\n"),
+        "{table}"
+    );
+    assert!(table.contains("| server CPU ÷ floor |"));
+    assert!(
+        table.contains("| engine | 400,000 | 12.0 | 40.0 | 80.0 | 1.800 | 0.500 | 3.60 |"),
+        "{table}"
+    );
+    assert!(table.contains("| grpc-echo | skipped: a test reason |"));
+    assert!(render_cell(&cells[1], 1).contains("| peer-reflect | failed: server exited |"));
+    assert!(render_cell(&cells[2], 2).contains("Skipped: 10000 MiB in flight."));
+}
+
+#[test]
+fn matrix_json_has_every_cell_its_ratios_and_idle_memory() {
+    let cells = sample_matrix();
+    let file = MatrixFile {
+        command_line: "compare --matrix".into(),
+        machine: Machine {
+            cpu_model: "Test CPU".into(),
+            nproc: 2,
+            kernel: "6.1".into(),
+        },
+        pinning: Pinning {
+            server_cpu: 0,
+            loadgen_cpu: 1,
+        },
+        rounds: 2,
+        duration_s: 2.0,
+        warmup_s: 1.0,
+        floor: FLOOR,
+        servers: vec!["engine".into(), "peer-reflect".into(), "grpc-echo".into()],
+        cells: cells.iter().map(CellSummary::from).collect(),
+        idle_rss: vec![IdleRss {
+            server: "engine".into(),
+            connections: 10_000,
+            prelude: Prelude::ArpcEcho,
+            outcome: IdleOutcome::Measured(IdleFigures::new(
+                10_000_000,
+                20_000_000,
+                10_000,
+                Some(10_000),
+            )),
+        }],
+    };
+    let json: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+    assert_eq!(json["floor"], "peer-reflect");
+    assert_eq!(json["machine"]["cpu_model"], "Test CPU");
+    let first = &json["cells"][0];
+    assert_eq!(first["payload_bytes"], 32);
+    assert_eq!(first["conns"], 1000);
+    assert_eq!(first["per_conn"], 1);
+    assert!(first["skipped"].is_null());
+    assert_eq!(first["floor_server_cpu_us_per_request"], 0.5);
+    let engine = &first["servers"][0];
+    assert_eq!(engine["name"], "engine");
+    assert_eq!(engine["median_round"], 2);
+    assert_eq!(engine["median"]["server_cpu_us_per_request"], 1.8);
+    assert!((engine["server_cpu_ratio_to_floor"].as_f64().unwrap() - 3.6).abs() < 1e-9);
+    assert_eq!(engine["floor_rate_ratio"], 2.0);
+    assert_eq!(engine["rounds"].as_array().unwrap().len(), 2);
+    assert_eq!(first["skipped_servers"][0]["name"], "grpc-echo");
+    assert!(json["cells"][1]["servers"][0]["server_cpu_ratio_to_floor"].is_null());
+    assert_eq!(json["cells"][2]["skipped"], "10000 MiB in flight");
+    assert_eq!(json["idle_rss"][0]["bytes_per_connection"], 1000.0);
+    assert_eq!(json["idle_rss"][0]["server_fds_gained"], 10_000);
+}
+
+#[test]
+fn matrix_chart_has_a_panel_per_load_and_a_line_per_server() {
+    let cells = sample_matrix();
+    let servers: Vec<String> = vec!["engine".into(), "peer-reflect".into()];
+    let series = cpu_series(&cells, &servers);
+    // The skipped 10,000-connection cell has no figures but still names its load.
+    assert_eq!(series.len(), 2);
+    let (load, lines) = &series[0];
+    assert_eq!(load.conns, 1000);
+    assert_eq!(lines[0].server, "engine");
+    assert_eq!(lines[0].points, [(32.0, 1.8), (65_536.0, 12.0)]);
+    assert_eq!(lines[1].points, [(32.0, 0.5)]);
+    assert!(series[1].1.is_empty());
+
+    let dir = std::env::temp_dir().join(format!("ringrpc-matrix-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("matrix.svg");
+    let panels: Vec<CpuPanel> = series
+        .into_iter()
+        .map(|(load, lines)| CpuPanel {
+            title: format!("{} conns × {} in flight", load.conns, load.per_conn),
+            lines: lines.into_iter().map(|s| (s.server, s.points)).collect(),
+        })
+        .collect();
+    write_cpu_chart(&path, "Server CPU per request", &servers, &panels).expect("chart is written");
+    let svg = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(svg.starts_with("<svg"));
+    let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+    for text in [
+        "32 B",
+        "64 KiB",
+        "1000 conns × 1 in flight",
+        "10000 conns × 1 in flight",
+        "engine",
+        "peer-reflect",
+    ] {
+        assert!(texts.contains(&text), "no text {text:?}");
+    }
+    assert!(write_cpu_chart(&path, "t", &servers, &[]).is_err());
 }

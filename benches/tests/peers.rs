@@ -24,6 +24,51 @@ const PEER_TOKIO: &str = env!("CARGO_BIN_EXE_peer-tokio");
 const PEER_TOKIO_URING: &str = env!("CARGO_BIN_EXE_peer-tokio-uring");
 const GRPC_ECHO: &str = env!("CARGO_BIN_EXE_grpc-echo");
 const PEER_UDP_REFLECT: &str = env!("CARGO_BIN_EXE_peer-udp-reflect");
+const PEER_REFLECT: &str = env!("CARGO_BIN_EXE_peer-reflect");
+
+#[test]
+fn peer_reflect_writes_every_byte_back_in_order() {
+    let peer = RunningPeer::start(PEER_REFLECT);
+    // Bytes that are no arpc frame come back too: it never decodes.
+    let mut small = TcpStream::connect(peer.addr).unwrap();
+    small.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    small.write_all(b"not a frame at all").unwrap();
+    let mut back = [0u8; 18];
+    small.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"not a frame at all");
+
+    // 4 MiB written while nothing is read: the socket buffers fill both ways, the reflector
+    // keeps what it cannot send and stops reading; reading it all back must still see every
+    // byte in order. A second connection meanwhile is served as usual.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let stream = TcpStream::connect(peer.addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = big.clone();
+    let writing = thread::spawn(move || writer.write_all(&sent));
+    thread::sleep(Duration::from_millis(200));
+    small.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    small.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    let mut received = vec![0u8; big.len()];
+    (&stream).read_exact(&mut received).unwrap();
+    writing.join().unwrap().unwrap();
+    assert!(
+        received == big,
+        "the reflected bytes differ from those sent"
+    );
+
+    // A closed connection is dropped, and others are accepted after it.
+    drop(stream);
+    let mut again = TcpStream::connect(peer.addr).unwrap();
+    again.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let frame = Frame::request(9, &b"/echo"[..], &b"hi"[..]).to_bytes();
+    again.write_all(&frame).unwrap();
+    let mut back = vec![0u8; frame.len()];
+    again.read_exact(&mut back).unwrap();
+    assert_eq!(back, frame[..]);
+}
 
 #[test]
 fn peer_udp_reflect_writes_every_datagram_back_byte_for_byte() {

@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Every connection is a descriptor, and --conns 10000 is past many shells' soft limit of
+    // 1024; the hard limit is as far as an unprivileged process may go.
+    if let Err(e) = ringrpc_uring::sys::raise_nofile_limit() {
+        eprintln!("loadgen: cannot raise the open-files limit: {e}");
+    }
     // Open the JSON file first so a bad path fails before the run, not after it.
     let mut json_file = match config.json.as_ref().map(|path| (path, File::create(path))) {
         None => None,

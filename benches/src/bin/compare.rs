@@ -6,8 +6,15 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use ringrpc_benches::compare::chart::{CpuPanel, write_cpu_chart};
 use ringrpc_benches::compare::chart::{LatencyCurve, write_latency_chart};
+use ringrpc_benches::compare::idle::{IdleOutcome, IdleRss};
 use ringrpc_benches::compare::machine::Machine;
+use ringrpc_benches::compare::matrix::{
+    CellResult, CellSummary, DEFAULT_LOADS, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_PAYLOADS, FLOOR,
+    MatrixFile, cells, cpu_series, parse_bytes, parse_loads, parse_payloads, render_matrix,
+    server_skip_reason,
+};
 use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_quote};
 use ringrpc_benches::compare::servers::{
     CompareTransport, EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, extra_server, select, servers_for,
@@ -19,6 +26,11 @@ use ringrpc_benches::compare::summary::{
 use ringrpc_benches::compare::table::{ReportContext, format_rate, render_report};
 use ringrpc_benches::compare::targets::evaluate;
 use ringrpc_loadgen::parse_duration;
+
+const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+/// Shorter runs keep the full matrix (12 cells × 6 servers × 3 rounds) near 25 minutes.
+const MATRIX_DURATION: Duration = Duration::from_secs(2);
+const DEFAULT_WARMUP: Duration = Duration::from_secs(1);
 
 const ENVIRONMENT_HELP: &str = "\
 External server (an extra row, e.g. Go arpc's echo server):
@@ -35,7 +47,20 @@ Outputs in --out:
   <server>-round<N>.loadgen.txt   loadgen's command, text report and stderr
   summary.json                    every round's figures and the median chosen, per server
   table.md                        the table, machine, command lines and targets (also printed)
-  latency.svg                     latency percentile curves of every server's median run";
+  latency.svg                     latency percentile curves of every server's median run
+
+With --matrix (payload × load cells, each running every server in interleaved rounds):
+  <cell>/<server>-round<N>.*      each run's files, e.g. 8x10-4KiB/engine-round1.json
+  matrix.md                       a table per cell, with server CPU ÷ the floor's (peer-reflect),
+                                  and the idle memory table (also printed)
+  matrix.json                     every cell's rounds, medians and ratios, and idle memory
+  matrix.svg                      server CPU µs/request by payload, one line per server, one
+                                  panel per load
+  <server>-idle.server.log        the server's output during the idle memory measurement
+Connections past the open-files limit fail: compare raises its soft limit to the hard one
+(`ulimit -Hn`), which its servers and loadgen inherit. loadgen's io_uring mode takes two
+descriptors per connection, so 10000x1 needs a hard limit of at least 20,100; compare checks
+this before the first run.";
 
 /// Side-by-side echo comparison of ringrpc's engine with its peers.
 ///
@@ -49,29 +74,53 @@ struct Cli {
     /// Rounds; each runs every server once, in --servers order.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
-    /// Measured time per run: 500ms, 5s, 2m or plain seconds.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Load applied before measuring starts in each run.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    warmup: Duration,
+    /// Measured time per run: 500ms, 5s, 2m or plain seconds [default: 5s; 2s with --matrix].
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Load applied before measuring starts in each run [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
     /// Connections loadgen opens (UDP rows: connected UDP sockets).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "matrix")]
     conns: u32,
     /// Requests kept in flight on each connection.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "matrix")]
     per_conn: u32,
     /// Payload bytes per request.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, conflicts_with = "matrix")]
     payload: usize,
+    /// Run the matrix: every cell of --matrix-payloads × --matrix-loads, every server in
+    /// interleaved rounds within each cell, then idle memory at --idle-conns; writes
+    /// matrix.md, matrix.json and matrix.svg. TCP servers only.
+    #[arg(long)]
+    matrix: bool,
+    /// The matrix's payloads, comma-separated: bytes, or with KiB/MiB (4k, 64KiB, 1m).
+    #[arg(long, default_value = DEFAULT_PAYLOADS, requires = "matrix")]
+    matrix_payloads: String,
+    /// The matrix's loads, comma-separated CONNSxPER_CONN.
+    #[arg(long, default_value = DEFAULT_LOADS, requires = "matrix")]
+    matrix_loads: String,
+    /// Skip cells whose requests in flight carry more payload than this (conns × per-conn ×
+    /// payload; the server and loadgen each buffer it) [default: 1GiB, which skips only
+    /// 10000x1 at 1 MiB].
+    #[arg(long, value_parser = parse_bytes, requires = "matrix")]
+    matrix_max_in_flight: Option<u64>,
+    /// Measure only idle memory (RSS per idle connection at --idle-conns), no load.
+    #[arg(long, conflicts_with = "matrix")]
+    idle_rss: bool,
+    /// Idle connections held open to measure RSS per connection, with --matrix or
+    /// --idle-rss; 0 skips the measurement.
+    #[arg(long, default_value_t = 10_000)]
+    idle_conns: usize,
     /// CPU the server is pinned to.
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
     /// CPU loadgen is pinned to.
     #[arg(long, default_value_t = 1)]
     loadgen_cpu: usize,
-    /// Comma-separated rows to run, from those --transport offers: engine, reflect,
-    /// peer-tokio, peer-tokio-uring, grpc-echo and the external server's name (tcp);
+    /// Comma-separated rows to run, from those --transport offers: engine, reflect (the
+    /// engine's --reflect), peer-reflect (the epoll floor), peer-tokio, peer-tokio-uring,
+    /// grpc-echo and the external server's name (tcp);
     /// engine-udp, udp-reflect (udp) [default: all of them].
     #[arg(long)]
     servers: Option<String>,
@@ -100,6 +149,10 @@ fn main() -> ExitCode {
 }
 
 fn compare(cli: &Cli) -> Result<(), String> {
+    // Servers and loadgen inherit the limit; 10,000 connections need more than 1024.
+    if let Err(e) = ringrpc_uring::sys::raise_nofile_limit() {
+        eprintln!("compare: cannot raise the open-files limit: {e}");
+    }
     if cli.server_cpu == cli.loadgen_cpu {
         return Err(format!(
             "--server-cpu and --loadgen-cpu are both {}: give each side its own CPU",
@@ -120,15 +173,25 @@ fn compare(cli: &Cli) -> Result<(), String> {
             spec.name
         );
     }
+    let matrix = cli.matrix || cli.idle_rss;
+    if matrix && cli.transport != CompareTransport::Tcp {
+        return Err("--matrix and --idle-rss run TCP servers only: leave out --transport".into());
+    }
     let servers = select(available, cli.servers.as_deref())?;
+    let duration = cli.duration.unwrap_or(if matrix {
+        MATRIX_DURATION
+    } else {
+        DEFAULT_DURATION
+    });
+    let warmup = cli.warmup.unwrap_or(DEFAULT_WARMUP);
     let runner = Runner {
         bin_dir: cli.bin_dir.clone(),
         load: LoadShape {
             conns: cli.conns as usize,
             per_conn: cli.per_conn as usize,
             payload_bytes: cli.payload,
-            duration: cli.duration,
-            warmup: cli.warmup,
+            duration,
+            warmup,
         },
         pinning: Pinning {
             server_cpu: cli.server_cpu,
@@ -154,7 +217,10 @@ fn compare(cli: &Cli) -> Result<(), String> {
         .collect::<Vec<_>>()
         .join(" ");
     let rounds = cli.rounds as usize;
-    let per_run = cli.warmup + cli.duration;
+    if matrix {
+        return run_matrix(cli, &runner, &servers, &out, &machine, &command_line);
+    }
+    let per_run = warmup + duration;
     eprintln!(
         "compare: {} server{} × {rounds} round{}, {:.0} s of load each ({:.0} s in all); results in {}",
         servers.len(),
@@ -174,7 +240,7 @@ fn compare(cli: &Cli) -> Result<(), String> {
         .collect();
     for round in 1..=rounds {
         for (spec, result) in servers.iter().zip(&mut results) {
-            let record = run_and_log(&runner, spec, round, rounds, &out);
+            let record = run_and_log(&runner, spec, round, rounds, &out, "");
             result.runs.push(record);
         }
     }
@@ -220,6 +286,183 @@ fn compare(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// The matrix: each cell runs every server in interleaved rounds; then idle memory.
+fn run_matrix(
+    cli: &Cli,
+    runner: &Runner,
+    servers: &[ServerSpec],
+    out: &Path,
+    machine: &Machine,
+    command_line: &str,
+) -> Result<(), String> {
+    let rounds = cli.rounds as usize;
+    let all_cells = if cli.matrix {
+        cells(
+            &parse_payloads(&cli.matrix_payloads)?,
+            &parse_loads(&cli.matrix_loads)?,
+        )
+    } else {
+        Vec::new()
+    };
+    let max_in_flight = cli
+        .matrix_max_in_flight
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT_BYTES);
+    // loadgen's io_uring mode holds two descriptors per connection (the socket and the
+    // ring's copy of it); the idle measurement holds one here.
+    let most_loadgen = all_cells
+        .iter()
+        .filter(|c| c.skip_reason(max_in_flight).is_none())
+        .map(|c| 2 * c.load.conns)
+        .max()
+        .unwrap_or(0);
+    check_descriptors(cli.idle_conns.max(most_loadgen))?;
+    let runnable = all_cells
+        .iter()
+        .filter(|c| c.skip_reason(max_in_flight).is_none())
+        .count();
+    let per_run = runner.load.warmup + runner.load.duration;
+    eprintln!(
+        "compare --matrix: {runnable} of {} cells × {} servers × {rounds} rounds, {:.0} s of load each ({:.0} min of load in all){}; results in {}",
+        all_cells.len(),
+        servers.len(),
+        per_run.as_secs_f64(),
+        per_run.as_secs_f64() * (runnable * servers.len() * rounds) as f64 / 60.0,
+        if cli.idle_conns > 0 {
+            format!(", then idle memory at {} connections", cli.idle_conns)
+        } else {
+            String::new()
+        },
+        out.display()
+    );
+    let mut results: Vec<CellResult> = Vec::new();
+    for (index, cell) in all_cells.iter().enumerate() {
+        let prefix = format!("[{}/{}] {:<14} ", index + 1, all_cells.len(), cell.id());
+        if let Some(why) = cell.skip_reason(max_in_flight) {
+            eprintln!("{prefix}skipped: {why}");
+            results.push(CellResult {
+                cell: *cell,
+                skipped: Some(why),
+                results: Vec::new(),
+                skipped_servers: Vec::new(),
+            });
+            continue;
+        }
+        let mut cell_runner = runner.clone();
+        cell_runner.load.conns = cell.load.conns;
+        cell_runner.load.per_conn = cell.load.per_conn;
+        cell_runner.load.payload_bytes = cell.payload_bytes;
+        let dir = out.join(cell.id());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut skipped_servers = Vec::new();
+        let mut chosen: Vec<&ServerSpec> = Vec::new();
+        for spec in servers {
+            match server_skip_reason(spec, cell) {
+                Some(why) => {
+                    eprintln!("{prefix}{}: skipped: {why}", spec.name);
+                    skipped_servers.push((spec.name.clone(), why));
+                }
+                None => chosen.push(spec),
+            }
+        }
+        let mut cell_results: Vec<ServerResult> = chosen
+            .iter()
+            .map(|spec| ServerResult {
+                name: spec.name.clone(),
+                runs: Vec::new(),
+            })
+            .collect();
+        for round in 1..=rounds {
+            for (spec, result) in chosen.iter().zip(&mut cell_results) {
+                let record = run_and_log(&cell_runner, spec, round, rounds, &dir, &prefix);
+                result.runs.push(record);
+            }
+        }
+        results.push(CellResult {
+            cell: *cell,
+            skipped: None,
+            results: cell_results,
+            skipped_servers,
+        });
+    }
+
+    let mut idle: Vec<IdleRss> = Vec::new();
+    if cli.idle_conns > 0 {
+        for spec in servers {
+            eprint!("idle memory  {:<18}", spec.name);
+            let log = out.join(format!("{}-idle.server.log", spec.name));
+            let row = runner.idle_rss(spec, cli.idle_conns, &log);
+            match &row.outcome {
+                IdleOutcome::Measured(f) => eprintln!(
+                    "{:>8.0} B per idle connection (RSS {:.1} → {:.1} MiB, {} fds gained)",
+                    f.bytes_per_connection,
+                    f.rss_before_bytes as f64 / 1048576.0,
+                    f.rss_after_bytes as f64 / 1048576.0,
+                    f.server_fds_gained.map_or("?".into(), |n| n.to_string())
+                ),
+                IdleOutcome::Failed { failure } => eprintln!("FAILED: {failure}"),
+            }
+            idle.push(row);
+        }
+    }
+
+    let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+    let report = render_matrix(&results, &idle, rounds, machine, command_line);
+    write(&out.join("matrix.md"), &report)?;
+    let file = MatrixFile {
+        command_line: command_line.to_owned(),
+        machine: machine.clone(),
+        pinning: runner.pinning,
+        rounds,
+        duration_s: runner.load.duration.as_secs_f64(),
+        warmup_s: runner.load.warmup.as_secs_f64(),
+        floor: FLOOR,
+        servers: names.clone(),
+        cells: results.iter().map(CellSummary::from).collect(),
+        idle_rss: idle,
+    };
+    write(&out.join("matrix.json"), &file.to_json())?;
+    let panels: Vec<CpuPanel> = cpu_series(&results, &names)
+        .into_iter()
+        .map(|(load, series)| CpuPanel {
+            title: format!("{} conns × {} in flight", load.conns, load.per_conn),
+            lines: series.into_iter().map(|s| (s.server, s.points)).collect(),
+        })
+        .collect();
+    println!("{report}");
+    println!("Outputs in {}:", out.display());
+    println!("- matrix.md, matrix.json");
+    if !panels.is_empty() {
+        let title = format!(
+            "Server CPU per echo request by payload — {}, server on CPU {}",
+            machine.cpu_model, runner.pinning.server_cpu
+        );
+        match write_cpu_chart(&out.join("matrix.svg"), &title, &names, &panels) {
+            Ok(()) => println!("- matrix.svg"),
+            Err(why) => println!("- no matrix.svg: {why}"),
+        }
+    }
+    println!("- <cell>/<server>-round<N>.json for every run (with .server.log and .loadgen.txt)");
+    Ok(())
+}
+
+/// Fails early, with the fix, when the open-files limit cannot hold `connections` descriptors
+/// (plus a margin for everything else a process opens).
+fn check_descriptors(connections: usize) -> Result<(), String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < connections + 100 => Err(format!(
+            "the open-files limit is {soft}, under the {connections} descriptors needed plus 100 (loadgen's io_uring mode takes two per connection): raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Runs one server once and says how it went on stderr.
 fn run_and_log(
     runner: &Runner,
@@ -227,6 +470,7 @@ fn run_and_log(
     round: usize,
     rounds: usize,
     out: &Path,
+    prefix: &str,
 ) -> RunRecord {
     let stem = format!("{}-round{round}", spec.name);
     let files = RunFiles {
@@ -234,7 +478,7 @@ fn run_and_log(
         server_log: out.join(format!("{stem}.server.log")),
         loadgen_log: out.join(format!("{stem}.loadgen.txt")),
     };
-    eprint!("round {round}/{rounds}  {:<18}", spec.name);
+    eprint!("{prefix}round {round}/{rounds}  {:<18}", spec.name);
     let outcome = runner.run_once(spec, &files);
     match &outcome {
         RunOutcome::Measured(report) => eprintln!(

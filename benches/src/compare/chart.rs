@@ -217,6 +217,125 @@ pub fn write_latency_chart(
     Ok(())
 }
 
+/// One panel of the matrix chart: a load's title and its lines of (payload bytes, server CPU
+/// µs/request), one per server, coloured by the server's index in `servers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuPanel {
+    pub title: String,
+    /// (server, points) with payload ascending.
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+const PANEL_WIDTH: u32 = 620;
+const PANEL_HEIGHT: u32 = 560;
+
+/// A payload tick's label: `32 B`, `4 KiB`, `1 MiB`.
+fn payload_label(log_bytes: f64) -> String {
+    super::matrix::format_bytes(10f64.powf(log_bytes).round() as usize)
+}
+
+/// Writes the matrix chart: server CPU µs per request (log y) against payload (log x), one
+/// panel per load side by side on a shared y axis, one line per server. `servers` fixes each
+/// server's colour across panels.
+pub fn write_cpu_chart(
+    path: &Path,
+    title: &str,
+    servers: &[String],
+    panels: &[CpuPanel],
+) -> Result<(), String> {
+    let all_points = || {
+        panels.iter().flat_map(|p| {
+            p.lines
+                .iter()
+                .flat_map(|(_, points)| points.iter().copied())
+        })
+    };
+    let (Some(min_us), Some(max_us)) = (
+        all_points().map(|(_, us)| us).min_by(f64::total_cmp),
+        all_points().map(|(_, us)| us).max_by(f64::total_cmp),
+    ) else {
+        return Err("no CPU figures to plot: every run failed or none had --server-pid".into());
+    };
+    let mut payloads: Vec<f64> = all_points().map(|(bytes, _)| bytes).collect();
+    payloads.sort_by(f64::total_cmp);
+    payloads.dedup();
+    let x_lo = payloads[0].log10();
+    let x_hi = payloads[payloads.len() - 1].log10();
+    // Half a decade either side keeps the end points and their labels off the frame.
+    let x_span = (x_lo - 0.5)..(x_hi.max(x_lo + 0.5) + 0.5);
+    let decade_lo = min_us.log10().floor();
+    let decade_hi = max_us.log10().ceil().max(decade_lo + 1.0);
+    let y_ticks: Vec<f64> = latency_ticks(10f64.powf(decade_lo), 10f64.powf(decade_hi))
+        .into_iter()
+        .map(f64::log10)
+        .collect();
+
+    let width = PANEL_WIDTH * panels.len().max(1) as u32;
+    let root = SVGBackend::new(path, (width, PANEL_HEIGHT + 50)).into_drawing_area();
+    let draw_error = |e: DrawingAreaErrorKind<_>| format!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(draw_error)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(draw_error)?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (panel, area) in panels.iter().zip(&areas) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(panel.title.as_str(), ("sans-serif", 19))
+            .margin(12)
+            .margin_right(24)
+            .x_label_area_size(50)
+            .y_label_area_size(75)
+            .build_cartesian_2d(
+                TickedAxis {
+                    span: x_span.clone(),
+                    ticks: payloads.iter().map(|p| p.log10()).collect(),
+                },
+                TickedAxis {
+                    span: decade_lo..decade_hi,
+                    ticks: y_ticks.clone(),
+                },
+            )
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("payload (log scale)")
+            .y_desc("server CPU µs per request (log scale)")
+            .x_label_formatter(&|x| payload_label(*x))
+            .y_label_formatter(&|y| latency_label(10f64.powf(*y)))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .bold_line_style(BLACK.mix(0.12))
+            .draw()
+            .map_err(draw_error)?;
+        for (server, points) in &panel.lines {
+            let index = servers.iter().position(|s| s == server).unwrap_or(0);
+            let colour = PALETTE[index % PALETTE.len()];
+            let xy: Vec<(f64, f64)> = points
+                .iter()
+                .map(|&(bytes, us)| (bytes.log10(), us.log10()))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(xy.clone(), colour.stroke_width(2)))
+                .map_err(draw_error)?
+                .label(server.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+                });
+            chart
+                .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                .map_err(draw_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.5))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(draw_error)?;
+    }
+    root.present().map_err(draw_error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,10 @@
 //! tested without any server.
 
 pub mod chart;
+pub mod idle;
 pub mod loadgen_report;
 pub mod machine;
+pub mod matrix;
 pub mod runner;
 pub mod servers;
 pub mod settings;

@@ -53,7 +53,15 @@ pub fn bundled_servers() -> Vec<ServerSpec> {
     };
     vec![
         bundled("engine", "engine", engine_args, vec![]),
+        // The engine's own transport limit: its io_uring reactor writing bytes back undecoded.
         bundled("reflect", "engine", reflect_args, vec!["--reflect"]),
+        // The floor: a plain epoll loop writing bytes back undecoded.
+        bundled(
+            "peer-reflect",
+            "peer-reflect",
+            peer_args.clone(),
+            vec!["--reflect"],
+        ),
         bundled("peer-tokio", "peer-tokio", peer_args.clone(), vec![]),
         bundled(
             "peer-tokio-uring",
@@ -207,6 +215,7 @@ mod tests {
             [
                 "engine",
                 "reflect",
+                "peer-reflect",
                 "peer-tokio",
                 "peer-tokio-uring",
                 "grpc-echo"
@@ -237,7 +246,7 @@ mod tests {
         }
         assert!(udp[1].loadgen_args.contains(&"--reflect"));
         assert_eq!(servers_for(CompareTransport::Tcp), bundled_servers());
-        assert_eq!(servers_for(CompareTransport::All).len(), 7);
+        assert_eq!(servers_for(CompareTransport::All).len(), 8);
         assert!(extra_server(Some("udp-reflect".into()), Some("s {port}".into())).is_err());
     }
 
