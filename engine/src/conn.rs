@@ -278,7 +278,12 @@ impl Conn {
         let decoded = match &mut self.framing {
             StreamFraming::Undecided { .. } => Ok(()),
             StreamFraming::Arpc(f) => f
-                .decode(&data, |frame| session.dispatch_next(frame, router, methods))
+                .decode(&data, |frame, owner| {
+                    session.frame_owner = owner.cloned();
+                    let next = session.dispatch_next(frame, router, methods);
+                    session.frame_owner = None;
+                    next
+                })
                 .map_err(ConnError::Arpc),
             StreamFraming::WebSocket(ws) => ws
                 .decode(&data, &mut |event| match event {
@@ -329,6 +334,9 @@ pub(crate) struct Session {
     pub(crate) out: OutQueue,
     /// Open streams.
     pub(crate) streams: StreamTable,
+    /// While a frame completed from pieces is dispatched: the buffer it lies in, so its
+    /// payload is kept or answered without a copy.
+    frame_owner: Option<Bytes>,
     /// This connection's counters.
     pub(crate) stats: ConnStats,
 }
@@ -357,6 +365,7 @@ impl Session {
             max_in_flight: usize::MAX,
             out: OutQueue::default(),
             streams: StreamTable::new(StreamLimits::default()),
+            frame_owner: None,
             stats: ConnStats::default(),
         }
     }
@@ -617,6 +626,7 @@ impl Session {
                 match router.dispatch(
                     frame,
                     metadata.as_ref(),
+                    self.frame_owner.as_ref(),
                     &self.info,
                     &self.mailbox,
                     &self.in_flight,

@@ -15,7 +15,7 @@
 //! buffer owned by this call and dropped once its frame is dispatched. Plain frames pay one
 //! branch on byte 4 for this.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{DecodeError, FrameRef, HEADER_LEN, frame_len, parse_frame_any};
 
 /// A partial-frame buffer that grew past this is released once its frame completes.
@@ -64,12 +64,14 @@ impl ArpcFraming {
         self.gzip_in
     }
 
-    /// Feeds received bytes; calls `on_frame` for every whole frame in order. An error means
-    /// the peer broke the protocol; the connection must be closed.
+    /// Feeds received bytes; calls `on_frame` for every whole frame in order, with the
+    /// buffer it lies in when that buffer is the frame's own (a frame completed from pieces),
+    /// so its payload can be kept or sent without a copy. An error means the peer broke the
+    /// protocol; the connection must be closed.
     pub(crate) fn decode(
         &mut self,
         mut data: &[u8],
-        mut on_frame: impl FnMut(&FrameRef<'_>) -> Next,
+        mut on_frame: impl FnMut(&FrameRef<'_>, Option<&Bytes>) -> Next,
     ) -> Result<(), DecodeError> {
         if !self.partial.is_empty() {
             let (rest, next) = self.complete_partial(data, &mut on_frame)?;
@@ -83,7 +85,7 @@ impl ArpcFraming {
             let Some((frame, len)) = parse_frame_any(data, self.max_body, &mut inflated)? else {
                 break;
             };
-            let next = on_frame(&frame);
+            let next = on_frame(&frame, None);
             self.gzip_in += u64::from(inflated.is_some());
             if next == Next::Stop {
                 return Ok(());
@@ -98,7 +100,7 @@ impl ArpcFraming {
     fn complete_partial<'d>(
         &mut self,
         mut data: &'d [u8],
-        on_frame: &mut impl FnMut(&FrameRef<'_>) -> Next,
+        on_frame: &mut impl FnMut(&FrameRef<'_>, Option<&Bytes>) -> Next,
     ) -> Result<(&'d [u8], Next), DecodeError> {
         if self.partial.len() < HEADER_LEN {
             let take = (HEADER_LEN - self.partial.len()).min(data.len());
@@ -114,15 +116,20 @@ impl ArpcFraming {
         data = &data[take..];
         let mut next = Next::Continue;
         if self.partial.len() == frame_len {
-            let whole = std::mem::take(&mut self.partial);
+            let whole = std::mem::take(&mut self.partial).freeze();
+            // An inflated frame lies in a buffer of its own, not in `whole`.
+            let owner = (!ringrpc_protocol::gzip::is_compressed(&whole)).then_some(&whole);
             let mut inflated = None;
             let (frame, _) =
                 parse_frame_any(&whole, self.max_body, &mut inflated)?.expect("a whole frame");
-            next = on_frame(&frame);
+            next = on_frame(&frame, owner);
             self.gzip_in += u64::from(inflated.is_some());
-            if whole.capacity() <= PARTIAL_KEEP {
-                self.partial = whole;
-                self.partial.clear();
+            // Reused unless a handler kept part of it (a reply sent without copying).
+            if let Ok(mut buf) = whole.try_into_mut() {
+                if buf.capacity() <= PARTIAL_KEEP {
+                    buf.clear();
+                    self.partial = buf;
+                }
             }
         }
         Ok((data, next))
@@ -132,6 +139,42 @@ impl ArpcFraming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame completed from pieces is handed over with the buffer it lies in (so its
+    /// payload can be shared); one decoded straight from the input is not; and a buffer a
+    /// handler kept a slice of is not reused for the next frame.
+    #[test]
+    fn frames_completed_from_pieces_come_with_their_own_buffer() {
+        let wire = Frame::request(1, "/echo", vec![7u8; 100]).to_bytes();
+        let mut framing = ArpcFraming::new(1 << 20);
+        let mut kept = None;
+        framing
+            .decode(&wire[..40], |_, _| panic!("not whole yet"))
+            .unwrap();
+        framing
+            .decode(&wire[40..], |frame, owner| {
+                let owner = owner.expect("assembled from pieces");
+                kept = Some(owner.slice_ref(frame.payload));
+                Next::Continue
+            })
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(&[7u8; 100][..]));
+        let mut owned = None;
+        framing
+            .decode(&wire, |_, owner| {
+                owned = Some(owner.is_some());
+                Next::Continue
+            })
+            .unwrap();
+        assert_eq!(
+            owned,
+            Some(false),
+            "a whole frame in the input has no buffer of its own"
+        );
+        // The kept slice is still intact after more input.
+        framing.decode(&wire[..10], |_, _| Next::Continue).unwrap();
+        assert_eq!(kept.as_deref(), Some(&[7u8; 100][..]));
+    }
     use ringrpc_protocol::Frame;
     use ringrpc_protocol::gzip::compress_frame;
 
@@ -150,7 +193,7 @@ mod tests {
                 let mut seen = Vec::new();
                 for part in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
                     framing
-                        .decode(part, |f| {
+                        .decode(part, |f, _| {
                             seen.push((f.header.seq, f.payload.len()));
                             Next::Continue
                         })
@@ -169,12 +212,12 @@ mod tests {
         let packed = compress_frame(&big, 0, 6).unwrap();
         // Its body fits on the wire but inflates past 1000 bytes.
         let mut framing = ArpcFraming::new(1000);
-        let err = framing.decode(&packed, |_| Next::Continue).unwrap_err();
+        let err = framing.decode(&packed, |_, _| Next::Continue).unwrap_err();
         assert!(matches!(err, DecodeError::Gzip(_)), "{err:?}");
         // A declared length over the limit is refused with only the header in.
         let mut framing = ArpcFraming::new(8);
         let err = framing
-            .decode(&packed[..16], |_| Next::Continue)
+            .decode(&packed[..16], |_, _| Next::Continue)
             .unwrap_err();
         assert!(matches!(err, DecodeError::BodyTooLarge { .. }), "{err:?}");
     }

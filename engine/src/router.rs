@@ -65,6 +65,9 @@ pub struct Context<'a> {
     reply_metadata: Option<Metadata>,
     /// When metrics are on: the clock started at dispatch, handed to a responder.
     timing: Option<Timing>,
+    /// The buffer the frame lies in, when it is the frame's own: `payload_bytes` then
+    /// shares it instead of copying.
+    owner: Option<&'a Bytes>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -104,6 +107,7 @@ impl<'a> Context<'a> {
             metadata,
             reply_metadata: None,
             timing: None,
+            owner: None,
         }
     }
 
@@ -140,10 +144,23 @@ impl<'a> Context<'a> {
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
-    /// The request payload as an owned `Bytes` (one copy), for keeping beyond the handler;
-    /// [`Context::payload`] lends it without copying.
+    /// The request payload as an owned `Bytes`, for keeping beyond the handler or replying
+    /// with [`Context::reply_bytes`]: shared without a copy when the frame has a buffer of
+    /// its own (see [`Context::payload_shared`]), copied otherwise. [`Context::payload`]
+    /// lends it without copying.
     pub fn payload_bytes(&self) -> Bytes {
-        Bytes::copy_from_slice(self.payload)
+        self.payload_shared()
+            .unwrap_or_else(|| Bytes::copy_from_slice(self.payload))
+    }
+    /// The request payload shared without a copy, when the frame arrived in pieces and was
+    /// assembled in a buffer of its own (frames larger than a receive buffer); `None`
+    /// otherwise (the frame lies in a receive buffer that goes back to the kernel).
+    pub fn payload_shared(&self) -> Option<Bytes> {
+        let owner = self.owner?;
+        let within = owner.as_ptr_range();
+        let payload = self.payload.as_ptr_range();
+        (!self.payload.is_empty() && within.start <= payload.start && payload.end <= within.end)
+            .then(|| owner.slice_ref(self.payload))
     }
     /// The caller's sequence number.
     pub fn seq(&self) -> u64 {
@@ -482,10 +499,18 @@ impl fmt::Debug for Router {
     }
 }
 
-/// The built-in `/echo`: answers with the payload unchanged.
+/// The built-in `/echo`: answers with the payload unchanged (a large payload is sent from
+/// the buffer it arrived in, without a copy).
 pub fn echo(ctx: &mut Context<'_>) {
-    let payload = ctx.payload();
-    ctx.reply(payload);
+    match ctx.payload_shared() {
+        Some(payload) => {
+            ctx.reply_bytes(payload);
+        }
+        None => {
+            let payload = ctx.payload();
+            ctx.reply(payload);
+        }
+    }
 }
 
 fn check_method(method: &str) -> Result<(), RouteError> {
@@ -680,6 +705,7 @@ impl Router {
         &self,
         frame: &FrameRef<'_>,
         metadata: Option<&Metadata>,
+        owner: Option<&Bytes>,
         conn: &ConnInfo,
         mailbox: &Arc<Mailbox>,
         in_flight: &Arc<AtomicUsize>,
@@ -688,7 +714,9 @@ impl Router {
     ) -> Dispatched {
         let found = self.routes.get(frame.method);
         if !methods.is_on() {
-            return self.dispatch_to(found, frame, metadata, conn, mailbox, in_flight, out, None);
+            return self.dispatch_to(
+                found, frame, metadata, owner, conn, mailbox, in_flight, out, None,
+            );
         }
         let timing = methods.start(found.map(|r| r.index));
         let mut deferred = false;
@@ -696,6 +724,7 @@ impl Router {
             found,
             frame,
             metadata,
+            owner,
             conn,
             mailbox,
             in_flight,
@@ -717,6 +746,7 @@ impl Router {
         found: Option<&Route>,
         frame: &FrameRef<'_>,
         metadata: Option<&Metadata>,
+        owner: Option<&Bytes>,
         conn: &ConnInfo,
         mailbox: &Arc<Mailbox>,
         in_flight: &Arc<AtomicUsize>,
@@ -739,6 +769,7 @@ impl Router {
             return Dispatched::NotFound;
         }
         let mut ctx = Context::new(frame, metadata, conn, mailbox, in_flight, out);
+        ctx.owner = owner;
         match metered {
             None => self.run(route, &mut ctx),
             Some((timing, deferred)) => {

@@ -385,6 +385,7 @@ impl UdpCore {
         router.dispatch(
             frame,
             None,
+            None,
             &info,
             mailbox,
             &in_flight,

@@ -127,7 +127,7 @@ impl WsFraming {
             let end = match event {
                 WsEvent::Message { data, .. } => {
                     let mut stopped = false;
-                    let decoded = self.inner.decode(&data, |frame| {
+                    let decoded = self.inner.decode(&data, |frame, _| {
                         let next = on_event(Event::Frame(frame));
                         stopped |= next == Next::Stop;
                         next
