@@ -59,9 +59,43 @@ pub(crate) fn encode_with_metadata(
     payload: &[u8],
     metadata: &Metadata,
 ) -> Result<Bytes, MetadataError> {
+    encode(cmd, 0, flags, seq, method, payload, metadata)
+}
+
+/// As [`encode_with_metadata`] for a Stream frame, with its `stream_bits` (local, EOF) in
+/// the cmd byte.
+pub(crate) fn encode_stream_with_metadata(
+    stream_bits: u8,
+    flags: Flags,
+    id: u64,
+    method: &[u8],
+    payload: &[u8],
+    metadata: &Metadata,
+) -> Result<Bytes, MetadataError> {
+    encode(
+        Command::Stream,
+        stream_bits,
+        flags,
+        id,
+        method,
+        payload,
+        metadata,
+    )
+}
+
+fn encode(
+    cmd: Command,
+    stream_bits: u8,
+    flags: Flags,
+    seq: u64,
+    method: &[u8],
+    payload: &[u8],
+    metadata: &Metadata,
+) -> Result<Bytes, MetadataError> {
     let mut buf =
         BytesMut::with_capacity(16 + method.len() + payload.len() + metadata.encoded_len());
     write_frame(&mut buf, cmd, flags, 0, seq, method, payload);
+    buf[5] |= stream_bits;
     append_metadata(&mut buf, metadata)?;
     Ok(buf.freeze())
 }

@@ -146,15 +146,10 @@ impl<'a> StreamContext<'a> {
         if self.shared.is_send_closed() {
             return Err(StreamError::SendClosed);
         }
-        let bits = if self.shared.opened_here() {
-            ringrpc_protocol::CMD_STREAM_LOCAL
-        } else {
-            0
-        };
         table::push_with_metadata(
             self.out,
-            bits,
-            ringrpc_protocol::Flags::default(),
+            table::bits(self.shared.opened_here(), false),
+            table::flags(false),
             self.shared.id(),
             self.shared.method(),
             data,
@@ -183,23 +178,10 @@ impl<'a> StreamContext<'a> {
         if self.shared.is_send_closed() || (eof && !self.shared.close_send()) {
             return Err(StreamError::SendClosed);
         }
-        let opened_here = self.shared.opened_here();
-        let bits = (if opened_here {
-            ringrpc_protocol::CMD_STREAM_LOCAL
-        } else {
-            0
-        }) | (if eof {
-            ringrpc_protocol::CMD_STREAM_EOF
-        } else {
-            0
-        });
-        let flags = if error {
-            ringrpc_protocol::Flags(ringrpc_protocol::Flags::ERROR)
-        } else {
-            ringrpc_protocol::Flags::default()
-        };
+        let bits = table::bits(self.shared.opened_here(), eof);
+        let (id, method) = (self.shared.id(), self.shared.method());
         self.out
-            .push_stream_frame(bits, flags, self.shared.id(), self.shared.method(), payload);
+            .push_stream_frame(bits, table::flags(error), id, method, payload);
         self.frames_out += 1;
         if eof {
             self.closed_send = true;

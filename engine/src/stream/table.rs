@@ -91,8 +91,18 @@ impl std::fmt::Debug for StreamTable {
     }
 }
 
-fn bits(opened_here: bool, eof: bool) -> u8 {
+/// The stream bits of the cmd byte for a frame of a stream opened here or by the peer.
+pub(super) fn bits(opened_here: bool, eof: bool) -> u8 {
     (if opened_here { CMD_STREAM_LOCAL } else { 0 }) | (if eof { CMD_STREAM_EOF } else { 0 })
+}
+
+/// The flag byte of a stream frame: the error bit on an error end.
+pub(super) fn flags(error: bool) -> Flags {
+    if error {
+        Flags(Flags::ERROR)
+    } else {
+        Flags::default()
+    }
 }
 
 /// Queues one Stream frame with `metadata` appended (arpc's `md` block); a block that
@@ -106,13 +116,15 @@ pub(crate) fn push_with_metadata(
     payload: &[u8],
     metadata: &ringrpc_protocol::metadata::Metadata,
 ) {
-    let cmd = ringrpc_protocol::Command::Stream;
-    match crate::coder::encode_with_metadata(cmd, flags, id, method, payload, metadata) {
-        Ok(frame) => {
-            let mut frame = bytes::BytesMut::from(&frame[..]);
-            frame[5] |= stream_bits;
-            out.push_encoded(frame.freeze());
-        }
+    match crate::coder::encode_stream_with_metadata(
+        stream_bits,
+        flags,
+        id,
+        method,
+        payload,
+        metadata,
+    ) {
+        Ok(frame) => out.push_encoded(frame),
         Err(e) => {
             tracing::warn!(id, "stream frame metadata dropped: {e}");
             out.push_stream_frame(
@@ -130,7 +142,7 @@ pub(crate) fn push_with_metadata(
 fn push_error_end(out: &mut OutQueue, opened_here: bool, id: u64, method: &[u8], text: &str) {
     out.push_stream_frame(
         bits(opened_here, true),
-        Flags(Flags::ERROR),
+        flags(true),
         id,
         method,
         Bytes::copy_from_slice(text.as_bytes()),
@@ -380,11 +392,7 @@ impl StreamTable {
         let window = send.window;
         match self.entries.get_mut(&key) {
             Some(entry) if !entry.send_closed => {
-                let flags = if send.error {
-                    Flags(Flags::ERROR)
-                } else {
-                    Flags::default()
-                };
+                let flags = flags(send.error);
                 let bits = bits(key.0, send.eof || send.error);
                 match &send.metadata {
                     None => {
