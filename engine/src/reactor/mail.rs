@@ -246,16 +246,11 @@ impl Reactor {
         deadline: Instant,
         done: crate::mailbox::CallDoneMd,
     ) {
-        let slot = &mut self.conns[idx];
-        let seq = slot.conn.session.start_encoded_call(frame, deadline, done);
-        let timer = TimerId::Call {
-            slot: idx as u32,
-            serial: slot.serial,
-            seq,
-        };
-        self.deadlines.schedule(deadline, timer);
-        self.stats.calls += 1;
-        self.mark_dirty(idx);
+        let seq = self.conns[idx]
+            .conn
+            .session
+            .start_encoded_call(frame, deadline, done);
+        self.call_queued(idx, seq, deadline);
     }
 
     /// Queues a call on connection `idx` and schedules its timeout.
@@ -267,14 +262,18 @@ impl Reactor {
         deadline: Instant,
         done: crate::mailbox::CallDone,
     ) {
-        let slot = &mut self.conns[idx];
-        let seq = slot
+        let seq = self.conns[idx]
             .conn
             .session
             .start_call(method, payload, deadline, done);
+        self.call_queued(idx, seq, deadline);
+    }
+
+    /// Call `seq` was queued on connection `idx`: schedules its timeout and sends it.
+    fn call_queued(&mut self, idx: usize, seq: u64, deadline: Instant) {
         let timer = TimerId::Call {
             slot: idx as u32,
-            serial: slot.serial,
+            serial: self.conns[idx].serial,
             seq,
         };
         self.deadlines.schedule(deadline, timer);
