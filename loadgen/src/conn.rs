@@ -340,11 +340,18 @@ impl Connection {
         state: &mut WorkerState,
     ) -> Result<(), String> {
         if let Some(ws) = self.ws.as_mut() {
-            // Unwrap the messages, then decode their bytes as if read from a raw socket.
-            let mut arpc = BytesMut::new();
+            // Unwrap the messages, then decode their bytes as if read from a raw socket; the
+            // buffer they are unwrapped into is reused from one read to the next.
+            let mut arpc = std::mem::take(&mut ws.unwrapped);
             let max = state.decoder.max_body() as usize + ringrpc_protocol::HEADER_LEN;
-            ws.feed(data, &mut arpc, &mut self.tx, max)?;
-            return self.on_received_arpc(&arpc, received_at, plan, state);
+            let result = ws
+                .feed(data, &mut arpc, &mut self.tx, max)
+                .and_then(|()| self.on_received_arpc(&arpc, received_at, plan, state));
+            arpc.clear();
+            if let Some(ws) = self.ws.as_mut() {
+                ws.unwrapped = arpc;
+            }
+            return result;
         }
         self.on_received_arpc(data, received_at, plan, state)
     }

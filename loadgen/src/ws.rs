@@ -92,6 +92,8 @@ pub(crate) fn wrap_tail(tx: &mut BytesMut, from: usize) {
 #[derive(Debug, Default)]
 pub(crate) struct Unwrapper {
     buf: BytesMut,
+    /// Where a connection unwraps each read's messages (kept to reuse its capacity).
+    pub(crate) unwrapped: BytesMut,
 }
 
 impl Unwrapper {
