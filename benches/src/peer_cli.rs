@@ -35,8 +35,6 @@ fn parse_threads(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Prints `<name> listening on <addr>` and flushes it: tests and the comparison tool wait
-/// for this line and read the bound port from it.
 /// Binds one socket per thread on `listen`'s port with `bind` (which sets `SO_REUSEPORT`):
 /// the first picks the port (0 = any) and the rest join it, all before the peer announces
 /// the address. Returns the sockets and the bound address.
@@ -55,6 +53,32 @@ pub fn bind_per_thread<S>(
     Ok((sockets, addr))
 }
 
+/// Serves each socket on a thread of its own (`<name>-<i>`) with `serve`, and waits for
+/// them all; the first failure (or panic) is the result.
+pub fn serve_per_thread<S: Send + 'static>(
+    sockets: Vec<S>,
+    name: &str,
+    serve: impl Fn(S) -> io::Result<()> + Send + Copy + 'static,
+) -> io::Result<()> {
+    let threads: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || serve(socket))
+        })
+        .collect::<io::Result<_>>()?;
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| io::Error::other(format!("a {name} thread panicked")))??;
+    }
+    Ok(())
+}
+
+/// Prints `<name> listening on <addr>` and flushes it: tests and the comparison tool wait
+/// for this line and read the bound port from it.
 pub fn announce(name: &str, addr: SocketAddr) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{name} listening on {addr}")?;

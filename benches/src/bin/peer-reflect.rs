@@ -12,12 +12,11 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::thread;
 
 use clap::Parser;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use ringrpc_benches::peer_cli::{PeerArgs, announce, bind_per_thread};
+use ringrpc_benches::peer_cli::{PeerArgs, announce, bind_per_thread, serve_per_thread};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -48,21 +47,7 @@ fn main() -> io::Result<()> {
             s.local_addr()
         })?;
     announce("peer-reflect", addr)?;
-    let threads: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, listener)| {
-            thread::Builder::new()
-                .name(format!("reflect-{i}"))
-                .spawn(move || serve(listener))
-        })
-        .collect::<io::Result<_>>()?;
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| io::Error::other("a reflector thread panicked"))??;
-    }
-    Ok(())
+    serve_per_thread(listeners, "reflect", serve)
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

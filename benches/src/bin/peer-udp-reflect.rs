@@ -7,10 +7,9 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::thread;
 
 use clap::Parser;
-use ringrpc_benches::peer_cli::{PeerArgs, announce, bind_per_thread};
+use ringrpc_benches::peer_cli::{PeerArgs, announce, bind_per_thread, serve_per_thread};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[global_allocator]
@@ -36,21 +35,7 @@ fn main() -> io::Result<()> {
             s.local_addr()
         })?;
     announce("peer-udp-reflect", addr)?;
-    let threads: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, socket)| {
-            thread::Builder::new()
-                .name(format!("reflect-{i}"))
-                .spawn(move || reflect(&socket))
-        })
-        .collect::<io::Result<_>>()?;
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| io::Error::other("a reflector thread panicked"))??;
-    }
-    Ok(())
+    serve_per_thread(sockets, "reflect", |socket| reflect(&socket))
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
