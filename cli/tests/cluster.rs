@@ -9,12 +9,16 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ringrpc::{Client, Reconnect};
+
+#[path = "../../engine/tests/common/mod.rs"]
+mod common;
+use common::{Proc, free_port, have_tool, start_nats};
 
 /// One cluster at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -23,44 +27,8 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether `tool` is on PATH; without it the test is skipped, or fails in CI.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("RINGRPC_REQUIRE_CLUSTER_TOOLS").as_deref() == Ok("1") {
-            panic!(
-                "{tool} is not installed and RINGRPC_REQUIRE_CLUSTER_TOOLS=1: apt-get install -y {tool}"
-            );
-        }
-        eprintln!("skipped: {tool} is not installed (apt-get install -y {tool})");
-    }
-    found
-}
-
 fn tools() -> bool {
-    have("nats-server") & have("haproxy")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    have_tool("nats-server") & have_tool("haproxy")
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -82,24 +50,6 @@ struct Cluster {
     front: SocketAddr,
     _haproxy: Proc,
     dir: std::path::PathBuf,
-}
-
-fn start_nats(port: u16) -> Proc {
-    let mut child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("nats-server exited: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(child)
 }
 
 fn start_node(nats_port: u16) -> Node {

@@ -4,59 +4,13 @@
 //! The cross-node test needs `nats-server` on PATH; without it it prints a note and passes,
 //! unless `RINGRPC_REQUIRE_CLUSTER_TOOLS=1` is set (CI), where it fails.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringrpc::{Client, Config, PubSub, RunningServer, Server};
 
-fn have_nats() -> bool {
-    let found = Command::new("sh")
-        .args(["-c", "command -v nats-server"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("RINGRPC_REQUIRE_CLUSTER_TOOLS").as_deref() == Ok("1") {
-            panic!("nats-server is not installed and RINGRPC_REQUIRE_CLUSTER_TOOLS=1");
-        }
-        eprintln!("skipped: nats-server is not installed (apt-get install -y nats-server)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Nats(Child);
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats(port: u16) -> Nats {
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Nats(child)
-}
+mod common;
+use common::{free_port, have_tool, start_nats};
 
 fn node(nats_url: &str) -> (RunningServer, PubSub) {
     let config = Config::builder()
@@ -101,11 +55,11 @@ fn wait_connected(server: &RunningServer) {
 
 #[test]
 fn broadcast_reaches_every_node_once_and_never_echoes() {
-    if !have_nats() {
+    if !have_tool("nats-server") {
         return;
     }
     let port = free_port();
-    let _nats = nats(port);
+    let _nats = start_nats(port);
     let url = format!("nats://127.0.0.1:{port}");
     let (a, _) = node(&url);
     let (b, _) = node(&url);

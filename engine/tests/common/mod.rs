@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use ringrpc::{Config, RunningServer, Server};
@@ -110,4 +112,61 @@ impl Client {
             other => panic!("expected the server to close the connection, got {other:?}"),
         }
     }
+}
+
+/// Whether `tool` is on PATH. Without it a test that needs it is skipped with a note, or
+/// fails where `RINGRPC_REQUIRE_CLUSTER_TOOLS=1` (CI, which installs it).
+pub fn have_tool(tool: &str) -> bool {
+    let found = Process::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("RINGRPC_REQUIRE_CLUSTER_TOOLS").as_deref() == Ok("1") {
+            panic!(
+                "{tool} is not installed and RINGRPC_REQUIRE_CLUSTER_TOOLS=1: apt-get install -y {tool}"
+            );
+        }
+        eprintln!("skipped: {tool} is not installed (apt-get install -y {tool})");
+    }
+    found
+}
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process, killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A nats-server on 127.0.0.1:`port`, once it accepts connections.
+pub fn start_nats(port: u16) -> Proc {
+    let mut child = Process::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("nats-server exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Proc(child)
 }
