@@ -313,6 +313,30 @@ impl Conn {
     pub(crate) fn partial_len(&self) -> usize {
         self.framing.buffered()
     }
+
+    /// The rest of a raw arpc connection's partial frame is large enough to receive straight
+    /// into its own buffer.
+    pub(crate) fn direct_wanted(&self) -> bool {
+        matches!(&self.framing, StreamFraming::Arpc(f) if f.direct_remaining().is_some())
+    }
+
+    /// Lends the partial frame's buffer to a direct receive: the buffer, with room reserved,
+    /// and how many bytes to receive into it. `None` unless [`Conn::direct_wanted`].
+    pub(crate) fn take_for_direct(&mut self) -> Option<(BytesMut, usize)> {
+        match &mut self.framing {
+            StreamFraming::Arpc(f) => f.take_for_direct(),
+            _ => None,
+        }
+    }
+
+    /// Takes back the buffer a direct receive filled, `received` bytes longer; decode it
+    /// with [`Conn::handle_recv_metered`] and no new bytes.
+    pub(crate) fn end_direct(&mut self, buf: BytesMut, received: usize) {
+        if let StreamFraming::Arpc(f) = &mut self.framing {
+            f.end_direct(buf);
+            self.session.stats.bytes_in += received as u64;
+        }
+    }
 }
 
 /// One connection's protocol state above the framing.

@@ -20,6 +20,14 @@ use ringrpc_protocol::{DecodeError, FrameRef, HEADER_LEN, frame_len, parse_frame
 
 /// A partial-frame buffer that grew past this is released once its frame completes.
 const PARTIAL_KEEP: usize = 64 * 1024;
+/// A partial frame with at least this much still to come is received straight into its own
+/// buffer ([`ArpcFraming::take_for_direct`]) instead of through the shared receive buffers.
+pub(crate) const DIRECT_MIN: usize = 16 * 1024;
+/// A partial frame up to this long has its whole length reserved as soon as its header is
+/// in, so its pieces land without the buffer growing (and copying) under them; a longer one
+/// reserves this much, then doubles. So a peer that declares a large frame and stops costs at
+/// most this much memory it did not send.
+pub(crate) const DIRECT_RESERVE: usize = 1024 * 1024;
 
 /// Whether the consumer of frames wants more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +56,32 @@ impl ArpcFraming {
     /// The held partial frame (for checks in fuzzing and tests).
     pub(crate) fn partial(&self) -> &BytesMut {
         &self.partial
+    }
+
+    /// How much of the partial frame is still to come, when it is at least [`DIRECT_MIN`].
+    pub(crate) fn direct_remaining(&self) -> Option<usize> {
+        let head = self.partial.first_chunk::<HEADER_LEN>()?;
+        let frame_len = frame_len(head, self.max_body).ok()?;
+        let remaining = frame_len - self.partial.len();
+        (remaining >= DIRECT_MIN).then_some(remaining)
+    }
+
+    /// Lends the partial frame's buffer, with room reserved, to a direct receive of up to
+    /// the returned number of bytes (never past the frame's end); `None` when
+    /// [`ArpcFraming::direct_remaining`] is. Give it back with [`ArpcFraming::end_direct`]
+    /// before decoding anything else.
+    pub(crate) fn take_for_direct(&mut self) -> Option<(BytesMut, usize)> {
+        let remaining = self.direct_remaining()?;
+        let held = self.partial.len();
+        self.reserve_frame(held + remaining);
+        let want = remaining.min(self.partial.capacity() - held);
+        Some((std::mem::take(&mut self.partial), want))
+    }
+
+    /// Takes back the buffer a direct receive filled (it holds the partial frame, longer).
+    pub(crate) fn end_direct(&mut self, buf: BytesMut) {
+        debug_assert!(self.partial.is_empty(), "nothing decoded during a direct receive");
+        self.partial = buf;
     }
 
     /// Accepts bodies up to `max_body` bytes.
@@ -92,8 +126,20 @@ impl ArpcFraming {
             }
             data = &data[len..];
         }
+        if let Some(head) = data.first_chunk::<HEADER_LEN>() {
+            // Checked by the parse above.
+            self.reserve_frame(frame_len(head, self.max_body)?);
+        }
         self.partial.extend_from_slice(data);
         Ok(())
+    }
+
+    /// Reserves room for the partial frame of `frame_len` bytes once, so its pieces are
+    /// never moved by growth: the whole frame up to [`DIRECT_RESERVE`], past it that much or
+    /// twice what is held (growth doubles from there).
+    fn reserve_frame(&mut self, frame_len: usize) {
+        let target = frame_len.min(DIRECT_RESERVE.max(2 * self.partial.len()));
+        self.partial.reserve(target.saturating_sub(self.partial.len()));
     }
 
     /// Feeds `data` into the pending partial frame; returns what is left after it.
@@ -111,6 +157,7 @@ impl ArpcFraming {
             return Ok((data, Next::Continue));
         };
         let frame_len = frame_len(head, self.max_body)?;
+        self.reserve_frame(frame_len);
         let take = (frame_len - self.partial.len()).min(data.len());
         self.partial.extend_from_slice(&data[..take]);
         data = &data[take..];
@@ -143,6 +190,52 @@ mod tests {
     /// A frame completed from pieces is handed over with the buffer it lies in (so its
     /// payload can be shared); one decoded straight from the input is not; and a buffer a
     /// handler kept a slice of is not reused for the next frame.
+    /// A large frame's rest is received into the partial buffer lent out (as the kernel
+    /// would, within the room reserved: no growth), then decodes with its own buffer.
+    #[test]
+    fn a_direct_receive_completes_a_large_frame_in_its_reserved_buffer() {
+        let wire = Frame::request(3, "/echo", vec![9u8; 200_000]).to_bytes();
+        let mut framing = ArpcFraming::new(1 << 20);
+        framing.decode(&wire[..4096], |_, _| panic!("not whole")).unwrap();
+        assert_eq!(framing.direct_remaining(), Some(wire.len() - 4096));
+        let (mut buf, want) = framing.take_for_direct().unwrap();
+        assert_eq!(want, wire.len() - 4096);
+        assert!(buf.capacity() >= wire.len(), "the whole frame reserved up front");
+        let capacity = buf.capacity();
+        buf.extend_from_slice(&wire[4096..]);
+        assert_eq!(buf.capacity(), capacity, "filled in place");
+        framing.end_direct(buf);
+        let mut got = None;
+        framing
+            .decode(&[], |frame, owner| {
+                assert!(owner.is_some());
+                got = Some((frame.header.seq, frame.payload.len()));
+                Next::Continue
+            })
+            .unwrap();
+        assert_eq!(got, Some((3, 200_000)));
+        assert_eq!(framing.buffered(), 0);
+        assert_eq!(framing.direct_remaining(), None);
+    }
+
+    /// Small rests stay on the shared buffers; a declared frame over `DIRECT_RESERVE` reserves
+    /// no more than that before its bytes come (a peer that stops costs at most that).
+    #[test]
+    fn direct_receives_are_for_large_rests_and_reserve_a_bounded_amount() {
+        let small = Frame::request(1, "/echo", vec![1u8; DIRECT_MIN]).to_bytes();
+        let mut framing = ArpcFraming::new(64 << 20);
+        framing.decode(&small[..100], |_, _| panic!()).unwrap();
+        assert_eq!(framing.direct_remaining(), None, "{} to go", small.len() - 100);
+        let mut framing = ArpcFraming::new(64 << 20);
+        let big = Frame::request(2, "/echo", Vec::new()).to_bytes();
+        let mut head = big[..HEADER_LEN].to_vec();
+        head[..4].copy_from_slice(&(60u32 << 20).to_le_bytes());
+        framing.decode(&head, |_, _| panic!()).unwrap();
+        assert!(framing.partial().capacity() <= DIRECT_RESERVE + 64);
+        let (buf, want) = framing.take_for_direct().unwrap();
+        assert!(want <= DIRECT_RESERVE && buf.capacity() <= DIRECT_RESERVE + 64);
+    }
+
     #[test]
     fn frames_completed_from_pieces_come_with_their_own_buffer() {
         let wire = Frame::request(1, "/echo", vec![7u8; 100]).to_bytes();

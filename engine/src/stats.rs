@@ -42,6 +42,8 @@ pub struct CoreStats {
     pub socket_errors: u64,
     /// Times the receive buffers ran out (recv re-armed).
     pub recv_buffers_exhausted: u64,
+    /// Large frames whose rest was received straight into their own buffer.
+    pub direct_recvs: u64,
     /// Accept failures (descriptor or memory exhaustion).
     pub accept_errors: u64,
     /// Broadcast frames queued on connections.
@@ -94,6 +96,7 @@ impl CoreStats {
             protocol_errors,
             socket_errors,
             recv_buffers_exhausted,
+            direct_recvs,
             accept_errors,
             broadcasts,
             calls,
@@ -124,6 +127,7 @@ impl CoreStats {
         self.protocol_errors += protocol_errors;
         self.socket_errors += socket_errors;
         self.recv_buffers_exhausted += recv_buffers_exhausted;
+        self.direct_recvs += direct_recvs;
         self.accept_errors += accept_errors;
         self.broadcasts += broadcasts;
         self.calls += calls;

@@ -348,3 +348,30 @@ fn large_frames_are_echoed_intact_one_after_another() {
     }
     server.shutdown().unwrap();
 }
+
+/// A large frame arriving slowly has its rest received straight into its own buffer; small
+/// frames written right behind it (same write) are still read, in order, afterwards.
+#[test]
+fn a_slow_large_frame_is_received_directly_and_the_frames_behind_it_follow() {
+    let server = start(1);
+    let mut c = Client::connect(server.local_addr());
+    for round in 0..3u64 {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i as u64 + round) as u8).collect();
+        let wire = Frame::request(100 + round, "/echo", big.clone()).to_bytes();
+        // The header and a little, a pause (so the rest is not already in), then the rest
+        // with two small requests behind it in one write.
+        c.send_raw(&wire[..5000]);
+        thread::sleep(std::time::Duration::from_millis(30));
+        let mut rest = wire[5000..].to_vec();
+        rest.extend_from_slice(&Frame::request(200 + round, "/echo", b"one".to_vec()).to_bytes());
+        rest.extend_from_slice(&Frame::request(300 + round, "/echo", b"two".to_vec()).to_bytes());
+        c.send_raw(&rest);
+        let f = c.recv();
+        assert_eq!(f.header.seq, 100 + round);
+        assert!(f.payload == big, "round {round}: echo differs");
+        assert_eq!(&c.recv().payload[..], b"one");
+        assert_eq!(&c.recv().payload[..], b"two");
+    }
+    let report = server.shutdown().unwrap();
+    assert!(report.total().direct_recvs >= 3, "{:?}", report.total());
+}

@@ -506,3 +506,35 @@ fn graceful_shutdown_under_load_answers_everything_received_before_the_signal() 
     );
     assert_eq!(report.total().closed, report.total().accepted);
 }
+
+/// A peer that declares a large frame, sends part of it and stops is closed by the read
+/// timeout while its rest is being received directly (the recv is cancelled and waited for).
+#[test]
+fn a_large_frame_abandoned_mid_way_is_closed_by_the_read_timeout() {
+    let (reasons_tx, reasons) = unbounded();
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .read_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .on_disconnect(move |_, reason| {
+            let _ = reasons_tx.send(matches!(reason, DisconnectReason::ReadTimeout));
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mut stalled = Client::connect(server.local_addr());
+    let wire = Frame::request(1, "/echo", vec![3u8; 2 << 20]).to_bytes();
+    stalled.sock.write_all(&wire[..100_000]).unwrap();
+    assert!(
+        reasons.recv_timeout(LONG).unwrap(),
+        "closed for the read timeout"
+    );
+    stalled.expect_closed();
+    let report = still_serves_and_releases_everything(server);
+    assert!(report.total().direct_recvs >= 1, "{:?}", report.total());
+}

@@ -11,6 +11,10 @@
 //!   recycle one twice. (`mem::forget` of a `RecvBuf` loses that buffer for good; never unsound.)
 //! - The entries and the buffers are raw allocations, never behind a `&`/`&mut` to the whole
 //!   area, so the kernel writing one buffer does not alias a Rust reference to another.
+//! - Buffers `0..published` have been handed to the kernel; the rest were never touched (so
+//!   they cost address space, not memory) until [`BufRing::grow`] publishes them. Starting
+//!   small keeps the buffers that cycle few and warm in the cache: the kernel takes them in
+//!   ring order, so every published buffer is reused before any is reused twice.
 //! - The memory is freed when the last `Rc<BufRing>` goes: the [`Ring`](crate::Ring) holds one
 //!   (and leaks it if the kernel may still write) and every `RecvBuf` holds one.
 
@@ -25,6 +29,8 @@ use io_uring::types::BufRingEntry;
 
 /// Page alignment the kernel requires for the ring entries.
 const RING_ALIGN: usize = 4096;
+/// Buffers published at first; [`BufRing::grow`] doubles that each time recvs run out.
+pub(crate) const INITIAL_PUBLISHED: u16 = 64;
 
 /// A ring of `count` receive buffers of `size` bytes each.
 pub(crate) struct BufRing {
@@ -35,6 +41,8 @@ pub(crate) struct BufRing {
     buf_size: usize,
     mask: u16,
     tail: Cell<u16>,
+    /// Buffers handed to the kernel so far (`bid < published`).
+    published: Cell<u16>,
     bgid: u16,
 }
 
@@ -43,14 +51,15 @@ impl fmt::Debug for BufRing {
         f.debug_struct("BufRing")
             .field("count", &self.count())
             .field("buf_size", &self.buf_size)
+            .field("published", &self.published.get())
             .field("bgid", &self.bgid)
             .finish()
     }
 }
 
 impl BufRing {
-    /// Allocates the entries and buffers and publishes every buffer to the kernel-visible
-    /// ring. Registration with io_uring is the caller's next step (see `Ring::new`).
+    /// Allocates the entries and buffers and publishes the first [`INITIAL_PUBLISHED`] (or
+    /// all, if fewer) to the kernel-visible ring. Registration with io_uring is the caller's next step (see `Ring::new`).
     /// `count` must be a power of two ≥ 1 and `buf_size` in `1..=u32::MAX` (checked by the caller).
     pub(crate) fn new(count: u16, buf_size: usize, bgid: u16) -> BufRing {
         debug_assert!(count.is_power_of_two() && buf_size > 0);
@@ -79,13 +88,28 @@ impl BufRing {
             buf_size,
             mask: count - 1,
             tail: Cell::new(0),
+            published: Cell::new(0),
             bgid,
         };
-        for bid in 0..count {
-            ring.push(bid);
-        }
-        ring.publish();
+        ring.publish_up_to(count.min(INITIAL_PUBLISHED));
         ring
+    }
+
+    /// Publishes twice as many buffers as so far (up to all); returns whether any were added.
+    /// Called when a recv ran out of buffers, so the next one finds more.
+    pub(crate) fn grow(&self) -> bool {
+        let now = self.published.get();
+        let target = now.saturating_mul(2).min(self.count());
+        self.publish_up_to(target);
+        target > now
+    }
+
+    fn publish_up_to(&self, target: u16) {
+        for bid in self.published.get()..target {
+            self.push(bid);
+        }
+        self.published.set(self.published.get().max(target));
+        self.publish();
     }
 
     /// Address of the entries array, for registration.

@@ -59,7 +59,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
@@ -119,6 +119,8 @@ pub enum OpKind {
     Recv,
     /// [`Ring::recvmsg_multi`].
     RecvMsg,
+    /// [`Ring::recv_into`].
+    RecvInto,
     /// [`Ring::send`], [`Ring::send_to`] and [`Ring::send_to_segmented`]: each one `sendmsg`,
     /// whose completion hands the batch back the same way.
     Send,
@@ -134,7 +136,10 @@ pub struct RingConfig {
     /// Submission queue entries (the completion queue gets 4× as many). More ops than this
     /// may be in flight; a full queue is submitted to make room.
     pub entries: u32,
-    /// Receive buffers shared by every multishot recv: a power of two, at most 32768.
+    /// Receive buffers shared by every multishot recv: a power of two, at most 32768. The
+    /// first 64 are handed to the kernel at once; each time a recv runs out (`-ENOBUFS`) the
+    /// ring hands over as many again, up to all of them. Buffers never handed over cost
+    /// address space only, and few buffers in rotation stay warm in the CPU cache.
     pub recv_buffers: u16,
     /// Size of each receive buffer in bytes (≥ 1); one recv completion carries at most this.
     pub recv_buffer_size: usize,
@@ -205,6 +210,14 @@ enum OpMem {
         /// it for multishot, but plain `recvmsg` writes a header back, so assume nothing.
         msg: KernelCell<libc::msghdr>,
     },
+    RecvInto {
+        /// The kernel writes into its spare capacity, `len()..len() + want`; nothing reads or
+        /// borrows that region until the final completion hands the buffer back.
+        buf: BytesMut,
+        /// `buf`'s spare capacity, taken through `&mut` when the op was pushed.
+        target: *mut u8,
+        want: u32,
+    },
     Send {
         batch: Vec<Bytes>,
         // Never read by us: kept so the kernel's pointers stay valid until the completion.
@@ -228,6 +241,7 @@ impl OpMem {
             OpMem::Accept => OpKind::Accept,
             OpMem::Recv => OpKind::Recv,
             OpMem::RecvMsg { .. } => OpKind::RecvMsg,
+            OpMem::RecvInto { .. } => OpKind::RecvInto,
             OpMem::Send { .. } => OpKind::Send,
             OpMem::Wake { .. } => OpKind::Wake,
             OpMem::Timeout { .. } => OpKind::Timeout,
@@ -262,6 +276,7 @@ enum Payload {
     Recv(RecvBuf),
     Datagram(Datagram),
     Sent(Vec<Bytes>),
+    Filled(BytesMut),
 }
 
 /// One finished (or, for multishot ops, progressed) op.
@@ -345,6 +360,14 @@ impl Completion {
     pub fn take_datagram(&mut self) -> Option<Datagram> {
         self.take_payload(|p| match p {
             Payload::Datagram(x) => Ok(x),
+            other => Err(other),
+        })
+    }
+    /// A [`Ring::recv_into`]'s own buffer, its length grown by the bytes received (the
+    /// result, when positive; unchanged on error or EOF).
+    pub fn take_filled(&mut self) -> Option<BytesMut> {
+        self.take_payload(|p| match p {
+            Payload::Filled(buf) => Ok(buf),
             other => Err(other),
         })
     }
@@ -462,7 +485,9 @@ impl Ring {
 
     /// Arms multishot recv on `socket` into the receive buffers (kernel ≥ 6.0): one completion
     /// per received chunk, with a [`RecvBuf`]. A final completion with `-ENOBUFS` means every
-    /// buffer was held by the caller; drop some and arm again. `0` means end of stream.
+    /// buffer handed to the kernel was in use; the ring hands over more if it has any
+    /// ([`RingConfig::recv_buffers`]): drop what you hold and arm again. `0` means end of
+    /// stream.
     pub fn recv_multi(&mut self, socket: &SharedFd, tag: u64) -> io::Result<OpId> {
         self.start(tag, Some(socket), OpMem::Recv)
             .map_err(|(e, _)| e)
@@ -492,6 +517,41 @@ impl Ring {
         let msg = KernelCell::new(msg);
         self.start(tag, Some(socket), OpMem::RecvMsg { msg })
             .map_err(|(e, _)| e)
+    }
+
+    /// Receives exactly `want` bytes from `socket` (fewer only at EOF, on error or when
+    /// cancelled) straight into `buf`'s spare capacity with one `recv(MSG_WAITALL)`
+    /// (kernel ≥ 5.18, which retries short reads inside the kernel): no provided buffer and
+    /// no copy. The ring owns `buf` until the final completion, whose
+    /// [`Completion::take_filled`] gives it back with the received bytes appended. Do not
+    /// arm a multishot recv on the same socket meanwhile: which op gets which bytes would be
+    /// undefined. Fails with `InvalidInput` (handing `buf` back) if `want` is 0, over
+    /// `u32::MAX` or more than the spare capacity.
+    pub fn recv_into(
+        &mut self,
+        socket: &SharedFd,
+        tag: u64,
+        buf: BytesMut,
+        want: usize,
+    ) -> Result<OpId, (io::Error, BytesMut)> {
+        let spare = buf.capacity() - buf.len();
+        if want == 0 || want > spare || u32::try_from(want).is_err() {
+            return Err((
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("recv_into wants 1 to {spare} bytes (the spare capacity), not {want}; reserve first"),
+                ),
+                buf,
+            ));
+        }
+        let want = want as u32;
+        let mut buf = buf;
+        let target = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        self.start(tag, Some(socket), OpMem::RecvInto { buf, target, want })
+            .map_err(|(e, op)| match op.mem {
+                OpMem::RecvInto { buf, .. } => (e, buf),
+                _ => unreachable!("start hands back the op it was given"),
+            })
     }
 
     /// Sends `batch` in order with one `sendmsg(MSG_NOSIGNAL)` (kernel ≥ 5.3), 1 to
@@ -694,6 +754,11 @@ impl Ring {
                             .flags(libc::MSG_TRUNC as u32)
                             .build()
                     }
+                    OpMem::RecvInto { target, want, .. } => {
+                        opcode::Recv::new(fd, *target, *want)
+                            .flags(libc::MSG_WAITALL)
+                            .build()
+                    }
                     OpMem::Send { msg, .. } => {
                         opcode::SendMsg::new(fd, &**msg as *const libc::msghdr)
                             .flags(libc::MSG_NOSIGNAL as u32)
@@ -724,6 +789,10 @@ impl Ring {
             // move when the slab grows. The record is removed only when its final
             // completion is reaped (`reap`), or leaked with the slab if the kernel never
             // confirms (Drop); recv buffers belong to `self.bufs`, which lives as long.
+            // A `recv_into` target is the spare capacity of the `BytesMut` the record owns:
+            // `want` bytes are inside it (checked in `recv_into`), its heap storage does not
+            // move with the record, and no one reads or borrows that region until the final
+            // completion sets the length to cover only what the kernel reported writing.
             let pushed = unsafe { self.uring.submission().push(&entry) };
             if pushed.is_ok() {
                 return Ok(());
@@ -781,6 +850,10 @@ impl Ring {
             let kind = op.mem.kind();
             let tag = op.tag;
             let more = cqueue::more(flags);
+            if result == -libc::ENOBUFS && matches!(kind, OpKind::Recv | OpKind::RecvMsg) {
+                // The caller re-arms; that recv finds twice the buffers (until all are out).
+                self.bufs.grow();
+            }
             let mut payload = match (kind, recv_buf) {
                 (OpKind::RecvMsg, Some(buf)) => match Datagram::parse(buf) {
                     Ok(d) => Payload::Datagram(d),
@@ -795,8 +868,22 @@ impl Ring {
                 _ => Payload::None,
             };
             if !more {
-                if let OpMem::Send { batch, .. } = self.ops.remove(id.index as usize).mem {
-                    payload = Payload::Sent(batch);
+                match self.ops.remove(id.index as usize).mem {
+                    OpMem::Send { batch, .. } => payload = Payload::Sent(batch),
+                    OpMem::RecvInto { mut buf, want, .. } => {
+                        let got = usize::try_from(result).unwrap_or(0);
+                        assert!(
+                            got <= want as usize,
+                            "kernel reported {got} bytes for a recv of {want}"
+                        );
+                        // SAFETY: the kernel wrote `got` bytes (≤ `want`, within the spare
+                        // capacity, checked at push and above) right after the initialised
+                        // prefix before posting this completion, and the op is finished, so
+                        // nothing writes there any more.
+                        unsafe { buf.set_len(buf.len() + got) };
+                        payload = Payload::Filled(buf);
+                    }
+                    _ => {}
                 }
             }
             out.push(Completion {

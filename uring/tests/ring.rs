@@ -329,3 +329,105 @@ fn bad_config_is_rejected_with_a_library_level_message() {
         "{text}"
     );
 }
+
+/// `recv_into` fills exactly the bytes asked for, from many writes, after what the buffer
+/// already held, and leaves the rest of the stream for the next recv.
+#[test]
+fn recv_into_receives_exactly_what_it_asks_for_into_the_buffer() {
+    let mut ring = ring(8);
+    let (mut client, server) = pair();
+    let server = SharedFd::from(server);
+    let mut buf = bytes::BytesMut::with_capacity(300_000);
+    buf.extend_from_slice(b"head");
+    let want = 200_000;
+    let id = ring.recv_into(&server, 7, buf, want).unwrap();
+    let sent: Vec<u8> = (0..want + 10).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let sent = sent.clone();
+        std::thread::spawn(move || {
+            for piece in sent.chunks(7_000) {
+                client.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            client
+        })
+    };
+    let mut done = reap_until(&mut ring, |c| c.kind() == OpKind::RecvInto);
+    let mut c = done.pop().unwrap();
+    assert_eq!((c.tag(), c.op(), c.result(), c.more()), (7, id, want as i32, false));
+    let filled = c.take_filled().expect("the buffer comes back");
+    assert_eq!(&filled[..4], b"head");
+    assert_eq!(&filled[4..], &sent[..want]);
+    assert_eq!(ring.in_flight(), 0);
+    // The 10 bytes past what was asked for are still in the socket.
+    let _client = writer.join().unwrap();
+    ring.recv_multi(&server, 8).unwrap();
+    let done = reap_until(&mut ring, |c| c.kind() == OpKind::Recv);
+    let rest: Vec<u8> = done
+        .into_iter()
+        .filter_map(|mut c| c.take_recv_buf().map(|b| b.to_vec()))
+        .flatten()
+        .collect();
+    assert_eq!(rest, &sent[want..]);
+    assert!(ring.cancel_all_and_wait());
+}
+
+/// A recv_into asking for more than the spare capacity (or nothing) is refused and hands its
+/// buffer back; one cancelled while waiting returns the buffer with what arrived before.
+#[test]
+fn recv_into_checks_its_size_and_returns_its_buffer_when_cancelled() {
+    let mut ring = ring(8);
+    let (mut client, server) = pair();
+    let server = SharedFd::from(server);
+    let buf = bytes::BytesMut::with_capacity(100);
+    let (err, buf) = ring.recv_into(&server, 1, buf, 101).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let (_, buf) = ring.recv_into(&server, 1, buf, 0).unwrap_err();
+    let id = ring.recv_into(&server, 1, buf, 100).unwrap();
+    client.write_all(&[5; 30]).unwrap();
+    let mut batch = Vec::new();
+    ring.submit_and_wait_for(1, Duration::from_millis(50), &mut batch)
+        .unwrap();
+    assert!(batch.is_empty(), "30 of 100 bytes: still waiting");
+    ring.cancel(id).unwrap();
+    let mut done = reap_until(&mut ring, |c| c.kind() == OpKind::RecvInto);
+    let mut c = done.pop().unwrap();
+    let filled = c.take_filled().expect("the buffer comes back");
+    // Linux reports the bytes a cancelled MSG_WAITALL recv had already received.
+    assert_eq!((c.result(), filled.len()), (30, 30));
+    assert!(filled.iter().all(|&b| b == 5));
+    assert_eq!(ring.in_flight(), 0);
+}
+
+/// A ring of 256 buffers hands the kernel 64 at first; each time a recv runs out while
+/// every one of them is held, twice as many are handed over, up to all 256.
+#[test]
+fn running_out_of_buffers_hands_the_kernel_more_up_to_all() {
+    let mut ring = ring(256);
+    let (mut client, server) = pair();
+    let server = SharedFd::from(server);
+    let mut held = Vec::new();
+    let mut outs = Vec::new();
+    ring.recv_multi(&server, 1).unwrap();
+    for i in 0..400u16 {
+        client.write_all(&i.to_le_bytes()).unwrap();
+        for mut c in reap_until(&mut ring, |_| true) {
+            held.extend(c.take_recv_buf());
+            if !c.more() {
+                assert_eq!(c.result(), -libc::ENOBUFS);
+                outs.push(held.len());
+                if held.len() < 256 {
+                    ring.recv_multi(&server, 1).unwrap();
+                }
+            }
+        }
+        if held.len() == 256 && !outs.is_empty() && *outs.last().unwrap() == 256 {
+            break;
+        }
+    }
+    assert_eq!(outs, [64, 128, 256], "ran out at 64, then 128, then all");
+    let got: Vec<u8> = held.iter().flat_map(|b| b.to_vec()).collect();
+    let sent: Vec<u8> = (0..got.len() as u16 / 2).flat_map(|i| i.to_le_bytes()).collect();
+    assert_eq!(got, sent, "nothing lost or reordered across the re-arms");
+    assert!(ring.cancel_all_and_wait());
+}

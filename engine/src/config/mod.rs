@@ -237,7 +237,9 @@ impl ConfigBuilder {
         self
     }
     /// Receive buffers per core, a power of two in 1..=32768 (default 2048). Costs
-    /// `recv_buffer_size` bytes each plus 16 B of ring entry: 8 MiB per core by default.
+    /// `recv_buffer_size` bytes each plus 16 B of ring entry: 8 MiB per core by default, of
+    /// address space; memory only for those in use: 64 are handed to the kernel at first,
+    /// twice as many each time receives run out (counted in `recv_buffers_exhausted`).
     pub fn recv_buffers(mut self, n: u32) -> Self {
         self.recv_buffers = n;
         self

@@ -1,5 +1,5 @@
 //! One connection's lifecycle as a sans-IO state machine: where the connection is in its
-//! life ([`Phase`]), what its multishot recv is doing ([`RecvState`]), whether a send is in
+//! life ([`Phase`]), what its recv is doing ([`RecvState`]), whether a send is in
 //! flight, and the clocks behind its timers (idle, read, keepalive, linger).
 //!
 //! It owns decisions, not resources: the reactor feeds it completions and requests (each a
@@ -77,11 +77,16 @@ pub(crate) enum Phase {
     Released,
 }
 
-/// What the connection's multishot recv is doing.
+/// What the connection's recv is doing: its multishot recv into the shared buffers, or one
+/// recv of the rest of a large frame straight into that frame's own buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RecvState {
     /// Armed: completions may arrive.
     Armed,
+    /// A recv of the rest of the partial frame into its own buffer is in flight; once it
+    /// completes the multishot is armed again. Not cancelled for back-pressure: it is bounded
+    /// by the one frame already accepted.
+    Direct,
     /// Not armed; the next poll arms it (or settles it as `Paused` / `Stopped`).
     Idle,
     /// Not armed because unsent output passed its limit; armed again below half of it.
@@ -108,10 +113,12 @@ pub(crate) struct Facts {
     pub(crate) backlog_frames: u64,
     /// A consumer is full (a stream's inbox): do not read until it drains.
     pub(crate) hold_reading: bool,
+    /// The partial frame's rest is large enough to receive straight into its own buffer.
+    pub(crate) direct_wanted: bool,
 }
 
 /// What the reactor must do after a poll, in this order: queue the Ping, start the send,
-/// cancel or arm the recv, shut write, shut both, report the overstock, release the slot.
+/// cancel or arm the recv (or start the direct recv), shut write, shut both, report the overstock, release the slot.
 #[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct Actions {
@@ -128,6 +135,7 @@ impl Actions {
     const SHUT_WRITE: u8 = 1 << 4;
     const SHUT_BOTH: u8 = 1 << 5;
     const OVERSTOCKED: u8 = 1 << 6;
+    const START_DIRECT: u8 = 1 << 7;
 
     fn has(&self, bit: u8) -> bool {
         self.bits & bit != 0
@@ -154,6 +162,12 @@ impl Actions {
     /// Arm a multishot recv; the lifecycle now counts it armed.
     pub(crate) fn arm_recv(&self) -> bool {
         self.has(Self::ARM_RECV)
+    }
+    /// Start one recv of the rest of the partial frame into its own buffer; the lifecycle
+    /// now counts it as the recv in flight (its completion comes back as `recv_data`,
+    /// `recv_eof`, `recv_cancelled` or `recv_error`, like a multishot's last).
+    pub(crate) fn start_direct(&self) -> bool {
+        self.has(Self::START_DIRECT)
     }
     /// `shutdown(Write)`: send our FIN.
     pub(crate) fn shut_write(&self) -> bool {
@@ -270,9 +284,12 @@ impl Lifecycle {
         }
     }
 
-    /// The multishot recv ended (a completion without the "more" flag).
+    /// The recv ended (a completion without the "more" flag).
     fn recv_ended(&mut self) {
-        if matches!(self.recv, RecvState::Armed | RecvState::Cancelling) {
+        if matches!(
+            self.recv,
+            RecvState::Armed | RecvState::Direct | RecvState::Cancelling
+        ) {
             self.recv = RecvState::Idle;
         }
     }
@@ -342,9 +359,9 @@ impl Lifecycle {
         self.close(DisconnectReason::Socket(err));
     }
 
-    /// Arming the recv that poll asked for failed.
+    /// Arming the recv (or starting the direct recv) that poll asked for failed.
     pub(crate) fn recv_arm_failed(&mut self, err: io::Error) {
-        if self.recv == RecvState::Armed {
+        if matches!(self.recv, RecvState::Armed | RecvState::Direct) {
             self.recv = RecvState::Stopped;
         }
         self.close(DisconnectReason::Socket(err));
@@ -506,19 +523,23 @@ impl Lifecycle {
         ) && !self.peer_eof;
         // Held back by our own output (overstocked) or by a full consumer.
         let hold = self.paused || facts.hold_reading;
+        // The multishot gives way to a direct recv of a large frame's rest.
+        let direct = facts.direct_wanted && self.is_reading();
         match self.recv {
-            RecvState::Armed if !may_read || hold => {
+            RecvState::Armed if !may_read || hold || direct => {
+                self.recv = RecvState::Cancelling;
+                out.bits |= Actions::CANCEL_RECV;
+            }
+            RecvState::Direct if !may_read => {
                 self.recv = RecvState::Cancelling;
                 out.bits |= Actions::CANCEL_RECV;
             }
             RecvState::Idle if may_read && !hold => {
-                self.recv = RecvState::Armed;
-                out.bits |= Actions::ARM_RECV;
+                self.arm(direct, &mut out);
             }
             // Resuming re-arms only a connection that still decodes input.
             RecvState::Paused if may_read && !hold && self.is_reading() => {
-                self.recv = RecvState::Armed;
-                out.bits |= Actions::ARM_RECV;
+                self.arm(direct, &mut out);
             }
             RecvState::Idle if may_read => self.recv = RecvState::Paused,
             RecvState::Paused if may_read && hold => {}
@@ -527,7 +548,10 @@ impl Lifecycle {
         }
 
         if matches!(self.phase, Phase::Closing(_))
-            && !matches!(self.recv, RecvState::Armed | RecvState::Cancelling)
+            && !matches!(
+                self.recv,
+                RecvState::Armed | RecvState::Direct | RecvState::Cancelling
+            )
             && !self.send_in_flight
         {
             if let Phase::Closing(reason) = std::mem::replace(&mut self.phase, Phase::Released) {
@@ -535,6 +559,17 @@ impl Lifecycle {
             }
         }
         out
+    }
+
+    /// Starts the recv: the direct one when `direct`, else the multishot.
+    fn arm(&mut self, direct: bool, out: &mut Actions) {
+        if direct {
+            self.recv = RecvState::Direct;
+            out.bits |= Actions::START_DIRECT;
+        } else {
+            self.recv = RecvState::Armed;
+            out.bits |= Actions::ARM_RECV;
+        }
     }
 
     /// Shutdown drain done: asked to close, or everything owed was decoded and no frame is

@@ -45,6 +45,7 @@ impl H {
                 backlog_bytes: 0,
                 backlog_frames: 0,
                 hold_reading: false,
+                direct_wanted: false,
             },
             unread: Some(0),
             unread_asked: false,
@@ -685,4 +686,64 @@ fn failing_connections_still_time_out() {
         reason(&h.poll(60_001)),
         DisconnectReason::IdleTimeout
     ));
+}
+
+/// A large partial frame: the multishot is cancelled, the direct recv starts once the cancel
+/// lands, back-pressure does not cancel it, its completion re-arms the multishot.
+#[test]
+fn a_large_partial_frame_swaps_the_multishot_for_a_direct_recv_and_back() {
+    let mut h = H::new();
+    assert!(h.data(1, 4096, 4096));
+    h.facts.direct_wanted = true;
+    let a = h.poll(1);
+    assert!(a.cancel_recv() && !a.start_direct(), "{a:?}");
+    assert_eq!(h.lc.recv_state(), RecvState::Cancelling);
+    // More data the multishot had already delivered comes before its cancel.
+    assert!(h.data(2, 4096, 8192));
+    assert!(h.poll(2).is_empty());
+    h.lc.recv_cancelled();
+    let a = h.poll(3);
+    assert!(a.start_direct() && !a.arm_recv(), "{a:?}");
+    assert_eq!(h.lc.recv_state(), RecvState::Direct);
+    // Overstocked meanwhile: the direct recv (one bounded frame) is left to finish.
+    h.queue(5000);
+    let a = h.poll(4);
+    assert!(a.overstocked() && !a.cancel_recv(), "{a:?}");
+    h.send_ok();
+    // It completes the frame: the multishot comes back.
+    assert!(h.lc.recv_data(h.at(5), false));
+    h.facts.direct_wanted = false;
+    h.facts.partial_len = 0;
+    h.lc.decoded(h.at(5), false);
+    let a = h.poll(5);
+    assert!(a.arm_recv() && !a.start_direct(), "{a:?}");
+    assert_eq!(h.lc.recv_state(), RecvState::Armed);
+}
+
+/// The read timeout closes a connection whose peer stops mid-frame during a direct recv: the
+/// recv is cancelled and the slot released only after its completion.
+#[test]
+fn a_direct_recv_is_cancelled_by_the_read_timeout_and_waited_for() {
+    let mut h = H::new();
+    assert!(h.data(1, 100_000, 100_000));
+    h.facts.direct_wanted = true;
+    assert!(h.poll(1).cancel_recv());
+    h.lc.recv_cancelled();
+    assert!(h.poll(2).start_direct());
+    let a = h.poll(5_001);
+    assert!(a.cancel_recv() && a.shut_both() && a.release.is_none(), "{a:?}");
+    // The cancelled recv hands back what it had; nothing is decoded any more.
+    assert!(!h.lc.recv_data(h.at(5_002), false));
+    let a = h.poll(5_002);
+    assert!(matches!(reason(&a), DisconnectReason::ReadTimeout), "{a:?}");
+}
+
+/// A connection that is no longer decoding (failing) never starts a direct recv.
+#[test]
+fn a_failing_connection_does_not_start_a_direct_recv() {
+    let mut h = H::new();
+    h.facts.direct_wanted = true;
+    h.lc.fail(protocol_error());
+    let a = h.poll(1);
+    assert!(a.cancel_recv() && !a.start_direct(), "{a:?}");
 }

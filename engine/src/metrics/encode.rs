@@ -75,6 +75,11 @@ const CORE_COUNTERS: &[CounterDef] = &[
         |s| s.recv_buffers_exhausted,
     ),
     (
+        "ringrpc_direct_recvs",
+        "Large frames whose rest was received straight into their own buffer.",
+        |s| s.direct_recvs,
+    ),
+    (
         "ringrpc_accept_errors",
         "Accept failures (descriptor or memory exhaustion).",
         |s| s.accept_errors,

@@ -71,6 +71,7 @@ impl Reactor {
                 backlog_bytes: out.backlog_bytes(),
                 backlog_frames: out.backlog_frames(),
                 hold_reading: session.streams.holding() > 0,
+                direct_wanted: slot.conn.direct_wanted(),
             };
             let was_paused = slot.lifecycle.is_paused();
             let socket = &slot.socket;
@@ -99,6 +100,12 @@ impl Reactor {
             }
             if actions.arm_recv() {
                 if let Err(e) = self.arm_recv(idx) {
+                    self.conns[idx].lifecycle.recv_arm_failed(e);
+                    refused = true;
+                }
+            }
+            if actions.start_direct() {
+                if let Err(e) = self.start_direct(idx) {
                     self.conns[idx].lifecycle.recv_arm_failed(e);
                     refused = true;
                 }

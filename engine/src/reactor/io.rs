@@ -1,4 +1,5 @@
 //! Receiving and sending: recv completions decoded (or reflected) into their connection,
+//! the rest of a large frame received straight into its own buffer,
 //! one vectored send per connection per tick, send completions handed back.
 //!
 //! Invariants: a provided buffer goes back to the kernel when the completion that lent it
@@ -27,63 +28,104 @@ impl Reactor {
             slot.recv = None;
         }
         let result = completion.result();
-        let lifecycle = &mut slot.lifecycle;
         if result > 0 {
             match completion.take_recv_buf() {
-                Some(buf) if lifecycle.recv_data(now, more) => {
+                Some(buf) if slot.lifecycle.recv_data(now, more) => {
                     if self.settings.reflect {
                         slot.conn.reflect(&buf);
                         self.stats.bytes_in += buf.len() as u64;
                     } else {
-                        let before = slot.conn.session.stats;
-                        let decoded = slot.conn.handle_recv_metered(
-                            &buf,
-                            &slot.policy.router,
-                            &mut self.methods,
-                        );
-                        self.stats.add_conn_delta(&before, &slot.conn.session.stats);
-                        lifecycle.decoded(now, slot.conn.partial_len() > 0);
-                        // A protocol error outranks a failed authentication in the same read.
-                        if let Err(e) = decoded {
-                            let reason = e.into_reason();
-                            if matches!(reason, DisconnectReason::Protocol(_)) {
-                                self.stats.protocol_errors += 1;
-                            }
-                            tracing::debug!(core = self.id, peer = %slot.conn.session.info().peer, "closing connection: {reason}");
-                            // What the valid input earned (answers, an HTTP status, a Close
-                            // frame) is sent, then it closes.
-                            lifecycle.fail(reason);
-                        }
-                        if slot.conn.session.rejected() {
-                            lifecycle.fail(DisconnectReason::Unauthenticated);
-                        }
+                        self.decode(idx, &buf);
                     }
                 }
                 // Lingering or failing: read and discarded.
                 Some(_) => {}
-                None => {
-                    lifecycle.recv_error(io::Error::other("recv completion without a buffer"), more)
-                }
+                None => slot.lifecycle.recv_error(
+                    io::Error::other("recv completion without a buffer"),
+                    more,
+                ),
             }
-        } else if result == 0 {
-            lifecycle.recv_eof();
         } else {
-            match -result {
-                libc::ENOBUFS => {
-                    self.stats.recv_buffers_exhausted += 1;
-                    lifecycle.recv_no_buffers();
-                }
-                libc::ECANCELED => lifecycle.recv_cancelled(),
-                errno => {
-                    self.stats.socket_errors += 1;
-                    lifecycle.recv_error(io::Error::from_raw_os_error(errno), more);
-                }
-            }
+            self.recv_ended_without_data(idx, result, more);
         }
         // A new partial frame brings the read timeout forward; data after a keepalive Ping
         // brings the keepalive back.
         self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
+    }
+
+    /// A direct recv (the rest of a large frame, straight into its buffer) finished: the
+    /// buffer goes back to the framing whatever happened, then the frame is decoded.
+    pub(super) fn on_recv_direct(&mut self, mut completion: Completion) {
+        let Some(idx) = self.live(completion.tag()) else {
+            return;
+        };
+        let now = self.now;
+        let slot = &mut self.conns[idx];
+        slot.recv = None;
+        let result = completion.result();
+        if let Some(buf) = completion.take_filled() {
+            let received = result.max(0) as usize;
+            slot.conn.end_direct(buf, received);
+            self.stats.bytes_in += received as u64;
+        }
+        if result > 0 {
+            if slot.lifecycle.recv_data(now, false) {
+                self.decode(idx, &[]);
+            }
+        } else {
+            self.recv_ended_without_data(idx, result, false);
+        }
+        self.schedule_conn_timer(idx);
+        self.mark_dirty(idx);
+    }
+
+    /// Decodes `data` (after any partial frame held) on connection `idx`; a protocol or
+    /// authentication failure starts its close.
+    fn decode(&mut self, idx: usize, data: &[u8]) {
+        let now = self.now;
+        let slot = &mut self.conns[idx];
+        let before = slot.conn.session.stats;
+        let decoded = slot
+            .conn
+            .handle_recv_metered(data, &slot.policy.router, &mut self.methods);
+        self.stats.add_conn_delta(&before, &slot.conn.session.stats);
+        let lifecycle = &mut slot.lifecycle;
+        lifecycle.decoded(now, slot.conn.partial_len() > 0);
+        // A protocol error outranks a failed authentication in the same read.
+        if let Err(e) = decoded {
+            let reason = e.into_reason();
+            if matches!(reason, DisconnectReason::Protocol(_)) {
+                self.stats.protocol_errors += 1;
+            }
+            tracing::debug!(core = self.id, peer = %slot.conn.session.info().peer, "closing connection: {reason}");
+            // What the valid input earned (answers, an HTTP status, a Close frame) is sent,
+            // then it closes.
+            lifecycle.fail(reason);
+        }
+        if slot.conn.session.rejected() {
+            lifecycle.fail(DisconnectReason::Unauthenticated);
+        }
+    }
+
+    /// A recv (multishot or direct) completed with EOF (0) or an error (`-errno`).
+    fn recv_ended_without_data(&mut self, idx: usize, result: i32, more: bool) {
+        let lifecycle = &mut self.conns[idx].lifecycle;
+        if result == 0 {
+            lifecycle.recv_eof();
+            return;
+        }
+        match -result {
+            libc::ENOBUFS => {
+                self.stats.recv_buffers_exhausted += 1;
+                lifecycle.recv_no_buffers();
+            }
+            libc::ECANCELED => lifecycle.recv_cancelled(),
+            errno => {
+                self.stats.socket_errors += 1;
+                lifecycle.recv_error(io::Error::from_raw_os_error(errno), more);
+            }
+        }
     }
 
     pub(super) fn on_send(&mut self, mut completion: Completion) {
@@ -113,6 +155,26 @@ impl Reactor {
         let slot = &mut self.conns[idx];
         slot.recv = Some(self.ring.recv_multi(&slot.socket, slot.tag(idx))?);
         Ok(())
+    }
+
+    /// Starts the direct recv of the rest of connection `idx`'s partial frame into its own
+    /// buffer; `Err` if the ring refused (the buffer is back with the framing).
+    pub(super) fn start_direct(&mut self, idx: usize) -> io::Result<()> {
+        let slot = &mut self.conns[idx];
+        let Some((buf, want)) = slot.conn.take_for_direct() else {
+            return Err(io::Error::other("no partial frame to receive directly"));
+        };
+        match self.ring.recv_into(&slot.socket, slot.tag(idx), buf, want) {
+            Ok(op) => {
+                slot.recv = Some(op);
+                self.stats.direct_recvs += 1;
+                Ok(())
+            }
+            Err((e, buf)) => {
+                slot.conn.end_direct(buf, 0);
+                Err(e)
+            }
+        }
     }
 
     /// Starts one vectored send of everything queued on connection `idx`.

@@ -251,6 +251,7 @@ impl Reactor {
         match completion.kind() {
             OpKind::Accept => self.on_accept(completion),
             OpKind::Recv => self.on_recv(completion),
+            OpKind::RecvInto => self.on_recv_direct(completion),
             OpKind::RecvMsg => self.on_datagram(completion),
             OpKind::Send if completion.tag() == UDP_TAG => self.on_datagram_sent(completion),
             OpKind::Send => self.on_send(completion),
