@@ -221,9 +221,10 @@ impl Connection {
         let (key, pending) = match plan.pattern {
             Pattern::Call => {
                 let seq = next();
-                payload::fill(seq, &mut state.payload_buf);
                 let (cmd, flags) = (Command::Request, Flags::default());
-                write_frame(&mut self.tx, cmd, flags, 0, seq, method, &state.payload_buf);
+                put_payload_frame(&mut self.tx, seq, state, |tx, payload| {
+                    write_frame(tx, cmd, flags, 0, seq, method, payload)
+                });
                 (seq, Pending::new(sent_at, measured, seq))
             }
             Pattern::Stream => {
@@ -232,14 +233,16 @@ impl Connection {
                     None => next(),
                 };
                 let seed = next();
-                payload::fill(seed, &mut state.payload_buf);
-                write_stream_frame(&mut self.tx, id, method, &state.payload_buf, false);
+                put_payload_frame(&mut self.tx, seed, state, |tx, payload| {
+                    write_stream_frame(tx, id, method, payload, false)
+                });
                 (id, Pending::new(sent_at, measured, seed))
             }
             Pattern::Subscribe => {
                 let id = next();
-                payload::fill(id, &mut state.payload_buf);
-                write_stream_frame(&mut self.tx, id, method, &state.payload_buf, true);
+                put_payload_frame(&mut self.tx, id, state, |tx, payload| {
+                    write_stream_frame(tx, id, method, payload, true)
+                });
                 (id, Pending::new(sent_at, measured, id))
             }
             Pattern::Pubsub => {
@@ -267,9 +270,10 @@ impl Connection {
                 let batch = plan.per_conn - self.in_flight;
                 for _ in 0..batch {
                     let seq = next();
-                    payload::fill(seq, &mut state.payload_buf);
                     let (cmd, flags) = (Command::Notify, Flags::default());
-                    write_frame(&mut self.tx, cmd, flags, 0, seq, method, &state.payload_buf);
+                    put_payload_frame(&mut self.tx, seq, state, |tx, payload| {
+                        write_frame(tx, cmd, flags, 0, seq, method, payload)
+                    });
                 }
                 let barrier = next();
                 let (cmd, flags) = (Command::Request, Flags::default());
@@ -366,6 +370,7 @@ impl Connection {
         let result = if self.rx.is_empty() {
             let consumed = self.handle_frames(data, received_at, plan, state);
             if let Ok(n) = consumed {
+                reserve_frame(&mut self.rx, &data[n..], state.decoder.max_body());
                 self.rx.extend_from_slice(&data[n..]);
             }
             consumed
@@ -749,5 +754,38 @@ fn record_batch(
         });
     } else {
         record_success(units, pending.sent_at, received_at, plan, state);
+    }
+}
+
+/// Appends a frame that `write` encodes around request `seed`'s payload, which ends it: the
+/// payload is copied once, straight from the pattern, then stamped with `seed` in place.
+fn put_payload_frame(
+    tx: &mut BytesMut,
+    seed: u64,
+    state: &mut WorkerState,
+    write: impl FnOnce(&mut BytesMut, &[u8]),
+) {
+    let len = state.payload_buf.len();
+    match payload::window(seed, len) {
+        Some(window) => {
+            write(tx, window);
+            let at = tx.len() - len;
+            payload::stamp(seed, &mut tx[at..]);
+        }
+        None => {
+            payload::fill(seed, &mut state.payload_buf);
+            write(tx, &state.payload_buf);
+        }
+    }
+}
+
+/// Reserves room for the whole frame that `tail` starts, once its header is in, so its
+/// pieces are appended without the buffer growing (and copying) under them. A header over
+/// `max_body` reserves nothing: it fails when it is parsed.
+fn reserve_frame(rx: &mut BytesMut, tail: &[u8], max_body: u32) {
+    if let Some(head) = tail.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>() {
+        if let Ok(len) = ringrpc_protocol::frame_len(head, max_body) {
+            rx.reserve(len);
+        }
     }
 }

@@ -1,6 +1,21 @@
-//! Deterministic per-request payload bytes: an echo is checked by regenerating them from its seq.
+//! Deterministic per-request payload bytes: an echo is checked by comparing it with what
+//! request `seq` sent, regenerated from `seq` alone.
+//!
+//! Request `seq`'s payload is its seq (8 bytes little-endian, cut to the payload's length)
+//! followed by the rest of a window of one fixed pseudo-random pattern, starting at an offset
+//! derived from `seq`. So two requests' payloads differ in their first bytes, a shifted,
+//! truncated or corrupted echo differs from the pattern, and making or checking a payload is
+//! a copy or a `memcmp` of pattern bytes — never a per-byte computation on the hot path.
+
+use std::sync::OnceLock;
 
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Window starts are spread over this many offsets.
+const SPREAD: usize = 64 * 1024;
+/// Payloads up to this long are one contiguous window of the pattern ([`window`]).
+pub const CONTIGUOUS_MAX: usize = 1024 * 1024;
+/// Bytes of the pattern: every window of up to [`CONTIGUOUS_MAX`] from any start fits.
+const PATTERN_LEN: usize = CONTIGUOUS_MAX + SPREAD;
 
 /// SplitMix64's finaliser: a cheap bijective scramble.
 fn mix(mut z: u64) -> u64 {
@@ -9,43 +24,83 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The pattern for `seq`, eight bytes at a time.
-fn words(seq: u64) -> impl Iterator<Item = [u8; 8]> {
-    let seed = mix(seq);
-    (1u64..).map(move |k| mix(seed.wrapping_add(k.wrapping_mul(GOLDEN_GAMMA))).to_le_bytes())
+/// The pattern, made once per process.
+fn pattern() -> &'static [u8] {
+    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (1u64..)
+            .flat_map(|k| mix(k.wrapping_mul(GOLDEN_GAMMA)).to_le_bytes())
+            .take(PATTERN_LEN)
+            .collect()
+    })
+}
+
+/// Where request `seq`'s window starts.
+fn offset(seq: u64) -> usize {
+    (mix(seq) % SPREAD as u64) as usize
+}
+
+/// Request `seq`'s payload of `len` bytes before [`stamp`]: a window of the pattern, or
+/// `None` when `len` is over [`CONTIGUOUS_MAX`] (use [`fill`]).
+pub fn window(seq: u64, len: usize) -> Option<&'static [u8]> {
+    let at = offset(seq);
+    pattern().get(at..at + len)
+}
+
+/// Writes `seq` over the first bytes of a payload copied from [`window`], completing it.
+pub fn stamp(seq: u64, payload: &mut [u8]) {
+    let n = payload.len().min(8);
+    payload[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+}
+
+/// The pattern bytes of request `seq`'s payload from byte `from` on, as consecutive slices
+/// (the pattern repeats past its end for payloads over [`CONTIGUOUS_MAX`]).
+fn pattern_from(seq: u64, from: usize) -> impl Iterator<Item = &'static [u8]> {
+    let pattern = pattern();
+    let mut at = (offset(seq) + from) % PATTERN_LEN;
+    std::iter::from_fn(move || {
+        let piece = &pattern[at..];
+        at = 0;
+        Some(piece)
+    })
 }
 
 /// Fills `dst` with the payload of request `seq`.
 pub fn fill(seq: u64, dst: &mut [u8]) {
-    for (chunk, word) in dst.chunks_mut(8).zip(words(seq)) {
-        chunk.copy_from_slice(&word[..chunk.len()]);
+    let mut rest = &mut dst[..];
+    for piece in pattern_from(seq, 0) {
+        if rest.is_empty() {
+            break;
+        }
+        let n = piece.len().min(rest.len());
+        rest[..n].copy_from_slice(&piece[..n]);
+        rest = &mut rest[n..];
     }
+    stamp(seq, dst);
 }
 
 /// Index of the first byte of `actual` that differs from the payload of request `seq` of the
 /// same length; `None` when they are equal.
 pub fn first_difference(seq: u64, actual: &[u8]) -> Option<usize> {
-    actual
-        .chunks(8)
-        .zip(words(seq))
-        .enumerate()
-        .find_map(|(i, (chunk, word))| {
-            // Whole words compare as integers: this runs once per answer, on the hot path.
-            let equal = match <[u8; 8]>::try_from(chunk) {
-                Ok(full) => u64::from_ne_bytes(full) == u64::from_ne_bytes(word),
-                Err(_) => chunk == &word[..chunk.len()],
-            };
-            (!equal).then(|| {
-                8 * i
-                    + chunk
-                        .iter()
-                        .zip(word)
-                        .position(|(a, b)| *a != b)
-                        .unwrap_or(0)
-            })
-        })
+    let n = actual.len().min(8);
+    let first_of = |a: &[u8], b: &[u8]| a.iter().zip(b).position(|(x, y)| x != y);
+    if actual[..n] != seq.to_le_bytes()[..n] {
+        return first_of(&actual[..n], &seq.to_le_bytes());
+    }
+    let mut at = n;
+    for piece in pattern_from(seq, n) {
+        if at == actual.len() {
+            return None;
+        }
+        let len = piece.len().min(actual.len() - at);
+        let (got, want) = (&actual[at..at + len], &piece[..len]);
+        if got != want {
+            return first_of(got, want).map(|i| at + i);
+        }
+        at += len;
+    }
+    None
 }
-
 /// Why `actual` is not the echo of request `seq` with `expected_len` payload bytes.
 pub fn mismatch(seq: u64, expected_len: usize, actual: &[u8]) -> Option<String> {
     if actual.len() != expected_len {
@@ -89,6 +144,31 @@ mod tests {
             let mut corrupt = buf;
             corrupt[at] ^= 0x01;
             assert_eq!(first_difference(7, &corrupt), Some(at));
+        }
+    }
+
+    /// Every length around the pattern's seams: a window and stamp equal fill, a payload
+    /// longer than the pattern wraps, and a flipped byte anywhere is found where it is.
+    #[test]
+    fn windows_fill_and_long_payloads_agree_and_locate_flips() {
+        for len in [0, 3, 8, 9, 4096, CONTIGUOUS_MAX, CONTIGUOUS_MAX + 1, 3 * PATTERN_LEN / 2] {
+            let seq = len as u64 * 7 + 1;
+            let mut filled = vec![0; len];
+            fill(seq, &mut filled);
+            assert_eq!(first_difference(seq, &filled), None, "len {len}");
+            if let Some(w) = window(seq, len) {
+                let mut copy = w.to_vec();
+                stamp(seq, &mut copy);
+                assert_eq!(copy, filled, "len {len}");
+            } else {
+                assert!(len > CONTIGUOUS_MAX);
+            }
+            for at in [len / 3, len.saturating_sub(1), len / 2 + 5].into_iter().filter(|&i| i < len) {
+                let mut corrupt = filled.clone();
+                corrupt[at] ^= 0x40;
+                assert_eq!(first_difference(seq, &corrupt), Some(at), "len {len} at {at}");
+            }
+            assert!(len < 8 || first_difference(seq + 1, &filled).is_some());
         }
     }
 
