@@ -74,13 +74,20 @@ impl ArpcFraming {
         let remaining = self.direct_remaining()?;
         let held = self.partial.len();
         self.reserve_frame(held + remaining);
+        if self.partial.capacity() == held {
+            // Past DIRECT_RESERVE and full: double, as appending would.
+            self.partial.reserve(remaining.min(held));
+        }
         let want = remaining.min(self.partial.capacity() - held);
         Some((std::mem::take(&mut self.partial), want))
     }
 
     /// Takes back the buffer a direct receive filled (it holds the partial frame, longer).
     pub(crate) fn end_direct(&mut self, buf: BytesMut) {
-        debug_assert!(self.partial.is_empty(), "nothing decoded during a direct receive");
+        debug_assert!(
+            self.partial.is_empty(),
+            "nothing decoded during a direct receive"
+        );
         self.partial = buf;
     }
 
@@ -135,11 +142,12 @@ impl ArpcFraming {
     }
 
     /// Reserves room for the partial frame of `frame_len` bytes once, so its pieces are
-    /// never moved by growth: the whole frame up to [`DIRECT_RESERVE`], past it that much or
-    /// twice what is held (growth doubles from there).
+    /// never moved by growth: the whole frame up to [`DIRECT_RESERVE`]; past that, appending
+    /// doubles the buffer as it fills.
     fn reserve_frame(&mut self, frame_len: usize) {
-        let target = frame_len.min(DIRECT_RESERVE.max(2 * self.partial.len()));
-        self.partial.reserve(target.saturating_sub(self.partial.len()));
+        let target = frame_len.min(DIRECT_RESERVE);
+        self.partial
+            .reserve(target.saturating_sub(self.partial.len()));
     }
 
     /// Feeds `data` into the pending partial frame; returns what is left after it.
@@ -196,11 +204,16 @@ mod tests {
     fn a_direct_receive_completes_a_large_frame_in_its_reserved_buffer() {
         let wire = Frame::request(3, "/echo", vec![9u8; 200_000]).to_bytes();
         let mut framing = ArpcFraming::new(1 << 20);
-        framing.decode(&wire[..4096], |_, _| panic!("not whole")).unwrap();
+        framing
+            .decode(&wire[..4096], |_, _| panic!("not whole"))
+            .unwrap();
         assert_eq!(framing.direct_remaining(), Some(wire.len() - 4096));
         let (mut buf, want) = framing.take_for_direct().unwrap();
         assert_eq!(want, wire.len() - 4096);
-        assert!(buf.capacity() >= wire.len(), "the whole frame reserved up front");
+        assert!(
+            buf.capacity() >= wire.len(),
+            "the whole frame reserved up front"
+        );
         let capacity = buf.capacity();
         buf.extend_from_slice(&wire[4096..]);
         assert_eq!(buf.capacity(), capacity, "filled in place");
@@ -225,7 +238,12 @@ mod tests {
         let small = Frame::request(1, "/echo", vec![1u8; DIRECT_MIN]).to_bytes();
         let mut framing = ArpcFraming::new(64 << 20);
         framing.decode(&small[..100], |_, _| panic!()).unwrap();
-        assert_eq!(framing.direct_remaining(), None, "{} to go", small.len() - 100);
+        assert_eq!(
+            framing.direct_remaining(),
+            None,
+            "{} to go",
+            small.len() - 100
+        );
         let mut framing = ArpcFraming::new(64 << 20);
         let big = Frame::request(2, "/echo", Vec::new()).to_bytes();
         let mut head = big[..HEADER_LEN].to_vec();
