@@ -35,6 +35,36 @@ struct Pending {
     replied: bool,
 }
 
+/// An echo whose payload is checked against what was sent as its pieces arrive.
+#[derive(Debug)]
+struct Incoming {
+    header: Header,
+    seed: u64,
+    /// Payload bytes checked so far.
+    checked: usize,
+    /// Payload bytes still to come.
+    remaining: usize,
+    /// The first payload byte that differed.
+    difference: Option<usize>,
+}
+
+impl Incoming {
+    /// Checks the next bytes of the payload; returns how many of `data` were its.
+    fn take(&mut self, data: &[u8]) -> usize {
+        let n = self.remaining.min(data.len());
+        if self.difference.is_none() {
+            self.difference = payload::first_difference_from(self.seed, self.checked, &data[..n]);
+        }
+        self.checked += n;
+        self.remaining -= n;
+        n
+    }
+}
+
+/// An echo with at least this much still to come is checked as it arrives instead of being
+/// assembled first.
+const CHECK_AS_IT_ARRIVES_MIN: usize = 4096;
+
 impl Pending {
     fn new(sent_at: Instant, measured: bool, seed: u64) -> Pending {
         Pending {
@@ -52,8 +82,17 @@ impl Pending {
 #[derive(Debug)]
 pub(crate) struct Connection {
     id: usize,
-    /// `None` once the connection failed.
+    /// The socket while this thread does its I/O (`None` once handed to io_uring or failed).
     stream: Option<TcpStream>,
+    /// Not failed.
+    open: bool,
+    /// Large request payloads go out by reference to the pattern, not copied into `tx`
+    /// (io_uring sends take a list of segments; set by the io_uring worker).
+    send_by_reference: bool,
+    /// Output before `tx`: encoded bytes and pattern windows, in order.
+    segments: Vec<Bytes>,
+    /// A large echo arriving: checked piece by piece, never assembled in `rx`.
+    incoming: Option<Incoming>,
     rx: BytesMut,
     tx: BytesMut,
     pending: HashMap<u64, Pending, BuildHasherDefault<SeqHasher>>,
@@ -101,6 +140,10 @@ impl Connection {
         Connection {
             id,
             stream: Some(stream),
+            open: true,
+            send_by_reference: false,
+            segments: Vec::new(),
+            incoming: None,
             rx: BytesMut::with_capacity(64 * 1024),
             tx: BytesMut::with_capacity(4 * 1024),
             pending: HashMap::default(),
@@ -126,30 +169,40 @@ impl Connection {
 
     /// Whether the connection is still open (not failed).
     pub(crate) fn is_open(&self) -> bool {
-        self.stream.is_some()
+        self.open
     }
 
-    /// A second handle to the socket, for an I/O thread that drives it through io_uring;
-    /// `None` once the connection failed.
-    pub(crate) fn try_clone_stream(&self) -> Option<std::io::Result<TcpStream>> {
-        self.stream.as_ref().map(TcpStream::try_clone)
+    /// Hands the socket to an I/O thread that drives it through io_uring (one descriptor per
+    /// connection, so 10,000 connections fit under 20,000 open files); the connection stays
+    /// open until it fails. `None` once it failed or was handed over.
+    pub(crate) fn take_stream(&mut self) -> Option<TcpStream> {
+        self.stream.take()
     }
 
-    /// Encoded requests waiting to be written, taken for a vectored send.
-    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
-        (!self.tx.is_empty()).then(|| self.tx.split().freeze())
+    /// From now on, Request payloads of [`BY_REFERENCE_MIN`] bytes or more (not over
+    /// WebSocket, whose messages wrap what `tx` holds) are sent from the pattern itself; [`Connection::take_output`] hands them
+    /// out as segments of their own.
+    pub(crate) fn send_by_reference(&mut self) {
+        self.send_by_reference = true;
+    }
+
+    /// Encoded requests waiting to be written, appended to `batch` for a vectored send.
+    pub(crate) fn take_output(&mut self, batch: &mut Vec<Bytes>) {
+        batch.append(&mut self.segments);
+        if !self.tx.is_empty() {
+            batch.push(self.tx.split().freeze());
+        }
     }
 
     /// When this connection next has a request to send, if it is waiting on the clock.
     pub(crate) fn next_due(&self, plan: &Plan) -> Option<Instant> {
         let s = self.schedule?;
-        (self.stream.is_some() && self.in_flight < plan.per_conn && s.next < plan.deadline)
-            .then_some(s.next)
+        (self.open && self.in_flight < plan.per_conn && s.next < plan.deadline).then_some(s.next)
     }
 
     /// Finished: failed, or past the deadline with nothing left to wait for.
     pub(crate) fn is_done(&self, now: Instant, plan: &Plan) -> bool {
-        self.stream.is_none() || (now >= plan.deadline && self.in_flight == 0)
+        !self.open || (now >= plan.deadline && self.in_flight == 0)
     }
 
     /// Sends what is due, reads once, handles every whole frame read and refills the window.
@@ -176,7 +229,7 @@ impl Connection {
         plan: &Plan,
         state: &mut WorkerState,
     ) -> usize {
-        if self.stream.is_none() || now >= plan.deadline {
+        if !self.open || now >= plan.deadline {
             return 0;
         }
         let mut queued = 0;
@@ -222,9 +275,19 @@ impl Connection {
             Pattern::Call => {
                 let seq = next();
                 let (cmd, flags) = (Command::Request, Flags::default());
-                put_payload_frame(&mut self.tx, seq, state, |tx, payload| {
-                    write_frame(tx, cmd, flags, 0, seq, method, payload)
-                });
+                let len = state.payload_buf.len();
+                match payload::window(seq, len) {
+                    Some(window)
+                        if self.send_by_reference
+                            && self.ws.is_none()
+                            && len >= BY_REFERENCE_MIN =>
+                    {
+                        self.put_request_by_reference(seq, method, window);
+                    }
+                    _ => put_payload_frame(&mut self.tx, seq, state, |tx, payload| {
+                        write_frame(tx, cmd, flags, 0, seq, method, payload)
+                    }),
+                }
                 (seq, Pending::new(sent_at, measured, seq))
             }
             Pattern::Stream => {
@@ -286,6 +349,28 @@ impl Connection {
         let units = pending.units as usize;
         self.pending.insert(key, pending);
         units
+    }
+
+    /// Queues Request `seq` with its header, method and the stamped first payload bytes in
+    /// `tx`, and the rest of its payload as a segment pointing into the pattern.
+    fn put_request_by_reference(&mut self, seq: u64, method: &[u8], window: &'static [u8]) {
+        let header = Header {
+            body_len: (method.len() + window.len()) as u32,
+            user_flags: 0,
+            cmd: Command::Request,
+            stream_local: false,
+            stream_eof: false,
+            flags: Flags::default(),
+            method_len: method.len() as u8,
+            seq,
+        };
+        self.tx.extend_from_slice(&header.to_bytes());
+        self.tx.extend_from_slice(method);
+        let stamped = self.tx.len();
+        self.tx.extend_from_slice(&window[..8]);
+        payload::stamp(seq, &mut self.tx[stamped..]);
+        self.segments.push(self.tx.split().freeze());
+        self.segments.push(Bytes::from_static(&window[8..]));
     }
 
     /// Writes queued bytes until done or the socket pushes back (would-block, or the blocking
@@ -367,6 +452,15 @@ impl Connection {
         plan: &Plan,
         state: &mut WorkerState,
     ) -> Result<(), String> {
+        let mut data = data;
+        if let Some(incoming) = self.incoming.as_mut() {
+            data = &data[incoming.take(data)..];
+            if incoming.remaining > 0 {
+                return Ok(());
+            }
+            let done = self.incoming.take().expect("checked above");
+            self.finish_incoming(done, received_at, plan, state);
+        }
         let result = if self.rx.is_empty() {
             let consumed = self.handle_frames(data, received_at, plan, state);
             if let Ok(n) = consumed {
@@ -385,8 +479,76 @@ impl Connection {
             consumed
         };
         result?;
+        self.check_partial_as_it_arrives(plan, state);
         self.fill_window(received_at, plan, state);
         Ok(())
+    }
+
+    /// When the partial frame held is a large echo of one of our calls, checks what arrived
+    /// of its payload and from now on checks the rest as it arrives, without keeping it.
+    fn check_partial_as_it_arrives(&mut self, plan: &Plan, state: &WorkerState) {
+        let Some(head) = self.rx.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>() else {
+            return;
+        };
+        let Ok(header) = Header::parse(head, state.decoder.max_body()) else {
+            return; // refused when the whole frame is parsed
+        };
+        let echo = match header.cmd {
+            Command::Response => true,
+            Command::Request => plan.reflect,
+            _ => false,
+        };
+        let payload_at = ringrpc_protocol::HEADER_LEN + header.method_len as usize;
+        let frame_len = header.frame_len();
+        if !echo
+            || plan.pattern != Pattern::Call
+            || header.flags.is_error()
+            || header.user_flags != 0
+            || header.payload_len() != plan.payload_len
+            || self.rx.len() < payload_at
+            || frame_len - self.rx.len() < CHECK_AS_IT_ARRIVES_MIN
+        {
+            return;
+        }
+        let Some(pending) = self.pending.get(&header.seq) else {
+            return;
+        };
+        let mut incoming = Incoming {
+            header,
+            seed: pending.seed,
+            checked: 0,
+            remaining: header.payload_len(),
+            difference: None,
+        };
+        incoming.take(&self.rx[payload_at..]);
+        self.rx.clear();
+        self.incoming = Some(incoming);
+    }
+
+    /// The last piece of an echo checked as it arrived is in: settles its call.
+    fn finish_incoming(
+        &mut self,
+        done: Incoming,
+        received_at: Instant,
+        plan: &Plan,
+        state: &mut WorkerState,
+    ) {
+        let header = done.header;
+        state.frames_received += 1;
+        let Some(pending) = self.pending.remove(&header.seq) else {
+            state.counters.note_unexpected(format!(
+                "response to seq {}, which is not outstanding",
+                header.seq
+            ));
+            return;
+        };
+        if !self.settle(&pending, state) {
+            return;
+        }
+        let mismatch = done
+            .difference
+            .map(|at| payload::difference_message(header.seq, at, plan.payload_len));
+        record_checked(mismatch, pending.sent_at, received_at, plan, state);
     }
 
     /// Handles every whole frame at the front of `bytes`; returns how many bytes they took.
@@ -625,7 +787,9 @@ impl Connection {
         self.pending.clear();
         self.in_flight = 0;
         self.tx.clear();
+        self.incoming = None;
         self.stream = None;
+        self.open = false;
     }
 }
 
@@ -657,9 +821,23 @@ pub(crate) fn record_answer(
     if header.flags.is_error() {
         counters.errors += 1;
         note_error(counters, "seq", header.seq, payload);
-    } else if let Some(why) = payload::mismatch(seed, plan.payload_len, payload) {
-        counters.mismatches += 1;
-        counters.first_mismatch.get_or_insert(why);
+    } else {
+        let mismatch = payload::mismatch(seed, plan.payload_len, payload);
+        record_checked(mismatch, sent_at, received_at, plan, state);
+    }
+}
+
+/// Counts one answer whose payload was checked: a mismatch (why) or a success.
+fn record_checked(
+    mismatch: Option<String>,
+    sent_at: Instant,
+    received_at: Instant,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    if let Some(why) = mismatch {
+        state.counters.mismatches += 1;
+        state.counters.first_mismatch.get_or_insert(why);
     } else {
         record_success(1, sent_at, received_at, plan, state);
     }
@@ -756,6 +934,10 @@ fn record_batch(
         record_success(units, pending.sent_at, received_at, plan, state);
     }
 }
+
+/// Request payloads from this size on are sent by reference (see
+/// [`Connection::send_by_reference`]): below it, one more segment costs more than the copy.
+pub(crate) const BY_REFERENCE_MIN: usize = 2048;
 
 /// Appends a frame that `write` encodes around request `seed`'s payload, which ends it: the
 /// payload is copied once, straight from the pattern, then stamped with `seed` in place.

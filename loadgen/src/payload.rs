@@ -82,20 +82,28 @@ pub fn fill(seq: u64, dst: &mut [u8]) {
 /// Index of the first byte of `actual` that differs from the payload of request `seq` of the
 /// same length; `None` when they are equal.
 pub fn first_difference(seq: u64, actual: &[u8]) -> Option<usize> {
-    let n = actual.len().min(8);
+    first_difference_from(seq, 0, actual)
+}
+
+/// As [`first_difference`] for `actual` = bytes `from..from + actual.len()` of the payload
+/// (an answer checked piece by piece as it arrives); the index returned is the payload's.
+pub fn first_difference_from(seq: u64, from: usize, actual: &[u8]) -> Option<usize> {
     let first_of = |a: &[u8], b: &[u8]| a.iter().zip(b).position(|(x, y)| x != y);
-    if actual[..n] != seq.to_le_bytes()[..n] {
-        return first_of(&actual[..n], &seq.to_le_bytes());
+    // The stamp: payload bytes 0..8.
+    let stamp = seq.to_le_bytes();
+    let n = actual.len().min(8usize.saturating_sub(from));
+    if n > 0 && actual[..n] != stamp[from..from + n] {
+        return first_of(&actual[..n], &stamp[from..]).map(|i| from + i);
     }
     let mut at = n;
-    for piece in pattern_from(seq, n) {
+    for piece in pattern_from(seq, from + n) {
         if at == actual.len() {
             return None;
         }
         let len = piece.len().min(actual.len() - at);
         let (got, want) = (&actual[at..at + len], &piece[..len]);
         if got != want {
-            return first_of(got, want).map(|i| at + i);
+            return first_of(got, want).map(|i| from + at + i);
         }
         at += len;
     }
@@ -109,9 +117,12 @@ pub fn mismatch(seq: u64, expected_len: usize, actual: &[u8]) -> Option<String> 
             actual.len()
         ));
     }
-    first_difference(seq, actual).map(|at| {
-        format!("seq {seq}: payload byte {at} of {expected_len} differs from what was sent")
-    })
+    first_difference(seq, actual).map(|at| difference_message(seq, at, expected_len))
+}
+
+/// The mismatch report for payload byte `at` of request `seq`'s `len` bytes.
+pub fn difference_message(seq: u64, at: usize, len: usize) -> String {
+    format!("seq {seq}: payload byte {at} of {len} differs from what was sent")
 }
 
 #[cfg(test)]
@@ -151,7 +162,16 @@ mod tests {
     /// longer than the pattern wraps, and a flipped byte anywhere is found where it is.
     #[test]
     fn windows_fill_and_long_payloads_agree_and_locate_flips() {
-        for len in [0, 3, 8, 9, 4096, CONTIGUOUS_MAX, CONTIGUOUS_MAX + 1, 3 * PATTERN_LEN / 2] {
+        for len in [
+            0,
+            3,
+            8,
+            9,
+            4096,
+            CONTIGUOUS_MAX,
+            CONTIGUOUS_MAX + 1,
+            3 * PATTERN_LEN / 2,
+        ] {
             let seq = len as u64 * 7 + 1;
             let mut filled = vec![0; len];
             fill(seq, &mut filled);
@@ -163,12 +183,34 @@ mod tests {
             } else {
                 assert!(len > CONTIGUOUS_MAX);
             }
-            for at in [len / 3, len.saturating_sub(1), len / 2 + 5].into_iter().filter(|&i| i < len) {
+            for at in [len / 3, len.saturating_sub(1), len / 2 + 5]
+                .into_iter()
+                .filter(|&i| i < len)
+            {
                 let mut corrupt = filled.clone();
                 corrupt[at] ^= 0x40;
-                assert_eq!(first_difference(seq, &corrupt), Some(at), "len {len} at {at}");
+                assert_eq!(
+                    first_difference(seq, &corrupt),
+                    Some(at),
+                    "len {len} at {at}"
+                );
             }
             assert!(len < 8 || first_difference(seq + 1, &filled).is_some());
+            // Checked in pieces at every offset kind: the stamp, across it, the body.
+            for cut in [1, 5, 8, 9, len / 2].into_iter().filter(|&c| c < len) {
+                assert_eq!(first_difference_from(seq, 0, &filled[..cut]), None);
+                assert_eq!(
+                    first_difference_from(seq, cut, &filled[cut..]),
+                    None,
+                    "{len} {cut}"
+                );
+                let mut corrupt = filled.clone();
+                corrupt[len - 1] ^= 1;
+                assert_eq!(
+                    first_difference_from(seq, cut, &corrupt[cut..]),
+                    Some(len - 1)
+                );
+            }
         }
     }
 

@@ -53,17 +53,11 @@ pub(crate) fn run_uring_worker(
     let mut state = WorkerState::new(plan, shared);
     let mut io: Vec<ConnIo> = conns.iter().map(|_| ConnIo::default()).collect();
     for (i, conn) in conns.iter_mut().enumerate() {
-        let fd = match conn.try_clone_stream() {
-            None => continue,
-            Some(Ok(stream)) => SharedFd::from(stream),
-            Some(Err(e)) => {
-                conn.fail(
-                    format!("cannot share the socket with io_uring: {e}"),
-                    &mut state,
-                );
-                continue;
-            }
+        let Some(stream) = conn.take_stream() else {
+            continue;
         };
+        let fd = SharedFd::from(stream);
+        conn.send_by_reference();
         match ring.recv_multi(&fd, i as u64) {
             Ok(id) => {
                 io[i].recv = Some(id);
@@ -145,7 +139,7 @@ fn start_send(
     let Some(fd) = io.fd.as_ref() else { return };
     let mut batch = std::mem::take(&mut io.spare);
     batch.append(&mut io.unsent);
-    batch.extend(conn.take_output());
+    conn.take_output(&mut batch);
     if batch.is_empty() {
         io.spare = batch;
         return;

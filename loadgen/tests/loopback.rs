@@ -105,6 +105,42 @@ fn corrupted_echoes_are_mismatches_and_fail_the_run() {
     assert!(sample.contains("payload byte 0"), "{sample}");
 }
 
+/// Large echoes arriving in pieces are checked as they arrive (never assembled): a flipped
+/// last byte is a mismatch at that byte, every other echo is answered, both I/O modes.
+#[test]
+fn large_echoes_arriving_in_pieces_are_checked_to_the_last_byte() {
+    for io in ["uring", "std"] {
+        let addr = spawn_server(Behaviour::InPiecesCorruptEveryTenthLast);
+        let flags = [
+            "--duration",
+            "1s",
+            "--warmup",
+            "100ms",
+            "--conns",
+            "2",
+            "--per-conn",
+            "2",
+            "--payload",
+            "65536",
+            "--io",
+            io,
+        ];
+        let report = run(&config(addr, &flags)).unwrap();
+        assert_accounting(&report);
+        let n = &report.counts;
+        assert!(n.mismatches > 0 && n.answered > 0, "{io}: {n:?}");
+        assert!(
+            n.answered >= 5 * n.mismatches,
+            "{io}: only every tenth: {n:?}"
+        );
+        let sample = report.diagnostics.first_mismatch.as_deref().unwrap();
+        assert!(
+            sample.contains("payload byte 65535 of 65536"),
+            "{io}: {sample}"
+        );
+    }
+}
+
 #[test]
 fn error_responses_are_counted_as_errors() {
     let addr = spawn_server(Behaviour::ErrorAll);

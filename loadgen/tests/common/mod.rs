@@ -23,6 +23,9 @@ pub enum Behaviour {
     Silent,
     /// Echoes this many requests per connection, then closes it.
     CloseAfter(usize),
+    /// Writes each response in three pieces a millisecond apart, the last payload byte of
+    /// every tenth flipped (so large echoes are checked as they arrive).
+    InPiecesCorruptEveryTenthLast,
 }
 
 /// Starts a server on an ephemeral loopback port; it lives until the test process exits.
@@ -76,6 +79,22 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour) {
                 Behaviour::Silent => continue,
                 Behaviour::CloseAfter(limit) if requests > limit => return,
                 Behaviour::CloseAfter(_) => echo,
+                Behaviour::InPiecesCorruptEveryTenthLast => {
+                    let mut payload = frame.payload.to_vec();
+                    if requests % 10 == 0 {
+                        *payload.last_mut().unwrap() ^= 0x01;
+                    }
+                    let wire =
+                        Frame::response_to(&frame.header, frame.method.clone(), payload).to_bytes();
+                    let third = wire.len() / 3;
+                    for piece in [&wire[..third], &wire[third..2 * third], &wire[2 * third..]] {
+                        if stream.write_all(piece).is_err() {
+                            return;
+                        }
+                        thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    continue;
+                }
             };
             response.encode_to(&mut tx);
         }
