@@ -539,7 +539,9 @@ impl Ring {
             return Err((
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("recv_into wants 1 to {spare} bytes (the spare capacity), not {want}; reserve first"),
+                    format!(
+                        "recv_into wants 1 to {spare} bytes (the spare capacity), not {want}; reserve first"
+                    ),
                 ),
                 buf,
             ));
@@ -754,11 +756,9 @@ impl Ring {
                             .flags(libc::MSG_TRUNC as u32)
                             .build()
                     }
-                    OpMem::RecvInto { target, want, .. } => {
-                        opcode::Recv::new(fd, *target, *want)
-                            .flags(libc::MSG_WAITALL)
-                            .build()
-                    }
+                    OpMem::RecvInto { target, want, .. } => opcode::Recv::new(fd, *target, *want)
+                        .flags(libc::MSG_WAITALL)
+                        .build(),
                     OpMem::Send { msg, .. } => {
                         opcode::SendMsg::new(fd, &**msg as *const libc::msghdr)
                             .flags(libc::MSG_NOSIGNAL as u32)

@@ -354,7 +354,10 @@ fn recv_into_receives_exactly_what_it_asks_for_into_the_buffer() {
     };
     let mut done = reap_until(&mut ring, |c| c.kind() == OpKind::RecvInto);
     let mut c = done.pop().unwrap();
-    assert_eq!((c.tag(), c.op(), c.result(), c.more()), (7, id, want as i32, false));
+    assert_eq!(
+        (c.tag(), c.op(), c.result(), c.more()),
+        (7, id, want as i32, false)
+    );
     let filled = c.take_filled().expect("the buffer comes back");
     assert_eq!(&filled[..4], b"head");
     assert_eq!(&filled[4..], &sent[..want]);
@@ -427,7 +430,9 @@ fn running_out_of_buffers_hands_the_kernel_more_up_to_all() {
     }
     assert_eq!(outs, [64, 128, 256], "ran out at 64, then 128, then all");
     let got: Vec<u8> = held.iter().flat_map(|b| b.to_vec()).collect();
-    let sent: Vec<u8> = (0..got.len() as u16 / 2).flat_map(|i| i.to_le_bytes()).collect();
+    let sent: Vec<u8> = (0..got.len() as u16 / 2)
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
     assert_eq!(got, sent, "nothing lost or reordered across the re-arms");
     assert!(ring.cancel_all_and_wait());
 }

@@ -731,7 +731,10 @@ fn a_direct_recv_is_cancelled_by_the_read_timeout_and_waited_for() {
     h.lc.recv_cancelled();
     assert!(h.poll(2).start_direct());
     let a = h.poll(5_001);
-    assert!(a.cancel_recv() && a.shut_both() && a.release.is_none(), "{a:?}");
+    assert!(
+        a.cancel_recv() && a.shut_both() && a.release.is_none(),
+        "{a:?}"
+    );
     // The cancelled recv hands back what it had; nothing is decoded any more.
     assert!(!h.lc.recv_data(h.at(5_002), false));
     let a = h.poll(5_002);

@@ -40,10 +40,9 @@ impl Reactor {
                 }
                 // Lingering or failing: read and discarded.
                 Some(_) => {}
-                None => slot.lifecycle.recv_error(
-                    io::Error::other("recv completion without a buffer"),
-                    more,
-                ),
+                None => slot
+                    .lifecycle
+                    .recv_error(io::Error::other("recv completion without a buffer"), more),
             }
         } else {
             self.recv_ended_without_data(idx, result, more);
