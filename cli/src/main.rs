@@ -38,10 +38,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     ring_entries: u32,
     /// Receive buffers per core, a power of two in 1..=32768 (each costs --recv-buffer-size)
-    #[arg(long, visible_alias = "buffers", value_name = "N", default_value_t = 2048, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
+    #[arg(long, visible_alias = "buffers", value_name = "N", default_value_t = 512, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     recv_buffers: u32,
     /// Size of each receive buffer in bytes, 256..=1048576
-    #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value_t = 16384, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     recv_buffer_size: usize,
     /// Largest frame body (method + payload) a peer may send, in bytes; a connection holds at
     /// most this much for one partial frame, as its bytes arrive

@@ -154,8 +154,8 @@ impl Default for ConfigBuilder {
                 .unwrap_or(1),
             listen: vec![":8888".into()],
             ring_entries: 4096,
-            recv_buffers: 2048,
-            recv_buffer_size: 4096,
+            recv_buffers: 512,
+            recv_buffer_size: 16 * 1024,
             max_body: DEFAULT_MAX_BODY,
             max_connections: 100_000,
             max_send_queue_bytes: 4 << 20,
@@ -236,7 +236,7 @@ impl ConfigBuilder {
         self.ring_entries = n;
         self
     }
-    /// Receive buffers per core, a power of two in 1..=32768 (default 2048). Costs
+    /// Receive buffers per core, a power of two in 1..=32768 (default 512). Costs
     /// `recv_buffer_size` bytes each plus 16 B of ring entry: 8 MiB per core by default, of
     /// address space; memory only for those in use: 64 are handed to the kernel at first,
     /// twice as many each time receives run out (counted in `recv_buffers_exhausted`).
@@ -244,7 +244,8 @@ impl ConfigBuilder {
         self.recv_buffers = n;
         self
     }
-    /// Size of each receive buffer in bytes, 256..=1 MiB (default 4096). See `recv_buffers`.
+    /// Size of each receive buffer in bytes, 256..=1 MiB (default 16 KiB: a 4 KiB frame
+    /// arrives whole in one, a 64 KiB one in four completions). See `recv_buffers`.
     pub fn recv_buffer_size(mut self, n: usize) -> Self {
         self.recv_buffer_size = n;
         self
