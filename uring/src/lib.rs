@@ -7,7 +7,9 @@
 //! - Every op is one record in the ring's op slab from push until its *final* completion (one
 //!   without the "more" flag). The record owns what the kernel reads or writes for the op: the
 //!   send batch with its iovecs, `msghdr` and (for [`Ring::send_to`]) the encoded peer address
-//!   and GSO control message, the `recvmsg` template `msghdr`, the timeout's timespec, the
+//!   and GSO control message, a [`Ring::recv_into`]'s target `BytesMut` (the kernel writes
+//!   only its spare capacity; the length grows by the reported bytes at the final completion),
+//!   the `recvmsg` template `msghdr`, the timeout's timespec, the
 //!   eventfd read buffer, and a [`SharedFd`] clone of the descriptor the op names. So an fd
 //!   cannot be closed (and its number reused) and no memory can be freed under the kernel,
 //!   whatever the caller drops.

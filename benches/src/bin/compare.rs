@@ -58,9 +58,9 @@ With --matrix (payload × load cells, each running every server in interleaved r
                                   panel per load
   <server>-idle.server.log        the server's output during the idle memory measurement
 Connections past the open-files limit fail: compare raises its soft limit to the hard one
-(`ulimit -Hn`), which its servers and loadgen inherit. loadgen's io_uring mode takes two
-descriptors per connection, so 10000x1 needs a hard limit of at least 20,100; compare checks
-this before the first run.";
+(`ulimit -Hn`), which its servers and loadgen inherit. Each holds one descriptor per
+connection, so 10000x1 needs a hard limit of at least 10,100; compare checks this before
+the first run.";
 
 /// Side-by-side echo comparison of ringrpc's engine with its peers.
 ///
@@ -307,12 +307,12 @@ fn run_matrix(
     let max_in_flight = cli
         .matrix_max_in_flight
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT_BYTES);
-    // loadgen's io_uring mode holds two descriptors per connection (the socket and the
-    // ring's copy of it); the idle measurement holds one here.
+    // loadgen and the servers hold one descriptor per connection, as does the idle
+    // measurement here.
     let most_loadgen = all_cells
         .iter()
         .filter(|c| c.skip_reason(max_in_flight).is_none())
-        .map(|c| 2 * c.load.conns)
+        .map(|c| c.load.conns)
         .max()
         .unwrap_or(0);
     check_descriptors(cli.idle_conns.max(most_loadgen))?;
@@ -457,7 +457,7 @@ fn check_descriptors(connections: usize) -> Result<(), String> {
         .and_then(|v| v.parse::<usize>().ok());
     match soft {
         Some(soft) if soft < connections + 100 => Err(format!(
-            "the open-files limit is {soft}, under the {connections} descriptors needed plus 100 (loadgen's io_uring mode takes two per connection): raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
+            "the open-files limit is {soft}, under the {connections} descriptors needed plus 100 (one per connection): raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
         )),
         _ => Ok(()),
     }
