@@ -231,9 +231,13 @@ fn garbage_truncated_and_oversize_datagrams_are_dropped_and_the_rest_served() {
     s.send_to(&valid[..valid.len() - 1], to).unwrap();
     s.send_to(&two, to).unwrap();
     s.send_to(&[0u8; 8], to).unwrap();
-    // Bigger than a receive buffer: reported truncated by the kernel, dropped.
-    s.send_to(&Frame::request(2, "/echo", vec![7u8; 9000]).to_bytes(), to)
-        .unwrap();
+    // Bigger than a receive buffer (16 KiB by default): reported truncated by the kernel,
+    // dropped.
+    s.send_to(
+        &Frame::request(2, "/echo", vec![7u8; 20_000]).to_bytes(),
+        to,
+    )
+    .unwrap();
     s.send_to(&valid, to).unwrap();
     let f = recv_frame(&s);
     assert_eq!((f.header.seq, &f.payload[..]), (1, &b"ok"[..]));
@@ -273,6 +277,7 @@ fn frames_over_the_datagram_limit_are_refused_at_the_sender() {
     // A limit no receive buffer can hold is refused at startup, naming the fix.
     let err = UdpEndpoint::builder("127.0.0.1:0")
         .max_datagram(9000)
+        .configure(|c| c.recv_buffer_size(4096))
         .start()
         .unwrap_err();
     assert!(err.to_string().contains("recv_buffer_size"), "{err}");
