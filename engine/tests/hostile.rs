@@ -37,8 +37,9 @@ fn still_serves_and_releases_everything(server: RunningServer) -> ServerReport {
     report
 }
 
-#[test]
-fn slowloris_is_closed_by_the_read_timeout_and_others_are_unaffected() {
+/// One core with a 300 ms read timeout; the receiver says, per closed connection, whether
+/// the read timeout closed it.
+fn start_with_read_timeout() -> (RunningServer, crossbeam_channel::Receiver<bool>) {
     let (reasons_tx, reasons) = unbounded();
     let config = Config::builder()
         .cores(1)
@@ -55,6 +56,12 @@ fn slowloris_is_closed_by_the_read_timeout_and_others_are_unaffected() {
         .unwrap()
         .start()
         .unwrap();
+    (server, reasons)
+}
+
+#[test]
+fn slowloris_is_closed_by_the_read_timeout_and_others_are_unaffected() {
+    let (server, reasons) = start_with_read_timeout();
     let mut slow = Client::connect(server.local_addr());
     let mut other = Client::connect(server.local_addr());
     let frame = Frame::request(1, "/echo", vec![7u8; 64]).to_bytes();
@@ -151,6 +158,7 @@ fn connections_past_the_limit_are_refused_cleanly() {
 fn ten_thousand_connections_opened_and_closed() {
     let server = start(Config::builder().cores(2));
     let addr = server.local_addr();
+    let drops_before = listen_drops();
     let workers: Vec<_> = (0..4)
         .map(|w| {
             thread::spawn(move || {
@@ -166,7 +174,29 @@ fn ten_thousand_connections_opened_and_closed() {
         .collect();
     workers.into_iter().for_each(|w| w.join().unwrap());
     let report = still_serves_and_releases_everything(server);
-    assert_eq!(report.total().accepted, 10_001);
+    // Every connection was accepted, unless the kernel dropped it from a full accept queue
+    // first (a client that connects and closes at once never notices; a loaded machine can
+    // stall the reactors long enough): those are counted in TcpExt ListenDrops.
+    let dropped = listen_drops() - drops_before;
+    let accepted = report.total().accepted;
+    assert!(
+        accepted <= 10_001 && accepted + dropped >= 10_001,
+        "accepted {accepted}, dropped by the kernel {dropped}"
+    );
+}
+
+/// Connections the kernel dropped at a full accept queue so far (all sockets of this host's
+/// network namespace), from /proc/net/netstat.
+fn listen_drops() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").expect("/proc/net/netstat");
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (tcp_ext.next().unwrap(), tcp_ext.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenDrops")
+        .and_then(|(_, value)| value.parse().ok())
+        .expect("TcpExt ListenDrops")
 }
 
 #[test]
@@ -511,22 +541,7 @@ fn graceful_shutdown_under_load_answers_everything_received_before_the_signal() 
 /// timeout while its rest is being received directly (the recv is cancelled and waited for).
 #[test]
 fn a_large_frame_abandoned_mid_way_is_closed_by_the_read_timeout() {
-    let (reasons_tx, reasons) = unbounded();
-    let config = Config::builder()
-        .cores(1)
-        .listen("127.0.0.1:0")
-        .read_timeout(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
-    let server = Server::builder()
-        .config(config)
-        .on_disconnect(move |_, reason| {
-            let _ = reasons_tx.send(matches!(reason, DisconnectReason::ReadTimeout));
-        })
-        .build()
-        .unwrap()
-        .start()
-        .unwrap();
+    let (server, reasons) = start_with_read_timeout();
     let mut stalled = Client::connect(server.local_addr());
     let wire = Frame::request(1, "/echo", vec![3u8; 2 << 20]).to_bytes();
     stalled.sock.write_all(&wire[..100_000]).unwrap();
