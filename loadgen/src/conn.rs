@@ -535,16 +535,9 @@ impl Connection {
     ) {
         let header = done.header;
         state.frames_received += 1;
-        let Some(pending) = self.pending.remove(&header.seq) else {
-            state.counters.note_unexpected(format!(
-                "response to seq {}, which is not outstanding",
-                header.seq
-            ));
+        let Some(pending) = self.settle_answer(header.seq, state) else {
             return;
         };
-        if !self.settle(&pending, state) {
-            return;
-        }
         let mismatch = done
             .difference
             .map(|at| payload::difference_message(header.seq, at, plan.payload_len));
@@ -611,16 +604,9 @@ impl Connection {
                 return;
             }
         }
-        let Some(pending) = self.pending.remove(&header.seq) else {
-            state.counters.note_unexpected(format!(
-                "response to seq {}, which is not outstanding",
-                header.seq
-            ));
+        let Some(pending) = self.settle_answer(header.seq, state) else {
             return;
         };
-        if !self.settle(&pending, state) {
-            return;
-        }
         if plan.pattern == Pattern::Pubsub {
             record_publish(
                 &header,
@@ -645,6 +631,18 @@ impl Connection {
                 state,
             );
         }
+    }
+
+    /// The answer to `seq` arrived: takes its pending unit and settles it; `Some` when its
+    /// outcome is to be recorded (an answer to nothing outstanding is counted unexpected).
+    fn settle_answer(&mut self, seq: u64, state: &mut WorkerState) -> Option<Pending> {
+        let Some(pending) = self.pending.remove(&seq) else {
+            state
+                .counters
+                .note_unexpected(format!("response to seq {seq}, which is not outstanding"));
+            return None;
+        };
+        self.settle(&pending, state).then_some(pending)
     }
 
     /// Frees a settled unit's window slots; whether its outcome is to be recorded (not if
