@@ -194,6 +194,11 @@ impl Connection {
         }
     }
 
+    /// Requests go out on a clock (`--rate`), not only as answers free the window.
+    pub(crate) fn is_paced(&self) -> bool {
+        self.schedule.is_some()
+    }
+
     /// When this connection next has a request to send, if it is waiting on the clock.
     pub(crate) fn next_due(&self, plan: &Plan) -> Option<Instant> {
         let s = self.schedule?;
