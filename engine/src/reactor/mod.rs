@@ -42,6 +42,10 @@ use crate::measure::{ClosedBy, MethodMetrics};
 use crate::metrics::{CoreMetrics, Published};
 use crate::router::Router;
 use crate::settings::ReactorSettings;
+
+/// The connection slab reserves at most this many slots up front (about 100 MB of address
+/// space); past it, it grows by doubling.
+const MAX_PRESIZED_SLOTS: usize = 128 * 1024;
 use crate::shared::{ConnPolicy, Shared};
 use crate::stats::CoreStats;
 use crate::udp::UdpCore;
@@ -120,6 +124,7 @@ impl Reactor {
             recv_buffers: settings.recv_buffers,
             recv_buffer_size: settings.recv_buffer_size,
         })?;
+        let presized = settings.max_connections_per_core.min(MAX_PRESIZED_SLOTS);
         mailbox.set_waker(ring.waker());
         tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
         let server_policy = Arc::new(ConnPolicy::new(
@@ -157,7 +162,9 @@ impl Reactor {
                     websocket_only,
                 })
                 .collect(),
-            conns: Slab::with_capacity(1024),
+            // Room for every connection this core may hold, reserved once: the slab never
+            // moves its entries, and untouched room costs address space, not memory.
+            conns: Slab::with_capacity(presized),
             serial: 0,
             settings,
             server_policy,
