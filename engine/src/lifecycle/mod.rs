@@ -17,8 +17,8 @@
 //! timeouts and a forced shutdown go straight to `Closing`.
 //!
 //! Invariants:
-//! - A connection is released (its slot may be freed) only in `Closing`, with no recv armed
-//!   or being cancelled and no send in flight; release happens once, then every input is
+//! - A connection is released (its slot may be freed) only in `Closing`, with no recv in
+//!   flight (multishot or direct) or being cancelled and no send in flight; release happens once, then every input is
 //!   ignored.
 //! - The close reason is decided once: the first of failure, error, timeout or shutdown wins
 //!   and is the one released; later ones are dropped.

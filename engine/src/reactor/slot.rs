@@ -30,7 +30,8 @@ pub(super) struct Slot {
     pub(super) policy: Arc<ConnPolicy>,
     /// Where the connection is in its life, stepped by the reactor's clock.
     pub(super) lifecycle: Lifecycle,
-    /// The armed multishot recv, until its final completion (to cancel it).
+    /// The recv in flight — the multishot, or a direct recv of a large frame's rest — until
+    /// its final completion (to cancel it).
     pub(super) recv: Option<OpId>,
     pub(super) spare_batch: Vec<Bytes>,
     /// Queued for this tick's flush.
