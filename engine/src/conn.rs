@@ -9,10 +9,9 @@
 //! - Every pending call completes exactly once: answered, timed out, or failed at close.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -23,7 +22,7 @@ use crate::error::{
     AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, INVALID_METADATA, TOO_MANY_IN_FLIGHT,
 };
 use crate::framing::{ArpcFraming, Next};
-use crate::handle::ConnHandle;
+use crate::handle::{ConnHandle, Deferred};
 use crate::ids::ConnInfo;
 use crate::mailbox::{CallDone, CallDoneMd, Mailbox};
 use crate::measure::MethodMetrics;
@@ -279,15 +278,12 @@ impl Conn {
             StreamFraming::Undecided { .. } => Ok(()),
             StreamFraming::Arpc(f) => f
                 .decode(&data, |frame, owner| {
-                    session.frame_owner = owner.cloned();
-                    let next = session.dispatch_next(frame, router, methods);
-                    session.frame_owner = None;
-                    next
+                    session.dispatch_next(frame, owner, router, methods)
                 })
                 .map_err(ConnError::Arpc),
             StreamFraming::WebSocket(ws) => ws
                 .decode(&data, &mut |event| match event {
-                    WsInput::Frame(frame) => session.dispatch_next(frame, router, methods),
+                    WsInput::Frame(frame) => session.dispatch_next(frame, None, router, methods),
                     WsInput::Raw(bytes) => {
                         session.out.push_raw(&bytes);
                         Next::Continue
@@ -343,7 +339,9 @@ impl Conn {
 pub(crate) struct Session {
     info: ConnInfo,
     mailbox: Arc<Mailbox>,
-    calls: HashMap<u64, PendingCall>,
+    /// Calls this side made, by seq (a `BTreeMap`: empty, it costs no allocation and less
+    /// room in the connection's slot than a `HashMap`).
+    calls: BTreeMap<u64, PendingCall>,
     next_call_seq: u64,
     /// The shared secret the first frame must carry; `None` once authenticated or when
     /// none is required.
@@ -351,16 +349,13 @@ pub(crate) struct Session {
     /// The peer failed to authenticate: nothing more is dispatched.
     rejected: bool,
     /// Requests whose answer was deferred to a responder and not yet sent.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Deferred,
     /// Past this many, new Requests are refused with [`TOO_MANY_IN_FLIGHT`].
     max_in_flight: usize,
     /// Responses and other frames to send.
     pub(crate) out: OutQueue,
     /// Open streams.
     pub(crate) streams: StreamTable,
-    /// While a frame completed from pieces is dispatched: the buffer it lies in, so its
-    /// payload is kept or answered without a copy.
-    frame_owner: Option<Bytes>,
     /// This connection's counters.
     pub(crate) stats: ConnStats,
 }
@@ -381,15 +376,14 @@ impl Session {
         Session {
             info,
             mailbox,
-            calls: HashMap::new(),
+            calls: BTreeMap::new(),
             next_call_seq: 1,
             auth: None,
             rejected: false,
-            in_flight: Arc::default(),
+            in_flight: Deferred::default(),
             max_in_flight: usize::MAX,
             out: OutQueue::default(),
             streams: StreamTable::new(StreamLimits::default()),
-            frame_owner: None,
             stats: ConnStats::default(),
         }
     }
@@ -493,7 +487,7 @@ impl Session {
     /// Fails every pending call with `error` and ends every stream (the connection is
     /// closing).
     pub(crate) fn fail_calls(&mut self, error: CallError) {
-        for (_, call) in self.calls.drain() {
+        for (_, call) in std::mem::take(&mut self.calls) {
             call.done.fail(error.clone());
         }
         self.streams.fail_all();
@@ -522,17 +516,18 @@ impl Session {
     fn dispatch_with_metadata(
         &mut self,
         frame: &FrameRef<'_>,
+        owner: Option<&Bytes>,
         router: &Router,
         methods: &mut MethodMetrics,
     ) {
         if frame.header.cmd.is_control() {
             // A bare header: the bit means nothing there.
-            return self.dispatch_frame(frame, None, router, methods);
+            return self.dispatch_frame(frame, None, owner, router, methods);
         }
         match take_metadata(&frame.header, frame.payload) {
             Ok((payload, metadata)) => {
                 let stripped = FrameRef { payload, ..*frame };
-                self.dispatch_frame(&stripped, metadata, router, methods);
+                self.dispatch_frame(&stripped, metadata, owner, router, methods);
             }
             Err(e) => self.bad_metadata(frame, e),
         }
@@ -569,13 +564,16 @@ impl Session {
     }
 
     /// Dispatches `frame` and says whether to go on (not after a failed authentication).
+    /// `owner` is the buffer the frame lies in when it is the frame's own: its payload is
+    /// then kept or answered without a copy.
     fn dispatch_next(
         &mut self,
         frame: &FrameRef<'_>,
+        owner: Option<&Bytes>,
         router: &Router,
         methods: &mut MethodMetrics,
     ) -> Next {
-        self.dispatch(frame, router, methods);
+        self.dispatch(frame, owner, router, methods);
         if self.rejected {
             Next::Stop
         } else {
@@ -583,10 +581,16 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, frame: &FrameRef<'_>, router: &Router, methods: &mut MethodMetrics) {
+    fn dispatch(
+        &mut self,
+        frame: &FrameRef<'_>,
+        owner: Option<&Bytes>,
+        router: &Router,
+        methods: &mut MethodMetrics,
+    ) {
         self.stats.frames_in += 1;
         if frame.header.user_flags & USER_FLAG_METADATA != 0 && self.auth.is_none() {
-            return self.dispatch_with_metadata(frame, router, methods);
+            return self.dispatch_with_metadata(frame, owner, router, methods);
         }
         if let Some(secret) = &self.auth {
             let h = &frame.header;
@@ -617,7 +621,7 @@ impl Session {
             }
             return;
         }
-        self.dispatch_frame(frame, None, router, methods);
+        self.dispatch_frame(frame, None, owner, router, methods);
     }
 
     /// Dispatches an authenticated frame whose metadata (if any) is taken off already.
@@ -626,6 +630,7 @@ impl Session {
         &mut self,
         frame: &FrameRef<'_>,
         metadata: Option<Metadata>,
+        owner: Option<&Bytes>,
         router: &Router,
         methods: &mut MethodMetrics,
     ) {
@@ -636,7 +641,7 @@ impl Session {
                 } else {
                     self.stats.notifies += 1;
                 }
-                let deferred = self.in_flight.load(std::sync::atomic::Ordering::Acquire);
+                let deferred = self.in_flight.count();
                 if frame.header.cmd == Command::Request && deferred >= self.max_in_flight {
                     // The peer asks faster than the deferred work answers: refuse, don't queue.
                     self.stats.refused_in_flight += 1;
@@ -650,7 +655,7 @@ impl Session {
                 match router.dispatch(
                     frame,
                     metadata.as_ref(),
-                    self.frame_owner.as_ref(),
+                    owner,
                     &self.info,
                     &self.mailbox,
                     &self.in_flight,
@@ -673,7 +678,7 @@ impl Session {
                 self.streams
                     .on_frame(frame, md, &conn, route, &mut self.out);
                 self.stats.stream_frames += 1;
-                self.stats.streams_opened = self.streams.stats.opened_by_peer;
+                self.stats.streams_opened = self.streams.stats().opened_by_peer;
             }
         }
     }

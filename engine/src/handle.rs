@@ -254,6 +254,24 @@ impl ConnHandle {
     }
 }
 
+/// How many of a connection's (or UDP peer's) Requests wait for a [`Responder`]'s answer.
+/// The counter is shared with the responders and allocated when the first is taken, so a
+/// connection that never defers an answer does not pay for it.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred(std::cell::OnceCell<Arc<AtomicUsize>>);
+
+impl Deferred {
+    /// Answers deferred and not yet sent.
+    pub(crate) fn count(&self) -> usize {
+        self.0.get().map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// The shared counter, for a new responder.
+    pub(crate) fn counter(&self) -> &Arc<AtomicUsize> {
+        self.0.get_or_init(Arc::default)
+    }
+}
+
 /// Answers one Request later, from any thread. Dropping it unanswered sends an error
 /// Response, so the caller never waits forever.
 pub struct Responder {

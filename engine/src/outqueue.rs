@@ -21,6 +21,12 @@ use crate::ws::session::binary_message_header;
 
 /// Payloads at least this large are queued as their own `Bytes` instead of being copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+/// The coalescing buffer grows by at least this much, so a tick's small frames do not
+/// reallocate it frame by frame.
+pub(crate) const SMALL_GROWTH: usize = 1024;
+/// A coalescing buffer up to this large is handed back for reuse when its connection goes
+/// quiet ([`OutQueue::take_idle_buffer`]); a larger one is freed.
+pub(crate) const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
 /// Frames waiting to be sent, in order.
 #[derive(Debug, Default)]
@@ -94,10 +100,47 @@ impl OutQueue {
         }
     }
 
+    /// Makes room for `len` more bytes in the coalescing buffer, growing it by at least
+    /// [`SMALL_GROWTH`].
+    #[inline]
+    fn small_room(&mut self, len: usize) {
+        if self.small.capacity() - self.small.len() < len {
+            self.small.reserve(len.max(SMALL_GROWTH));
+        }
+    }
+
+    /// With nothing queued or being sent: takes the coalescing buffer, emptied and with its
+    /// whole room reclaimed, so a quiet connection holds none; `None` when something is
+    /// pending, or when the buffer is larger than [`SPARE_BUFFER_MAX`] or still shared
+    /// (then it is freed instead). Give one back with [`OutQueue::give_buffer`].
+    pub(crate) fn take_idle_buffer(&mut self) -> Option<BytesMut> {
+        if self.queued != 0 || self.in_flight != 0 || !self.segments.is_empty() {
+            return None;
+        }
+        let mut buf = std::mem::take(&mut self.small);
+        // `try_reclaim` answers whether the allocation could hold that much, without allocating.
+        let too_large = buf.try_reclaim(SPARE_BUFFER_MAX + 1);
+        (!too_large && buf.try_reclaim(SMALL_GROWTH)).then_some(buf)
+    }
+
+    /// Whether the coalescing buffer has no room (a connection that went quiet).
+    pub(crate) fn wants_buffer(&self) -> bool {
+        self.small.capacity() == 0
+    }
+
+    /// Uses `buf` (empty) as the coalescing buffer, when it has no room.
+    pub(crate) fn give_buffer(&mut self, buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        if self.small.is_empty() {
+            self.small = buf;
+        }
+    }
+
     /// Writes the WebSocket message header for a frame of `frame_len` bytes, if wrapping.
     fn envelope(&mut self, frame_len: usize) {
         if self.websocket {
             let header = binary_message_header(frame_len);
+            self.small_room(header.as_bytes().len());
             self.small.extend_from_slice(header.as_bytes());
             self.queued += header.as_bytes().len();
         }
@@ -133,6 +176,7 @@ impl OutQueue {
             return self.push_gzip(stream_bits, cmd, flags, user_flags, seq, method, payload);
         }
         self.envelope(len);
+        self.small_room(len);
         let before = self.small.len();
         write_frame(
             &mut self.small,
@@ -193,6 +237,7 @@ impl OutQueue {
             return self.push_gzip(stream_bits, cmd, flags, user_flags, seq, method, &payload);
         }
         self.envelope(len);
+        self.small_room(HEADER_LEN + method.len());
         let before = self.small.len();
         write_frame(&mut self.small, cmd, flags, user_flags, seq, method, &[]);
         self.small[before + 5] |= stream_bits;
@@ -218,6 +263,7 @@ impl OutQueue {
     fn push_encoded_plain(&mut self, frame: Bytes) {
         self.envelope(frame.len());
         if frame.len() < ZERO_COPY_MIN {
+            self.small_room(frame.len());
             self.small.extend_from_slice(&frame);
         } else {
             self.seal_small();
@@ -230,6 +276,7 @@ impl OutQueue {
     /// Queues bytes as they are, never wrapped (reflect mode, HTTP responses, WebSocket
     /// control frames: no frame counted).
     pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.small_room(bytes.len());
         self.small.extend_from_slice(bytes);
         self.queued += bytes.len();
     }
@@ -273,9 +320,17 @@ impl OutQueue {
     /// Moves the next batch (at most [`IOV_MAX`] segments, in order) into `batch`; returns
     /// how many frames were queued since the previous batch.
     pub fn take_batch(&mut self, batch: &mut Vec<Bytes>) -> u64 {
-        self.seal_small();
-        let n = self.segments.len().min(IOV_MAX);
-        batch.extend(self.segments.drain(..n));
+        if self.segments.is_empty() {
+            // Only small frames (the common case): straight from their buffer, so a
+            // connection that never queues a large payload never allocates the deque.
+            if !self.small.is_empty() {
+                batch.push(self.small.split().freeze());
+            }
+        } else {
+            self.seal_small();
+            let n = self.segments.len().min(IOV_MAX);
+            batch.extend(self.segments.drain(..n));
+        }
         let taken: usize = batch.iter().map(Bytes::len).sum();
         self.queued -= taken;
         self.in_flight = taken;
@@ -322,6 +377,68 @@ mod tests {
         );
         q.push_frame(Command::Response, Flags::default(), 0, 3, b"/c", b"three");
         q
+    }
+
+    /// Small frames only: one segment straight from the coalescing buffer.
+    #[test]
+    fn small_frames_go_out_as_one_segment() {
+        let mut q = OutQueue::default();
+        q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"one");
+        q.push_frame(Command::Response, Flags::default(), 0, 2, b"/a", b"two");
+        let mut batch = Vec::new();
+        assert_eq!(q.take_batch(&mut batch), 2);
+        assert_eq!(batch.len(), 1);
+        let d = Decoder::new(usize::MAX as u32);
+        let mut wire = BytesMut::from(&batch[0][..]);
+        assert_eq!(&d.decode(&mut wire).unwrap().unwrap().payload[..], b"one");
+        assert_eq!(&d.decode(&mut wire).unwrap().unwrap().payload[..], b"two");
+    }
+
+    /// A quiet queue gives up its buffer (so an idle connection holds none) only once the
+    /// send is done and nothing waits; a buffer given back is used without allocating.
+    #[test]
+    fn a_quiet_queue_hands_over_its_buffer_and_uses_one_given() {
+        let mut q = OutQueue::default();
+        q.push_frame(Command::Response, Flags::default(), 0, 1, b"/a", b"one");
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch);
+        assert!(q.take_idle_buffer().is_none(), "a batch is in flight");
+        q.sent(&mut batch, 5);
+        assert!(q.take_idle_buffer().is_none(), "the rest still waits");
+        q.take_batch(&mut batch);
+        let rest = batch.iter().map(Bytes::len).sum();
+        q.sent(&mut batch, rest);
+        let buf = q.take_idle_buffer().expect("quiet: the buffer comes out");
+        assert!(buf.is_empty() && buf.capacity() >= SMALL_GROWTH);
+        assert!(q.wants_buffer());
+        let room = buf.as_ptr();
+        q.give_buffer(buf);
+        q.push_frame(Command::Response, Flags::default(), 0, 2, b"/a", b"two");
+        q.take_batch(&mut batch);
+        assert_eq!(batch[0].as_ptr(), room, "written into the buffer given");
+    }
+
+    /// A buffer past the reuse limit is freed rather than handed over.
+    #[test]
+    fn a_large_quiet_buffer_is_freed() {
+        let mut q = OutQueue::default();
+        // Copied (each under ZERO_COPY_MIN), together past SPARE_BUFFER_MAX.
+        for seq in 1..=(SPARE_BUFFER_MAX / 15_000 + 1) as u64 {
+            q.push_frame(
+                Command::Response,
+                Flags::default(),
+                0,
+                seq,
+                b"/a",
+                &[0u8; 15_000],
+            );
+        }
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch);
+        let all = batch.iter().map(Bytes::len).sum();
+        q.sent(&mut batch, all);
+        assert!(q.take_idle_buffer().is_none());
+        assert!(q.wants_buffer(), "freed: nothing held");
     }
 
     #[test]

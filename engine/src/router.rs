@@ -11,13 +11,13 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command, Flags, FrameRef, Header, MAX_METHOD_LEN};
 
-use crate::handle::{ConnHandle, Responder};
+use crate::handle::{ConnHandle, Deferred, Responder};
 use crate::ids::ConnInfo;
 use crate::mailbox::Mailbox;
 use crate::measure::{MethodMetrics, Timing};
@@ -56,7 +56,7 @@ pub struct Context<'a> {
     payload: &'a [u8],
     conn: &'a ConnInfo,
     mailbox: &'a Arc<Mailbox>,
-    in_flight: &'a Arc<AtomicUsize>,
+    in_flight: &'a Deferred,
     out: &'a mut OutQueue,
     state: ReplyState,
     /// The request's metadata block, already taken off `payload`.
@@ -88,7 +88,7 @@ impl<'a> Context<'a> {
         metadata: Option<&'a Metadata>,
         conn: &'a ConnInfo,
         mailbox: &'a Arc<Mailbox>,
-        in_flight: &'a Arc<AtomicUsize>,
+        in_flight: &'a Deferred,
         out: &'a mut OutQueue,
     ) -> Context<'a> {
         Context {
@@ -196,13 +196,14 @@ impl<'a> Context<'a> {
             return None;
         }
         self.state = ReplyState::Deferred;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = self.in_flight.counter();
+        in_flight.fetch_add(1, Ordering::AcqRel);
         let responder = Responder::new(
             self.conn(),
             self.header.seq,
             self.method,
             self.header.flags,
-            self.in_flight.clone(),
+            in_flight.clone(),
             self.timing,
         );
         Some(match self.reply_metadata.take() {
@@ -708,7 +709,7 @@ impl Router {
         owner: Option<&Bytes>,
         conn: &ConnInfo,
         mailbox: &Arc<Mailbox>,
-        in_flight: &Arc<AtomicUsize>,
+        in_flight: &Deferred,
         out: &mut OutQueue,
         methods: &mut MethodMetrics,
     ) -> Dispatched {
@@ -749,7 +750,7 @@ impl Router {
         owner: Option<&Bytes>,
         conn: &ConnInfo,
         mailbox: &Arc<Mailbox>,
-        in_flight: &Arc<AtomicUsize>,
+        in_flight: &Deferred,
         out: &mut OutQueue,
         metered: Option<(Option<Timing>, &mut bool)>,
     ) -> Dispatched {

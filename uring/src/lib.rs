@@ -456,6 +456,13 @@ impl Ring {
         })
     }
 
+    /// Reserves room for `ops` ops in flight at once, so the op table never grows (and
+    /// copies itself) below that: one armed recv per connection is one op. The room is
+    /// address space until ops use it (about 100 bytes per op).
+    pub fn reserve_ops(&mut self, ops: usize) {
+        self.ops.reserve(ops.saturating_sub(self.ops.len()));
+    }
+
     /// The setup flags the kernel accepted.
     pub fn features(&self) -> RingFeatures {
         self.features

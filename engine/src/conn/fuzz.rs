@@ -91,7 +91,7 @@ pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
         .filter(bad_md)
         .count() as u64;
     assert_eq!(
-        conn.session.streams.stats.frames_in,
+        conn.session.streams.stats().frames_in,
         count(Command::Stream) - bad_streams
     );
     assert_eq!(

@@ -31,7 +31,7 @@ impl Reactor {
             slot.timer_at = Some(at);
             let id = TimerId::Conn {
                 slot: idx as u32,
-                serial: slot.serial,
+                serial: slot.serial(),
             };
             self.deadlines.schedule(at, id);
         }
@@ -43,7 +43,7 @@ impl Reactor {
         let Some(slot) = self.conns.get_mut(idx) else {
             return;
         };
-        if slot.serial != serial || slot.timer_at != Some(at) {
+        if slot.serial() != serial || slot.timer_at != Some(at) {
             return; // stale: that connection is gone or was re-scheduled
         }
         slot.timer_at = None;

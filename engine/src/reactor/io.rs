@@ -11,7 +11,7 @@ use std::io;
 
 use ringrpc_uring::{Completion, SendError};
 
-use super::Reactor;
+use super::{Reactor, SPARE_BATCHES, SPARE_BUFFERS};
 use crate::error::DisconnectReason;
 
 impl Reactor {
@@ -84,6 +84,11 @@ impl Reactor {
     fn decode(&mut self, idx: usize, data: &[u8]) {
         let now = self.now;
         let slot = &mut self.conns[idx];
+        if slot.conn.session.out.wants_buffer() {
+            if let Some(buf) = self.spare_buffers.pop() {
+                slot.conn.session.out.give_buffer(buf);
+            }
+        }
         let before = slot.conn.session.stats;
         let decoded = slot
             .conn
@@ -136,8 +141,16 @@ impl Reactor {
         match completion.take_sent_batch() {
             Some(mut batch) if result >= 0 => {
                 self.stats.bytes_out += result as u64;
-                slot.conn.session.out.sent(&mut batch, result as usize);
-                slot.spare_batch = batch;
+                let out = &mut slot.conn.session.out;
+                out.sent(&mut batch, result as usize);
+                if self.spare_batches.len() < SPARE_BATCHES {
+                    self.spare_batches.push(batch);
+                }
+                if let Some(buf) = out.take_idle_buffer() {
+                    if self.spare_buffers.len() < SPARE_BUFFERS {
+                        self.spare_buffers.push(buf);
+                    }
+                }
                 slot.lifecycle.send_done(Ok(result as usize));
             }
             _ => {
@@ -179,7 +192,7 @@ impl Reactor {
     /// Starts one vectored send of everything queued on connection `idx`.
     pub(super) fn start_send(&mut self, idx: usize) -> io::Result<()> {
         let slot = &mut self.conns[idx];
-        let mut batch = std::mem::take(&mut slot.spare_batch);
+        let mut batch = self.spare_batches.pop().unwrap_or_default();
         self.stats.frames_out += slot.conn.session.out.take_batch(&mut batch);
         self.stats.gzip_out += slot.conn.session.out.take_gzip_out();
         match self.ring.send(&slot.socket, slot.tag(idx), batch) {

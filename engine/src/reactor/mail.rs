@@ -204,7 +204,7 @@ impl Reactor {
         if let Some(timeout) = timeout {
             let timer = TimerId::Stream {
                 slot: idx as u32,
-                serial: slot.serial,
+                serial: slot.serial(),
                 id,
             };
             self.deadlines.schedule(self.now + timeout, timer);
@@ -273,7 +273,7 @@ impl Reactor {
     fn call_queued(&mut self, idx: usize, seq: u64, deadline: Instant) {
         let timer = TimerId::Call {
             slot: idx as u32,
-            serial: self.conns[idx].serial,
+            serial: self.conns[idx].serial(),
             seq,
         };
         self.deadlines.schedule(deadline, timer);

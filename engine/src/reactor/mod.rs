@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, RingError, SharedFd};
 use slab::Slab;
 
@@ -46,6 +47,13 @@ use crate::settings::ReactorSettings;
 /// The connection slab reserves at most this many slots up front (about 100 MB of address
 /// space); past it, it grows by doubling.
 const MAX_PRESIZED_SLOTS: usize = 128 * 1024;
+/// Emptied send batches kept for reuse: enough for every connection of a busy core to have
+/// a send in flight without allocating, while a burst to thousands of connections (a
+/// broadcast) leaves at most this many behind.
+const SPARE_BATCHES: usize = 1024;
+/// Coalescing buffers kept for reuse: with `SPARE_BUFFER_MAX` (64 KiB) each, at most 16 MiB
+/// per core, usually a few KiB each.
+const SPARE_BUFFERS: usize = 256;
 use crate::shared::{ConnPolicy, Shared};
 use crate::stats::CoreStats;
 use crate::udp::UdpCore;
@@ -93,6 +101,13 @@ pub(crate) struct Reactor {
     shared: Arc<Shared>,
     deadlines: Deadlines,
     dirty: Vec<usize>,
+    /// Emptied send batches, reused by the next send of any connection (at most
+    /// [`SPARE_BATCHES`]), so an idle connection holds none.
+    spare_batches: Vec<Vec<Bytes>>,
+    /// Coalescing buffers of connections that went quiet, lent to the next connection that
+    /// answers (at most [`SPARE_BUFFERS`], each at most `SPARE_BUFFER_MAX`), so an idle
+    /// connection holds none.
+    spare_buffers: Vec<BytesMut>,
     stats: CoreStats,
     accept_backoff: bool,
     accept_failure_streak: u64,
@@ -119,12 +134,14 @@ impl Reactor {
         sockets: CoreSockets,
     ) -> Result<Reactor, RingError> {
         let mailbox = shared.mailboxes[id].clone();
-        let ring = Ring::new(RingConfig {
+        let mut ring = Ring::new(RingConfig {
             entries: settings.ring_entries,
             recv_buffers: settings.recv_buffers,
             recv_buffer_size: settings.recv_buffer_size,
         })?;
         let presized = settings.max_connections_per_core.min(MAX_PRESIZED_SLOTS);
+        // Each connection keeps one recv armed; a few more for sends, listeners, the wake-up.
+        ring.reserve_ops(presized + 64);
         mailbox.set_waker(ring.waker());
         tracing::debug!(core = id, features = ?ring.features(), "reactor ring ready");
         let server_policy = Arc::new(ConnPolicy::new(
@@ -171,6 +188,8 @@ impl Reactor {
             shared,
             deadlines: Deadlines::default(),
             dirty: Vec::with_capacity(1024),
+            spare_batches: Vec::new(),
+            spare_buffers: Vec::new(),
             stats: CoreStats {
                 core: id,
                 ..CoreStats::default()
@@ -306,7 +325,7 @@ impl Reactor {
                 TimerId::UdpSweep => self.on_udp_sweep(),
                 TimerId::Stream { slot, serial, id } => {
                     if let Some(s) = self.conns.get_mut(slot as usize) {
-                        if s.serial == serial {
+                        if s.serial() == serial {
                             let session = &mut s.conn.session;
                             session.streams.expire((true, id), &mut session.out);
                             self.mark_dirty(slot as usize);
@@ -316,7 +335,7 @@ impl Reactor {
                 TimerId::Call { slot, serial, seq } => {
                     let now = self.now;
                     if let Some(s) = self.conns.get_mut(slot as usize) {
-                        if s.serial == serial {
+                        if s.serial() == serial {
                             s.conn.session.expire_call(seq, now);
                         }
                     }
@@ -347,7 +366,7 @@ impl Reactor {
     fn live(&self, tag: u64) -> Option<usize> {
         let idx = (tag >> 32) as usize;
         match self.conns.get(idx) {
-            Some(s) if conn_tag(idx, s.serial) == tag => Some(idx),
+            Some(s) if conn_tag(idx, s.serial()) == tag => Some(idx),
             _ => None,
         }
     }
@@ -356,7 +375,7 @@ impl Reactor {
     fn live_id(&self, id: ConnId) -> Option<usize> {
         let idx = id.slot as usize;
         match self.conns.get(idx) {
-            Some(s) if s.serial == id.serial && !s.lifecycle.is_dead() => Some(idx),
+            Some(s) if s.serial() == id.serial && !s.lifecycle.is_dead() => Some(idx),
             _ => None,
         }
     }

@@ -10,7 +10,6 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use ringrpc_uring::{OpId, SharedFd};
 
 use super::{Reactor, conn_tag};
@@ -25,7 +24,6 @@ use crate::shared::ConnPolicy;
 pub(super) struct Slot {
     /// The socket; the ring holds clones while ops on it are in flight.
     pub(super) socket: SharedFd,
-    pub(super) serial: u64,
     pub(super) conn: Conn,
     pub(super) policy: Arc<ConnPolicy>,
     /// Where the connection is in its life, stepped by the reactor's clock.
@@ -33,7 +31,6 @@ pub(super) struct Slot {
     /// The recv in flight — the multishot, or a direct recv of a large frame's rest — until
     /// its final completion (to cancel it).
     pub(super) recv: Option<OpId>,
-    pub(super) spare_batch: Vec<Bytes>,
     /// Queued for this tick's flush.
     pub(super) dirty: bool,
     /// Counted against the per-peer limit (released on close).
@@ -47,7 +44,12 @@ pub(super) struct Slot {
 impl Slot {
     /// The tag of this connection's ops (it lives in slab slot `idx`).
     pub(super) fn tag(&self, idx: usize) -> u64 {
-        conn_tag(idx, self.serial)
+        conn_tag(idx, self.serial())
+    }
+
+    /// Which connection of all that used this slot it is (its `ConnId`'s serial).
+    pub(super) fn serial(&self) -> u64 {
+        self.info().id.serial
     }
 
     /// Shuts down one or both directions of the socket; errors (a peer already gone) change
@@ -117,12 +119,10 @@ impl Reactor {
         conn.session.out.set_gzip_threshold(policy.gzip_threshold);
         entry.insert(Slot {
             socket,
-            serial,
             conn,
             policy,
             lifecycle: Lifecycle::new(self.now),
             recv: None,
-            spare_batch: Vec::new(),
             dirty: false,
             counted_peer: false,
             timer_at: None,
@@ -157,5 +157,16 @@ impl Reactor {
         if let Some(closed) = slot.on_close.take() {
             closed(&reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle connection pays for its slot: a field added here should be worth it (the
+    /// stream tables, call map and send buffers live elsewhere until used).
+    #[test]
+    fn a_connection_slot_stays_small() {
+        let size = std::mem::size_of::<super::Slot>();
+        assert!(size <= 640, "Slot is {size} bytes");
     }
 }

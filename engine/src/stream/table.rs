@@ -72,21 +72,29 @@ pub(crate) struct StreamStats {
     pub refused: u64,
 }
 
-/// The streams of one connection.
+/// The streams of one connection. The tables are allocated when the first stream opens,
+/// so a connection that never streams holds only its limits and one pointer.
 pub(crate) struct StreamTable {
+    limits: StreamLimits,
+    open: Option<Box<Open>>,
+}
+
+/// The tables of a connection that has had streams.
+struct Open {
     entries: HashMap<StreamKey, Entry>,
     held: VecDeque<Held>,
     holding: usize,
     limits: StreamLimits,
-    pub(crate) stats: StreamStats,
+    stats: StreamStats,
 }
 
 impl std::fmt::Debug for StreamTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.open.as_deref();
         f.debug_struct("StreamTable")
-            .field("open", &self.entries.len())
-            .field("held", &self.held.len())
-            .field("holding", &self.holding)
+            .field("open", &open.map_or(0, |t| t.entries.len()))
+            .field("held", &open.map_or(0, |t| t.held.len()))
+            .field("holding", &self.holding())
             .finish()
     }
 }
@@ -151,34 +159,110 @@ fn push_error_end(out: &mut OutQueue, opened_here: bool, id: u64, method: &[u8],
 
 impl StreamTable {
     pub(crate) fn new(limits: StreamLimits) -> StreamTable {
-        StreamTable {
-            entries: HashMap::new(),
-            held: VecDeque::new(),
-            holding: 0,
-            limits,
-            stats: StreamStats::default(),
-        }
+        StreamTable { limits, open: None }
+    }
+
+    /// The tables, allocated on first use.
+    fn open_mut(&mut self) -> &mut Open {
+        let limits = self.limits;
+        self.open.get_or_insert_with(|| {
+            Box::new(Open {
+                entries: HashMap::new(),
+                held: VecDeque::new(),
+                holding: 0,
+                limits,
+                stats: StreamStats::default(),
+            })
+        })
     }
 
     /// Streams open now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.open.as_ref().map_or(0, |t| t.entries.len())
+    }
+
+    /// What the table counted.
+    pub(crate) fn stats(&self) -> StreamStats {
+        self.open
+            .as_ref()
+            .map_or_else(StreamStats::default, |t| t.stats)
     }
 
     /// Inboxes full: while non-zero the connection must not read.
     pub(crate) fn holding(&self) -> usize {
-        self.holding
+        self.open.as_ref().map_or(0, |t| t.holding)
     }
 
     /// Whether sends wait for the output to drain.
     pub(crate) fn has_held(&self) -> bool {
-        !self.held.is_empty()
+        self.open.as_ref().is_some_and(|t| !t.held.is_empty())
     }
 
     /// Handles one received Stream frame. `conn` makes handles for new streams;
     /// `route` finds the handler for a stream the peer opens.
     pub(crate) fn on_frame<'r>(
+        &mut self,
+        frame: &FrameRef<'_>,
+        metadata: Option<&ringrpc_protocol::metadata::Metadata>,
+        conn: &dyn Fn() -> ConnHandle,
+        route: impl FnOnce(&[u8]) -> Option<&'r StreamRoute>,
+        out: &mut OutQueue,
+    ) {
+        self.open_mut().on_frame(frame, metadata, conn, route, out);
+    }
+
+    /// Registers a stream this side opens with id `id`; `false` (and the stream ended with
+    /// an error) when the connection has the most streams allowed.
+    pub(crate) fn open_local(&mut self, shared: Arc<StreamShared>, id: u64) -> bool {
+        self.open_mut().open_local(shared, id)
+    }
+
+    /// Queues a sender's frame, or holds it while the connection is `overstocked` (or
+    /// earlier frames are held).
+    pub(crate) fn send(
+        &mut self,
+        shared: Arc<StreamShared>,
+        send: OutFrame,
+        overstocked: bool,
+        out: &mut OutQueue,
+    ) {
+        self.open_mut().send(shared, send, overstocked, out);
+    }
+
+    /// Queues every held frame, in order.
+    pub(crate) fn flush_held(&mut self, out: &mut OutQueue) {
+        if let Some(t) = self.open.as_mut() {
+            t.flush_held(out);
+        }
+    }
+
+    /// A receive took the stream's inbox to half: reading may go on.
+    pub(crate) fn resume(&mut self, shared: &StreamShared) {
+        if let Some(t) = self.open.as_mut() {
+            t.resume(shared);
+        }
+    }
+
+    /// Ends the stream `key` with a timeout error both ways.
+    pub(crate) fn expire(&mut self, key: StreamKey, out: &mut OutQueue) {
+        if let Some(t) = self.open.as_mut() {
+            t.expire(key, out);
+        }
+    }
+
+    /// The connection is gone: every stream ends with [`StreamError::Disconnected`].
+    pub(crate) fn fail_all(&mut self) {
+        if let Some(t) = self.open.as_mut() {
+            t.fail_all();
+        }
+    }
+}
+
+impl Open {
+    /// Handles one received Stream frame. `conn` makes handles for new streams;
+    /// `route` finds the handler for a stream the peer opens.
+    fn on_frame<'r>(
         &mut self,
         frame: &FrameRef<'_>,
         metadata: Option<&ringrpc_protocol::metadata::Metadata>,
@@ -343,7 +427,7 @@ impl StreamTable {
 
     /// Registers a stream this side opens with id `id`; false (and the stream ended with
     /// [`StreamError::TooManyStreams`]) when the connection has the most allowed.
-    pub(crate) fn open_local(&mut self, shared: Arc<StreamShared>, id: u64) -> bool {
+    fn open_local(&mut self, shared: Arc<StreamShared>, id: u64) -> bool {
         if self.entries.len() >= self.limits.max_streams {
             self.stats.refused += 1;
             shared.finish(Err(StreamError::TooManyStreams), true);
@@ -366,7 +450,7 @@ impl StreamTable {
     }
 
     /// A user's frame for `shared`'s stream: queued now, or held while `overstocked`.
-    pub(crate) fn send(
+    fn send(
         &mut self,
         shared: Arc<StreamShared>,
         send: OutFrame,
@@ -381,7 +465,7 @@ impl StreamTable {
     }
 
     /// Queues what waited for the output to drain.
-    pub(crate) fn flush_held(&mut self, out: &mut OutQueue) {
+    fn flush_held(&mut self, out: &mut OutQueue) {
         while let Some(Held { shared, send }) = self.held.pop_front() {
             self.queue(&shared, send, out);
         }
@@ -423,7 +507,7 @@ impl StreamTable {
     }
 
     /// A receive drained `shared`'s inbox to half: stop holding the connection for it.
-    pub(crate) fn resume(&mut self, shared: &StreamShared) {
+    fn resume(&mut self, shared: &StreamShared) {
         let key = (shared.opened_here(), shared.id());
         if let Some(entry) = self.entries.get_mut(&key) {
             if entry.holding {
@@ -434,7 +518,7 @@ impl StreamTable {
     }
 
     /// The whole-stream timeout of `key` expired: ends it on both sides.
-    pub(crate) fn expire(&mut self, key: StreamKey, out: &mut OutQueue) {
+    fn expire(&mut self, key: StreamKey, out: &mut OutQueue) {
         let Some(entry) = self.entries.remove(&key) else {
             return;
         };
@@ -451,7 +535,7 @@ impl StreamTable {
 
     /// The connection is gone: every stream ends with `Disconnected`, held sends are
     /// dropped.
-    pub(crate) fn fail_all(&mut self) {
+    fn fail_all(&mut self) {
         for (_, entry) in self.entries.drain() {
             entry.shared.finish(Err(StreamError::Disconnected), true);
         }

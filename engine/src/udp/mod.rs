@@ -24,7 +24,6 @@ mod dedup;
 use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +34,7 @@ use slab::Slab;
 use crate::datagram::DEFAULT_MAX_DATAGRAM;
 pub(crate) use crate::datagram::{Retry, UdpLimits};
 use crate::error::{CallError, TOO_MANY_IN_FLIGHT};
+use crate::handle::Deferred;
 use crate::ids::{ConnId, ConnInfo};
 use crate::mailbox::{CallDone, Mailbox};
 use crate::outqueue::OutQueue;
@@ -118,7 +118,7 @@ struct Peer {
     serial: u64,
     last_seen: Instant,
     /// Requests answered later by a responder, not yet answered.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Deferred,
     /// Rate-limit tokens left, refilled with time.
     tokens: f64,
 }
@@ -251,7 +251,7 @@ impl UdpCore {
             addr,
             serial: self.serial,
             last_seen: now,
-            in_flight: Arc::default(),
+            in_flight: Deferred::default(),
             tokens: self.limits.peer_rate.map_or(0.0, f64::from),
         });
         self.by_addr.insert(addr, idx);
@@ -364,8 +364,7 @@ impl UdpCore {
                     return;
                 }
             }
-            let in_flight = &self.peers[idx].in_flight;
-            if in_flight.load(Ordering::Acquire) >= self.limits.max_in_flight_per_peer {
+            if self.peers[idx].in_flight.count() >= self.limits.max_in_flight_per_peer {
                 let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
                 let msg = TOO_MANY_IN_FLIGHT.as_bytes();
                 let answer = encode(Command::Response, flags, h.seq, frame.method, msg);
@@ -379,7 +378,8 @@ impl UdpCore {
             self.stats.notifies += 1;
         }
         let info = self.info(idx);
-        let in_flight = self.peers[idx].in_flight.clone();
+        // Out of the peer for the dispatch (which borrows `scratch`), back right after.
+        let in_flight = std::mem::take(&mut self.peers[idx].in_flight);
         // Per-method metrics count TCP and WebSocket requests; UDP has its own counters.
         let mut unmetered = crate::measure::MethodMetrics::default();
         router.dispatch(
@@ -392,6 +392,7 @@ impl UdpCore {
             &mut self.scratch,
             &mut unmetered,
         );
+        self.peers[idx].in_flight = in_flight;
         if self.scratch.is_empty() {
             return; // a Notify, or answered later through a responder
         }
@@ -567,8 +568,7 @@ impl UdpCore {
             .peers
             .iter()
             .filter(|(_, p)| {
-                now.saturating_duration_since(p.last_seen) >= window
-                    && p.in_flight.load(Ordering::Acquire) == 0
+                now.saturating_duration_since(p.last_seen) >= window && p.in_flight.count() == 0
             })
             .map(|(idx, _)| idx)
             .collect();

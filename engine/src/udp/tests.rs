@@ -2,6 +2,7 @@
 //! limits.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ringrpc_protocol::{Decoder, Frame};
 
