@@ -104,7 +104,9 @@ pub fn render_idle_table(rows: &[IdleRss]) -> String {
         return String::new();
     };
     let mut out = format!(
-        "### Idle memory: RSS per idle connection at {} connections\n\n",
+        "### Idle memory: RSS per idle connection at {} connections\n\n\
+         Servers run with transparent huge pages off (`PR_SET_THP_DISABLE`), so RSS grows \
+         in 4 KiB pages.\n\n",
         format_rate(first.connections as f64)
     );
     out.push_str("| server | RSS before MiB | RSS with connections MiB | bytes per idle connection | server fds gained | before idling |\n");
