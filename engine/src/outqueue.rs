@@ -25,7 +25,7 @@ pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 /// reallocate it frame by frame.
 pub(crate) const SMALL_GROWTH: usize = 1024;
 /// A coalescing buffer up to this large is handed back for reuse when its connection goes
-/// quiet ([`OutQueue::take_idle_buffer`]); a larger one is freed.
+/// quiet ([`OutQueue::take_idle_buffer`]); a larger one (a bulk sender's) stays.
 pub(crate) const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
 /// Frames waiting to be sent, in order.
@@ -105,22 +105,27 @@ impl OutQueue {
     #[inline]
     fn small_room(&mut self, len: usize) {
         if self.small.capacity() - self.small.len() < len {
-            self.small.reserve(len.max(SMALL_GROWTH));
+            // A power of two, so doubling lands on the sizes `SPARE_BUFFER_MAX` is.
+            self.small
+                .reserve(len.max(SMALL_GROWTH).next_power_of_two());
         }
     }
 
     /// With nothing queued or being sent: takes the coalescing buffer, emptied and with its
-    /// whole room reclaimed, so a quiet connection holds none; `None` when something is
-    /// pending, or when the buffer is larger than [`SPARE_BUFFER_MAX`] or still shared
-    /// (then it is freed instead). Give one back with [`OutQueue::give_buffer`].
+    /// room reclaimed, so a quiet connection holds none. `None` when something is pending;
+    /// also when the buffer is larger than [`SPARE_BUFFER_MAX`] (it stays) or smaller than
+    /// [`SMALL_GROWTH`] (it is freed). Give one back with [`OutQueue::give_buffer`].
     pub(crate) fn take_idle_buffer(&mut self) -> Option<BytesMut> {
         if self.queued != 0 || self.in_flight != 0 || !self.segments.is_empty() {
             return None;
         }
+        // `try_reclaim` answers whether the allocation can hold that much, without allocating.
+        if self.small.try_reclaim(SPARE_BUFFER_MAX + 1) {
+            // A bulk sender's: kept, so its next burst does not grow a buffer from scratch.
+            return None;
+        }
         let mut buf = std::mem::take(&mut self.small);
-        // `try_reclaim` answers whether the allocation could hold that much, without allocating.
-        let too_large = buf.try_reclaim(SPARE_BUFFER_MAX + 1);
-        (!too_large && buf.try_reclaim(SMALL_GROWTH)).then_some(buf)
+        buf.try_reclaim(SMALL_GROWTH).then_some(buf)
     }
 
     /// Whether the coalescing buffer has no room (a connection that went quiet).
@@ -418,9 +423,9 @@ mod tests {
         assert_eq!(batch[0].as_ptr(), room, "written into the buffer given");
     }
 
-    /// A buffer past the reuse limit is freed rather than handed over.
+    /// A buffer past the reuse limit stays with its connection for the next burst.
     #[test]
-    fn a_large_quiet_buffer_is_freed() {
+    fn a_large_quiet_buffer_stays() {
         let mut q = OutQueue::default();
         // Copied (each under ZERO_COPY_MIN), together past SPARE_BUFFER_MAX.
         for seq in 1..=(SPARE_BUFFER_MAX / 15_000 + 1) as u64 {
@@ -438,7 +443,7 @@ mod tests {
         let all = batch.iter().map(Bytes::len).sum();
         q.sent(&mut batch, all);
         assert!(q.take_idle_buffer().is_none());
-        assert!(q.wants_buffer(), "freed: nothing held");
+        assert!(!q.wants_buffer(), "kept, with its room");
     }
 
     #[test]
