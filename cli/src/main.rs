@@ -47,7 +47,7 @@ struct Args {
     /// most this much for one partial frame, as its bytes arrive
     #[arg(long, value_name = "BYTES", default_value_t = ringrpc_protocol::DEFAULT_MAX_BODY, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     max_body: u32,
-    /// Open connections over all cores before new ones are refused (about 1 KiB each idle)
+    /// Open connections over all cores before new ones are refused (about 870 B each idle)
     #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_connections: usize,
     /// Most unsent output per connection before the engine stops reading from it, in bytes:

@@ -258,9 +258,10 @@ impl ConfigBuilder {
         self
     }
     /// Open connections over all cores before new ones are refused (default 100 000),
-    /// split evenly across cores. Each costs about 1.5 KiB idle plus its queued output;
-    /// each core reserves 824 B of address space per connection it may hold (at most
-    /// 131,072 slots) up front, touched only as connections come.
+    /// split evenly across cores. Each costs about 870 B idle plus its queued output;
+    /// each core reserves about 700 B of address space per connection it may hold (a
+    /// 600 B slot and a 100 B op record, at most 131,072 of each) up front, touched only
+    /// as connections come.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
