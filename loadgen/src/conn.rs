@@ -1,4 +1,12 @@
 //! One client connection: keeps its request window full, checks every answer, expires timeouts.
+//! How payloads go out is [`crate::payload_frame`]'s; large echoes checked as they arrive are
+//! [`crate::arriving_echo`]'s.
+//!
+//! Invariants:
+//! - `in_flight` counts the units of outstanding requests that have not timed out.
+//! - Output goes out as `segments`, then `tx`.
+//! - While an echo is checked as it arrives (`incoming`), `rx` holds nothing: the echo's
+//!   bytes come first in every read until it is complete.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -9,8 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, Header, parse_frame, write_frame};
 
+use crate::arriving_echo::{self, Incoming};
 use crate::pattern::{Pattern, write_stream_frame};
 use crate::payload;
+use crate::payload_frame::{self, put_payload_frame};
 use crate::pubsub::{self, SeqBits};
 use crate::worker::{Plan, RequestWindow, WorkerState};
 
@@ -34,36 +44,6 @@ struct Pending {
     /// Subscribe: the one reply arrived and matched; the end settles it.
     replied: bool,
 }
-
-/// An echo whose payload is checked against what was sent as its pieces arrive.
-#[derive(Debug)]
-struct Incoming {
-    header: Header,
-    seed: u64,
-    /// Payload bytes checked so far.
-    checked: usize,
-    /// Payload bytes still to come.
-    remaining: usize,
-    /// The first payload byte that differed.
-    difference: Option<usize>,
-}
-
-impl Incoming {
-    /// Checks the next bytes of the payload; returns how many of `data` were its.
-    fn take(&mut self, data: &[u8]) -> usize {
-        let n = self.remaining.min(data.len());
-        if self.difference.is_none() {
-            self.difference = payload::first_difference_from(self.seed, self.checked, &data[..n]);
-        }
-        self.checked += n;
-        self.remaining -= n;
-        n
-    }
-}
-
-/// An echo with at least this much still to come is checked as it arrives instead of being
-/// assembled first.
-const CHECK_AS_IT_ARRIVES_MIN: usize = 4096;
 
 impl Pending {
     fn new(sent_at: Instant, measured: bool, seed: u64) -> Pending {
@@ -179,9 +159,9 @@ impl Connection {
         self.stream.take()
     }
 
-    /// From now on, Request payloads of [`BY_REFERENCE_MIN`] bytes or more (not over
-    /// WebSocket, whose messages wrap what `tx` holds) are sent from the pattern itself; [`Connection::take_output`] hands them
-    /// out as segments of their own.
+    /// From now on, large Request payloads (not over WebSocket, whose messages wrap what `tx`
+    /// holds) are sent from the pattern itself ([`payload_frame::put_call`]);
+    /// [`Connection::take_output`] hands them out as segments of their own.
     pub(crate) fn send_by_reference(&mut self) {
         self.send_by_reference = true;
     }
@@ -279,20 +259,14 @@ impl Connection {
         let (key, pending) = match plan.pattern {
             Pattern::Call => {
                 let seq = next();
-                let (cmd, flags) = (Command::Request, Flags::default());
-                let len = state.payload_buf.len();
-                match payload::window(seq, len) {
-                    Some(window)
-                        if self.send_by_reference
-                            && self.ws.is_none()
-                            && len >= BY_REFERENCE_MIN =>
-                    {
-                        self.put_request_by_reference(seq, method, window);
-                    }
-                    _ => put_payload_frame(&mut self.tx, seq, state, |tx, payload| {
-                        write_frame(tx, cmd, flags, 0, seq, method, payload)
-                    }),
-                }
+                payload_frame::put_call(
+                    &mut self.tx,
+                    &mut self.segments,
+                    self.send_by_reference && self.ws.is_none(),
+                    seq,
+                    method,
+                    &mut state.payload_buf,
+                );
                 (seq, Pending::new(sent_at, measured, seq))
             }
             Pattern::Stream => {
@@ -301,14 +275,14 @@ impl Connection {
                     None => next(),
                 };
                 let seed = next();
-                put_payload_frame(&mut self.tx, seed, state, |tx, payload| {
+                put_payload_frame(&mut self.tx, seed, &mut state.payload_buf, |tx, payload| {
                     write_stream_frame(tx, id, method, payload, false)
                 });
                 (id, Pending::new(sent_at, measured, seed))
             }
             Pattern::Subscribe => {
                 let id = next();
-                put_payload_frame(&mut self.tx, id, state, |tx, payload| {
+                put_payload_frame(&mut self.tx, id, &mut state.payload_buf, |tx, payload| {
                     write_stream_frame(tx, id, method, payload, true)
                 });
                 (id, Pending::new(sent_at, measured, id))
@@ -339,7 +313,7 @@ impl Connection {
                 for _ in 0..batch {
                     let seq = next();
                     let (cmd, flags) = (Command::Notify, Flags::default());
-                    put_payload_frame(&mut self.tx, seq, state, |tx, payload| {
+                    put_payload_frame(&mut self.tx, seq, &mut state.payload_buf, |tx, payload| {
                         write_frame(tx, cmd, flags, 0, seq, method, payload)
                     });
                 }
@@ -354,28 +328,6 @@ impl Connection {
         let units = pending.units as usize;
         self.pending.insert(key, pending);
         units
-    }
-
-    /// Queues Request `seq` with its header, method and the stamped first payload bytes in
-    /// `tx`, and the rest of its payload as a segment pointing into the pattern.
-    fn put_request_by_reference(&mut self, seq: u64, method: &[u8], window: &'static [u8]) {
-        let header = Header {
-            body_len: (method.len() + window.len()) as u32,
-            user_flags: 0,
-            cmd: Command::Request,
-            stream_local: false,
-            stream_eof: false,
-            flags: Flags::default(),
-            method_len: method.len() as u8,
-            seq,
-        };
-        self.tx.extend_from_slice(&header.to_bytes());
-        self.tx.extend_from_slice(method);
-        let stamped = self.tx.len();
-        self.tx.extend_from_slice(&window[..8]);
-        payload::stamp(seq, &mut self.tx[stamped..]);
-        self.segments.push(self.tx.split().freeze());
-        self.segments.push(Bytes::from_static(&window[8..]));
     }
 
     /// Writes queued bytes until done or the socket pushes back (would-block, or the blocking
@@ -460,7 +412,7 @@ impl Connection {
         let mut data = data;
         if let Some(incoming) = self.incoming.as_mut() {
             data = &data[incoming.take(data)..];
-            if incoming.remaining > 0 {
+            if !incoming.is_complete() {
                 return Ok(());
             }
             let done = self.incoming.take().expect("checked above");
@@ -484,50 +436,19 @@ impl Connection {
             consumed
         };
         result?;
-        self.check_partial_as_it_arrives(plan, state);
+        let pending = &self.pending;
+        if let Some(incoming) = arriving_echo::check_partial_as_it_arrives(
+            &mut self.rx,
+            state.decoder.max_body(),
+            plan.pattern,
+            plan.reflect,
+            plan.payload_len,
+            |seq| pending.get(&seq).map(|p| p.seed),
+        ) {
+            self.incoming = Some(incoming);
+        }
         self.fill_window(received_at, plan, state);
         Ok(())
-    }
-
-    /// When the partial frame held is a large echo of one of our calls, checks what arrived
-    /// of its payload and from now on checks the rest as it arrives, without keeping it.
-    fn check_partial_as_it_arrives(&mut self, plan: &Plan, state: &WorkerState) {
-        let Some(head) = self.rx.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>() else {
-            return;
-        };
-        let Ok(header) = Header::parse(head, state.decoder.max_body()) else {
-            return; // refused when the whole frame is parsed
-        };
-        let echo = match header.cmd {
-            Command::Response => true,
-            Command::Request => plan.reflect,
-            _ => false,
-        };
-        let payload_at = ringrpc_protocol::HEADER_LEN + header.method_len as usize;
-        let frame_len = header.frame_len();
-        if !echo
-            || plan.pattern != Pattern::Call
-            || header.flags.is_error()
-            || header.user_flags != 0
-            || header.payload_len() != plan.payload_len
-            || self.rx.len() < payload_at
-            || frame_len - self.rx.len() < CHECK_AS_IT_ARRIVES_MIN
-        {
-            return;
-        }
-        let Some(pending) = self.pending.get(&header.seq) else {
-            return;
-        };
-        let mut incoming = Incoming {
-            header,
-            seed: pending.seed,
-            checked: 0,
-            remaining: header.payload_len(),
-            difference: None,
-        };
-        incoming.take(&self.rx[payload_at..]);
-        self.rx.clear();
-        self.incoming = Some(incoming);
     }
 
     /// The last piece of an echo checked as it arrived is in: settles its call.
@@ -538,14 +459,11 @@ impl Connection {
         plan: &Plan,
         state: &mut WorkerState,
     ) {
-        let header = done.header;
         state.frames_received += 1;
-        let Some(pending) = self.settle_answer(header.seq, state) else {
+        let Some(pending) = self.settle_answer(done.seq(), state) else {
             return;
         };
-        let mismatch = done
-            .difference
-            .map(|at| payload::difference_message(header.seq, at, plan.payload_len));
+        let mismatch = done.mismatch(plan.payload_len);
         record_checked(mismatch, pending.sent_at, received_at, plan, state);
     }
 
@@ -935,32 +853,6 @@ fn record_batch(
         });
     } else {
         record_success(units, pending.sent_at, received_at, plan, state);
-    }
-}
-
-/// Request payloads from this size on are sent by reference (see
-/// [`Connection::send_by_reference`]): below it, one more segment costs more than the copy.
-pub(crate) const BY_REFERENCE_MIN: usize = 2048;
-
-/// Appends a frame that `write` encodes around request `seed`'s payload, which ends it: the
-/// payload is copied once, straight from the pattern, then stamped with `seed` in place.
-fn put_payload_frame(
-    tx: &mut BytesMut,
-    seed: u64,
-    state: &mut WorkerState,
-    write: impl FnOnce(&mut BytesMut, &[u8]),
-) {
-    let len = state.payload_buf.len();
-    match payload::window(seed, len) {
-        Some(window) => {
-            write(tx, window);
-            let at = tx.len() - len;
-            payload::stamp(seed, &mut tx[at..]);
-        }
-        None => {
-            payload::fill(seed, &mut state.payload_buf);
-            write(tx, &state.payload_buf);
-        }
     }
 }
 

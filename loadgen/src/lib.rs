@@ -12,6 +12,7 @@
 //! every delivery at `--subscribers` subscriber connections ([`pubsub`]).
 #![forbid(unsafe_code)]
 
+mod arriving_echo;
 pub mod cli;
 mod conn;
 pub mod cpu;
@@ -19,6 +20,7 @@ mod grpc;
 mod hdrlog;
 pub mod pattern;
 pub mod payload;
+mod payload_frame;
 pub mod pubsub;
 pub mod report;
 mod run;
