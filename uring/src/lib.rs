@@ -3,31 +3,22 @@
 //! the kernel is still using it. All of ringrpc's `unsafe` io_uring and syscall use lives in
 //! this crate; users can `#![deny(unsafe_code)]`.
 //!
+//! This file holds the [`Ring`]: its slab of op records, the one place SQEs are made
+//! (`enqueue`) and the reaper that turns CQEs into [`Completion`]s. The op records and
+//! [`OpId`] live in `op`, the [`Completion`] type in `completion`, ring creation with feature
+//! fallback in `setup`; each module states its own invariants.
+//!
 //! Invariants:
 //! - Every op is one record in the ring's op slab from push until its *final* completion (one
-//!   without the "more" flag). The record owns what the kernel reads or writes for the op: the
-//!   send batch with its iovecs, `msghdr` and (for [`Ring::send_to`]) the encoded peer address
-//!   and GSO control message, a [`Ring::recv_into`]'s target `BytesMut` (the kernel writes
-//!   only its spare capacity; the length grows by the reported bytes at the final completion),
-//!   the `recvmsg` template `msghdr`, the timeout's timespec, the
-//!   eventfd read buffer, and a [`SharedFd`] clone of the descriptor the op names. So an fd
-//!   cannot be closed (and its number reused) and no memory can be freed under the kernel,
-//!   whatever the caller drops.
-//! - `user_data` is the slab index plus a 31-bit generation ([`OpId`]); a stale [`OpId`] never
-//!   matches a newer op in the same slot, neither in [`Ring::cancel`] nor in the kernel.
-//!   `user_data` with bit 63 set marks the ring's own cancel requests, whose completions are
-//!   consumed internally and never surfaced.
-//! - Payloads are moved out of completions, never copied: an accepted descriptor is wrapped in
-//!   an [`OwnedFd`] by the ring the moment its completion is reaped, a filled receive buffer
-//!   becomes one [`RecvBuf`] (its docs and module give the proof) or, for `recvmsg`, one
-//!   [`Datagram`] owning that `RecvBuf` and parsed without `unsafe`, a send's batch comes back
-//!   only in that send's own [`Completion`]. [`Completion`] cannot be built or cloned outside
-//!   this crate.
+//!   without the "more" flag). The record owns the memory the op's SQE points into and a
+//!   [`SharedFd`] clone of its descriptor, so no fd can be closed (and its number reused) and
+//!   no memory can be freed under the kernel, whatever the caller drops.
+//! - Payloads are moved out of completions, never copied; [`Completion`] cannot be built or
+//!   cloned outside this crate.
 //! - Dropping a [`Ring`] cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel
 //!   to confirm; if it does not, the op records and the buffer ring are leaked, never freed.
 //! - Minimum kernel: 6.0 (multishot recv and recvmsg, cancel-any). Each op states its own
-//!   minimum. DEFER_TASKRUN (6.1), SINGLE_ISSUER (6.0) and COOP_TASKRUN (5.19) are used when
-//!   present.
+//!   minimum; newer setup flags are used when present.
 //!
 //! ```no_run
 //! use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, SharedFd};
@@ -46,9 +37,12 @@
 //! ```
 
 mod bufring;
+mod completion;
 mod datagram;
 mod error;
 mod fd;
+mod op;
+mod setup;
 pub mod sys;
 
 use std::fmt;
@@ -56,7 +50,6 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,10 +60,16 @@ use slab::Slab;
 
 use bufring::BufRing;
 pub use bufring::RecvBuf;
+pub use completion::Completion;
+use completion::Payload;
 pub use datagram::Datagram;
 use datagram::{GsoControl, SockAddr};
 pub use error::{RingError, SendError};
 pub use fd::SharedFd;
+use op::{GENERATION_MASK, INTERNAL_USER_DATA, KernelCell, Op, OpMem, Request};
+pub use op::{OpId, OpKind};
+pub use setup::RingFeatures;
+use setup::setup;
 
 /// Largest number of segments one [`Ring::send`] carries (Linux `IOV_MAX`).
 pub const IOV_MAX: usize = 1024;
@@ -80,57 +79,6 @@ pub const DROP_WAIT: Duration = Duration::from_secs(2);
 
 /// Buffer group id of the receive buffers (one group per ring).
 const RECV_BGID: u16 = 0;
-/// `user_data` of the ring's own cancel requests.
-const INTERNAL_USER_DATA: u64 = 1 << 63;
-/// Generations wrap at 31 bits, keeping bit 63 of `user_data` for internal requests.
-const GENERATION_MASK: u32 = (1 << 31) - 1;
-
-/// Names one op from push until its final completion; returned by every op.
-///
-/// Slab slot plus generation: once the op has finished, the id matches nothing, even after
-/// its slot was reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OpId {
-    index: u32,
-    generation: u32,
-}
-
-impl OpId {
-    fn user_data(self) -> u64 {
-        ((self.generation as u64) << 32) | self.index as u64
-    }
-
-    fn from_user_data(user_data: u64) -> Option<OpId> {
-        if user_data & INTERNAL_USER_DATA != 0 {
-            return None;
-        }
-        Some(OpId {
-            index: user_data as u32,
-            generation: (user_data >> 32) as u32,
-        })
-    }
-}
-
-/// What kind of op a completion finishes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum OpKind {
-    /// [`Ring::accept_multi`].
-    Accept,
-    /// [`Ring::recv_multi`].
-    Recv,
-    /// [`Ring::recvmsg_multi`].
-    RecvMsg,
-    /// [`Ring::recv_into`].
-    RecvInto,
-    /// [`Ring::send`], [`Ring::send_to`] and [`Ring::send_to_segmented`]: each one `sendmsg`,
-    /// whose completion hands the batch back the same way.
-    Send,
-    /// [`Ring::wake_read`].
-    Wake,
-    /// [`Ring::timeout`].
-    Timeout,
-}
 
 /// Sizes of a ring; see [`Ring::new`].
 #[derive(Clone, Copy, Debug)]
@@ -158,17 +106,6 @@ impl Default for RingConfig {
     }
 }
 
-/// What the ring setup settled on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RingFeatures {
-    /// SINGLE_ISSUER was accepted (kernel ≥ 6.0).
-    pub single_issuer: bool,
-    /// DEFER_TASKRUN was accepted (kernel ≥ 6.1).
-    pub defer_taskrun: bool,
-    /// COOP_TASKRUN was accepted (kernel ≥ 5.19).
-    pub coop_taskrun: bool,
-}
-
 /// Wakes a [`Ring`] from any thread: makes its armed [`Ring::wake_read`] complete.
 #[derive(Clone, Debug)]
 pub struct Waker(Arc<File>);
@@ -182,203 +119,6 @@ impl Waker {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// A heap cell the kernel writes into: held as a raw pointer, never as a `Box`, so no Rust
-/// reference to it exists while the kernel may write.
-struct KernelCell<T>(NonNull<T>);
-
-impl<T> KernelCell<T> {
-    fn new(v: T) -> KernelCell<T> {
-        KernelCell(NonNull::from(Box::leak(Box::new(v))))
-    }
-}
-
-impl<T> Drop for KernelCell<T> {
-    fn drop(&mut self) {
-        // SAFETY: made by Box::leak in `new` and freed only here. Its op record is dropped
-        // only after the op's final completion (or never), so the kernel is done with it.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
-/// The memory an op's SQE points into, owned by its record until the final completion.
-enum OpMem {
-    Accept,
-    Recv,
-    RecvMsg {
-        /// The template: `msg_namelen` only. A `KernelCell`, not a `Box`: the kernel only reads
-        /// it for multishot, but plain `recvmsg` writes a header back, so assume nothing.
-        msg: KernelCell<libc::msghdr>,
-    },
-    RecvInto {
-        /// The kernel writes into its spare capacity, `len()..len() + want`; nothing reads or
-        /// borrows that region until the final completion hands the buffer back.
-        buf: BytesMut,
-        /// `buf`'s spare capacity, taken through `&mut` when the op was pushed.
-        target: *mut u8,
-        want: u32,
-    },
-    Send {
-        batch: Vec<Bytes>,
-        // Never read by us: kept so the kernel's pointers stay valid until the completion.
-        _iovecs: Vec<libc::iovec>,
-        /// `send_to`'s peer address and GSO control message, pointed at by `msg`.
-        _name: Option<Box<SockAddr>>,
-        _control: Option<Box<GsoControl>>,
-        msg: Box<libc::msghdr>,
-    },
-    Wake {
-        buf: KernelCell<u64>,
-    },
-    Timeout {
-        ts: Box<types::Timespec>,
-    },
-}
-
-impl OpMem {
-    fn kind(&self) -> OpKind {
-        match self {
-            OpMem::Accept => OpKind::Accept,
-            OpMem::Recv => OpKind::Recv,
-            OpMem::RecvMsg { .. } => OpKind::RecvMsg,
-            OpMem::RecvInto { .. } => OpKind::RecvInto,
-            OpMem::Send { .. } => OpKind::Send,
-            OpMem::Wake { .. } => OpKind::Wake,
-            OpMem::Timeout { .. } => OpKind::Timeout,
-        }
-    }
-}
-
-/// One op in flight.
-struct Op {
-    tag: u64,
-    generation: u32,
-    /// The descriptor the op names; closing waits for this clone too.
-    fd: Option<SharedFd>,
-    mem: OpMem,
-}
-
-/// What [`Ring::enqueue`] turns into an SQE.
-enum Request {
-    /// The op recorded in this slab slot.
-    Op(OpId),
-    /// Cancel the op with this id.
-    Cancel(OpId),
-    /// Cancel every op (kernel ≥ 6.0).
-    CancelAll,
-}
-
-/// Something an op produced, moved out by its [`Completion`]'s owner.
-#[derive(Debug)]
-enum Payload {
-    None,
-    Accepted(OwnedFd),
-    Recv(RecvBuf),
-    Datagram(Datagram),
-    Sent(Vec<Bytes>),
-    Filled(BytesMut),
-}
-
-/// One finished (or, for multishot ops, progressed) op.
-///
-/// Built only by the ring; dropping it drops its payload safely (an accepted descriptor is
-/// closed, a receive buffer goes back to the kernel, a send batch is freed). It cannot be made
-/// or copied outside this crate:
-///
-/// ```compile_fail,E0451
-/// use ringrpc_uring::{Completion, OpKind};
-/// let c = Completion { tag: 0, op: todo!(), kind: OpKind::Send, result: 0, more: false, payload: todo!() };
-/// ```
-///
-/// ```compile_fail,E0599
-/// fn dup(c: &ringrpc_uring::Completion) -> ringrpc_uring::Completion {
-///     c.clone()
-/// }
-/// ```
-#[derive(Debug)]
-pub struct Completion {
-    tag: u64,
-    op: OpId,
-    kind: OpKind,
-    result: i32,
-    more: bool,
-    payload: Payload,
-}
-
-impl Completion {
-    /// Moves the payload out if `pick` accepts it; otherwise leaves it in place.
-    fn take_payload<T>(&mut self, pick: impl FnOnce(Payload) -> Result<T, Payload>) -> Option<T> {
-        match pick(std::mem::replace(&mut self.payload, Payload::None)) {
-            Ok(taken) => Some(taken),
-            Err(other) => {
-                self.payload = other;
-                None
-            }
-        }
-    }
-    /// The tag given when the op was pushed.
-    pub fn tag(&self) -> u64 {
-        self.tag
-    }
-    /// Which op this is.
-    pub fn op(&self) -> OpId {
-        self.op
-    }
-    /// What kind of op this is.
-    pub fn kind(&self) -> OpKind {
-        self.kind
-    }
-    /// Bytes transferred, the accepted descriptor number, or a negated errno (a timeout that
-    /// fired reports `-ETIME`, a cancelled op `-ECANCELED`).
-    pub fn result(&self) -> i32 {
-        self.result
-    }
-    /// Whether the (multishot) op stays armed; `false` on every op's final completion.
-    pub fn more(&self) -> bool {
-        self.more
-    }
-    /// The connection an accept completion produced, owned by the caller from now on.
-    pub fn take_accepted(&mut self) -> Option<OwnedFd> {
-        self.take_payload(|p| match p {
-            Payload::Accepted(x) => Ok(x),
-            other => Err(other),
-        })
-    }
-    /// The bytes a recv completion delivered; the buffer goes back to the kernel when the
-    /// [`RecvBuf`] is dropped. A [`Ring::recvmsg_multi`] completion carries its buffer as a
-    /// [`Datagram`] instead; only a buffer with a malformed header comes out here, raw.
-    pub fn take_recv_buf(&mut self) -> Option<RecvBuf> {
-        self.take_payload(|p| match p {
-            Payload::Recv(x) => Ok(x),
-            other => Err(other),
-        })
-    }
-    /// The datagram a [`Ring::recvmsg_multi`] completion delivered: peer, payload and
-    /// truncation, owning its receive buffer (recycled when the [`Datagram`] is dropped).
-    /// `None` for other completions, and for a buffer whose `recvmsg` header is malformed:
-    /// that buffer stays here, for [`Completion::take_recv_buf`] or to recycle on drop.
-    pub fn take_datagram(&mut self) -> Option<Datagram> {
-        self.take_payload(|p| match p {
-            Payload::Datagram(x) => Ok(x),
-            other => Err(other),
-        })
-    }
-    /// A [`Ring::recv_into`]'s own buffer, its length grown by the bytes received (the
-    /// result, when positive; unchanged on error or EOF).
-    pub fn take_filled(&mut self) -> Option<BytesMut> {
-        self.take_payload(|p| match p {
-            Payload::Filled(buf) => Ok(buf),
-            other => Err(other),
-        })
-    }
-    /// A send's own batch, in order, for resuming a partial send or reusing the `Vec`.
-    pub fn take_sent_batch(&mut self) -> Option<Vec<Bytes>> {
-        self.take_payload(|p| match p {
-            Payload::Sent(batch) => Ok(batch),
-            other => Err(other),
-        })
     }
 }
 
@@ -761,7 +501,7 @@ impl Ring {
                     OpMem::Recv => opcode::RecvMulti::new(fd, self.bufs.bgid()).build(),
                     OpMem::RecvMsg { msg } => {
                         // MSG_TRUNC: the header's payload length is the datagram's full size.
-                        opcode::RecvMsgMulti::new(fd, msg.0.as_ptr().cast_const(), self.bufs.bgid())
+                        opcode::RecvMsgMulti::new(fd, msg.as_ptr().cast_const(), self.bufs.bgid())
                             .flags(libc::MSG_TRUNC as u32)
                             .build()
                     }
@@ -774,7 +514,7 @@ impl Ring {
                             .build()
                     }
                     OpMem::Wake { buf } => {
-                        opcode::Read::new(fd, buf.0.as_ptr().cast::<u8>(), 8).build()
+                        opcode::Read::new(fd, buf.as_ptr().cast::<u8>(), 8).build()
                     }
                     OpMem::Timeout { ts } => {
                         opcode::Timeout::new(&**ts as *const types::Timespec).build()
@@ -895,14 +635,7 @@ impl Ring {
                     _ => {}
                 }
             }
-            out.push(Completion {
-                tag,
-                op: id,
-                kind,
-                result,
-                more,
-                payload,
-            });
+            out.push(Completion::new(tag, id, kind, result, more, payload));
         }
         Ok(())
     }
@@ -944,48 +677,4 @@ impl Drop for Ring {
             std::mem::forget(Rc::clone(&self.bufs));
         }
     }
-}
-
-fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> {
-    // Most capable first; EINVAL means this kernel lacks a flag, so try the next.
-    let attempts = [
-        RingFeatures {
-            single_issuer: true,
-            defer_taskrun: true,
-            coop_taskrun: false,
-        },
-        RingFeatures {
-            single_issuer: true,
-            defer_taskrun: false,
-            coop_taskrun: true,
-        },
-        RingFeatures {
-            single_issuer: false,
-            defer_taskrun: false,
-            coop_taskrun: true,
-        },
-        RingFeatures::default(),
-    ];
-    let mut last = None;
-    for want in attempts {
-        let mut b = IoUring::builder();
-        b.setup_cqsize(entries.saturating_mul(4)).setup_submit_all();
-        if want.single_issuer {
-            b.setup_single_issuer();
-        }
-        if want.defer_taskrun {
-            b.setup_defer_taskrun();
-        }
-        if want.coop_taskrun {
-            b.setup_coop_taskrun();
-        }
-        match b.build(entries) {
-            Ok(ring) => return Ok((ring, want)),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-            Err(e) => return Err(error::diagnose_setup(e)),
-        }
-    }
-    Err(RingError::Unsupported {
-        source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)),
-    })
 }

@@ -1,0 +1,173 @@
+//! Op records: what the ring keeps for one op from push until its final completion ([`Op`],
+//! with the memory its SQE points into, [`OpMem`]), the id that names it ([`OpId`]), its kind
+//! ([`OpKind`]), and the [`Request`]s that the ring's one SQE builder turns into SQEs.
+//!
+//! Invariants:
+//! - A record owns what the kernel reads or writes for its op: the send batch with its
+//!   iovecs, `msghdr` and (for [`Ring::send_to`](crate::Ring::send_to)) the encoded peer
+//!   address and GSO control message, a [`Ring::recv_into`](crate::Ring::recv_into)'s target
+//!   `BytesMut` (the kernel writes only its spare capacity; the length grows by the reported
+//!   bytes at the final completion), the `recvmsg` template `msghdr`, the timeout's timespec,
+//!   the eventfd read buffer, and a [`SharedFd`] clone of the descriptor the op names. All of
+//!   it is on the heap, so it stays put when the record moves. While the ring keeps the record,
+//!   an fd cannot be closed (and its number reused) and no memory can be freed under the
+//!   kernel, whatever the caller drops.
+//! - Memory the kernel writes is a [`KernelCell`], reached only through a raw pointer, so no
+//!   Rust reference to it exists while the kernel may write.
+//! - `user_data` is the slab index plus a 31-bit generation ([`OpId`]); a stale [`OpId`] never
+//!   matches a newer op in the same slot, neither in [`Ring::cancel`](crate::Ring::cancel) nor
+//!   in the kernel. `user_data` with bit 63 set ([`INTERNAL_USER_DATA`]) marks the ring's own
+//!   cancel requests, whose completions are consumed internally and never surfaced.
+
+use std::ptr::NonNull;
+
+use bytes::{Bytes, BytesMut};
+use io_uring::types;
+
+use crate::datagram::{GsoControl, SockAddr};
+use crate::fd::SharedFd;
+
+/// `user_data` of the ring's own cancel requests.
+pub(crate) const INTERNAL_USER_DATA: u64 = 1 << 63;
+/// Generations wrap at 31 bits, keeping bit 63 of `user_data` for internal requests.
+pub(crate) const GENERATION_MASK: u32 = (1 << 31) - 1;
+
+/// Names one op from push until its final completion; returned by every op.
+///
+/// Slab slot plus generation: once the op has finished, the id matches nothing, even after
+/// its slot was reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl OpId {
+    pub(crate) fn user_data(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    pub(crate) fn from_user_data(user_data: u64) -> Option<OpId> {
+        if user_data & INTERNAL_USER_DATA != 0 {
+            return None;
+        }
+        Some(OpId {
+            index: user_data as u32,
+            generation: (user_data >> 32) as u32,
+        })
+    }
+}
+
+/// What kind of op a completion finishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpKind {
+    /// [`Ring::accept_multi`](crate::Ring::accept_multi).
+    Accept,
+    /// [`Ring::recv_multi`](crate::Ring::recv_multi).
+    Recv,
+    /// [`Ring::recvmsg_multi`](crate::Ring::recvmsg_multi).
+    RecvMsg,
+    /// [`Ring::recv_into`](crate::Ring::recv_into).
+    RecvInto,
+    /// [`Ring::send`](crate::Ring::send), [`Ring::send_to`](crate::Ring::send_to) and
+    /// [`Ring::send_to_segmented`](crate::Ring::send_to_segmented): each one `sendmsg`, whose
+    /// completion hands the batch back the same way.
+    Send,
+    /// [`Ring::wake_read`](crate::Ring::wake_read).
+    Wake,
+    /// [`Ring::timeout`](crate::Ring::timeout).
+    Timeout,
+}
+
+/// A heap cell the kernel writes into: held as a raw pointer, never as a `Box`, so no Rust
+/// reference to it exists while the kernel may write.
+///
+/// The pointer is private so that `new` is the only way in: `Drop` relies on it.
+pub(crate) struct KernelCell<T>(NonNull<T>);
+
+impl<T> KernelCell<T> {
+    pub(crate) fn new(v: T) -> KernelCell<T> {
+        KernelCell(NonNull::from(Box::leak(Box::new(v))))
+    }
+
+    /// The cell's address, for an SQE.
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.0.as_ptr()
+    }
+}
+
+impl<T> Drop for KernelCell<T> {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::leak in `new` and freed only here. Its op record is dropped
+        // only after the op's final completion (or never), so the kernel is done with it.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+/// The memory an op's SQE points into, owned by its record until the final completion.
+pub(crate) enum OpMem {
+    Accept,
+    Recv,
+    RecvMsg {
+        /// The template: `msg_namelen` only. A `KernelCell`, not a `Box`: the kernel only reads
+        /// it for multishot, but plain `recvmsg` writes a header back, so assume nothing.
+        msg: KernelCell<libc::msghdr>,
+    },
+    RecvInto {
+        /// The kernel writes into its spare capacity, `len()..len() + want`; nothing reads or
+        /// borrows that region until the final completion hands the buffer back.
+        buf: BytesMut,
+        /// `buf`'s spare capacity, taken through `&mut` when the op was pushed.
+        target: *mut u8,
+        want: u32,
+    },
+    Send {
+        batch: Vec<Bytes>,
+        // Never read by us: kept so the kernel's pointers stay valid until the completion.
+        _iovecs: Vec<libc::iovec>,
+        /// `send_to`'s peer address and GSO control message, pointed at by `msg`.
+        _name: Option<Box<SockAddr>>,
+        _control: Option<Box<GsoControl>>,
+        msg: Box<libc::msghdr>,
+    },
+    Wake {
+        buf: KernelCell<u64>,
+    },
+    Timeout {
+        ts: Box<types::Timespec>,
+    },
+}
+
+impl OpMem {
+    pub(crate) fn kind(&self) -> OpKind {
+        match self {
+            OpMem::Accept => OpKind::Accept,
+            OpMem::Recv => OpKind::Recv,
+            OpMem::RecvMsg { .. } => OpKind::RecvMsg,
+            OpMem::RecvInto { .. } => OpKind::RecvInto,
+            OpMem::Send { .. } => OpKind::Send,
+            OpMem::Wake { .. } => OpKind::Wake,
+            OpMem::Timeout { .. } => OpKind::Timeout,
+        }
+    }
+}
+
+/// One op in flight.
+pub(crate) struct Op {
+    pub(crate) tag: u64,
+    pub(crate) generation: u32,
+    /// The descriptor the op names; closing waits for this clone too.
+    pub(crate) fd: Option<SharedFd>,
+    pub(crate) mem: OpMem,
+}
+
+/// What [`Ring::enqueue`](crate::Ring::enqueue) turns into an SQE.
+pub(crate) enum Request {
+    /// The op recorded in this slab slot.
+    Op(OpId),
+    /// Cancel the op with this id.
+    Cancel(OpId),
+    /// Cancel every op (kernel ≥ 6.0).
+    CancelAll,
+}

@@ -1,0 +1,70 @@
+//! Ring setup: [`setup`] creates the io_uring with the most capable flags this kernel
+//! accepts, and [`RingFeatures`] records which it settled on.
+//!
+//! Invariants:
+//! - DEFER_TASKRUN (6.1), SINGLE_ISSUER (6.0) and COOP_TASKRUN (5.19) are used when present.
+//!   Only `EINVAL` (a flag this kernel lacks) moves on to the next, less capable attempt; any
+//!   other error is diagnosed at once, since fewer flags would not fix it.
+//! - SINGLE_ISSUER ties the ring to the thread that creates it; that holds because
+//!   [`Ring`](crate::Ring) is `!Send`.
+
+use std::io;
+
+use io_uring::IoUring;
+
+use crate::error::{self, RingError};
+
+/// What the ring setup settled on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingFeatures {
+    /// SINGLE_ISSUER was accepted (kernel ≥ 6.0).
+    pub single_issuer: bool,
+    /// DEFER_TASKRUN was accepted (kernel ≥ 6.1).
+    pub defer_taskrun: bool,
+    /// COOP_TASKRUN was accepted (kernel ≥ 5.19).
+    pub coop_taskrun: bool,
+}
+
+pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> {
+    // Most capable first; EINVAL means this kernel lacks a flag, so try the next.
+    let attempts = [
+        RingFeatures {
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: false,
+        },
+        RingFeatures {
+            single_issuer: true,
+            defer_taskrun: false,
+            coop_taskrun: true,
+        },
+        RingFeatures {
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: true,
+        },
+        RingFeatures::default(),
+    ];
+    let mut last = None;
+    for want in attempts {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(entries.saturating_mul(4)).setup_submit_all();
+        if want.single_issuer {
+            b.setup_single_issuer();
+        }
+        if want.defer_taskrun {
+            b.setup_defer_taskrun();
+        }
+        if want.coop_taskrun {
+            b.setup_coop_taskrun();
+        }
+        match b.build(entries) {
+            Ok(ring) => return Ok((ring, want)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(error::diagnose_setup(e)),
+        }
+    }
+    Err(RingError::Unsupported {
+        source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)),
+    })
+}
