@@ -259,9 +259,8 @@ impl StreamTable {
     }
 }
 
+/// The work behind [`StreamTable`]'s methods of the same names, on tables that exist.
 impl Open {
-    /// Handles one received Stream frame. `conn` makes handles for new streams;
-    /// `route` finds the handler for a stream the peer opens.
     fn on_frame<'r>(
         &mut self,
         frame: &FrameRef<'_>,
