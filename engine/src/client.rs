@@ -131,8 +131,8 @@ impl ClientRuntime {
                 closed: Box::new(closed),
             },
         );
-        // The reactor either serves it (sends the handle) or, shutting down, drops it.
-        rx.recv().map_err(|_| CallError::Disconnected)
+        // The reactor either serves it (sends the handle) or, stopping or stopped, drops it.
+        rx.recv().map_err(|_| CallError::Stopped)
     }
 }
 
@@ -389,7 +389,7 @@ impl Drop for ClientInner {
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            conn.close();
+            conn.close_owed();
         }
     }
 }
@@ -441,7 +441,7 @@ impl ClientInner {
         if let Some(secret) = &this.auth {
             // Callers see the connection only once it is authenticated.
             if let Err(e) = handle.call(AUTH_METHOD, secret.clone(), this.connect_timeout) {
-                handle.close();
+                handle.close_owed();
                 return Err(e);
             }
         }
@@ -703,7 +703,7 @@ impl Client {
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         if let Some(conn) = self.inner.current() {
-            conn.close();
+            conn.close_owed();
         }
     }
 

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::metadata::{Metadata, MetadataError, USER_FLAG_METADATA, take_metadata};
 use ringrpc_protocol::{Command, DecodeError, Flags, FrameRef};
 
+use crate::contain::contain;
 use crate::error::{
     AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, INVALID_METADATA, TOO_MANY_IN_FLIGHT,
 };
@@ -81,12 +82,15 @@ enum Completion {
 
 impl Completion {
     fn fail(self, error: CallError) {
-        match self {
+        contain(CALL_DONE, || match self {
             Completion::Plain(done) => done(Err(error)),
             Completion::WithMetadata(done) => done(Err(error)),
-        }
+        });
     }
 }
+
+/// What a call's completion is called in panic reports.
+pub(crate) const CALL_DONE: &str = "a call's completion";
 
 /// The framings a stream connection can speak.
 #[derive(Debug)]
@@ -425,6 +429,16 @@ impl Session {
         &self.info
     }
 
+    /// Answers owed to the peer and not yet queued (responders outstanding).
+    pub(crate) fn answers_owed(&self) -> usize {
+        self.in_flight.count()
+    }
+
+    /// A responder's answer was queued on the output.
+    pub(crate) fn answer_queued(&mut self) {
+        self.in_flight.answered();
+    }
+
     /// Queues a Request to the peer and returns its seq; `done` runs when its Response
     /// arrives, when [`Session::expire_call`] is called for it after `deadline`, or when the
     /// connection closes ([`Session::fail_calls`]).
@@ -504,10 +518,10 @@ impl Session {
             return call.done.fail(CallError::Remote(text));
         }
         let payload = Bytes::copy_from_slice(frame.payload);
-        match call.done {
+        contain(CALL_DONE, || match call.done {
             Completion::Plain(done) => done(Ok(payload)),
             Completion::WithMetadata(done) => done(Ok((payload, metadata))),
-        }
+        });
     }
 
     /// A frame with `user_flags` bit 0: takes its metadata block off the payload and

@@ -202,6 +202,9 @@ impl UdpEndpoint {
         if !(1..=MAX_METHOD_LEN).contains(&method.len()) {
             return done(Err(CallError::BadMethod));
         }
+        if let Err(e) = crate::error::check_body(method.as_bytes(), &payload) {
+            return done(Err(e));
+        }
         let retry = (!self.no_retry.contains(method.as_bytes())).then_some(self.retry);
         let posted = self.post(Command::UdpCall {
             peer,
@@ -240,6 +243,7 @@ impl UdpEndpoint {
         if !(1..=MAX_METHOD_LEN).contains(&method.len()) {
             return Err(CallError::BadMethod);
         }
+        crate::error::check_body(method.as_bytes(), payload)?;
         let frame = encode(Cmd::Notify, Flags::default(), 0, method.as_bytes(), payload);
         self.post(Command::UdpNotify { peer, frame })
             .map_err(|_| CallError::MailboxFull)

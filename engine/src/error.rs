@@ -140,13 +140,38 @@ pub enum CallError {
     Metadata(MetadataError),
     /// The connection cannot do this (metadata calls over UDP).
     Unsupported(&'static str),
-    /// The frame does not fit one datagram; it was not sent.
+    /// The reactor serving the connection has stopped (its server shut down, its client
+    /// runtime was dropped, or it failed); nothing was sent and nothing more will be.
+    Stopped,
+    /// The frame is over the largest the transport carries — one datagram over UDP, a
+    /// 4 GiB body (the wire's 32-bit length) on a stream connection; it was not sent.
     TooLarge {
-        /// The frame's size in bytes.
+        /// The frame's size in bytes (its body's, for the 4 GiB limit).
         size: usize,
-        /// The largest datagram allowed.
+        /// The largest allowed.
         max: usize,
     },
+}
+
+/// The largest frame body the wire's 32-bit length field can carry.
+pub(crate) const MAX_WIRE_BODY: usize = u32::MAX as usize;
+
+/// Error text of the error Response sent instead of a Response whose body would not fit the
+/// wire's 32-bit length (over 4 GiB).
+pub const RESPONSE_TOO_LARGE: &str =
+    "internal error: the response is over the wire's 4 GiB frame limit";
+
+/// Whether a frame of `method` and `payload` fits the wire's 32-bit body length; the
+/// [`CallError::TooLarge`] to return when not.
+pub(crate) fn check_body(method: &[u8], payload: &[u8]) -> Result<(), CallError> {
+    let size = method.len() + payload.len();
+    if size > MAX_WIRE_BODY {
+        return Err(CallError::TooLarge {
+            size,
+            max: MAX_WIRE_BODY,
+        });
+    }
+    Ok(())
 }
 
 impl fmt::Display for CallError {
@@ -161,6 +186,13 @@ impl fmt::Display for CallError {
             CallError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
             CallError::MailboxFull => f.write_str(
                 "the connection's reactor inbox is full; the message was not queued (slow down or retry)",
+            ),
+            CallError::Stopped => f.write_str(
+                "the reactor serving this connection has stopped (server shut down or client runtime dropped); nothing was sent",
+            ),
+            CallError::TooLarge { size, max } if *max == MAX_WIRE_BODY => write!(
+                f,
+                "a frame body of {size} bytes is over the wire's limit of {max} bytes; send less, or use a stream"
             ),
             CallError::TooLarge { size, max } => write!(
                 f,
@@ -216,6 +248,11 @@ pub enum StreamError {
     TooManyStreams,
     /// The owning reactor's inbox is full; nothing was queued.
     MailboxFull,
+    /// The frame's body is over the wire's 4 GiB limit; nothing was queued.
+    TooLarge {
+        /// The body's size in bytes.
+        size: usize,
+    },
 }
 
 impl fmt::Display for StreamError {
@@ -232,6 +269,10 @@ impl fmt::Display for StreamError {
             StreamError::TooManyStreams => f.write_str(TOO_MANY_STREAMS),
             StreamError::MailboxFull => f.write_str(
                 "the connection's reactor inbox is full; nothing was queued (slow down or retry)",
+            ),
+            StreamError::TooLarge { size } => write!(
+                f,
+                "a stream frame body of {size} bytes is over the wire's limit of {MAX_WIRE_BODY} bytes; send it in pieces"
             ),
         }
     }

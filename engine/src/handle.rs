@@ -3,21 +3,22 @@
 //!
 //! Invariants: every action travels to the owning reactor through its mailbox, never by
 //! touching reactor state directly; a handle to a connection that has closed is harmless
-//! (its messages are dropped, its calls fail with [`CallError::Disconnected`]); a
-//! [`Responder`] sends exactly one Response, an error if dropped unanswered.
+//! (its messages are dropped, its calls fail with [`CallError::Disconnected`], or with
+//! [`CallError::Stopped`] once its reactor has stopped); a [`Responder`] sends exactly one
+//! Response, an error if dropped unanswered; a frame body over the wire's 4 GiB limit is
+//! refused where it enters, never truncated.
 
 use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command as Cmd, Flags, MAX_METHOD_LEN, write_frame};
 
-use crate::error::{CallError, RESPONDER_DROPPED};
+use crate::error::{CallError, RESPONDER_DROPPED, RESPONSE_TOO_LARGE, check_body};
 use crate::ids::{ConnId, ConnInfo};
 use crate::mailbox::{Command, Mailbox};
 
@@ -88,6 +89,7 @@ impl ConnHandle {
         if !valid_method(method) {
             return Err(CallError::BadMethod);
         }
+        check_body(method.as_bytes(), payload)?;
         let frame = encode(Cmd::Notify, Flags::default(), 0, method.as_bytes(), payload);
         self.mailbox
             .post(Command::Notify {
@@ -193,6 +195,9 @@ impl ConnHandle {
         if !valid_method(method) {
             return done(Err(CallError::BadMethod));
         }
+        if let Err(e) = check_body(method.as_bytes(), &payload) {
+            return done(Err(e));
+        }
         let posted = self.mailbox.post(Command::Call {
             conn: self.info.id,
             method: Bytes::copy_from_slice(method.as_bytes()),
@@ -224,10 +229,25 @@ impl ConnHandle {
         rx.recv().unwrap_or(Err(CallError::Disconnected))
     }
 
-    /// Closes the connection after its queued output is sent.
-    pub fn close(&self) {
-        // Never refused: closes are not counted against the inbox's capacity.
-        let _ = self.mailbox.post(Command::Close { conn: self.info.id });
+    /// Closes the connection after its queued output is sent. Like a notify, it counts
+    /// against the reactor's inbox: fails with [`CallError::MailboxFull`] if that is full
+    /// (retry), and does nothing once the connection is gone.
+    pub fn close(&self) -> Result<(), CallError> {
+        let close = Command::Close {
+            conn: self.info.id,
+            counted: true,
+        };
+        self.mailbox.post(close).map_err(|_| CallError::MailboxFull)
+    }
+
+    /// As [`ConnHandle::close`], never refused: for the engine's own closes, each made once
+    /// per connection (a client closing its connection).
+    pub(crate) fn close_owed(&self) {
+        let close = Command::Close {
+            conn: self.info.id,
+            counted: false,
+        };
+        let _ = self.mailbox.post(close);
     }
 
     /// The mailbox of the reactor serving this connection.
@@ -254,21 +274,28 @@ impl ConnHandle {
     }
 }
 
-/// How many of a connection's (or UDP peer's) Requests wait for a [`Responder`]'s answer.
-/// The counter is shared with the responders and allocated when the first is taken, so a
-/// connection that never defers an answer does not pay for it.
+/// How many of a connection's (or UDP peer's) Requests are owed an answer that is not yet
+/// queued on it: counted up when a [`Responder`] is taken, down when the reactor queues its
+/// answer (not when the responder sends it), so "nothing owed" always means every answer is
+/// on the connection's output — the shutdown drain relies on that. Only its reactor's
+/// thread touches it.
 #[derive(Debug, Default)]
-pub(crate) struct Deferred(std::cell::OnceCell<Arc<AtomicUsize>>);
+pub(crate) struct Deferred(std::cell::Cell<usize>);
 
 impl Deferred {
-    /// Answers deferred and not yet sent.
+    /// Answers owed and not yet queued.
     pub(crate) fn count(&self) -> usize {
-        self.0.get().map_or(0, |c| c.load(Ordering::Acquire))
+        self.0.get()
     }
 
-    /// The shared counter, for a new responder.
-    pub(crate) fn counter(&self) -> &Arc<AtomicUsize> {
-        self.0.get_or_init(Arc::default)
+    /// One more answer is owed (a responder was taken).
+    pub(crate) fn owe(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+
+    /// An owed answer was queued (or its connection is gone).
+    pub(crate) fn answered(&self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
@@ -280,8 +307,6 @@ pub struct Responder {
     method: Bytes,
     async_flag: u8,
     answered: bool,
-    /// The connection's count of deferred answers; this one leaves it when sent.
-    in_flight: Arc<AtomicUsize>,
     /// Metadata the Response carries.
     metadata: Option<Metadata>,
     /// When metrics are on: when the request was dispatched, for its latency.
@@ -298,13 +323,12 @@ impl fmt::Debug for Responder {
 }
 
 impl Responder {
-    /// A responder counted in `in_flight` (the caller already added it there).
+    /// A responder for a Request the connection's [`Deferred`] already counts as owed.
     pub(crate) fn new(
         conn: ConnHandle,
         seq: u64,
         method: &[u8],
         flags: Flags,
-        in_flight: Arc<AtomicUsize>,
         timing: Option<crate::measure::Timing>,
     ) -> Responder {
         Responder {
@@ -313,7 +337,6 @@ impl Responder {
             method: Bytes::copy_from_slice(method),
             async_flag: flags.0 & Flags::ASYNC,
             answered: false,
-            in_flight,
             metadata: None,
             timing,
         }
@@ -355,7 +378,17 @@ impl Responder {
 
     fn send(&mut self, flags: Flags, payload: &[u8]) {
         self.answered = true;
-        self.in_flight.fetch_sub(1, Ordering::Release);
+        if check_body(&self.method, payload).is_err() {
+            tracing::error!(
+                seq = self.seq,
+                bytes = payload.len(),
+                "{RESPONSE_TOO_LARGE}"
+            );
+            return self.send(
+                Flags(self.async_flag).with_error(),
+                RESPONSE_TOO_LARGE.as_bytes(),
+            );
+        }
         let frame = match self.metadata.take() {
             None => encode(Cmd::Response, flags, self.seq, &self.method, payload),
             Some(md) => crate::coder::encode_with_metadata(

@@ -16,10 +16,18 @@ pub struct ConnId {
     pub(crate) serial: u64,
 }
 
+/// The bit of [`ConnId`]'s slot that marks a datagram peer's pseudo-connection.
+pub(crate) const DATAGRAM_SLOT_BIT: u32 = 1 << 31;
+
 impl ConnId {
     /// The reactor (core index) that owns the connection.
     pub fn core(&self) -> usize {
         self.core as usize
+    }
+
+    /// Whether this names a datagram peer (a pseudo-connection of the UDP endpoint).
+    pub(crate) fn is_datagram(&self) -> bool {
+        self.slot & DATAGRAM_SLOT_BIT != 0
     }
 }
 

@@ -38,6 +38,7 @@ mod client_topics;
 mod coder;
 mod config;
 mod conn;
+mod contain;
 mod datagram;
 mod endpoint;
 pub mod error;

@@ -6,11 +6,22 @@
 //!   costs one syscall; the reactor clears the pending flag *before* draining, so a message
 //!   pushed during a drain either is drained now or triggers a fresh wake-up.
 //! - Memory is bounded: messages another thread (or a datagram peer) may cause at will
-//!   (notifies, calls, broadcasts, forwarded datagram answers) count against the capacity
-//!   and are refused with
-//!   [`CallError::MailboxFull`] past it; the others are bounded by construction — answers by
-//!   each connection's limit of deferred requests, closes by the connections that exist.
+//!   (notifies, calls, closes, broadcasts, forwarded datagram answers) count against the
+//!   capacity and are refused with [`CallError::MailboxFull`] past it; the others are bounded
+//!   by construction — answers by each connection's limit of deferred requests, stream sends
+//!   by their windows.
+//! - A message posted on the reactor's own thread (a handler acting on a connection of its
+//!   core) goes to a thread-local queue instead: no channel, no eventfd write. The reactor
+//!   applies it before its tick's flush, in the order posted, so what a handler sends to its
+//!   own connection leaves in the order it sent it (see `Context`'s reply path).
+//! - Once closed (its reactor stopped, normally or not), nothing posted is lost silently: what
+//!   is queued and everything posted later is abandoned at once — calls fail with
+//!   [`CallError::Stopped`], streams end with [`StreamError::Disconnected`], the rest is
+//!   dropped. Either the reactor's final drain or the poster's own check after its send sees
+//!   each message (both sides use `SeqCst`), so none can slip between them.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,8 +31,9 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use ringrpc_uring::Waker;
 
+use crate::contain::contain;
 use crate::datagram::Retry;
-use crate::error::{CallError, DisconnectReason};
+use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::ids::{ConnId, ConnInfo};
 use crate::stream_state::{OutFrame, StreamShared};
 
@@ -83,8 +95,16 @@ pub(crate) enum Command {
         frame: Bytes,
         filter: Option<BroadcastFilter>,
     },
-    /// Close a connection (queued output is still sent).
-    Close { conn: ConnId },
+    /// Close a connection (queued output is still sent). Counts against the capacity when
+    /// `counted` (a user's `ConnHandle::close`); the engine's own closes (a client closing
+    /// its one connection) are bounded by construction.
+    Close { conn: ConnId, counted: bool },
+    /// Makes the reactor panic outside any user code: how tests stand in for an engine bug.
+    #[cfg(test)]
+    Crash,
+    /// A Response a handler on the connection's own reactor queued behind the messages it
+    /// posted before it (posted only to the local queue; bounded: one per request).
+    Reply { conn: ConnId, frame: Bytes },
     /// Call `method` on a datagram peer (counts against the capacity).
     UdpCall {
         peer: SocketAddr,
@@ -140,8 +160,60 @@ impl Command {
                 | Command::UdpForward { .. }
                 | Command::StreamOpen { .. }
                 | Command::NotifyCounted { .. }
+                | Command::Close { counted: true, .. }
         )
     }
+
+    /// Fails a message no reactor will ever apply (its mailbox is closed): a call's
+    /// completion gets [`CallError::Stopped`], a stream ends with
+    /// [`StreamError::Disconnected`], a counted notify is counted as dropped, the rest is
+    /// dropped. A completion that panics is contained and logged.
+    pub(crate) fn abandon(self) {
+        match self {
+            Command::Call { done, .. } | Command::UdpCall { done, .. } => {
+                contain("a call's completion", || done(Err(CallError::Stopped)));
+            }
+            Command::CallWithMetadata { done, .. } => {
+                contain("a call's completion", || done(Err(CallError::Stopped)));
+            }
+            Command::StreamOpen { shared, .. } => {
+                shared.finish(Err(StreamError::Disconnected), true);
+            }
+            Command::StreamSend { shared, send, .. } => {
+                shared.unsent_done(send.window);
+                shared.finish(Err(StreamError::Disconnected), true);
+            }
+            Command::NotifyCounted { tally, .. } => {
+                tally.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Command::Notify { .. }
+            | Command::Answer { .. }
+            | Command::Broadcast { .. }
+            | Command::Close { .. }
+            | Command::Reply { .. }
+            | Command::UdpNotify { .. }
+            | Command::UdpForward { .. }
+            | Command::StreamResume { .. } => {}
+            #[cfg(test)]
+            Command::Crash => {}
+        }
+    }
+}
+
+thread_local! {
+    /// The mailbox of the reactor running on this thread (its address; 0 on other threads).
+    static OWN_MAILBOX: Cell<usize> = const { Cell::new(0) };
+    /// Messages this thread's reactor posted to itself, applied before its next flush.
+    static LOCAL: RefCell<VecDeque<Command>> = const { RefCell::new(VecDeque::new()) };
+    /// How many messages wait in `LOCAL` (read without borrowing it).
+    static LOCAL_PENDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether messages posted on this thread wait in the local queue, so that a frame written
+/// straight to a connection's output now would overtake them: the reply path then queues
+/// behind them instead.
+pub(crate) fn local_pending() -> bool {
+    LOCAL_PENDING.with(Cell::get) > 0
 }
 
 /// One reactor's inbox.
@@ -157,6 +229,8 @@ pub(crate) struct Mailbox {
     capacity: usize,
     /// Optional messages refused because the inbox was full.
     refused: AtomicU64,
+    /// The reactor stopped: posts are abandoned (see the module docs).
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -180,23 +254,85 @@ impl Mailbox {
             optional_queued: AtomicUsize::new(0),
             capacity,
             refused: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Delivers `cmd` and wakes the reactor if it may be asleep; refuses an optional
-    /// message when the inbox is full, handing it back (counted as refused).
+    /// message when the inbox is full, handing it back (counted as refused). On the
+    /// reactor's own thread the message goes to its local queue (no wake-up needed); once the
+    /// mailbox is closed it is abandoned ([`Command::abandon`]) instead of delivered.
     pub(crate) fn post(&self, cmd: Command) -> Result<(), Box<Command>> {
         if cmd.optional() && self.optional_queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.optional_queued.fetch_sub(1, Ordering::AcqRel);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Box::new(cmd));
         }
+        if self.is_own_thread() && !self.is_closed() {
+            LOCAL.with(|queue| queue.borrow_mut().push_back(cmd));
+            LOCAL_PENDING.with(|n| n.set(n.get() + 1));
+            return Ok(());
+        }
         // The receiver lives as long as the mailbox, so sending cannot fail.
         let _ = self.tx.send(cmd);
+        if self.closed.load(Ordering::SeqCst) {
+            // The reactor may have finished its last drain before this send.
+            self.abandon_queued();
+            return Ok(());
+        }
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.wake();
         }
         Ok(())
+    }
+
+    /// Whether this thread runs this mailbox's reactor.
+    fn is_own_thread(&self) -> bool {
+        OWN_MAILBOX.with(Cell::get) == self as *const Mailbox as usize
+    }
+
+    /// Reactor side, once on its thread before the loop: posts from this thread go to the
+    /// local queue.
+    pub(crate) fn claim_thread(&self) {
+        OWN_MAILBOX.with(|own| own.set(self as *const Mailbox as usize));
+    }
+
+    /// Reactor side: takes the next message its own thread posted (after the ones before
+    /// it); a message it applies may post more, which come after.
+    pub(crate) fn take_local(&self) -> Option<Command> {
+        let cmd = LOCAL.with(|queue| queue.borrow_mut().pop_front())?;
+        LOCAL_PENDING.with(|n| n.set(n.get() - 1));
+        if cmd.optional() {
+            self.optional_queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(cmd)
+    }
+
+    /// Reactor side, when its loop has ended (normally or not): refuses everything from
+    /// now on and abandons what is queued, the local queue included.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.abandon_queued();
+        if self.is_own_thread() {
+            while let Some(cmd) = self.take_local() {
+                cmd.abandon();
+            }
+        }
+    }
+
+    /// Whether the reactor has stopped taking messages.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Abandons everything in the channel (any thread may do this once closed).
+    fn abandon_queued(&self) {
+        while let Ok(cmd) = self.rx.try_recv() {
+            if cmd.optional() {
+                self.optional_queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            cmd.abandon();
+        }
     }
 
     /// Connects the inbox to its reactor's ring (once, before the reactor's first drain).
@@ -264,8 +400,17 @@ mod tests {
             timing: None,
         };
         assert!(mailbox.post(answer).is_ok());
-        assert!(mailbox.post(Command::Close { conn }).is_ok());
-        assert_eq!(mailbox.refused(), 1);
+        let owed_close = Command::Close {
+            conn,
+            counted: false,
+        };
+        assert!(mailbox.post(owed_close).is_ok());
+        let user_close = Command::Close {
+            conn,
+            counted: true,
+        };
+        assert!(mailbox.post(user_close).is_err(), "a user's close counts");
+        assert_eq!(mailbox.refused(), 2);
         assert_eq!(mailbox.drain().count(), 4);
         // Drained: room again.
         assert!(mailbox.post(notify()).is_ok());

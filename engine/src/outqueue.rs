@@ -246,8 +246,11 @@ impl OutQueue {
         let before = self.small.len();
         write_frame(&mut self.small, cmd, flags, user_flags, seq, method, &[]);
         self.small[before + 5] |= stream_bits;
-        // write_frame wrote body_len for an empty payload; patch in the real one.
-        let body_len = (method.len() + payload.len()) as u32;
+        // write_frame wrote body_len for an empty payload; patch in the real one. Every public
+        // way in refuses a body over the wire's 32-bit length first (`error::check_body`), so
+        // this never truncates silently.
+        let body_len = u32::try_from(method.len() + payload.len())
+            .expect("frame bodies over 4 GiB are refused before they are queued");
         self.small[before..before + 4].copy_from_slice(&body_len.to_le_bytes());
         self.queued += self.small.len() - before + payload.len();
         self.seal_small();

@@ -11,7 +11,6 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
@@ -32,7 +31,10 @@ use crate::stream::{Replies, Stream, StreamContext, StreamRoute};
 /// Response.
 pub type Handler = Arc<dyn Fn(&mut Context<'_>) + Send + Sync>;
 
-pub use crate::error::{HANDLER_PANICKED, METHOD_NOT_FOUND, STOPPED_BY_MIDDLEWARE};
+use crate::error::check_body;
+pub use crate::error::{
+    HANDLER_PANICKED, METHOD_NOT_FOUND, RESPONSE_TOO_LARGE, STOPPED_BY_MIDDLEWARE,
+};
 
 /// How far a Request has been answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,14 +198,12 @@ impl<'a> Context<'a> {
             return None;
         }
         self.state = ReplyState::Deferred;
-        let in_flight = self.in_flight.counter();
-        in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.owe();
         let responder = Responder::new(
             self.conn(),
             self.header.seq,
             self.method,
             self.header.flags,
-            in_flight.clone(),
             self.timing,
         );
         Some(match self.reply_metadata.take() {
@@ -230,11 +230,17 @@ impl<'a> Context<'a> {
         if self.replied() {
             return false;
         }
+        if check_body(self.method, &payload).is_err() {
+            return self.too_large(payload.len());
+        }
         self.state = ReplyState::Sent;
         let flags = self.response_flags(Flags::default());
         if self.reply_metadata.is_some() {
             self.respond_with_metadata(flags, &payload);
             return true;
+        }
+        if self.behind_local_mail() {
+            return self.queue_behind(flags, &payload);
         }
         self.out.push_frame_bytes(
             Command::Response,
@@ -256,6 +262,9 @@ impl<'a> Context<'a> {
         if self.replied() {
             return false;
         }
+        if check_body(self.method, payload).is_err() {
+            return self.too_large(payload.len());
+        }
         self.state = if flags.is_error() {
             ReplyState::SentError
         } else {
@@ -266,6 +275,9 @@ impl<'a> Context<'a> {
             self.respond_with_metadata(flags, payload);
             return true;
         }
+        if self.behind_local_mail() {
+            return self.queue_behind(flags, payload);
+        }
         self.out.push_frame(
             Command::Response,
             flags,
@@ -275,6 +287,46 @@ impl<'a> Context<'a> {
             payload,
         );
         true
+    }
+
+    /// A reply over the wire's 4 GiB limit becomes the error [`RESPONSE_TOO_LARGE`] (the
+    /// peer learns why; the connection stays usable).
+    #[cold]
+    fn too_large(&mut self, bytes: usize) -> bool {
+        tracing::error!(seq = self.header.seq, bytes, "{RESPONSE_TOO_LARGE}");
+        self.respond(Flags::default().with_error(), RESPONSE_TOO_LARGE.as_bytes())
+    }
+
+    /// Whether this handler (or an earlier one this turn) posted messages on this reactor's
+    /// thread that are still queued: a Response written straight to the output now would
+    /// overtake a notify or call the handler sent before it, so it queues behind them.
+    #[inline]
+    fn behind_local_mail(&self) -> bool {
+        crate::mailbox::local_pending() && !self.conn.id.is_datagram()
+    }
+
+    /// Queues the Response behind the messages posted before it (see
+    /// [`Context::behind_local_mail`]).
+    #[cold]
+    fn queue_behind(&mut self, flags: Flags, payload: &[u8]) -> bool {
+        let frame = crate::handle::encode(
+            Command::Response,
+            flags,
+            self.header.seq,
+            self.method,
+            payload,
+        );
+        self.queue_encoded_behind(frame);
+        true
+    }
+
+    #[cold]
+    fn queue_encoded_behind(&mut self, frame: Bytes) {
+        // Owed and posted on the owning reactor's thread: never refused.
+        let _ = self.mailbox.post(crate::mailbox::Command::Reply {
+            conn: self.conn.id,
+            frame,
+        });
     }
 
     /// Queues the Response with the reply metadata appended.
@@ -290,6 +342,7 @@ impl<'a> Context<'a> {
             payload,
             &md,
         ) {
+            Ok(frame) if self.behind_local_mail() => self.queue_encoded_behind(frame),
             Ok(frame) => self.out.push_encoded(frame),
             Err(e) => {
                 // Only a body near 4 GiB can overflow: send the Response without it.

@@ -8,10 +8,12 @@
 
 use std::fmt;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use crate::contain::panic_message;
 use crate::mailbox::Mailbox;
 use crate::reactor::{CoreSockets, Reactor};
 use crate::router::Router;
@@ -153,22 +155,42 @@ pub(crate) fn spawn_reactors(
                         tracing::warn!(core = id, "could not pin to CPU {}", cpu.id);
                     }
                 }
-                let reactor =
-                    match Reactor::new(id, core_settings, core_router, core_shared, core_sockets) {
-                        Ok(r) => {
-                            let _ = ready.send((id, Ok(())));
-                            r
-                        }
-                        Err(e) => {
-                            let _ = ready.send((id, Err(e)));
-                            return Ok(CoreStats {
-                                core: id,
-                                ..CoreStats::default()
-                            });
-                        }
-                    };
+                let reactor = match Reactor::new(
+                    id,
+                    core_settings,
+                    core_router,
+                    core_shared.clone(),
+                    core_sockets,
+                ) {
+                    Ok(r) => {
+                        let _ = ready.send((id, Ok(())));
+                        r
+                    }
+                    Err(e) => {
+                        let _ = ready.send((id, Err(e)));
+                        return Ok(CoreStats {
+                            core: id,
+                            ..CoreStats::default()
+                        });
+                    }
+                };
                 drop(ready);
-                reactor.run()
+                let outcome = catch_unwind(AssertUnwindSafe(|| reactor.run()));
+                // One core failing takes the server down rather than leaving it serving on a
+                // subset while `join` waits for the others forever.
+                let failure = match &outcome {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(panic) => Some(format!("panicked: {}", panic_message(&**panic))),
+                };
+                if let Some(why) = failure {
+                    tracing::error!(
+                        core = id,
+                        "core {id} stopped ({why}); shutting down every other core"
+                    );
+                    core_shared.shutdown();
+                }
+                outcome.unwrap_or_else(|panic| resume_unwind(panic))
             });
         match spawned {
             Ok(t) => threads.push(t),
@@ -211,12 +233,68 @@ pub(crate) fn join_all(threads: ReactorThreads) -> Vec<Result<CoreStats, RunErro
             Ok(Err(source)) => Err(RunError::Io { core, source }),
             Err(panic) => Err(RunError::Panicked {
                 core,
-                message: panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "reactor panicked".into()),
+                message: panic_message(&*panic),
             }),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::error::CallError;
+    use crate::mailbox::Command;
+    use crate::{Config, RunError, Server};
+
+    /// A core that dies outside user code (an engine bug, injected here) stops the whole
+    /// server with a report naming it, instead of `join` waiting on the healthy cores.
+    #[test]
+    fn a_core_that_dies_stops_the_server_with_a_report_naming_it() {
+        let config = Config::builder()
+            .cores(2)
+            .listen("127.0.0.1:0")
+            .build()
+            .unwrap();
+        let server = Server::builder()
+            .config(config)
+            .build()
+            .unwrap()
+            .start()
+            .unwrap();
+        let shared = server.handle().shared.clone();
+        assert!(shared.mailboxes[1].post(Command::Crash).is_ok());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(server.join());
+        });
+        let outcome = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("join returned: the healthy core was shut down too");
+        match outcome {
+            Err(RunError::Panicked { core, message }) => {
+                assert_eq!(core, 1);
+                assert!(message.contains("crash injected"), "{message}");
+            }
+            other => panic!("expected core 1's panic, got {other:?}"),
+        }
+        // What is posted to the dead core now fails at once.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let conn = crate::ids::ConnId {
+            core: 1,
+            slot: 0,
+            serial: 1,
+        };
+        let posted = shared.mailboxes[1].post(Command::Call {
+            conn,
+            method: bytes::Bytes::from_static(b"/x"),
+            payload: bytes::Bytes::new(),
+            timeout: Duration::from_secs(3600),
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        assert!(posted.is_ok());
+        assert_eq!(rx.try_recv().ok(), Some(Err(CallError::Stopped)));
+    }
 }

@@ -197,6 +197,13 @@ impl fmt::Display for ServerReport {
                 total.streams_opened, total.stream_frames
             )?;
         }
+        if total.panics + total.callback_panics + total.answers_abandoned > 0 {
+            writeln!(
+                f,
+                " faults: {} handlers and {} other callbacks panicked (contained); {} answers abandoned at shutdown",
+                total.panics, total.callback_panics, total.answers_abandoned
+            )?;
+        }
         if total.gzip_in + total.gzip_out + total.bad_metadata > 0 {
             writeln!(
                 f,
@@ -233,7 +240,13 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Stops accepting, answers every request already received, flushes, closes every
-    /// connection and lets `run`/`join` return. Returns at once; idempotent.
+    /// connection and lets `run`/`join` return. Answers still owed by a
+    /// [`Responder`](crate::Responder) or a blocking handler are waited for, up to
+    /// [`ConfigBuilder::shutdown_grace`](crate::ConfigBuilder::shutdown_grace); those still
+    /// owed when it ends are counted in [`CoreStats::answers_abandoned`]. Once a reactor has
+    /// stopped, calls and streams on its connections fail at once with
+    /// [`CallError::Stopped`] (streams: [`StreamError::Disconnected`](crate::StreamError)).
+    /// Returns at once; idempotent.
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::CallError;
+use crate::error::{CallError, DisconnectReason};
 use crate::handle::{ConnHandle, encode};
 use crate::hooks::Hooks;
 use crate::lifecycle::{LINGER_MAX, LINGER_QUIET, LINGER_TICK, LifecycleConfig};
@@ -112,12 +112,22 @@ impl Shared {
         }
     }
 
-    /// Hands `adoption` to reactor `core` and wakes it.
+    /// Hands `adoption` to reactor `core` and wakes it. If that reactor has stopped, the
+    /// adoption is refused at once: its `closed` runs with [`DisconnectReason::Shutdown`]
+    /// and its `opened` is dropped unrun (the reactor closes its mailbox before its last
+    /// look at the adoptions, and this looks at the mailbox after pushing, so one of the
+    /// two always sees it).
     pub(crate) fn adopt(&self, core: usize, adoption: Adoption) {
         self.adoptions[core]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(adoption);
+        if self.mailboxes[core].is_closed() {
+            for refused in self.take_adoptions(core) {
+                (refused.closed)(&DisconnectReason::Shutdown);
+            }
+            return;
+        }
         self.mailboxes[core].wake();
     }
 
@@ -143,6 +153,7 @@ impl Shared {
         if !(1..=ringrpc_protocol::MAX_METHOD_LEN).contains(&method.len()) {
             return Err(CallError::BadMethod);
         }
+        crate::error::check_body(method.as_bytes(), payload)?;
         let frame = encode(
             ringrpc_protocol::Command::Notify,
             ringrpc_protocol::Flags::default(),
@@ -161,5 +172,57 @@ impl Shared {
             }
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::mailbox::Mailbox;
+    use crate::router::Router;
+    use crate::settings::ReactorSettings;
+
+    /// An adoption handed to a reactor that has stopped is refused at once (its `closed`
+    /// runs, its `opened` is dropped), so `ClientRuntime::adopt` never waits forever.
+    #[test]
+    fn an_adoption_for_a_stopped_reactor_is_refused_at_once() {
+        let shared = Shared::new(vec![Arc::new(Mailbox::new(8))], Hooks::default());
+        shared.mailboxes[0].close();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let settings = ReactorSettings::client();
+        let policy = Arc::new(ConnPolicy::new(
+            Arc::new(Router::new()),
+            &settings,
+            None,
+            None,
+            None,
+        ));
+        let (opened_tx, opened_rx) = crossbeam_channel::bounded::<ConnHandle>(1);
+        let closed = Arc::new(AtomicBool::new(false));
+        let saw_close = closed.clone();
+        shared.adopt(
+            0,
+            Adoption {
+                stream,
+                policy,
+                opened: Box::new(move |h| {
+                    let _ = opened_tx.send(h);
+                }),
+                closed: Box::new(move |reason| {
+                    assert!(matches!(reason, DisconnectReason::Shutdown));
+                    saw_close.store(true, Ordering::SeqCst);
+                }),
+            },
+        );
+        assert!(closed.load(Ordering::SeqCst), "closed ran at once");
+        assert!(
+            opened_rx.recv().is_err(),
+            "opened was dropped unrun, so a waiting adopter wakes"
+        );
+        assert!(shared.take_adoptions(0).is_empty(), "nothing left queued");
     }
 }

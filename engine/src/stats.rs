@@ -36,6 +36,12 @@ pub struct CoreStats {
     pub not_found: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Other user callbacks on the reactor that panicked (call completions, connection
+    /// hooks, broadcast filters), each contained and logged.
+    pub callback_panics: u64,
+    /// Answers still owed (responders, blocking jobs) when the shutdown grace ended, whose
+    /// connections were closed without them.
+    pub answers_abandoned: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
     /// Connections closed by a socket error (reset, broken pipe).
@@ -93,6 +99,8 @@ impl CoreStats {
             sends,
             not_found,
             panics,
+            callback_panics,
+            answers_abandoned,
             protocol_errors,
             socket_errors,
             recv_buffers_exhausted,
@@ -124,6 +132,8 @@ impl CoreStats {
         self.sends += sends;
         self.not_found += not_found;
         self.panics += panics;
+        self.callback_panics += callback_panics;
+        self.answers_abandoned += answers_abandoned;
         self.protocol_errors += protocol_errors;
         self.socket_errors += socket_errors;
         self.recv_buffers_exhausted += recv_buffers_exhausted;

@@ -181,7 +181,7 @@ fn calls_pending_at_a_disconnect_fail_at_once() {
     while held.lock().unwrap().is_empty() {
         thread::sleep(Duration::from_millis(5));
     }
-    server_side.close();
+    server_side.close().unwrap();
     assert_eq!(pending.join().unwrap(), Err(CallError::Disconnected));
     while client.is_connected() {
         thread::sleep(Duration::from_millis(5));

@@ -292,7 +292,7 @@ fn a_handle_closes_its_connection_after_queued_output() {
     let mut c = Client::connect(server.local_addr());
     let handle = conns.recv_timeout(LONG).unwrap();
     handle.notify("/bye", b"last words").unwrap();
-    handle.close();
+    handle.close().unwrap();
     assert_eq!(&c.recv().payload[..], b"last words");
     assert!(c.try_recv().unwrap().is_none(), "then a clean close");
     server.shutdown().unwrap();

@@ -26,6 +26,9 @@
 //!   ends is re-armed only while the connection still reads and is not paused.
 //! - No send starts once the close is decided; a send in flight is always waited for.
 //! - `poll` never allocates: a recv of data that changes nothing costs a few branches.
+//! - Nothing owed is dropped by our own close: after peer EOF and during a shutdown drain the
+//!   FIN waits until every answer owed (`Facts::answers_owed`) is queued and flushed; only
+//!   a close request, a failure, an error or the end of the shutdown grace cuts it short.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -115,6 +118,9 @@ pub(crate) struct Facts {
     pub(crate) hold_reading: bool,
     /// The partial frame's rest is large enough to receive straight into its own buffer.
     pub(crate) direct_wanted: bool,
+    /// Answers owed to the peer and not yet queued (a responder, a blocking job or a task
+    /// will answer): the FIN waits for them after peer EOF and during a shutdown drain.
+    pub(crate) answers_owed: usize,
 }
 
 /// What the reactor must do after a poll, in this order: queue the Ping, start the send,
@@ -476,7 +482,10 @@ impl Lifecycle {
                 if let Phase::Failing(reason) = std::mem::replace(&mut self.phase, Phase::Open) {
                     self.phase = Phase::Closing(reason);
                 }
-            } else if !self.is_dead() && (self.peer_eof || self.drained(facts)) {
+            } else if !self.is_dead()
+                && (self.peer_eof || self.drained(facts))
+                && (facts.answers_owed == 0 || self.close_requested)
+            {
                 // Everything owed is written: FIN, then linger reading and discarding, so
                 // input still arriving never turns our close into a reset that destroys
                 // responses the peer has not read yet.

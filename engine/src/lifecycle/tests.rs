@@ -46,6 +46,7 @@ impl H {
                 backlog_frames: 0,
                 hold_reading: false,
                 direct_wanted: false,
+                answers_owed: 0,
             },
             unread: Some(0),
             unread_asked: false,
@@ -444,6 +445,55 @@ fn drain_waits_for_the_target_and_a_whole_frame_then_closes_shutdown() {
     assert!(a.shut_both() && a.cancel_recv());
     h.lc.recv_cancelled();
     assert!(matches!(reason(&h.poll(105)), DisconnectReason::Shutdown));
+}
+
+#[test]
+fn drain_waits_for_answers_owed_then_flushes_them_before_the_fin() {
+    let mut h = H::new();
+    h.facts.bytes_in = 10;
+    h.facts.answers_owed = 2;
+    h.lc.begin_drain(10, Some(0));
+    assert!(h.poll(1).is_empty(), "two answers are still owed");
+    h.facts.answers_owed = 1;
+    h.queue(20); // the first owed answer arrives
+    let a = h.poll(2);
+    assert!(a.start_send() && !a.shut_write());
+    h.send_ok();
+    assert!(h.poll(3).is_empty(), "one answer is still owed");
+    h.facts.answers_owed = 0;
+    h.queue(20);
+    assert!(h.poll(4).start_send());
+    h.send_ok();
+    assert!(h.poll(5).shut_write(), "everything owed is flushed: FIN");
+}
+
+#[test]
+fn peer_eof_waits_for_answers_owed_before_closing() {
+    let mut h = H::new();
+    h.facts.answers_owed = 1;
+    h.lc.recv_eof();
+    let a = h.poll(1);
+    assert!(!a.shut_write() && a.release.is_none(), "an answer is owed");
+    h.facts.answers_owed = 0;
+    h.queue(20);
+    assert!(h.poll(2).start_send());
+    h.send_ok();
+    let a = h.poll(3);
+    assert!(a.shut_write());
+    assert!(matches!(reason(&a), DisconnectReason::PeerClosed));
+}
+
+#[test]
+fn force_close_does_not_wait_for_answers_owed() {
+    let mut h = H::new();
+    h.facts.answers_owed = 3;
+    h.lc.begin_drain(0, Some(0));
+    assert!(h.poll(1).is_empty());
+    h.lc.force_close();
+    let a = h.poll(2);
+    assert!(a.shut_both() && a.cancel_recv());
+    h.lc.recv_cancelled();
+    assert!(matches!(reason(&h.poll(3)), DisconnectReason::Shutdown));
 }
 
 #[test]

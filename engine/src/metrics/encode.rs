@@ -60,6 +60,16 @@ const CORE_COUNTERS: &[CounterDef] = &[
         s.panics
     }),
     (
+        "ringrpc_callback_panics",
+        "Other user callbacks on a reactor that panicked (call completions, hooks, broadcast filters).",
+        |s| s.callback_panics,
+    ),
+    (
+        "ringrpc_answers_abandoned",
+        "Answers still owed when the shutdown grace ended.",
+        |s| s.answers_abandoned,
+    ),
+    (
         "ringrpc_protocol_errors",
         "Connections closed for breaking the protocol.",
         |s| s.protocol_errors,

@@ -14,6 +14,7 @@ use ringrpc_uring::sys;
 
 use super::Reactor;
 use super::timers::TimerId;
+use crate::contain::contain;
 use crate::lifecycle::Facts;
 
 /// A refused action leads to a close, which needs at most one more poll to settle.
@@ -58,6 +59,7 @@ impl Reactor {
             };
             slot.dirty = false;
             let partial_len = slot.conn.partial_len();
+            let direct_wanted = slot.conn.direct_wanted();
             let session = &mut slot.conn.session;
             if session.streams.has_held() && !slot.lifecycle.is_paused() {
                 // The output drained: stream sends that waited for it go now.
@@ -71,7 +73,8 @@ impl Reactor {
                 backlog_bytes: out.backlog_bytes(),
                 backlog_frames: out.backlog_frames(),
                 hold_reading: session.streams.holding() > 0,
-                direct_wanted: slot.conn.direct_wanted(),
+                direct_wanted,
+                answers_owed: session.answers_owed(),
             };
             let was_paused = slot.lifecycle.is_paused();
             let socket = &slot.socket;
@@ -122,7 +125,7 @@ impl Reactor {
                 let out = &slot.conn.session.out;
                 tracing::debug!(core = self.id, peer = %slot.info().peer, bytes = out.backlog_bytes(), frames = out.backlog_frames(), "overstocked; reading paused");
                 if let Some(hook) = &self.shared.hooks.on_overstock {
-                    hook(slot.info());
+                    contain("the overstock hook", || hook(slot.info()));
                 }
             }
             if let Some(reason) = actions.release.take() {

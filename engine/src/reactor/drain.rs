@@ -2,7 +2,9 @@
 //! flush, close), the forced close when the grace period ends, and periodic stats lines.
 //!
 //! Invariants: a connection is owed an answer for every byte the peer sent before the drain
-//! began (the socket's unread bytes are counted in); after the grace period nothing waits.
+//! began (the socket's unread bytes are counted in) and every answer a responder, blocking
+//! job or task still owes it; after the grace period nothing waits, and the answers still
+//! owed then are counted in `CoreStats::answers_abandoned`.
 
 use std::os::fd::AsFd;
 
@@ -46,11 +48,18 @@ impl Reactor {
     }
 
     pub(super) fn force_close_all(&mut self) {
+        let owed: usize = self
+            .conns
+            .iter()
+            .map(|(_, slot)| slot.conn.session.answers_owed())
+            .sum();
+        self.stats.answers_abandoned += owed as u64;
         if !self.conns.is_empty() {
             tracing::warn!(
                 core = self.id,
                 conns = self.conns.len(),
-                "shutdown grace expired; closing remaining connections"
+                answers_abandoned = owed,
+                "shutdown grace expired; closing remaining connections, abandoning {owed} answers still owed"
             );
         }
         for (_, slot) in self.conns.iter_mut() {

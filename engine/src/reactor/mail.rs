@@ -17,6 +17,8 @@ use bytes::Bytes;
 use super::Reactor;
 use super::slot::Origin;
 use super::timers::TimerId;
+use crate::conn::CALL_DONE;
+use crate::contain::contain;
 use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::handle::ConnHandle;
 use crate::ids::ConnId;
@@ -25,168 +27,200 @@ use crate::stream_state::StreamShared;
 use crate::udp::UdpCore;
 
 impl Reactor {
-    /// Applies what other threads posted.
+    /// Applies what other threads posted, then what this thread posted to itself.
     pub(super) fn take_mail(&mut self) {
         let mailbox = self.mailbox.clone();
         for cmd in mailbox.drain() {
-            match cmd {
-                Command::Notify { conn, frame } if UdpCore::owns(conn) => {
-                    self.udp_send_to_peer(conn, frame, false)
-                }
-                Command::Answer { conn, frame, .. } if UdpCore::owns(conn) => {
-                    self.udp_send_to_peer(conn, frame, true)
-                }
-                Command::Call {
-                    conn,
-                    method,
-                    payload,
-                    timeout,
-                    done,
-                } if UdpCore::owns(conn) => {
-                    self.udp_call_peer(conn, &method, &payload, timeout, done)
-                }
-                Command::UdpCall {
-                    peer,
-                    method,
-                    payload,
-                    timeout,
-                    retry,
-                    done,
-                } => self.udp_call(peer, &method, &payload, timeout, retry, done),
-                Command::UdpNotify { peer, frame } => {
-                    if let Some(udp) = self.udp.as_mut() {
-                        if udp.core.notify(peer, frame).is_err() {
-                            udp.core.stats.send_errors += 1;
-                        }
-                    }
-                }
-                Command::UdpForward { peer, frame } => {
-                    if let Some(udp) = self.udp.as_mut() {
-                        udp.core.on_forwarded(peer, &frame);
-                    }
-                }
-                Command::Notify { conn, frame } => {
-                    if let Some(idx) = self.live_id(conn) {
-                        let slot = &mut self.conns[idx];
-                        if slot.lifecycle.is_paused() {
-                            self.stats.notify_drops += 1;
-                            continue;
-                        }
-                        slot.conn.session.out.push_encoded(frame);
-                        self.mark_dirty(idx);
-                    }
-                }
-                Command::Answer {
-                    conn,
-                    frame,
-                    timing,
-                } => {
-                    if let Some(timing) = timing {
-                        self.methods.finish(timing);
-                    }
-                    if let Some(idx) = self.live_id(conn) {
-                        self.conns[idx].conn.session.out.push_encoded(frame);
-                        self.mark_dirty(idx);
-                    }
-                }
-                Command::Call {
-                    conn,
-                    method,
-                    payload,
-                    timeout,
-                    done,
-                } => match self.live_id(conn) {
-                    Some(idx) if self.conns[idx].lifecycle.is_paused() => {
-                        done(Err(CallError::Overstocked))
-                    }
-                    Some(idx) => self.start_call(idx, &method, &payload, self.now + timeout, done),
-                    None => done(Err(CallError::Disconnected)),
-                },
-                Command::CallWithMetadata {
-                    conn,
-                    frame,
-                    timeout,
-                    done,
-                } => match self.live_id(conn) {
-                    _ if UdpCore::owns(conn) => {
-                        done(Err(CallError::Unsupported("a call with metadata over UDP")))
-                    }
-                    Some(idx) if self.conns[idx].lifecycle.is_paused() => {
-                        done(Err(CallError::Overstocked))
-                    }
-                    Some(idx) => {
-                        self.start_call_with_metadata(idx, frame, self.now + timeout, done)
-                    }
-                    None => done(Err(CallError::Disconnected)),
-                },
-                Command::Broadcast { frame, filter } => {
-                    let mut reached = Vec::new();
-                    for (idx, slot) in self.conns.iter_mut() {
-                        if !slot.lifecycle.is_open()
-                            || !filter.as_ref().is_none_or(|f| f(slot.info()))
-                        {
-                            continue;
-                        }
-                        // A slow reader loses broadcasts rather than growing our memory.
-                        if slot.lifecycle.is_paused() {
-                            self.stats.broadcast_drops += 1;
-                            continue;
-                        }
-                        slot.conn.session.out.push_encoded(frame.clone());
-                        reached.push(idx);
-                    }
-                    self.stats.broadcasts += reached.len() as u64;
-                    for idx in reached {
-                        self.mark_dirty(idx);
-                    }
-                }
-                Command::StreamOpen {
-                    conn,
-                    shared,
-                    timeout,
-                } => self.open_stream(conn, shared, timeout),
-                Command::StreamSend { conn, shared, send } => match self.live_id(conn) {
-                    Some(idx) => {
-                        let slot = &mut self.conns[idx];
-                        let overstocked = slot.lifecycle.is_paused();
-                        let session = &mut slot.conn.session;
-                        session
-                            .streams
-                            .send(shared, send, overstocked, &mut session.out);
-                        self.mark_dirty(idx);
-                    }
-                    None => {
-                        shared.unsent_done(send.window);
-                        shared.finish(Err(StreamError::Disconnected), true);
-                    }
-                },
-                Command::StreamResume { conn, shared } => {
-                    if let Some(idx) = self.live_id(conn) {
-                        self.conns[idx].conn.session.streams.resume(&shared);
-                        self.mark_dirty(idx);
-                    }
-                }
-                Command::Close { conn } => {
-                    if let Some(idx) = self.live_id(conn) {
-                        self.conns[idx].lifecycle.request_close();
-                        self.mark_dirty(idx);
-                    }
-                }
-                Command::NotifyCounted { conn, frame, tally } => {
-                    self.notify_counted(conn, frame, &tally)
-                }
-            }
+            self.apply(cmd);
         }
         self.stats.mailbox_refused = mailbox.refused();
+        self.take_local_mail();
         for adoption in self.shared.take_adoptions(self.id) {
             if self.draining.is_some() {
-                (adoption.closed)(&DisconnectReason::Shutdown);
+                contain("a client's closed callback", || {
+                    (adoption.closed)(&DisconnectReason::Shutdown)
+                });
                 continue;
             }
             let idx = self.open_conn(adoption.stream, adoption.policy, Origin::Adopted);
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
-            (adoption.opened)(ConnHandle::new(*slot.info(), self.mailbox.clone()));
+            let handle = ConnHandle::new(*slot.info(), self.mailbox.clone());
+            contain("a client's opened callback", || (adoption.opened)(handle));
+        }
+    }
+
+    /// Applies what handlers and callbacks on this thread posted (in order; what applying
+    /// one posts comes after it).
+    pub(super) fn take_local_mail(&mut self) {
+        while let Some(cmd) = self.mailbox.take_local() {
+            self.apply(cmd);
+        }
+    }
+
+    /// Carries out one message.
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Notify { conn, frame } if UdpCore::owns(conn) => {
+                self.udp_send_to_peer(conn, frame, false)
+            }
+            Command::Answer { conn, frame, .. } if UdpCore::owns(conn) => {
+                self.udp_send_to_peer(conn, frame, true)
+            }
+            Command::Call {
+                conn,
+                method,
+                payload,
+                timeout,
+                done,
+            } if UdpCore::owns(conn) => self.udp_call_peer(conn, &method, &payload, timeout, done),
+            Command::UdpCall {
+                peer,
+                method,
+                payload,
+                timeout,
+                retry,
+                done,
+            } => self.udp_call(peer, &method, &payload, timeout, retry, done),
+            Command::UdpNotify { peer, frame } => {
+                if let Some(udp) = self.udp.as_mut() {
+                    if udp.core.notify(peer, frame).is_err() {
+                        udp.core.stats.send_errors += 1;
+                    }
+                }
+            }
+            Command::UdpForward { peer, frame } => {
+                if let Some(udp) = self.udp.as_mut() {
+                    udp.core.on_forwarded(peer, &frame);
+                }
+            }
+            Command::Notify { conn, frame } => {
+                if let Some(idx) = self.live_id(conn) {
+                    let slot = &mut self.conns[idx];
+                    if slot.lifecycle.is_paused() {
+                        self.stats.notify_drops += 1;
+                        return;
+                    }
+                    slot.conn.session.out.push_encoded(frame);
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::Answer {
+                conn,
+                frame,
+                timing,
+            } => {
+                if let Some(timing) = timing {
+                    self.methods.finish(timing);
+                }
+                if let Some(idx) = self.live_id(conn) {
+                    let session = &mut self.conns[idx].conn.session;
+                    session.out.push_encoded(frame);
+                    session.answer_queued();
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::Call {
+                conn,
+                method,
+                payload,
+                timeout,
+                done,
+            } => match self.live_id(conn) {
+                Some(idx) if self.conns[idx].lifecycle.is_paused() => {
+                    contain(CALL_DONE, || done(Err(CallError::Overstocked)));
+                }
+                Some(idx) => self.start_call(idx, &method, &payload, self.now + timeout, done),
+                None => {
+                    contain(CALL_DONE, || done(Err(CallError::Disconnected)));
+                }
+            },
+            Command::CallWithMetadata {
+                conn,
+                frame,
+                timeout,
+                done,
+            } => {
+                let refusal = match self.live_id(conn) {
+                    _ if UdpCore::owns(conn) => {
+                        CallError::Unsupported("a call with metadata over UDP")
+                    }
+                    Some(idx) if self.conns[idx].lifecycle.is_paused() => CallError::Overstocked,
+                    Some(idx) => {
+                        return self.start_call_with_metadata(idx, frame, self.now + timeout, done);
+                    }
+                    None => CallError::Disconnected,
+                };
+                contain(CALL_DONE, || done(Err(refusal)));
+            }
+            Command::Broadcast { frame, filter } => {
+                let mut reached = Vec::new();
+                for (idx, slot) in self.conns.iter_mut() {
+                    if !slot.lifecycle.is_open() {
+                        continue;
+                    }
+                    if let Some(f) = &filter {
+                        // A filter that panics is taken as "no" for that connection.
+                        if contain("a broadcast filter", || f(slot.info())) != Some(true) {
+                            continue;
+                        }
+                    }
+                    // A slow reader loses broadcasts rather than growing our memory.
+                    if slot.lifecycle.is_paused() {
+                        self.stats.broadcast_drops += 1;
+                        continue;
+                    }
+                    slot.conn.session.out.push_encoded(frame.clone());
+                    reached.push(idx);
+                }
+                self.stats.broadcasts += reached.len() as u64;
+                for idx in reached {
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::StreamOpen {
+                conn,
+                shared,
+                timeout,
+            } => self.open_stream(conn, shared, timeout),
+            Command::StreamSend { conn, shared, send } => match self.live_id(conn) {
+                Some(idx) => {
+                    let slot = &mut self.conns[idx];
+                    let overstocked = slot.lifecycle.is_paused();
+                    let session = &mut slot.conn.session;
+                    session
+                        .streams
+                        .send(shared, send, overstocked, &mut session.out);
+                    self.mark_dirty(idx);
+                }
+                None => {
+                    shared.unsent_done(send.window);
+                    shared.finish(Err(StreamError::Disconnected), true);
+                }
+            },
+            Command::StreamResume { conn, shared } => {
+                if let Some(idx) = self.live_id(conn) {
+                    self.conns[idx].conn.session.streams.resume(&shared);
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::Reply { conn, frame } => {
+                if let Some(idx) = self.live_id(conn) {
+                    self.conns[idx].conn.session.out.push_encoded(frame);
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::Close { conn, .. } => {
+                if let Some(idx) = self.live_id(conn) {
+                    self.conns[idx].lifecycle.request_close();
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::NotifyCounted { conn, frame, tally } => {
+                self.notify_counted(conn, frame, &tally)
+            }
+            #[cfg(test)]
+            Command::Crash => panic!("crash injected by a test"),
         }
     }
 

@@ -28,6 +28,7 @@ pub(crate) mod timers;
 mod udp;
 
 use std::net::{TcpListener, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,9 +37,11 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, RingError, SharedFd};
 use slab::Slab;
 
+use crate::contain::{contain, take_panics};
+use crate::error::{CallError, DisconnectReason};
 use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, local_pending};
 use crate::measure::{ClosedBy, MethodMetrics};
 use crate::metrics::{CoreMetrics, Published};
 use crate::router::Router;
@@ -205,9 +208,23 @@ impl Reactor {
         })
     }
 
-    /// Runs until shutdown has drained every connection; returns this core's totals.
+    /// Runs until shutdown has drained every connection; returns this core's totals. However
+    /// the loop ends (drained, a ring error or a panic), the mailbox is closed first, so no
+    /// call, stream or adoption posted to this core waits for it forever.
     pub(crate) fn run(mut self) -> std::io::Result<CoreStats> {
         mark_reactor_thread();
+        self.mailbox.claim_thread();
+        let served = catch_unwind(AssertUnwindSafe(|| self.serve()));
+        self.stop_taking_mail();
+        match served {
+            Ok(Ok(())) => Ok(self.stats),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => resume_unwind(panic),
+        }
+    }
+
+    /// The loop (see the module docs).
+    fn serve(&mut self) -> std::io::Result<()> {
         self.arm_accepts();
         self.ring.wake_read(WAKE_TAG)?;
         if let Some(every) = self.settings.stats_interval {
@@ -242,12 +259,13 @@ impl Reactor {
                     _ => self.begin_drain(),
                 }
             }
-            self.flush();
+            self.apply_local_and_flush();
             if self.delaying.is_some() && self.draining.is_none() && self.conns.is_empty() {
                 // The last connection closed during this tick's flush.
                 self.begin_drain();
-                self.flush();
+                self.apply_local_and_flush();
             }
+            self.stats.callback_panics += take_panics();
             if let Some(want) = self.metrics.as_ref().and_then(CoreMetrics::wanted) {
                 self.publish_metrics(want);
             }
@@ -270,7 +288,44 @@ impl Reactor {
                 "some io_uring ops did not finish after cancellation"
             );
         }
-        Ok(self.stats)
+        Ok(())
+    }
+
+    /// Applies what this thread posted to itself (handlers, callbacks) and flushes, until
+    /// flushing (hooks, released connections) posts nothing more, so the loop never sleeps
+    /// in the kernel with local messages waiting.
+    fn apply_local_and_flush(&mut self) {
+        loop {
+            self.take_local_mail();
+            self.flush();
+            if !local_pending() {
+                break;
+            }
+        }
+    }
+
+    /// The loop has ended: closes the mailbox (what is queued and what comes later is
+    /// abandoned: calls fail with `Stopped`), tells adoptions still waiting that they will
+    /// not be served, and — when the loop failed with connections still open — fails their
+    /// calls and streams now rather than never. Each step is contained: after a panic the
+    /// state may be inconsistent, and this must still run to the end.
+    fn stop_taking_mail(&mut self) {
+        self.mailbox.close();
+        for adoption in self.shared.take_adoptions(self.id) {
+            contain("a client's closed callback", || {
+                (adoption.closed)(&DisconnectReason::Shutdown)
+            });
+        }
+        for (_, slot) in self.conns.iter_mut() {
+            let session = &mut slot.conn.session;
+            contain("failing a stopped connection's calls", || {
+                session.fail_calls(CallError::Stopped)
+            });
+        }
+        if let Some(udp) = &mut self.udp {
+            contain("failing datagram calls", || udp.core.fail_calls());
+        }
+        self.stats.callback_panics += take_panics();
     }
 
     fn on_completion(&mut self, completion: Completion) {

@@ -14,6 +14,7 @@ use ringrpc_uring::{OpId, SharedFd};
 
 use super::{Reactor, conn_tag};
 use crate::conn::Conn;
+use crate::contain::contain;
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::ConnHandle;
 use crate::ids::{ConnId, ConnInfo};
@@ -132,7 +133,8 @@ impl Reactor {
         self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
         if let Some(hook) = &self.shared.hooks.on_connect {
-            hook(&ConnHandle::new(info, self.mailbox.clone()));
+            let handle = ConnHandle::new(info, self.mailbox.clone());
+            contain("the connect hook", || hook(&handle));
         }
         idx
     }
@@ -148,14 +150,15 @@ impl Reactor {
             self.release_peer(slot.info().peer.ip());
         }
         tracing::trace!(core = self.id, peer = %slot.info().peer, "connection closed: {reason}");
+        let info = slot.info();
         for hook in &self.shared.hooks.internal_disconnect {
-            hook(slot.info(), &reason);
+            contain("an internal disconnect hook", || hook(info, &reason));
         }
         if let Some(hook) = &self.shared.hooks.on_disconnect {
-            hook(slot.info(), &reason);
+            contain("the disconnect hook", || hook(info, &reason));
         }
         if let Some(closed) = slot.on_close.take() {
-            closed(&reason);
+            contain("a client's closed callback", || closed(&reason));
         }
     }
 }

@@ -13,7 +13,10 @@ use ringrpc_uring::{Completion, OpId, SharedFd};
 
 use super::Reactor;
 use super::timers::TimerId;
+use crate::conn::CALL_DONE;
+use crate::contain::contain;
 use crate::datagram::Retry;
+use crate::error::CallError;
 use crate::ids::ConnId;
 use crate::mailbox::{CallDone, Command};
 use crate::udp::UdpCore;
@@ -207,7 +210,8 @@ impl Reactor {
         done: CallDone,
     ) {
         let Some(udp) = self.udp.as_mut() else {
-            return done(Err(crate::error::CallError::Disconnected));
+            contain(CALL_DONE, || done(Err(CallError::Disconnected)));
+            return;
         };
         udp.core
             .start_call(self.now, peer, method, payload, timeout, retry, done);
@@ -235,7 +239,9 @@ impl Reactor {
             Some(peer) => {
                 self.udp_call(peer, method, payload, timeout, Some(Retry::default()), done)
             }
-            None => done(Err(crate::error::CallError::Disconnected)),
+            None => {
+                contain(CALL_DONE, || done(Err(CallError::Disconnected)));
+            }
         }
     }
 

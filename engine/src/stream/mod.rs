@@ -111,6 +111,9 @@ fn post_with(
     metadata: Option<Box<Metadata>>,
 ) -> Result<(), StreamError> {
     let window = payload.len();
+    if crate::error::check_body(shared.method(), &payload).is_err() {
+        return Err(StreamError::TooLarge { size: window });
+    }
     shared.reserve(window, !on_reactor_thread())?;
     conn.post_stream_send(
         shared.clone(),

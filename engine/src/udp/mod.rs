@@ -30,6 +30,8 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, FrameRef, HEADER_LEN, parse_frame, write_frame};
 use slab::Slab;
 
+use crate::conn::CALL_DONE;
+use crate::contain::contain;
 #[cfg(test)]
 use crate::datagram::DEFAULT_MAX_DATAGRAM;
 pub(crate) use crate::datagram::{Retry, UdpLimits};
@@ -449,7 +451,7 @@ impl UdpCore {
         } else {
             Ok(Bytes::copy_from_slice(frame.payload))
         };
-        (call.done)(outcome);
+        contain(CALL_DONE, || (call.done)(outcome));
     }
 
     /// A Response another core received for one of this core's calls.
@@ -469,6 +471,7 @@ impl UdpCore {
         };
         let addr = peer.addr;
         if is_answer {
+            peer.in_flight.answered();
             if let Some(seq) = frame_seq(&frame) {
                 self.answer(addr, seq, frame);
             }
@@ -508,7 +511,7 @@ impl UdpCore {
         let seq = (u64::from(self.core) << 48) | self.next_call;
         let frame = encode(Command::Request, Flags::default(), seq, method, payload);
         if let Err(e) = self.push_checked(peer, frame.clone()) {
-            done(Err(e));
+            contain(CALL_DONE, || done(Err(e)));
             return None;
         }
         self.stats.calls += 1;
@@ -543,7 +546,7 @@ impl UdpCore {
         if now >= call.deadline {
             let call = self.calls.remove(&seq)?;
             self.stats.timeouts += 1;
-            (call.done)(Err(CallError::Timeout));
+            contain(CALL_DONE, || (call.done)(Err(CallError::Timeout)));
             return None;
         }
         if call.attempts < call.max_attempts && now >= call.next_resend {
@@ -583,7 +586,7 @@ impl UdpCore {
     /// Fails every pending call (shutdown).
     pub(crate) fn fail_calls(&mut self) {
         for (_, call) in self.calls.drain() {
-            (call.done)(Err(CallError::Disconnected));
+            contain(CALL_DONE, || (call.done)(Err(CallError::Disconnected)));
         }
     }
 

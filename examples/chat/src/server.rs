@@ -510,8 +510,12 @@ impl State {
                     ),
                 });
                 let _ = session.conn.notify(p::NOTICE, &notice);
-                // Closes after the notice is sent.
-                session.conn.close();
+                // Closes after the notice is sent. Refused only when the reactor's inbox is
+                // full: the session is logged out all the same, and the connection is left
+                // to its peer or the engine's idle timeout.
+                if let Err(e) = session.conn.close() {
+                    eprintln!("chat-server: cannot close {user}'s idle connection: {e}");
+                }
             }
             self.log_out(&user);
         }
