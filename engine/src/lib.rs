@@ -41,6 +41,7 @@ mod conn;
 mod contain;
 mod datagram;
 mod endpoint;
+mod executor;
 pub mod error;
 mod framing;
 mod handle;
@@ -77,6 +78,8 @@ pub use config::{
 };
 pub use datagram::Retry;
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use executor::time;
+pub use executor::{Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_local, yield_now};
 pub use error::{CallError, DisconnectReason, StreamError};
 pub use handle::{ConnHandle, Responder};
 pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};

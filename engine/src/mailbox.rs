@@ -99,6 +99,9 @@ pub(crate) enum Command {
     /// `counted` (a user's `ConnHandle::close`); the engine's own closes (a client closing
     /// its one connection) are bounded by construction.
     Close { conn: ConnId, counted: bool },
+    /// Queue a task of this reactor's executor that was woken on another thread (owed:
+    /// a task is queued at most once at a time).
+    Wake(crate::executor::TaskKey),
     /// Makes the reactor panic outside any user code: how tests stand in for an engine bug.
     #[cfg(test)]
     Crash,
@@ -193,7 +196,8 @@ impl Command {
             | Command::Reply { .. }
             | Command::UdpNotify { .. }
             | Command::UdpForward { .. }
-            | Command::StreamResume { .. } => {}
+            | Command::StreamResume { .. }
+            | Command::Wake(_) => {}
             #[cfg(test)]
             Command::Crash => {}
         }
@@ -287,7 +291,7 @@ impl Mailbox {
     }
 
     /// Whether this thread runs this mailbox's reactor.
-    fn is_own_thread(&self) -> bool {
+    pub(crate) fn is_own_thread(&self) -> bool {
         OWN_MAILBOX.with(Cell::get) == self as *const Mailbox as usize
     }
 

@@ -219,6 +219,7 @@ impl Reactor {
             Command::NotifyCounted { conn, frame, tally } => {
                 self.notify_counted(conn, frame, &tally)
             }
+            Command::Wake(task) => crate::executor::Executor::wake_from_mail(task),
             #[cfg(test)]
             Command::Crash => panic!("crash injected by a test"),
         }

@@ -38,6 +38,7 @@ use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, RingError, SharedFd};
 use slab::Slab;
 
 use crate::contain::{contain, take_panics};
+use crate::executor::{Executor, POLL_BUDGET};
 use crate::error::{CallError, DisconnectReason};
 use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
@@ -78,6 +79,14 @@ pub(crate) struct CoreSockets {
 /// Tag of the wake-up read (connection tags are `slot << 32 | serial`, accept tags the
 /// listener's index; each op kind is told apart by the completion itself).
 const WAKE_TAG: u64 = 0;
+
+/// The shorter of two optional waits (`None` = no limit).
+fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// The tag of connection `idx`'s ops: its slot and the low half of its serial.
 fn conn_tag(idx: usize, serial: u64) -> u64 {
@@ -214,6 +223,7 @@ impl Reactor {
     pub(crate) fn run(mut self) -> std::io::Result<CoreStats> {
         mark_reactor_thread();
         self.mailbox.claim_thread();
+        Executor::install(self.mailbox.clone());
         let served = catch_unwind(AssertUnwindSafe(|| self.serve()));
         self.stop_taking_mail();
         match served {
@@ -241,15 +251,23 @@ impl Reactor {
             if self.draining.is_some() && self.conns.is_empty() {
                 break;
             }
-            match self.deadlines.wait_from(self.now) {
-                Some(wait) => self.ring.submit_and_wait_for(1, wait, &mut cqes)?,
-                None => self.ring.submit_and_wait(1, &mut cqes)?,
+            if Executor::has_ready() {
+                // Tasks are ready: submit, take what has completed, do not sleep.
+                self.ring.submit_and_wait(0, &mut cqes)?;
+            } else {
+                let tasks = Executor::next_timer().map(|at| at.saturating_duration_since(self.now));
+                match min_wait(self.deadlines.wait_from(self.now), tasks) {
+                    Some(wait) => self.ring.submit_and_wait_for(1, wait, &mut cqes)?,
+                    None => self.ring.submit_and_wait(1, &mut cqes)?,
+                }
             }
             self.now = Instant::now();
             for completion in cqes.drain(..) {
                 self.on_completion(completion);
             }
             self.run_due_timers();
+            Executor::fire_timers(self.now);
+            Executor::run_ready(POLL_BUDGET);
             if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 match self.delaying {
                     None if !self.settings.shutdown_delay.is_zero() && !self.conns.is_empty() => {
@@ -265,7 +283,7 @@ impl Reactor {
                 self.begin_drain();
                 self.apply_local_and_flush();
             }
-            self.stats.callback_panics += take_panics();
+            self.stats.callback_panics += take_panics() + Executor::take_panics();
             if let Some(want) = self.metrics.as_ref().and_then(CoreMetrics::wanted) {
                 self.publish_metrics(want);
             }
@@ -325,6 +343,14 @@ impl Reactor {
         if let Some(udp) = &mut self.udp {
             contain("failing datagram calls", || udp.core.fail_calls());
         }
+        // Tasks still alive (background tasks; handler tasks of connections a failed loop
+        // left open) are dropped here, on their own thread; what they post on the way is
+        // abandoned like any late message.
+        let dropped = Executor::uninstall();
+        if dropped > 0 {
+            tracing::debug!(core = self.id, tasks = dropped, "tasks dropped as the reactor stopped");
+        }
+        self.mailbox.close();
         self.stats.callback_panics += take_panics();
     }
 
