@@ -1,4 +1,5 @@
-//! The `engine` binary: serves `/echo` (and ping) on every core until SIGINT or SIGTERM.
+//! The `engine` binary: serves `/echo`, `/echo/async` and the stream `/echo/stream` (and
+//! ping) on every core until SIGINT or SIGTERM.
 //!
 //! Each flag is named as the [`ringrpc::ConfigBuilder`] method it sets (`--max-body` sets
 //! `max_body`); older spellings stay as aliases. Library errors name settings, never flags:
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bytes::Bytes;
 use clap::Parser;
 use ringrpc::{Config, ConfigError, Knob, PubSub, Server, ShutdownSignals, StartError};
 
@@ -358,16 +360,21 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     // Caught before any reactor starts, so a signal is never lost in between.
     let signals = ShutdownSignals::install()?;
     let pubsub = PubSub::from_config(&config);
-    let mut builder = Server::builder();
+    // `/echo/async` answers from an async task after one yield, so loadgen can measure the
+    // async path beside `/echo` (`--method /echo/async`).
+    let mut builder = Server::builder().route_async("/echo/async", |payload: Bytes| async move {
+        ringrpc::yield_now().await;
+        payload
+    });
     if let Some(pubsub) = &pubsub {
         builder = builder.pubsub(pubsub.clone());
     }
     let server = builder.config(config).build()?.start()?;
     let serving = match (reflect, &pubsub) {
         (true, _) => "reflecting received bytes",
-        (false, None) => "methods: /echo, stream /echo/stream",
+        (false, None) => "methods: /echo, /echo/async, stream /echo/stream",
         (false, Some(_)) => {
-            "methods: /echo, stream /echo/stream, pub/sub in_A in_S in_U in_P in_P1"
+            "methods: /echo, /echo/async, stream /echo/stream, pub/sub in_A in_S in_U in_P in_P1"
         }
     };
     // The first address stays the fourth word: scripts and tests read it from there.

@@ -117,6 +117,23 @@ fn serves_echo_and_exits_cleanly_on_sigterm_with_totals() {
 }
 
 #[test]
+fn serves_echo_async_from_an_async_task() {
+    let (mut child, addr, _out) = start(&["--cores", "1", "--listen", "127.0.0.1:0"]);
+    let mut c = Client::connect(addr);
+    for seq in 0..5u64 {
+        let payload = format!("async {seq}");
+        c.send(&Frame::request(seq, "/echo/async", payload.clone()));
+        let answer = c.recv();
+        assert_eq!(
+            (answer.header.seq, &answer.payload[..]),
+            (seq, payload.as_bytes())
+        );
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
+#[test]
 fn sigint_also_drains_and_exits_zero() {
     let (mut child, addr, _out) = start(&["--cores", "1", "--listen", "127.0.0.1:0"]);
     Client::connect(addr).echo(1, b"x");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::call_future::{CallFuture, CallWithMetadata};
 use crate::client_topics::TopicTable;
 use crate::config::ConfigError;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason, StreamError};
@@ -202,6 +203,39 @@ impl ClientBuilder {
         if let Err(e) = self.router.add(method, handler) {
             self.route_error.get_or_insert(e);
         }
+        self
+    }
+
+    /// Serves `method` for the server's calls and notifies with a typed `handler` (see
+    /// [`Router::add_typed`]).
+    pub fn route_typed<Args: 'static>(
+        mut self,
+        method: &str,
+        handler: impl crate::TypedHandler<Args>,
+    ) -> Self {
+        if let Err(e) = self.router.add_typed(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves `method` for the server's calls and notifies with an async `handler`, run as
+    /// a task on the client's reactor (see [`Router::add_async`]).
+    pub fn route_async<Args: 'static>(
+        mut self,
+        method: &str,
+        handler: impl crate::AsyncHandler<Args>,
+    ) -> Self {
+        if let Err(e) = self.router.add_async(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Makes `value` available to the [`State`](crate::State) extractor of this client's
+    /// typed and async handlers.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.router.insert_state(value);
         self
     }
 
@@ -597,7 +631,8 @@ impl Client {
 
     /// Calls `method` and waits for the Response payload, at most `timeout`. Fails at once
     /// with [`CallError::Disconnected`] while disconnected; refused inside a handler on the
-    /// client's reactor thread, where waiting would stall it (use [`Client::call_async`]).
+    /// client's reactor thread, where waiting would stall it (use [`Client::call_async`] or
+    /// [`Client::call_with`]).
     pub fn call(
         &self,
         method: &str,
@@ -610,9 +645,43 @@ impl Client {
         }
     }
 
+    /// Calls `method`; the future resolves to the Response payload (see
+    /// [`ConnHandle::call_async`]): `Send`, usable from any executor (tokio, smol,
+    /// `futures::executor::block_on`, an async handler), cancelled when dropped. Fails at
+    /// once with [`CallError::Disconnected`] while disconnected.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ringrpc::Client) -> Result<(), ringrpc::CallError> {
+    /// use std::time::Duration;
+    /// let answer = client.call_async("/echo", "hi".into(), Duration::from_secs(1)).await?;
+    /// assert_eq!(&answer[..], b"hi");
+    /// # Ok(()) }
+    /// ```
+    pub fn call_async(&self, method: &str, payload: Bytes, timeout: Duration) -> CallFuture {
+        match self.inner.current() {
+            Some(conn) => conn.call_async(method, payload, timeout),
+            None => CallFuture::failed(CallError::Disconnected),
+        }
+    }
+
+    /// As [`Client::call_async`], with `metadata` appended to the Request; resolves to the
+    /// payload and the Response's metadata, if any.
+    pub fn call_async_with_metadata(
+        &self,
+        method: &str,
+        payload: Bytes,
+        metadata: crate::Metadata,
+        timeout: Duration,
+    ) -> CallWithMetadata {
+        match self.inner.current() {
+            Some(conn) => conn.call_async_with_metadata(method, payload, metadata, timeout),
+            None => CallFuture::failed(CallError::Disconnected).with_metadata(),
+        }
+    }
+
     /// Calls `method` and runs `done` with the outcome on the client's reactor thread (so
     /// it must not block). Never blocks the caller.
-    pub fn call_async(
+    pub fn call_with(
         &self,
         method: &str,
         payload: Bytes,

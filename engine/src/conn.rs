@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::metadata::{Metadata, MetadataError, USER_FLAG_METADATA, take_metadata};
 use ringrpc_protocol::{Command, DecodeError, Flags, FrameRef};
 
+use crate::call_future::{Answered, CallSlot};
 use crate::contain::contain;
 use crate::error::{
     AUTH_METHOD, AUTH_REQUIRED, CallError, DisconnectReason, INVALID_METADATA, TOO_MANY_IN_FLIGHT,
@@ -78,14 +79,25 @@ enum Completion {
     Plain(CallDone),
     /// The payload and the Response's metadata.
     WithMetadata(CallDoneMd),
+    /// A future awaits it.
+    Awaited(Arc<CallSlot>),
 }
 
 impl Completion {
     fn fail(self, error: CallError) {
-        contain(CALL_DONE, || match self {
-            Completion::Plain(done) => done(Err(error)),
-            Completion::WithMetadata(done) => done(Err(error)),
-        });
+        self.deliver(Err(error));
+    }
+
+    fn deliver(self, outcome: Answered) {
+        match self {
+            Completion::Plain(done) => {
+                contain(CALL_DONE, || done(outcome.map(|(payload, _)| payload)));
+            }
+            Completion::WithMetadata(done) => {
+                contain(CALL_DONE, || done(outcome));
+            }
+            Completion::Awaited(slot) => slot.complete(outcome),
+        }
     }
 }
 
@@ -439,6 +451,11 @@ impl Session {
         self.in_flight.answered();
     }
 
+    /// Drops the connection's async handler tasks still running (it is being released).
+    pub(crate) fn cancel_tasks(&mut self) {
+        self.in_flight.cancel_tasks();
+    }
+
     /// Queues a Request to the peer and returns its seq; `done` runs when its Response
     /// arrives, when [`Session::expire_call`] is called for it after `deadline`, or when the
     /// connection closes ([`Session::fail_calls`]).
@@ -474,6 +491,52 @@ impl Session {
         let done = Completion::WithMetadata(done);
         self.calls.insert(seq, PendingCall { deadline, done });
         seq
+    }
+
+    /// As [`Session::start_call`] for a call awaited as a future: `None` (nothing sent) if
+    /// its future was dropped first, or if its metadata cannot be attached (the future then
+    /// has its error).
+    pub(crate) fn start_awaited_call(
+        &mut self,
+        method: &[u8],
+        payload: &[u8],
+        metadata: Option<&Metadata>,
+        deadline: Instant,
+        slot: Arc<CallSlot>,
+    ) -> Option<u64> {
+        let seq = self.next_call_seq;
+        if !slot.start(seq) {
+            return None;
+        }
+        match metadata {
+            None => {
+                self.out
+                    .push_frame(Command::Request, Flags::default(), 0, seq, method, payload)
+            }
+            Some(md) => match crate::coder::encode_with_metadata(
+                Command::Request,
+                Flags::default(),
+                seq,
+                method,
+                payload,
+                md,
+            ) {
+                Ok(frame) => self.out.push_encoded(frame),
+                Err(e) => {
+                    slot.complete(Err(CallError::Metadata(e)));
+                    return None;
+                }
+            },
+        }
+        self.next_call_seq += 1;
+        let done = Completion::Awaited(slot);
+        self.calls.insert(seq, PendingCall { deadline, done });
+        Some(seq)
+    }
+
+    /// Forgets call `seq` (its future was dropped); a Response arriving later is ignored.
+    pub(crate) fn cancel_call(&mut self, seq: u64) -> bool {
+        self.calls.remove(&seq).is_some()
     }
 
     /// The mailbox handles of this connection post to.
@@ -518,10 +581,7 @@ impl Session {
             return call.done.fail(CallError::Remote(text));
         }
         let payload = Bytes::copy_from_slice(frame.payload);
-        contain(CALL_DONE, || match call.done {
-            Completion::Plain(done) => done(Ok(payload)),
-            Completion::WithMetadata(done) => done(Ok((payload, metadata))),
-        });
+        call.done.deliver(Ok((payload, metadata)));
     }
 
     /// A frame with `user_flags` bit 0: takes its metadata block off the payload and

@@ -59,12 +59,39 @@ impl UdpEndpointBuilder {
     pub fn route_blocking<R>(
         mut self,
         method: &str,
-        handler: impl Fn(crate::Request) -> Result<R, String> + Send + Sync + 'static,
+        handler: impl Fn(crate::Request) -> Result<R, crate::HandlerError> + Send + Sync + 'static,
     ) -> Self
     where
-        R: Into<Bytes>,
+        R: crate::IntoReply,
     {
         self.server = self.server.route_blocking(method, handler);
+        self
+    }
+
+    /// Serves `method` with a typed `handler` (as [`ServerBuilder::route_typed`]).
+    pub fn route_typed<Args: 'static>(
+        mut self,
+        method: &str,
+        handler: impl crate::TypedHandler<Args>,
+    ) -> Self {
+        self.server = self.server.route_typed(method, handler);
+        self
+    }
+
+    /// Serves `method` with an async `handler`, a task on the reactor that received the
+    /// datagram (as [`ServerBuilder::route_async`]).
+    pub fn route_async<Args: 'static>(
+        mut self,
+        method: &str,
+        handler: impl crate::AsyncHandler<Args>,
+    ) -> Self {
+        self.server = self.server.route_async(method, handler);
+        self
+    }
+
+    /// Makes `value` available to the [`State`](crate::State) extractor.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.server = self.server.state(value);
         self
     }
 
@@ -191,7 +218,7 @@ impl UdpEndpoint {
     /// must not block), or at once on this thread if the call cannot be queued. Never
     /// blocks. Retried as configured; a frame bigger than the datagram limit fails with
     /// [`CallError::TooLarge`].
-    pub fn call_async(
+    pub fn call_with(
         &self,
         peer: SocketAddr,
         method: &str,
@@ -220,7 +247,8 @@ impl UdpEndpoint {
     }
 
     /// Calls `method` on `peer` and waits for the answer, at most `timeout`. Refused on a
-    /// reactor thread, where waiting would stall it (use [`UdpEndpoint::call_async`]).
+    /// reactor thread, where waiting would stall it (use [`UdpEndpoint::call_async`] or
+    /// [`UdpEndpoint::call_with`]).
     pub fn call(
         &self,
         peer: SocketAddr,
@@ -232,10 +260,25 @@ impl UdpEndpoint {
             return Err(CallError::WouldBlockReactor);
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.call_async(peer, method, payload, timeout, move |outcome| {
+        self.call_with(peer, method, payload, timeout, move |outcome| {
             let _ = tx.send(outcome);
         });
         rx.recv().unwrap_or(Err(CallError::Disconnected))
+    }
+
+    /// Calls `method` on `peer`; the future resolves to the answer (retried as configured;
+    /// see [`UdpEndpoint::call_with`]). `Send` and runtime-agnostic; dropping it does not
+    /// stop the call's retries, whose late answer is discarded.
+    pub fn call_async(
+        &self,
+        peer: SocketAddr,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> crate::CallFuture {
+        let (future, done) = crate::CallFuture::with_callback();
+        self.call_with(peer, method, payload, timeout, done);
+        future
     }
 
     /// Sends a Notify to `peer` (fire and forget: not retried, may be lost).

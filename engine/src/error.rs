@@ -140,6 +140,13 @@ pub enum CallError {
     Metadata(MetadataError),
     /// The connection cannot do this (metadata calls over UDP).
     Unsupported(&'static str),
+    /// A connection to `target` could not be made (a core client's first use).
+    Connect {
+        /// The address, as given.
+        target: String,
+        /// Why: the resolver's or the socket's error.
+        reason: String,
+    },
     /// The reactor serving the connection has stopped (its server shut down, its client
     /// runtime was dropped, or it failed); nothing was sent and nothing more will be.
     Stopped,
@@ -186,6 +193,10 @@ impl fmt::Display for CallError {
             CallError::BadMethod => write!(f, "method names must be 1..={MAX_METHOD_LEN} bytes"),
             CallError::MailboxFull => f.write_str(
                 "the connection's reactor inbox is full; the message was not queued (slow down or retry)",
+            ),
+            CallError::Connect { target, reason } => write!(
+                f,
+                "cannot connect to {target}: {reason}; is the server running and listening there?"
             ),
             CallError::Stopped => f.write_str(
                 "the reactor serving this connection has stopped (server shut down or client runtime dropped); nothing was sent",

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command as Cmd, Flags, MAX_METHOD_LEN, write_frame};
 
+use crate::call_future::{CallFuture, CallWithMetadata};
 use crate::error::{CallError, RESPONDER_DROPPED, RESPONSE_TOO_LARGE, check_body};
 use crate::ids::{ConnId, ConnInfo};
 use crate::mailbox::{Command, Mailbox};
@@ -229,6 +230,40 @@ impl ConnHandle {
         rx.recv().unwrap_or(Err(CallError::Disconnected))
     }
 
+    /// Calls `method` on the peer; the future resolves to the Response payload, or fails
+    /// with a [`CallError`] (timed out after `timeout`, disconnected, the peer's error). It
+    /// is `Send` and needs no particular runtime: await it in an async handler (on the
+    /// connection's own reactor it costs no syscall), in tokio, smol or
+    /// `futures::executor::block_on`. Dropping it cancels the call: its pending entry is
+    /// removed at once and a late Response is discarded.
+    pub fn call_async(&self, method: &str, payload: Bytes, timeout: Duration) -> CallFuture {
+        if !valid_method(method) {
+            return CallFuture::failed(CallError::BadMethod);
+        }
+        if let Err(e) = check_body(method.as_bytes(), &payload) {
+            return CallFuture::failed(e);
+        }
+        CallFuture::post(self, method, payload, None, timeout)
+    }
+
+    /// As [`ConnHandle::call_async`], with `metadata` appended to the Request as arpc's
+    /// `md` block; resolves to the payload and the Response's metadata, if any.
+    pub fn call_async_with_metadata(
+        &self,
+        method: &str,
+        payload: Bytes,
+        metadata: Metadata,
+        timeout: Duration,
+    ) -> CallWithMetadata {
+        if !valid_method(method) {
+            return CallFuture::failed(CallError::BadMethod).with_metadata();
+        }
+        if let Err(e) = check_body(method.as_bytes(), &payload) {
+            return CallFuture::failed(e).with_metadata();
+        }
+        CallFuture::post(self, method, payload, Some(metadata), timeout).with_metadata()
+    }
+
     /// Closes the connection after its queued output is sent. Like a notify, it counts
     /// against the reactor's inbox: fails with [`CallError::MailboxFull`] if that is full
     /// (retry), and does nothing once the connection is gone.
@@ -279,23 +314,47 @@ impl ConnHandle {
 /// answer (not when the responder sends it), so "nothing owed" always means every answer is
 /// on the connection's output — the shutdown drain relies on that. Only its reactor's
 /// thread touches it.
+///
+/// It also keeps the connection's async handler tasks, so they are cancelled (their futures
+/// dropped) when the connection is released.
 #[derive(Debug, Default)]
-pub(crate) struct Deferred(std::cell::Cell<usize>);
+pub(crate) struct Deferred {
+    owed: std::cell::Cell<usize>,
+    tasks: std::cell::RefCell<Vec<crate::executor::TaskKey>>,
+}
 
 impl Deferred {
     /// Answers owed and not yet queued.
     pub(crate) fn count(&self) -> usize {
-        self.0.get()
+        self.owed.get()
     }
 
     /// One more answer is owed (a responder was taken).
     pub(crate) fn owe(&self) {
-        self.0.set(self.0.get() + 1);
+        self.owed.set(self.owed.get() + 1);
     }
 
     /// An owed answer was queued (or its connection is gone).
     pub(crate) fn answered(&self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.owed.set(self.owed.get().saturating_sub(1));
+    }
+
+    /// Keeps an async handler task of this connection (finished ones are forgotten as new
+    /// ones come, so the list stays within the tasks alive plus a few).
+    pub(crate) fn track(&self, task: crate::executor::TaskKey) {
+        let mut tasks = self.tasks.borrow_mut();
+        if tasks.len() >= 8 && tasks.len() == tasks.capacity() {
+            tasks.retain(|t| crate::executor::Executor::is_alive(*t));
+        }
+        tasks.push(task);
+    }
+
+    /// Cancels every task still running for this connection (it is being released).
+    pub(crate) fn cancel_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        for task in tasks {
+            crate::executor::Executor::cancel(task);
+        }
     }
 }
 

@@ -32,6 +32,7 @@
 mod bind;
 mod bridge;
 mod bridge_link;
+mod call_future;
 mod client;
 mod client_pubsub;
 mod client_topics;
@@ -39,10 +40,11 @@ mod coder;
 mod config;
 mod conn;
 mod contain;
+mod core_client;
 mod datagram;
 mod endpoint;
-mod executor;
 pub mod error;
+mod executor;
 mod framing;
 mod handle;
 mod hooks;
@@ -68,19 +70,25 @@ mod stats;
 mod stream;
 mod stream_state;
 pub mod transfer;
+mod typed;
 mod udp;
 mod ws;
 
 pub use bridge::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
+pub use call_future::{CallFuture, CallWithMetadata};
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
+pub use core_client::{CONNECT_TIMEOUT, ConnectFuture, CoreClient};
 pub use datagram::Retry;
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
-pub use executor::time;
-pub use executor::{Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_local, yield_now};
 pub use error::{CallError, DisconnectReason, StreamError};
+pub use executor::time;
+pub use executor::{
+    BlockingError, BlockingJoin, Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_blocking,
+    spawn_local, yield_now,
+};
 pub use handle::{ConnHandle, Responder};
 pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
@@ -102,6 +110,10 @@ pub use stats::CoreStats;
 pub use stream::{
     BlockingStreamHandler, Replies, Stream, StreamContext, StreamHandler, StreamLimits,
     StreamSender, Subscription, echo_stream,
+};
+pub use typed::{
+    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,
+    TypedHandler,
 };
 pub use udp::UdpStats;
 

@@ -89,6 +89,18 @@ pub(crate) enum Command {
         timeout: Duration,
         done: CallDoneMd,
     },
+    /// Start a call awaited as a future (counts against the capacity); `slot` gets its seq
+    /// and outcome.
+    CallAwaited {
+        conn: ConnId,
+        method: Bytes,
+        payload: Bytes,
+        metadata: Option<Box<ringrpc_protocol::metadata::Metadata>>,
+        timeout: Duration,
+        slot: Arc<crate::call_future::CallSlot>,
+    },
+    /// A call's future was dropped: forget its pending entry (owed: once per call).
+    CancelCall { conn: ConnId, seq: u64 },
     /// Queue an encoded frame on every connection the filter accepts (counts against the
     /// capacity).
     Broadcast {
@@ -99,6 +111,9 @@ pub(crate) enum Command {
     /// `counted` (a user's `ConnHandle::close`); the engine's own closes (a client closing
     /// its one connection) are bounded by construction.
     Close { conn: ConnId, counted: bool },
+    /// An async handler of a Notify finished: its slot of the connection's in-flight limit
+    /// is free (owed, like an answer).
+    Settled { conn: ConnId },
     /// Queue a task of this reactor's executor that was woken on another thread (owed:
     /// a task is queued at most once at a time).
     Wake(crate::executor::TaskKey),
@@ -157,6 +172,7 @@ impl Command {
             Command::Notify { .. }
                 | Command::Call { .. }
                 | Command::CallWithMetadata { .. }
+                | Command::CallAwaited { .. }
                 | Command::Broadcast { .. }
                 | Command::UdpCall { .. }
                 | Command::UdpNotify { .. }
@@ -179,6 +195,7 @@ impl Command {
             Command::CallWithMetadata { done, .. } => {
                 contain("a call's completion", || done(Err(CallError::Stopped)));
             }
+            Command::CallAwaited { slot, .. } => slot.complete(Err(CallError::Stopped)),
             Command::StreamOpen { shared, .. } => {
                 shared.finish(Err(StreamError::Disconnected), true);
             }
@@ -197,7 +214,9 @@ impl Command {
             | Command::UdpNotify { .. }
             | Command::UdpForward { .. }
             | Command::StreamResume { .. }
-            | Command::Wake(_) => {}
+            | Command::Wake(_)
+            | Command::CancelCall { .. }
+            | Command::Settled { .. } => {}
             #[cfg(test)]
             Command::Crash => {}
         }

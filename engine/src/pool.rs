@@ -18,6 +18,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{BLOCKING_QUEUE_FULL, HANDLER_PANICKED};
 use crate::handle::{ConnHandle, Responder};
+use crate::router::Owed;
+use crate::typed::Reply;
 
 /// Name of the worker threads, followed by their index.
 const THREAD_PREFIX: &str = "ringrpc-blocking-";
@@ -25,9 +27,8 @@ const THREAD_PREFIX: &str = "ringrpc-blocking-";
 /// copy of its payload, so the queue's memory is this many payloads at most.
 pub(crate) const QUEUE_CAPACITY: usize = 65_536;
 
-/// A blocking handler, its `Ok` type converted to `Bytes`.
-pub(crate) type BlockingHandler =
-    std::sync::Arc<dyn Fn(Request) -> Result<Bytes, String> + Send + Sync>;
+/// A blocking handler, its value turned into the Response it answers with.
+pub(crate) type BlockingHandler = std::sync::Arc<dyn Fn(Request) -> Reply + Send + Sync>;
 
 /// One Request or Notify, owned, as a blocking handler receives it on a worker thread.
 #[derive(Clone, Debug)]
@@ -47,6 +48,17 @@ pub struct Request {
     pub conn: ConnHandle,
     /// The request's metadata (arpc's `md` block), already taken off `payload`.
     pub metadata: Option<ringrpc_protocol::metadata::Metadata>,
+    /// The state registered with the builder's `state(..)`, for the `State` extractor.
+    pub(crate) extensions: std::sync::Arc<crate::typed::Extensions>,
+}
+
+impl Request {
+    /// This core's client for `addr` (`host:port`), connected on first use and shared by
+    /// every handler and task of the core (see [`CoreClient`](crate::CoreClient)). Fails
+    /// off a reactor thread (a blocking handler's worker).
+    pub fn client(&self, addr: &str) -> Result<crate::CoreClient, crate::NotOnReactor> {
+        crate::CoreClient::to(addr)
+    }
 }
 
 struct Job {
@@ -168,10 +180,14 @@ fn work(queue: &Receiver<Job>) {
         let (method, peer) = (request.method.clone(), request.conn.peer());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(request)));
         match (outcome, responder) {
-            (Ok(Ok(payload)), Some(responder)) => responder.reply(&payload),
-            (Ok(Err(message)), Some(responder)) => responder.reply_error(&message),
-            (Ok(Ok(_)), None) => {}
-            (Ok(Err(message)), None) => tracing::debug!(
+            (Ok(reply), Some(responder)) => Owed::Answer(responder).settle(reply),
+            (Ok(Reply { body: Ok(_), .. }), None) => {}
+            (
+                Ok(Reply {
+                    body: Err(message), ..
+                }),
+                None,
+            ) => tracing::debug!(
                 method = %String::from_utf8_lossy(&method),
                 %peer,
                 "blocking handler failed on a notify: {message}"

@@ -23,6 +23,10 @@ use crate::measure::{MethodMetrics, Timing};
 use crate::outqueue::OutQueue;
 use crate::pool::{BlockingHandler, BlockingPool, Request};
 use crate::stream::{Replies, Stream, StreamContext, StreamRoute};
+use crate::typed::{
+    AsyncHandler, Extensions, HandlerError, IntoReply, Reply, TypedHandler, async_route,
+    typed_route,
+};
 
 /// A request handler: reads the context and replies through it (now, or later through a
 /// [`Responder`]). It runs on the reactor thread, so it must not block.
@@ -51,6 +55,28 @@ pub enum ReplyState {
     NoReply,
 }
 
+/// What a task owes the connection it serves: a Request's answer, or a Notify's slot of the
+/// in-flight limit.
+pub(crate) enum Owed {
+    Answer(Responder),
+    Notify(NotifySlot),
+}
+
+/// A Notify's slot of its connection's in-flight limit, freed (through the mailbox) when
+/// dropped.
+pub(crate) struct NotifySlot {
+    conn: ConnHandle,
+}
+
+impl Drop for NotifySlot {
+    fn drop(&mut self) {
+        // Owed: never refused.
+        let _ = self.conn.mailbox().post(crate::mailbox::Command::Settled {
+            conn: self.conn.id(),
+        });
+    }
+}
+
 /// What a handler sees of one Request or Notify, and how it answers.
 pub struct Context<'a> {
     header: Header,
@@ -70,6 +96,8 @@ pub struct Context<'a> {
     /// The buffer the frame lies in, when it is the frame's own: `payload_bytes` then
     /// shares it instead of copying.
     owner: Option<&'a Bytes>,
+    /// The state registered with the builder, for extractors.
+    extensions: &'a Arc<Extensions>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -92,6 +120,7 @@ impl<'a> Context<'a> {
         mailbox: &'a Arc<Mailbox>,
         in_flight: &'a Deferred,
         out: &'a mut OutQueue,
+        extensions: &'a Arc<Extensions>,
     ) -> Context<'a> {
         Context {
             header: frame.header,
@@ -110,6 +139,7 @@ impl<'a> Context<'a> {
             reply_metadata: None,
             timing: None,
             owner: None,
+            extensions,
         }
     }
 
@@ -211,6 +241,49 @@ impl<'a> Context<'a> {
             Some(md) => responder.with_metadata(md),
         })
     }
+    /// The request as an owned [`Request`] (the payload shared without a copy when the frame
+    /// has a buffer of its own, copied otherwise), for typed and async handlers.
+    pub(crate) fn to_request(&self) -> Request {
+        Request {
+            method: Bytes::copy_from_slice(self.method),
+            payload: self.payload_bytes(),
+            seq: self.header.seq,
+            user_flags: self.header.user_flags,
+            is_notify: self.is_notify(),
+            conn: self.conn(),
+            metadata: self.metadata.cloned(),
+            extensions: self.extensions.clone(),
+        }
+    }
+
+    /// Leaves this Request (or Notify) owed to a task: a Request's [`Responder`], or a
+    /// Notify's slot of the in-flight limit, freed when the task finishes.
+    pub(crate) fn owe(&mut self) -> Owed {
+        match self.responder() {
+            Some(responder) => Owed::Answer(responder),
+            None => {
+                self.in_flight.owe();
+                Owed::Notify(NotifySlot { conn: self.conn() })
+            }
+        }
+    }
+
+    /// Keeps `task` with the connection, so it is cancelled when the connection goes.
+    pub(crate) fn track_task(&self, task: crate::executor::TaskKey) {
+        self.in_flight.track(task);
+    }
+
+    /// Answers with `reply` (a typed handler's value).
+    pub(crate) fn reply_with(&mut self, reply: Reply) {
+        if let Some(md) = reply.metadata {
+            self.set_reply_metadata(md);
+        }
+        match reply.body {
+            Ok(payload) => self.reply_bytes(payload),
+            Err(text) => self.reply_error(&text),
+        };
+    }
+
     /// Whether a Response has been queued or a responder taken (always true for a Notify).
     pub fn replied(&self) -> bool {
         self.state != ReplyState::Pending
@@ -527,6 +600,8 @@ pub struct Router {
     not_found: Option<Handler>,
     middleware: Vec<Arc<dyn Middleware>>,
     blocking: Arc<BlockingPool>,
+    /// State for the `State` extractor.
+    extensions: Arc<Extensions>,
 }
 
 impl fmt::Debug for Router {
@@ -593,6 +668,7 @@ fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &Blockin
         is_notify: ctx.is_notify(),
         conn: ctx.conn(),
         metadata: ctx.metadata().cloned(),
+        extensions: ctx.extensions.clone(),
     };
     pool.submit(handler.clone(), request, responder);
 }
@@ -696,22 +772,65 @@ impl Router {
     /// to other services) without stalling other connections.
     ///
     /// The payload is copied once out of the receive buffer into the [`Request`]. For a
-    /// Request, `Ok` becomes the Response payload and `Err(text)` an error Response, a
-    /// panic the error [`HANDLER_PANICKED`]; for a Notify the result is discarded. Requests
+    /// Request, `Ok` is the Response ([`IntoReply`]: bytes, text, [`Json`], ...), `Err` an
+    /// error Response carrying the [`HandlerError`]'s text (`?` converts a [`CallError`],
+    /// serde's and I/O errors into one; `"text".into()` makes one), a panic the error
+    /// [`HANDLER_PANICKED`]; for a Notify the value is discarded. Requests
     /// of one connection may be answered out of order. The pool's threads start with the
     /// first blocking request.
+    ///
+    /// [`Json`]: crate::Json
+    /// [`CallError`]: crate::CallError
     pub fn add_blocking<R>(
         &mut self,
         method: &str,
-        handler: impl Fn(Request) -> Result<R, String> + Send + Sync + 'static,
+        handler: impl Fn(Request) -> Result<R, HandlerError> + Send + Sync + 'static,
     ) -> Result<(), RouteError>
     where
-        R: Into<Bytes>,
+        R: IntoReply,
     {
         check_method(method)?;
-        let handler: BlockingHandler = Arc::new(move |request| handler(request).map(Into::into));
+        let handler: BlockingHandler = Arc::new(move |request| handler(request).into_reply());
         let pool = self.blocking.clone();
         self.add(method, move |ctx| submit_blocking(&pool, ctx, &handler))
+    }
+
+    /// Registers a typed `handler` for `method`: its arguments are extractors ([`Json`],
+    /// [`MsgPack`], `Bytes`, [`Metadata`], [`ConnHandle`], [`State`], [`Request`]) and its
+    /// value the Response ([`IntoReply`]). It runs on the reactor thread, like
+    /// [`Router::add`], after the payload is copied into a [`Request`]. A body an extractor
+    /// cannot parse is answered with an error naming the type expected.
+    ///
+    /// [`Json`]: crate::Json
+    /// [`MsgPack`]: crate::MsgPack
+    /// [`State`]: crate::State
+    pub fn add_typed<Args: 'static>(
+        &mut self,
+        method: &str,
+        handler: impl TypedHandler<Args>,
+    ) -> Result<(), RouteError> {
+        self.add(method, typed_route(handler))
+    }
+
+    /// Registers an async `handler` for `method`: it runs as a task on the reactor that owns
+    /// the connection, so its future need not be `Send` and may hold `Rc`s; it may await
+    /// calls, timers ([`crate::time`]), streams and other tasks without blocking the core.
+    /// Its arguments are extractors and its output the Response, as for
+    /// [`Router::add_typed`]. The Request counts against `max_in_flight_per_conn` until
+    /// answered; a panic answers [`HANDLER_PANICKED`]; a task whose connection closes is
+    /// dropped.
+    pub fn add_async<Args: 'static>(
+        &mut self,
+        method: &str,
+        handler: impl AsyncHandler<Args>,
+    ) -> Result<(), RouteError> {
+        self.add(method, async_route(handler))
+    }
+
+    /// Makes `value` available to the [`State`](crate::State) extractor of every typed and
+    /// async handler (one value per type; a later one replaces it).
+    pub fn insert_state<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        Arc::make_mut(&mut self.extensions).insert(value);
     }
 
     /// Sets how many threads run blocking handlers (at least 1; default: the number of
@@ -822,7 +941,15 @@ impl Router {
             }
             return Dispatched::NotFound;
         }
-        let mut ctx = Context::new(frame, metadata, conn, mailbox, in_flight, out);
+        let mut ctx = Context::new(
+            frame,
+            metadata,
+            conn,
+            mailbox,
+            in_flight,
+            out,
+            &self.extensions,
+        );
         ctx.owner = owner;
         match metered {
             None => self.run(route, &mut ctx),

@@ -356,20 +356,72 @@ impl ServerBuilder {
 
     /// Serves `method` with a blocking `handler`, run on a shared worker pool instead of the
     /// reactor thread, so it may block (disk, locks, calls to other services) without
-    /// delaying other requests. `Ok` becomes the Response payload, `Err(text)` an error
-    /// Response, a panic the error [`HANDLER_PANICKED`](crate::router::HANDLER_PANICKED);
-    /// a Notify's result is discarded. See [`Router::add_blocking`].
+    /// delaying other requests. `Ok` is the Response ([`IntoReply`](crate::IntoReply)), `Err`
+    /// an error Response carrying the [`HandlerError`](crate::HandlerError)'s text, a panic
+    /// the error
+    /// [`HANDLER_PANICKED`](crate::router::HANDLER_PANICKED); a Notify's value is discarded.
+    /// See [`Router::add_blocking`].
     pub fn route_blocking<R>(
         mut self,
         method: &str,
-        handler: impl Fn(crate::Request) -> Result<R, String> + Send + Sync + 'static,
+        handler: impl Fn(crate::Request) -> Result<R, crate::HandlerError> + Send + Sync + 'static,
     ) -> Self
     where
-        R: Into<bytes::Bytes>,
+        R: crate::IntoReply,
     {
         if let Err(e) = self.router.add_blocking(method, handler) {
             self.route_error.get_or_insert(e);
         }
+        self
+    }
+
+    /// Serves `method` with a typed `handler` on the reactor thread: its arguments are
+    /// extractors, its value the Response (see [`Router::add_typed`]).
+    ///
+    /// ```
+    /// use ringrpc::{Json, Server};
+    /// #[derive(serde::Deserialize)]
+    /// struct Args { a: i64, b: i64 }
+    /// let builder = Server::builder().route_typed("/sum", |Json(args): Json<Args>| Json(args.a + args.b));
+    /// ```
+    pub fn route_typed<Args: 'static>(
+        mut self,
+        method: &str,
+        handler: impl crate::TypedHandler<Args>,
+    ) -> Self {
+        if let Err(e) = self.router.add_typed(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves `method` with an async `handler`, run as a task on the reactor that owns the
+    /// connection (see [`Router::add_async`]): it may await calls, timers and streams
+    /// without blocking its core, and its future need not be `Send`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ringrpc::{Request, Server};
+    /// let builder = Server::builder().route_async("/later", |req: Request| async move {
+    ///     ringrpc::time::sleep(Duration::from_millis(10)).await;
+    ///     req.payload
+    /// });
+    /// ```
+    pub fn route_async<Args: 'static>(
+        mut self,
+        method: &str,
+        handler: impl crate::AsyncHandler<Args>,
+    ) -> Self {
+        if let Err(e) = self.router.add_async(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Makes `value` available to the [`State`](crate::State) extractor of typed and async
+    /// handlers (one value per type).
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.router.insert_state(value);
         self
     }
 

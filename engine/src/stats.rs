@@ -56,6 +56,9 @@ pub struct CoreStats {
     pub broadcasts: u64,
     /// Calls made to peers.
     pub calls: u64,
+    /// Calls whose future was dropped before the Response came (their pending entries
+    /// removed then).
+    pub calls_cancelled: u64,
     /// Times a connection's unsent output passed its limit and reading from it paused.
     pub overstocks: u64,
     /// Broadcast frames dropped because a connection was over its limit.
@@ -108,6 +111,7 @@ impl CoreStats {
             accept_errors,
             broadcasts,
             calls,
+            calls_cancelled,
             overstocks,
             broadcast_drops,
             notify_drops,
@@ -141,6 +145,7 @@ impl CoreStats {
         self.accept_errors += accept_errors;
         self.broadcasts += broadcasts;
         self.calls += calls;
+        self.calls_cancelled += calls_cancelled;
         self.overstocks += overstocks;
         self.broadcast_drops += broadcast_drops;
         self.notify_drops += notify_drops;

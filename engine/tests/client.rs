@@ -40,7 +40,7 @@ fn calls_notifies_and_callbacks_reach_the_server() {
     let (done_tx, done) = unbounded();
     for i in 0..10u32 {
         let done_tx = done_tx.clone();
-        client.call_async("/echo", Bytes::from(i.to_string()), LONG, move |r| {
+        client.call_with("/echo", Bytes::from(i.to_string()), LONG, move |r| {
             done_tx.send(r).unwrap();
         });
     }

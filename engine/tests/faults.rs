@@ -130,7 +130,7 @@ fn server_with_deferred_answers(delay: Duration, grace: Duration) -> RunningServ
         })
         .route_blocking("/blocking", move |_request| {
             thread::sleep(delay);
-            Ok::<_, String>(Bytes::from_static(b"blocking answer"))
+            Ok::<_, ringrpc::HandlerError>(Bytes::from_static(b"blocking answer"))
         });
     serve(builder, Config::builder().cores(1).shutdown_grace(grace))
 }

@@ -91,8 +91,8 @@ fn a_blocking_handler_sees_the_request_and_its_errors_and_panics_are_answered() 
                     peer.ip().is_loopback(),
                 ))
             })
-            .route_blocking("/fail", |_| Err::<Vec<u8>, _>("no such account".to_owned()))
-            .route_blocking("/boom", |_| -> Result<Vec<u8>, String> {
+            .route_blocking("/fail", |_| Err::<Vec<u8>, _>("no such account".into()))
+            .route_blocking("/boom", |_| -> Result<Vec<u8>, ringrpc::HandlerError> {
                 panic!("blocking handler panics on purpose")
             })
             .route_blocking("/note", move |req| {
@@ -483,7 +483,7 @@ fn json_payloads_bind_to_types_and_replies_serialize() {
             })
             .route_blocking("/add/blocking", |req| {
                 let add: Add = req.json().map_err(|e| format!("bad request: {e}"))?;
-                serde_json::to_vec(&Sum { sum: add.a + add.b }).map_err(|e| e.to_string())
+                Ok(serde_json::to_vec(&Sum { sum: add.a + add.b })?)
             })
             .route("/unencodable", |ctx| {
                 // JSON object keys must be strings.

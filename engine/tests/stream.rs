@@ -486,7 +486,7 @@ fn blocking_handlers_read_the_request_metadata() {
             .as_ref()
             .and_then(|m| m.get("user"))
             .unwrap_or(b"?");
-        Ok::<_, String>(Bytes::copy_from_slice(user))
+        Ok::<_, ringrpc::HandlerError>(Bytes::copy_from_slice(user))
     }));
     let client = Client::connect(&server.local_addr().to_string()).unwrap();
     let mut md = ringrpc::Metadata::new();

@@ -24,6 +24,7 @@
 //!   borrowed across user code: a future may spawn, cancel (itself included) and arm timers.
 //! - Stopping the executor drops every future still held, on this thread.
 
+mod blocking;
 pub mod time;
 pub(crate) mod timers;
 
@@ -42,6 +43,7 @@ use slab::Slab;
 
 use crate::contain::{contain, panic_message};
 use crate::mailbox::{Command, Mailbox};
+pub use blocking::{BlockingError, BlockingJoin, spawn_blocking};
 use timers::Timers;
 
 /// Tasks polled at most per reactor turn before the reactor looks at I/O again.
@@ -169,7 +171,9 @@ impl Executor {
     }
 
     /// Spawns `future` as a task of this thread's reactor and queues it to run this turn.
-    pub(crate) fn spawn(future: impl Future<Output = ()> + 'static) -> Result<TaskKey, NotOnReactor> {
+    pub(crate) fn spawn(
+        future: impl Future<Output = ()> + 'static,
+    ) -> Result<TaskKey, NotOnReactor> {
         let future: BoxedTask = Box::pin(future);
         let key = Executor::with(|ex| {
             let entry = ex.tasks.vacant_entry();
@@ -260,8 +264,7 @@ impl Executor {
         };
         let waker = Waker::from(waker);
         let mut cx = Context::from_waker(&waker);
-        let polled =
-            std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
         let done = match polled {
             Ok(Poll::Pending) => false,
             Ok(Poll::Ready(())) => true,
@@ -292,6 +295,7 @@ impl Executor {
     }
 
     /// Tasks alive on this thread.
+    #[cfg(test)]
     pub(crate) fn task_count() -> usize {
         Executor::with(|ex| ex.tasks.len()).unwrap_or(0)
     }
@@ -378,7 +382,9 @@ pub struct JoinHandle<T> {
 
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinHandle").field("key", &self.key).finish()
+        f.debug_struct("JoinHandle")
+            .field("key", &self.key)
+            .finish()
     }
 }
 

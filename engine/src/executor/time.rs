@@ -67,11 +67,11 @@ impl Sleep {
 
     fn disarm(&mut self) {
         match self.armed.take() {
-            Some(Armed::Reactor { executor, key }) => {
-                if Executor::current_id() == Some(executor) {
-                    Executor::with_timers(|t| t.remove(key));
-                }
+            Some(Armed::Reactor { executor, key }) if Executor::current_id() == Some(executor) => {
+                Executor::with_timers(|t| t.remove(key));
             }
+            // Armed on another reactor: left to fire into a waker that does nothing.
+            Some(Armed::Reactor { .. }) => {}
             Some(Armed::Global(key)) => global().remove(key),
             None => {}
         }

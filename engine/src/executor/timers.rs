@@ -102,6 +102,7 @@ impl Timers {
     }
 
     /// Armed timers.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }
@@ -167,13 +168,19 @@ mod tests {
     fn cancelled_timers_do_not_pile_up() {
         let base = Instant::now() + Duration::from_secs(3600);
         let mut t = Timers::default();
-        let keep: Vec<_> = (0..10).map(|i| t.insert(base + Duration::from_secs(i), noop())).collect();
+        let keep: Vec<_> = (0..10)
+            .map(|i| t.insert(base + Duration::from_secs(i), noop()))
+            .collect();
         for i in 0..100_000 {
             let k = t.insert(base + Duration::from_millis(i), noop());
             t.remove(k);
         }
         assert_eq!(t.len(), 10);
-        assert!(t.heap_len() <= 2 * t.len() + STALE_FLOOR + 1, "{}", t.heap_len());
+        assert!(
+            t.heap_len() <= 2 * t.len() + STALE_FLOOR + 1,
+            "{}",
+            t.heap_len()
+        );
         assert!(keep.iter().all(|k| t.is_armed(*k)));
         assert_eq!(t.next_deadline(), Some(base));
     }

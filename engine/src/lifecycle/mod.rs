@@ -26,9 +26,10 @@
 //!   ends is re-armed only while the connection still reads and is not paused.
 //! - No send starts once the close is decided; a send in flight is always waited for.
 //! - `poll` never allocates: a recv of data that changes nothing costs a few branches.
-//! - Nothing owed is dropped by our own close: after peer EOF and during a shutdown drain the
-//!   FIN waits until every answer owed (`Facts::answers_owed`) is queued and flushed; only
-//!   a close request, a failure, an error or the end of the shutdown grace cuts it short.
+//! - A shutdown drain drops nothing owed: the FIN waits until every answer owed
+//!   (`Facts::answers_owed`) is queued and flushed; only a close request, a failure, an error
+//!   or the end of the shutdown grace cuts it short. Peer EOF is a disconnect: what is queued
+//!   is flushed, answers still owed are not waited for (their tasks are dropped at release).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -119,7 +120,7 @@ pub(crate) struct Facts {
     /// The partial frame's rest is large enough to receive straight into its own buffer.
     pub(crate) direct_wanted: bool,
     /// Answers owed to the peer and not yet queued (a responder, a blocking job or a task
-    /// will answer): the FIN waits for them after peer EOF and during a shutdown drain.
+    /// will answer): a shutdown drain's FIN waits for them.
     pub(crate) answers_owed: usize,
 }
 
@@ -482,10 +483,7 @@ impl Lifecycle {
                 if let Phase::Failing(reason) = std::mem::replace(&mut self.phase, Phase::Open) {
                     self.phase = Phase::Closing(reason);
                 }
-            } else if !self.is_dead()
-                && (self.peer_eof || self.drained(facts))
-                && (facts.answers_owed == 0 || self.close_requested)
-            {
+            } else if !self.is_dead() && (self.peer_eof || self.drained(facts)) {
                 // Everything owed is written: FIN, then linger reading and discarding, so
                 // input still arriving never turns our close into a reset that destroys
                 // responses the peer has not read yet.
@@ -581,13 +579,13 @@ impl Lifecycle {
         }
     }
 
-    /// Shutdown drain done: asked to close, or everything owed was decoded and no frame is
-    /// partial.
+    /// Shutdown drain done: asked to close, or everything owed was decoded, no frame is
+    /// partial and no answer is still owed.
     fn drained(&self, facts: &Facts) -> bool {
         self.close_requested
-            || self
-                .drain_target
-                .is_some_and(|target| facts.bytes_in >= target && facts.partial_len == 0)
+            || self.drain_target.is_some_and(|target| {
+                facts.bytes_in >= target && facts.partial_len == 0 && facts.answers_owed == 0
+            })
     }
 
     /// The earliest instant this connection wants to be polled without new input: read,

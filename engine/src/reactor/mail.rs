@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::Reactor;
 use super::slot::Origin;
 use super::timers::TimerId;
+use crate::call_future::CallSlot;
 use crate::conn::CALL_DONE;
 use crate::contain::contain;
 use crate::error::{CallError, DisconnectReason, StreamError};
@@ -153,6 +154,21 @@ impl Reactor {
                 };
                 contain(CALL_DONE, || done(Err(refusal)));
             }
+            Command::CallAwaited {
+                conn,
+                method,
+                payload,
+                metadata,
+                timeout,
+                slot,
+            } => self.start_awaited(conn, method, payload, metadata, timeout, slot),
+            Command::CancelCall { conn, seq } => {
+                if let Some(idx) = self.live_id(conn) {
+                    if self.conns[idx].conn.session.cancel_call(seq) {
+                        self.stats.calls_cancelled += 1;
+                    }
+                }
+            }
             Command::Broadcast { frame, filter } => {
                 let mut reached = Vec::new();
                 for (idx, slot) in self.conns.iter_mut() {
@@ -219,6 +235,18 @@ impl Reactor {
             Command::NotifyCounted { conn, frame, tally } => {
                 self.notify_counted(conn, frame, &tally)
             }
+            Command::Settled { conn } if UdpCore::owns(conn) => {
+                if let Some(udp) = self.udp.as_mut() {
+                    udp.core.settle(conn);
+                }
+            }
+            Command::Settled { conn } => {
+                if let Some(idx) = self.live_id(conn) {
+                    self.conns[idx].conn.session.answer_queued();
+                    // The drain may have been waiting for it.
+                    self.mark_dirty(idx);
+                }
+            }
             Command::Wake(task) => crate::executor::Executor::wake_from_mail(task),
             #[cfg(test)]
             Command::Crash => panic!("crash injected by a test"),
@@ -270,6 +298,43 @@ impl Reactor {
         tally.queued.fetch_add(1, Ordering::Relaxed);
         slot.conn.session.out.push_encoded(frame);
         self.mark_dirty(idx);
+    }
+
+    /// Starts a call awaited as a future, unless the future was dropped first.
+    fn start_awaited(
+        &mut self,
+        conn: ConnId,
+        method: Bytes,
+        payload: Bytes,
+        metadata: Option<Box<ringrpc_protocol::metadata::Metadata>>,
+        timeout: Duration,
+        slot: Arc<CallSlot>,
+    ) {
+        if slot.is_cancelled() {
+            return;
+        }
+        if UdpCore::owns(conn) {
+            if metadata.is_some() {
+                return slot.complete(Err(CallError::Unsupported("a call with metadata over UDP")));
+            }
+            let done = Box::new(move |r: Result<Bytes, CallError>| {
+                slot.complete(r.map(|payload| (payload, None)))
+            });
+            return self.udp_call_peer(conn, &method, &payload, timeout, done);
+        }
+        let Some(idx) = self.live_id(conn) else {
+            return slot.complete(Err(CallError::Disconnected));
+        };
+        if self.conns[idx].lifecycle.is_paused() {
+            return slot.complete(Err(CallError::Overstocked));
+        }
+        let deadline = self.now + timeout;
+        let session = &mut self.conns[idx].conn.session;
+        if let Some(seq) =
+            session.start_awaited_call(&method, &payload, metadata.as_deref(), deadline, slot)
+        {
+            self.call_queued(idx, seq, deadline);
+        }
     }
 
     /// Queues a call whose Request is encoded already on connection `idx` and schedules

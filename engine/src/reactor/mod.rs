@@ -38,8 +38,8 @@ use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, RingError, SharedFd};
 use slab::Slab;
 
 use crate::contain::{contain, take_panics};
-use crate::executor::{Executor, POLL_BUDGET};
 use crate::error::{CallError, DisconnectReason};
+use crate::executor::{Executor, POLL_BUDGET};
 use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
 use crate::mailbox::{Mailbox, local_pending};
@@ -224,6 +224,9 @@ impl Reactor {
         mark_reactor_thread();
         self.mailbox.claim_thread();
         Executor::install(self.mailbox.clone());
+        // Outbound connections of core clients: served here, with no routes of their own.
+        let outbound = ConnPolicy::new(Arc::new(Router::new()), &self.settings, None, None, None);
+        crate::core_client::install(self.id, self.shared.clone(), Arc::new(outbound));
         let served = catch_unwind(AssertUnwindSafe(|| self.serve()));
         self.stop_taking_mail();
         match served {
@@ -347,8 +350,13 @@ impl Reactor {
         // left open) are dropped here, on their own thread; what they post on the way is
         // abandoned like any late message.
         let dropped = Executor::uninstall();
+        crate::core_client::uninstall();
         if dropped > 0 {
-            tracing::debug!(core = self.id, tasks = dropped, "tasks dropped as the reactor stopped");
+            tracing::debug!(
+                core = self.id,
+                tasks = dropped,
+                "tasks dropped as the reactor stopped"
+            );
         }
         self.mailbox.close();
         self.stats.callback_panics += take_panics();

@@ -146,6 +146,8 @@ impl Reactor {
         let kind = crate::measure::CloseKind::of(&reason);
         self.closed_by[kind as usize] += 1;
         slot.conn.session.fail_calls(CallError::Disconnected);
+        // Its async handlers' answers can no longer be delivered: drop them now.
+        slot.conn.session.cancel_tasks();
         if slot.counted_peer {
             self.release_peer(slot.info().peer.ip());
         }

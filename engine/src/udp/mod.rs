@@ -480,6 +480,15 @@ impl UdpCore {
         }
     }
 
+    /// An async handler of a Notify from datagram peer `id` finished: its in-flight slot
+    /// is free.
+    pub(crate) fn settle(&mut self, id: ConnId) {
+        let idx = (id.slot & !UDP_SLOT) as usize;
+        if let Some(peer) = self.peers.get(idx).filter(|p| p.serial == id.serial) {
+            peer.in_flight.answered();
+        }
+    }
+
     /// The address of datagram peer `id`, if known.
     pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
         let idx = (id.slot & !UDP_SLOT) as usize;
