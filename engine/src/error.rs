@@ -140,6 +140,9 @@ pub enum CallError {
     Metadata(MetadataError),
     /// The connection cannot do this (metadata calls over UDP).
     Unsupported(&'static str),
+    /// A typed call's request could not be encoded, or its answer did not decode into the
+    /// type asked for (the text says which codec and type).
+    Codec(String),
     /// A connection to `target` could not be made (a core client's first use).
     Connect {
         /// The address, as given.
@@ -194,6 +197,7 @@ impl fmt::Display for CallError {
             CallError::MailboxFull => f.write_str(
                 "the connection's reactor inbox is full; the message was not queued (slow down or retry)",
             ),
+            CallError::Codec(text) => f.write_str(text),
             CallError::Connect { target, reason } => write!(
                 f,
                 "cannot connect to {target}: {reason}; is the server running and listening there?"

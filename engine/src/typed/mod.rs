@@ -8,6 +8,7 @@
 //! saying so); a body an extractor cannot parse is answered with an error naming the
 //! expected type, and the connection is kept.
 
+mod calls;
 mod extract;
 mod handler;
 
