@@ -123,6 +123,11 @@ pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
 }
 
+/// The async guide's code blocks, compiled and run as doc tests.
+#[doc = include_str!("../../docs/async.md")]
+#[cfg(doctest)]
+pub struct AsyncGuideDoctests;
+
 /// The README's code blocks, compiled and run as doc tests.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
