@@ -78,7 +78,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_streams_per_conn: usize,
     /// Bytes one stream's inbox holds before its connection stops reading until the
-    /// consumer takes it to half
+    /// consumer takes it to half; each frame counts its payload, metadata and about 200
+    /// bytes. Per connection at most --max-streams-per-conn times this (1 GiB by default)
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     stream_queue_bytes: usize,
     /// Bytes a stream sender may have unsent before `send` waits

@@ -323,14 +323,18 @@ impl ConfigBuilder {
     }
     /// Most streams open at once on one connection (default 1024); a peer opening more gets
     /// the error end "too many open streams on this connection". Each open stream costs
-    /// about 200 bytes plus what its inbox holds.
+    /// about 200 bytes plus what its inbox holds (see
+    /// [`stream_queue_bytes`](Self::stream_queue_bytes) for the total per connection).
     pub fn max_streams_per_conn(mut self, n: usize) -> Self {
         self.max_streams_per_conn = n;
         self
     }
     /// Bytes one stream's inbox holds before its connection stops reading until the
     /// consumer takes it to half (default 1 MiB): the memory a slow stream consumer can
-    /// cost, plus one receive buffer.
+    /// cost. Each frame counts at what it holds: payload, metadata block (kept encoded) and
+    /// about 200 bytes. Worst case per connection: `max_streams_per_conn` × this (1 GiB by
+    /// default), plus the frames already received when reading stopped (at most the core's
+    /// receive buffers, `recv_buffers` × `recv_buffer_size`: 8 MiB of frames).
     pub fn stream_queue_bytes(mut self, n: usize) -> Self {
         self.stream_queue_bytes = n;
         self

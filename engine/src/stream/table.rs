@@ -306,8 +306,8 @@ impl Open {
         match &entry.mode {
             Mode::Discard => {}
             Mode::Inbox => {
-                let md = metadata.map(|m| Box::new(m.clone()));
-                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data), md) {
+                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data), metadata)
+                {
                     entry.holding = true;
                     self.holding += 1;
                 }
