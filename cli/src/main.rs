@@ -70,8 +70,9 @@ struct Args {
     /// is ignored); a secret on the command line would show in `ps`
     #[arg(long, value_name = "FILE")]
     auth_secret_file: Option<PathBuf>,
-    /// Most requests per connection whose answers are deferred at once; each holds its
-    /// request until answered
+    /// Most requests per connection whose answers are deferred, and notifies waiting for a
+    /// blocking handler, at once; each holds its request until answered (blocking jobs: at
+    /// most 256 MiB for all connections together)
     #[arg(long, visible_alias = "max-in-flight", value_name = "N", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_in_flight_per_conn: usize,
     /// Most streams open at once per connection; a peer opening more gets an error end

@@ -6,11 +6,18 @@
 //! exactly one Response (the handler's result, its error, or [`HANDLER_PANICKED`]) through
 //! its [`Responder`], a Notify's none; workers exit once the pool (held by every clone of
 //! its Router) is dropped, after finishing the jobs already queued.
+//!
+//! Memory: the jobs waiting or running hold at most [`QUEUE_CAPACITY`] jobs and
+//! [`QUEUE_BYTES`] of requests ([`job_cost`]) for all connections together (one job of any
+//! size when none is held); past either, a job is refused at once. Each job also holds a
+//! place among its connection's deferred work (`max_in_flight_per_conn`): a Request's
+//! through its responder, a Notify's through its [`InFlightSlot`], given back when the
+//! handler returns.
 
 use std::fmt;
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -21,9 +28,57 @@ use crate::handle::{ConnHandle, Responder};
 
 /// Name of the worker threads, followed by their index.
 const THREAD_PREFIX: &str = "ringrpc-blocking-";
-/// Jobs that may wait for a worker; past this, Requests are refused at once. Each holds a
-/// copy of its payload, so the queue's memory is this many payloads at most.
+/// Jobs that may wait for a worker; past this, Requests are refused at once.
 pub(crate) const QUEUE_CAPACITY: usize = 65_536;
+/// Bytes of requests ([`job_cost`]) the jobs waiting or running may hold, all connections
+/// together; past this, new jobs are refused at once (one of any size is taken when none is
+/// held, so a request up to `max_body` always gets through an idle pool).
+pub(crate) const QUEUE_BYTES: usize = 256 << 20;
+
+/// What a job holds in memory, counted from above: its method and payload, its metadata as
+/// decoded (per entry, its slot doubled by the vector's growth, and the key's allocation),
+/// and the job itself with its responder.
+fn job_cost(request: &Request) -> usize {
+    let metadata = request.metadata.as_ref().map_or(0, |md| {
+        md.encoded_len() + md.len() * (2 * std::mem::size_of::<(String, Bytes)>() + 32)
+    });
+    std::mem::size_of::<Job>()
+        + std::mem::size_of::<Responder>()
+        + request.method.len()
+        + request.payload.len()
+        + metadata
+}
+
+/// A Notify job's place among its connection's deferred work (counted in the same counter
+/// as its responders); given back when dropped, after the handler returned.
+pub(crate) struct InFlightSlot(Arc<AtomicUsize>);
+
+impl InFlightSlot {
+    /// Takes a place in `in_flight`.
+    pub(crate) fn take(in_flight: &Arc<AtomicUsize>) -> InFlightSlot {
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlightSlot(in_flight.clone())
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A job's bytes in the pool's count, given back when dropped (after the handler returned,
+/// or at once when the job is refused).
+struct Charge {
+    held: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Release);
+    }
+}
 
 /// A blocking handler, its `Ok` type converted to `Bytes`.
 pub(crate) type BlockingHandler =
@@ -53,6 +108,10 @@ struct Job {
     handler: BlockingHandler,
     request: Request,
     responder: Option<Responder>,
+    /// A Notify's place among its connection's deferred work.
+    slot: Option<InFlightSlot>,
+    /// Its bytes in the pool's count (`None` until admitted).
+    charge: Option<Charge>,
 }
 
 /// Worker threads fed by one bounded channel, started by the first job.
@@ -62,6 +121,8 @@ pub(crate) struct BlockingPool {
     /// and clients') has a pool and most never start it.
     threads: AtomicUsize,
     jobs: OnceLock<Result<Sender<Job>, String>>,
+    /// Bytes ([`job_cost`]) the jobs waiting or running hold.
+    held_bytes: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for BlockingPool {
@@ -88,25 +149,35 @@ impl BlockingPool {
     }
 
     /// Queues `request` for a worker (starting the workers with the first job). Never
-    /// blocks: when [`QUEUE_CAPACITY`] jobs are already waiting, the Request is answered at
-    /// once with [`BLOCKING_QUEUE_FULL`] (a Notify is dropped) and the refusal logged.
+    /// blocks: when [`QUEUE_CAPACITY`] jobs are already waiting, or the jobs held would
+    /// pass [`QUEUE_BYTES`], the Request is answered at once with [`BLOCKING_QUEUE_FULL`] (a
+    /// Notify is dropped, its `slot` given back) and the refusal logged.
     pub(crate) fn submit(
         &self,
         handler: BlockingHandler,
         request: Request,
         responder: Option<Responder>,
+        slot: Option<InFlightSlot>,
     ) {
-        let job = Job {
+        let mut job = Job {
             handler,
             request,
             responder,
+            slot,
+            charge: None,
         };
         let (job, why) = match self.jobs.get_or_init(|| self.start()) {
-            Ok(jobs) => match jobs.try_send(job) {
-                Ok(()) => return,
-                Err(TrySendError::Full(job)) => (job, BLOCKING_QUEUE_FULL),
-                Err(TrySendError::Disconnected(job)) => {
-                    (job, "internal error: the blocking workers are gone")
+            Ok(jobs) => match self.charge(&job.request) {
+                None => (job, BLOCKING_QUEUE_FULL),
+                Some(charge) => {
+                    job.charge = Some(charge);
+                    match jobs.try_send(job) {
+                        Ok(()) => return,
+                        Err(TrySendError::Full(job)) => (job, BLOCKING_QUEUE_FULL),
+                        Err(TrySendError::Disconnected(job)) => {
+                            (job, "internal error: the blocking workers are gone")
+                        }
+                    }
                 }
             },
             Err(why) => (job, why.as_str()),
@@ -115,6 +186,18 @@ impl BlockingPool {
         if let Some(responder) = job.responder {
             responder.reply_error(why);
         }
+    }
+
+    /// Counts `request`'s bytes in, unless that would pass [`QUEUE_BYTES`] with others held.
+    fn charge(&self, request: &Request) -> Option<Charge> {
+        let bytes = job_cost(request);
+        let before = self.held_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let charge = Charge {
+            held: self.held_bytes.clone(),
+            bytes,
+        };
+        // Dropping the charge takes the bytes back out.
+        (before == 0 || before + bytes <= QUEUE_BYTES).then_some(charge)
     }
 
     fn start(&self) -> Result<Sender<Job>, String> {
@@ -160,10 +243,13 @@ fn spawn_workers(
 
 fn work(queue: &Receiver<Job>) {
     for job in queue {
+        // The slot and charge are given back once the handler is done with the request.
         let Job {
             handler,
             request,
             responder,
+            slot: _slot,
+            charge: _charge,
         } = job;
         let (method, peer) = (request.method.clone(), request.conn.peer());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(request)));
@@ -193,6 +279,75 @@ fn work(queue: &Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn notify(payload: Bytes) -> Request {
+        let info = crate::ids::ConnInfo {
+            id: crate::ids::ConnId {
+                core: 0,
+                slot: 0,
+                serial: 1,
+            },
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+        };
+        let mailbox = crate::mailbox::Mailbox::new(16);
+        Request {
+            method: Bytes::from_static(b"/job"),
+            payload,
+            seq: 0,
+            user_flags: 0,
+            is_notify: true,
+            conn: ConnHandle::new(info, Arc::new(mailbox)),
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn jobs_past_the_byte_limit_are_refused_and_give_their_place_back() {
+        let pool = BlockingPool::default();
+        pool.set_threads(1);
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (gate, gate_rx) = crossbeam_channel::unbounded::<()>();
+        let handler: BlockingHandler = std::sync::Arc::new(move |_| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok(Bytes::new())
+        });
+        // A quarter of the limit each (one buffer shared: the pool counts what each job
+        // holds, not who else holds it), so three fit and the fourth passes the limit.
+        let quarter = Bytes::from(vec![0u8; QUEUE_BYTES / 4]);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let submit = || {
+            let slot = InFlightSlot::take(&in_flight);
+            pool.submit(handler.clone(), notify(quarter.clone()), None, Some(slot));
+        };
+        submit();
+        started.recv().unwrap();
+        for _ in 0..5 {
+            submit();
+        }
+        assert_eq!(in_flight.load(Ordering::Acquire), 3, "three held a place");
+        assert!(pool.held_bytes.load(Ordering::Acquire) <= QUEUE_BYTES);
+        for _ in 0..3 {
+            gate.send(()).unwrap();
+        }
+        for _ in 1..3 {
+            started.recv().unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.held_bytes.load(Ordering::Acquire) != 0 {
+            assert!(std::time::Instant::now() < deadline, "the bytes come back");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(in_flight.load(Ordering::Acquire), 0, "and the places");
+        assert!(started.try_recv().is_err(), "the refused ones never ran");
+        // A job bigger than the whole limit still gets through an idle pool.
+        let slot = InFlightSlot::take(&in_flight);
+        let huge = Bytes::from(vec![0u8; QUEUE_BYTES + 1]);
+        pool.submit(handler.clone(), notify(huge), None, Some(slot));
+        started.recv().unwrap();
+        gate.send(()).unwrap();
+    }
 
     #[test]
     fn workers_are_named_and_exit_once_every_sender_is_dropped() {

@@ -22,7 +22,7 @@ use crate::ids::ConnInfo;
 use crate::mailbox::Mailbox;
 use crate::measure::{MethodMetrics, Timing};
 use crate::outqueue::OutQueue;
-use crate::pool::{BlockingHandler, BlockingPool, Request};
+use crate::pool::{BlockingHandler, BlockingPool, InFlightSlot, Request};
 use crate::stream::{Replies, Stream, StreamContext, StreamRoute};
 
 /// A request handler: reads the context and replies through it (now, or later through a
@@ -523,10 +523,14 @@ fn check_method(method: &str) -> Result<(), RouteError> {
     Ok(())
 }
 
-/// Copies the frame in `ctx` into a [`Request`], takes its responder and queues both for a
-/// worker of `pool`. Runs on the reactor thread, so it never blocks.
+/// Copies the frame in `ctx` into a [`Request`], takes its responder (a Notify: a place
+/// among the connection's deferred work) and queues both for a worker of `pool`. Runs on
+/// the reactor thread, so it never blocks.
 fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &BlockingHandler) {
     let responder = ctx.responder();
+    let slot = ctx
+        .is_notify()
+        .then(|| InFlightSlot::take(ctx.in_flight.counter()));
     // The responder already holds the method; share its copy.
     let method = match &responder {
         Some(r) => r.method().clone(),
@@ -541,7 +545,7 @@ fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &Blockin
         conn: ctx.conn(),
         metadata: ctx.metadata().cloned(),
     };
-    pool.submit(handler.clone(), request, responder);
+    pool.submit(handler.clone(), request, responder, slot);
 }
 
 fn log_panic(ctx: &Context<'_>, what: &str) {
@@ -625,17 +629,37 @@ impl Router {
         method: &str,
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Result<(), RouteError> {
+        self.add_route(method, Arc::new(handler), false)
+    }
+
+    /// Registers `handler` for `method`; `blocking`: it queues work for the pool (so a
+    /// Notify takes a place among the connection's deferred work).
+    fn add_route(
+        &mut self,
+        method: &str,
+        handler: Handler,
+        blocking: bool,
+    ) -> Result<(), RouteError> {
         check_method(method)?;
-        let handler: Handler = Arc::new(handler);
         let next = self.routes.len() as u32;
         self.routes
             .entry(method.as_bytes().into())
-            .and_modify(|r| r.handler = handler.clone())
+            .and_modify(|r| {
+                r.handler = handler.clone();
+                r.blocking = blocking;
+            })
             .or_insert(Route {
                 handler,
                 index: next,
+                blocking,
             });
         Ok(())
+    }
+
+    /// Whether `method` is served on the blocking pool, where a Notify too holds a place
+    /// among its connection's deferred work until its handler returns.
+    pub(crate) fn is_blocking(&self, method: &[u8]) -> bool {
+        self.routes.get(method).is_some_and(|r| r.blocking)
     }
 
     /// Registers a blocking `handler` for `method`, replacing any earlier one: it runs on the
@@ -658,7 +682,9 @@ impl Router {
         check_method(method)?;
         let handler: BlockingHandler = Arc::new(move |request| handler(request).map(Into::into));
         let pool = self.blocking.clone();
-        self.add(method, move |ctx| submit_blocking(&pool, ctx, &handler))
+        let route: Handler =
+            Arc::new(move |ctx: &mut Context<'_>| submit_blocking(&pool, ctx, &handler));
+        self.add_route(method, route, true)
     }
 
     /// Sets how many threads run blocking handlers (at least 1; default: the number of
@@ -859,6 +885,8 @@ impl Router {
 struct Route {
     handler: Handler,
     index: u32,
+    /// Served on the blocking pool.
+    blocking: bool,
 }
 
 /// What happened to a dispatched frame.

@@ -36,6 +36,9 @@ pub struct CoreStats {
     pub not_found: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Requests refused, and Notifies to blocking methods dropped, because their connection
+    /// had `max_in_flight_per_conn` answers or blocking jobs pending.
+    pub refused_in_flight: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
     /// Connections closed by a socket error (reset, broken pipe).
@@ -93,6 +96,7 @@ impl CoreStats {
             sends,
             not_found,
             panics,
+            refused_in_flight,
             protocol_errors,
             socket_errors,
             recv_buffers_exhausted,
@@ -124,6 +128,7 @@ impl CoreStats {
         self.sends += sends;
         self.not_found += not_found;
         self.panics += panics;
+        self.refused_in_flight += refused_in_flight;
         self.protocol_errors += protocol_errors;
         self.socket_errors += socket_errors;
         self.recv_buffers_exhausted += recv_buffers_exhausted;
@@ -161,6 +166,7 @@ impl CoreStats {
         self.notifies += after.notifies - before.notifies;
         self.not_found += after.not_found - before.not_found;
         self.panics += after.panics - before.panics;
+        self.refused_in_flight += after.refused_in_flight - before.refused_in_flight;
         self.streams_opened += after.streams_opened - before.streams_opened;
         self.stream_frames += after.stream_frames - before.stream_frames;
         self.gzip_in += after.gzip_in - before.gzip_in;

@@ -314,9 +314,13 @@ impl ConfigBuilder {
         self
     }
     /// Most Requests of one connection whose answers are deferred (to a responder or the
-    /// blocking pool) at once (default 4096); past it new Requests get the error
-    /// "too many requests in flight on this connection" at once instead of queueing work.
-    /// Each deferred answer holds its request's copy until sent.
+    /// blocking pool), and Notifies waiting for or running in a blocking handler, at once
+    /// (default 4096); past it new Requests get the error "too many requests in flight on
+    /// this connection" at once instead of queueing work, and Notifies to blocking methods
+    /// are dropped and counted. Each blocking job holds its request (method, payload,
+    /// metadata) until its handler returns; all connections' jobs together hold at most
+    /// 65,536 jobs and 256 MiB of requests (one of any size when none is held), so one
+    /// connection's worst case is the smaller of this × `max_body` and 256 MiB + `max_body`.
     pub fn max_in_flight_per_conn(mut self, n: usize) -> Self {
         self.max_in_flight_per_conn = n;
         self

@@ -60,6 +60,11 @@ const CORE_COUNTERS: &[CounterDef] = &[
         s.panics
     }),
     (
+        "ringrpc_refused_in_flight",
+        "Requests refused and blocking Notifies dropped: their connection had too many pending.",
+        |s| s.refused_in_flight,
+    ),
+    (
         "ringrpc_protocol_errors",
         "Connections closed for breaking the protocol.",
         |s| s.protocol_errors,
@@ -162,7 +167,7 @@ const CORE_COUNTERS: &[CounterDef] = &[
     ),
     (
         "ringrpc_udp_refused",
-        "UDP requests refused (rate or in-flight limits).",
+        "UDP requests and notifies refused (peer table full, or in-flight limit).",
         |s| s.udp.refused,
     ),
     (

@@ -61,7 +61,9 @@ pub struct UdpStats {
     /// Of the duplicates, those older than anything still cached for their peer (dropped,
     /// never run again).
     pub stale: u64,
-    /// Requests refused because the peer table was full.
+    /// Requests and Notifies refused: the peer table was full, or the peer had
+    /// `max_in_flight_per_conn` answers or blocking jobs pending (a Request then gets an
+    /// error Response, a Notify to a blocking method is dropped).
     pub refused: u64,
     /// Requests and notifies dropped because their peer sent faster than its rate limit.
     pub rate_limited: u64,
@@ -365,12 +367,19 @@ impl UdpCore {
                 }
             }
             if self.peers[idx].in_flight.count() >= self.limits.max_in_flight_per_peer {
+                self.stats.refused += 1;
                 let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
                 let msg = TOO_MANY_IN_FLIGHT.as_bytes();
                 let answer = encode(Command::Response, flags, h.seq, frame.method, msg);
                 self.answer(from, h.seq, answer);
                 return;
             }
+        } else if self.peers[idx].in_flight.count() >= self.limits.max_in_flight_per_peer
+            && router.is_blocking(frame.method)
+        {
+            // A Notify to the blocking pool would hold a place too: dropped.
+            self.stats.refused += 1;
+            return;
         }
         if is_request {
             self.stats.requests += 1;

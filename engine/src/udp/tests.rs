@@ -395,3 +395,39 @@ fn a_peer_past_its_rate_is_dropped_and_counted_then_refilled() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 151);
 }
+
+/// Notifies to a blocking method hold a place among the peer's deferred work until their
+/// handler returns: past `max_in_flight_per_peer`, they are dropped and counted.
+#[test]
+fn blocking_notifies_past_the_peer_in_flight_limit_are_dropped() {
+    let (gate, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started) = crossbeam_channel::unbounded::<()>();
+    let mut router = Router::with_builtins();
+    router.set_blocking_threads(1);
+    router
+        .add_blocking("/note", move |_req| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok::<_, String>(Vec::new())
+        })
+        .unwrap();
+    let mb = mailbox();
+    let mut core = UdpCore::new(0, limits());
+    let t = Instant::now();
+    let note = Frame::notify(0, "/note", "").to_bytes();
+    for _ in 0..20 {
+        core.on_datagram(t, addr(1), &note, &router, &mb);
+    }
+    assert_eq!(core.stats.notifies, 16, "the peer's 16 places");
+    assert_eq!(core.stats.refused, 4);
+    // A Request finds the places taken too.
+    let req = Frame::request(1, "/echo", "").to_bytes();
+    core.on_datagram(t, addr(1), &req, &router, &mb);
+    assert_eq!(core.stats.refused, 5);
+    let f = decode(&core.out.pop().unwrap().1);
+    assert_eq!(&f.payload[..], TOO_MANY_IN_FLIGHT.as_bytes());
+    for _ in 0..16 {
+        gate.send(()).unwrap();
+        started.recv().unwrap();
+    }
+}
