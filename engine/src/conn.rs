@@ -469,6 +469,11 @@ impl Session {
         &self.mailbox
     }
 
+    /// Whether call `seq` still waits for its Response.
+    pub(crate) fn has_call(&self, seq: u64) -> bool {
+        self.calls.contains_key(&seq)
+    }
+
     /// Calls waiting for a Response.
     #[cfg(test)]
     pub(crate) fn calls_pending(&self) -> usize {

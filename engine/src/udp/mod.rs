@@ -589,6 +589,11 @@ impl UdpCore {
         now + window
     }
 
+    /// Whether call `seq` still waits for its Response.
+    pub(crate) fn has_call(&self, seq: u64) -> bool {
+        self.calls.contains_key(&seq)
+    }
+
     /// Fails every pending call (shutdown).
     pub(crate) fn fail_calls(&mut self) {
         for (_, call) in self.calls.drain() {
