@@ -285,7 +285,10 @@ fn a_flood_of_distinct_seqs_stays_bounded_and_old_retries_never_run_again() {
     assert_eq!(runs.load(Ordering::SeqCst), 10_000);
     // After the window, the peer and its floor are forgotten: it may start over.
     let later = t + Duration::from_secs(6);
-    core.sweep(later);
+    let (_, forgotten) = core.sweep(later);
+    assert_eq!(forgotten.len(), 1, "handed to the disconnect hooks");
+    assert_eq!(forgotten[0].peer, addr(1));
+    assert!(UdpCore::owns(forgotten[0].id));
     assert_eq!(core.cached(), 0);
     assert_eq!(core.peers.len(), 0);
     core.out.clear();
