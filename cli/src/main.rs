@@ -130,7 +130,7 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 1472, allow_negative_numbers = true, value_parser = positive)]
     udp_max_datagram: usize,
     /// Seconds a UDP request's answer is kept to answer its retries without running the
-    /// handler again
+    /// handler again; a peer quiet this long is forgotten, with its pub/sub in_A
     #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
     udp_dedup_window: Duration,
     /// UDP answers kept per core for duplicate suppression (oldest evicted first)

@@ -425,7 +425,8 @@ impl ConfigBuilder {
 
     /// How long a datagram request's answer is kept to answer its retries without running
     /// the handler again (default 5 s; should exceed the callers' whole retry span). Older
-    /// retries are dropped as stale, never run again.
+    /// retries are dropped as stale, never run again. A peer quiet this long is forgotten,
+    /// with its pub/sub authentication (`in_A`).
     pub fn udp_dedup_window(mut self, window: Duration) -> Self {
         self.udp_dedup_window = window;
         self
