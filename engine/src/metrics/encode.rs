@@ -387,6 +387,12 @@ impl Collector for Scrape {
                 "Topics with at least one subscriber now.",
                 one(p.topics as u64),
             )?;
+            gauge(
+                &mut encoder,
+                "ringrpc_pubsub_connections",
+                "Connections and datagram peers authenticated or subscribed now.",
+                one(p.connections as u64),
+            )?;
         }
         if let Some(b) = &self.bridge {
             let one = |v: u64| std::iter::once((Vec::new(), v));
