@@ -13,7 +13,10 @@ use ringrpc::{Client, Config, HandlerError, Request, RunningServer, Server, time
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A backend that answers `/price` for an item after a short (simulated) lookup.
-fn backend(name: &'static str, delay: Duration) -> Result<RunningServer, Box<dyn std::error::Error>> {
+fn backend(
+    name: &'static str,
+    delay: Duration,
+) -> Result<RunningServer, Box<dyn std::error::Error>> {
     let config = Config::builder().cores(1).listen("127.0.0.1:0").build()?;
     Ok(Server::builder()
         .config(config)

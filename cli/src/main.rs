@@ -72,15 +72,17 @@ struct Args {
     /// is ignored); a secret on the command line would show in `ps`
     #[arg(long, value_name = "FILE")]
     auth_secret_file: Option<PathBuf>,
-    /// Most requests per connection whose answers are deferred at once; each holds its
-    /// request until answered
+    /// Most requests per connection whose answers are deferred, and notifies waiting for a
+    /// blocking handler, at once; each holds its request until answered (blocking jobs: at
+    /// most 256 MiB for all connections together)
     #[arg(long, visible_alias = "max-in-flight", value_name = "N", default_value_t = 4096, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_in_flight_per_conn: usize,
     /// Most streams open at once per connection; a peer opening more gets an error end
     #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_streams_per_conn: usize,
     /// Bytes one stream's inbox holds before its connection stops reading until the
-    /// consumer takes it to half
+    /// consumer takes it to half; each frame counts its payload, metadata and about 200
+    /// bytes. Per connection at most --max-streams-per-conn times this (1 GiB by default)
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     stream_queue_bytes: usize,
     /// Bytes a stream sender may have unsent before `send` waits
@@ -130,7 +132,7 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 1472, allow_negative_numbers = true, value_parser = positive)]
     udp_max_datagram: usize,
     /// Seconds a UDP request's answer is kept to answer its retries without running the
-    /// handler again
+    /// handler again; a peer quiet this long is forgotten, with its pub/sub in_A
     #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = seconds)]
     udp_dedup_window: Duration,
     /// UDP answers kept per core for duplicate suppression (oldest evicted first)

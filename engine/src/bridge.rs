@@ -30,6 +30,9 @@
 //!   (at most once, like a delivery to a slow subscriber).
 //! - A node that cannot reach NATS still starts and serves; the client reconnects forever
 //!   (100 ms more per attempt, at most 2 s apart) and resubscribes.
+//! - Every task the bridge spawns lives in one `JoinSet` that joins each as it ends, so it
+//!   holds only the running ones: two subscriptions plus one queue group per topic with
+//!   local subscribers ([`BridgeStats::tasks`]), however often topics come and go.
 
 use std::collections::HashMap;
 
@@ -215,6 +218,7 @@ impl Task {
             });
         }
         let mut one_subs: HashMap<Bytes, tokio::task::AbortHandle> = HashMap::new();
+        self.count_tasks(&tasks);
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -223,6 +227,17 @@ impl Task {
                 },
                 () = self.link.wake.notified() => {
                     self.apply_interest(&client, &mut one_subs, &mut tasks).await;
+                    self.count_tasks(&tasks);
+                }
+                // Joins each task that ended (an aborted queue group's, the start-up check),
+                // so the set holds only running ones.
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = ended {
+                        if e.is_panic() {
+                            tracing::error!("NATS bridge task panicked: {e}");
+                        }
+                    }
+                    self.count_tasks(&tasks);
                 }
                 () = stop.notified() => break,
             }
@@ -233,6 +248,14 @@ impl Task {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
         tasks.abort_all();
+    }
+
+    /// Publishes how many tasks the bridge holds ([`BridgeStats::tasks`]).
+    fn count_tasks(&self, tasks: &tokio::task::JoinSet<()>) {
+        self.link
+            .counters
+            .tasks
+            .store(tasks.len(), Ordering::Relaxed);
     }
 
     fn on_event(&self, event: async_nats::Event) {

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
@@ -36,6 +36,10 @@ pub struct BridgeStats {
     /// Messages that came back from NATS to their origin node and were ignored (normally 0:
     /// the bridge connects with `no_echo`).
     pub ignored_own: u64,
+    /// Tasks the bridge holds now: one per NATS subscription (`ringrpc.pub.*`,
+    /// `ringrpc.bcast`, and one per topic with local subscribers, for its publish-to-one
+    /// queue group), plus a start-up check for its first two seconds.
+    pub tasks: usize,
 }
 
 /// What the publish path hands to the bridge.
@@ -59,6 +63,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_outbound: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) ignored_own: AtomicU64,
+    pub(crate) tasks: AtomicUsize,
 }
 
 /// The publish path's end of the bridge, shared by `PubSub` and the server handle.
@@ -112,6 +117,7 @@ impl BridgeLink {
             dropped_outbound: c.dropped_outbound.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             ignored_own: c.ignored_own.load(Ordering::Relaxed),
+            tasks: c.tasks.load(Ordering::Relaxed),
         }
     }
 }

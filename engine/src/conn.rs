@@ -52,7 +52,8 @@ pub(crate) struct ConnStats {
     pub not_found: u64,
     /// Handlers that panicked.
     pub panics: u64,
-    /// Requests refused because too many answers were deferred.
+    /// Requests refused, and Notifies to blocking methods dropped, because too many answers
+    /// or blocking jobs were pending.
     pub refused_in_flight: u64,
     /// Frames dropped: Responses to no pending call (or to one that timed out).
     pub ignored: u64,
@@ -545,6 +546,11 @@ impl Session {
         &self.mailbox
     }
 
+    /// Whether call `seq` still waits for its Response.
+    pub(crate) fn has_call(&self, seq: u64) -> bool {
+        self.calls.contains_key(&seq)
+    }
+
     /// Calls waiting for a Response.
     #[cfg(test)]
     pub(crate) fn calls_pending(&self) -> usize {
@@ -715,15 +721,9 @@ impl Session {
                 } else {
                     self.stats.notifies += 1;
                 }
-                let deferred = self.in_flight.count();
-                if frame.header.cmd == Command::Request && deferred >= self.max_in_flight {
-                    // The peer asks faster than the deferred work answers: refuse, don't queue.
-                    self.stats.refused_in_flight += 1;
-                    let flags = Flags(Flags::ERROR | (frame.header.flags.0 & Flags::ASYNC));
-                    let h = &frame.header;
-                    let msg = TOO_MANY_IN_FLIGHT.as_bytes();
-                    self.out
-                        .push_frame(Command::Response, flags, 0, h.seq, frame.method, msg);
+                if self.in_flight.count() >= self.max_in_flight
+                    && self.refuse_past_in_flight(frame, router)
+                {
                     return;
                 }
                 match router.dispatch(
@@ -755,6 +755,27 @@ impl Session {
                 self.stats.streams_opened = self.streams.stats().opened_by_peer;
             }
         }
+    }
+}
+
+impl Session {
+    /// The connection has its most deferred work pending: a Request is refused, a Notify to
+    /// a blocking method (which would hold a place too) dropped, both counted. Returns
+    /// whether `frame` was refused; other Notifies go on.
+    #[cold]
+    fn refuse_past_in_flight(&mut self, frame: &FrameRef<'_>, router: &Router) -> bool {
+        let h = &frame.header;
+        if h.cmd == Command::Request {
+            // The peer asks faster than the deferred work answers: refuse, don't queue.
+            let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
+            let msg = TOO_MANY_IN_FLIGHT.as_bytes();
+            self.out
+                .push_frame(Command::Response, flags, 0, h.seq, frame.method, msg);
+        } else if !router.is_blocking(frame.method) {
+            return false;
+        }
+        self.stats.refused_in_flight += 1;
+        true
     }
 }
 

@@ -19,9 +19,11 @@ pub const STOPPED_BY_MIDDLEWARE: &str = "request stopped by middleware";
 /// Error text sent for a [`Responder`](crate::Responder) dropped without an answer.
 pub const RESPONDER_DROPPED: &str =
     "internal error: handler dropped its responder without replying";
-/// Error text of a Request refused because its connection has too many deferred answers.
+/// Error text of a Request refused because its connection has too many deferred answers
+/// and blocking Notifies pending (`max_in_flight_per_conn`).
 pub const TOO_MANY_IN_FLIGHT: &str = "too many requests in flight on this connection";
-/// Error text of a Request for a blocking handler refused because the worker queue is full.
+/// Error text of a Request for a blocking handler refused because the worker pool holds its
+/// most: 65,536 jobs, or 256 MiB of requests, all connections together.
 pub const BLOCKING_QUEUE_FULL: &str =
     "server busy: too many requests waiting for blocking handlers";
 /// Error text of a datagram Request refused because its peer (or every peer together) has

@@ -68,6 +68,13 @@ pub(crate) struct NotifySlot {
     conn: ConnHandle,
 }
 
+impl NotifySlot {
+    /// A slot its connection already counts as held (see [`Context::owe`]).
+    pub(crate) fn new(conn: ConnHandle) -> NotifySlot {
+        NotifySlot { conn }
+    }
+}
+
 impl Drop for NotifySlot {
     fn drop(&mut self) {
         // Owed: never refused.
@@ -263,7 +270,7 @@ impl<'a> Context<'a> {
             Some(responder) => Owed::Answer(responder),
             None => {
                 self.in_flight.owe();
-                Owed::Notify(NotifySlot { conn: self.conn() })
+                Owed::Notify(NotifySlot::new(self.conn()))
             }
         }
     }
@@ -651,14 +658,15 @@ fn check_method(method: &str) -> Result<(), RouteError> {
     Ok(())
 }
 
-/// Copies the frame in `ctx` into a [`Request`], takes its responder and queues both for a
-/// worker of `pool`. Runs on the reactor thread, so it never blocks.
+/// Copies the frame in `ctx` into a [`Request`], takes its responder (a Notify: a place
+/// among the connection's deferred work) and queues both for a worker of `pool`. Runs on
+/// the reactor thread, so it never blocks.
 fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &BlockingHandler) {
-    let responder = ctx.responder();
+    let owed = ctx.owe();
     // The responder already holds the method; share its copy.
-    let method = match &responder {
-        Some(r) => r.method().clone(),
-        None => Bytes::copy_from_slice(ctx.method()),
+    let method = match &owed {
+        Owed::Answer(r) => r.method().clone(),
+        Owed::Notify(_) => Bytes::copy_from_slice(ctx.method()),
     };
     let request = Request {
         method,
@@ -670,7 +678,7 @@ fn submit_blocking(pool: &BlockingPool, ctx: &mut Context<'_>, handler: &Blockin
         metadata: ctx.metadata().cloned(),
         extensions: ctx.extensions.clone(),
     };
-    pool.submit(handler.clone(), request, responder);
+    pool.submit(handler.clone(), request, owed);
 }
 
 fn log_panic(ctx: &Context<'_>, what: &str) {
@@ -754,17 +762,37 @@ impl Router {
         method: &str,
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Result<(), RouteError> {
+        self.add_route(method, Arc::new(handler), false)
+    }
+
+    /// Registers `handler` for `method`; `blocking`: it queues work for the pool (so a
+    /// Notify takes a place among the connection's deferred work).
+    fn add_route(
+        &mut self,
+        method: &str,
+        handler: Handler,
+        blocking: bool,
+    ) -> Result<(), RouteError> {
         check_method(method)?;
-        let handler: Handler = Arc::new(handler);
         let next = self.routes.len() as u32;
         self.routes
             .entry(method.as_bytes().into())
-            .and_modify(|r| r.handler = handler.clone())
+            .and_modify(|r| {
+                r.handler = handler.clone();
+                r.blocking = blocking;
+            })
             .or_insert(Route {
                 handler,
                 index: next,
+                blocking,
             });
         Ok(())
+    }
+
+    /// Whether `method` is served on the blocking pool, where a Notify too holds a place
+    /// among its connection's deferred work until its handler returns.
+    pub(crate) fn is_blocking(&self, method: &[u8]) -> bool {
+        self.routes.get(method).is_some_and(|r| r.blocking)
     }
 
     /// Registers a blocking `handler` for `method`, replacing any earlier one: it runs on the
@@ -792,7 +820,9 @@ impl Router {
         check_method(method)?;
         let handler: BlockingHandler = Arc::new(move |request| handler(request).into_reply());
         let pool = self.blocking.clone();
-        self.add(method, move |ctx| submit_blocking(&pool, ctx, &handler))
+        let route: Handler =
+            Arc::new(move |ctx: &mut Context<'_>| submit_blocking(&pool, ctx, &handler));
+        self.add_route(method, route, true)
     }
 
     /// Registers a typed `handler` for `method`: its arguments are extractors ([`Json`],
@@ -1039,6 +1069,8 @@ impl Router {
 struct Route {
     handler: Handler,
     index: u32,
+    /// Served on the blocking pool.
+    blocking: bool,
 }
 
 /// What happened to a dispatched frame.

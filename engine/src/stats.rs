@@ -42,6 +42,9 @@ pub struct CoreStats {
     /// Answers still owed (responders, blocking jobs) when the shutdown grace ended, whose
     /// connections were closed without them.
     pub answers_abandoned: u64,
+    /// Requests refused, and Notifies to blocking methods dropped, because their connection
+    /// had `max_in_flight_per_conn` answers or blocking jobs pending.
+    pub refused_in_flight: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
     /// Connections closed by a socket error (reset, broken pipe).
@@ -104,6 +107,7 @@ impl CoreStats {
             panics,
             callback_panics,
             answers_abandoned,
+            refused_in_flight,
             protocol_errors,
             socket_errors,
             recv_buffers_exhausted,
@@ -138,6 +142,7 @@ impl CoreStats {
         self.panics += panics;
         self.callback_panics += callback_panics;
         self.answers_abandoned += answers_abandoned;
+        self.refused_in_flight += refused_in_flight;
         self.protocol_errors += protocol_errors;
         self.socket_errors += socket_errors;
         self.recv_buffers_exhausted += recv_buffers_exhausted;
@@ -176,6 +181,7 @@ impl CoreStats {
         self.notifies += after.notifies - before.notifies;
         self.not_found += after.not_found - before.not_found;
         self.panics += after.panics - before.panics;
+        self.refused_in_flight += after.refused_in_flight - before.refused_in_flight;
         self.streams_opened += after.streams_opened - before.streams_opened;
         self.stream_frames += after.stream_frames - before.stream_frames;
         self.gzip_in += after.gzip_in - before.gzip_in;

@@ -4,22 +4,56 @@
 //!
 //! Invariants: the reactor only adds to the inbox and only takes from the window; users only
 //! take from the inbox and only add to the window, so the two sides meet under one lock and
-//! each wait has exactly one waker. The inbox holds the connection's reading (the reactor is
-//! told through `held`) from the moment it reaches its limit until a receive brings it to
-//! half; the window lets a sender have at most its size unsent (one frame of any size when
-//! nothing else is). Once `end` is set, the inbox takes nothing more and waiting senders
-//! fail.
+//! each wait has exactly one waker. The inbox counts each item at what it costs in memory
+//! ([`item_cost`]: payload, metadata block and a fixed overhead, never its payload alone,
+//! so tiny frames with big metadata cannot queue by the million), and keeps metadata
+//! encoded, so an item never takes more than that; it holds the connection's
+//! reading (the reactor is told through `held`) from the moment that count reaches its
+//! limit until a receive brings it to half; the window lets a sender have at most its size
+//! unsent (one frame of any size when nothing else is). Once `end` is set, the inbox takes
+//! nothing more and waiting senders fail.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use ringrpc_protocol::metadata::Metadata;
+use ringrpc_protocol::metadata::{Metadata, split_metadata};
 
 use crate::error::StreamError;
+
+/// What holding one inbox item costs besides its payload and metadata bytes, counted from
+/// above: its queue slot, doubled (the queue grows by doubling), and the allocator's
+/// headers and rounding for its two buffers.
+pub(crate) const ITEM_OVERHEAD: usize = 2 * std::mem::size_of::<Item>() + 64;
+
+/// The bytes an inbox item is counted at: its payload, its metadata block as the inbox
+/// keeps it (encoded, as on the wire: a frame of 1 byte carrying a 4 KiB block counts as
+/// about 4 KiB) and [`ITEM_OVERHEAD`].
+pub(crate) fn item_cost(data: &[u8], metadata_block: Option<&Bytes>) -> usize {
+    ITEM_OVERHEAD + data.len() + metadata_block.map_or(0, Bytes::len)
+}
+
+/// `metadata` as the inbox keeps it: its encoded block, which takes what it took on the
+/// wire (decoded, a block of many tiny entries would take many times that).
+fn encode_block(metadata: &Metadata) -> Bytes {
+    let mut block = BytesMut::with_capacity(metadata.encoded_len());
+    metadata.encode_block(&mut block);
+    block.freeze()
+}
+
+/// The metadata of a block [`encode_block`] made (so it always decodes).
+fn decode_block(block: &[u8]) -> Option<Box<Metadata>> {
+    match split_metadata(block) {
+        Ok((_, metadata)) => Some(Box::new(metadata)),
+        Err(e) => {
+            tracing::error!("a stream inbox's own metadata block did not decode: {e}");
+            None
+        }
+    }
+}
 
 /// One frame a user of a stream asked to send, on its way to the reactor.
 #[derive(Debug)]
@@ -55,9 +89,20 @@ pub(crate) struct StreamShared {
     writable: Condvar,
 }
 
+/// One received frame waiting in the inbox.
+#[derive(Debug)]
+struct Item {
+    data: Bytes,
+    /// Its metadata's encoded block.
+    metadata: Option<Bytes>,
+    /// What it was counted at ([`item_cost`]).
+    cost: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<(Bytes, Option<Box<Metadata>>)>,
+    items: VecDeque<Item>,
+    /// The items' costs summed: what the inbox holds, in bytes.
     queued: usize,
     /// How the peer ended the stream (`Ok` = EOF); set once.
     end: Option<Result<(), StreamError>>,
@@ -158,16 +203,22 @@ impl StreamShared {
 
     /// Adds received data; returns true when the inbox just became full, so the reactor
     /// must hold the connection's reading until a receive posts a resume.
-    pub(crate) fn deliver(&self, data: Bytes, metadata: Option<Box<Metadata>>) -> bool {
+    pub(crate) fn deliver(&self, data: Bytes, metadata: Option<&Metadata>) -> bool {
         if self.abandoned.load(Ordering::Acquire) {
             return false;
         }
+        let metadata = metadata.map(encode_block);
+        let cost = item_cost(&data, metadata.as_ref());
         let mut state = self.lock();
         if state.end.is_some() {
             return false;
         }
-        state.queued += data.len();
-        state.items.push_back((data, metadata));
+        state.queued += cost;
+        state.items.push_back(Item {
+            data,
+            metadata,
+            cost,
+        });
         self.readable.notify_one();
         if !state.held && state.queued >= self.queue_limit() {
             state.held = true;
@@ -212,15 +263,21 @@ impl StreamShared {
     pub(crate) fn receive(&self, wait: bool, deadline: Option<Instant>) -> Received {
         let mut state = self.lock();
         loop {
-            if let Some((data, metadata)) = state.items.pop_front() {
-                state.queued -= data.len();
+            if let Some(Item {
+                data,
+                metadata,
+                cost,
+            }) = state.items.pop_front()
+            {
+                state.queued -= cost;
                 let resume = state.held && state.queued <= self.queue_limit() / 2;
                 if resume {
                     state.held = false;
                 }
+                drop(state);
                 return Received::Data {
                     data,
-                    metadata,
+                    metadata: metadata.as_deref().and_then(decode_block),
                     resume,
                 };
             }
@@ -268,7 +325,7 @@ impl StreamShared {
         }
     }
 
-    /// Bytes waiting in the inbox.
+    /// Bytes the inbox holds, each item at its [`item_cost`].
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.lock().queued
@@ -281,22 +338,55 @@ mod tests {
 
     #[test]
     fn inbox_holds_reading_at_its_limit_and_resumes_at_half() {
-        let s = StreamShared::new(Bytes::from_static(b"/s"), true, 100, 100);
+        let item = item_cost(&[0u8; 60], None);
+        let s = StreamShared::new(Bytes::from_static(b"/s"), true, 2 * item + 1, 100);
+        assert!(!s.deliver(Bytes::from(vec![0u8; 60]), None));
         assert!(!s.deliver(Bytes::from(vec![0u8; 60]), None));
         assert!(
             s.deliver(Bytes::from(vec![0u8; 60]), None),
-            "full at 120 >= 100"
+            "full at 3 items >= 2 items + 1"
         );
-        assert!(!s.deliver(Bytes::from(vec![0u8; 10]), None), "told once");
+        assert!(!s.deliver(Bytes::from(vec![0u8; 60]), None), "told once");
         let Received::Data { resume, .. } = s.receive(false, None) else {
             panic!("data expected")
         };
-        assert!(!resume, "70 left, over half");
+        assert!(!resume, "3 items left, over half");
         let Received::Data { resume, .. } = s.receive(false, None) else {
             panic!("data expected")
         };
-        assert!(resume, "10 left, at most half");
-        assert_eq!(s.queued(), 10);
+        assert!(!resume, "2 items left, over half");
+        let Received::Data { resume, .. } = s.receive(false, None) else {
+            panic!("data expected")
+        };
+        assert!(resume, "1 item left, at most half");
+        assert_eq!(s.queued(), item);
+    }
+
+    /// A peer sending 1-byte frames each carrying a 4 KiB metadata block must fill the
+    /// inbox by what those frames hold in memory, not by their payload bytes.
+    #[test]
+    fn tiny_frames_with_big_metadata_fill_the_inbox_by_what_they_hold() {
+        let limit = 1 << 20;
+        let s = StreamShared::new(Bytes::from_static(b"/s"), true, limit, 100);
+        let mut md = Metadata::new();
+        md.insert("k", vec![7u8; 4000]).unwrap();
+        let mut delivered = 0;
+        while !s.deliver(Bytes::from_static(b"x"), Some(&md)) {
+            delivered += 1;
+            assert!(
+                delivered <= limit / 4000,
+                "{delivered} frames carrying 4 KiB of metadata each still fit a {limit}-byte inbox"
+            );
+        }
+        assert!(s.queued() >= limit);
+        let Received::Data { metadata, .. } = s.receive(false, None) else {
+            panic!("data expected")
+        };
+        assert_eq!(
+            metadata.as_deref(),
+            Some(&md),
+            "kept encoded, given back decoded"
+        );
     }
 
     #[test]

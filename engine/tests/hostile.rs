@@ -327,21 +327,25 @@ fn requests_past_the_in_flight_limit_are_refused_until_answers_go_out() {
 /// Set in the environment of the child that serves for the memory test.
 const RSS_CHILD: &str = "RINGRPC_TEST_RSS_SERVER";
 
-/// Resident memory of process `pid`, in bytes.
+/// Resident memory of process `pid`, in bytes, counted from its page tables now
+/// (`smaps_rollup`; `status`'s `VmRSS` may lag by the pages its threads touched lately).
 fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("Rss:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap();
     kib * 1024
 }
 
-/// Waits until the loopback connection `client` → `server` has nothing queued in either
-/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
-fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
+/// What the kernel holds of the loopback connection `client` → `server`: bytes the client
+/// has not sent yet and bytes the server has not read yet (`None` while it is not listed).
+fn kernel_queues(
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+) -> (Option<u64>, Option<u64>) {
     let hex = |a: std::net::SocketAddr| match a {
         std::net::SocketAddr::V4(v4) => {
             format!(
@@ -353,24 +357,29 @@ fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
         std::net::SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
     };
     let (c, s) = (hex(client), hex(server));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
+    let queues = |local: &str, remote: &str| {
+        table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 4 && f[1] == local && f[2] == remote).then(|| {
+                let (tx, rx) = f[4].split_once(':').unwrap();
+                (
+                    u64::from_str_radix(tx, 16).unwrap(),
+                    u64::from_str_radix(rx, 16).unwrap(),
+                )
+            })
+        })
+    };
+    (queues(&c, &s).map(|q| q.0), queues(&s, &c).map(|q| q.1))
+}
+
+/// Waits until the loopback connection `client` → `server` has nothing queued in either
+/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
+fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
     let deadline = std::time::Instant::now() + LONG;
     loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
-        let queues = |local: &str, remote: &str| {
-            table.lines().find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() > 4 && f[1] == local && f[2] == remote).then(|| {
-                    let (tx, rx) = f[4].split_once(':').unwrap();
-                    (
-                        u64::from_str_radix(tx, 16).unwrap(),
-                        u64::from_str_radix(rx, 16).unwrap(),
-                    )
-                })
-            })
-        };
-        let client_unsent = queues(&c, &s).map(|q| q.0);
-        let server_unread = queues(&s, &c).map(|q| q.1);
+        let (client_unsent, server_unread) = kernel_queues(client, server);
         if client_unsent == Some(0) && server_unread == Some(0) {
             return;
         }
@@ -382,62 +391,137 @@ fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
     }
 }
 
-/// The server of the memory test, alone in a process of its own: this test binary started
+/// Waits until the server has read everything sent on `client` → `server`, or has stopped
+/// reading it (what the kernel holds unchanged for half a second).
+fn wait_read_or_stopped(client: std::net::SocketAddr, server: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + LONG;
+    let mut last = (kernel_queues(client, server), std::time::Instant::now());
+    loop {
+        thread::sleep(Duration::from_millis(5));
+        let now = kernel_queues(client, server);
+        if now == (Some(0), Some(0)) {
+            return;
+        }
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if last.1.elapsed() >= Duration::from_millis(500) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server went on reading: {now:?}"
+        );
+    }
+}
+
+/// The stream method whose handler keeps every stream and never reads from it, so what a
+/// peer sends on it stays in the stream's inbox (until stdin closes).
+const HOARD: &str = "/hoard";
+
+/// The server of the memory tests, alone in a process of its own: this test binary started
 /// again to run only this function, with `RSS_CHILD` set. It prints its address, serves
-/// until its stdin closes, then prints "released" once every connection was released.
-/// Without `RSS_CHILD` (an ordinary test run) it does nothing.
+/// (the built-ins and [`HOARD`]) until its stdin closes, drops the hoarded streams, then
+/// prints "released" once every connection was released. Without `RSS_CHILD` (an ordinary
+/// test run) it does nothing. It has 64 receive buffers (1 MiB) instead of 512, so what
+/// the kernel already put in them when a connection stops reading, which is decoded all
+/// the same, stays small beside what the tests measure.
 #[test]
 fn rss_child_server() {
+    use std::sync::{Arc, Mutex};
     if std::env::var_os(RSS_CHILD).is_none() {
         return;
     }
-    let server = start(Config::builder().cores(1));
+    let hoard: Arc<Mutex<Vec<ringrpc::Stream>>> = Arc::default();
+    let keep = hoard.clone();
+    let config = Config::builder()
+        .cores(1)
+        .recv_buffers(64)
+        .listen("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .route_stream_blocking(HOARD, move |stream| keep.lock().unwrap().push(stream))
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
     println!("rss-child-addr {}", server.local_addr());
     std::io::stdout().flush().unwrap();
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
+    // Dropped streams discard what comes, so their connections read (and see EOF) again.
+    hoard.lock().unwrap().clear();
     still_serves_and_releases_everything(server);
     println!("rss-child-released");
 }
 
+/// [`rss_child_server`] running in a child process, for measuring the engine's memory alone.
+struct RssChild {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    addr: std::net::SocketAddr,
+}
+
+impl RssChild {
+    /// Starts the child and waits for its address.
+    fn start() -> RssChild {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "rss_child_server",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(RSS_CHILD, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the child server exited early"
+            );
+            // The harness may have started the line ("test rss_child_server ... ").
+            if let Some((_, a)) = line.trim().split_once("rss-child-addr ") {
+                break a.parse().unwrap();
+            }
+        };
+        RssChild { child, out, addr }
+    }
+
+    /// The child's resident memory, in bytes.
+    fn rss(&self) -> u64 {
+        rss_bytes(self.child.id())
+    }
+
+    /// Closing its stdin stops the child, which checks every connection was released.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "child server failed: {rest}");
+        assert!(rest.contains("rss-child-released"), "{rest}");
+    }
+}
+
 #[test]
 fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     // The server runs in a process of its own, so the memory measured is the engine's and
     // no other test's running in this one.
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "rss_child_server",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(RSS_CHILD, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr: std::net::SocketAddr = loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the child server exited early"
-        );
-        // The harness may have started the line ("test rss_child_server ... ").
-        if let Some((_, a)) = line.trim().split_once("rss-child-addr ") {
-            break a.parse().unwrap();
-        }
-    };
-
+    let child = RssChild::start();
+    let addr = child.addr;
     let mut c = Client::connect(addr);
     c.echo(0, b"warm up");
-    let before = rss_bytes(pid);
+    let before = child.rss();
     // A Request declaring the largest body allowed (64 MiB - 16)...
     let declared = ringrpc_protocol::DEFAULT_MAX_BODY;
     let mut head = Vec::new();
@@ -454,20 +538,100 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
     // Every byte sent has left both kernels' queues: the reactor has read it all.
     wait_all_read(c.sock.local_addr().unwrap(), addr);
     Client::connect(addr).echo(1, b"sync");
-    let grown = rss_bytes(pid).saturating_sub(before);
+    let grown = child.rss().saturating_sub(before);
     assert!(
         grown < 24 << 20,
         "resident memory grew {grown} bytes for 2 MiB received of a {declared}-byte declared body"
     );
     drop(c);
+    child.finish();
+}
 
-    // Closing its stdin stops the child, which checks every connection was released.
-    drop(child.stdin.take());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "child server failed: {rest}");
-    assert!(rest.contains("rss-child-released"), "{rest}");
+/// Frames of one stream opened by the client (id 1) to [`HOARD`], each carrying 1 byte of
+/// payload and `metadata`, back to back: `count` of them.
+fn hoard_frames(metadata: &ringrpc_protocol::metadata::Metadata, count: usize) -> Vec<u8> {
+    let mut frame = Frame::new(
+        ringrpc_protocol::Command::Stream,
+        ringrpc_protocol::Flags::default(),
+        1,
+        HOARD.into(),
+        bytes::Bytes::from_static(b"x"),
+    );
+    frame.header.stream_local = true;
+    let mut one = bytes::BytesMut::from(&frame.to_bytes()[..]);
+    ringrpc_protocol::metadata::append_metadata(&mut one, metadata).unwrap();
+    one.repeat(count)
+}
+
+/// Writes `wire` from a thread of its own, which gives up once the server has read nothing
+/// for a second (it stopped reading); returns the bytes written.
+fn write_until_refused(c: &Client, wire: Vec<u8>) -> thread::JoinHandle<usize> {
+    let mut sock = c.sock.try_clone().unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    thread::spawn(move || {
+        let mut sent = 0;
+        while sent < wire.len() {
+            match sock.write(&wire[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        sent
+    })
+}
+
+/// Frames of 1 byte carrying a 4 KiB metadata block each must fill a stream's inbox by what
+/// they hold, so the connection stops reading near `stream_queue_bytes` (1 MiB) instead of
+/// after about a million of them (4 GiB). Two peers: one sends blocks of a single 4 KiB
+/// value, the other blocks of about 800 tiny entries, which would take some 20 times their
+/// wire bytes if the inbox kept them decoded.
+#[test]
+fn tiny_stream_frames_with_big_metadata_cost_only_the_inbox_limit() {
+    use ringrpc_protocol::metadata::Metadata;
+    let child = RssChild::start();
+    let addr = child.addr;
+    let mut sync = Client::connect(addr);
+    sync.echo(0, b"warm up");
+    let before = child.rss();
+
+    let mut one_value = Metadata::new();
+    one_value.insert("k", vec![7u8; 4000]).unwrap();
+    // Distinct two-letter keys with empty values, as many as one block holds (about 800).
+    let mut many_keys = Metadata::new();
+    let letters = ('a'..='z').chain('A'..='Z');
+    let keys = letters
+        .clone()
+        .flat_map(|a| letters.clone().map(move |b| format!("{a}{b}")));
+    for key in keys {
+        if many_keys.insert(key, vec![]).is_err() {
+            break;
+        }
+    }
+    assert!(many_keys.len() > 700);
+    // One peer after the other, each until the server stops reading from it: 64 MiB of
+    // the first kind, then 400 frames of the second (over 30 MiB decoded).
+    let mut sent = Vec::new();
+    let mut peers = Vec::new();
+    for (metadata, count) in [(&one_value, 16 << 10), (&many_keys, 400)] {
+        let peer = Client::connect(addr);
+        sent.push(
+            write_until_refused(&peer, hoard_frames(metadata, count))
+                .join()
+                .unwrap(),
+        );
+        wait_read_or_stopped(peer.sock.local_addr().unwrap(), addr);
+        peers.push(peer);
+    }
+    sync.echo(1, b"sync");
+    let grown = child.rss().saturating_sub(before);
+    assert!(
+        grown < 24 << 20,
+        "resident memory grew {grown} bytes; the peers wrote {sent:?} bytes of 1-byte stream frames with 4 KiB of metadata each"
+    );
+    drop(peers);
+    child.finish();
 }
 
 #[test]

@@ -206,6 +206,7 @@ fn scraped_numbers_match_the_traffic_and_promtool_accepts_them() {
     assert_eq!(value(&text, "ringrpc_connections_accepted_total", &[]), 1.0);
     assert_eq!(value(&text, "ringrpc_connections_open", &[]), 1.0);
     assert_eq!(value(&text, "ringrpc_protocol_errors_total", &[]), 0.0);
+    assert_eq!(value(&text, "ringrpc_refused_in_flight_total", &[]), 0.0);
     // Per method, summed over cores; unknown names lumped, never a label of their own.
     let m = |method| {
         value(
@@ -324,6 +325,7 @@ fn pubsub_counters_appear_when_pubsub_is_served() {
     let text = scrape(&server);
     assert_eq!(value(&text, "ringrpc_pubsub_published_total", &[]), 1.0);
     assert_eq!(value(&text, "ringrpc_pubsub_subscribers", &[]), 0.0);
+    assert_eq!(value(&text, "ringrpc_pubsub_connections", &[]), 0.0);
     // The pub/sub routes are methods like any other.
     value(
         &text,

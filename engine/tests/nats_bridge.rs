@@ -147,3 +147,41 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     sock.read_to_string(&mut text).unwrap();
     text
 }
+
+/// Each time a topic gains its first local subscriber the bridge starts a task for the
+/// topic's publish-to-one queue group, and stops it when the topic loses its last: churning
+/// a topic many times leaves no task behind.
+#[test]
+fn a_topic_subscribed_and_unsubscribed_many_times_leaves_no_task_behind() {
+    if !have_tool("nats-server") {
+        return;
+    }
+    let port = free_port();
+    let _nats = start_nats(port);
+    let (server, _) = node(&format!("nats://127.0.0.1:{port}"));
+    wait_connected(&server);
+    let wait_tasks = |want: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let tasks = server.bridge_stats().unwrap().tasks;
+            if tasks == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {tasks} tasks, not {want}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // `ringrpc.pub.*` and `ringrpc.bcast`, once the start-up check is done.
+    wait_tasks(2, "at rest");
+    let client = Client::connect(&server.local_addr().to_string()).unwrap();
+    for round in 0..50 {
+        client.subscribe_topic("churn", |_| {}).unwrap();
+        wait_tasks(3, &format!("subscribed, round {round}"));
+        client.unsubscribe_topic("churn").unwrap();
+        wait_tasks(2, &format!("unsubscribed, round {round}"));
+    }
+    server.shutdown().unwrap();
+}

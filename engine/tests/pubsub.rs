@@ -415,3 +415,42 @@ fn the_config_knob_serves_pubsub_without_an_explicit_registration() {
     expect_publication(&mut c, &bytes);
     server.shutdown().unwrap();
 }
+
+/// A datagram peer that authenticated (`in_A` over UDP) is known to pub/sub only while the
+/// datagram endpoint knows it: datagram peers never disconnect, so it is forgotten when the
+/// endpoint forgets the quiet peer, instead of staying in the registry forever.
+#[test]
+fn a_datagram_peer_that_authenticated_is_forgotten_with_the_quiet_peer() {
+    let pubsub = PubSub::new().password("s3cret");
+    let config = Config::builder()
+        .cores(1)
+        .udp_listen("127.0.0.1:0")
+        .udp_dedup_window(Duration::from_millis(100));
+    let server = serve(config, &pubsub);
+    let to = server.udp_addr().unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(LONG)).unwrap();
+    let mut buf = [0u8; 2048];
+    for (seq, password) in [(1, "wrong"), (2, "s3cret")] {
+        let auth = Frame::request(seq, ringrpc::pubsub::AUTHENTICATE, password);
+        sock.send_to(&auth.to_bytes(), to).unwrap();
+        let n = sock.recv(&mut buf).unwrap();
+        let reply = ringrpc_protocol::Decoder::default()
+            .decode(&mut bytes::BytesMut::from(&buf[..n]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.header.seq, seq);
+        assert_eq!(reply.is_error(), password == "wrong");
+    }
+    assert_eq!(pubsub.stats().connections, 1, "authenticated");
+    let deadline = Instant::now() + LONG;
+    while pubsub.stats().connections != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the quiet datagram peer is still authenticated: {:?}",
+            pubsub.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.shutdown().unwrap();
+}

@@ -73,6 +73,85 @@ fn a_blocked_handler_does_not_hold_up_other_connections_on_its_core() {
     server.shutdown().unwrap();
 }
 
+/// Notifies to a blocking method take a place among the connection's deferred work, like
+/// Requests: past `max_in_flight_per_conn` they are dropped and counted, instead of queueing
+/// up to the pool's capacity (65,536 jobs of up to `max_body` each) for one peer.
+#[test]
+fn notifies_to_a_blocking_method_past_the_in_flight_limit_are_dropped_and_counted() {
+    let (started_tx, started_rx) = unbounded::<()>();
+    let (gate_tx, gate_rx) = unbounded::<()>();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .max_in_flight_per_conn(4)
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .blocking_threads(1)
+        .route_blocking("/note", move |_req| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            started_tx.send(()).unwrap();
+            gate_rx.recv_timeout(LONG).expect("the test opens the gate");
+            Ok::<_, ringrpc::HandlerError>(Vec::new())
+        })
+        .route_blocking("/ask", |_req| Ok::<_, ringrpc::HandlerError>("answered"))
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mut c = Client::connect(server.local_addr());
+    for _ in 0..100 {
+        c.send(&Frame::notify(0, "/note", vec![0u8; 1024]));
+    }
+    // Frames of a connection are handled in order: once this Ping is answered, every notify
+    // before it was either queued for the pool or dropped.
+    c.send(&Frame::ping());
+    assert_eq!(c.recv().header.cmd, Command::Pong);
+    started_rx
+        .recv_timeout(LONG)
+        .expect("the first notify runs");
+    // The four places are taken (one running, three queued): Requests are refused too.
+    let f = call(&mut c, 2, "/ask", b"");
+    assert!(f.is_error());
+    assert_eq!(text(&f), ringrpc::error::TOO_MANY_IN_FLIGHT);
+    let mut refused = 96 + 1;
+    for _ in 0..4 {
+        gate_tx.send(()).unwrap();
+    }
+    for _ in 1..4 {
+        started_rx
+            .recv_timeout(LONG)
+            .expect("the queued notifies run");
+    }
+    // Each finished notify gives its place back.
+    for seq in 3.. {
+        let f = call(&mut c, seq, "/ask", b"");
+        if !f.is_error() {
+            assert_eq!(text(&f), "answered");
+            break;
+        }
+        assert_eq!(text(&f), ringrpc::error::TOO_MANY_IN_FLIGHT);
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    gate_tx.send(()).unwrap();
+    c.send(&Frame::notify(0, "/note", vec![0u8; 1024]));
+    started_rx
+        .recv_timeout(LONG)
+        .expect("a notify after the backlog runs");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        5,
+        "4 of the 100, then the late one"
+    );
+    drop(c);
+    let total = server.shutdown().unwrap().total();
+    assert_eq!(total.refused_in_flight, refused, "{total:?}");
+}
+
 #[test]
 fn a_blocking_handler_sees_the_request_and_its_errors_and_panics_are_answered() {
     let (notes_tx, notes_rx) = unbounded::<ringrpc::Request>();

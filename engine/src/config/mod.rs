@@ -314,23 +314,31 @@ impl ConfigBuilder {
         self
     }
     /// Most Requests of one connection whose answers are deferred (to a responder or the
-    /// blocking pool) at once (default 4096); past it new Requests get the error
-    /// "too many requests in flight on this connection" at once instead of queueing work.
-    /// Each deferred answer holds its request's copy until sent.
+    /// blocking pool), and Notifies waiting for or running in a blocking handler, at once
+    /// (default 4096); past it new Requests get the error "too many requests in flight on
+    /// this connection" at once instead of queueing work, and Notifies to blocking methods
+    /// are dropped and counted. Each blocking job holds its request (method, payload,
+    /// metadata) until its handler returns; all connections' jobs together hold at most
+    /// 65,536 jobs and 256 MiB of requests (one of any size when none is held), so one
+    /// connection's worst case is the smaller of this × `max_body` and 256 MiB + `max_body`.
     pub fn max_in_flight_per_conn(mut self, n: usize) -> Self {
         self.max_in_flight_per_conn = n;
         self
     }
     /// Most streams open at once on one connection (default 1024); a peer opening more gets
     /// the error end "too many open streams on this connection". Each open stream costs
-    /// about 200 bytes plus what its inbox holds.
+    /// about 200 bytes plus what its inbox holds (see
+    /// [`stream_queue_bytes`](Self::stream_queue_bytes) for the total per connection).
     pub fn max_streams_per_conn(mut self, n: usize) -> Self {
         self.max_streams_per_conn = n;
         self
     }
     /// Bytes one stream's inbox holds before its connection stops reading until the
     /// consumer takes it to half (default 1 MiB): the memory a slow stream consumer can
-    /// cost, plus one receive buffer.
+    /// cost. Each frame counts at what it holds: payload, metadata block (kept encoded) and
+    /// about 200 bytes. Worst case per connection: `max_streams_per_conn` × this (1 GiB by
+    /// default), plus the frames already received when reading stopped (at most the core's
+    /// receive buffers, `recv_buffers` × `recv_buffer_size`: 8 MiB of frames).
     pub fn stream_queue_bytes(mut self, n: usize) -> Self {
         self.stream_queue_bytes = n;
         self
@@ -417,7 +425,8 @@ impl ConfigBuilder {
 
     /// How long a datagram request's answer is kept to answer its retries without running
     /// the handler again (default 5 s; should exceed the callers' whole retry span). Older
-    /// retries are dropped as stale, never run again.
+    /// retries are dropped as stale, never run again. A peer quiet this long is forgotten,
+    /// with its pub/sub authentication (`in_A`).
     pub fn udp_dedup_window(mut self, window: Duration) -> Self {
         self.udp_dedup_window = window;
         self

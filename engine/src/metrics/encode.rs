@@ -70,6 +70,11 @@ const CORE_COUNTERS: &[CounterDef] = &[
         |s| s.answers_abandoned,
     ),
     (
+        "ringrpc_refused_in_flight",
+        "Requests refused and blocking Notifies dropped: their connection had too many pending.",
+        |s| s.refused_in_flight,
+    ),
+    (
         "ringrpc_protocol_errors",
         "Connections closed for breaking the protocol.",
         |s| s.protocol_errors,
@@ -172,7 +177,7 @@ const CORE_COUNTERS: &[CounterDef] = &[
     ),
     (
         "ringrpc_udp_refused",
-        "UDP requests refused (rate or in-flight limits).",
+        "UDP requests and notifies refused (peer table full, or in-flight limit).",
         |s| s.udp.refused,
     ),
     (
@@ -391,6 +396,12 @@ impl Collector for Scrape {
                 "ringrpc_pubsub_topics",
                 "Topics with at least one subscriber now.",
                 one(p.topics as u64),
+            )?;
+            gauge(
+                &mut encoder,
+                "ringrpc_pubsub_connections",
+                "Connections and datagram peers authenticated or subscribed now.",
+                one(p.connections as u64),
             )?;
         }
         if let Some(b) = &self.bridge {

@@ -18,7 +18,10 @@
 //!   subscriber: a delivery to a connection over its send-queue limit (or to a core whose
 //!   inbox is full) is skipped and counted in [`PubSubStats::skipped`], never queued.
 //! - Subscriptions need a stream connection (TCP or WebSocket): a datagram peer has no
-//!   disconnect to clean them up.
+//!   disconnect to clean them up. A datagram peer may authenticate (to publish); its entry
+//!   goes when the datagram endpoint forgets the peer (quiet for `udp_dedup_window`, see
+//!   `udp`), which runs the same disconnect hook, so there are at most as many as the
+//!   endpoint's peer table holds (65,536 per core).
 
 #[cfg(test)]
 mod tests;
@@ -76,6 +79,9 @@ pub struct PubSubStats {
     pub subscribers: usize,
     /// Topics with at least one subscriber now.
     pub topics: usize,
+    /// Connections (and datagram peers) known now: authenticated with `in_A` (when a
+    /// password is set) or subscribed to a topic.
+    pub connections: usize,
 }
 
 /// The subscribers of one topic, in subscription order (swap-removed), for round-robin.
@@ -401,9 +407,10 @@ impl PubSub {
     /// The counters, and the subscriptions and topics now.
     pub fn stats(&self) -> PubSubStats {
         let dropped = self.state.tally.dropped.load(Ordering::Relaxed);
-        let (subscribers, topics) = {
+        let (subscribers, topics, connections) = {
             let registry = self.state.read();
-            (registry.subscriptions, registry.topics.len())
+            let r = &*registry;
+            (r.subscriptions, r.topics.len(), r.conns.len())
         };
         PubSubStats {
             published: self.state.published.load(Ordering::Relaxed),
@@ -411,6 +418,7 @@ impl PubSub {
             skipped: self.state.refused.load(Ordering::Relaxed) + dropped,
             subscribers,
             topics,
+            connections,
         }
     }
 

@@ -399,8 +399,10 @@ impl Reactor {
         self.take_mail();
     }
 
-    /// Acts on every deadline that has come.
+    /// Acts on every deadline that has come (after dropping stale ones, when they may
+    /// outnumber the live).
     fn run_due_timers(&mut self) {
+        self.compact_deadlines();
         while let Some((at, timer)) = self.deadlines.pop_due(self.now) {
             match timer {
                 TimerId::Stats => self.report_interval(),

@@ -16,7 +16,7 @@ use super::timers::TimerId;
 use crate::conn::CALL_DONE;
 use crate::contain::contain;
 use crate::datagram::Retry;
-use crate::error::CallError;
+use crate::error::{CallError, DisconnectReason};
 use crate::ids::ConnId;
 use crate::mailbox::{CallDone, Command};
 use crate::udp::UdpCore;
@@ -191,11 +191,18 @@ impl Reactor {
         }
     }
 
-    /// The periodic forgetting of quiet peers and expired cache entries.
+    /// The periodic forgetting of quiet peers and expired cache entries. A forgotten peer
+    /// is gone for the engine's own disconnect hooks (pub/sub forgets its authentication);
+    /// the user's `on_disconnect` never saw it connect, so it is not told.
     pub(super) fn on_udp_sweep(&mut self) {
         if let Some(udp) = self.udp.as_mut() {
-            let next = udp.core.sweep(self.now);
+            let (next, forgotten) = udp.core.sweep(self.now);
             self.deadlines.schedule(next, TimerId::UdpSweep);
+            for info in &forgotten {
+                for hook in &self.shared.hooks.internal_disconnect {
+                    hook(info, &DisconnectReason::IdleTimeout);
+                }
+            }
         }
     }
 

@@ -8,9 +8,10 @@
 //!   error end is an EOF frame with the error flag (0x01) carrying the text; a Go peer sees
 //!   it as data and EOF.
 //! - Memory is bounded both ways: a stream's inbox holds at most
-//!   [`StreamLimits::queue_bytes`] (plus one receive's worth) before its connection stops
-//!   reading, and a sender may have at most [`StreamLimits::send_window`] unsent before it
-//!   waits.
+//!   [`StreamLimits::queue_bytes`], each frame counted at what it holds (payload, metadata
+//!   block, about 200 bytes of overhead), before its connection stops reading (plus the
+//!   frames already received then), and a sender may have at most
+//!   [`StreamLimits::send_window`] unsent before it waits.
 //! - A reactor thread never blocks on a stream: there, a receive or send that would wait
 //!   fails with [`StreamError::WouldBlock`] instead.
 //! - Dropping a [`Stream`] closes its send side (an EOF, if none was sent) and discards
@@ -64,7 +65,9 @@ pub struct StreamLimits {
     /// Most streams open at once on one connection; a peer opening more gets an error end.
     pub max_streams: usize,
     /// Bytes a stream's inbox holds before its connection stops reading until a receive
-    /// takes it to half.
+    /// takes it to half. Each frame counts at what it holds: its payload, its metadata
+    /// block and about 200 bytes of overhead. A connection's inboxes hold at most
+    /// `max_streams` × this, plus the frames already received when reading stopped.
     pub queue_bytes: usize,
     /// Bytes a sender may have posted and not yet queued for the socket before `send`
     /// waits.

@@ -182,6 +182,13 @@ impl StreamTable {
         self.open.as_ref().map_or(0, |t| t.entries.len())
     }
 
+    /// Whether stream `key` is open (not yet closed both ways, expired or failed).
+    pub(crate) fn is_open(&self, key: StreamKey) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|t| t.entries.contains_key(&key))
+    }
+
     /// What the table counted.
     pub(crate) fn stats(&self) -> StreamStats {
         self.open
@@ -306,8 +313,8 @@ impl Open {
         match &entry.mode {
             Mode::Discard => {}
             Mode::Inbox => {
-                let md = metadata.map(|m| Box::new(m.clone()));
-                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data), md) {
+                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data), metadata)
+                {
                     entry.holding = true;
                     self.holding += 1;
                 }

@@ -88,9 +88,11 @@ fn a_full_inbox_holds_reading_until_received() {
         })
         .unwrap();
     let mut conn = Conn::for_fuzzing(1 << 20);
+    // Each 60-byte frame counts at its cost in memory: the third fills the inbox.
+    let item = crate::stream_state::item_cost(&[1u8; 60], None);
     conn.session.set_stream_limits(crate::StreamLimits {
         max_streams: 4,
-        queue_bytes: 100,
+        queue_bytes: 2 * item + 1,
         send_window: 100,
     });
     let mut wire = BytesMut::new();
@@ -98,12 +100,17 @@ fn a_full_inbox_holds_reading_until_received() {
         stream_frame(1, "/sink", &[1u8; 60], true, false).encode_to(&mut wire);
     }
     conn.handle_recv(&wire, &router).unwrap();
-    assert_eq!(conn.session.streams.holding(), 1, "120 bytes >= 100: hold");
+    assert_eq!(
+        conn.session.streams.holding(),
+        1,
+        "3 items >= 2 items + 1: hold"
+    );
     let stream = rx.recv().unwrap();
     for _ in 0..3 {
         assert_eq!(stream.recv().unwrap().unwrap().len(), 60);
     }
-    // The receive that took it to half (50) posted a resume; apply it as the reactor would.
+    // The receive that took it to half (1 item) posted a resume; apply it as the reactor
+    // would.
     let mut resumed = 0;
     let mailbox = conn.session.mailbox().clone();
     for cmd in mailbox.drain() {

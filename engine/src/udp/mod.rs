@@ -14,12 +14,15 @@
 //!   answered one is answered from the cache, a retry of a running one is dropped.
 //! - Memory is bounded: peers (`max_peers`), cached requests (`dedup_capacity`), pending
 //!   calls (each ends at its deadline, precisely, through the reactor's deadline heap —
-//!   nothing is left behind after a timeout).
+//!   nothing is left behind after a timeout). A peer is forgotten once quiet for the dedup
+//!   window with nothing in flight, and what the engine keeps for it elsewhere (pub/sub's
+//!   authentication) goes with it: its id is handed to the engine's own disconnect hooks.
 //! - Every outgoing frame fits `max_datagram`; a bigger one is refused at the sender.
 //! - A call's seq carries its core in the top 16 bits, so a Response that reached another
 //!   core's socket is forwarded to the core that waits for it.
 
 mod dedup;
+mod stats;
 
 use foldhash::HashMap;
 use std::net::SocketAddr;
@@ -42,79 +45,10 @@ use crate::mailbox::{CallDone, Mailbox};
 use crate::outqueue::OutQueue;
 use crate::router::Router;
 use dedup::{Admit, Dedup};
+pub use stats::UdpStats;
 
 /// Set in a [`ConnId`]'s slot for a datagram peer.
 pub(crate) const UDP_SLOT: u32 = 1 << 31;
-/// Counters of one core's datagram endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpStats {
-    /// Datagrams received.
-    pub datagrams_in: u64,
-    /// Datagrams sent.
-    pub datagrams_out: u64,
-    /// Requests dispatched (retries answered from the cache not counted).
-    pub requests: u64,
-    /// Notifies dispatched.
-    pub notifies: u64,
-    /// Datagrams that were not exactly one valid frame (dropped).
-    pub malformed: u64,
-    /// Requests seen again within the dedup window (resent from the cache or dropped).
-    pub duplicates: u64,
-    /// Of the duplicates, those older than anything still cached for their peer (dropped,
-    /// never run again).
-    pub stale: u64,
-    /// Requests refused because the peer table was full.
-    pub refused: u64,
-    /// Requests and notifies dropped because their peer sent faster than its rate limit.
-    pub rate_limited: u64,
-    /// Calls made from this endpoint.
-    pub calls: u64,
-    /// Call resends.
-    pub retries: u64,
-    /// Calls that timed out.
-    pub timeouts: u64,
-    /// Responses for no pending call (late, or duplicates of an answered one).
-    pub stray_responses: u64,
-    /// Sends that failed.
-    pub send_errors: u64,
-}
-
-impl UdpStats {
-    /// Adds every counter of `other`.
-    pub fn add(&mut self, other: &UdpStats) {
-        let UdpStats {
-            datagrams_in,
-            datagrams_out,
-            requests,
-            notifies,
-            malformed,
-            duplicates,
-            stale,
-            refused,
-            rate_limited,
-            calls,
-            retries,
-            timeouts,
-            stray_responses,
-            send_errors,
-        } = *other;
-        self.datagrams_in += datagrams_in;
-        self.datagrams_out += datagrams_out;
-        self.requests += requests;
-        self.notifies += notifies;
-        self.malformed += malformed;
-        self.duplicates += duplicates;
-        self.stale += stale;
-        self.refused += refused;
-        self.rate_limited += rate_limited;
-        self.calls += calls;
-        self.retries += retries;
-        self.timeouts += timeouts;
-        self.stray_responses += stray_responses;
-        self.send_errors += send_errors;
-    }
-}
-
 struct Peer {
     addr: SocketAddr,
     serial: u64,
@@ -367,12 +301,19 @@ impl UdpCore {
                 }
             }
             if self.peers[idx].in_flight.count() >= self.limits.max_in_flight_per_peer {
+                self.stats.refused += 1;
                 let flags = Flags(Flags::ERROR | (h.flags.0 & Flags::ASYNC));
                 let msg = TOO_MANY_IN_FLIGHT.as_bytes();
                 let answer = encode(Command::Response, flags, h.seq, frame.method, msg);
                 self.answer(from, h.seq, answer);
                 return;
             }
+        } else if self.peers[idx].in_flight.count() >= self.limits.max_in_flight_per_peer
+            && router.is_blocking(frame.method)
+        {
+            // A Notify to the blocking pool would hold a place too: dropped.
+            self.stats.refused += 1;
+            return;
         }
         if is_request {
             self.stats.requests += 1;
@@ -572,8 +513,9 @@ impl UdpCore {
     }
 
     /// Forgets peers quiet for longer than the dedup window with nothing in flight, and
-    /// expired cache entries; returns when to sweep next.
-    pub(crate) fn sweep(&mut self, now: Instant) -> Instant {
+    /// expired cache entries; returns when to sweep next, and the peers forgotten (the
+    /// reactor tells the engine's own disconnect hooks: a datagram peer has no other end).
+    pub(crate) fn sweep(&mut self, now: Instant) -> (Instant, Vec<ConnInfo>) {
         self.dedup.expire(now);
         let window = self.limits.dedup_window;
         let stale: Vec<usize> = self
@@ -584,12 +526,19 @@ impl UdpCore {
             })
             .map(|(idx, _)| idx)
             .collect();
+        let mut forgotten = Vec::with_capacity(stale.len());
         for idx in stale {
+            forgotten.push(self.info(idx));
             let peer = self.peers.remove(idx);
             self.by_addr.remove(&peer.addr);
             self.dedup.forget(&peer.addr);
         }
-        now + window
+        (now + window, forgotten)
+    }
+
+    /// Whether call `seq` still waits for its Response.
+    pub(crate) fn has_call(&self, seq: u64) -> bool {
+        self.calls.contains_key(&seq)
     }
 
     /// Fails every pending call (shutdown).

@@ -285,7 +285,10 @@ fn a_flood_of_distinct_seqs_stays_bounded_and_old_retries_never_run_again() {
     assert_eq!(runs.load(Ordering::SeqCst), 10_000);
     // After the window, the peer and its floor are forgotten: it may start over.
     let later = t + Duration::from_secs(6);
-    core.sweep(later);
+    let (_, forgotten) = core.sweep(later);
+    assert_eq!(forgotten.len(), 1, "handed to the disconnect hooks");
+    assert_eq!(forgotten[0].peer, addr(1));
+    assert!(UdpCore::owns(forgotten[0].id));
     assert_eq!(core.cached(), 0);
     assert_eq!(core.peers.len(), 0);
     core.out.clear();
@@ -394,4 +397,40 @@ fn a_peer_past_its_rate_is_dropped_and_counted_then_refilled() {
         core.on_datagram(later, addr(1), &req, &router, &mb);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 151);
+}
+
+/// Notifies to a blocking method hold a place among the peer's deferred work until their
+/// handler returns: past `max_in_flight_per_peer`, they are dropped and counted.
+#[test]
+fn blocking_notifies_past_the_peer_in_flight_limit_are_dropped() {
+    let (gate, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started) = crossbeam_channel::unbounded::<()>();
+    let mut router = Router::with_builtins();
+    router.set_blocking_threads(1);
+    router
+        .add_blocking("/note", move |_req| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok::<_, crate::HandlerError>(Vec::new())
+        })
+        .unwrap();
+    let mb = mailbox();
+    let mut core = UdpCore::new(0, limits());
+    let t = Instant::now();
+    let note = Frame::notify(0, "/note", "").to_bytes();
+    for _ in 0..20 {
+        core.on_datagram(t, addr(1), &note, &router, &mb);
+    }
+    assert_eq!(core.stats.notifies, 16, "the peer's 16 places");
+    assert_eq!(core.stats.refused, 4);
+    // A Request finds the places taken too.
+    let req = Frame::request(1, "/echo", "").to_bytes();
+    core.on_datagram(t, addr(1), &req, &router, &mb);
+    assert_eq!(core.stats.refused, 5);
+    let f = decode(&core.out.pop().unwrap().1);
+    assert_eq!(&f.payload[..], TOO_MANY_IN_FLIGHT.as_bytes());
+    for _ in 0..16 {
+        gate.send(()).unwrap();
+        started.recv().unwrap();
+    }
 }
