@@ -62,11 +62,11 @@ impl Codec {
 
 /// A typed call awaited: the call (already posted, or the encoding error), decoded when
 /// it answers.
-fn awaited<R: DeserializeOwned>(
+async fn awaited<R: DeserializeOwned>(
     codec: Codec,
     call: Result<crate::CallFuture, CallError>,
-) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
-    async move { codec.decode(&call?.await?) }
+) -> Result<R, CallError> {
+    codec.decode(&call?.await?)
 }
 
 impl Client {
