@@ -50,6 +50,7 @@ pub mod sys;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
+use std::num::NonZeroU64;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -65,8 +66,8 @@ use completion::Payload;
 pub use datagram::Datagram;
 pub use error::{RingError, SendError};
 pub use fd::SharedFd;
-use op::{GENERATION_MASK, INTERNAL_USER_DATA, Op, OpMem, Request};
-pub use op::{OpId, OpKind};
+pub use op::{CancelOutcome, OpId, OpKind};
+use op::{INTERNAL_USER_DATA, Op, OpMem, Request, USER_DATA_GENERATION_MASK, parse_user_data};
 pub use setup::RingFeatures;
 use setup::setup;
 
@@ -129,7 +130,8 @@ pub struct Ring {
     bufs: Rc<BufRing>,
     wake_fd: SharedFd,
     waker: Waker,
-    next_generation: u32,
+    /// The generation of the next op started (see `op`).
+    next_generation: NonZeroU64,
     features: RingFeatures,
 }
 
@@ -190,7 +192,7 @@ impl Ring {
             bufs,
             wake_fd: SharedFd::from(wake),
             waker,
-            next_generation: 0,
+            next_generation: NonZeroU64::MIN,
             features,
         })
     }
@@ -217,22 +219,25 @@ impl Ring {
         self.ops.len()
     }
 
-    /// Whether op `id` is still in flight.
+    /// Whether op `id` is still in flight: its slot holds the op of exactly that generation.
     pub fn is_in_flight(&self, id: OpId) -> bool {
         self.ops
             .get(id.index as usize)
             .is_some_and(|op| op.generation == id.generation)
     }
 
-    /// Asks the kernel to cancel op `id` (kernel ≥ 5.5); the op then finishes with
-    /// `-ECANCELED` (or with its own result, if it was already completing). Cancelling an op
-    /// that has already finished does nothing, even if its slot now holds a newer op. The
-    /// cancel request's own completion is consumed by the ring and never returned.
-    pub fn cancel(&mut self, id: OpId) -> io::Result<()> {
+    /// Asks the kernel to cancel op `id` (kernel ≥ 5.5) if it is still in flight
+    /// ([`CancelOutcome::Requested`]); the op then finishes with `-ECANCELED` (or with its own
+    /// result, if it was already completing). An id whose op has already finished is refused
+    /// ([`CancelOutcome::AlreadyFinished`]) and cancels nothing, even if its slot now holds a
+    /// newer op: the id's full generation must be the live op's (see `op`). The cancel
+    /// request's own completion is consumed by the ring and never returned.
+    pub fn cancel(&mut self, id: OpId) -> io::Result<CancelOutcome> {
         if !self.is_in_flight(id) {
-            return Ok(());
+            return Ok(CancelOutcome::AlreadyFinished);
         }
-        self.enqueue(Request::Cancel(id))
+        self.enqueue(Request::Cancel(id))?;
+        Ok(CancelOutcome::Requested)
     }
 
     /// Records an op and queues its SQE: one slab insert. On failure the record comes back.
@@ -243,7 +248,9 @@ impl Ring {
         mem: OpMem,
     ) -> Result<OpId, (io::Error, Op)> {
         let generation = self.next_generation;
-        self.next_generation = generation.wrapping_add(1) & GENERATION_MASK;
+        self.next_generation = generation
+            .checked_add(1)
+            .expect("2^64 ops started: more than centuries at any rate");
         let op = Op {
             tag,
             generation,
@@ -368,15 +375,19 @@ impl Ring {
             // Take the buffer first, so it goes back to the kernel whatever happens below.
             let recv_buf = cqueue::buffer_select(flags)
                 .map(|bid| RecvBuf::from_completion(&self.bufs, bid, result.max(0) as usize));
-            let Some(id) = OpId::from_user_data(cqe.user_data()) else {
+            let Some((index, low_generation)) = parse_user_data(cqe.user_data()) else {
                 continue; // our own cancel request
             };
-            let Some(op) = self.ops.get(id.index as usize) else {
+            let Some(op) = self.ops.get(index as usize) else {
                 continue;
             };
-            if op.generation != id.generation {
+            if op.generation.get() & USER_DATA_GENERATION_MASK != low_generation {
                 continue;
             }
+            let id = OpId {
+                index,
+                generation: op.generation,
+            };
             let kind = op.mem.kind();
             let tag = op.tag;
             let more = cqueue::more(flags);
@@ -457,5 +468,61 @@ impl Drop for Ring {
             std::mem::forget(std::mem::take(&mut self.ops));
             std::mem::forget(Rc::clone(&self.bufs));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Ring {
+        Ring::new(RingConfig {
+            entries: 8,
+            recv_buffers: 1,
+            recv_buffer_size: 64,
+        })
+        .expect("io_uring setup")
+    }
+
+    /// Reaps until `id`'s final completion (within 10 s) and returns its result.
+    fn final_result(ring: &mut Ring, id: OpId) -> i32 {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut done = Vec::new();
+        while Instant::now() < give_up {
+            ring.submit_and_wait_for(1, Duration::from_millis(100), &mut done)
+                .unwrap();
+            if let Some(c) = done.iter().find(|c| c.op() == id && !c.more()) {
+                return c.result();
+            }
+            done.clear();
+        }
+        panic!("op {id:?} did not finish within 10 s");
+    }
+
+    #[test]
+    fn a_stale_id_is_refused_even_when_the_kernel_could_not_tell_it_from_the_live_one() {
+        let mut ring = ring();
+        let old = ring.timeout(Duration::from_millis(1), 1).unwrap();
+        assert_eq!(final_result(&mut ring, old), -libc::ETIME);
+        // As if 2^31 ops had started since: the next op reuses the slot with a generation
+        // whose low 31 bits, all the kernel sees, are the old op's.
+        ring.next_generation = old.generation.checked_add(1 << 31).unwrap();
+        let new = ring.timeout(Duration::from_secs(3600), 2).unwrap();
+        assert_eq!(new.index, old.index);
+        assert_eq!(new.user_data(), old.user_data());
+        assert_ne!(new, old);
+
+        assert_eq!(ring.cancel(old).unwrap(), CancelOutcome::AlreadyFinished);
+        let mut done = Vec::new();
+        ring.submit_and_wait_for(1, Duration::from_millis(100), &mut done)
+            .unwrap();
+        assert!(
+            done.iter().all(|c| c.op() != new),
+            "the stale cancel reached the new op"
+        );
+        assert!(ring.is_in_flight(new));
+        // The live id does cancel it.
+        assert_eq!(ring.cancel(new).unwrap(), CancelOutcome::Requested);
+        assert_eq!(final_result(&mut ring, new), -libc::ECANCELED);
     }
 }
