@@ -1,6 +1,7 @@
 //! One client connection: keeps its request window full, checks every answer, expires timeouts.
-//! How payloads go out is [`crate::payload_frame`]'s; large echoes checked as they arrive are
-//! [`crate::arriving_echo`]'s.
+//! How payloads go out is [`crate::payload_frame`]'s; what arrives is handled in `receive`;
+//! large echoes checked as they arrive are [`crate::arriving_echo`]'s; how each answer is
+//! counted is [`crate::outcome`]'s.
 //!
 //! Invariants:
 //! - `in_flight` counts the units of outstanding requests that have not timed out.
@@ -8,27 +9,23 @@
 //! - While an echo is checked as it arrives (`incoming`), `rx` holds nothing: the echo's
 //!   bytes come first in every read until it is complete.
 
+mod receive;
+
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ringrpc_protocol::{Command, Flags, Header, parse_frame, write_frame};
+use ringrpc_protocol::{Command, Flags, write_frame};
 
-use crate::arriving_echo::{self, Incoming};
+use crate::arriving_echo::Incoming;
 use crate::pattern::{Pattern, write_stream_frame};
-use crate::payload;
 use crate::payload_frame::{self, put_payload_frame};
-use crate::pubsub::{self, SeqBits};
+use crate::pubsub::publication;
+use crate::window::{FORGET_AFTER_TIMEOUTS, Schedule, SeqHasher};
 use crate::worker::{Plan, RequestWindow, WorkerState};
-
-/// Longest server error text kept for the report.
-pub(crate) const ERROR_TEXT_MAX: usize = 200;
-/// Timed-out requests are forgotten this many timeouts after they were sent, bounding memory
-/// against a server that never answers; an answer after that counts as unexpected.
-pub(crate) const FORGET_AFTER_TIMEOUTS: u32 = 10;
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -85,34 +82,6 @@ pub(crate) struct Connection {
     ws: Option<Box<crate::ws::Unwrapper>>,
     /// Open loop: when the next request is due; `None` in the closed loop.
     schedule: Option<Schedule>,
-}
-
-/// Hashes our own sequence numbers: they are not attacker-chosen, so SipHash's protection
-/// buys nothing, and a multiplicative hash spreads consecutive seqs over every bit.
-#[derive(Debug, Default)]
-pub(crate) struct SeqHasher(u64);
-
-impl Hasher for SeqHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, seq: u64) {
-        self.0 = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// Open-loop sending times of one connection.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Schedule {
-    /// Intended send time of the next request; latency is measured from it, so a stalled
-    /// server cannot hide its stall by delaying our sends (coordinated omission).
-    pub next: Instant,
-    pub interval: Duration,
 }
 
 impl Connection {
@@ -294,7 +263,7 @@ impl Connection {
                     .pubsub
                     .as_ref()
                     .expect("a pubsub run's plan has the topic");
-                pubsub::encode_for_plan(
+                publication::encode_for_plan(
                     &mut state.payload_buf,
                     pubsub,
                     self.id,
@@ -376,186 +345,6 @@ impl Connection {
         Ok(true)
     }
 
-    /// Handles bytes that arrived, by whatever I/O, and refills the window. Whole frames are
-    /// checked straight from `data`; only a partial frame's bytes are copied.
-    pub(crate) fn on_received(
-        &mut self,
-        data: &[u8],
-        received_at: Instant,
-        plan: &Plan,
-        state: &mut WorkerState,
-    ) -> Result<(), String> {
-        if let Some(ws) = self.ws.as_mut() {
-            // Unwrap the messages, then decode their bytes as if read from a raw socket; the
-            // buffer they are unwrapped into is reused from one read to the next.
-            let mut arpc = std::mem::take(&mut ws.unwrapped);
-            let max = state.decoder.max_body() as usize + ringrpc_protocol::HEADER_LEN;
-            let result = ws
-                .feed(data, &mut arpc, &mut self.tx, max)
-                .and_then(|()| self.on_received_arpc(&arpc, received_at, plan, state));
-            arpc.clear();
-            if let Some(ws) = self.ws.as_mut() {
-                ws.unwrapped = arpc;
-            }
-            return result;
-        }
-        self.on_received_arpc(data, received_at, plan, state)
-    }
-
-    fn on_received_arpc(
-        &mut self,
-        data: &[u8],
-        received_at: Instant,
-        plan: &Plan,
-        state: &mut WorkerState,
-    ) -> Result<(), String> {
-        let mut data = data;
-        if let Some(incoming) = self.incoming.as_mut() {
-            data = &data[incoming.take(data)..];
-            if !incoming.is_complete() {
-                return Ok(());
-            }
-            let done = self.incoming.take().expect("checked above");
-            self.finish_incoming(done, received_at, plan, state);
-        }
-        let result = if self.rx.is_empty() {
-            let consumed = self.handle_frames(data, received_at, plan, state);
-            if let Ok(n) = consumed {
-                reserve_frame(&mut self.rx, &data[n..], state.decoder.max_body());
-                self.rx.extend_from_slice(&data[n..]);
-            }
-            consumed
-        } else {
-            self.rx.extend_from_slice(data);
-            let rx = std::mem::take(&mut self.rx);
-            let consumed = self.handle_frames(&rx, received_at, plan, state);
-            self.rx = rx;
-            if let Ok(n) = consumed {
-                self.rx.advance(n);
-            }
-            consumed
-        };
-        result?;
-        let pending = &self.pending;
-        if let Some(incoming) = arriving_echo::check_partial_as_it_arrives(
-            &mut self.rx,
-            state.decoder.max_body(),
-            plan.pattern,
-            plan.reflect,
-            plan.payload_len,
-            |seq| pending.get(&seq).map(|p| p.seed),
-        ) {
-            self.incoming = Some(incoming);
-        }
-        self.fill_window(received_at, plan, state);
-        Ok(())
-    }
-
-    /// The last piece of an echo checked as it arrived is in: settles its call.
-    fn finish_incoming(
-        &mut self,
-        done: Incoming,
-        received_at: Instant,
-        plan: &Plan,
-        state: &mut WorkerState,
-    ) {
-        state.frames_received += 1;
-        let Some(pending) = self.settle_answer(done.seq(), state) else {
-            return;
-        };
-        let mismatch = done.mismatch(plan.payload_len);
-        record_checked(mismatch, pending.sent_at, received_at, plan, state);
-    }
-
-    /// Handles every whole frame at the front of `bytes`; returns how many bytes they took.
-    fn handle_frames(
-        &mut self,
-        bytes: &[u8],
-        received_at: Instant,
-        plan: &Plan,
-        state: &mut WorkerState,
-    ) -> Result<usize, String> {
-        let mut used = 0;
-        loop {
-            match parse_frame(&bytes[used..], state.decoder.max_body()) {
-                Ok(Some((frame, len))) => {
-                    state.frames_received += 1;
-                    self.handle(frame.header, frame.payload, received_at, plan, state);
-                    used += len;
-                }
-                Ok(None) => return Ok(used),
-                Err(e) => return Err(format!("undecodable frame from the server: {e}")),
-            }
-        }
-    }
-
-    fn handle(
-        &mut self,
-        header: Header,
-        payload: &[u8],
-        received_at: Instant,
-        plan: &Plan,
-        state: &mut WorkerState,
-    ) {
-        match header.cmd {
-            Command::Stream if plan.pattern.uses_streams() && !header.stream_local => {
-                return self.handle_stream(header, payload, received_at, plan, state);
-            }
-            Command::Response => {}
-            // A reflecting server sends our own request back as the answer.
-            Command::Request if plan.reflect => {}
-            Command::Ping => {
-                let from = self.tx.len();
-                write_frame(
-                    &mut self.tx,
-                    Command::Pong,
-                    Flags::default(),
-                    0,
-                    header.seq,
-                    b"",
-                    b"",
-                );
-                self.seal(from);
-                return;
-            }
-            Command::Pong => return,
-            other => {
-                state.counters.note_unexpected(format!(
-                    "unsolicited {other:?} frame with seq {}",
-                    header.seq
-                ));
-                return;
-            }
-        }
-        let Some(pending) = self.settle_answer(header.seq, state) else {
-            return;
-        };
-        if plan.pattern == Pattern::Pubsub {
-            record_publish(
-                &header,
-                payload,
-                &pending,
-                self.id,
-                received_at,
-                plan,
-                state,
-            );
-        } else if pending.units > 1 || plan.pattern == Pattern::Notify {
-            // A barrier: it echoes nothing; it confirms the notifies before it.
-            record_batch(&header, payload, &pending, received_at, plan, state);
-        } else {
-            record_answer(
-                &header,
-                payload,
-                pending.seed,
-                pending.sent_at,
-                received_at,
-                plan,
-                state,
-            );
-        }
-    }
-
     /// The answer to `seq` arrived: takes its pending unit and settles it; `Some` when its
     /// outcome is to be recorded (an answer to nothing outstanding is counted unexpected).
     fn settle_answer(&mut self, seq: u64, state: &mut WorkerState) -> Option<Pending> {
@@ -579,89 +368,6 @@ impl Connection {
         }
         self.in_flight -= pending.units as usize;
         pending.measured
-    }
-
-    /// A frame on one of our streams (`--pattern stream|subscribe`).
-    fn handle_stream(
-        &mut self,
-        header: Header,
-        payload: &[u8],
-        received_at: Instant,
-        plan: &Plan,
-        state: &mut WorkerState,
-    ) {
-        let id = header.seq;
-        let bare_end = header.stream_eof && payload.is_empty() && !header.flags.is_error();
-        if plan.pattern == Pattern::Stream {
-            if bare_end {
-                return; // the server closing a stream; we never ask it to
-            }
-            let Some(pending) = self.pending.remove(&id) else {
-                state.counters.note_unexpected(format!(
-                    "stream {id} frame while none of ours is outstanding on it"
-                ));
-                return;
-            };
-            if !header.stream_eof {
-                self.idle_streams.push(id);
-            }
-            if self.settle(&pending, state) {
-                record_answer(
-                    &header,
-                    payload,
-                    pending.seed,
-                    pending.sent_at,
-                    received_at,
-                    plan,
-                    state,
-                );
-            }
-            return;
-        }
-        // Subscribe: one reply that echoes the payload, then the end.
-        let Some(pending) = self.pending.get_mut(&id) else {
-            if !bare_end {
-                state
-                    .counters
-                    .note_unexpected(format!("stream {id} frame for no outstanding subscribe"));
-            }
-            return;
-        };
-        let failed = header.flags.is_error()
-            || (!payload.is_empty()
-                && (pending.replied
-                    || payload::mismatch(pending.seed, plan.payload_len, payload).is_some()));
-        if !failed && !payload.is_empty() {
-            pending.replied = true;
-        }
-        if !(failed || header.stream_eof) {
-            return;
-        }
-        let Some(pending) = self.pending.remove(&id) else {
-            return;
-        };
-        if !self.settle(&pending, state) {
-            return;
-        }
-        if !failed && pending.replied {
-            record_success(1, pending.sent_at, received_at, plan, state);
-        } else if !failed {
-            let counters = &mut state.counters;
-            counters.mismatches += 1;
-            counters
-                .first_mismatch
-                .get_or_insert_with(|| format!("subscribe {id} ended without a reply"));
-        } else {
-            record_answer(
-                &header,
-                payload,
-                pending.seed,
-                pending.sent_at,
-                received_at,
-                plan,
-                state,
-            );
-        }
     }
 
     /// Counts requests unanswered for `plan.timeout` as timeouts and frees their window slots.
@@ -723,146 +429,5 @@ impl RequestWindow for Connection {
     }
     fn is_done(&self, now: Instant, plan: &Plan) -> bool {
         Connection::is_done(self, now, plan)
-    }
-}
-
-/// Checks the answer to a measured request sent (or due) at `sent_at` and counts it: an error
-/// response, a mismatched payload, or a correct answer whose latency is recorded. Every
-/// transport settles its answers here.
-pub(crate) fn record_answer(
-    header: &Header,
-    payload: &[u8],
-    seed: u64,
-    sent_at: Instant,
-    received_at: Instant,
-    plan: &Plan,
-    state: &mut WorkerState,
-) {
-    let counters = &mut state.counters;
-    if header.flags.is_error() {
-        counters.errors += 1;
-        note_error(counters, "seq", header.seq, payload);
-    } else {
-        let mismatch = payload::mismatch(seed, plan.payload_len, payload);
-        record_checked(mismatch, sent_at, received_at, plan, state);
-    }
-}
-
-/// Counts one answer whose payload was checked: a mismatch (why) or a success.
-fn record_checked(
-    mismatch: Option<String>,
-    sent_at: Instant,
-    received_at: Instant,
-    plan: &Plan,
-    state: &mut WorkerState,
-) {
-    if let Some(why) = mismatch {
-        state.counters.mismatches += 1;
-        state.counters.first_mismatch.get_or_insert(why);
-    } else {
-        record_success(1, sent_at, received_at, plan, state);
-    }
-}
-
-/// Keeps the first error Response's text (cut to [`ERROR_TEXT_MAX`]) for the report.
-fn note_error(counters: &mut crate::worker::Counters, what: &str, seq: u64, text: &[u8]) {
-    counters.first_error.get_or_insert_with(|| {
-        let text = String::from_utf8_lossy(text);
-        let text: String = text.chars().take(ERROR_TEXT_MAX).collect();
-        format!("{what} {seq}: {text}")
-    });
-}
-
-/// Counts `units` correct answers, each with the latency from `sent_at` to `received_at`.
-pub(crate) fn record_success(
-    units: u64,
-    sent_at: Instant,
-    received_at: Instant,
-    plan: &Plan,
-    state: &mut WorkerState,
-) {
-    let counters = &mut state.counters;
-    counters.answered += units;
-    if received_at < plan.deadline {
-        counters.answered_in_window += units;
-    }
-    let nanos = received_at.saturating_duration_since(sent_at).as_nanos();
-    let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
-    state.latencies.saturating_record_n(nanos, units);
-}
-
-/// Settles a publish by its Response: an error, an answer that is not empty (a mismatch), or
-/// a success whose seq joins the publisher's set of publishes answered OK, which every
-/// subscriber must then receive.
-fn record_publish(
-    header: &Header,
-    payload: &[u8],
-    pending: &Pending,
-    publisher: usize,
-    received_at: Instant,
-    plan: &Plan,
-    state: &mut WorkerState,
-) {
-    let counters = &mut state.counters;
-    if header.flags.is_error() {
-        counters.errors += 1;
-        note_error(counters, "publish seq", header.seq, payload);
-    } else if !payload.is_empty() {
-        counters.mismatches += 1;
-        counters.first_mismatch.get_or_insert_with(|| {
-            format!(
-                "publish seq {}: expected an empty answer, got {} bytes",
-                header.seq,
-                payload.len()
-            )
-        });
-    } else {
-        record_success(1, pending.sent_at, received_at, plan, state);
-        if state.published_ok.len() <= publisher {
-            state
-                .published_ok
-                .resize_with(publisher + 1, SeqBits::default);
-        }
-        state.published_ok[publisher].insert(header.seq);
-    }
-}
-
-/// Settles a batch of notifies by its barrier's Response: an error fails them all; an
-/// answer that is not the empty echo is a mismatch for all.
-fn record_batch(
-    header: &Header,
-    payload: &[u8],
-    pending: &Pending,
-    received_at: Instant,
-    plan: &Plan,
-    state: &mut WorkerState,
-) {
-    let units = pending.units as u64;
-    let counters = &mut state.counters;
-    if header.flags.is_error() {
-        counters.errors += units;
-        note_error(counters, "barrier seq", header.seq, payload);
-    } else if !payload.is_empty() {
-        counters.mismatches += units;
-        counters.first_mismatch.get_or_insert_with(|| {
-            format!(
-                "barrier seq {}: expected an empty echo, got {} bytes",
-                header.seq,
-                payload.len()
-            )
-        });
-    } else {
-        record_success(units, pending.sent_at, received_at, plan, state);
-    }
-}
-
-/// Reserves room for the whole frame that `tail` starts, once its header is in, so its
-/// pieces are appended without the buffer growing (and copying) under them. A header over
-/// `max_body` reserves nothing: it fails when it is parsed.
-fn reserve_frame(rx: &mut BytesMut, tail: &[u8], max_body: u32) {
-    if let Some(head) = tail.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>() {
-        if let Ok(len) = ringrpc_protocol::frame_len(head, max_body) {
-            rx.reserve(len);
-        }
     }
 }

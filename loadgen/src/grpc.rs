@@ -22,27 +22,20 @@ use bytes::Bytes;
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::{Config, Proto};
+use crate::cli::config::Config;
+use crate::cli::flags::Proto;
+use crate::connect::resolve;
+use crate::counters::Counters;
 use crate::cpu::{CpuSource, process_cpu_time};
+use crate::error::RunError;
+use crate::grpc_echo::echo::EchoRequest;
+use crate::grpc_echo::echo::echo_client::EchoClient;
 use crate::hdrlog::HdrLogFile;
 use crate::payload;
 use crate::report::Report;
-use crate::run::{RunError, Session, resolve};
-use crate::worker::{Counters, Plan, Shared};
+use crate::session::Session;
+use crate::worker::{Plan, Shared};
 
-/// The client generated from `benches/proto/echo.proto` by `build.rs`.
-mod echo {
-    tonic::include_proto!("ringrpc.echo");
-}
-
-use echo::EchoRequest;
-use echo::echo_client::EchoClient;
-
-/// The gRPC method every call invokes.
-pub(crate) const GRPC_ECHO_METHOD: &str = "/ringrpc.echo.Echo/Echo";
-/// Largest payload whose message (1 tag byte, 4 length bytes, the payload) fits tonic's
-/// default 4 MiB limit on decoded messages, which the server applies to requests.
-pub(crate) const GRPC_MAX_PAYLOAD: usize = 4 * 1024 * 1024 - 5;
 /// Longest server error text kept for the report.
 const ERROR_TEXT_MAX: usize = 200;
 

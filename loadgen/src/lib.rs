@@ -15,17 +15,25 @@
 mod arriving_echo;
 pub mod cli;
 mod conn;
+mod connect;
+mod counters;
 pub mod cpu;
+mod error;
 mod grpc;
+mod grpc_echo;
 mod hdrlog;
+mod outcome;
 pub mod pattern;
 pub mod payload;
 mod payload_frame;
 pub mod pubsub;
 pub mod report;
 mod run;
+mod session;
+mod std_worker;
 mod udp;
 mod uring;
+mod window;
 mod worker;
 mod ws;
 
@@ -33,6 +41,7 @@ pub use cli::{
     Cli, Config, CpuList, IoMode, Proto, Transport, UdpSettings, UsageError, parse_cpu_list,
     parse_duration,
 };
+pub use error::RunError;
 pub use pattern::Pattern;
 pub use report::Report;
-pub use run::{RunError, run};
+pub use run::run;

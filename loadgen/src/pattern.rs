@@ -40,7 +40,7 @@ impl Pattern {
         match self {
             Pattern::Call | Pattern::Notify => "/echo",
             Pattern::Stream | Pattern::Subscribe => "/echo/stream",
-            Pattern::Pubsub => crate::pubsub::METHOD_PUBLISH,
+            Pattern::Pubsub => crate::pubsub::publication::METHOD_PUBLISH,
         }
     }
 

@@ -24,10 +24,11 @@ use bytes::BytesMut;
 use mio::{Events, Interest, Poll, Token};
 use ringrpc_protocol::{Command, Flags, parse_frame, write_frame};
 
-use crate::cli::UdpSettings;
-use crate::conn::{FORGET_AFTER_TIMEOUTS, Schedule, SeqHasher, record_answer};
+use crate::cli::config::UdpSettings;
 use crate::cpu::WindowCpu;
+use crate::outcome::record_answer;
 use crate::payload;
+use crate::window::{FORGET_AFTER_TIMEOUTS, Schedule, SeqHasher};
 use crate::worker::{
     HOUSEKEEPING_INTERVAL, Plan, RequestWindow, Shared, WorkerOutput, WorkerState, end_of_turn,
     next_wake, publish,

@@ -1,7 +1,11 @@
-//! An I/O thread: drives its connections through warmup, measurement and drain, and keeps the
-//! thread's counters and latency histogram.
+//! What every I/O thread shares, whatever drives its connections (`std_worker`, `uring`,
+//! `udp`): the run's [`Plan`], the thread's [`WorkerState`] and what it publishes for the
+//! progress line ([`Shared`]), and the bookkeeping at the end of each loop turn.
+//!
+//! Invariant: an I/O thread's latencies reach its [`Shared`] only through [`publish`], at
+//! least every [`HOUSEKEEPING_INTERVAL`] and once more when the thread ends (gRPC callers,
+//! which are not I/O threads, record into theirs as each answer comes).
 
-use crate::pattern::Pattern;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,17 +14,17 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use ringrpc_protocol::Decoder;
 
-use crate::cli::UdpSettings;
-use crate::conn::Connection;
-use crate::cpu::{CpuSource, WindowCpu};
-use crate::pubsub::{PubsubPlan, SeqBits};
+use crate::cli::config::UdpSettings;
+use crate::counters::Counters;
+use crate::cpu::CpuSource;
+use crate::pattern::Pattern;
+use crate::pubsub::deliveries::SeqBits;
+use crate::pubsub::publication::PubsubPlan;
 
 /// Bytes asked of each read.
 const READ_SIZE: usize = 64 * 1024;
 /// How often timeouts are checked and latencies published for the progress line.
 pub(crate) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(10);
-/// Most connection-failure reasons kept per run.
-const MAX_FAILURE_REASONS: usize = 16;
 
 /// What every worker needs to know about the run; shared read-only.
 #[derive(Debug)]
@@ -45,68 +49,6 @@ pub(crate) struct Plan {
     pub udp: Option<UdpSettings>,
     /// `--pattern pubsub`: the topic and the clock publications carry.
     pub pubsub: Option<PubsubPlan>,
-}
-
-/// Outcome counts. Every measured request ends in exactly one of answered, errors,
-/// mismatches, timeouts or lost.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Counters {
-    pub sent: u64,
-    pub answered: u64,
-    /// Answered before the deadline: the numerator of requests/s.
-    pub answered_in_window: u64,
-    pub errors: u64,
-    pub mismatches: u64,
-    pub timeouts: u64,
-    pub lost: u64,
-    /// Frames that answer nothing outstanding; not tied to a sent request.
-    pub unexpected: u64,
-    /// Answers to requests already counted as timeouts.
-    pub late: u64,
-    pub connection_failures: u64,
-    /// UDP: resends of measured requests.
-    pub retries: u64,
-    /// UDP: answers to a measured seq that was already answered (discarded).
-    pub duplicates: u64,
-    pub connection_errors: Vec<String>,
-    pub first_error: Option<String>,
-    pub first_mismatch: Option<String>,
-    pub first_unexpected: Option<String>,
-}
-
-impl Counters {
-    pub(crate) fn note_unexpected(&mut self, what: String) {
-        self.unexpected += 1;
-        self.first_unexpected.get_or_insert(what);
-    }
-
-    pub(crate) fn note_connection_failure(&mut self, reason: String) {
-        self.connection_failures += 1;
-        if self.connection_errors.len() < MAX_FAILURE_REASONS {
-            self.connection_errors.push(reason);
-        }
-    }
-
-    pub(crate) fn merge(&mut self, other: Counters) {
-        self.sent += other.sent;
-        self.answered += other.answered;
-        self.answered_in_window += other.answered_in_window;
-        self.errors += other.errors;
-        self.mismatches += other.mismatches;
-        self.timeouts += other.timeouts;
-        self.lost += other.lost;
-        self.unexpected += other.unexpected;
-        self.late += other.late;
-        self.connection_failures += other.connection_failures;
-        self.retries += other.retries;
-        self.duplicates += other.duplicates;
-        let room = MAX_FAILURE_REASONS.saturating_sub(self.connection_errors.len());
-        self.connection_errors
-            .extend(other.connection_errors.into_iter().take(room));
-        self.first_error = self.first_error.take().or(other.first_error);
-        self.first_mismatch = self.first_mismatch.take().or(other.first_mismatch);
-        self.first_unexpected = self.first_unexpected.take().or(other.first_unexpected);
-    }
 }
 
 /// What a worker publishes while running, for the progress line and the final merge.
@@ -168,44 +110,6 @@ pub(crate) struct WorkerOutput {
     pub cpu_in_window: Option<Duration>,
     /// `--pattern pubsub`: [`WorkerState::published_ok`].
     pub published_ok: Vec<SeqBits>,
-}
-
-/// Runs `conns` until each is done or the drain deadline passes. Latencies end up in
-/// `shared.latencies`.
-pub(crate) fn run_worker(mut conns: Vec<Connection>, plan: &Plan, shared: &Shared) -> WorkerOutput {
-    let mut state = WorkerState::new(plan, shared);
-    let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
-    let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
-    loop {
-        let now = Instant::now();
-        cpu.observe(now);
-        let mut progressed = false;
-        for conn in conns.iter_mut().filter(|c| !c.is_done(now, plan)) {
-            progressed |= conn.step(now, plan, &mut state);
-        }
-        let now = Instant::now();
-        if end_of_turn(
-            &mut conns,
-            now,
-            plan,
-            &mut state,
-            shared,
-            &mut next_housekeeping,
-        ) {
-            break;
-        }
-        if !progressed {
-            // Non-blocking connections with nothing to do: let other threads run.
-            std::thread::yield_now();
-        }
-    }
-    cpu.finish();
-    publish(&mut state, shared);
-    WorkerOutput {
-        counters: state.counters,
-        cpu_in_window: cpu.used(),
-        published_ok: state.published_ok,
-    }
 }
 
 /// What [`end_of_turn`] needs of a connection, whatever its transport.

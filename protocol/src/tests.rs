@@ -1,4 +1,6 @@
 //! Unit tests: golden vectors, split-stream decoding, rejection of malformed headers.
+use bytes::{Bytes, BytesMut};
+
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {

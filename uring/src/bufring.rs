@@ -11,6 +11,10 @@
 //!   recycle one twice. (`mem::forget` of a `RecvBuf` loses that buffer for good; never unsound.)
 //! - The entries and the buffers are raw allocations, never behind a `&`/`&mut` to the whole
 //!   area, so the kernel writing one buffer does not alias a Rust reference to another.
+//! - No reference to an entry ever exists. The ring's tail, which the kernel reads whenever it
+//!   looks for a buffer, overlays entry 0's last field (`struct io_uring_buf_ring`), so an
+//!   entry is written field by field through raw pointers ([`Entry`]), and the tail is touched
+//!   only atomically (a `&AtomicU16` to those two bytes alone, never a `&mut` covering them).
 //! - Buffers `0..published` have been handed to the kernel; the rest were never touched (so
 //!   they cost address space, not memory) until [`BufRing::grow`] publishes them. Starting
 //!   small keeps the buffers that cycle few and warm in the cache: the kernel takes them in
@@ -27,6 +31,21 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 
+/// One entry of the ring as the kernel lays it out (`struct io_uring_buf`), written only field
+/// by field through raw pointers: entry 0's `resv` is the ring's tail, which the kernel reads
+/// at any time.
+#[repr(C)]
+struct Entry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    /// Entry 0's is the ring's tail; the others' are unused.
+    resv: u16,
+}
+
+// The layout io_uring's own binding of the entry has (and the kernel's, 16 bytes).
+const _: () = assert!(size_of::<Entry>() == size_of::<BufRingEntry>() && size_of::<Entry>() == 16);
+
 /// Page alignment the kernel requires for the ring entries.
 const RING_ALIGN: usize = 4096;
 /// Buffers published at first; [`BufRing::grow`] doubles that each time recvs run out.
@@ -34,7 +53,7 @@ pub(crate) const INITIAL_PUBLISHED: u16 = 64;
 
 /// A ring of `count` receive buffers of `size` bytes each.
 pub(crate) struct BufRing {
-    entries: *mut BufRingEntry,
+    entries: *mut Entry,
     entries_layout: Layout,
     buffers: *mut u8,
     buffers_layout: Layout,
@@ -64,13 +83,13 @@ impl BufRing {
     pub(crate) fn new(count: u16, buf_size: usize, bgid: u16) -> BufRing {
         debug_assert!(count.is_power_of_two() && buf_size > 0);
         let entries_layout =
-            Layout::from_size_align(count as usize * size_of::<BufRingEntry>(), RING_ALIGN)
+            Layout::from_size_align(count as usize * size_of::<Entry>(), RING_ALIGN)
                 .expect("buffer ring layout");
         let buffers_layout =
             Layout::from_size_align(count as usize * buf_size, 64).expect("receive buffer layout");
         // SAFETY: the layout has non-zero size (count ≥ 1). The allocation is owned by this
         // struct and freed in Drop with the same layout.
-        let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<BufRingEntry>();
+        let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<Entry>();
         if entries.is_null() {
             std::alloc::handle_alloc_error(entries_layout);
         }
@@ -136,22 +155,32 @@ impl BufRing {
         let tail = self.tail.get();
         let idx = (tail & self.mask) as usize;
         let addr = self.buffers as u64 + (bid as u64 * self.buf_size as u64);
-        // SAFETY: `idx < count`, so the entry lies inside our allocation. The kernel reads
-        // entries only between its head and the published tail; this one is at the unpublished
-        // tail, and at most `count` buffers exist, so it is not one the kernel may still read.
-        // `Ring` is !Send and `BufRing` lives in an `Rc`, so no other thread calls this.
-        let entry = unsafe { &mut *self.entries.add(idx) };
-        entry.set_addr(addr);
-        entry.set_len(self.buf_size as u32);
-        entry.set_bid(bid);
+        // SAFETY: `idx < count`, so the entry lies inside our allocation, which lives as long
+        // as `self`. The kernel reads entries only between its head and the published tail;
+        // this one is at the unpublished tail, and at most `count` buffers exist, so it is not
+        // one the kernel may still read. Its three fields are written through raw pointers, so
+        // no reference covers entry 0's `resv`, the tail the kernel reads meanwhile. `Ring` is
+        // !Send and `BufRing` lives in an `Rc`, so no other thread calls this.
+        unsafe {
+            let entry = self.entries.add(idx);
+            (&raw mut (*entry).addr).write(addr);
+            (&raw mut (*entry).len).write(self.buf_size as u32);
+            (&raw mut (*entry).bid).write(bid);
+        }
         self.tail.set(tail.wrapping_add(1));
     }
 
     fn publish(&self) {
-        // SAFETY: the tail field overlays entry 0's reserved field inside our allocation; it is
-        // only ever accessed atomically by us and only read by the kernel.
-        let tail = unsafe { &*(BufRingEntry::tail(self.entries).cast::<AtomicU16>()) };
-        tail.store(self.tail.get(), Ordering::Release);
+        self.kernel_tail().store(self.tail.get(), Ordering::Release);
+    }
+
+    /// The tail the kernel reads: entry 0's `resv`.
+    fn kernel_tail(&self) -> &AtomicU16 {
+        // SAFETY: entry 0's `resv` lies inside our allocation (count ≥ 1), which lives as long
+        // as `self`, and is 2-aligned (the allocation is page-aligned, the field at offset 14).
+        // Only these two bytes are borrowed, and they are only ever accessed atomically: stored
+        // here, read by the kernel; `push` writes entries' other fields through raw pointers.
+        unsafe { AtomicU16::from_ptr(&raw mut (*self.entries).resv) }
     }
 }
 
@@ -237,5 +266,56 @@ impl Drop for RecvBuf {
     fn drop(&mut self) {
         self.ring.push(self.bid);
         self.ring.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads entry `idx` the way the kernel does: field by field, through raw pointers.
+    fn entry(ring: &BufRing, idx: usize) -> (u64, u32, u16) {
+        assert!(idx < ring.count() as usize);
+        // SAFETY: `idx < count`, inside the allocation `ring` owns; no kernel uses this ring.
+        unsafe {
+            let e = ring.entries.add(idx);
+            (
+                (&raw const (*e).addr).read(),
+                (&raw const (*e).len).read(),
+                (&raw const (*e).bid).read(),
+            )
+        }
+    }
+
+    #[test]
+    fn entries_and_tail_are_where_the_kernel_reads_them() {
+        let ring = BufRing::new(4, 64, 0);
+        // SAFETY: `entries` is the ring's base, page-aligned and initialised (zeroed).
+        let theirs = unsafe { BufRingEntry::tail(ring.entries.cast()) };
+        assert_eq!(
+            theirs.cast::<AtomicU16>(),
+            std::ptr::from_ref(ring.kernel_tail())
+        );
+        assert_eq!(ring.kernel_tail().load(Ordering::Acquire), 4);
+        for bid in 0..4u16 {
+            let addr = ring.buffers as u64 + u64::from(bid) * 64;
+            assert_eq!(entry(&ring, usize::from(bid)), (addr, 64, bid));
+        }
+    }
+
+    /// The kernel may read the tail at any moment, also while the next entry is filled: a
+    /// view of the tail held across `push` sees it unchanged until `publish`, and filling
+    /// entry 0 leaves the tail's bytes alone.
+    #[test]
+    fn filling_entry_zero_leaves_the_tail_to_publish() {
+        let ring = BufRing::new(4, 64, 0);
+        let kernel_view = ring.kernel_tail();
+        assert_eq!(kernel_view.load(Ordering::Acquire), 4);
+        // All four buffers are published, so the next push lands on entry 4 & 3 = 0.
+        ring.push(2);
+        assert_eq!(kernel_view.load(Ordering::Acquire), 4, "not published yet");
+        ring.publish();
+        assert_eq!(kernel_view.load(Ordering::Acquire), 5);
+        assert_eq!(entry(&ring, 0), (ring.buffers as u64 + 2 * 64, 64, 2));
     }
 }

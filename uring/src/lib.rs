@@ -3,9 +3,10 @@
 //! the kernel is still using it. All of ringrpc's `unsafe` io_uring and syscall use lives in
 //! this crate; users can `#![deny(unsafe_code)]`.
 //!
-//! This file holds the [`Ring`]: its slab of op records, the one place SQEs are made
-//! (`enqueue`) and the reaper that turns CQEs into [`Completion`]s. The op records and
-//! [`OpId`] live in `op`, the [`Completion`] type in `completion`, ring creation with feature
+//! This file holds the [`Ring`]: its slab of op records, recording an op (`start`), the one
+//! place SQEs are made (`enqueue`), cancelling, and the reaper that turns CQEs into
+//! [`Completion`]s. The public methods that arm each kind of op live in `arm`, the op records
+//! and [`OpId`] in `op`, the [`Completion`] type in `completion`, ring creation with feature
 //! fallback in `setup`; each module states its own invariants.
 //!
 //! Invariants:
@@ -36,6 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod arm;
 mod bufring;
 mod completion;
 mod datagram;
@@ -48,13 +50,12 @@ pub mod sys;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
@@ -63,11 +64,10 @@ pub use bufring::RecvBuf;
 pub use completion::Completion;
 use completion::Payload;
 pub use datagram::Datagram;
-use datagram::{GsoControl, SockAddr};
 pub use error::{RingError, SendError};
 pub use fd::SharedFd;
-use op::{GENERATION_MASK, INTERNAL_USER_DATA, KernelCell, Op, OpMem, Request};
-pub use op::{OpId, OpKind};
+pub use op::{CancelOutcome, OpId, OpKind};
+use op::{INTERNAL_USER_DATA, Op, OpMem, Request, USER_DATA_GENERATION_MASK, parse_user_data};
 pub use setup::RingFeatures;
 use setup::setup;
 
@@ -130,7 +130,8 @@ pub struct Ring {
     bufs: Rc<BufRing>,
     wake_fd: SharedFd,
     waker: Waker,
-    next_generation: u32,
+    /// The generation of the next op started (see `op`).
+    next_generation: NonZeroU64,
     features: RingFeatures,
 }
 
@@ -191,7 +192,7 @@ impl Ring {
             bufs,
             wake_fd: SharedFd::from(wake),
             waker,
-            next_generation: 0,
+            next_generation: NonZeroU64::MIN,
             features,
         })
     }
@@ -218,240 +219,25 @@ impl Ring {
         self.ops.len()
     }
 
-    /// Whether op `id` is still in flight.
+    /// Whether op `id` is still in flight: its slot holds the op of exactly that generation.
     pub fn is_in_flight(&self, id: OpId) -> bool {
         self.ops
             .get(id.index as usize)
             .is_some_and(|op| op.generation == id.generation)
     }
 
-    /// Arms multishot accept on `listener` (kernel ≥ 5.19): one completion per connection,
-    /// whose [`Completion::take_accepted`] is the new close-on-exec socket.
-    pub fn accept_multi(&mut self, listener: &SharedFd, tag: u64) -> io::Result<OpId> {
-        self.start(tag, Some(listener), OpMem::Accept)
-            .map_err(|(e, _)| e)
-    }
-
-    /// Arms multishot recv on `socket` into the receive buffers (kernel ≥ 6.0): one completion
-    /// per received chunk, with a [`RecvBuf`]. A final completion with `-ENOBUFS` means every
-    /// buffer handed to the kernel was in use; the ring hands over more if it has any
-    /// ([`RingConfig::recv_buffers`]): drop what you hold and arm again. `0` means end of
-    /// stream.
-    pub fn recv_multi(&mut self, socket: &SharedFd, tag: u64) -> io::Result<OpId> {
-        self.start(tag, Some(socket), OpMem::Recv)
-            .map_err(|(e, _)| e)
-    }
-
-    /// Arms multishot `recvmsg` on a datagram `socket` into the receive buffers (kernel ≥ 6.0):
-    /// one completion per datagram, whose [`Completion::take_datagram`] gives the sender's
-    /// address and the payload. Each buffer holds a 16-byte header and a 128-byte address
-    /// field before the payload, so a datagram longer than `recv_buffer_size - 144` bytes is
-    /// delivered truncated ([`Datagram::is_truncated`]). `-ENOBUFS` ends it as for
-    /// [`Ring::recv_multi`]. Fails with `InvalidInput` if the buffers are smaller than 144 bytes.
-    pub fn recvmsg_multi(&mut self, socket: &SharedFd, tag: u64) -> io::Result<OpId> {
-        if self.bufs.buf_size() < datagram::MIN_BUFFER {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "recvmsg needs receive buffers of at least {} bytes, these have {}",
-                    datagram::MIN_BUFFER,
-                    self.bufs.buf_size()
-                ),
-            ));
-        }
-        // SAFETY: msghdr is plain old data; all-zero is a valid empty header (the libc
-        // struct has private padding fields on some targets, so no struct literal).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_namelen = datagram::NAME_FIELD as libc::socklen_t;
-        let msg = KernelCell::new(msg);
-        self.start(tag, Some(socket), OpMem::RecvMsg { msg })
-            .map_err(|(e, _)| e)
-    }
-
-    /// Receives exactly `want` bytes from `socket` (fewer only at EOF, on error or when
-    /// cancelled) straight into `buf`'s spare capacity with one `recv(MSG_WAITALL)`
-    /// (kernel ≥ 5.18, which retries short reads inside the kernel): no provided buffer and
-    /// no copy. The ring owns `buf` until the final completion, whose
-    /// [`Completion::take_filled`] gives it back with the received bytes appended. Do not
-    /// arm a multishot recv on the same socket meanwhile: which op gets which bytes would be
-    /// undefined. Fails with `InvalidInput` (handing `buf` back) if `want` is 0, over
-    /// `u32::MAX` or more than the spare capacity.
-    pub fn recv_into(
-        &mut self,
-        socket: &SharedFd,
-        tag: u64,
-        buf: BytesMut,
-        want: usize,
-    ) -> Result<OpId, (io::Error, BytesMut)> {
-        let spare = buf.capacity() - buf.len();
-        if want == 0 || want > spare || u32::try_from(want).is_err() {
-            return Err((
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "recv_into wants 1 to {spare} bytes (the spare capacity), not {want}; reserve first"
-                    ),
-                ),
-                buf,
-            ));
-        }
-        let want = want as u32;
-        let mut buf = buf;
-        let target = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-        self.start(tag, Some(socket), OpMem::RecvInto { buf, target, want })
-            .map_err(|(e, op)| match op.mem {
-                OpMem::RecvInto { buf, .. } => (e, buf),
-                _ => unreachable!("start hands back the op it was given"),
-            })
-    }
-
-    /// Sends `batch` in order with one `sendmsg(MSG_NOSIGNAL)` (kernel ≥ 5.3), 1 to
-    /// [`IOV_MAX`] segments. The ring owns the batch until the completion, which hands it back
-    /// ([`Completion::take_sent_batch`]); the result may be a short write. On error the batch
-    /// comes back inside [`SendError`].
-    pub fn send(
-        &mut self,
-        socket: &SharedFd,
-        tag: u64,
-        batch: Vec<Bytes>,
-    ) -> Result<OpId, SendError> {
-        if batch.is_empty() || batch.len() > IOV_MAX {
-            return Err(SendError {
-                error: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
-                        batch.len()
-                    ),
-                ),
-                batch,
-            });
-        }
-        self.send_msg(socket, tag, None, None, batch)
-    }
-
-    /// Sends `batch` as one datagram to `peer` with one `sendmsg(MSG_NOSIGNAL)` (kernel ≥ 5.3)
-    /// on an unconnected datagram socket, 1 to [`IOV_MAX`] segments. The ring owns the batch
-    /// and the encoded address until the completion (kind [`OpKind::Send`]), which hands the
-    /// batch back ([`Completion::take_sent_batch`]). On error the batch comes back inside
-    /// [`SendError`].
-    pub fn send_to(
-        &mut self,
-        socket: &SharedFd,
-        tag: u64,
-        peer: SocketAddr,
-        batch: Vec<Bytes>,
-    ) -> Result<OpId, SendError> {
-        self.send_msg(socket, tag, Some(peer), None, batch)
-    }
-
-    /// As [`Ring::send_to`], but the kernel splits the batch's bytes into datagrams of
-    /// `segment_size` bytes each, the last one possibly shorter (UDP GSO, `UDP_SEGMENT`,
-    /// kernel ≥ 4.18); one completion for the whole send. The kernel refuses (`-EINVAL`) more
-    /// than 64 segments, a `segment_size` of 0 or above the path MTU, and non-UDP sockets.
-    pub fn send_to_segmented(
-        &mut self,
-        socket: &SharedFd,
-        tag: u64,
-        peer: SocketAddr,
-        segment_size: u16,
-        batch: Vec<Bytes>,
-    ) -> Result<OpId, SendError> {
-        self.send_msg(socket, tag, Some(peer), Some(segment_size), batch)
-    }
-
-    /// The one `sendmsg` builder behind [`Ring::send`], [`Ring::send_to`] and
-    /// [`Ring::send_to_segmented`].
-    fn send_msg(
-        &mut self,
-        socket: &SharedFd,
-        tag: u64,
-        peer: Option<SocketAddr>,
-        segment_size: Option<u16>,
-        batch: Vec<Bytes>,
-    ) -> Result<OpId, SendError> {
-        if batch.is_empty() || batch.len() > IOV_MAX {
-            return Err(SendError {
-                error: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
-                        batch.len()
-                    ),
-                ),
-                batch,
-            });
-        }
-        let iovecs: Vec<libc::iovec> = batch
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
-        // SAFETY: msghdr is plain old data; all-zero is a valid empty header (the libc
-        // struct has private padding fields on some targets, so no struct literal).
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iovecs.len() as _;
-        let name = peer.map(|peer| {
-            let (addr, len) = SockAddr::new(peer);
-            let addr = Box::new(addr);
-            msg.msg_name = (&*addr as *const SockAddr).cast_mut().cast();
-            msg.msg_namelen = len;
-            addr
-        });
-        let control = segment_size.map(|size| {
-            let control = Box::new(GsoControl::new(size));
-            msg.msg_control = (&*control as *const GsoControl).cast_mut().cast();
-            msg.msg_controllen = GsoControl::LEN as _;
-            control
-        });
-        let mem = OpMem::Send {
-            batch,
-            _iovecs: iovecs,
-            _name: name,
-            _control: control,
-            msg,
-        };
-        self.start(tag, Some(socket), mem)
-            .map_err(|(error, op)| match op.mem {
-                OpMem::Send { batch, .. } => SendError { error, batch },
-                _ => unreachable!("a send's record holds a send"),
-            })
-    }
-
-    /// Arms one 8-byte read of the ring's eventfd (kernel ≥ 5.6); it completes once some
-    /// [`Waker::wake`] ran (result 8) and must then be armed again.
-    pub fn wake_read(&mut self, tag: u64) -> io::Result<OpId> {
-        let fd = self.wake_fd.clone();
-        self.start(
-            tag,
-            Some(&fd),
-            OpMem::Wake {
-                buf: KernelCell::new(0),
-            },
-        )
-        .map_err(|(e, _)| e)
-    }
-
-    /// Arms a one-shot timer `after` from now (kernel ≥ 5.4); it completes with `-ETIME` when
-    /// it fires. Any number may be armed at once.
-    pub fn timeout(&mut self, after: Duration, tag: u64) -> io::Result<OpId> {
-        let ts = Box::new(types::Timespec::from(after));
-        self.start(tag, None, OpMem::Timeout { ts })
-            .map_err(|(e, _)| e)
-    }
-
-    /// Asks the kernel to cancel op `id` (kernel ≥ 5.5); the op then finishes with
-    /// `-ECANCELED` (or with its own result, if it was already completing). Cancelling an op
-    /// that has already finished does nothing, even if its slot now holds a newer op. The
-    /// cancel request's own completion is consumed by the ring and never returned.
-    pub fn cancel(&mut self, id: OpId) -> io::Result<()> {
+    /// Asks the kernel to cancel op `id` (kernel ≥ 5.5) if it is still in flight
+    /// ([`CancelOutcome::Requested`]); the op then finishes with `-ECANCELED` (or with its own
+    /// result, if it was already completing). An id whose op has already finished is refused
+    /// ([`CancelOutcome::AlreadyFinished`]) and cancels nothing, even if its slot now holds a
+    /// newer op: the id's full generation must be the live op's (see `op`). The cancel
+    /// request's own completion is consumed by the ring and never returned.
+    pub fn cancel(&mut self, id: OpId) -> io::Result<CancelOutcome> {
         if !self.is_in_flight(id) {
-            return Ok(());
+            return Ok(CancelOutcome::AlreadyFinished);
         }
-        self.enqueue(Request::Cancel(id))
+        self.enqueue(Request::Cancel(id))?;
+        Ok(CancelOutcome::Requested)
     }
 
     /// Records an op and queues its SQE: one slab insert. On failure the record comes back.
@@ -462,7 +248,9 @@ impl Ring {
         mem: OpMem,
     ) -> Result<OpId, (io::Error, Op)> {
         let generation = self.next_generation;
-        self.next_generation = generation.wrapping_add(1) & GENERATION_MASK;
+        self.next_generation = generation
+            .checked_add(1)
+            .expect("2^64 ops started: more than centuries at any rate");
         let op = Op {
             tag,
             generation,
@@ -587,15 +375,19 @@ impl Ring {
             // Take the buffer first, so it goes back to the kernel whatever happens below.
             let recv_buf = cqueue::buffer_select(flags)
                 .map(|bid| RecvBuf::from_completion(&self.bufs, bid, result.max(0) as usize));
-            let Some(id) = OpId::from_user_data(cqe.user_data()) else {
+            let Some((index, low_generation)) = parse_user_data(cqe.user_data()) else {
                 continue; // our own cancel request
             };
-            let Some(op) = self.ops.get(id.index as usize) else {
+            let Some(op) = self.ops.get(index as usize) else {
                 continue;
             };
-            if op.generation != id.generation {
+            if op.generation.get() & USER_DATA_GENERATION_MASK != low_generation {
                 continue;
             }
+            let id = OpId {
+                index,
+                generation: op.generation,
+            };
             let kind = op.mem.kind();
             let tag = op.tag;
             let more = cqueue::more(flags);
@@ -676,5 +468,61 @@ impl Drop for Ring {
             std::mem::forget(std::mem::take(&mut self.ops));
             std::mem::forget(Rc::clone(&self.bufs));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Ring {
+        Ring::new(RingConfig {
+            entries: 8,
+            recv_buffers: 1,
+            recv_buffer_size: 64,
+        })
+        .expect("io_uring setup")
+    }
+
+    /// Reaps until `id`'s final completion (within 10 s) and returns its result.
+    fn final_result(ring: &mut Ring, id: OpId) -> i32 {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut done = Vec::new();
+        while Instant::now() < give_up {
+            ring.submit_and_wait_for(1, Duration::from_millis(100), &mut done)
+                .unwrap();
+            if let Some(c) = done.iter().find(|c| c.op() == id && !c.more()) {
+                return c.result();
+            }
+            done.clear();
+        }
+        panic!("op {id:?} did not finish within 10 s");
+    }
+
+    #[test]
+    fn a_stale_id_is_refused_even_when_the_kernel_could_not_tell_it_from_the_live_one() {
+        let mut ring = ring();
+        let old = ring.timeout(Duration::from_millis(1), 1).unwrap();
+        assert_eq!(final_result(&mut ring, old), -libc::ETIME);
+        // As if 2^31 ops had started since: the next op reuses the slot with a generation
+        // whose low 31 bits, all the kernel sees, are the old op's.
+        ring.next_generation = old.generation.checked_add(1 << 31).unwrap();
+        let new = ring.timeout(Duration::from_secs(3600), 2).unwrap();
+        assert_eq!(new.index, old.index);
+        assert_eq!(new.user_data(), old.user_data());
+        assert_ne!(new, old);
+
+        assert_eq!(ring.cancel(old).unwrap(), CancelOutcome::AlreadyFinished);
+        let mut done = Vec::new();
+        ring.submit_and_wait_for(1, Duration::from_millis(100), &mut done)
+            .unwrap();
+        assert!(
+            done.iter().all(|c| c.op() != new),
+            "the stale cancel reached the new op"
+        );
+        assert!(ring.is_in_flight(new));
+        // The live id does cancel it.
+        assert_eq!(ring.cancel(new).unwrap(), CancelOutcome::Requested);
+        assert_eq!(final_result(&mut ring, new), -libc::ECANCELED);
     }
 }

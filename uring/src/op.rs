@@ -14,11 +14,20 @@
 //!   kernel, whatever the caller drops.
 //! - Memory the kernel writes is a [`KernelCell`], reached only through a raw pointer, so no
 //!   Rust reference to it exists while the kernel may write.
-//! - `user_data` is the slab index plus a 31-bit generation ([`OpId`]); a stale [`OpId`] never
-//!   matches a newer op in the same slot, neither in [`Ring::cancel`](crate::Ring::cancel) nor
-//!   in the kernel. `user_data` with bit 63 set ([`INTERNAL_USER_DATA`]) marks the ring's own
-//!   cancel requests, whose completions are consumed internally and never surfaced.
+//! - An [`OpId`] is the op's slab index plus its 64-bit generation, one more for every op the
+//!   ring starts: it never wraps (2^64 ops), so a stale id never equals the id of a newer op in
+//!   the same slot, however long it was kept. The kernel sees less: `user_data` is the index
+//!   plus the generation's low 31 bits ([`USER_DATA_GENERATION_MASK`]; bit 63 is
+//!   [`INTERNAL_USER_DATA`], which marks the ring's own cancel requests, whose completions are
+//!   consumed internally and never surfaced). So the full generation is checked on our side,
+//!   before anything reaches the kernel: [`Ring::cancel`](crate::Ring::cancel) issues an
+//!   `ASYNC_CANCEL` only when the id's full generation is the live op's in that slot, and
+//!   otherwise cancels nothing. The cancel then names that op by `user_data`, which no other op
+//!   in flight has (one op per slot). Nor can a newer op in the slot take it over before the
+//!   kernel reads the cancel: that would need 2^31 ops started while the cancel waits in the
+//!   submission queue, but the queue is submitted in order whenever it is full, long before.
 
+use std::num::NonZeroU64;
 use std::ptr::NonNull;
 
 use bytes::{Bytes, BytesMut};
@@ -29,33 +38,44 @@ use crate::fd::SharedFd;
 
 /// `user_data` of the ring's own cancel requests.
 pub(crate) const INTERNAL_USER_DATA: u64 = 1 << 63;
-/// Generations wrap at 31 bits, keeping bit 63 of `user_data` for internal requests.
-pub(crate) const GENERATION_MASK: u32 = (1 << 31) - 1;
+/// The bits of a generation that `user_data` carries (above the index), keeping bit 63 for
+/// internal requests.
+pub(crate) const USER_DATA_GENERATION_MASK: u64 = (1 << 31) - 1;
 
 /// Names one op from push until its final completion; returned by every op.
 ///
-/// Slab slot plus generation: once the op has finished, the id matches nothing, even after
-/// its slot was reused.
+/// Slab slot plus the op's 64-bit generation: once the op has finished, the id matches
+/// nothing, even after its slot was reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OpId {
     pub(crate) index: u32,
-    pub(crate) generation: u32,
+    pub(crate) generation: NonZeroU64,
 }
 
 impl OpId {
+    /// What the kernel carries for this op: the index and the generation's low 31 bits.
     pub(crate) fn user_data(self) -> u64 {
-        ((self.generation as u64) << 32) | self.index as u64
+        ((self.generation.get() & USER_DATA_GENERATION_MASK) << 32) | self.index as u64
     }
+}
 
-    pub(crate) fn from_user_data(user_data: u64) -> Option<OpId> {
-        if user_data & INTERNAL_USER_DATA != 0 {
-            return None;
-        }
-        Some(OpId {
-            index: user_data as u32,
-            generation: (user_data >> 32) as u32,
-        })
+/// What a completion's `user_data` says: the slab index and the low 31 bits of the op's
+/// generation, or `None` for the ring's own cancel requests.
+pub(crate) fn parse_user_data(user_data: u64) -> Option<(u32, u64)> {
+    if user_data & INTERNAL_USER_DATA != 0 {
+        return None;
     }
+    Some((user_data as u32, user_data >> 32))
+}
+
+/// What [`Ring::cancel`](crate::Ring::cancel) did with an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The op was in flight: a cancel request is queued, and its final completion follows.
+    Requested,
+    /// The op had already finished (its final completion was reaped, or is about to be handed
+    /// out): nothing was cancelled, even if its slot now holds a newer op.
+    AlreadyFinished,
 }
 
 /// What kind of op a completion finishes.
@@ -156,7 +176,8 @@ impl OpMem {
 /// One op in flight.
 pub(crate) struct Op {
     pub(crate) tag: u64,
-    pub(crate) generation: u32,
+    /// Its [`OpId`]'s generation.
+    pub(crate) generation: NonZeroU64,
     /// The descriptor the op names; closing waits for this clone too.
     pub(crate) fd: Option<SharedFd>,
     pub(crate) mem: OpMem,
@@ -166,8 +187,30 @@ pub(crate) struct Op {
 pub(crate) enum Request {
     /// The op recorded in this slab slot.
     Op(OpId),
-    /// Cancel the op with this id.
+    /// Cancel the op with this id (checked to be the live op in its slot).
     Cancel(OpId),
     /// Cancel every op (kernel ≥ 6.0).
     CancelAll,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_carries_the_index_and_the_low_31_bits_of_the_generation() {
+        let id = |index, generation| OpId {
+            index,
+            generation: NonZeroU64::new(generation).unwrap(),
+        };
+        assert_eq!(parse_user_data(id(7, 5).user_data()), Some((7, 5)));
+        // Generations 2^31 apart look the same to the kernel, though the ids differ...
+        let later = id(7, 5 + (1 << 31));
+        assert_eq!(later.user_data(), id(7, 5).user_data());
+        assert_ne!(later, id(7, 5));
+        // ...and no generation, however large, reaches bit 63, the mark of internal requests.
+        let huge = id(u32::MAX, u64::MAX);
+        assert_eq!(huge.user_data() & INTERNAL_USER_DATA, 0);
+        assert_eq!(parse_user_data(INTERNAL_USER_DATA), None);
+    }
 }

@@ -6,7 +6,9 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringrpc_uring::{Completion, IOV_MAX, OpKind, Ring, RingConfig, RingError, SharedFd};
+use ringrpc_uring::{
+    CancelOutcome, Completion, IOV_MAX, OpKind, Ring, RingConfig, RingError, SharedFd,
+};
 
 fn ring(recv_buffers: u16) -> Ring {
     Ring::new(RingConfig {
@@ -210,7 +212,7 @@ fn cancelling_a_finished_op_does_not_cancel_a_newer_one() {
     // The slab reuses the slot; the generation tells the two apart.
     let new = ring.timeout(Duration::from_millis(50), 2).unwrap();
     assert_ne!(old, new);
-    ring.cancel(old).unwrap();
+    assert_eq!(ring.cancel(old).unwrap(), CancelOutcome::AlreadyFinished);
     let done = reap_until(&mut ring, |c| c.op() == new);
     let c = done.iter().find(|c| c.op() == new).unwrap();
     assert_eq!(
@@ -220,7 +222,7 @@ fn cancelling_a_finished_op_does_not_cancel_a_newer_one() {
     );
     // Whereas cancelling the live id does cancel it.
     let live = ring.timeout(Duration::from_secs(3600), 3).unwrap();
-    ring.cancel(live).unwrap();
+    assert_eq!(ring.cancel(live).unwrap(), CancelOutcome::Requested);
     let done = reap_until(&mut ring, |c| c.op() == live);
     assert_eq!(done.last().unwrap().result(), -libc::ECANCELED);
 }

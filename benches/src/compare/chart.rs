@@ -11,7 +11,7 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 
 use super::loadgen_report::SpectrumPoint;
-use super::table::format_rate;
+use super::markdown::format_rate;
 
 const WIDTH: u32 = 1100;
 const HEIGHT: u32 = 650;

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::table::{format_rate, table_cell};
+use super::markdown::{format_rate, table_cell};
 
 /// What one connection does before it goes idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

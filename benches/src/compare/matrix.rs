@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use super::idle::IdleRss;
 use super::machine::Machine;
+use super::markdown::{format_rate, table_cell};
+use super::results::ServerResult;
 use super::servers::ServerSpec;
 use super::settings::Pinning;
-use super::summary::{ServerResult, ServerSummary};
-use super::table::{format_rate, table_cell};
+use super::summary::ServerSummary;
 
 /// The row every other server's CPU per request is divided by.
 pub const FLOOR: &str = "peer-reflect";

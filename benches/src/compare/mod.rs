@@ -1,13 +1,20 @@
 //! The `compare` tool's parts: run every server under the same load, then summarise, judge and chart.
 //!
-//! Only [`runner`] starts processes; everything else works on parsed loadgen reports, so it is
-//! tested without any server.
+//! Only [`runner`] (with `process`, which runs and stops child processes, and `readiness`,
+//! which waits for a started server) starts processes; everything else works on parsed loadgen
+//! reports, so it is tested without any server. Imports point one way: [`results`] (each
+//! server's runs and their median) and [`markdown`] (table text) are leaves that
+//! [`targets`], [`table`], [`summary`], [`matrix`] and the rest build on.
 
 pub mod chart;
 pub mod idle;
 pub mod loadgen_report;
 pub mod machine;
+pub mod markdown;
 pub mod matrix;
+mod process;
+mod readiness;
+pub mod results;
 pub mod runner;
 pub mod servers;
 pub mod settings;

@@ -1,33 +1,33 @@
 //! Running one server and loadgen against it: start the server pinned, wait until it listens,
-//! drive it with loadgen pinned to another CPU, then stop it.
+//! drive it with loadgen pinned to another CPU, then stop it. How child processes are run and
+//! stopped is `process`'s, when a server is ready `readiness`'s, and the idle-memory
+//! measurement `runner::idle_rss`'s.
+
+mod idle_rss;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use super::idle::{IdleFigures, IdleOutcome, IdleRss, Prelude, settled, vm_rss_bytes};
 use super::loadgen_report::LoadgenReport;
-use ringrpc_protocol::{DEFAULT_MAX_BODY, Frame, HEADER_LEN, frame_len};
-
+use super::process::{CapturedOutput, abandon, command_line, run_with_deadline, stop};
+pub use super::process::{failure_excerpt, shell_quote};
+pub use super::readiness::announced_address;
+use super::readiness::{
+    forward_lines, free_port, free_udp_port, wait_for_announcement, wait_until_accepting,
+    wait_until_answering_udp,
+};
+use super::results::RunOutcome;
 use super::servers::{Launch, PORT_PLACEHOLDER, ServerSpec};
 use super::settings::{LoadShape, Pinning, loadgen_duration};
-use super::summary::RunOutcome;
 
-/// How long a server may take to start listening.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a server may take to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// loadgen's own `--timeout`, the longest it waits for an answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Headroom beyond warmup + duration + request timeout before loadgen counts as hung.
 const LOADGEN_SLACK: Duration = Duration::from_secs(30);
-/// Lines of output quoted when a run fails.
-const TAIL_LINES: usize = 4;
 
 /// Where the binaries are and how each side is pinned.
 #[derive(Debug, Clone)]
@@ -73,43 +73,6 @@ pub fn check_taskset(cpu: usize) -> Result<(), String> {
         )),
         Ok(_) => Ok(()),
     }
-}
-
-/// `text` quoted for a POSIX shell when it needs it.
-pub fn shell_quote(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%{}".contains(c));
-    if plain {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
-
-fn command_line(program: &str, args: &[String]) -> String {
-    std::iter::once(program.to_owned())
-        .chain(args.iter().map(|a| shell_quote(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The last few non-empty lines of `text`, or from its first `error` line on, as one line.
-pub fn failure_excerpt(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let error_line = lines
-        .iter()
-        .position(|l| l.to_ascii_lowercase().starts_with("error"));
-    let excerpt = match error_line {
-        Some(first) => &lines[first..lines.len().min(first + TAIL_LINES)],
-        None => &lines[lines.len().saturating_sub(TAIL_LINES)..],
-    };
-    excerpt.join(" / ")
 }
 
 impl Runner {
@@ -349,152 +312,6 @@ impl Runner {
     }
 }
 
-/// How often an idle server's RSS is read while it settles.
-const RSS_POLL: Duration = Duration::from_millis(250);
-/// Readings in a row that must agree before RSS counts as settled.
-const RSS_WINDOW: usize = 4;
-/// Longest wait for RSS to settle; the last reading is taken after it.
-const RSS_SETTLE_LIMIT: Duration = Duration::from_secs(15);
-
-impl Runner {
-    /// Starts `spec`, measures its RSS, opens `connections` connections that each make one
-    /// small call (see [`Prelude`]) and stay idle, measures again once RSS settles, then
-    /// closes them and stops the server.
-    pub fn idle_rss(&self, spec: &ServerSpec, connections: usize, server_log: &Path) -> IdleRss {
-        let grpc = spec
-            .loadgen_args
-            .windows(2)
-            .any(|w| w == ["--proto", "grpc"]);
-        let prelude = if grpc {
-            Prelude::Http2Handshake
-        } else {
-            Prelude::ArpcEcho
-        };
-        let outcome = match self.measure_idle(spec, connections, prelude, server_log) {
-            Ok(figures) => IdleOutcome::Measured(figures),
-            Err(failure) => IdleOutcome::Failed { failure },
-        };
-        IdleRss {
-            server: spec.name.clone(),
-            connections,
-            prelude,
-            outcome,
-        }
-    }
-
-    fn measure_idle(
-        &self,
-        spec: &ServerSpec,
-        connections: usize,
-        prelude: Prelude,
-        server_log: &Path,
-    ) -> Result<IdleFigures, String> {
-        if matches!(spec.launch, Launch::BundledUdp { .. }) {
-            return Err("a UDP server holds no connections".into());
-        }
-        // Huge pages off for the server (it keeps the setting across exec): its RSS then grows
-        // in 4 KiB pages, so the figure per connection is not rounded by where 2 MiB pages
-        // happen to fall (at 10,000 connections one such page is 210 bytes per connection).
-        let thp_was_off = ringrpc_uring::sys::thp_disabled().unwrap_or(false);
-        ringrpc_uring::sys::set_thp_disabled(true)
-            .map_err(|e| format!("cannot turn transparent huge pages off: {e}"))?;
-        let started = self.start_server(spec, server_log);
-        ringrpc_uring::sys::set_thp_disabled(thp_was_off)
-            .map_err(|e| format!("cannot restore transparent huge pages: {e}"))?;
-        let mut server = started?;
-        let pid = server.child.id();
-        let measured = (|| {
-            let before = settled_rss(pid)?;
-            let fds_before = open_fds(pid);
-            let mut open = Vec::with_capacity(connections);
-            for i in 0..connections {
-                let stream = open_idle_connection(server.addr, prelude, i as u64)
-                    .map_err(|e| format!("connection {} of {connections}: {e}", i + 1))?;
-                open.push(stream);
-            }
-            let after = settled_rss(pid)?;
-            let fds_gained = match (fds_before, open_fds(pid)) {
-                (Some(a), Some(b)) => Some(b as i64 - a as i64),
-                _ => None,
-            };
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("server exited ({status}) holding idle connections"));
-            }
-            drop(open);
-            Ok(IdleFigures::new(before, after, connections, fds_gained))
-        })();
-        let stopped = stop(&mut server.child);
-        let figures = measured?;
-        stopped?;
-        Ok(figures)
-    }
-}
-
-/// The server's RSS once [`RSS_WINDOW`] readings in a row agree within 64 KiB.
-fn settled_rss(pid: u32) -> Result<u64, String> {
-    let deadline = Instant::now() + RSS_SETTLE_LIMIT;
-    let mut readings = Vec::new();
-    loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
-        let rss =
-            vm_rss_bytes(&status).ok_or_else(|| format!("/proc/{pid}/status has no VmRSS line"))?;
-        readings.push(rss);
-        if settled(&readings, RSS_WINDOW, 64 * 1024) || Instant::now() >= deadline {
-            return Ok(rss);
-        }
-        thread::sleep(RSS_POLL);
-    }
-}
-
-/// Descriptors the process holds, if /proc lets us count them.
-fn open_fds(pid: u32) -> Option<usize> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()
-        .map(|dir| dir.count())
-}
-
-/// A connection to `addr` that has done `prelude` and is now idle.
-fn open_idle_connection(addr: SocketAddr, prelude: Prelude, seq: u64) -> io::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_nodelay(true)?;
-    match prelude {
-        Prelude::ArpcEcho => {
-            let request = Frame::request(seq + 1, &b"/echo"[..], vec![b'i'; 32]).to_bytes();
-            stream.write_all(&request)?;
-            let mut head = [0u8; HEADER_LEN];
-            stream.read_exact(&mut head)?;
-            let len = frame_len(&head, DEFAULT_MAX_BODY)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
-            let mut rest = vec![0u8; len - HEADER_LEN];
-            stream.read_exact(&mut rest)?;
-        }
-        Prelude::Http2Handshake => {
-            // Client preface, then an empty SETTINGS frame.
-            stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")?;
-            stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])?;
-            // The server's SETTINGS (type 4) comes first; acknowledge it.
-            let mut head = [0u8; 9];
-            stream.read_exact(&mut head)?;
-            if head[3] != 4 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the server's first HTTP/2 frame is type {}, not SETTINGS",
-                        head[3]
-                    ),
-                ));
-            }
-            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-            let mut payload = vec![0u8; len];
-            stream.read_exact(&mut payload)?;
-            stream.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])?;
-        }
-    }
-    Ok(stream)
-}
-
 /// Why loadgen failed: the failures its report lists (it writes one when requests went wrong),
 /// else its stderr (usage and connection problems), else its stdout.
 fn loadgen_failure(output: &CapturedOutput, json: &Path) -> String {
@@ -511,239 +328,4 @@ fn loadgen_failure(output: &CapturedOutput, json: &Path) -> String {
         return failure_excerpt(&stderr);
     }
     failure_excerpt(&String::from_utf8_lossy(&output.stdout))
-}
-
-/// Copies `source` line by line into `log`, and sends each line on the returned channel.
-fn forward_lines(source: impl Read + Send + 'static, mut log: File) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(source).lines() {
-            let Ok(line) = line else { break };
-            let _ = writeln!(log, "{line}");
-            // The receiver stops listening once the address is known; keep draining anyway
-            // so the server never blocks on a full pipe.
-            let _ = sender.send(line);
-        }
-    });
-    receiver
-}
-
-/// The address in a `... listening on ADDR ...` line.
-pub fn announced_address(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("listening on ")?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-fn wait_for_announcement(
-    child: &mut Child,
-    lines: &mpsc::Receiver<String>,
-) -> Result<SocketAddr, String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline {
-        match lines.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) => {
-                if let Some(addr) = announced_address(&line) {
-                    return Ok(addr);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(exit_reason(
-                    child,
-                    "closed its stdout without announcing an address",
-                ));
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("server exited ({status}) before listening"));
-        }
-    }
-    Err(format!(
-        "server printed no \"listening on\" line within {READY_TIMEOUT:?}"
-    ))
-}
-
-fn wait_until_accepting(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "server exited ({status}) before accepting on {addr}"
-            ));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!(
-        "server did not accept TCP connections on {addr} within {READY_TIMEOUT:?}"
-    ))
-}
-
-/// Waits until the server at `addr` answers an arpc `/echo` request datagram with any
-/// datagram (the engine's response, or a reflector's copy of the request).
-fn wait_until_answering_udp(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
-    let probe = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| {
-            socket.connect(addr)?;
-            socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-            Ok(socket)
-        })
-        .map_err(|e| format!("cannot open a UDP probe socket: {e}"))?;
-    let request = Frame::request(1, &b"/echo"[..], &b"ready?"[..]).to_bytes();
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "server exited ({status}) before answering on UDP {addr}"
-            ));
-        }
-        // Refused sends and receives (nothing bound yet) just mean "not yet".
-        let _ = probe.send(&request);
-        if probe.recv(&mut buf).is_ok() {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!(
-        "server did not answer an arpc request datagram on UDP {addr} within {READY_TIMEOUT:?}"
-    ))
-}
-
-/// A UDP port that was free a moment ago.
-fn free_udp_port() -> Result<u16, String> {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("cannot find a free UDP port: {e}"))
-}
-
-fn exit_reason(child: &mut Child, otherwise: &str) -> String {
-    // Give a dying process a moment so its exit status can be reported.
-    thread::sleep(Duration::from_millis(100));
-    match child.try_wait() {
-        Ok(Some(status)) => format!("server exited ({status}) before listening"),
-        _ => format!("server {otherwise}"),
-    }
-}
-
-/// Kills a server that never became ready and returns `why` with the tail of its log.
-fn abandon(mut child: Child, why: String, log_path: &Path) -> String {
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-    let excerpt = failure_excerpt(&log);
-    if excerpt.is_empty() {
-        why
-    } else {
-        format!("{why}; server log: {excerpt}")
-    }
-}
-
-/// A port that was free a moment ago, for a server that cannot be told to pick its own.
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
-}
-
-/// SIGTERM, up to [`STOP_TIMEOUT`] to exit, then SIGKILL. Fails only if the server had
-/// already died, which means the run measured a crashing server.
-fn stop(child: &mut Child) -> Result<(), String> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Err(format!("server exited ({status}) during the run"));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!(
-        "compare: server pid {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
-        child.id()
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(())
-}
-
-/// What a process left behind; `status` is `None` when it was killed at the deadline.
-struct CapturedOutput {
-    status: Option<ExitStatus>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-fn run_with_deadline(command: &mut Command, limit: Duration) -> io::Result<CapturedOutput> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let collect = |mut source: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = source.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let stdout = collect(Box::new(child.stdout.take().expect("stdout was piped")));
-    let stderr = collect(Box::new(child.stderr.take().expect("stderr was piped")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Ok(CapturedOutput {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_every_servers_announcement() {
-        assert_eq!(
-            announced_address("engine listening on 127.0.0.1:4242 with 1 cores (methods: /echo)"),
-            Some("127.0.0.1:4242".parse().unwrap())
-        );
-        assert_eq!(
-            announced_address("peer-tokio listening on 127.0.0.1:5000"),
-            Some("127.0.0.1:5000".parse().unwrap())
-        );
-        assert_eq!(announced_address("starting up"), None);
-    }
-
-    #[test]
-    fn excerpts_prefer_the_error_line() {
-        let clap = "error: unexpected argument '--proto' found\n\n  tip: to pass '--proto' as a value, use '-- --proto'\n\nUsage: loadgen [OPTIONS]\n\nFor more information, try '--help'.\n";
-        assert!(failure_excerpt(clap).starts_with("error: unexpected argument '--proto' found"));
-        assert_eq!(failure_excerpt("a\nb\n\nc\nd\ne\n"), "b / c / d / e");
-    }
-
-    #[test]
-    fn quoting_for_a_shell() {
-        assert_eq!(shell_quote("--conns"), "--conns");
-        assert_eq!(shell_quote("exec srv --addr :1"), "'exec srv --addr :1'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-    }
 }

@@ -5,8 +5,8 @@ use std::fmt;
 use serde::Serialize;
 
 use super::loadgen_report::LoadgenReport;
-use super::summary::ServerResult;
-use super::table::format_rate;
+use super::markdown::format_rate;
+use super::results::ServerResult;
 
 /// Whether a target was reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

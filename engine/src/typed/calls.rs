@@ -71,7 +71,7 @@ async fn awaited<R: DeserializeOwned>(
 
 impl Client {
     /// Calls `method` with `request` as JSON and decodes the JSON answer into `R`.
-    pub fn call_json<Q: Serialize + ?Sized, R: DeserializeOwned>(
+    pub fn call_json<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Q,
@@ -82,7 +82,7 @@ impl Client {
     }
 
     /// As [`Client::call_json`] with MessagePack (maps with field names, `rmp-serde`).
-    pub fn call_msgpack<Q: Serialize + ?Sized, R: DeserializeOwned>(
+    pub fn call_msgpack<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Q,
@@ -93,7 +93,7 @@ impl Client {
     }
 
     /// As [`Client::call_json`], awaited (see [`Client::call_async`]).
-    pub fn call_json_async<Q: Serialize + ?Sized, R: DeserializeOwned>(
+    pub fn call_json_async<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Q,
@@ -106,7 +106,7 @@ impl Client {
     }
 
     /// As [`Client::call_msgpack`], awaited (see [`Client::call_async`]).
-    pub fn call_msgpack_async<Q: Serialize + ?Sized, R: DeserializeOwned>(
+    pub fn call_msgpack_async<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Q,
@@ -122,7 +122,7 @@ impl Client {
 impl ConnHandle {
     /// Calls the peer's `method` with `request` as JSON, awaited; decodes the JSON answer
     /// into `R` (see [`ConnHandle::call_async`]).
-    pub fn call_json_async<Q: Serialize + ?Sized, R: DeserializeOwned>(
+    pub fn call_json_async<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Q,
@@ -135,7 +135,7 @@ impl ConnHandle {
     }
 
     /// As [`ConnHandle::call_json_async`] with MessagePack.
-    pub fn call_msgpack_async<Q: Serialize + ?Sized, R: DeserializeOwned>(
+    pub fn call_msgpack_async<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Q,
