@@ -327,61 +327,6 @@ fn requests_past_the_in_flight_limit_are_refused_until_answers_go_out() {
 /// Set in the environment of the child that serves for the memory test.
 const RSS_CHILD: &str = "RINGRPC_TEST_RSS_SERVER";
 
-/// Resident memory of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
-/// Waits until the loopback connection `client` → `server` has nothing queued in either
-/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
-fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
-    let hex = |a: std::net::SocketAddr| match a {
-        std::net::SocketAddr::V4(v4) => {
-            format!(
-                "{:08X}:{:04X}",
-                u32::from_le_bytes(v4.ip().octets()),
-                v4.port()
-            )
-        }
-        std::net::SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
-    };
-    let (c, s) = (hex(client), hex(server));
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
-        let queues = |local: &str, remote: &str| {
-            table.lines().find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() > 4 && f[1] == local && f[2] == remote).then(|| {
-                    let (tx, rx) = f[4].split_once(':').unwrap();
-                    (
-                        u64::from_str_radix(tx, 16).unwrap(),
-                        u64::from_str_radix(rx, 16).unwrap(),
-                    )
-                })
-            })
-        };
-        let client_unsent = queues(&c, &s).map(|q| q.0);
-        let server_unread = queues(&s, &c).map(|q| q.1);
-        if client_unsent == Some(0) && server_unread == Some(0) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not read what was sent: client unsent {client_unsent:?}, server unread {server_unread:?}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The server of the memory test, alone in a process of its own: this test binary started
 /// again to run only this function, with `RSS_CHILD` set. It prints its address, serves
 /// until its stdin closes, then prints "released" once every connection was released.
@@ -437,7 +382,7 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
 
     let mut c = Client::connect(addr);
     c.echo(0, b"warm up");
-    let before = rss_bytes(pid);
+    let before = common::rss_bytes(pid);
     // A Request declaring the largest body allowed (64 MiB - 16)...
     let declared = ringrpc_protocol::DEFAULT_MAX_BODY;
     let mut head = Vec::new();
@@ -452,9 +397,9 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
         c.send_raw(&chunk);
     }
     // Every byte sent has left both kernels' queues: the reactor has read it all.
-    wait_all_read(c.sock.local_addr().unwrap(), addr);
+    common::wait_all_read(&[(c.sock.local_addr().unwrap(), addr)]);
     Client::connect(addr).echo(1, b"sync");
-    let grown = rss_bytes(pid).saturating_sub(before);
+    let grown = common::rss_bytes(pid).saturating_sub(before);
     assert!(
         grown < 24 << 20,
         "resident memory grew {grown} bytes for 2 MiB received of a {declared}-byte declared body"

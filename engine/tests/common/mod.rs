@@ -170,3 +170,60 @@ pub fn start_nats(port: u16) -> Proc {
     }
     Proc(child)
 }
+
+/// Resident memory of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Waits until every loopback connection `(client, server)` has nothing queued in either
+/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
+pub fn wait_all_read(pairs: &[(SocketAddr, SocketAddr)]) {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
+    };
+    let pairs: Vec<(String, String)> = pairs.iter().map(|&(c, s)| (hex(c), hex(s))).collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
+        let mut queues = std::collections::HashMap::new();
+        for l in table.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(local), Some(remote), Some(q)) = (f.get(1), f.get(2), f.get(4)) {
+                let (tx, rx) = q.split_once(':').unwrap();
+                let q = (
+                    u64::from_str_radix(tx, 16).unwrap(),
+                    u64::from_str_radix(rx, 16).unwrap(),
+                );
+                queues.insert((*local, *remote), q);
+            }
+        }
+        let pending = pairs.iter().find_map(|(c, s)| {
+            let client_unsent = queues.get(&(c.as_str(), s.as_str())).map(|q| q.0);
+            let server_unread = queues.get(&(s.as_str(), c.as_str())).map(|q| q.1);
+            (client_unsent != Some(0) || server_unread != Some(0))
+                .then_some((client_unsent, server_unread))
+        });
+        let Some((client_unsent, server_unread)) = pending else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the server did not read what was sent: client unsent {client_unsent:?}, server unread {server_unread:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
