@@ -46,7 +46,8 @@ struct Args {
     #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value_t = 16384, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     recv_buffer_size: usize,
     /// Largest frame body (method + payload) a peer may send, in bytes; a connection holds at
-    /// most this much for one partial frame, as its bytes arrive
+    /// most this much for one partial frame, as its bytes arrive (room for at most twice
+    /// the bytes received, at least 16 KiB)
     #[arg(long, value_name = "BYTES", default_value_t = ringrpc_protocol::DEFAULT_MAX_BODY, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     max_body: u32,
     /// Open connections over all cores before new ones are refused (about 870 B each idle)

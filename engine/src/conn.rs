@@ -275,15 +275,17 @@ impl Conn {
     ///
     /// An error means the connection must be closed once its queued output is flushed.
     pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), ConnError> {
-        self.handle_recv_metered(data, router, &mut MethodMetrics::default())
+        self.handle_recv_metered(data, router, &mut MethodMetrics::default(), |_| 0)
     }
 
-    /// As [`Conn::handle_recv`], counting each Request and Notify in `methods` (when on).
+    /// As [`Conn::handle_recv`], counting each Request and Notify in `methods` (when on);
+    /// `waiting`: bytes arrived after `data`, as `ArpcFraming::decode_from_socket` asks.
     pub(crate) fn handle_recv_metered(
         &mut self,
         data: &[u8],
         router: &Router,
         methods: &mut MethodMetrics,
+        waiting: impl FnMut(usize) -> usize,
     ) -> Result<(), ConnError> {
         let session = &mut self.session;
         session.stats.bytes_in += data.len() as u64;
@@ -294,7 +296,7 @@ impl Conn {
         let decoded = match &mut self.framing {
             StreamFraming::Undecided { .. } => Ok(()),
             StreamFraming::Arpc(f) => f
-                .decode(&data, |frame, owner| {
+                .decode_from_socket(&data, waiting, |frame, owner| {
                     session.dispatch_next(frame, owner, router, methods)
                 })
                 .map_err(ConnError::Arpc),
@@ -333,11 +335,12 @@ impl Conn {
         matches!(&self.framing, StreamFraming::Arpc(f) if f.direct_remaining().is_some())
     }
 
-    /// Lends the partial frame's buffer to a direct receive: the buffer, with room reserved,
-    /// and how many bytes to receive into it. `None` unless [`Conn::direct_wanted`].
-    pub(crate) fn take_for_direct(&mut self) -> Option<(BytesMut, usize)> {
+    /// Lends the partial frame's buffer to a direct receive: the buffer, with room for what
+    /// arrived (`queued` in the socket), and how many bytes to receive. `None` unless
+    /// [`Conn::direct_wanted`].
+    pub(crate) fn take_for_direct(&mut self, queued: usize) -> Option<(BytesMut, usize)> {
         match &mut self.framing {
-            StreamFraming::Arpc(f) => f.take_for_direct(),
+            StreamFraming::Arpc(f) => f.take_for_direct(queued),
             _ => None,
         }
     }

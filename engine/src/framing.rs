@@ -8,8 +8,14 @@
 //! datagram is parsed as exactly one frame and dispatched directly.
 //!
 //! Invariants: whole frames are decoded straight from the slice they arrived in; only the
-//! tail of a partial frame is copied, and that copy grows only with bytes received (the
-//! header — length limit included — is validated as soon as its 16 bytes are present).
+//! tail of a partial frame is copied (the header — length limit included — is validated as
+//! soon as its 16 bytes are present). Memory for a partial frame follows the bytes that
+//! arrived, never its declared length: its buffer has room for at most twice the frame's
+//! bytes in hand or known to wait (later in the receive batch, or in the socket) — at
+//! least [`FIRST_STEP`], never past the frame — or is the buffer kept from the connection's
+//! previous frame (at most [`PARTIAL_KEEP`]); it grows in doubling steps, and a direct
+//! receive asks only for the room so reserved. So a peer that declares a 60 MiB frame,
+//! sends 8 KiB and stops pins 16 KiB.
 //! A gzip-compressed frame (`user_flags` bit 7, arpc's gzip coder) has only its length
 //! checked until it is whole; it is then inflated (never past the body limit) into a
 //! buffer owned by this call and dropped once its frame is dispatched. Plain frames pay one
@@ -18,16 +24,65 @@
 use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{DecodeError, FrameRef, HEADER_LEN, frame_len, parse_frame_any};
 
-/// A partial-frame buffer that grew past this is released once its frame completes.
+/// A partial-frame buffer that grew past this is released once its frame completes; a
+/// smaller one is kept for the connection's next partial frame.
 const PARTIAL_KEEP: usize = 64 * 1024;
 /// A partial frame with at least this much still to come is received straight into its own
 /// buffer ([`ArpcFraming::take_for_direct`]) instead of through the shared receive buffers.
 pub(crate) const DIRECT_MIN: usize = 16 * 1024;
-/// A partial frame up to this long has its whole length reserved as soon as its header is
-/// in, so its pieces land without the buffer growing (and copying) under them; a longer one
-/// reserves this much, then doubles. So a peer that declares a large frame and stops costs at
-/// most this much memory it did not send.
-pub(crate) const DIRECT_RESERVE: usize = 1024 * 1024;
+/// The room a partial frame gets first: a frame up to this long is reserved whole as soon as
+/// its header is in.
+pub(crate) const FIRST_STEP: usize = 16 * 1024;
+
+/// The room a partial frame of `frame_len` bytes may have once `arrived` of its bytes are in
+/// (held, or known to wait): twice that, at least [`FIRST_STEP`], never past the frame. So a
+/// peer that declares a large frame and stops pins about twice what it sent; a frame that
+/// trickles in moves (is copied) about log2(len / FIRST_STEP) times, and one that has
+/// arrived gets its room at once.
+pub(crate) fn room_for(frame_len: usize, arrived: usize) -> usize {
+    frame_len.min(arrived.saturating_mul(2).max(FIRST_STEP))
+}
+
+/// Makes room in `buf`, which holds the start of a frame of `frame_len` bytes, for `needed`
+/// of them: when it is too small it moves (once, exactly) to [`room_for`] what arrived —
+/// `needed`, plus what `waiting` reports of the rest when that could matter (the frame is
+/// longer than twice `needed`), so a frame that arrives fast is not moved at every doubling.
+fn make_room(
+    buf: &mut BytesMut,
+    frame_len: usize,
+    needed: usize,
+    waiting: &mut impl FnMut(usize) -> usize,
+) {
+    if buf.capacity() >= needed {
+        return;
+    }
+    let mut room = room_for(frame_len, needed);
+    if room < frame_len {
+        room = room_for(
+            frame_len,
+            needed.saturating_add(waiting(frame_len - needed)),
+        );
+    }
+    move_to(buf, room);
+}
+
+/// Grows `buf`, which holds the start of a frame of `frame_len` bytes, to [`room_for`] what
+/// it holds when it has less room than that: room for the bytes to come, in steps that
+/// double with what arrived.
+pub(crate) fn reserve_ahead(buf: &mut BytesMut, frame_len: usize) {
+    let room = room_for(frame_len, buf.len());
+    if buf.capacity() < room {
+        move_to(buf, room);
+    }
+}
+
+/// Moves what `buf` holds into a buffer of exactly `room` bytes (`BytesMut::reserve` could
+/// double past it).
+fn move_to(buf: &mut BytesMut, room: usize) {
+    let mut bigger = BytesMut::with_capacity(room);
+    bigger.extend_from_slice(buf);
+    *buf = bigger;
+}
 
 /// Whether the consumer of frames wants more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,17 +121,21 @@ impl ArpcFraming {
         (remaining >= DIRECT_MIN).then_some(remaining)
     }
 
-    /// Lends the partial frame's buffer, with room reserved, to a direct receive of up to
-    /// the returned number of bytes (never past the frame's end); `None` when
+    /// Lends the partial frame's buffer to a direct receive of up to the returned number of
+    /// bytes: the room it has (never past the frame's end), grown first to [`room_for`] what
+    /// arrived — the bytes held plus `queued`, those waiting in the socket — when what it
+    /// has is under half of that. So each direct receive asks for at most about as
+    /// much as has arrived, and a peer that stops mid-frame pins only that. `None` when
     /// [`ArpcFraming::direct_remaining`] is. Give it back with [`ArpcFraming::end_direct`]
     /// before decoding anything else.
-    pub(crate) fn take_for_direct(&mut self) -> Option<(BytesMut, usize)> {
+    pub(crate) fn take_for_direct(&mut self, queued: usize) -> Option<(BytesMut, usize)> {
         let remaining = self.direct_remaining()?;
         let held = self.partial.len();
-        self.reserve_frame(held + remaining);
-        if self.partial.capacity() == held {
-            // Past DIRECT_RESERVE and full: double, as appending would.
-            self.partial.reserve(remaining.min(held));
+        let frame_len = held + remaining;
+        let room = room_for(frame_len, held.saturating_add(queued));
+        let spare = self.partial.capacity() - held;
+        if spare < (room - held) / 2 {
+            move_to(&mut self.partial, room);
         }
         let want = remaining.min(self.partial.capacity() - held);
         Some((std::mem::take(&mut self.partial), want))
@@ -105,17 +164,30 @@ impl ArpcFraming {
         self.gzip_in
     }
 
-    /// Feeds received bytes; calls `on_frame` for every whole frame in order, with the
-    /// buffer it lies in when that buffer is the frame's own (a frame completed from pieces),
-    /// so its payload can be kept or sent without a copy. An error means the peer broke the
-    /// protocol; the connection must be closed.
+    /// [`ArpcFraming::decode_from_socket`] of bytes with nothing known to follow them.
     pub(crate) fn decode(
         &mut self,
+        data: &[u8],
+        on_frame: impl FnMut(&FrameRef<'_>, Option<&Bytes>) -> Next,
+    ) -> Result<(), DecodeError> {
+        self.decode_from_socket(data, |_| 0, on_frame)
+    }
+
+    /// Feeds received bytes; calls `on_frame` for every whole frame in order, with the
+    /// buffer it lies in when that buffer is the frame's own (a frame completed from pieces),
+    /// so its payload can be kept or sent without a copy. `waiting(rest)` tells how many
+    /// more bytes have arrived and wait to be decoded (received but not yet fed, or in the
+    /// socket; it may stop counting at `rest`); it is asked only when a partial frame's
+    /// buffer must grow and the bytes in hand leave it short of the whole frame. An error
+    /// means the peer broke the protocol; the connection must be closed.
+    pub(crate) fn decode_from_socket(
+        &mut self,
         mut data: &[u8],
+        mut waiting: impl FnMut(usize) -> usize,
         mut on_frame: impl FnMut(&FrameRef<'_>, Option<&Bytes>) -> Next,
     ) -> Result<(), DecodeError> {
         if !self.partial.is_empty() {
-            let (rest, next) = self.complete_partial(data, &mut on_frame)?;
+            let (rest, next) = self.complete_partial(data, &mut waiting, &mut on_frame)?;
             if !self.partial.is_empty() || next == Next::Stop {
                 return Ok(());
             }
@@ -135,25 +207,18 @@ impl ArpcFraming {
         }
         if let Some(head) = data.first_chunk::<HEADER_LEN>() {
             // Checked by the parse above.
-            self.reserve_frame(frame_len(head, self.max_body)?);
+            let frame_len = frame_len(head, self.max_body)?;
+            make_room(&mut self.partial, frame_len, data.len(), &mut waiting);
         }
         self.partial.extend_from_slice(data);
         Ok(())
-    }
-
-    /// Reserves room for the partial frame of `frame_len` bytes once, so its pieces are
-    /// never moved by growth: the whole frame up to [`DIRECT_RESERVE`]; past that, appending
-    /// doubles the buffer as it fills.
-    fn reserve_frame(&mut self, frame_len: usize) {
-        let target = frame_len.min(DIRECT_RESERVE);
-        self.partial
-            .reserve(target.saturating_sub(self.partial.len()));
     }
 
     /// Feeds `data` into the pending partial frame; returns what is left after it.
     fn complete_partial<'d>(
         &mut self,
         mut data: &'d [u8],
+        waiting: &mut impl FnMut(usize) -> usize,
         on_frame: &mut impl FnMut(&FrameRef<'_>, Option<&Bytes>) -> Next,
     ) -> Result<(&'d [u8], Next), DecodeError> {
         if self.partial.len() < HEADER_LEN {
@@ -165,8 +230,9 @@ impl ArpcFraming {
             return Ok((data, Next::Continue));
         };
         let frame_len = frame_len(head, self.max_body)?;
-        self.reserve_frame(frame_len);
         let take = (frame_len - self.partial.len()).min(data.len());
+        let needed = self.partial.len() + take;
+        make_room(&mut self.partial, frame_len, needed, waiting);
         self.partial.extend_from_slice(&data[..take]);
         data = &data[take..];
         let mut next = Next::Continue;
@@ -195,32 +261,49 @@ impl ArpcFraming {
 mod tests {
     use super::*;
 
-    /// A frame completed from pieces is handed over with the buffer it lies in (so its
-    /// payload can be shared); one decoded straight from the input is not; and a buffer a
-    /// handler kept a slice of is not reused for the next frame.
-    /// A large frame's rest is received into the partial buffer lent out (as the kernel
-    /// would, within the room reserved: no growth), then decodes with its own buffer.
+    /// Receives the rest of `framing`'s partial frame by direct receives of what each one
+    /// asks for (as the kernel would, within the room lent: no growth), the socket holding
+    /// `queued` more bytes each time; checks every loan against what had arrived and returns
+    /// how many receives it took.
+    fn receive_directly(framing: &mut ArpcFraming, wire: &[u8], queued: usize) -> usize {
+        let mut receives = 0;
+        while let Some(remaining) = framing.direct_remaining() {
+            let held = framing.buffered();
+            let (mut buf, want) = framing.take_for_direct(queued).unwrap();
+            let arrived = held + queued;
+            assert!(want > 0 && want <= remaining, "{want} of {remaining}");
+            assert!(
+                buf.capacity() <= room_for(wire.len(), arrived),
+                "{} reserved with {arrived} arrived",
+                buf.capacity()
+            );
+            let capacity = buf.capacity();
+            buf.extend_from_slice(&wire[held..held + want]);
+            assert_eq!(buf.capacity(), capacity, "filled in place");
+            framing.end_direct(buf);
+            receives += 1;
+        }
+        receives
+    }
+
+    /// A large frame's rest is received into the partial buffer lent out, in steps that
+    /// double what arrived (a direct receive never asks for more than that), then decodes
+    /// with its own buffer; the small rest the last step leaves comes as ordinary input.
     #[test]
-    fn a_direct_receive_completes_a_large_frame_in_its_reserved_buffer() {
+    fn direct_receives_of_a_large_frame_ask_for_what_arrived_in_doubling_steps() {
         let wire = Frame::request(3, "/echo", vec![9u8; 200_000]).to_bytes();
         let mut framing = ArpcFraming::new(1 << 20);
         framing
             .decode(&wire[..4096], |_, _| panic!("not whole"))
             .unwrap();
-        assert_eq!(framing.direct_remaining(), Some(wire.len() - 4096));
-        let (mut buf, want) = framing.take_for_direct().unwrap();
-        assert_eq!(want, wire.len() - 4096);
-        assert!(
-            buf.capacity() >= wire.len(),
-            "the whole frame reserved up front"
-        );
-        let capacity = buf.capacity();
-        buf.extend_from_slice(&wire[4096..]);
-        assert_eq!(buf.capacity(), capacity, "filled in place");
-        framing.end_direct(buf);
+        assert_eq!(framing.partial().capacity(), FIRST_STEP);
+        let receives = receive_directly(&mut framing, &wire, 0);
+        // 16 KiB, then 32, 64, 128 KiB and the rest of the frame.
+        assert!((4..=5).contains(&receives), "{receives} receives");
+        let held = framing.buffered();
         let mut got = None;
         framing
-            .decode(&[], |frame, owner| {
+            .decode(&wire[held..], |frame, owner| {
                 assert!(owner.is_some());
                 got = Some((frame.header.seq, frame.payload.len()));
                 Next::Continue
@@ -231,8 +314,73 @@ mod tests {
         assert_eq!(framing.direct_remaining(), None);
     }
 
-    /// Small rests stay on the shared buffers; a declared frame over `DIRECT_RESERVE` reserves
-    /// no more than that before its bytes come (a peer that stops costs at most that).
+    /// When the rest of the frame is already waiting in the socket, room for all of it is
+    /// reserved at once and one direct receive takes it.
+    #[test]
+    fn a_frame_already_waiting_in_the_socket_is_received_in_one_step() {
+        let wire = Frame::request(3, "/echo", vec![9u8; 1 << 20]).to_bytes();
+        let mut framing = ArpcFraming::new(2 << 20);
+        framing
+            .decode(&wire[..16384], |_, _| panic!("not whole"))
+            .unwrap();
+        let rest = wire.len() - 16384;
+        assert_eq!(receive_directly(&mut framing, &wire, rest), 1);
+        assert_eq!(
+            framing.partial().capacity(),
+            wire.len(),
+            "exactly the frame"
+        );
+        let mut got = None;
+        framing
+            .decode(&[], |frame, _| {
+                got = Some(frame.payload.len());
+                Next::Continue
+            })
+            .unwrap();
+        assert_eq!(got, Some(1 << 20));
+    }
+
+    /// With the rest of a frame already waiting in the socket, the piece that starts it gets
+    /// room for the whole frame at once (the socket is asked once); a frame that fits twice
+    /// what arrived never asks.
+    #[test]
+    fn room_for_bytes_waiting_in_the_socket_is_made_at_once() {
+        let wire = Frame::request(4, "/echo", vec![2u8; 65536]).to_bytes();
+        let mut framing = ArpcFraming::new(1 << 20);
+        let mut asked = 0;
+        let waiting = |rest| {
+            asked += 1;
+            assert_eq!(rest, wire.len() - 16384);
+            rest
+        };
+        framing
+            .decode_from_socket(&wire[..16384], waiting, |_, _| panic!("not whole"))
+            .unwrap();
+        assert_eq!((asked, framing.partial().capacity()), (1, wire.len()));
+        let mut got = None;
+        for piece in wire[16384..].chunks(16384) {
+            framing
+                .decode_from_socket(
+                    piece,
+                    |_| panic!("room enough"),
+                    |f, _| {
+                        got = Some(f.payload.len());
+                        Next::Continue
+                    },
+                )
+                .unwrap();
+        }
+        assert_eq!(got, Some(65536));
+        let small = Frame::request(5, "/echo", vec![1u8; 5000]).to_bytes();
+        framing
+            .decode_from_socket(&small[..100], |_| panic!("not asked"), |_, _| panic!())
+            .unwrap();
+        assert_eq!(framing.partial().capacity(), small.len());
+    }
+
+    /// Small rests stay on the shared buffers; a declared frame of 60 MiB of which 8 KiB
+    /// came reserves twice that, and a direct receive for it asks for no more than that (a
+    /// peer that stops costs at most that).
     #[test]
     fn direct_receives_are_for_large_rests_and_reserve_a_bounded_amount() {
         let small = Frame::request(1, "/echo", vec![1u8; DIRECT_MIN]).to_bytes();
@@ -245,15 +393,90 @@ mod tests {
             small.len() - 100
         );
         let mut framing = ArpcFraming::new(64 << 20);
-        let big = Frame::request(2, "/echo", Vec::new()).to_bytes();
-        let mut head = big[..HEADER_LEN].to_vec();
-        head[..4].copy_from_slice(&(60u32 << 20).to_le_bytes());
-        framing.decode(&head, |_, _| panic!()).unwrap();
-        assert!(framing.partial().capacity() <= DIRECT_RESERVE + 64);
-        let (buf, want) = framing.take_for_direct().unwrap();
-        assert!(want <= DIRECT_RESERVE && buf.capacity() <= DIRECT_RESERVE + 64);
+        let mut big = Frame::request(2, "/echo", Vec::new()).to_bytes().to_vec();
+        big[..4].copy_from_slice(&(60u32 << 20).to_le_bytes());
+        big.resize(big.len() + 8192, 7);
+        framing.decode(&big, |_, _| panic!()).unwrap();
+        assert_eq!(framing.partial().capacity(), 2 * big.len());
+        let (buf, want) = framing.take_for_direct(0).unwrap();
+        assert_eq!(
+            buf.capacity(),
+            2 * big.len(),
+            "not grown: half the room is spare"
+        );
+        assert_eq!(want, big.len());
     }
 
+    /// Trickled through ordinary input, a partial frame's buffer is always within twice what
+    /// arrived (or the first step), grows only when full, and the frame decodes whole.
+    #[test]
+    fn a_trickled_frame_holds_at_most_twice_what_arrived() {
+        let wire = Frame::request(5, "/echo", vec![4u8; 300_000]).to_bytes();
+        let mut framing = ArpcFraming::new(1 << 20);
+        let mut moves = 0;
+        let mut last_capacity = 0;
+        let mut got = None;
+        for piece in wire.chunks(1000) {
+            framing
+                .decode(piece, |frame, _| {
+                    got = Some(frame.payload.len());
+                    Next::Continue
+                })
+                .unwrap();
+            let capacity = framing.partial().capacity();
+            if got.is_none() {
+                assert!(
+                    capacity <= room_for(wire.len(), framing.buffered()),
+                    "{capacity} for {}",
+                    framing.buffered()
+                );
+                moves += usize::from(capacity != last_capacity);
+                last_capacity = capacity;
+            }
+        }
+        assert_eq!(got, Some(300_000));
+        // 16, 32, 64, 128, 256 KiB, then the whole frame.
+        assert!(moves <= 6, "{moves} moves");
+    }
+
+    /// Plain frames around one large enough to grow in steps, cut at many pairs of offsets
+    /// (every offset near the frame edges and the growth steps): the same frames come out.
+    #[test]
+    fn frames_that_grow_in_steps_decode_at_every_split() {
+        let mut stream = Frame::request(1, "/echo", "a").to_bytes().to_vec();
+        let first = stream.len();
+        stream.extend_from_slice(&Frame::request(2, "/echo", vec![6u8; 70_000]).to_bytes());
+        let second = stream.len();
+        stream.extend_from_slice(&Frame::ping().to_bytes());
+        let mut cuts: Vec<usize> = (0..=stream.len()).step_by(997).collect();
+        for edge in [first, first + HEADER_LEN, first + FIRST_STEP, second] {
+            cuts.extend(edge.saturating_sub(20)..(edge + 20).min(stream.len()));
+        }
+        for &cut in &cuts {
+            for cut2 in [
+                cut,
+                (cut + 7).min(stream.len()),
+                (cut + 40_000).min(stream.len()),
+            ] {
+                let mut framing = ArpcFraming::new(1 << 20);
+                let mut seen = Vec::new();
+                for part in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
+                    framing
+                        .decode(part, |f, _| {
+                            seen.push((f.header.seq, f.payload.len()));
+                            Next::Continue
+                        })
+                        .unwrap();
+                }
+                assert_eq!(seen, [(1, 1), (2, 70_000), (0, 0)], "cut at {cut}, {cut2}");
+                assert_eq!(framing.buffered(), 0);
+            }
+        }
+    }
+
+    /// A frame completed from pieces is handed over with the buffer it lies in (so its
+    /// payload can be shared); one decoded straight from the input is not; and a buffer a
+    /// handler kept a slice of is not reused for the next frame.
     #[test]
     fn frames_completed_from_pieces_come_with_their_own_buffer() {
         let wire = Frame::request(1, "/echo", vec![7u8; 100]).to_bytes();

@@ -327,78 +327,17 @@ fn requests_past_the_in_flight_limit_are_refused_until_answers_go_out() {
 /// Set in the environment of the child that serves for the memory test.
 const RSS_CHILD: &str = "RINGRPC_TEST_RSS_SERVER";
 
-/// Resident memory of process `pid`, in bytes, counted from its page tables now
-/// (`smaps_rollup`; `status`'s `VmRSS` may lag by the pages its threads touched lately).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Rss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
-/// What the kernel holds of the loopback connection `client` → `server`: bytes the client
-/// has not sent yet and bytes the server has not read yet (`None` while it is not listed).
-fn kernel_queues(
-    client: std::net::SocketAddr,
-    server: std::net::SocketAddr,
-) -> (Option<u64>, Option<u64>) {
-    let hex = |a: std::net::SocketAddr| match a {
-        std::net::SocketAddr::V4(v4) => {
-            format!(
-                "{:08X}:{:04X}",
-                u32::from_le_bytes(v4.ip().octets()),
-                v4.port()
-            )
-        }
-        std::net::SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
-    };
-    let (c, s) = (hex(client), hex(server));
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
-    let queues = |local: &str, remote: &str| {
-        table.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 4 && f[1] == local && f[2] == remote).then(|| {
-                let (tx, rx) = f[4].split_once(':').unwrap();
-                (
-                    u64::from_str_radix(tx, 16).unwrap(),
-                    u64::from_str_radix(rx, 16).unwrap(),
-                )
-            })
-        })
-    };
-    (queues(&c, &s).map(|q| q.0), queues(&s, &c).map(|q| q.1))
-}
-
-/// Waits until the loopback connection `client` → `server` has nothing queued in either
-/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
-fn wait_all_read(client: std::net::SocketAddr, server: std::net::SocketAddr) {
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let (client_unsent, server_unread) = kernel_queues(client, server);
-        if client_unsent == Some(0) && server_unread == Some(0) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not read what was sent: client unsent {client_unsent:?}, server unread {server_unread:?}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Waits until the server has read everything sent on `client` → `server`, or has stopped
 /// reading it (what the kernel holds unchanged for half a second).
 fn wait_read_or_stopped(client: std::net::SocketAddr, server: std::net::SocketAddr) {
     let deadline = std::time::Instant::now() + LONG;
-    let mut last = (kernel_queues(client, server), std::time::Instant::now());
+    let mut last = (
+        common::kernel_queues(client, server),
+        std::time::Instant::now(),
+    );
     loop {
         thread::sleep(Duration::from_millis(5));
-        let now = kernel_queues(client, server);
+        let now = common::kernel_queues(client, server);
         if now == (Some(0), Some(0)) {
             return;
         }
@@ -499,7 +438,7 @@ impl RssChild {
 
     /// The child's resident memory, in bytes.
     fn rss(&self) -> u64 {
-        rss_bytes(self.child.id())
+        common::rss_bytes(self.child.id())
     }
 
     /// Closing its stdin stops the child, which checks every connection was released.
@@ -536,7 +475,7 @@ fn a_body_declared_at_the_maximum_and_trickled_costs_only_what_arrived() {
         c.send_raw(&chunk);
     }
     // Every byte sent has left both kernels' queues: the reactor has read it all.
-    wait_all_read(c.sock.local_addr().unwrap(), addr);
+    common::wait_all_read(&[(c.sock.local_addr().unwrap(), addr)]);
     Client::connect(addr).echo(1, b"sync");
     let grown = child.rss().saturating_sub(before);
     assert!(

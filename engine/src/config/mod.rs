@@ -252,7 +252,8 @@ impl ConfigBuilder {
     }
     /// Largest frame body (method + payload) a peer may declare, 1..=u32::MAX−16 (default
     /// 64 MiB − 16, as arpc). A connection holds at most this much for one partial frame,
-    /// and only as its bytes arrive.
+    /// and only as its bytes arrive: room for at most twice the bytes received (at least
+    /// 16 KiB), on raw arpc and WebSocket alike.
     pub fn max_body(mut self, n: u32) -> Self {
         self.max_body = n;
         self

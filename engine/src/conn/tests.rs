@@ -95,7 +95,7 @@ fn oversized_body_is_rejected_from_the_header_alone() {
 }
 
 #[test]
-fn a_trickled_maximum_body_holds_what_arrived_and_at_most_a_mebibyte_more() {
+fn a_trickled_maximum_body_holds_at_most_twice_what_arrived() {
     let router = Router::with_builtins();
     let max = ringrpc_protocol::DEFAULT_MAX_BODY;
     let mut conn = test_conn(max);
@@ -110,9 +110,9 @@ fn a_trickled_maximum_body_holds_what_arrived_and_at_most_a_mebibyte_more() {
     for _ in 0..256 {
         conn.handle_recv(&chunk, &router).unwrap();
         received += chunk.len();
-        // At most 1 MiB reserved ahead, then growth by doubling, never towards the 64 MiB
+        // Growth by doubling what arrived (from a first step), never towards the 64 MiB
         // declared.
-        let bound = crate::framing::DIRECT_RESERVE.max(2 * received) + 4096;
+        let bound = crate::framing::FIRST_STEP.max(2 * received);
         assert!(
             conn.framing.partial().unwrap().capacity() <= bound,
             "{} for {received}",

@@ -8,14 +8,16 @@
 //! for the connection's life is the [`Lifecycle`](crate::lifecycle::Lifecycle)'s call.
 
 use std::io;
+use std::os::fd::AsFd;
 
-use ringrpc_uring::{Completion, SendError};
+use ringrpc_uring::{Completion, OpKind, SendError, SharedFd, sys};
 
 use super::{Reactor, SPARE_BATCHES, SPARE_BUFFERS};
 use crate::error::DisconnectReason;
 
 impl Reactor {
-    pub(super) fn on_recv(&mut self, mut completion: Completion) {
+    /// A multishot recv completed; `later` are the completions after it in this batch.
+    pub(super) fn on_recv(&mut self, mut completion: Completion, later: &[Completion]) {
         // A completion for a connection already released is dropped (its buffer returns
         // to the kernel as it drops).
         let Some(idx) = self.live(completion.tag()) else {
@@ -35,7 +37,7 @@ impl Reactor {
                         slot.conn.reflect(&buf);
                         self.stats.bytes_in += buf.len() as u64;
                     } else {
-                        self.decode(idx, &buf);
+                        self.decode(idx, &buf, later);
                     }
                 }
                 // Lingering or failing: read and discarded.
@@ -70,7 +72,7 @@ impl Reactor {
         }
         if result > 0 {
             if slot.lifecycle.recv_data(now, false) {
-                self.decode(idx, &[]);
+                self.decode(idx, &[], &[]);
             }
         } else {
             self.recv_ended_without_data(idx, result, false);
@@ -79,9 +81,10 @@ impl Reactor {
         self.mark_dirty(idx);
     }
 
-    /// Decodes `data` (after any partial frame held) on connection `idx`; a protocol or
-    /// authentication failure starts its close.
-    fn decode(&mut self, idx: usize, data: &[u8]) {
+    /// Decodes `data` (after any partial frame held) on connection `idx`, `later` being the
+    /// completions after it in this batch; a protocol or authentication failure starts its
+    /// close.
+    fn decode(&mut self, idx: usize, data: &[u8], later: &[Completion]) {
         let now = self.now;
         let slot = &mut self.conns[idx];
         if slot.conn.session.out.wants_buffer() {
@@ -90,9 +93,12 @@ impl Reactor {
             }
         }
         let before = slot.conn.session.stats;
-        let decoded = slot
-            .conn
-            .handle_recv_metered(data, &slot.policy.router, &mut self.methods);
+        let (tag, socket) = (slot.tag(idx), &slot.socket);
+        let decoded =
+            slot.conn
+                .handle_recv_metered(data, &slot.policy.router, &mut self.methods, |rest| {
+                    bytes_waiting(tag, later, socket, rest)
+                });
         self.stats.add_conn_delta(&before, &slot.conn.session.stats);
         let lifecycle = &mut slot.lifecycle;
         lifecycle.decoded(now, slot.conn.partial_len() > 0);
@@ -173,7 +179,9 @@ impl Reactor {
     /// buffer; `Err` if the ring refused (the buffer is back with the framing).
     pub(super) fn start_direct(&mut self, idx: usize) -> io::Result<()> {
         let slot = &mut self.conns[idx];
-        let Some((buf, want)) = slot.conn.take_for_direct() else {
+        // Bytes already in the socket have arrived: room for them is reserved at once.
+        let queued = sys::unread_bytes(slot.socket.as_fd()).unwrap_or(0);
+        let Some((buf, want)) = slot.conn.take_for_direct(queued) else {
             return Err(io::Error::other("no partial frame to receive directly"));
         };
         match self.ring.recv_into(&slot.socket, slot.tag(idx), buf, want) {
@@ -203,4 +211,19 @@ impl Reactor {
             Err(SendError { error, .. }) => Err(error),
         }
     }
+}
+
+/// Bytes that arrived for the connection of `tag` and wait to be decoded: those its recv
+/// completions later in this batch carry, then (unless those are already `rest` or more)
+/// those in its socket.
+fn bytes_waiting(tag: u64, later: &[Completion], socket: &SharedFd, rest: usize) -> usize {
+    let in_batch: usize = later
+        .iter()
+        .filter(|c| c.tag() == tag && c.kind() == OpKind::Recv)
+        .map(|c| c.result().max(0) as usize)
+        .sum();
+    if in_batch >= rest {
+        return in_batch;
+    }
+    in_batch + sys::unread_bytes(socket.as_fd()).unwrap_or(0)
 }

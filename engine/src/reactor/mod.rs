@@ -265,8 +265,9 @@ impl Reactor {
                 }
             }
             self.now = Instant::now();
-            for completion in cqes.drain(..) {
-                self.on_completion(completion);
+            let mut batch = cqes.drain(..);
+            while let Some(completion) = batch.next() {
+                self.on_completion(completion, batch.as_slice());
             }
             self.run_due_timers();
             Executor::fire_timers(self.now);
@@ -362,10 +363,11 @@ impl Reactor {
         self.stats.callback_panics += take_panics();
     }
 
-    fn on_completion(&mut self, completion: Completion) {
+    /// Acts on one completion; `later` are the ones after it in this batch.
+    fn on_completion(&mut self, completion: Completion, later: &[Completion]) {
         match completion.kind() {
             OpKind::Accept => self.on_accept(completion),
-            OpKind::Recv => self.on_recv(completion),
+            OpKind::Recv => self.on_recv(completion, later),
             OpKind::RecvInto => self.on_recv_direct(completion),
             OpKind::RecvMsg => self.on_datagram(completion),
             OpKind::Send if completion.tag() == UDP_TAG => self.on_datagram_sent(completion),

@@ -5,12 +5,16 @@
 //! bits, unknown opcodes, a missing (or, client side, present) mask, a fragmented or over-125
 //! control frame and a 64-bit length with its top bit set are refused before any payload is
 //! buffered; a data frame's length is checked against [`Limits::max_payload`] before any
-//! memory is reserved for it; `decode` consumes bytes only when it returns a whole frame and
+//! memory is reserved for it, and room for a partial frame grows only with the bytes that
+//! arrived (at most twice what the buffer holds, or `framing::FIRST_STEP`; never the
+//! declared length up front); `decode` consumes bytes only when it returns a whole frame and
 //! never panics on any input.
 
 use std::fmt;
 
 use bytes::{Buf, BufMut, BytesMut};
+
+use crate::framing::reserve_ahead;
 
 /// The largest payload of a control frame (§5.5).
 pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -114,9 +118,10 @@ impl std::error::Error for WsError {}
 
 /// Decodes the frame at the start of `buf`.
 ///
-/// `Ok(None)`: incomplete (nothing consumed; room for the rest is reserved once the length is
-/// known and accepted). `Ok(Some(frame))`: its bytes were consumed. `Err`: close the
-/// connection with [`WsError::close_code`].
+/// `Ok(None)`: incomplete (nothing consumed; once the length is known and accepted, room is
+/// reserved ahead in steps that double with the bytes held, never past the frame).
+/// `Ok(Some(frame))`: its bytes were consumed. `Err`: close the connection with
+/// [`WsError::close_code`].
 pub(crate) fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<WsFrame>, WsError> {
     let Some(&[b0, b1]) = buf.get(..2) else {
         return Ok(None);
@@ -179,7 +184,7 @@ pub(crate) fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<WsFra
     };
     let total = at + len;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        reserve_ahead(buf, total);
         return Ok(None);
     }
     buf.advance(at);
@@ -264,7 +269,8 @@ pub(crate) mod tests {
     //! 1002; each reserved bit → 1002; every reserved opcode → 1002; ping/close over 125 bytes
     //! and fragmented control frames → 1002 (from the 2 header bytes alone); 64-bit length
     //! with the top bit → 1002; oversize data frame → 1009 with only the header present and
-    //! no memory reserved; server headers round-trip through a client-side decoder in all three
+    //! no memory reserved; a large or hugely announced frame reserves only as it arrives;
+    //! server headers round-trip through a client-side decoder in all three
     //! length forms; random bytes never panic.
 
     use super::*;
@@ -395,6 +401,53 @@ pub(crate) mod tests {
             }
             check(got.unwrap(), fin, op, &payload);
         }
+    }
+
+    /// A frame large enough to be buffered in growing steps, masked, cut at many offsets
+    /// (every one near the header and the growth steps): it decodes whole, and while
+    /// incomplete the buffer holds no more room than twice its bytes (or the first step).
+    #[test]
+    fn a_large_frame_at_many_splits_reserves_only_as_it_arrives() {
+        use crate::framing::{FIRST_STEP, room_for};
+        let payload: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        let bytes = client_frame(0x82, &payload, LenForm::Long);
+        let mut cuts: Vec<usize> = (0..bytes.len()).step_by(499).collect();
+        for edge in [14, FIRST_STEP, 2 * FIRST_STEP, 4 * FIRST_STEP] {
+            cuts.extend(edge - 14..edge + 14);
+        }
+        for cut in cuts {
+            let mut buf = BytesMut::new();
+            for part in [&bytes[..cut], &bytes[cut..]] {
+                buf.extend_from_slice(part);
+                if let Some(frame) = decode(&mut buf, &LIMITS).unwrap() {
+                    check(frame, true, Opcode::Binary, &payload);
+                    assert!(buf.is_empty());
+                    continue;
+                }
+                assert_eq!(buf.len(), cut, "nothing consumed");
+                assert!(
+                    buf.capacity() <= room_for(bytes.len(), cut).max(cut),
+                    "{} reserved for {cut} bytes",
+                    buf.capacity()
+                );
+            }
+        }
+    }
+
+    /// A frame announcing 60 MiB reserves room for what arrived, not the announced length.
+    #[test]
+    fn a_huge_announced_frame_reserves_only_for_its_bytes() {
+        let limits = Limits {
+            max_payload: 64 << 20,
+            expect_masked: true,
+        };
+        let mut b = BytesMut::from(&[0x82, 0x80 | 127][..]);
+        b.extend_from_slice(&(60u64 << 20).to_be_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&[7; 8192]);
+        assert_eq!(decode(&mut b, &limits), Ok(None));
+        assert_eq!(b.len(), 14 + 8192);
+        assert!(b.capacity() <= 2 * b.len(), "{}", b.capacity());
     }
 
     #[test]

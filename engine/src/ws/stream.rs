@@ -7,7 +7,9 @@
 //! [`Event::Raw`] in order with the frames, never inside one; after an HTTP refusal or a
 //! Close (ours or the peer's) nothing more is read and decoding ends with the reason, so
 //! the connection closes once what was queued is flushed; the input buffer is bounded by the
-//! handshake's header limit before the upgrade and by the message limit after it.
+//! handshake's header limit before the upgrade and by the message limit after it, and grows
+//! only with the bytes received (a frame's room is at most twice its bytes held, whatever
+//! length it announces; so is the inner arpc framing's).
 
 use std::sync::Arc;
 

@@ -170,3 +170,85 @@ pub fn start_nats(port: u16) -> Proc {
     }
     Proc(child)
 }
+
+/// Resident memory of process `pid`, in bytes, counted from its page tables now
+/// (`smaps_rollup`; `status`'s `VmRSS` may lag by the pages its threads touched lately).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let kib: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Rss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// `/proc/net/tcp`'s queues: (local, remote) in its hex form → (tx_queue, rx_queue).
+fn tcp_queues() -> std::collections::HashMap<(String, String), (u64, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            let q = (
+                u64::from_str_radix(tx, 16).ok()?,
+                u64::from_str_radix(rx, 16).ok()?,
+            );
+            Some(((f.get(1)?.to_string(), f.get(2)?.to_string()), q))
+        })
+        .collect()
+}
+
+/// An IPv4 address as `/proc/net/tcp` writes it.
+fn proc_hex(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("the test listens on IPv4 loopback"),
+    }
+}
+
+/// What the kernel holds of the loopback connection `client` → `server`: bytes the client
+/// has not sent yet and bytes the server has not read yet (`None` while it is not listed).
+pub fn kernel_queues(client: SocketAddr, server: SocketAddr) -> (Option<u64>, Option<u64>) {
+    let (c, s) = (proc_hex(client), proc_hex(server));
+    let queues = tcp_queues();
+    (
+        queues.get(&(c.clone(), s.clone())).map(|q| q.0),
+        queues.get(&(s, c)).map(|q| q.1),
+    )
+}
+
+/// Waits until every loopback connection `(client, server)` has nothing queued in either
+/// direction's kernel buffers: no unsent byte at the client, no unread byte at the server.
+pub fn wait_all_read(pairs: &[(SocketAddr, SocketAddr)]) {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|&(c, s)| (proc_hex(c), proc_hex(s)))
+        .collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let queues = tcp_queues();
+        let pending = pairs.iter().find_map(|(c, s)| {
+            let client_unsent = queues.get(&(c.clone(), s.clone())).map(|q| q.0);
+            let server_unread = queues.get(&(s.clone(), c.clone())).map(|q| q.1);
+            (client_unsent != Some(0) || server_unread != Some(0))
+                .then_some((client_unsent, server_unread))
+        });
+        let Some((client_unsent, server_unread)) = pending else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the server did not read what was sent: client unsent {client_unsent:?}, server unread {server_unread:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
