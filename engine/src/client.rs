@@ -28,7 +28,7 @@ use crate::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
 use crate::server::StartError;
 use crate::settings::ReactorSettings;
 use crate::shared::{Adoption, ConnPolicy, Shared};
-use crate::stream::{Stream, Subscription};
+use crate::stream::{BiStream, Subscription};
 
 /// Why a client could not connect or start.
 #[derive(Debug)]
@@ -257,9 +257,22 @@ impl ClientBuilder {
     pub fn route_stream_blocking(
         mut self,
         method: &str,
-        handler: impl Fn(crate::Stream) + Send + Sync + 'static,
+        handler: impl Fn(crate::BiStream) + Send + Sync + 'static,
     ) -> Self {
         if let Err(e) = self.router.add_stream_blocking(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves streams the server opens to this client for `method` as async tasks on the
+    /// client's reactor (see [`Router::add_stream_async`]).
+    pub fn route_stream_async<F, Fut>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(crate::BiStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        if let Err(e) = self.router.add_stream_async(method, handler) {
             self.route_error.get_or_insert(e);
         }
         self
@@ -736,7 +749,7 @@ impl Client {
     /// [`ConnHandle::open_stream`](crate::ConnHandle::open_stream)). Fails at once with
     /// [`StreamError::Disconnected`] while disconnected; a stream never moves to a new
     /// connection after a reconnect (it ends with `Disconnected`).
-    pub fn open_stream(&self, method: &str) -> Result<Stream, StreamError> {
+    pub fn open_stream(&self, method: &str) -> Result<BiStream, StreamError> {
         self.open_stream_with(method, None)
     }
 
@@ -745,7 +758,7 @@ impl Client {
         &self,
         method: &str,
         timeout: Option<Duration>,
-    ) -> Result<Stream, StreamError> {
+    ) -> Result<BiStream, StreamError> {
         match self.inner.current() {
             Some(conn) => conn.open_stream_with(method, timeout),
             None => Err(StreamError::Disconnected),

@@ -108,8 +108,8 @@ pub use server::{
 pub use signals::ShutdownSignals;
 pub use stats::CoreStats;
 pub use stream::{
-    BlockingStreamHandler, Replies, Stream, StreamContext, StreamHandler, StreamLimits,
-    StreamSender, Subscription, echo_stream,
+    BiStream, BlockingStreamHandler, RecvFuture, Replies, SendFuture, StreamContext, StreamHandler,
+    StreamLimits, StreamSender, Subscription, echo_stream,
 };
 pub use typed::{
     AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,

@@ -22,7 +22,7 @@ use crate::mailbox::Mailbox;
 use crate::measure::{MethodMetrics, Timing};
 use crate::outqueue::OutQueue;
 use crate::pool::{BlockingHandler, BlockingPool, Request};
-use crate::stream::{Replies, Stream, StreamContext, StreamRoute};
+use crate::stream::{BiStream, Replies, StreamContext, StreamRoute};
 use crate::typed::{
     AsyncHandler, Extensions, HandlerError, IntoReply, Reply, TypedHandler, async_route,
     typed_route,
@@ -721,16 +721,35 @@ impl Router {
     }
 
     /// Serves streams the peer opens for `method` on a thread each: `handler` owns the
-    /// [`Stream`] and may block on it. Costs a thread (256 KiB of stack) per open stream.
+    /// [`BiStream`] and may block on it. Costs a thread (256 KiB of stack) per open stream.
     pub fn add_stream_blocking(
         &mut self,
         method: &str,
-        handler: impl Fn(Stream) + Send + Sync + 'static,
+        handler: impl Fn(BiStream) + Send + Sync + 'static,
     ) -> Result<(), RouteError> {
         check_method(method)?;
         self.streams.insert(
             method.as_bytes().into(),
             StreamRoute::Blocking(Arc::new(handler)),
+        );
+        Ok(())
+    }
+
+    /// Serves streams the peer opens for `method` as tasks on the reactor that owns the
+    /// connection: `handler` owns the [`BiStream`] and awaits
+    /// [`recv_async`](BiStream::recv_async) and [`send_async`](BiStream::send_async) (or
+    /// uses it as a `futures::Stream` and `Sink`), the send window being its back-pressure.
+    /// Its future need not be `Send`. A panic ends the stream with an error; when the
+    /// connection goes, the stream ends with `Disconnected`.
+    pub fn add_stream_async<F, Fut>(&mut self, method: &str, handler: F) -> Result<(), RouteError>
+    where
+        F: Fn(BiStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        check_method(method)?;
+        self.streams.insert(
+            method.as_bytes().into(),
+            StreamRoute::Async(Arc::new(move |stream| Box::pin(handler(stream)))),
         );
         Ok(())
     }

@@ -439,13 +439,26 @@ impl ServerBuilder {
     }
 
     /// Serves streams clients open for `method` on a thread each, owning the
-    /// [`Stream`](crate::Stream) (see [`Router::add_stream_blocking`]).
+    /// [`BiStream`](crate::BiStream) (see [`Router::add_stream_blocking`]).
     pub fn route_stream_blocking(
         mut self,
         method: &str,
-        handler: impl Fn(crate::Stream) + Send + Sync + 'static,
+        handler: impl Fn(crate::BiStream) + Send + Sync + 'static,
     ) -> Self {
         if let Err(e) = self.router.add_stream_blocking(method, handler) {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Serves streams clients open for `method` as async tasks on the connection's reactor,
+    /// each owning its [`BiStream`](crate::BiStream) (see [`Router::add_stream_async`]).
+    pub fn route_stream_async<F, Fut>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(crate::BiStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        if let Err(e) = self.router.add_stream_async(method, handler) {
             self.route_error.get_or_insert(e);
         }
         self

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -82,6 +83,8 @@ pub(crate) struct StreamShared {
     send_closed: AtomicBool,
     /// The user dropped the receiving handle: data arriving later is discarded.
     abandoned: AtomicBool,
+    /// A `futures::Stream` consumer saw the end: later polls give `None`.
+    receive_done: AtomicBool,
     queue_limit: AtomicUsize,
     send_window: AtomicUsize,
     state: Mutex<State>,
@@ -112,6 +115,24 @@ struct State {
     unsent: usize,
     /// The connection is gone: waiting senders fail.
     dead: bool,
+    /// A task awaiting data (woken like the `readable` condition).
+    read_waker: Option<Waker>,
+    /// A task awaiting room in the window (woken like `writable`).
+    write_waker: Option<Waker>,
+}
+
+impl State {
+    fn wake_reader(&mut self) {
+        if let Some(waker) = self.read_waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(waker) = self.write_waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// What a receive found.
@@ -142,6 +163,7 @@ impl StreamShared {
             opened_here,
             send_closed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            receive_done: AtomicBool::new(false),
             queue_limit: AtomicUsize::new(queue_limit.max(1)),
             send_window: AtomicUsize::new(send_window.max(1)),
             state: Mutex::default(),
@@ -189,6 +211,16 @@ impl StreamShared {
         self.send_closed.load(Ordering::Acquire)
     }
 
+    /// A `futures::Stream` consumer has seen the end.
+    pub(crate) fn mark_receive_done(&self) {
+        self.receive_done.store(true, Ordering::Release);
+    }
+
+    /// Whether a `futures::Stream` consumer has seen the end.
+    pub(crate) fn is_receive_done(&self) -> bool {
+        self.receive_done.load(Ordering::Acquire)
+    }
+
     /// The receiving handle is gone: drops what waits and discards what comes; returns
     /// true if the inbox was holding the connection's reading (the reactor must be told).
     pub(crate) fn abandon(&self) -> bool {
@@ -220,6 +252,7 @@ impl StreamShared {
             cost,
         });
         self.readable.notify_one();
+        state.wake_reader();
         if !state.held && state.queued >= self.queue_limit() {
             state.held = true;
             return true;
@@ -236,8 +269,10 @@ impl StreamShared {
         if dead {
             state.dead = true;
             self.writable.notify_all();
+            state.wake_writer();
         }
         self.readable.notify_all();
+        state.wake_reader();
     }
 
     /// `bytes` posted by a sender are now queued for the socket (or dropped).
@@ -245,6 +280,7 @@ impl StreamShared {
         let mut state = self.lock();
         state.unsent = state.unsent.saturating_sub(bytes);
         self.writable.notify_all();
+        state.wake_writer();
     }
 
     // ---- user side ----
@@ -259,31 +295,124 @@ impl StreamShared {
         }
     }
 
+    /// The next item or the end, if either is there now (the lock is released before a
+    /// metadata block is decoded).
+    fn take<'s>(
+        &'s self,
+        mut state: MutexGuard<'s, State>,
+    ) -> Result<Received, MutexGuard<'s, State>> {
+        if let Some(Item {
+            data,
+            metadata,
+            cost,
+        }) = state.items.pop_front()
+        {
+            state.queued -= cost;
+            let resume = state.held && state.queued <= self.queue_limit() / 2;
+            if resume {
+                state.held = false;
+            }
+            drop(state);
+            return Ok(Received::Data {
+                data,
+                metadata: metadata.as_deref().and_then(decode_block),
+                resume,
+            });
+        }
+        match &state.end {
+            Some(end) => Ok(Received::End(end.clone())),
+            None => Err(state),
+        }
+    }
+
+    /// Takes the next item, or registers `cx`'s waker to be woken when one (or the end)
+    /// arrives.
+    pub(crate) fn poll_receive(&self, cx: &mut Context<'_>) -> Poll<Received> {
+        match self.take(self.lock()) {
+            Ok(received) => Poll::Ready(received),
+            Err(mut state) => {
+                state.read_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Claims `bytes` of the send window, or registers `cx`'s waker to be woken when room
+    /// frees up (or the stream dies).
+    pub(crate) fn poll_reserve(
+        &self,
+        bytes: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), StreamError>> {
+        match self.reserve(bytes, false) {
+            Err(StreamError::WouldBlock) => {
+                let mut state = self.lock();
+                // Room may have freed up between the two locks: look once more.
+                if state.unsent == 0
+                    || state.unsent + bytes <= self.send_window.load(Ordering::Relaxed)
+                {
+                    drop(state);
+                    return Poll::Ready(self.reserve(bytes, false));
+                }
+                state.write_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            done => Poll::Ready(done),
+        }
+    }
+
+    /// Claims `bytes` of the send window whatever it holds (a `Sink` item, after
+    /// [`StreamShared::poll_room`] said there was room): the window is then exceeded by at
+    /// most that one item. Fails only when the stream is dead.
+    pub(crate) fn force_reserve(&self, bytes: usize) -> Result<(), StreamError> {
+        let mut state = self.lock();
+        if state.dead {
+            return Err(match &state.end {
+                Some(Err(e)) => e.clone(),
+                _ => StreamError::Disconnected,
+            });
+        }
+        state.unsent += bytes;
+        Ok(())
+    }
+
+    /// Ready once the window has room (less than its size unsent), or the stream is dead.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        self.poll_until(cx, |state, window| state.unsent < window)
+    }
+
+    /// Ready once everything posted is queued for the socket, or the stream is dead.
+    pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        self.poll_until(cx, |state, _| state.unsent == 0)
+    }
+
+    fn poll_until(
+        &self,
+        cx: &mut Context<'_>,
+        ready: impl Fn(&State, usize) -> bool,
+    ) -> Poll<Result<(), StreamError>> {
+        let mut state = self.lock();
+        if state.dead {
+            return Poll::Ready(Err(match &state.end {
+                Some(Err(e)) => e.clone(),
+                _ => StreamError::Disconnected,
+            }));
+        }
+        if ready(&state, self.send_window.load(Ordering::Relaxed)) {
+            return Poll::Ready(Ok(()));
+        }
+        state.write_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// Takes the next item, waiting until `deadline` (`None`: forever) when `wait`.
     pub(crate) fn receive(&self, wait: bool, deadline: Option<Instant>) -> Received {
         let mut state = self.lock();
         loop {
-            if let Some(Item {
-                data,
-                metadata,
-                cost,
-            }) = state.items.pop_front()
-            {
-                state.queued -= cost;
-                let resume = state.held && state.queued <= self.queue_limit() / 2;
-                if resume {
-                    state.held = false;
-                }
-                drop(state);
-                return Received::Data {
-                    data,
-                    metadata: metadata.as_deref().and_then(decode_block),
-                    resume,
-                };
-            }
-            if let Some(end) = &state.end {
-                return Received::End(end.clone());
-            }
+            state = match self.take(state) {
+                Ok(received) => return received,
+                Err(state) => state,
+            };
             if !wait {
                 return Received::Empty;
             }

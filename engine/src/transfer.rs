@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::StreamError;
-use crate::stream::{Stream, StreamSender};
+use crate::stream::{BiStream, StreamSender};
 
 /// Default chunk size of [`send_from`]: large enough to amortise per-frame costs, small
 /// enough to bound memory (Socket.D fragments at 16 MiB; a frame per 256 KiB keeps a
@@ -156,7 +156,7 @@ pub fn send_from(
 /// The receiving side of a transfer: the declared length, then the chunks as they come.
 #[derive(Debug)]
 pub struct Download<'s> {
-    stream: &'s Stream,
+    stream: &'s BiStream,
     total: u64,
     received: u64,
     timeout: Option<Duration>,
@@ -166,7 +166,7 @@ impl<'s> Download<'s> {
     /// Reads the declared length (the stream's first frame). `timeout` bounds each wait for
     /// a frame (`None`: wait as long as the stream lives).
     pub fn start(
-        stream: &'s Stream,
+        stream: &'s BiStream,
         timeout: Option<Duration>,
     ) -> Result<Download<'s>, TransferError> {
         let first = recv(stream, timeout)?.ok_or(TransferError::BadHeader { len: 0 })?;
@@ -262,7 +262,7 @@ impl crate::Client {
     }
 }
 
-fn recv(stream: &Stream, timeout: Option<Duration>) -> Result<Option<Bytes>, StreamError> {
+fn recv(stream: &BiStream, timeout: Option<Duration>) -> Result<Option<Bytes>, StreamError> {
     match timeout {
         Some(t) => stream.recv_timeout(t),
         None => stream.recv(),

@@ -523,3 +523,63 @@ fn core_clients_connect_once_per_core_and_report_an_unreachable_target_clearly()
         "one connection from the gateway's core"
     );
 }
+
+/// An async stream handler on the reactor: it awaits frames and sends with the window as
+/// back-pressure; a client that stops reading makes it wait without stalling the core.
+#[test]
+fn async_stream_handlers_await_frames_and_wait_for_window_room_without_stalling() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    let builder =
+        Server::builder().route_stream_async("/flood", move |stream: ringrpc::BiStream| {
+            let counted = counted.clone();
+            async move {
+                // The request: how many frames to send back.
+                let Ok(Some(request)) = stream.recv_async().await else {
+                    return;
+                };
+                let n: usize = String::from_utf8_lossy(&request).parse().unwrap();
+                for i in 0..n {
+                    if stream.send_async(vec![b'x'; 64 * 1024]).await.is_err() {
+                        return;
+                    }
+                    counted.store(i + 1, Ordering::SeqCst);
+                }
+                let _ = stream.close_send();
+            }
+        });
+    let server = serve(
+        builder,
+        Config::builder()
+            .cores(1)
+            .stream_send_window(256 * 1024)
+            .max_send_queue_bytes(1 << 20),
+    );
+    let client = ringrpc::Client::connect(&server.local_addr().to_string()).unwrap();
+    let stream = client.open_stream("/flood").unwrap();
+    stream.send("200").unwrap();
+    // Nobody reads: the handler gets only so far, and the core still answers other
+    // connections at once (this one is held by its full stream inbox, by design).
+    thread::sleep(Duration::from_millis(300));
+    let parked_at = sent.load(Ordering::SeqCst);
+    assert!(
+        parked_at < 200,
+        "the window and the send queue held it back ({parked_at})"
+    );
+    let mut other = Client::connect(server.local_addr());
+    let started = Instant::now();
+    other.echo(1, b"quick");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    // Reading lets it finish.
+    let mut frames = 0;
+    while let Some(frame) = stream.recv_timeout(IO_TIMEOUT).unwrap() {
+        assert_eq!(frame.len(), 64 * 1024);
+        frames += 1;
+    }
+    assert_eq!(frames, 200);
+    assert_eq!(sent.load(Ordering::SeqCst), 200);
+    drop(stream);
+    drop(client);
+    drop(other);
+    server.shutdown().unwrap();
+}

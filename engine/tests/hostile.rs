@@ -370,7 +370,7 @@ fn rss_child_server() {
     if std::env::var_os(RSS_CHILD).is_none() {
         return;
     }
-    let hoard: Arc<Mutex<Vec<ringrpc::Stream>>> = Arc::default();
+    let hoard: Arc<Mutex<Vec<ringrpc::BiStream>>> = Arc::default();
     let keep = hoard.clone();
     let config = Config::builder()
         .cores(1)

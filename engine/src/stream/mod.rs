@@ -1,4 +1,4 @@
-//! Streams (arpc's cmd 6) and subscribe on top of them: the [`Stream`] handle usable from
+//! Streams (arpc's cmd 6) and subscribe on top of them: the [`BiStream`] handle usable from
 //! any thread, the [`StreamContext`] a reactor-side stream handler sees frame by frame, and
 //! [`Subscription`] / [`Replies`] for request → reply… → end.
 //!
@@ -14,7 +14,7 @@
 //!   [`StreamLimits::send_window`] unsent before it waits.
 //! - A reactor thread never blocks on a stream: there, a receive or send that would wait
 //!   fails with [`StreamError::WouldBlock`] instead.
-//! - Dropping a [`Stream`] closes its send side (an EOF, if none was sent) and discards
+//! - Dropping a [`BiStream`] closes its send side (an EOF, if none was sent) and discards
 //!   whatever arrives for it later.
 
 mod context;
@@ -43,9 +43,14 @@ use crate::mailbox::Command;
 /// (and once for its end): it must not block. Send from it through [`StreamContext`].
 pub type StreamHandler = Arc<dyn Fn(&mut StreamContext<'_>) + Send + Sync>;
 
-/// A stream handler that owns a [`Stream`] on a thread of its own, so it may block on
+/// A stream handler that owns a [`BiStream`] on a thread of its own, so it may block on
 /// `recv` and `send`.
-pub type BlockingStreamHandler = Arc<dyn Fn(Stream) + Send + Sync>;
+pub type BlockingStreamHandler = Arc<dyn Fn(BiStream) + Send + Sync>;
+
+/// A stream handler run as a task on the reactor that owns the connection: it owns the
+/// [`BiStream`] and awaits `recv_async` and `send_async` (the window is its back-pressure).
+pub(crate) type AsyncStreamHandler =
+    Arc<dyn Fn(BiStream) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
 /// Stack of a blocking stream handler's thread.
 pub(crate) const HANDLER_STACK: usize = 256 * 1024;
@@ -57,6 +62,8 @@ pub(crate) enum StreamRoute {
     Events(StreamHandler),
     /// A thread per stream.
     Blocking(BlockingStreamHandler),
+    /// A task per stream on the connection's reactor.
+    Async(AsyncStreamHandler),
 }
 
 /// Per-connection stream limits.
@@ -84,7 +91,12 @@ impl Default for StreamLimits {
     }
 }
 
-pub(crate) fn run_blocking(handler: BlockingStreamHandler, stream: Stream) {
+mod futures;
+pub use futures::{RecvFuture, SendFuture};
+use std::future::Future;
+use std::pin::Pin;
+
+pub(crate) fn run_blocking(handler: BlockingStreamHandler, stream: BiStream) {
     let sender = stream.sender();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(stream)));
     if outcome.is_err() {
@@ -113,11 +125,32 @@ fn post_with(
     error: bool,
     metadata: Option<Box<Metadata>>,
 ) -> Result<(), StreamError> {
-    let window = payload.len();
-    if crate::error::check_body(shared.method(), &payload).is_err() {
-        return Err(StreamError::TooLarge { size: window });
+    check_size(shared, &payload)?;
+    shared.reserve(payload.len(), !on_reactor_thread())?;
+    post_reserved(conn, shared, payload, eof, error, metadata);
+    Ok(())
+}
+
+/// A frame body over the wire's 4 GiB limit is refused before it takes any window.
+fn check_size(shared: &StreamShared, payload: &[u8]) -> Result<(), StreamError> {
+    match crate::error::check_body(shared.method(), payload) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(StreamError::TooLarge {
+            size: payload.len(),
+        }),
     }
-    shared.reserve(window, !on_reactor_thread())?;
+}
+
+/// Posts a frame whose bytes already hold their place in the window.
+fn post_reserved(
+    conn: &ConnHandle,
+    shared: &Arc<StreamShared>,
+    payload: Bytes,
+    eof: bool,
+    error: bool,
+    metadata: Option<Box<Metadata>>,
+) {
+    let window = payload.len();
     conn.post_stream_send(
         shared.clone(),
         OutFrame {
@@ -128,7 +161,6 @@ fn post_with(
             metadata,
         },
     );
-    Ok(())
 }
 
 /// The sending half of a stream, usable from any thread (cheap to clone). Frames go out in
@@ -252,17 +284,17 @@ impl Replies {
 /// [`ConnHandle::open_stream`](crate::ConnHandle::open_stream),
 /// [`Client::open_stream`](crate::Client::open_stream), or handed to a blocking stream
 /// handler.
-pub struct Stream {
+pub struct BiStream {
     sender: StreamSender,
 }
 
-impl fmt::Debug for Stream {
+impl fmt::Debug for BiStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Stream").field(&self.sender).finish()
+        f.debug_tuple("BiStream").field(&self.sender).finish()
     }
 }
 
-impl Drop for Stream {
+impl Drop for BiStream {
     fn drop(&mut self) {
         let shared = &self.sender.shared;
         if !shared.is_send_closed() {
@@ -274,9 +306,9 @@ impl Drop for Stream {
     }
 }
 
-impl Stream {
-    pub(crate) fn new(conn: ConnHandle, shared: Arc<StreamShared>) -> Stream {
-        Stream {
+impl BiStream {
+    pub(crate) fn new(conn: ConnHandle, shared: Arc<StreamShared>) -> BiStream {
+        BiStream {
             sender: StreamSender { conn, shared },
         }
     }
@@ -288,12 +320,12 @@ impl Stream {
         self.receive(!on_reactor_thread(), None)
     }
 
-    /// As [`Stream::recv`], waiting at most `timeout` ([`StreamError::Timeout`] after).
+    /// As [`BiStream::recv`], waiting at most `timeout` ([`StreamError::Timeout`] after).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Bytes>, StreamError> {
         self.receive(!on_reactor_thread(), Some(Instant::now() + timeout))
     }
 
-    /// As [`Stream::recv`], with the frame's metadata (arpc's `md` block), if it carried
+    /// As [`BiStream::recv`], with the frame's metadata (arpc's `md` block), if it carried
     /// any.
     pub fn recv_with_metadata(&self) -> Result<Option<(Bytes, Option<Metadata>)>, StreamError> {
         self.receive_with(!on_reactor_thread(), None)
@@ -373,20 +405,26 @@ impl Stream {
 /// an error end (or a disconnect, or the timeout) is yielded as the last item.
 #[derive(Debug)]
 pub struct Subscription {
-    stream: Stream,
+    stream: BiStream,
     done: bool,
 }
 
 impl Subscription {
-    pub(crate) fn new(stream: Stream) -> Subscription {
+    pub(crate) fn new(stream: BiStream) -> Subscription {
         Subscription {
             stream,
             done: false,
         }
     }
     /// The stream under the subscription.
-    pub fn stream(&self) -> &Stream {
+    pub fn stream(&self) -> &BiStream {
         &self.stream
+    }
+
+    /// The replies as a `futures::Stream` (each reply, then the end; an error end is the
+    /// last item), for async code; the iterator's blocking waits never happen.
+    pub fn into_stream(self) -> BiStream {
+        self.stream
     }
 }
 
@@ -454,8 +492,8 @@ pub(crate) fn new_local(method: &str, limits: StreamLimits) -> Arc<StreamShared>
 
 impl ConnHandle {
     /// Opens a stream to the peer for `method` (its stream handler serves it). Nothing is
-    /// sent until the first [`Stream::send`].
-    pub fn open_stream(&self, method: &str) -> Result<Stream, StreamError> {
+    /// sent until the first [`BiStream::send`].
+    pub fn open_stream(&self, method: &str) -> Result<BiStream, StreamError> {
         self.open_stream_with(method, None)
     }
 
@@ -466,7 +504,7 @@ impl ConnHandle {
         &self,
         method: &str,
         timeout: Option<Duration>,
-    ) -> Result<Stream, StreamError> {
+    ) -> Result<BiStream, StreamError> {
         if method.is_empty() || method.len() > ringrpc_protocol::MAX_METHOD_LEN {
             return Err(StreamError::BadMethod);
         }
@@ -478,7 +516,7 @@ impl ConnHandle {
                 timeout,
             })
             .map_err(|_| StreamError::MailboxFull)?;
-        Ok(Stream::new(self.clone(), shared))
+        Ok(BiStream::new(self.clone(), shared))
     }
 
     fn post_stream_send(&self, shared: Arc<StreamShared>, send: OutFrame) {

@@ -18,7 +18,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringrpc_protocol::{CMD_STREAM_EOF, CMD_STREAM_LOCAL, Flags, FrameRef};
 
-use super::{Stream, StreamContext, StreamEvent, StreamHandler, StreamLimits, StreamRoute};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+
+use crate::contain::panic_message;
+use crate::executor::Executor;
+
+use super::{BiStream, StreamContext, StreamEvent, StreamHandler, StreamLimits, StreamRoute};
 use crate::error::{
     STREAM_HANDLER_PANICKED, STREAM_METHOD_NOT_FOUND, STREAM_TIMED_OUT, StreamError,
     TOO_MANY_STREAMS,
@@ -32,7 +38,7 @@ pub(crate) type StreamKey = (bool, u64);
 
 /// How received frames reach the stream's user.
 enum Mode {
-    /// Into the shared inbox, for a [`Stream`].
+    /// Into the shared inbox, for a [`BiStream`].
     Inbox,
     /// To a handler on the reactor thread, frame by frame.
     Events(StreamHandler),
@@ -400,7 +406,7 @@ impl Open {
         let mode = match route {
             StreamRoute::Events(handler) => Mode::Events(handler.clone()),
             StreamRoute::Blocking(handler) => {
-                let stream = Stream::new(conn(), shared.clone());
+                let stream = BiStream::new(conn(), shared.clone());
                 let handler = handler.clone();
                 let spawned = std::thread::Builder::new()
                     .name("ringrpc-stream".into())
@@ -408,6 +414,29 @@ impl Open {
                     .spawn(move || super::run_blocking(handler, stream));
                 if let Err(e) = spawned {
                     tracing::error!("cannot start a stream handler thread: {e}");
+                    self.stats.refused += 1;
+                    shared.close_send();
+                    push_error_end(out, false, id, frame.method, TOO_MANY_STREAMS);
+                    return false;
+                }
+                Mode::Inbox
+            }
+            StreamRoute::Async(handler) => {
+                let stream = BiStream::new(conn(), shared.clone());
+                let sender = stream.sender();
+                let future = handler(stream);
+                let task = async move {
+                    let outcome = AssertUnwindSafe(future).catch_unwind().await;
+                    if let Err(panic) = outcome {
+                        tracing::error!(
+                            "async stream handler panicked: {}",
+                            panic_message(&*panic)
+                        );
+                        let _ = sender.close_with_error(STREAM_HANDLER_PANICKED);
+                    }
+                };
+                if let Err(e) = Executor::spawn(task) {
+                    tracing::error!("cannot start an async stream handler: {e}");
                     self.stats.refused += 1;
                     shared.close_send();
                     push_error_end(out, false, id, frame.method, TOO_MANY_STREAMS);
