@@ -52,7 +52,14 @@ pub fn bundled_servers() -> Vec<ServerSpec> {
         loadgen_args,
     };
     vec![
-        bundled("engine", "engine", engine_args, vec![]),
+        bundled("engine", "engine", engine_args.clone(), vec![]),
+        // The same engine answering from an async task after one yield (`/echo/async`).
+        bundled(
+            "engine-async",
+            "engine",
+            engine_args,
+            vec!["--method", "/echo/async"],
+        ),
         // The engine's own transport limit: its io_uring reactor writing bytes back undecoded.
         bundled("reflect", "engine", reflect_args, vec!["--reflect"]),
         // The floor: a plain epoll loop writing bytes back undecoded.
@@ -214,6 +221,7 @@ mod tests {
             names(&select(all.clone(), None).unwrap()),
             [
                 "engine",
+                "engine-async",
                 "reflect",
                 "peer-reflect",
                 "peer-tokio",
@@ -246,7 +254,7 @@ mod tests {
         }
         assert!(udp[1].loadgen_args.contains(&"--reflect"));
         assert_eq!(servers_for(CompareTransport::Tcp), bundled_servers());
-        assert_eq!(servers_for(CompareTransport::All).len(), 8);
+        assert_eq!(servers_for(CompareTransport::All).len(), 9);
         assert!(extra_server(Some("udp-reflect".into()), Some("s {port}".into())).is_err());
     }
 
