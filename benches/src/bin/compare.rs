@@ -118,8 +118,9 @@ struct Cli {
     /// CPU loadgen is pinned to.
     #[arg(long, default_value_t = 1)]
     loadgen_cpu: usize,
-    /// Comma-separated rows to run, from those --transport offers: engine, reflect (the
-    /// engine's --reflect), peer-reflect (the epoll floor), peer-tokio, peer-tokio-uring,
+    /// Comma-separated rows to run, from those --transport offers: engine, engine-async (the
+    /// engine's /echo/async), reflect (the engine's --reflect), peer-reflect (the epoll
+    /// floor), peer-tokio, peer-tokio-uring,
     /// grpc-echo and the external server's name (tcp);
     /// engine-udp, udp-reflect (udp) [default: all of them].
     #[arg(long)]
