@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, U
 from .address import Address, parse_address
 from .aio_conn import AioConn, open_conn
 from .aio_stream import Stream, Subscription
+from .aio_udp import UdpClient, UdpEndpoint
 from .coders import decode_topic, encode_topic
 from .common import (
     METHOD_NOT_FOUND,
@@ -52,7 +53,7 @@ from .protocol import (
     Frame,
 )
 
-__all__ = ["connect", "Client", "Stream", "Subscription"]
+__all__ = ["connect", "Client", "Stream", "Subscription", "UdpClient", "UdpEndpoint"]
 
 #: ``fn(payload, ctx)``, a coroutine function or a plain one, returning the reply.
 Handler = Callable[[bytes, Context], Any]
@@ -69,8 +70,6 @@ async def connect(address: str, **options: Any) -> Any:
     Options are :class:`Client`'s (``timeout``, ``password``, ``reconnect``, ...)."""
     addr = parse_address(address)
     if addr.scheme == "udp":
-        from .aio_udp import UdpClient
-
         return await UdpClient.create(address, **options)
     client = Client(addr, **options)
     await client._first_connect()

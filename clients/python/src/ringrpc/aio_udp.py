@@ -44,11 +44,11 @@ _MAX_DATAGRAM_BODY = 65535 - 16
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: "UdpEndpoint") -> None:
-        self.endpoint = endpoint
+    endpoint: Optional["UdpEndpoint"] = None
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
-        self.endpoint._on_datagram(data, addr)
+        if self.endpoint is not None:  # (nothing can be waiting for an answer before)
+            self.endpoint._on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         pass  # e.g. ICMP port unreachable after a send: the call's retries and timeout cover it
@@ -84,15 +84,15 @@ class UdpEndpoint:
         addr = parse_address(bind if "://" in bind else "udp://" + bind)
         family, sockaddr = resolve_udp(addr.host, addr.port)
         loop = asyncio.get_running_loop()
-        holder: Dict[str, UdpEndpoint] = {}
+        protocol = _Protocol()
         try:
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(holder["endpoint"]), local_addr=sockaddr[:2], family=family)
+                lambda: protocol, local_addr=sockaddr[:2], family=family)
         except OSError as e:
             raise Disconnected(f"cannot bind UDP {bind}: {e.strerror or e}") from e
         endpoint = cls(transport, timeout=timeout, retry=retry, max_datagram=max_datagram,
                        dedup_window=dedup_window, dedup_capacity=dedup_capacity)
-        holder["endpoint"] = endpoint
+        protocol.endpoint = endpoint
         return endpoint
 
     def close(self) -> None:
