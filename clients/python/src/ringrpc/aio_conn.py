@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Deque, List, Optional
 
 from .address import Address
 from .errors import Disconnected, ProtocolError, Timeout
@@ -174,7 +174,7 @@ class WsConn(AioConn):
         self._drained.set()
         self._resume = asyncio.Event()
         self._resume.set()
-        self._tasks: list = []
+        self._tasks: List["asyncio.Task[None]"] = []
 
     async def start(self, timeout: float) -> None:
         from websockets.asyncio.client import connect

@@ -324,7 +324,8 @@ class Client:
         """Sends ``obj`` as MessagePack, returns the answer decoded from MessagePack."""
         return loads_msgpack(self.call(method, dumps_msgpack(obj), timeout))
 
-    def notify(self, method: str, payload: Optional[Payload] = b"", *, metadata: Optional[MetadataInput] = None) -> None:
+    def notify(self, method: str, payload: Optional[Payload] = b"", *,
+               metadata: Optional[MetadataInput] = None) -> None:
         """Sends a Notify (never answered)."""
         self._send(self._encoder.frame(NOTIFY, 0, method, to_bytes(payload), metadata=metadata),
                    what=f"notify {method}")

@@ -12,7 +12,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import MetadataError
 
@@ -40,7 +40,9 @@ _GZIP_OFFSET = 5
 _INNER_HEAD_LEN = 11  # cmd, flag, method_len, seq: what inflates ahead of the body
 
 
-def _entries(md: Union[Mapping[str, Union[bytes, str]], Sequence[Tuple[str, Union[bytes, str]]]]):
+def _entries(
+    md: Union[Mapping[str, Union[bytes, str]], Sequence[Tuple[str, Union[bytes, str]]]],
+) -> List[Tuple[str, Union[bytes, str]]]:
     return list(md.items()) if isinstance(md, Mapping) else list(md)
 
 

@@ -153,7 +153,8 @@ def loads_json(data: bytes) -> Any:
 def dumps_msgpack(obj: Any) -> bytes:
     import msgpack
 
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 def loads_msgpack(data: bytes) -> Any:

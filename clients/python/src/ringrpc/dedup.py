@@ -105,5 +105,5 @@ class DedupCache:
 def same_address(a: Any, b: Any) -> bool:
     """Whether two socket addresses name the same host and port (flow info and scope of
     IPv6 addresses aside)."""
-    return a[0] == b[0] and a[1] == b[1]
+    return bool(a[0] == b[0] and a[1] == b[1])
 

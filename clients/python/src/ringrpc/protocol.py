@@ -212,7 +212,8 @@ def decode_frame(raw: bytes, max_body: int = DEFAULT_MAX_BODY) -> Frame:
                 f"declared body of {body_len} bytes exceeds the maximum of {max_body}", "body_too_large"
             )
         if len(raw) != HEADER_LEN + body_len:
-            raise ProtocolError(f"frame declares a body of {body_len} bytes but has {len(raw) - HEADER_LEN}", "datagram")
+            raise ProtocolError(
+                f"frame declares a body of {body_len} bytes but has {len(raw) - HEADER_LEN}", "datagram")
         try:
             raw = coders.decompress_frame(raw, max_body)
         except ValueError as e:
@@ -301,7 +302,7 @@ class FrameDecoder:
         """Feeds ``data`` and returns every whole frame; raises on the first bad header (the
         frames before it are lost to the caller: use :meth:`next_frame` to keep them)."""
         self.feed(data)
-        out = []
+        out: List[Frame] = []
         while True:
             f = self.next_frame()
             if f is None:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .address import parse_address
 from .common import (
@@ -105,7 +105,7 @@ class UdpEndpoint:
         self._dedup = DedupCache(dedup_window, dedup_capacity)
         self._dedup_lock = threading.Lock()
         self._routes: Dict[str, Handler] = {}
-        self._no_retry: set = set()
+        self._no_retry: Set[str] = set()
         self._pending: Dict[int, _UdpPending] = {}
         self._seq = first_udp_seq()
         self._seq_lock = threading.Lock()
@@ -213,7 +213,8 @@ class UdpEndpoint:
         answer = self._encoder.frame(RESPONSE, f.seq, f.method, body, flag=flag, metadata=md)
         if len(answer) > self.max_datagram:
             text = f"response of {len(answer)} bytes does not fit one datagram (max {self.max_datagram})"
-            answer = self._encoder.frame(RESPONSE, f.seq, f.method, text.encode(), flag=FLAG_ERROR | (f.flag & FLAG_ASYNC))
+            answer = self._encoder.frame(RESPONSE, f.seq, f.method, text.encode(),
+                                         flag=FLAG_ERROR | (f.flag & FLAG_ASYNC))
         with self._dedup_lock:
             self._dedup.finish(addr[:2], f.seq, answer)
         self._sendto(answer, addr)
