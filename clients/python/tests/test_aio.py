@@ -269,3 +269,24 @@ def test_password_refused_and_wrong_pubsub_password(engine_factory, tmp_path):
             await aio.connect(e.addr, password="no")
 
     run(main())
+
+
+def test_server_calls_past_max_in_flight_are_refused_at_once(peer):
+    async def main():
+        async with await aio.connect(peer.addr, timeout=10, max_in_flight=2) as c:
+            release = asyncio.Event()
+
+            async def slow(payload, ctx):
+                await release.wait()
+                return b"done"
+
+            c.route("/py/slow", slow)
+            calls = [asyncio.ensure_future(c.call("/srv/call", b"/py/slow\nx")) for _ in range(3)]
+            done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+            with pytest.raises(CallError, match="too many requests in flight on this connection"):
+                await done.pop()
+            release.set()
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            assert [o for o in outcomes if isinstance(o, bytes)] == [b"done", b"done"]
+
+    run(main())

@@ -188,3 +188,26 @@ def test_server_calls_notifies_and_broadcasts(peer, tmp_path):
             assert c.call("/srv/broadcast", b"/py/news\nbroadcast") == b"sent"
             wait_until(lambda: len(got) == 2, what="the notify and the broadcast")
             assert sorted(got) == [(b"broadcast", True), (b"notified", True)]
+
+
+def test_server_calls_past_max_in_flight_are_refused_at_once(peer):
+    with ringrpc.connect(peer.addr, timeout=10, max_in_flight=2) as c:
+        release = threading.Event()
+        c.route("/py/slow", lambda payload, ctx: release.wait(5) and b"done")
+        outcomes = []
+
+        def ask() -> None:
+            try:
+                outcomes.append(c.call("/srv/call", b"/py/slow\nx"))
+            except CallError as e:
+                outcomes.append(str(e))
+                release.set()
+
+        threads = [threading.Thread(target=ask) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(outcomes, key=str) == [b"done", b"done",
+                                             "client answered: peer returned an error: "
+                                             "too many requests in flight on this connection"]

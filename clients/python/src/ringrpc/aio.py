@@ -21,8 +21,11 @@ from .aio_stream import Stream, Subscription
 from .aio_udp import UdpClient, UdpEndpoint
 from .coders import decode_topic, encode_topic
 from .common import (
+    DEFAULT_MAX_IN_FLIGHT,
     METHOD_NOT_FOUND,
     STREAM_METHOD_NOT_FOUND,
+    TOO_MANY_REQUESTS,
+    TOO_MANY_STREAMS,
     Context,
     Encoder,
     MetadataInput,
@@ -92,6 +95,7 @@ class Client:
         gzip_threshold: Optional[int] = None,
         stream_queue_bytes: int = 1 << 20,
         subscription_queue: int = 1024,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.address = address if isinstance(address, Address) else parse_address(address)
         self.timeout = timeout
@@ -102,6 +106,7 @@ class Client:
         self.max_body = max_body
         self.stream_queue_bytes = stream_queue_bytes
         self.subscription_queue = subscription_queue
+        self.max_in_flight = max_in_flight
         self.stats = Stats()
         self._encoder = Encoder(max_body, gzip_threshold, self.stats)
         self._conn: Optional[AioConn] = None
@@ -373,6 +378,8 @@ class Client:
         client.subscribe("news")``. Await it to wait until the server agreed."""
         sub = Subscription(self, topic, self.subscription_queue)
         subs = self._topics.get(topic)
+        if subs:
+            sub._ready = next(iter(subs))._ready  # the topic's in_S, maybe not answered yet
         if subs is None:
             self._topics[topic] = subs = set()
             subs.add(sub)
@@ -470,13 +477,18 @@ class Client:
             elif f.method == _PUBLISH:
                 self._on_publish(f.payload)
             elif f.method in self._routes:
-                self._spawn(self._serve(conn, f, self._routes[f.method]))
+                if len(self._tasks) >= self.max_in_flight:
+                    self.stats.dropped += 1
+                else:
+                    self._spawn(self._serve(conn, f, self._routes[f.method]))
         elif cmd == REQUEST:
             handler = self._routes.get(f.method)
             if f.metadata_error is not None:
                 self._answer(conn, f, f.metadata_error.encode(), True, None)
             elif handler is None:
                 self._answer(conn, f, METHOD_NOT_FOUND.encode(), True, None)
+            elif len(self._tasks) >= self.max_in_flight:
+                self._answer(conn, f, TOO_MANY_REQUESTS.encode(), True, None)
             else:
                 self._spawn(self._serve(conn, f, handler))
         elif cmd == STREAM:
@@ -535,6 +547,10 @@ class Client:
             return
         if not f.payload and not f.stream_eof:
             return  # carries nothing, opens nothing
+        if len(self._tasks) >= self.max_in_flight:
+            self._write_quietly(conn, self._encoder.frame(
+                STREAM, f.seq, f.method, TOO_MANY_STREAMS.encode(), flag=FLAG_ERROR, stream_eof=True))
+            return
         s = Stream(self, conn, f.seq, f.method, False)
         self._peer_streams[f.seq] = s
         s._on_frame(f.payload, f.stream_eof, f.is_error, f.metadata)

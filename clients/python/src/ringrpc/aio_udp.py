@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .address import parse_address
 from .common import (
+    DEFAULT_MAX_IN_FLIGHT,
     METHOD_NOT_FOUND,
     Context,
     Encoder,
@@ -58,7 +59,7 @@ class UdpEndpoint:
     """One UDP socket that calls peers and serves routes; make it with :meth:`create`."""
 
     def __init__(self, transport: Any, *, timeout: float, retry: Retry, max_datagram: int,
-                 dedup_window: float, dedup_capacity: int) -> None:
+                 dedup_window: float, dedup_capacity: int, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self._transport = transport
         self.local_addr: SockAddr = transport.get_extra_info("sockname")
         self.timeout = timeout
@@ -72,12 +73,13 @@ class UdpEndpoint:
         self._pending: Dict[int, Tuple["asyncio.Future[Frame]", SockAddr]] = {}
         self._seq = first_udp_seq()
         self._tasks: Set["asyncio.Task[Any]"] = set()
+        self.max_in_flight = max_in_flight
         self._closed = False
 
     @classmethod
     async def create(cls, bind: str = "127.0.0.1:0", *, timeout: float = 5.0, retry: Retry = Retry(),
                      max_datagram: int = DEFAULT_MAX_DATAGRAM, dedup_window: float = 5.0,
-                     dedup_capacity: int = 65536) -> "UdpEndpoint":
+                     dedup_capacity: int = 65536, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> "UdpEndpoint":
         """Binds ``bind`` (``host:port``; port 0 picks one)."""
         if not 16 <= max_datagram <= 65507:
             raise ValueError("max_datagram must be 16..=65507 bytes")
@@ -91,7 +93,7 @@ class UdpEndpoint:
         except OSError as e:
             raise Disconnected(f"cannot bind UDP {bind}: {e.strerror or e}") from e
         endpoint = cls(transport, timeout=timeout, retry=retry, max_datagram=max_datagram,
-                       dedup_window=dedup_window, dedup_capacity=dedup_capacity)
+                       dedup_window=dedup_window, dedup_capacity=dedup_capacity, max_in_flight=max_in_flight)
         protocol.endpoint = endpoint
         return endpoint
 
@@ -155,10 +157,17 @@ class UdpEndpoint:
             if state != NEW:
                 self.stats.duplicates += 1
                 return
+            if len(self._tasks) >= self.max_in_flight:
+                self.stats.dropped += 1  # too busy: dropped unanswered, a resend may run it
+                self._dedup.forget(addr[:2], f.seq)
+                return
             self._spawn(self._serve(f, addr))
         elif f.cmd == NOTIFY:
             if f.method in self._routes and f.metadata_error is None:
-                self._spawn(self._serve(f, addr))
+                if len(self._tasks) >= self.max_in_flight:
+                    self.stats.dropped += 1
+                else:
+                    self._spawn(self._serve(f, addr))
         elif f.cmd == PING:
             self.stats.pings_answered += 1
             self._sendto(self._encoder.frame(PONG, 0, ""), addr)

@@ -17,7 +17,9 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .address import Address, parse_address
 from .common import (
+    DEFAULT_MAX_IN_FLIGHT,
     METHOD_NOT_FOUND,
+    TOO_MANY_REQUESTS,
     Context,
     Encoder,
     MetadataInput,
@@ -88,6 +90,7 @@ class Client:
         max_body: int = DEFAULT_MAX_BODY,
         gzip_threshold: Optional[int] = None,
         handler_threads: int = 4,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.address = address if isinstance(address, Address) else parse_address(address)
         if self.address.scheme == "udp":
@@ -110,6 +113,7 @@ class Client:
         self._last_error: Optional[BaseException] = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._handler_threads = handler_threads
+        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._reader: Optional[threading.Thread] = None
 
     # ---- connection ------------------------------------------------------------------
@@ -383,6 +387,12 @@ class Client:
             if is_request:
                 self._answer(transport, f, METHOD_NOT_FOUND.encode(), True, None)
             return
+        if not self._slots.acquire(blocking=False):
+            if is_request:
+                self._answer(transport, f, TOO_MANY_REQUESTS.encode(), True, None)
+            else:
+                self.stats.dropped += 1
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._handler_threads, thread_name_prefix="ringrpc-handler")
         ctx = Context(f.method, f.seq, f.metadata, f.user_flags, f.is_async, not is_request)
@@ -394,6 +404,8 @@ class Client:
             body, is_error = reply_bytes(out), False
         except Exception as e:  # the handler's failure is the caller's error text
             body, is_error = error_text(e).encode(), True
+        finally:
+            self._slots.release()
         if f.cmd == REQUEST:
             self._answer(transport, f, body, is_error, None if is_error else ctx.reply_metadata)
 

@@ -22,6 +22,12 @@ MetadataInput = Union[Mapping[str, Union[bytes, str]], Sequence[Tuple[str, Union
 
 METHOD_NOT_FOUND = "method not found"
 STREAM_METHOD_NOT_FOUND = "stream method not found"
+TOO_MANY_REQUESTS = "too many requests in flight on this connection"
+TOO_MANY_STREAMS = "too many open streams on this connection"
+#: Handlers running (or queued) at once per connection or endpoint; past it a Request gets
+#: the engine's own error text at once, a Notify or datagram is dropped, so a peer that
+#: floods calls costs bounded memory.
+DEFAULT_MAX_IN_FLIGHT = 4096
 
 
 def to_bytes(data: Optional[Payload]) -> bytes:

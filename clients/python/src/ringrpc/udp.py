@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .address import parse_address
 from .common import (
+    DEFAULT_MAX_IN_FLIGHT,
     METHOD_NOT_FOUND,
     Context,
     Encoder,
@@ -84,6 +85,7 @@ class UdpEndpoint:
         dedup_window: float = 5.0,
         dedup_capacity: int = 65536,
         handler_threads: int = 4,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if not 16 <= max_datagram <= 65507:
             raise ValueError("max_datagram must be 16..=65507 bytes")
@@ -111,6 +113,7 @@ class UdpEndpoint:
         self._seq_lock = threading.Lock()
         self._closed = False
         self._pool = ThreadPoolExecutor(handler_threads, thread_name_prefix="ringrpc-udp-handler")
+        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._thread = threading.Thread(target=self._receive, name="ringrpc-udp", daemon=True)
         self._thread.start()
 
@@ -186,15 +189,29 @@ class UdpEndpoint:
             if state != NEW:
                 self.stats.duplicates += 1
                 return
+            if not self._slots.acquire(blocking=False):
+                self.stats.dropped += 1  # too busy: dropped unanswered, a resend may run it
+                with self._dedup_lock:
+                    self._dedup.forget(addr[:2], f.seq)
+                return
             self._pool.submit(self._serve, f, addr)
         elif f.cmd == NOTIFY:
             if f.method in self._routes and f.metadata_error is None:
-                self._pool.submit(self._serve, f, addr)
+                if self._slots.acquire(blocking=False):
+                    self._pool.submit(self._serve, f, addr)
+                else:
+                    self.stats.dropped += 1
         elif f.cmd == PING:
             self.stats.pings_answered += 1
             self._sendto(self._encoder.frame(PONG, 0, ""), addr)
 
     def _serve(self, f: Frame, addr: SockAddr) -> None:
+        try:
+            self._serve_one(f, addr)
+        finally:
+            self._slots.release()
+
+    def _serve_one(self, f: Frame, addr: SockAddr) -> None:
         handler = self._routes.get(f.method)
         ctx = Context(f.method, f.seq, f.metadata, f.user_flags, f.is_async, f.cmd == NOTIFY, addr)
         if f.metadata_error is not None:
