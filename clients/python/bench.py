@@ -6,7 +6,7 @@
 
 The client runs on CPU 1 (the engine started here on CPU 0, one core). Each round runs
 every mode for --duration seconds, in turn; the report gives each mode's median over the
-rounds of calls/s, p50 and p99.
+rounds of calls/s, p50, p99 and the client's CPU time per call (setup included).
 """
 
 from __future__ import annotations
@@ -34,16 +34,20 @@ def percentile(sorted_ns: List[int], p: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * p))] / 1000.0
 
 
-Result = Tuple[float, float, float]  # calls/s, p50 us, p99 us
+Result = Tuple[float, float, float, float]  # calls/s, p50 us, p99 us, client CPU us per call
 
 
-def finish(lat: List[int], seconds: float) -> Result:
+def finish(lat: List[int], seconds: float, cpu_start: float) -> Result:
+    """``cpu_start``: this process's CPU time when the mode started (setup included)."""
+    cpu = time.process_time() - cpu_start
     lat.sort()
-    return len(lat) / seconds, percentile(lat, 0.50), percentile(lat, 0.99)
+    n = max(1, len(lat))
+    return len(lat) / seconds, percentile(lat, 0.50), percentile(lat, 0.99), cpu / n * 1e6
 
 
 def threads_loop(n: int, seconds: float, make: Callable[[], Callable[[], None]]) -> Result:
     """``n`` threads, each calling its ``make()``'d function in a closed loop."""
+    cpu_start = time.process_time()
     lats: List[List[int]] = [[] for _ in range(n)]
     calls = [make() for _ in range(n)]
     start = threading.Barrier(n + 1)
@@ -68,7 +72,7 @@ def threads_loop(n: int, seconds: float, make: Callable[[], Callable[[], None]])
     start.wait()
     for t in ts:
         t.join()
-    return finish([x for lat in lats for x in lat], seconds)
+    return finish([x for lat in lats for x in lat], seconds, cpu_start)
 
 
 def plain_socket_call(addr: Tuple[str, int], payload: bytes) -> Callable[[], None]:
@@ -108,6 +112,7 @@ def plain_mode(target: str, threads: int, payload: bytes, seconds: float) -> Res
 
 def aio_mode(target: str, conns: int, in_flight: int, payload: bytes, seconds: float) -> Result:
     async def main() -> Result:
+        cpu_start = time.process_time()
         clients = [await ringrpc.aio.connect(target, timeout=10) for _ in range(conns)]
         lat: List[int] = []
         loop = asyncio.get_running_loop()
@@ -123,7 +128,7 @@ def aio_mode(target: str, conns: int, in_flight: int, payload: bytes, seconds: f
         await asyncio.gather(*(worker(c) for c in clients for _ in range(in_flight)))
         for c in clients:
             await c.close()
-        return finish(lat, seconds)
+        return finish(lat, seconds, cpu_start)
 
     return asyncio.run(main())
 
@@ -161,18 +166,18 @@ def main() -> None:
         for r in range(args.rounds):
             for name, run in modes.items():
                 results[name].append(run())
-                cps, p50, p99 = results[name][-1]
-                print(f"round {r + 1}: {name:40} {cps:10.0f} calls/s  p50 {p50:8.1f} us  p99 {p99:8.1f} us",
-                      flush=True)
+                cps, p50, p99, cpu = results[name][-1]
+                print(f"round {r + 1}: {name:40} {cps:8.0f} calls/s  p50 {p50:7.1f} us  p99 {p99:8.1f} us"
+                      f"  client CPU {cpu:5.1f} us/call", flush=True)
     finally:
         if proc is not None:
             proc.kill()
             proc.wait()
     print(f"\nmedians of {args.rounds} rounds, {args.duration} s each, {args.payload} B payloads:")
-    print(f"| mode | calls/s | p50 µs | p99 µs |\n| --- | ---: | ---: | ---: |")
+    print("| mode | calls/s | p50 µs | p99 µs | client CPU µs/call |\n| --- | ---: | ---: | ---: | ---: |")
     for name, rs in results.items():
-        med = [statistics.median(x[i] for x in rs) for i in range(3)]
-        print(f"| {name} | {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} |")
+        med = [statistics.median(x[i] for x in rs) for i in range(4)]
+        print(f"| {name} | {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} | {med[3]:.1f} |")
 
 
 if __name__ == "__main__":
