@@ -134,6 +134,9 @@ class Client:
 
     async def _open(self) -> None:
         conn = await open_conn(self.address, self.connect_timeout, self.max_body, self._on_frame, self._lost)
+        if self._closed:  # closed while connecting (a reconnect)
+            conn.close()
+            raise Disconnected("client closed")
         self._conn = conn
         try:
             if self.password is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Set
 
 from .address import Address
 from .errors import Disconnected, ProtocolError, Timeout
@@ -26,6 +26,7 @@ OnFrame = Callable[["AioConn", Frame], None]
 OnLost = Callable[["AioConn", BaseException], None]
 
 _HIGH_WATER = 1 << 20
+_closing: Set["asyncio.Task[None]"] = set()
 
 
 class AioConn:
@@ -247,8 +248,9 @@ class WsConn(AioConn):
         for t in self._tasks:
             t.cancel()
         if self.ws is not None:
-            ws = self.ws
-            asyncio.get_running_loop().create_task(ws.close())
+            closing = asyncio.get_running_loop().create_task(self.ws.close())
+            _closing.add(closing)  # held until done: a task nobody holds may be collected
+            closing.add_done_callback(_closing.discard)
 
     def pause_reading(self) -> None:
         self._paused = True
