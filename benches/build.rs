@@ -1,4 +1,5 @@
-//! Generates the gRPC echo service (server and client) from `proto/echo.proto`.
+//! Generates the gRPC echo service (server and client) from loadgen's `proto/echo.proto`, the file
+//! loadgen's gRPC client is built from (it lives in loadgen so that crate packages on its own).
 //!
 //! protoc comes from `protoc-bin-vendored`, so no system protoc is needed.
 
@@ -14,5 +15,9 @@ fn main() -> io::Result<()> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_with_config(config, &["proto/echo.proto"], &["proto"])
+        .compile_with_config(
+            config,
+            &["../loadgen/proto/echo.proto"],
+            &["../loadgen/proto"],
+        )
 }

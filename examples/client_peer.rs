@@ -129,7 +129,7 @@ fn serve() -> Result<(), Error> {
                 return;
             };
             let responder = ctx.responder().expect("a request");
-            udp.call_async(peer, &method, data, TIMEOUT, move |answer| match answer {
+            udp.call_with(peer, &method, data, TIMEOUT, move |answer| match answer {
                 Ok(bytes) => responder.reply(&bytes),
                 Err(e) => responder.reply_error(&format!("udp peer answered: {e}")),
             });

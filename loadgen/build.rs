@@ -1,5 +1,5 @@
-//! Generates the gRPC echo client (`--proto grpc`) from the benches' `proto/echo.proto`, the
-//! same file the `grpc-echo` server is built from, so client and server cannot drift apart.
+//! Generates the gRPC echo client (`--proto grpc`) from `proto/echo.proto`, the
+//! same file the benches' `grpc-echo` server is built from, so client and server cannot drift apart.
 //!
 //! protoc comes from `protoc-bin-vendored`, so no system protoc is needed. Only the client is
 //! generated: loadgen never serves gRPC.
@@ -11,7 +11,7 @@ fn main() -> io::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| {
         io::Error::other("CARGO_MANIFEST_DIR is unset: run this build script through cargo")
     })?);
-    let proto_dir = manifest_dir.join("../benches/proto");
+    let proto_dir = manifest_dir.join("proto");
     let proto = proto_dir.join("echo.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     println!("cargo:rerun-if-changed=build.rs");

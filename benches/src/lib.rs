@@ -10,7 +10,7 @@ pub mod echo_service;
 pub mod peer_cli;
 pub mod soak;
 
-/// The gRPC echo service generated from `proto/echo.proto` (server and client).
+/// The gRPC echo service generated from `loadgen/proto/echo.proto` (server and client).
 pub mod grpc {
     tonic::include_proto!("ringrpc.echo");
 }

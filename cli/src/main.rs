@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Every flag sets the ringrpc::ConfigBuilder method of the same name (dashes for
 /// underscores); a seconds value of 0 turns a timeout off where that is allowed.
 #[derive(Parser, Debug)]
-#[command(name = "engine", version, about)]
+#[command(name = "engine", version, about, after_help = SIZES_HELP)]
 struct Args {
     /// Reactor threads, each pinned to its own CPU; one io_uring and one receive buffer ring
     /// each [default: all CPUs]
@@ -43,19 +43,19 @@ struct Args {
     #[arg(long, visible_alias = "buffers", value_name = "N", default_value_t = 512, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     recv_buffers: u32,
     /// Size of each receive buffer in bytes, 256..=1048576
-    #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value_t = 16384, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value = "16KiB", allow_negative_numbers = true, value_parser = size::<usize>)]
     recv_buffer_size: usize,
     /// Largest frame body (method + payload) a peer may send, in bytes; a connection holds at
     /// most this much for one partial frame, as its bytes arrive (room for at most twice
     /// the bytes received, at least 16 KiB)
-    #[arg(long, value_name = "BYTES", default_value_t = ringrpc_protocol::DEFAULT_MAX_BODY, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
+    #[arg(long, value_name = "BYTES", default_value_t = ringrpc_protocol::DEFAULT_MAX_BODY, allow_negative_numbers = true, value_parser = size::<u32>)]
     max_body: u32,
     /// Open connections over all cores before new ones are refused (about 870 B each idle)
     #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     max_connections: usize,
     /// Most unsent output per connection before the engine stops reading from it, in bytes:
     /// the most memory a peer that never reads can cost
-    #[arg(long, visible_alias = "max-send-queue", value_name = "BYTES", default_value_t = 4 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    #[arg(long, visible_alias = "max-send-queue", value_name = "BYTES", default_value = "4MiB", allow_negative_numbers = true, value_parser = size::<usize>)]
     max_send_queue_bytes: usize,
     /// The same limit counted in frames
     #[arg(long, value_name = "N", default_value_t = 65_536, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
@@ -84,10 +84,10 @@ struct Args {
     /// Bytes one stream's inbox holds before its connection stops reading until the
     /// consumer takes it to half; each frame counts its payload, metadata and about 200
     /// bytes. Per connection at most --max-streams-per-conn times this (1 GiB by default)
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", allow_negative_numbers = true, value_parser = size::<usize>)]
     stream_queue_bytes: usize,
     /// Bytes a stream sender may have unsent before `send` waits
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", allow_negative_numbers = true, value_parser = size::<usize>)]
     stream_send_window: usize,
     /// Most connections one peer IP address may hold open [default: unlimited]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<usize>)]
@@ -130,7 +130,7 @@ struct Args {
     no_tcp_listen: bool,
     /// Largest UDP datagram sent or answered, in bytes (1472 fits one Ethernet MTU; at most
     /// 65507; must fit --recv-buffer-size less 144)
-    #[arg(long, value_name = "BYTES", default_value_t = 1472, allow_negative_numbers = true, value_parser = positive)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1472, allow_negative_numbers = true, value_parser = positive_size)]
     udp_max_datagram: usize,
     /// Seconds a UDP request's answer is kept to answer its retries without running the
     /// handler again; a peer quiet this long is forgotten, with its pub/sub in_A
@@ -175,11 +175,28 @@ struct Args {
     nats: Option<String>,
     /// Send frames longer than BYTES gzip-compressed, arpc's way, when that makes them
     /// shorter (default off); peers must decode arpc gzip frames
-    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = size::<usize>)]
     gzip_threshold: Option<usize>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
+}
+
+/// What every BYTES flag accepts, shown at the end of `--help`.
+const SIZES_HELP: &str = "BYTES values are a whole number of bytes with an optional unit: B, k/KiB, M/MiB, G/GiB \
+    (binary: 1k = 1024), e.g. --max-body 1MiB or --stream-queue-bytes 256k.";
+
+/// A byte size, `65536`, `64KiB` or `1M`, as every ringrpc command line reads one.
+fn size<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    ringrpc_protocol::units::parse_size_as(s).map_err(|e| e.to_string())
+}
+
+/// A byte size of 1 or more.
+fn positive_size(s: &str) -> Result<usize, String> {
+    match size::<usize>(s)? {
+        0 => Err(format!("must be at least 1 byte, got {s}")),
+        n => Ok(n),
+    }
 }
 
 /// A whole number of 1 or more.
@@ -270,11 +287,10 @@ fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
         });
     }
     match e.downcast_ref::<StartError>()? {
-        StartError::AddrInUse(_) => Some("choose another port with --listen".into()),
         StartError::MetricsBind(..) => Some("set by --metrics-listen".into()),
-        StartError::PermissionDenied(_) | StartError::AddrNotAvailable(_) => {
-            Some("set by --listen".into())
-        }
+        StartError::AddrInUse(_)
+        | StartError::PermissionDenied(_)
+        | StartError::AddrNotAvailable(_) => Some("set by --listen".into()),
         _ => None,
     }
 }

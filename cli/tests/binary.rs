@@ -188,6 +188,32 @@ fn bad_settings_are_refused_with_the_allowed_range() {
     assert!(failed_start(&["--listen", "192.0.2.1:0"]).contains("not assigned to this machine"));
 }
 
+#[test]
+fn sizes_take_units_as_help_says() {
+    let (mut child, addr, _out) = start(&[
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-body",
+        "1MiB",
+        "--stream-queue-bytes",
+        "256k",
+        "--max-send-queue-bytes",
+        "4 MiB",
+        "--recv-buffer-size",
+        "8KiB",
+    ]);
+    Client::connect(addr).echo(1, b"x");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let err = bad_argument(&["--max-body", "1.5MiB"]);
+    assert!(err.contains("--max-body"), "{err}");
+    assert!(err.contains("whole number of bytes"), "{err}");
+    let err = bad_argument(&["--max-body", "4GiB"]);
+    assert!(err.contains("too large"), "{err}");
+}
+
 /// Refused by the argument parser: a message naming the flag and what it takes.
 fn bad_argument(args: &[&str]) -> String {
     let out = engine(args).output().unwrap();

@@ -16,4 +16,10 @@ fi
 
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent typecheck
+# What `npm publish` would ship: the module, its types and the README, nothing else.
+packed=$(npm pack --dry-run --json --loglevel=error | node -e '
+    const files = JSON.parse(require("fs").readFileSync(0, "utf8"))[0].files.map((f) => f.path).sort();
+    console.log(files.join(" "));')
+[ "$packed" = "README.md package.json ringrpc.d.ts ringrpc.js" ] \
+    || { echo "run-tests.sh: npm pack would ship [$packed], not the module, types and README" >&2; exit 1; }
 node --test test/*.test.js

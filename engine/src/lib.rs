@@ -46,6 +46,7 @@ mod endpoint;
 pub mod error;
 mod executor;
 mod framing;
+mod guide_doctests;
 mod handle;
 mod hooks;
 mod ids;

@@ -10,5 +10,5 @@ pub use config::{
 };
 pub use flags::{
     Cli, CpuList, IoMode, Proto, Transport, UDP_DEFAULT_MAX_DATAGRAM, parse_count, parse_cpu_list,
-    parse_duration,
+    parse_duration, parse_positive, parse_size_as,
 };

@@ -10,17 +10,30 @@ use crate::cli::flags::Proto;
 #[derive(Debug)]
 pub enum RunError {
     /// The target did not resolve to any address.
-    Resolve { target: String, cause: String },
+    Resolve {
+        /// The address as given.
+        target: String,
+        /// The resolver's error.
+        cause: String,
+    },
     /// A connection could not be opened or configured.
     Connect {
+        /// The address connected to.
         target: String,
+        /// The protocol the connection was for (the hint differs).
         proto: Proto,
+        /// The socket's error.
         cause: io::Error,
     },
     /// An I/O thread (or the gRPC runtime) could not be started or panicked.
     Worker(String),
     /// The `--hdr-log` file could not be created or written.
-    HdrLog { path: PathBuf, cause: String },
+    HdrLog {
+        /// The log file.
+        path: PathBuf,
+        /// Why it could not be created or written.
+        cause: String,
+    },
     /// `--pattern pubsub`: a connection could not authenticate or subscribe.
     PubSub(String),
 }
@@ -48,6 +61,15 @@ impl fmt::Display for RunError {
                 write!(f, "cannot connect to {target}: {what}")?;
                 if matches!(kind, ErrorKind::ConnectionRefused | ErrorKind::TimedOut) {
                     let port = target.rsplit(':').next().unwrap_or("8888");
+                    // A port only root may listen on is more likely a mistyped --target
+                    // than a server to start there.
+                    if port.parse::<u16>().is_ok_and(|p| p < 1024) {
+                        return write!(
+                            f,
+                            " — nothing accepts connections on port {port}: check --target \
+                             (`engine` listens on :8888 unless told otherwise)"
+                        );
+                    }
                     match proto {
                         Proto::Arpc => write!(
                             f,

@@ -1,8 +1,8 @@
 //! The gRPC service `--proto grpc` calls: the client `build.rs` generates from
-//! `benches/proto/echo.proto` (the file the `grpc-echo` server is built from), its method's
+//! `proto/echo.proto` (the file the benches' `grpc-echo` server is built from too), its method's
 //! name, and the largest payload a call may carry.
 
-/// The client generated from `benches/proto/echo.proto` by `build.rs`.
+/// The client generated from `proto/echo.proto` by `build.rs`.
 pub(crate) mod echo {
     tonic::include_proto!("ringrpc.echo");
 }

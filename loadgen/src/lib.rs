@@ -10,7 +10,29 @@
 //! and resends unanswered requests, counting retries, duplicate answers and losses.
 //! `--pattern pubsub` publishes to a topic of Go arpc's pub/sub and checks, times and counts
 //! every delivery at `--subscribers` subscriber connections ([`pubsub`]).
+//!
+//! A run from a program, against a ringrpc server in the same process:
+//!
+//! ```
+//! use clap::Parser;
+//! use ringrpc_loadgen::{Cli, Config, run};
+//!
+//! let server_config = ringrpc::Config::builder().cores(1).listen("127.0.0.1:0").build()?;
+//! let server = ringrpc::Server::builder().config(server_config).build()?.start()?;  // serves /echo
+//! let target = server.local_addr().to_string();
+//! let cli = Cli::try_parse_from([
+//!     "loadgen", "--target", &target, "--conns", "2", "--per-conn", "4",
+//!     "--duration", "200ms", "--warmup", "0s", "--payload", "1KiB", "--quiet",
+//! ])?;
+//! let report = run(&Config::from_cli(cli)?)?;
+//! assert!(report.success, "{:?}", report.failures);
+//! assert_eq!(report.counts.sent, report.counts.answered);
+//! println!("{}", report.render_text());
+//! server.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod arriving_echo;
 pub mod cli;

@@ -5,7 +5,8 @@ use std::fs::File;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use ringrpc_loadgen::{Cli, Config, run};
 
 #[global_allocator]
@@ -14,12 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // Flags that do not fit together are refused in clap's words, like a bad value is
+    // (`error: ...`, the usage line, the `--help` hint, exit status 2).
     let config = match Config::from_cli(Cli::parse()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(e) => Cli::command().error(ErrorKind::ArgumentConflict, e).exit(),
     };
     // Every connection is a descriptor, and --conns 10000 is past many shells' soft limit of
     // 1024; the hard limit is as far as an unprivileged process may go.

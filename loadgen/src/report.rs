@@ -43,16 +43,25 @@ pub(crate) struct Window {
 pub struct RunConfig {
     /// Wire protocol.
     pub proto: Proto,
+    /// Server address as given (`:PORT` expanded to 127.0.0.1).
     pub target: String,
+    /// Method called in every request.
     pub method: String,
     /// What one unit of load was (`call` unless `--pattern` said otherwise).
     pub pattern: Pattern,
+    /// Connections (UDP: sockets).
     pub conns: usize,
+    /// Requests kept in flight per connection.
     pub per_conn: usize,
+    /// I/O threads (gRPC: the tokio runtime's workers).
     pub threads: usize,
+    /// Payload bytes per request.
     pub payload_bytes: usize,
+    /// Measured time asked for, in seconds.
     pub duration_s: f64,
+    /// Unmeasured load before it, in seconds.
     pub warmup_s: f64,
+    /// Per-request timeout, in seconds.
     pub timeout_s: f64,
     /// CPUs the I/O threads were pinned to; empty when unpinned.
     pub cpus: Vec<usize>,
@@ -109,6 +118,7 @@ pub struct Counts {
 pub struct PubsubCounts {
     /// Subscriber connections.
     pub subscribers: usize,
+    /// The topic published to and subscribed to.
     pub topic: String,
     /// Measured publishes answered OK × subscribers.
     pub expected: u64,
@@ -125,18 +135,26 @@ pub struct PubsubCounts {
     pub unexpected: u64,
     /// Subscriber connections that failed.
     pub connection_failures: u64,
+    /// Each subscriber's counts, in connection order.
     pub per_subscriber: Vec<SubscriberCounts>,
+    /// The first lost, duplicate or corrupt delivery, described.
     pub first_problem: Option<String>,
+    /// The first frame to a subscriber that was not a delivery, described.
     pub first_unexpected: Option<String>,
+    /// Why subscriber connections failed, one line each.
     pub connection_errors: Vec<String>,
 }
 
 /// One subscriber's share of [`PubsubCounts`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SubscriberCounts {
+    /// Intact first deliveries.
     pub delivered: u64,
+    /// Publishes answered OK that this subscriber never received.
     pub lost: u64,
+    /// Deliveries it had already received.
     pub duplicates: u64,
+    /// Deliveries whose bytes are not what was published.
     pub corrupt: u64,
 }
 
@@ -151,57 +169,86 @@ pub(crate) struct PubsubOutcome {
 /// Latency figures in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    /// Latencies recorded.
     pub count: u64,
+    /// Smallest.
     pub min: f64,
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
     pub p99_9: f64,
+    /// 99.99th percentile.
     pub p99_99: f64,
+    /// Largest.
     pub max: f64,
+    /// Arithmetic mean.
     pub mean: f64,
+    /// Standard deviation.
     pub stdev: f64,
     /// HdrHistogram layout, as wrk2's footer reports it.
     pub buckets: u32,
+    /// Sub-buckets per bucket.
     pub sub_buckets: u32,
 }
 
 /// One line of the detailed percentile spectrum.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpectrumPoint {
+    /// Latency at this percentile, in µs.
     pub value_us: f64,
     /// Quantile in 0..=1.
     pub percentile: f64,
+    /// Latencies at or below it.
     pub total_count: u64,
 }
 
 /// Samples that explain failures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostics {
+    /// Why connections failed, one line each.
     pub connection_errors: Vec<String>,
+    /// The first error Response's text.
     pub first_error: Option<String>,
+    /// The first answer whose payload differed, described.
     pub first_mismatch: Option<String>,
+    /// The first frame that answered nothing outstanding, described.
     pub first_unexpected: Option<String>,
 }
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The settings the run used.
     pub config: RunConfig,
+    /// Request outcomes.
     pub counts: Counts,
     /// sent == answered + errors + mismatches + timeouts + lost.
     pub accounting_ok: bool,
+    /// Measured time as it happened, in seconds.
     pub measured_s: f64,
+    /// Time after the deadline until the last outstanding request settled, in seconds.
     pub drain_s: f64,
+    /// Answers within the measured window per second.
     pub requests_per_second: f64,
+    /// Latency of the answered requests, in µs.
     pub latency_us: Latency,
+    /// This process's CPU time per answered request, in µs.
     pub cpu_us_per_request: Option<f64>,
+    /// This process's CPU time in the window, in ms.
     pub cpu_total_ms: Option<f64>,
     /// The server's CPU time per answered request (`--server-pid`).
     pub server_cpu_us_per_request: Option<f64>,
+    /// The server's CPU time in the window, in ms (`--server-pid`).
     pub server_cpu_total_ms: Option<f64>,
+    /// Where the CPU times were read from.
     pub cpu_source: Option<CpuSource>,
+    /// The detailed percentile spectrum, as wrk2 prints it.
     pub percentile_spectrum: Vec<SpectrumPoint>,
+    /// Samples that explain failures.
     pub diagnostics: Diagnostics,
     /// `--pattern pubsub`: deliveries at the subscribers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,6 +259,7 @@ pub struct Report {
     pub delivery_latency_us: Option<Latency>,
     /// Why the run failed; empty on success.
     pub failures: Vec<String>,
+    /// Whether the run passed: every measured request answered correctly.
     pub success: bool,
 }
 

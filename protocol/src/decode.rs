@@ -115,6 +115,29 @@ fn parse_compressed<'a>(
 pub const RESERVE_STEP: usize = 64 * 1024;
 
 /// Incremental decoder over a [`BytesMut`] receive buffer.
+///
+/// Bytes arrive in pieces; `decode` takes whole frames off the front and says `Ok(None)`
+/// until the next one is complete. A declared body over the limit is an error before any
+/// memory is reserved for it.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use ringrpc_protocol::{Decoder, Frame};
+///
+/// let wire = Frame::notify(0, "/log", "hi").to_bytes();
+/// let decoder = Decoder::new(1024);
+/// let mut buf = BytesMut::new();
+/// buf.extend_from_slice(&wire[..10]);                 // a partial header
+/// assert_eq!(decoder.decode(&mut buf)?, None);
+/// buf.extend_from_slice(&wire[10..]);
+/// let frame = decoder.decode(&mut buf)?.expect("complete now");
+/// assert_eq!(&frame.payload[..], b"hi");
+/// assert!(buf.is_empty());
+///
+/// let mut huge = Frame::request(1, "/x", vec![0u8; 2048]).to_bytes()[..16].into();
+/// assert!(decoder.decode(&mut huge).is_err());        // over 1024: refused from the header
+/// # Ok::<(), ringrpc_protocol::DecodeError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Decoder {
     max_body: u32,

@@ -36,6 +36,22 @@ impl FrameRef<'_> {
 }
 
 /// An owned frame whose method and payload share the receive buffer's allocation.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use ringrpc_protocol::{Command, Decoder, Frame};
+///
+/// let request = Frame::request(7, "/echo", "hello");
+/// let wire = request.to_bytes();                     // 16-byte header, method, payload
+/// assert_eq!(wire.len(), 16 + 5 + 5);
+///
+/// let mut received = BytesMut::from(&wire[..]);
+/// let decoded = Decoder::default().decode(&mut received)?.expect("one whole frame");
+/// assert_eq!(decoded, request);
+/// assert_eq!(decoded.header.cmd, Command::Request);
+/// assert_eq!(decoded.header.seq, 7);
+/// # Ok::<(), ringrpc_protocol::DecodeError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// The validated header.

@@ -7,8 +7,10 @@
 //! The wire constants are here; the codec is split by job, each part re-exported here:
 //! `header` (the 16 header bytes and why bytes are refused), `frame` (frames as values and
 //! their encoding) and `decode` (taking frames off received bytes), plus [`gzip`],
-//! [`metadata`] and the pub/sub topic bytes ([`Topic`]).
+//! [`metadata`] and the pub/sub topic bytes ([`Topic`]). [`units`] is no part of the wire:
+//! it parses and writes byte sizes (`64KiB`) for every command line of the workspace.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod decode;
 mod frame;
@@ -34,6 +36,7 @@ pub(crate) const CMD_MASK: u8 = 0x3f;
 
 pub mod gzip;
 pub mod metadata;
+pub mod units;
 
 // Shared by the fuzz targets and the corpus replay tests; not a stable API.
 #[doc(hidden)]
@@ -46,3 +49,8 @@ pub use topic::{
 
 #[cfg(test)]
 mod tests;
+
+/// The crate README's code block, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -12,8 +12,7 @@ use ringrpc_benches::compare::idle::{IdleOutcome, IdleRss};
 use ringrpc_benches::compare::machine::Machine;
 use ringrpc_benches::compare::matrix::{
     CellResult, CellSummary, DEFAULT_LOADS, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_PAYLOADS, FLOOR,
-    MatrixFile, cells, cpu_series, parse_bytes, parse_loads, parse_payloads, render_matrix,
-    server_skip_reason,
+    MatrixFile, cells, cpu_series, parse_loads, parse_payloads, render_matrix, server_skip_reason,
 };
 use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_quote};
 use ringrpc_benches::compare::servers::{
@@ -26,6 +25,7 @@ use ringrpc_benches::compare::summary::{
 use ringrpc_benches::compare::table::{ReportContext, format_rate, render_report};
 use ringrpc_benches::compare::targets::evaluate;
 use ringrpc_loadgen::parse_duration;
+use ringrpc_protocol::units::parse_size;
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 /// Shorter runs keep the full matrix (12 cells × 6 servers × 3 rounds) near 25 minutes.
@@ -86,8 +86,8 @@ struct Cli {
     /// Requests kept in flight on each connection.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "matrix")]
     per_conn: u32,
-    /// Payload bytes per request.
-    #[arg(long, default_value_t = 32, conflicts_with = "matrix")]
+    /// Payload bytes per request (4096, 4KiB, 4k: units as loadgen takes them).
+    #[arg(long, value_name = "BYTES", default_value_t = 32, value_parser = ringrpc_protocol::units::parse_size_as::<usize>, conflicts_with = "matrix")]
     payload: usize,
     /// Run the matrix: every cell of --matrix-payloads × --matrix-loads, every server in
     /// interleaved rounds within each cell, then idle memory at --idle-conns; writes
@@ -103,7 +103,7 @@ struct Cli {
     /// Skip cells whose requests in flight carry more payload than this (conns × per-conn ×
     /// payload; the server and loadgen each buffer it) [default: 1GiB, which skips only
     /// 10000x1 at 1 MiB].
-    #[arg(long, value_parser = parse_bytes, requires = "matrix")]
+    #[arg(long, value_parser = parse_size, requires = "matrix")]
     matrix_max_in_flight: Option<u64>,
     /// Measure only idle memory (RSS per idle connection at --idle-conns), no load.
     #[arg(long, conflicts_with = "matrix")]

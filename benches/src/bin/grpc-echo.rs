@@ -1,6 +1,6 @@
 //! grpc-echo: a tonic unary echo server, the gRPC point of comparison for ringrpc.
 //!
-//! Serves `ringrpc.echo.Echo/Echo` from `proto/echo.proto`, replying with the request's
+//! Serves `ringrpc.echo.Echo/Echo` from `loadgen/proto/echo.proto`, replying with the request's
 //! payload, on a tokio runtime with `--threads` workers.
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::fmt::Write as _;
 
+use ringrpc_protocol::units::parse_size_as;
 use serde::Serialize;
 
 use super::idle::IdleRss;
@@ -119,38 +120,12 @@ fn format_bytes_u64(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
-/// A byte count: `4096`, `4k`, `4KiB`, `64 KiB`, `1m`, `1MiB` (binary multiples).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte count (e.g. 32, 4KiB, 1MiB)"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (B, KiB, MiB, GiB)"
-            ));
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 /// Comma-separated payload sizes, in the order given, without repeats.
 pub fn parse_payloads(text: &str) -> Result<Vec<usize>, String> {
     let mut payloads = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let bytes =
-            usize::try_from(parse_bytes(item)?).map_err(|_| format!("{item:?} is too large"))?;
+            parse_size_as::<usize>(item).map_err(|e| format!("--matrix-payloads {item:?}: {e}"))?;
         if !payloads.contains(&bytes) {
             payloads.push(bytes);
         }
@@ -460,13 +435,15 @@ mod tests {
 
     #[test]
     fn byte_counts_take_binary_units() {
-        assert_eq!(parse_bytes("32"), Ok(32));
-        assert_eq!(parse_bytes("4k"), Ok(4096));
-        assert_eq!(parse_bytes("64 KiB"), Ok(65_536));
-        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
-        assert!(parse_bytes("4 parsecs").is_err());
-        assert!(parse_bytes("KiB").is_err());
+        assert_eq!(
+            parse_payloads("32, 4k,64 KiB,1MiB,4KiB"),
+            Ok(vec![32, 4096, 65_536, 1 << 20])
+        );
+        assert!(
+            parse_payloads("4 parsecs")
+                .unwrap_err()
+                .contains("--matrix-payloads")
+        );
         assert_eq!(format_bytes(32), "32 B");
         assert_eq!(format_bytes(4096), "4 KiB");
         assert_eq!(format_bytes(1 << 20), "1 MiB");

@@ -20,13 +20,15 @@ pub const UDP_DEFAULT_MAX_DATAGRAM: usize = 1472;
 #[command(
     name = "loadgen",
     version,
+    after_help = "BYTES values are a whole number of bytes with an optional unit: B, k/KiB, M/MiB, \
+        G/GiB (binary: 1k = 1024), e.g. --payload 4KiB.",
     about = "Load generator for arpc / ringrpc servers (and gRPC echo servers)",
     long_about = "Load generator for arpc / ringrpc servers (and gRPC echo servers).\n\n\
         Every connection keeps --per-conn requests in flight (or, with --rate, sends on a \
         fixed schedule); each answer is checked \
         (command, seq, error flag, echoed payload) and timed into an HdrHistogram.\n\n\
         With --proto grpc the same closed loop drives unary calls of ringrpc.echo.Echo/Echo \
-        (benches/proto/echo.proto) through tonic.\n\n\
+        (loadgen/proto/echo.proto) through tonic.\n\n\
         Exit status: 0 when every measured request was answered correctly, 1 when any \
         failed (errors, mismatches, timeouts, lost), 2 for usage or connection problems."
 )]
@@ -36,10 +38,10 @@ pub struct Cli {
     pub target: String,
     /// Number of TCP connections (with --transport udp: UDP sockets, each connected to the
     /// target).
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    #[arg(long, value_name = "N", default_value_t = 8, allow_negative_numbers = true, value_parser = parse_positive::<usize>)]
     pub conns: usize,
     /// Requests kept in flight on each connection.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    #[arg(long, value_name = "N", default_value_t = 10, allow_negative_numbers = true, value_parser = parse_positive::<usize>)]
     pub per_conn: usize,
     /// Measured run time after warmup: 10s, 500ms, 2m, 1h or plain seconds.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -48,7 +50,7 @@ pub struct Cli {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// Payload bytes per request.
-    #[arg(long, value_name = "BYTES", default_value_t = 32, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    #[arg(long, value_name = "BYTES", default_value_t = 32, allow_negative_numbers = true, value_parser = parse_size_as::<usize>)]
     pub payload: usize,
     /// Method name sent in every request (the server must echo the payload). arpc only:
     /// --proto grpc always calls /ringrpc.echo.Echo/Echo.
@@ -81,7 +83,7 @@ pub struct Cli {
     pub subscriber_target: Option<String>,
     /// I/O threads [default: min(conns, available CPUs or the --cpus count)]; at most conns.
     /// With --proto grpc: the tokio runtime's worker threads.
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub threads: Option<usize>,
     /// Pin I/O threads (with --proto grpc: tokio's threads) round-robin to these CPUs, e.g.
     /// `1` or `0,2-3`.
@@ -144,7 +146,7 @@ pub struct Cli {
     pub udp_attempts: u32,
     /// UDP: largest datagram (one whole frame: 16-byte header, method, payload) loadgen may
     /// send; 1472 fits one Ethernet MTU, 65507 is the most UDP carries.
-    #[arg(long, value_name = "BYTES", default_value_t = UDP_DEFAULT_MAX_DATAGRAM, allow_negative_numbers = true, value_parser = parse_count::<usize>)]
+    #[arg(long, value_name = "BYTES", default_value_t = UDP_DEFAULT_MAX_DATAGRAM, allow_negative_numbers = true, value_parser = parse_size_as::<usize>)]
     pub udp_max_datagram: usize,
 }
 
@@ -204,6 +206,22 @@ pub fn parse_count<T: std::str::FromStr>(text: &str) -> Result<T, String> {
             format!("must be a whole number, got {text:?}")
         }
     })
+}
+
+/// Parses a whole number of 1 or more, worded like [`parse_count`] (`0` is "must be at least 1").
+pub fn parse_positive<T: std::str::FromStr + PartialEq + From<u8>>(
+    text: &str,
+) -> Result<T, String> {
+    let n = parse_count::<T>(text)?;
+    if n == T::from(0) {
+        return Err(format!("must be at least 1, got {text}"));
+    }
+    Ok(n)
+}
+
+/// Parses a byte size (`4096`, `4KiB`, `1M`; see [`ringrpc_protocol::units`]).
+pub fn parse_size_as<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    ringrpc_protocol::units::parse_size_as(text).map_err(|e| e.to_string())
 }
 
 /// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, `1.5s` or a plain number of seconds.

@@ -84,10 +84,11 @@ fn describe(e: &(dyn Error + 'static)) -> String {
         cause = err.source();
     }
     let hint = match e.downcast_ref::<StartError>() {
-        Some(StartError::AddrInUse(_)) => Some("choose another port with --listen"),
-        Some(StartError::PermissionDenied(_) | StartError::AddrNotAvailable(_)) => {
-            Some("set by --listen")
-        }
+        Some(
+            StartError::AddrInUse(_)
+            | StartError::PermissionDenied(_)
+            | StartError::AddrNotAvailable(_),
+        ) => Some("set by --listen"),
         _ if e.is::<ringrpc::ConfigError>() => Some("set by --listen or --cores"),
         _ => None,
     };

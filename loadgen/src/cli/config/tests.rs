@@ -30,11 +30,35 @@ fn flags_defaults_and_derived_values() {
 }
 
 #[test]
+fn sizes_take_units() {
+    for (text, bytes) in [
+        ("4096", 4096),
+        ("4KiB", 4096),
+        ("4k", 4096),
+        ("1MiB", 1 << 20),
+    ] {
+        let cli = Cli::try_parse_from(["loadgen", "--payload", text, "--udp-max-datagram", "8k"])
+            .unwrap();
+        assert_eq!(cli.payload, bytes, "--payload {text}");
+        assert_eq!(cli.udp_max_datagram, 8192);
+    }
+    let err = Cli::try_parse_from(["loadgen", "--payload", "1.5KiB"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--payload") && err.contains("KiB"), "{err}");
+}
+
+#[test]
 fn flags_rejected() {
+    for flag in ["--conns", "--per-conn"] {
+        let err = Cli::try_parse_from(["loadgen", flag, "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(flag), "{flag}: {err}");
+        assert!(err.contains("must be at least 1, got 0"), "{flag}: {err}");
+    }
     for args in [
-        &["loadgen", "--conns", "0"][..],
-        &["loadgen", "--per-conn", "0"],
-        &["loadgen", "--duration", "0s"],
+        &["loadgen", "--duration", "0s"][..],
         &["loadgen", "--threads", "0"],
         &["loadgen", "--method", ""],
     ] {
