@@ -29,93 +29,66 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod bind;
-mod bridge;
-mod bridge_link;
-mod call_future;
 mod client;
-mod client_pubsub;
-mod client_topics;
-mod coder;
+mod cluster;
 mod config;
 mod conn;
-mod contain;
-mod core_client;
-mod datagram;
-mod endpoint;
 pub mod error;
 mod executor;
-mod framing;
-mod handle;
-mod hooks;
 mod ids;
-mod json;
-mod lifecycle;
-mod mailbox;
-mod measure;
-mod metrics;
-mod outqueue;
-mod pool;
+mod observe;
 pub mod pubsub;
-mod pubsub_wire;
 mod reactor;
 pub mod router;
-mod runtime;
 mod secret;
 mod server;
-mod settings;
-mod shared;
-mod signals;
-mod stats;
 mod stream;
-mod stream_state;
-pub mod transfer;
-mod typed;
+mod transport;
 mod udp;
-mod ws;
 
-pub use bridge::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
-pub use call_future::{CallFuture, CallWithMetadata};
+pub use client::core_client::{CONNECT_TIMEOUT, ConnectFuture, CoreClient};
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
+pub use cluster::bridge::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
-pub use core_client::{CONNECT_TIMEOUT, ConnectFuture, CoreClient};
-pub use datagram::Retry;
-pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use conn::call_future::{CallFuture, CallWithMetadata};
+pub use conn::handle::{ConnHandle, Responder};
+pub use conn::hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use error::{CallError, DisconnectReason, StreamError};
 pub use executor::time;
 pub use executor::{
     BlockingError, BlockingJoin, Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_blocking,
     spawn_local, yield_now,
 };
-pub use handle::{ConnHandle, Responder};
-pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
-pub use mailbox::BroadcastFilter;
-pub use pool::Request;
+pub use observe::core_stats::CoreStats;
 pub use pubsub::{PubSub, PubSubError, PubSubStats};
+pub use reactor::mailbox::BroadcastFilter;
+pub use reactor::runtime::{RunError, SpawnError};
 pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
 pub use ringrpc_protocol::{Topic, TopicError};
+pub use router::blocking::Request;
+pub use router::typed::{
+    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,
+    TypedHandler,
+};
 pub use router::{
     Context, Flow, Handler, LogRequests, Middleware, PropagateMetadata, ReplyState, RouteError,
     Router,
 };
-pub use runtime::{RunError, SpawnError};
+pub use server::signals::ShutdownSignals;
 pub use server::{
     RunningServer, Server, ServerBuilder, ServerError, ServerHandle, ServerReport, StartError,
 };
-pub use signals::ShutdownSignals;
-pub use stats::CoreStats;
+pub use stream::transfer;
 pub use stream::{
     BiStream, BlockingStreamHandler, RecvFuture, Replies, SendFuture, StreamContext, StreamHandler,
     StreamLimits, StreamSender, Subscription, echo_stream,
 };
-pub use typed::{
-    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,
-    TypedHandler,
-};
 pub use udp::UdpStats;
+pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use udp::settings::Retry;
 
 /// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
 #[doc(hidden)]

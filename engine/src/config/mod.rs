@@ -176,7 +176,7 @@ impl Default for ConfigBuilder {
             reflect: false,
             udp_listen: None,
             ws_listen: Vec::new(),
-            udp_max_datagram: crate::datagram::DEFAULT_MAX_DATAGRAM,
+            udp_max_datagram: crate::udp::settings::DEFAULT_MAX_DATAGRAM,
             udp_dedup_window: Duration::from_secs(5),
             udp_dedup_capacity: 65_536,
             udp_peer_rate: None,
@@ -633,7 +633,7 @@ impl ConfigBuilder {
             Knob::UdpMaxDatagram,
             self.udp_max_datagram as u64,
             64,
-            crate::datagram::MAX_DATAGRAM as u64,
+            crate::udp::settings::MAX_DATAGRAM as u64,
         )?;
         positive(Knob::UdpDedupWindow, Some(self.udp_dedup_window))?;
         if let Some(rate) = self.udp_peer_rate {

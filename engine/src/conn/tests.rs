@@ -112,7 +112,7 @@ fn a_trickled_maximum_body_holds_at_most_twice_what_arrived() {
         received += chunk.len();
         // Growth by doubling what arrived (from a first step), never towards the 64 MiB
         // declared.
-        let bound = crate::framing::FIRST_STEP.max(2 * received);
+        let bound = crate::transport::arpc::FIRST_STEP.max(2 * received);
         assert!(
             conn.framing.partial().unwrap().capacity() <= bound,
             "{} for {received}",

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
-use crate::contain::panic_message;
+use crate::executor::contain::panic_message;
 
 /// Jobs that may wait for a thread of the pool; past this, new jobs are refused.
 pub const QUEUE_CAPACITY: usize = 65_536;

@@ -24,6 +24,8 @@
 //!   borrowed across user code: a future may spawn, cancel (itself included) and arm timers.
 //! - Stopping the executor drops every future still held, on this thread.
 
+pub(crate) mod contain;
+
 mod blocking;
 pub mod time;
 pub(crate) mod timers;
@@ -41,8 +43,8 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use crate::contain::{contain, panic_message};
-use crate::mailbox::{Command, Mailbox};
+use crate::executor::contain::{contain, panic_message};
+use crate::reactor::mailbox::{Command, Mailbox};
 pub use blocking::{BlockingError, BlockingJoin, spawn_blocking};
 use timers::Timers;
 

@@ -23,6 +23,8 @@
 //!   `udp`), which runs the same disconnect hook, so there are at most as many as the
 //!   endpoint's peer table holds (65,536 per core).
 
+pub(crate) mod wire;
+
 #[cfg(test)]
 mod tests;
 
@@ -34,16 +36,16 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use ringrpc_protocol::{Command as Cmd, Flags, Topic, TopicError, TopicRef};
 
-use crate::bridge_link::{BridgeLink, Outbound};
+use crate::cluster::link::{BridgeLink, Outbound};
 use crate::config::Config;
-use crate::handle::{ConnHandle, encode};
-use crate::hooks::DisconnectHook;
+use crate::conn::handle::{ConnHandle, encode};
+use crate::conn::hooks::DisconnectHook;
 use crate::ids::ConnId;
-use crate::mailbox::NotifyTally;
-pub(crate) use crate::pubsub_wire::now_ns;
-pub use crate::pubsub_wire::{
+pub(crate) use crate::pubsub::wire::now_ns;
+pub use crate::pubsub::wire::{
     AUTHENTICATE, PUBLISH, PUBLISH_TO_ONE, PubSubError, SUBSCRIBE, UNSUBSCRIBE,
 };
+use crate::reactor::mailbox::NotifyTally;
 use crate::router::Context;
 use crate::secret::constant_time_eq;
 use crate::udp::UdpCore;

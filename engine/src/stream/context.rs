@@ -12,10 +12,10 @@ use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 
 use super::{StreamSender, table};
+use crate::conn::handle::ConnHandle;
 use crate::error::StreamError;
-use crate::handle::ConnHandle;
-use crate::outqueue::OutQueue;
-use crate::stream_state::StreamShared;
+use crate::stream::shared::StreamShared;
+use crate::transport::outqueue::OutQueue;
 
 /// What one call of a [`StreamHandler`] is about.
 #[derive(Clone, Copy, Debug)]

@@ -17,6 +17,9 @@
 //! - Dropping a [`BiStream`] closes its send side (an EOF, if none was sent) and discards
 //!   whatever arrives for it later.
 
+pub(crate) mod shared;
+pub mod transfer;
+
 mod context;
 pub(crate) mod table;
 
@@ -31,13 +34,13 @@ use bytes::Bytes;
 
 use ringrpc_protocol::metadata::Metadata;
 
-use crate::stream_state::{OutFrame, Received, StreamShared};
+use crate::stream::shared::{OutFrame, Received, StreamShared};
 pub use context::StreamContext;
 pub(crate) use context::StreamEvent;
 
+use crate::conn::handle::{ConnHandle, on_reactor_thread};
 use crate::error::{STREAM_HANDLER_PANICKED, StreamError};
-use crate::handle::{ConnHandle, on_reactor_thread};
-use crate::mailbox::Command;
+use crate::reactor::mailbox::Command;
 
 /// A stream handler run on the reactor thread for every frame of a stream the peer opens
 /// (and once for its end): it must not block. Send from it through [`StreamContext`].

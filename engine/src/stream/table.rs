@@ -21,17 +21,17 @@ use ringrpc_protocol::{CMD_STREAM_EOF, CMD_STREAM_LOCAL, Flags, FrameRef};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
-use crate::contain::panic_message;
 use crate::executor::Executor;
+use crate::executor::contain::panic_message;
 
 use super::{BiStream, StreamContext, StreamEvent, StreamHandler, StreamLimits, StreamRoute};
+use crate::conn::handle::ConnHandle;
 use crate::error::{
     STREAM_HANDLER_PANICKED, STREAM_METHOD_NOT_FOUND, STREAM_TIMED_OUT, StreamError,
     TOO_MANY_STREAMS,
 };
-use crate::handle::ConnHandle;
-use crate::outqueue::OutQueue;
-use crate::stream_state::{OutFrame, StreamShared};
+use crate::stream::shared::{OutFrame, StreamShared};
+use crate::transport::outqueue::OutQueue;
 
 /// Who opened a stream (`true` = this side) and its id.
 pub(crate) type StreamKey = (bool, u64);
@@ -130,7 +130,7 @@ pub(crate) fn push_with_metadata(
     payload: &[u8],
     metadata: &ringrpc_protocol::metadata::Metadata,
 ) {
-    match crate::coder::encode_stream_with_metadata(
+    match crate::transport::coder::encode_stream_with_metadata(
         stream_bits,
         flags,
         id,

@@ -21,6 +21,9 @@
 //! - A call's seq carries its core in the top 16 bits, so a Response that reached another
 //!   core's socket is forwarded to the core that waits for it.
 
+pub(crate) mod endpoint;
+pub(crate) mod settings;
+
 mod dedup;
 mod stats;
 
@@ -34,16 +37,16 @@ use ringrpc_protocol::{Command, Flags, FrameRef, HEADER_LEN, parse_frame, write_
 use slab::Slab;
 
 use crate::conn::CALL_DONE;
-use crate::contain::contain;
-#[cfg(test)]
-use crate::datagram::DEFAULT_MAX_DATAGRAM;
-pub(crate) use crate::datagram::{Retry, UdpLimits};
+use crate::conn::handle::Deferred;
 use crate::error::{CallError, TOO_MANY_IN_FLIGHT};
-use crate::handle::Deferred;
+use crate::executor::contain::contain;
 use crate::ids::{ConnId, ConnInfo};
-use crate::mailbox::{CallDone, Mailbox};
-use crate::outqueue::OutQueue;
+use crate::reactor::mailbox::{CallDone, Mailbox};
 use crate::router::Router;
+use crate::transport::outqueue::OutQueue;
+#[cfg(test)]
+use crate::udp::settings::DEFAULT_MAX_DATAGRAM;
+pub(crate) use crate::udp::settings::{Retry, UdpLimits};
 use dedup::{Admit, Dedup};
 pub use stats::UdpStats;
 
@@ -324,7 +327,7 @@ impl UdpCore {
         // Out of the peer for the dispatch (which borrows `scratch`), back right after.
         let in_flight = std::mem::take(&mut self.peers[idx].in_flight);
         // Per-method metrics count TCP and WebSocket requests; UDP has its own counters.
-        let mut unmetered = crate::measure::MethodMetrics::default();
+        let mut unmetered = crate::observe::measure::MethodMetrics::default();
         router.dispatch(
             frame,
             None,

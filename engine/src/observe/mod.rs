@@ -1,0 +1,7 @@
+//! Observability: per-core counters, per-method metrics and the Prometheus endpoint.
+
+pub(crate) mod core_stats;
+pub(crate) mod http;
+pub(crate) mod measure;
+pub(crate) mod prometheus;
+pub(crate) mod scrape;
