@@ -1,9 +1,16 @@
 //! One connection without sockets: framing at every split, dispatch, calls, auth, panics,
 //! and the first bytes choosing arpc or WebSocket.
 use super::*;
+use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError};
+use crate::reactor::mailbox::CallDone;
+use crate::secret::constant_time_eq;
+use crate::transport::tcp::HTTP_STARTS;
+use bytes::Bytes;
 use bytes::BytesMut;
+use ringrpc_protocol::{Command, DecodeError};
 use ringrpc_protocol::{Decoder, Frame};
 use std::time::Duration;
+use std::time::Instant;
 
 fn test_conn(max_body: u32) -> Conn {
     Conn::for_fuzzing(max_body)

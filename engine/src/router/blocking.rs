@@ -309,7 +309,7 @@ mod tests {
         // holds, not who else holds it), so three fit and the fourth passes the limit.
         let quarter = Bytes::from(vec![0u8; QUEUE_BYTES / 4]);
         let submit = || {
-            let owed = Owed::Notify(crate::router::NotifySlot::new(conn.clone()));
+            let owed = Owed::Notify(crate::router::context::NotifySlot::new(conn.clone()));
             pool.submit(handler.clone(), notify(&conn, quarter.clone()), owed);
         };
         submit();
@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(settled(&mailbox), 3, "and the three that ran, theirs");
         assert!(started.try_recv().is_err(), "the refused ones never ran");
         // A job bigger than the whole limit still gets through an idle pool.
-        let owed = Owed::Notify(crate::router::NotifySlot::new(conn.clone()));
+        let owed = Owed::Notify(crate::router::context::NotifySlot::new(conn.clone()));
         let huge = Bytes::from(vec![0u8; QUEUE_BYTES + 1]);
         pool.submit(handler.clone(), notify(&conn, huge), owed);
         started.recv().unwrap();

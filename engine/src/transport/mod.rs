@@ -3,4 +3,5 @@
 pub(crate) mod arpc;
 pub(crate) mod coder;
 pub(crate) mod outqueue;
+pub(crate) mod tcp;
 pub(crate) mod ws;
