@@ -53,8 +53,9 @@ pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
 pub use conn::call_future::{CallFuture, CallWithMetadata};
-pub use conn::handle::{ConnHandle, Responder};
+pub use conn::handle::ConnHandle;
 pub use conn::hooks::{ConnectHook, DisconnectHook, OverstockHook};
+pub use conn::responder::Responder;
 pub use error::{CallError, DisconnectReason, StreamError};
 pub use executor::time;
 pub use executor::{
@@ -68,7 +69,7 @@ pub use reactor::mailbox::BroadcastFilter;
 pub use reactor::runtime::{RunError, SpawnError};
 pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
 pub use ringrpc_protocol::{Topic, TopicError};
-pub use router::blocking::Request;
+pub use router::request::Request;
 pub use router::typed::{
     AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,
     TypedHandler,

@@ -27,6 +27,7 @@ use crate::conn::handle::ConnHandle;
 use crate::error::{CallError, DisconnectReason};
 use crate::executor::{NotOnReactor, spawn_blocking, spawn_local};
 use crate::reactor::shared::{Adoption, ConnPolicy, Shared};
+use crate::router::request::Request;
 
 /// How long a connection attempt of a core client may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -274,4 +275,13 @@ async fn adopt_here(stream: TcpStream) -> Result<(ConnHandle, Arc<AtomicBool>), 
         .await
         .map_err(|_| "the reactor stopped".to_owned())?;
     Ok((conn, lost))
+}
+
+impl Request {
+    /// This core's client for `addr` (`host:port`), connected on first use and shared by
+    /// every handler and task of the core (see [`CoreClient`]). Fails
+    /// off a reactor thread (a blocking handler's worker).
+    pub fn client(&self, addr: &str) -> Result<CoreClient, NotOnReactor> {
+        CoreClient::to(addr)
+    }
 }

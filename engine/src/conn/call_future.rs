@@ -11,71 +11,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 
-use crate::conn::handle::ConnHandle;
+use crate::conn::call_slot::{Answered, CallSlot};
 use crate::error::CallError;
-use crate::reactor::mailbox::Command;
-
-/// What a call answered: its payload and the Response's metadata, if any.
-pub(crate) type Answered = Result<(Bytes, Option<Metadata>), CallError>;
-
-/// Where a call awaited as a future stands, shared by the future and the reactor.
-#[derive(Debug, Default)]
-pub(crate) struct CallSlot {
-    state: Mutex<SlotState>,
-}
-
-#[derive(Debug, Default)]
-struct SlotState {
-    /// Assigned by the reactor when it queues the Request.
-    seq: Option<u64>,
-    outcome: Option<Answered>,
-    waker: Option<Waker>,
-    /// The future was dropped: the reactor must not start it, or must forget it.
-    cancelled: bool,
-}
-
-impl CallSlot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reactor side: the call is queued as `seq`, unless its future was dropped first
-    /// (then it must not be sent: returns false).
-    pub(crate) fn start(&self, seq: u64) -> bool {
-        let mut state = self.lock();
-        if state.cancelled {
-            return false;
-        }
-        state.seq = Some(seq);
-        true
-    }
-
-    /// Whether the future was dropped before the reactor took the call.
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.lock().cancelled
-    }
-
-    /// Reactor side: the outcome; wakes the future.
-    pub(crate) fn complete(&self, outcome: Answered) {
-        let waker = {
-            let mut state = self.lock();
-            if state.outcome.is_some() {
-                return;
-            }
-            state.outcome = Some(outcome);
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
+use crate::ids::ConnId;
+use crate::reactor::mailbox::{Command, Mailbox};
 
 /// A call in flight; resolves to the Response payload. Drop it to cancel the call.
 #[must_use = "futures do nothing unless awaited; dropping this cancels the call"]
@@ -91,7 +36,8 @@ enum Pending {
     /// Posted to the connection's reactor.
     Posted {
         slot: Arc<CallSlot>,
-        conn: ConnHandle,
+        mailbox: Arc<Mailbox>,
+        conn: ConnId,
     },
     /// Completed by a callback (a datagram call): dropping it does not cancel the call,
     /// which runs to its answer or timeout.
@@ -106,17 +52,19 @@ impl CallFuture {
         }
     }
 
-    /// Posts a call to `conn`'s reactor. `metadata` is appended as arpc's `md` block.
+    /// Posts a call to the reactor behind `mailbox`, which serves `conn`. `metadata` is
+    /// appended as arpc's `md` block.
     pub(crate) fn post(
-        conn: &ConnHandle,
+        mailbox: &Arc<Mailbox>,
+        conn: ConnId,
         method: &str,
         payload: Bytes,
         metadata: Option<Metadata>,
         timeout: std::time::Duration,
     ) -> CallFuture {
         let slot = Arc::new(CallSlot::default());
-        let posted = conn.mailbox().post(Command::CallAwaited {
-            conn: conn.id(),
+        let posted = mailbox.post(Command::CallAwaited {
+            conn,
             method: Bytes::copy_from_slice(method.as_bytes()),
             payload,
             metadata: metadata.map(Box::new),
@@ -129,7 +77,8 @@ impl CallFuture {
         CallFuture {
             inner: Pending::Posted {
                 slot,
-                conn: conn.clone(),
+                mailbox: mailbox.clone(),
+                conn,
             },
         }
     }
@@ -153,23 +102,7 @@ impl CallFuture {
     fn poll_answered(&mut self, cx: &mut Context<'_>) -> Poll<Answered> {
         match &mut self.inner {
             Pending::Failed(error) => Poll::Ready(Err(error.take().unwrap_or(CallError::Stopped))),
-            Pending::Posted { slot, .. } | Pending::Callback(slot) => {
-                let mut state = slot.lock();
-                match state.outcome.take() {
-                    Some(outcome) => {
-                        // Done: nothing to cancel on drop.
-                        state.cancelled = true;
-                        Poll::Ready(outcome)
-                    }
-                    None => {
-                        match &state.waker {
-                            Some(w) if w.will_wake(cx.waker()) => {}
-                            _ => state.waker = Some(cx.waker().clone()),
-                        }
-                        Poll::Pending
-                    }
-                }
-            }
+            Pending::Posted { slot, .. } | Pending::Callback(slot) => slot.poll_outcome(cx),
         }
     }
 
@@ -190,24 +123,18 @@ impl Future for CallFuture {
 
 impl Drop for CallFuture {
     fn drop(&mut self) {
-        let Pending::Posted { slot, conn } = &self.inner else {
+        let Pending::Posted {
+            slot,
+            mailbox,
+            conn,
+        } = &self.inner
+        else {
             return;
-        };
-        let seq = {
-            let mut state = slot.lock();
-            if state.cancelled || state.outcome.is_some() {
-                return;
-            }
-            state.cancelled = true;
-            state.seq
         };
         // Started: its pending entry goes now, not at its timeout. Not started yet: the
         // reactor sees the flag and never sends it.
-        if let Some(seq) = seq {
-            let _ = conn.mailbox().post(Command::CancelCall {
-                conn: conn.id(),
-                seq,
-            });
+        if let Some(Some(seq)) = slot.cancel() {
+            let _ = mailbox.post(Command::CancelCall { conn: *conn, seq });
         }
     }
 }

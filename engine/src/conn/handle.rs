@@ -19,7 +19,7 @@ use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command as Cmd, Flags, MAX_METHOD_LEN, write_frame};
 
 use crate::conn::call_future::{CallFuture, CallWithMetadata};
-use crate::error::{CallError, RESPONDER_DROPPED, RESPONSE_TOO_LARGE, check_body};
+use crate::error::{CallError, check_body};
 use crate::ids::{ConnId, ConnInfo};
 use crate::reactor::mailbox::{Command, Mailbox};
 
@@ -243,7 +243,7 @@ impl ConnHandle {
         if let Err(e) = check_body(method.as_bytes(), &payload) {
             return CallFuture::failed(e);
         }
-        CallFuture::post(self, method, payload, None, timeout)
+        CallFuture::post(&self.mailbox, self.info.id, method, payload, None, timeout)
     }
 
     /// As [`ConnHandle::call_async`], with `metadata` appended to the Request as arpc's
@@ -261,7 +261,15 @@ impl ConnHandle {
         if let Err(e) = check_body(method.as_bytes(), &payload) {
             return CallFuture::failed(e).with_metadata();
         }
-        CallFuture::post(self, method, payload, Some(metadata), timeout).with_metadata()
+        CallFuture::post(
+            &self.mailbox,
+            self.info.id,
+            method,
+            payload,
+            Some(metadata),
+            timeout,
+        )
+        .with_metadata()
     }
 
     /// Closes the connection after its queued output is sent. Like a notify, it counts
@@ -306,177 +314,5 @@ impl ConnHandle {
                 tally: tally.clone(),
             })
             .map_err(|_| CallError::MailboxFull)
-    }
-}
-
-/// How many of a connection's (or UDP peer's) Requests are owed an answer that is not yet
-/// queued on it: counted up when a [`Responder`] is taken, down when the reactor queues its
-/// answer (not when the responder sends it), so "nothing owed" always means every answer is
-/// on the connection's output — the shutdown drain relies on that. Only its reactor's
-/// thread touches it.
-///
-/// It also keeps the connection's async handler tasks, so they are cancelled (their futures
-/// dropped) when the connection is released.
-#[derive(Debug, Default)]
-pub(crate) struct Deferred {
-    owed: std::cell::Cell<usize>,
-    tasks: std::cell::RefCell<Vec<crate::executor::TaskKey>>,
-}
-
-impl Deferred {
-    /// Answers owed and not yet queued.
-    pub(crate) fn count(&self) -> usize {
-        self.owed.get()
-    }
-
-    /// One more answer is owed (a responder was taken).
-    pub(crate) fn owe(&self) {
-        self.owed.set(self.owed.get() + 1);
-    }
-
-    /// An owed answer was queued (or its connection is gone).
-    pub(crate) fn answered(&self) {
-        self.owed.set(self.owed.get().saturating_sub(1));
-    }
-
-    /// Keeps an async handler task of this connection (finished ones are forgotten as new
-    /// ones come, so the list stays within the tasks alive plus a few).
-    pub(crate) fn track(&self, task: crate::executor::TaskKey) {
-        let mut tasks = self.tasks.borrow_mut();
-        if tasks.len() >= 8 && tasks.len() == tasks.capacity() {
-            tasks.retain(|t| crate::executor::Executor::is_alive(*t));
-        }
-        tasks.push(task);
-    }
-
-    /// Cancels every task still running for this connection (it is being released).
-    pub(crate) fn cancel_tasks(&self) {
-        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
-        for task in tasks {
-            crate::executor::Executor::cancel(task);
-        }
-    }
-}
-
-/// Answers one Request later, from any thread. Dropping it unanswered sends an error
-/// Response, so the caller never waits forever.
-pub struct Responder {
-    conn: ConnHandle,
-    seq: u64,
-    method: Bytes,
-    async_flag: u8,
-    answered: bool,
-    /// Metadata the Response carries.
-    metadata: Option<Metadata>,
-    /// When metrics are on: when the request was dispatched, for its latency.
-    timing: Option<crate::observe::measure::Timing>,
-}
-
-impl fmt::Debug for Responder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Responder")
-            .field("conn", &self.conn.info.id)
-            .field("seq", &self.seq)
-            .finish()
-    }
-}
-
-impl Responder {
-    /// A responder for a Request the connection's [`Deferred`] already counts as owed.
-    pub(crate) fn new(
-        conn: ConnHandle,
-        seq: u64,
-        method: &[u8],
-        flags: Flags,
-        timing: Option<crate::observe::measure::Timing>,
-    ) -> Responder {
-        Responder {
-            conn,
-            seq,
-            method: Bytes::copy_from_slice(method),
-            async_flag: flags.0 & Flags::ASYNC,
-            answered: false,
-            metadata: None,
-            timing,
-        }
-    }
-
-    /// The Response will carry `metadata` (set on the request's context before the
-    /// responder was taken).
-    pub(crate) fn with_metadata(mut self, metadata: Metadata) -> Responder {
-        self.metadata = Some(metadata);
-        self
-    }
-
-    /// The connection the Request came on.
-    pub fn conn(&self) -> &ConnHandle {
-        &self.conn
-    }
-
-    /// The method name, shared with whoever needs an owned copy.
-    pub(crate) fn method(&self) -> &Bytes {
-        &self.method
-    }
-
-    /// Sends the Response.
-    pub fn reply(mut self, payload: &[u8]) {
-        self.send(Flags(self.async_flag), payload);
-    }
-
-    /// Sends the Response with `metadata` appended as arpc's `md` block (replacing any
-    /// metadata set on the request's context).
-    pub fn reply_with_metadata(mut self, payload: &[u8], metadata: Metadata) {
-        self.metadata = Some(metadata);
-        self.send(Flags(self.async_flag), payload);
-    }
-
-    /// Sends an error Response carrying `message`.
-    pub fn reply_error(mut self, message: &str) {
-        self.send(Flags(self.async_flag).with_error(), message.as_bytes());
-    }
-
-    fn send(&mut self, flags: Flags, payload: &[u8]) {
-        self.answered = true;
-        if check_body(&self.method, payload).is_err() {
-            tracing::error!(
-                seq = self.seq,
-                bytes = payload.len(),
-                "{RESPONSE_TOO_LARGE}"
-            );
-            return self.send(
-                Flags(self.async_flag).with_error(),
-                RESPONSE_TOO_LARGE.as_bytes(),
-            );
-        }
-        let frame = match self.metadata.take() {
-            None => encode(Cmd::Response, flags, self.seq, &self.method, payload),
-            Some(md) => crate::transport::coder::encode_with_metadata(
-                Cmd::Response,
-                flags,
-                self.seq,
-                &self.method,
-                payload,
-                &md,
-            )
-            // Only a body near 4 GiB can overflow: send the Response without it.
-            .unwrap_or_else(|_| encode(Cmd::Response, flags, self.seq, &self.method, payload)),
-        };
-        // Never refused: answers are bounded by the connection's deferred-request limit.
-        let _ = self.conn.mailbox.post(Command::Answer {
-            conn: self.conn.info.id,
-            frame,
-            timing: self.timing,
-        });
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.send(
-                Flags(self.async_flag).with_error(),
-                RESPONDER_DROPPED.as_bytes(),
-            );
-        }
     }
 }

@@ -9,9 +9,11 @@
 //! - Every pending call completes exactly once: answered, timed out, or failed at close.
 
 pub(crate) mod call_future;
+pub(crate) mod call_slot;
 pub(crate) mod handle;
 pub(crate) mod hooks;
 pub(crate) mod lifecycle;
+pub(crate) mod responder;
 mod session;
 
 use std::net::SocketAddr;
@@ -28,7 +30,7 @@ use crate::transport::ws::framing::{Event as WsInput, WsFraming};
 use crate::transport::ws::handshake::HandshakeConfig;
 
 pub(crate) use crate::transport::tcp::{ConnError, StreamFraming};
-pub(crate) use session::{CALL_DONE, ConnStats, Session};
+pub(crate) use session::{ConnStats, Session};
 
 /// One connection: its framing and its session.
 #[derive(Debug)]

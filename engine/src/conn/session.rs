@@ -10,10 +10,11 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::metadata::{Metadata, MetadataError, USER_FLAG_METADATA, take_metadata};
 use ringrpc_protocol::{Command, Flags, FrameRef};
 
-use crate::conn::call_future::{Answered, CallSlot};
-use crate::conn::handle::{ConnHandle, Deferred};
+use crate::conn::call_slot::{Answered, CallSlot};
+use crate::conn::handle::ConnHandle;
+use crate::conn::responder::Deferred;
 use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, INVALID_METADATA, TOO_MANY_IN_FLIGHT};
-use crate::executor::contain::contain;
+use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnInfo;
 use crate::observe::measure::MethodMetrics;
 use crate::reactor::mailbox::{CallDone, CallDoneMd, Mailbox};
@@ -89,9 +90,6 @@ impl Completion {
         }
     }
 }
-
-/// What a call's completion is called in panic reports.
-pub(crate) const CALL_DONE: &str = "a call's completion";
 
 /// One connection's protocol state above the framing.
 pub(crate) struct Session {

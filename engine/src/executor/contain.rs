@@ -10,6 +10,9 @@ use std::any::Any;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+/// What a call's completion is called in panic reports.
+pub(crate) const CALL_DONE: &str = "a call's completion";
+
 thread_local! {
     /// Panics contained on this thread since the last [`take_panics`].
     static PANICS: Cell<u64> = const { Cell::new(0) };

@@ -155,11 +155,11 @@ fn answer(mut stream: TcpStream, hub: &Hub) -> io::Result<()> {
     }
     match method.as_str() {
         "GET" => {
-            let body = hub.render();
+            let body = exposition(hub);
             respond(&mut stream, 200, "OK", CONTENT_TYPE, body.as_bytes(), &[])
         }
         "HEAD" => {
-            let body = hub.render();
+            let body = exposition(hub);
             respond_head(&mut stream, body.len())
         }
         _ => respond(
@@ -199,4 +199,16 @@ fn respond_head(stream: &mut TcpStream, len: usize) -> io::Result<()> {
         "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes())
+}
+
+/// The whole exposition of one scrape, in the Prometheus text format 0.0.4.
+fn exposition(hub: &Hub) -> String {
+    let scrape = hub.scrape();
+    crate::observe::prometheus::render(
+        &scrape.cores,
+        scrape.stale,
+        scrape.methods,
+        scrape.pubsub,
+        scrape.bridge,
+    )
 }

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::cluster::link::BridgeStats;
 use crate::observe::core_stats::CoreStats;
-use crate::pubsub::PubSub;
+use crate::pubsub::{PubSub, PubSubStats};
 use crate::reactor::mailbox::Mailbox;
 
 use crate::observe::measure::{ClosedBy, MethodMetrics, MethodStats};
@@ -146,13 +147,31 @@ impl Hub {
         (snapshots, stale)
     }
 
-    /// The whole exposition, in the Prometheus text format 0.0.4.
-    pub(crate) fn render(&self) -> String {
+    /// Everything one scrape reports: every core's snapshot (see [`Hub::collect`]), the
+    /// route names, and the pub/sub and NATS bridge counters when there are some.
+    pub(crate) fn scrape(&self) -> Scrape<'_> {
         let (cores, stale) = self.collect();
-        let pubsub = self.pubsub.as_ref().map(PubSub::stats);
-        let bridge = self.bridge.get().map(|b| b.stats());
-        crate::observe::prometheus::render(&cores, stale, &self.methods, pubsub, bridge)
+        Scrape {
+            cores,
+            stale,
+            methods: &self.methods,
+            pubsub: self.pubsub.as_ref().map(PubSub::stats),
+            bridge: self.bridge.get().map(|b| b.stats()),
+        }
     }
+}
+
+/// One scrape's numbers, ready to encode.
+#[derive(Debug)]
+pub(crate) struct Scrape<'a> {
+    /// Every core's snapshot, in core order.
+    pub(crate) cores: Vec<CoreSnapshot>,
+    /// Cores served from their last snapshot (they did not answer in time).
+    pub(crate) stale: usize,
+    /// Route names by index (`_not_found` is implied after them).
+    pub(crate) methods: &'a [String],
+    pub(crate) pubsub: Option<PubSubStats>,
+    pub(crate) bridge: Option<BridgeStats>,
 }
 
 /// A reactor's side: what it counts beyond [`CoreStats`] and how it publishes.

@@ -48,7 +48,6 @@ pub use crate::pubsub::wire::{
 use crate::reactor::mailbox::NotifyTally;
 use crate::router::Context;
 use crate::secret::constant_time_eq;
-use crate::udp::UdpCore;
 
 /// Error text of a failed `in_A` (arpc's own).
 pub const INVALID_PASSWORD: &str = "invalid password";
@@ -498,7 +497,7 @@ impl PubSub {
     fn on_subscribe(&self, ctx: &mut Context<'_>) {
         let Some(topic) = self.topic(ctx) else { return };
         let conn = ctx.conn();
-        if UdpCore::owns(conn.id()) {
+        if conn.id().is_datagram() {
             ctx.reply_error(NEEDS_STREAM);
             return;
         }

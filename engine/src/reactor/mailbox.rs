@@ -97,7 +97,7 @@ pub(crate) enum Command {
         payload: Bytes,
         metadata: Option<Box<ringrpc_protocol::metadata::Metadata>>,
         timeout: Duration,
-        slot: Arc<crate::conn::call_future::CallSlot>,
+        slot: Arc<crate::conn::call_slot::CallSlot>,
     },
     /// A call's future was dropped: forget its pending entry (owed: once per call).
     CancelCall { conn: ConnId, seq: u64 },
@@ -385,6 +385,18 @@ impl Mailbox {
     /// Optional messages refused so far because the inbox was full.
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// A task's wake-up from another thread travels as [`Command::Wake`].
+impl crate::executor::RemoteWake for Mailbox {
+    fn is_own_thread(&self) -> bool {
+        Mailbox::is_own_thread(self)
+    }
+
+    fn wake_from_afar(&self, key: crate::executor::TaskKey) {
+        // Owed (never refused): each task is queued at most once at a time.
+        let _ = self.post(Command::Wake(key));
     }
 }
 

@@ -13,9 +13,8 @@ use ringrpc_uring::{Completion, OpId, SharedFd};
 
 use super::Reactor;
 use super::timers::TimerId;
-use crate::conn::CALL_DONE;
 use crate::error::{CallError, DisconnectReason};
-use crate::executor::contain::contain;
+use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnId;
 use crate::reactor::mailbox::{CallDone, Command};
 use crate::udp::UdpCore;

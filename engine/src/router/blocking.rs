@@ -23,9 +23,9 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::conn::handle::ConnHandle;
+use crate::conn::responder::Owed;
 use crate::error::{BLOCKING_QUEUE_FULL, HANDLER_PANICKED};
-use crate::router::Owed;
+use crate::router::request::Request;
 use crate::router::typed::Reply;
 
 /// Name of the worker threads, followed by their index.
@@ -66,37 +66,6 @@ impl Drop for Charge {
 
 /// A blocking handler, its value turned into the Response it answers with.
 pub(crate) type BlockingHandler = std::sync::Arc<dyn Fn(Request) -> Reply + Send + Sync>;
-
-/// One Request or Notify, owned, as a blocking handler receives it on a worker thread.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Request {
-    /// The method name.
-    pub method: Bytes,
-    /// The payload, copied once out of the receive buffer.
-    pub payload: Bytes,
-    /// The caller's sequence number.
-    pub seq: u64,
-    /// The eight application flag bits.
-    pub user_flags: u8,
-    /// Whether this is a Notify, whose result is discarded.
-    pub is_notify: bool,
-    /// The connection it came on (to notify or call the peer, or close).
-    pub conn: ConnHandle,
-    /// The request's metadata (arpc's `md` block), already taken off `payload`.
-    pub metadata: Option<ringrpc_protocol::metadata::Metadata>,
-    /// The state registered with the builder's `state(..)`, for the `State` extractor.
-    pub(crate) extensions: std::sync::Arc<crate::router::typed::Extensions>,
-}
-
-impl Request {
-    /// This core's client for `addr` (`host:port`), connected on first use and shared by
-    /// every handler and task of the core (see [`CoreClient`](crate::CoreClient)). Fails
-    /// off a reactor thread (a blocking handler's worker).
-    pub fn client(&self, addr: &str) -> Result<crate::CoreClient, crate::NotOnReactor> {
-        crate::CoreClient::to(addr)
-    }
-}
 
 struct Job {
     handler: BlockingHandler,
@@ -261,6 +230,7 @@ fn work(queue: &Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::handle::ConnHandle;
     use std::time::Duration;
 
     fn notify(conn: &ConnHandle, payload: Bytes) -> Request {
@@ -309,7 +279,7 @@ mod tests {
         // holds, not who else holds it), so three fit and the fourth passes the limit.
         let quarter = Bytes::from(vec![0u8; QUEUE_BYTES / 4]);
         let submit = || {
-            let owed = Owed::Notify(crate::router::context::NotifySlot::new(conn.clone()));
+            let owed = Owed::Notify(crate::conn::responder::NotifySlot::new(conn.clone()));
             pool.submit(handler.clone(), notify(&conn, quarter.clone()), owed);
         };
         submit();
@@ -337,7 +307,7 @@ mod tests {
         assert_eq!(settled(&mailbox), 3, "and the three that ran, theirs");
         assert!(started.try_recv().is_err(), "the refused ones never ran");
         // A job bigger than the whole limit still gets through an idle pool.
-        let owed = Owed::Notify(crate::router::context::NotifySlot::new(conn.clone()));
+        let owed = Owed::Notify(crate::conn::responder::NotifySlot::new(conn.clone()));
         let huge = Bytes::from(vec![0u8; QUEUE_BYTES + 1]);
         pool.submit(handler.clone(), notify(&conn, huge), owed);
         started.recv().unwrap();

@@ -9,13 +9,14 @@ use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command, Flags, FrameRef, Header};
 
-use crate::conn::handle::{ConnHandle, Deferred, Responder};
+use crate::conn::handle::ConnHandle;
+use crate::conn::responder::{Deferred, NotifySlot, Owed, Responder};
 use crate::error::{RESPONSE_TOO_LARGE, check_body};
 use crate::ids::ConnInfo;
 use crate::observe::measure::Timing;
 use crate::reactor::mailbox::Mailbox;
-use crate::router::blocking::Request;
-use crate::router::typed::{Extensions, Reply};
+use crate::router::request::Extensions;
+use crate::router::request::Request;
 use crate::transport::outqueue::OutQueue;
 
 /// A request handler: reads the context and replies through it (now, or later through a
@@ -38,38 +39,6 @@ pub enum ReplyState {
     Deferred,
     /// A Notify: no Response is ever sent.
     NoReply,
-}
-
-/// What a task owes the connection it serves: a Request's answer, or a Notify's slot of the
-/// in-flight limit.
-pub(crate) enum Owed {
-    Answer(Responder),
-    Notify(NotifySlot),
-}
-
-/// A Notify's slot of its connection's in-flight limit, freed (through the mailbox) when
-/// dropped.
-pub(crate) struct NotifySlot {
-    conn: ConnHandle,
-}
-
-impl NotifySlot {
-    /// A slot its connection already counts as held (see [`Context::owe`]).
-    pub(crate) fn new(conn: ConnHandle) -> NotifySlot {
-        NotifySlot { conn }
-    }
-}
-
-impl Drop for NotifySlot {
-    fn drop(&mut self) {
-        // Owed: never refused.
-        let _ = self
-            .conn
-            .mailbox()
-            .post(crate::reactor::mailbox::Command::Settled {
-                conn: self.conn.id(),
-            });
-    }
 }
 
 /// What a handler sees of one Request or Notify, and how it answers.
@@ -266,17 +235,6 @@ impl<'a> Context<'a> {
     /// Keeps `task` with the connection, so it is cancelled when the connection goes.
     pub(crate) fn track_task(&self, task: crate::executor::TaskKey) {
         self.in_flight.track(task);
-    }
-
-    /// Answers with `reply` (a typed handler's value).
-    pub(crate) fn reply_with(&mut self, reply: Reply) {
-        if let Some(md) = reply.metadata {
-            self.set_reply_metadata(md);
-        }
-        match reply.body {
-            Ok(payload) => self.reply_bytes(payload),
-            Err(text) => self.reply_error(&text),
-        };
     }
 
     /// Whether a Response has been queued or a responder taken (always true for a Notify).

@@ -8,7 +8,7 @@ use ringrpc_protocol::metadata::Metadata;
 use ringrpc_protocol::{Command, Flags, FrameRef};
 
 use super::{Context, Flow, Handler, ReplyState, Route, Router};
-use crate::conn::handle::Deferred;
+use crate::conn::responder::Deferred;
 use crate::error::{HANDLER_PANICKED, METHOD_NOT_FOUND, STOPPED_BY_MIDDLEWARE};
 use crate::ids::ConnInfo;
 use crate::observe::measure::{MethodMetrics, Timing};

@@ -8,9 +8,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::conn::handle::Responder;
+use crate::conn::responder::Responder;
 use crate::router::Context;
-use crate::router::blocking::Request;
+use crate::router::request::Request;
 
 fn encode_failure(error: &serde_json::Error) -> String {
     tracing::warn!("cannot encode a response as JSON: {error}");

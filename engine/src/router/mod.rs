@@ -7,10 +7,11 @@
 //! `after`, in reverse order, once the Response is settled.
 
 pub(crate) mod blocking;
-mod context;
+pub(crate) mod context;
 mod dispatch;
 pub(crate) mod json;
 mod middleware;
+pub(crate) mod request;
 pub(crate) mod typed;
 
 use std::collections::HashMap;
@@ -21,13 +22,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringrpc_protocol::MAX_METHOD_LEN;
 
-use crate::router::blocking::{BlockingHandler, BlockingPool, Request};
+use crate::router::blocking::{BlockingHandler, BlockingPool};
+use crate::router::request::{Extensions, Request};
 use crate::router::typed::{
-    AsyncHandler, Extensions, HandlerError, IntoReply, TypedHandler, async_route, typed_route,
+    AsyncHandler, HandlerError, IntoReply, TypedHandler, async_route, typed_route,
 };
 use crate::stream::{BiStream, Replies, StreamContext, StreamRoute};
 
-pub(crate) use context::Owed;
+use crate::conn::responder::Owed;
 pub use context::{Context, Handler, ReplyState};
 pub(crate) use dispatch::Dispatched;
 pub use middleware::{Flow, LogRequests, Middleware, PropagateMetadata};

@@ -21,6 +21,7 @@ pub(crate) mod shared;
 pub mod transfer;
 
 mod context;
+mod frames;
 pub(crate) mod table;
 
 #[cfg(test)]

@@ -36,10 +36,9 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, FrameRef, HEADER_LEN, parse_frame, write_frame};
 use slab::Slab;
 
-use crate::conn::CALL_DONE;
-use crate::conn::handle::Deferred;
+use crate::conn::responder::Deferred;
 use crate::error::{CallError, TOO_MANY_IN_FLIGHT};
-use crate::executor::contain::contain;
+use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::{ConnId, ConnInfo};
 use crate::reactor::mailbox::{CallDone, Mailbox};
 use crate::router::Router;
@@ -51,7 +50,7 @@ use dedup::{Admit, Dedup};
 pub use stats::UdpStats;
 
 /// Set in a [`ConnId`]'s slot for a datagram peer.
-pub(crate) const UDP_SLOT: u32 = 1 << 31;
+pub(crate) const UDP_SLOT: u32 = crate::ids::DATAGRAM_SLOT_BIT;
 struct Peer {
     addr: SocketAddr,
     serial: u64,
@@ -154,7 +153,7 @@ impl UdpCore {
 
     /// Whether `id` names a datagram peer (rather than a stream connection).
     pub(crate) fn owns(id: ConnId) -> bool {
-        id.slot & UDP_SLOT != 0
+        id.is_datagram()
     }
 
     fn info(&self, idx: usize) -> ConnInfo {

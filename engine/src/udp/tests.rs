@@ -333,7 +333,7 @@ fn a_response_for_another_core_is_forwarded() {
 #[test]
 fn a_deferred_answer_is_cached_against_retries() {
     let mut router = Router::with_builtins();
-    let slot: Arc<Mutex<Option<crate::conn::handle::Responder>>> = Arc::default();
+    let slot: Arc<Mutex<Option<crate::conn::responder::Responder>>> = Arc::default();
     let keep = slot.clone();
     router
         .add("/later", move |ctx| {

@@ -5,17 +5,15 @@
 //! [`Rejection`] naming the type expected and why, which the engine sends as the error
 //! Response (the connection stays open).
 
-use std::any::{Any, TypeId, type_name};
-use std::collections::HashMap;
+use std::any::type_name;
 use std::fmt;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 use serde::de::DeserializeOwned;
 
 use crate::conn::handle::ConnHandle;
-use crate::router::blocking::Request;
+use crate::router::request::Request;
 
 /// A request an extractor refused: its text is the error Response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,27 +114,5 @@ impl<T: Clone + Send + Sync + 'static> FromRequest for State<T> {
                 type_name::<T>()
             ))
         })
-    }
-}
-
-/// Values registered with the builders' `state(..)`, one per type.
-#[derive(Clone, Default)]
-pub(crate) struct Extensions(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
-
-impl Extensions {
-    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.0.insert(TypeId::of::<T>(), Arc::new(value));
-    }
-
-    pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
-        self.0.get(&TypeId::of::<T>())?.downcast_ref()
-    }
-}
-
-impl fmt::Debug for Extensions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Extensions")
-            .field("values", &self.0.len())
-            .finish()
     }
 }

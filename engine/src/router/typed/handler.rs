@@ -13,11 +13,12 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 
 use super::{FromRequest, IntoReply, Rejection, Reply};
+use crate::conn::responder::Owed;
 use crate::error::HANDLER_PANICKED;
 use crate::executor::Executor;
 use crate::executor::contain::panic_message;
-use crate::router::blocking::Request;
-use crate::router::{Context, Owed};
+use crate::router::context::Context;
+use crate::router::request::Request;
 
 /// A function usable with `route_async`: its arguments are extractors, it returns a future
 /// (need not be `Send`) of anything [`IntoReply`].
@@ -92,7 +93,7 @@ where
     move |ctx: &mut Context<'_>| {
         let request = ctx.to_request();
         match handler.call(&request) {
-            Ok(value) => ctx.reply_with(value.into_reply()),
+            Ok(value) => answer(ctx, value.into_reply()),
             Err(rejection) => {
                 ctx.reply_error(&rejection.to_string());
             }
@@ -157,4 +158,15 @@ impl Owed {
             Owed::Notify(slot) => drop(slot),
         }
     }
+}
+
+/// Answers the Request in `ctx` with a typed handler's `reply`.
+fn answer(ctx: &mut Context<'_>, reply: Reply) {
+    if let Some(md) = reply.metadata {
+        ctx.set_reply_metadata(md);
+    }
+    match reply.body {
+        Ok(payload) => ctx.reply_bytes(payload),
+        Err(text) => ctx.reply_error(&text),
+    };
 }

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 use serde::Serialize;
 
-pub(crate) use extract::Extensions;
 pub use extract::{FromRequest, Json, MsgPack, Rejection, State};
 pub use handler::{AsyncHandler, TypedHandler};
 pub(crate) use handler::{async_route, typed_route};

@@ -10,7 +10,7 @@ use super::*;
 use crate::conn::handle::ConnHandle;
 use crate::ids::{ConnId, ConnInfo};
 use crate::reactor::mailbox::Mailbox;
-use crate::router::blocking::Request;
+use crate::router::request::{Extensions, Request};
 
 fn request(payload: &[u8]) -> Request {
     let info = ConnInfo {
