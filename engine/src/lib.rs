@@ -89,7 +89,7 @@ pub use stream::{
 };
 pub use udp::UdpStats;
 pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
-pub use udp::settings::Retry;
+pub use udp::limits::Retry;
 
 /// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
 #[doc(hidden)]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::connection::{ClientInner, Reconnect, ReconnectHook};
 use super::{Client, ClientError, ClientRuntime};
-use crate::client::topics::TopicTable;
+use crate::client::pubsub::TopicTable;
 use crate::error::CallError;
 use crate::reactor::settings::ReactorSettings;
 use crate::reactor::shared::ConnPolicy;
@@ -282,6 +282,15 @@ impl ClientBuilder {
     /// This client's pub/sub handlers and password.
     pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
         &self.pubsub
+    }
+}
+
+impl ClientBuilder {
+    /// Longest a pub/sub call (`pubsub_auth`, `subscribe_topic`, `publish`...) waits for
+    /// its answer (default 5 s).
+    pub fn pubsub_timeout(self, timeout: Duration) -> Self {
+        self.pubsub_table().set_timeout(timeout);
+        self
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::ClientRuntime;
-use crate::client::topics::TopicTable;
+use crate::client::pubsub::TopicTable;
 use crate::conn::handle::ConnHandle;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
 use crate::reactor::shared::ConnPolicy;

@@ -10,9 +10,8 @@
 mod builder;
 mod connection;
 pub(crate) mod core_client;
-mod pubsub;
+pub(crate) mod pubsub;
 mod runtime;
-pub(crate) mod topics;
 mod typed_calls;
 
 use std::fmt;
@@ -22,12 +21,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ringrpc_protocol::Topic;
 
-use crate::client::topics::TopicTable;
+use crate::client::pubsub::TopicTable;
 use crate::config::ConfigError;
 use crate::conn::call_future::{CallFuture, CallWithMetadata};
 use crate::conn::handle::ConnHandle;
 use crate::error::{CallError, StreamError};
+use crate::pubsub::wire::{
+    AUTHENTICATE, PUBLISH, PUBLISH_TO_ONE, PubSubError, SUBSCRIBE, UNSUBSCRIBE, topic_bytes,
+};
 use crate::server::StartError;
 use crate::stream::{BiStream, Subscription};
 
@@ -291,5 +294,64 @@ impl Client {
     /// This client's pub/sub handlers and password.
     pub(crate) fn pubsub_table(&self) -> &Arc<TopicTable> {
         &self.inner.pubsub
+    }
+}
+
+/// Pub/sub calls, compatible with a Go arpc pub/sub server (arpcex) and with
+/// [`PubSub`](crate::PubSub).
+impl Client {
+    fn pubsub_call(&self, method: &str, payload: Bytes) -> Result<(), PubSubError> {
+        self.call(method, payload, self.pubsub_table().timeout())?;
+        Ok(())
+    }
+
+    /// Authenticates with the server's pub/sub password (`in_A`); the client does so again
+    /// after every reconnect. A wrong one fails with `CallError::Remote("invalid password")`.
+    pub fn pubsub_auth(&self, password: impl AsRef<[u8]>) -> Result<(), PubSubError> {
+        let password = Bytes::copy_from_slice(password.as_ref());
+        self.pubsub_call(AUTHENTICATE, password.clone())?;
+        *self.pubsub_table().password() = Some(password);
+        Ok(())
+    }
+
+    /// Subscribes to `name` (`in_S`): `handler` runs for each publication on it, on the
+    /// client's reactor thread, so it must not block (hand work to another thread). A
+    /// second subscription to the same name replaces the handler. The client resubscribes
+    /// after every reconnect; publications while disconnected are lost.
+    pub fn subscribe_topic(
+        &self,
+        name: impl AsRef<[u8]>,
+        handler: impl Fn(Topic) + Send + Sync + 'static,
+    ) -> Result<(), PubSubError> {
+        let name = name.as_ref();
+        let bytes = topic_bytes(name, &[])?;
+        let key = Bytes::copy_from_slice(name);
+        let table = self.pubsub_table();
+        table.handlers().insert(key.clone(), Arc::new(handler));
+        let outcome = self.pubsub_call(SUBSCRIBE, bytes);
+        if outcome.is_err() {
+            table.handlers().remove(&key);
+        }
+        outcome
+    }
+
+    /// Unsubscribes from `name` (`in_U`). Its handler is dropped at once, whatever the
+    /// server answers, and it is not resubscribed after a reconnect.
+    pub fn unsubscribe_topic(&self, name: impl AsRef<[u8]>) -> Result<(), PubSubError> {
+        let name = name.as_ref();
+        let bytes = topic_bytes(name, &[])?;
+        self.pubsub_table().handlers().remove(name);
+        self.pubsub_call(UNSUBSCRIBE, bytes)
+    }
+
+    /// Publishes `data` on `name` to every subscriber (`in_P`, stamped with the current
+    /// time); returns once the server accepted it.
+    pub fn publish(&self, name: impl AsRef<[u8]>, data: &[u8]) -> Result<(), PubSubError> {
+        self.pubsub_call(PUBLISH, topic_bytes(name.as_ref(), data)?)
+    }
+
+    /// Publishes `data` on `name` to one subscriber, the next in turn (`in_P1`).
+    pub fn publish_to_one(&self, name: impl AsRef<[u8]>, data: &[u8]) -> Result<(), PubSubError> {
+        self.pubsub_call(PUBLISH_TO_ONE, topic_bytes(name.as_ref(), data)?)
     }
 }

@@ -77,7 +77,7 @@ impl Default for ConfigBuilder {
             reflect: false,
             udp_listen: None,
             ws_listen: Vec::new(),
-            udp_max_datagram: crate::udp::settings::DEFAULT_MAX_DATAGRAM,
+            udp_max_datagram: crate::udp::limits::DEFAULT_MAX_DATAGRAM,
             udp_dedup_window: Duration::from_secs(5),
             udp_dedup_capacity: 65_536,
             udp_peer_rate: None,

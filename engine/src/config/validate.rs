@@ -110,7 +110,7 @@ impl ConfigBuilder {
             Knob::UdpMaxDatagram,
             self.udp_max_datagram as u64,
             64,
-            crate::udp::settings::MAX_DATAGRAM as u64,
+            crate::udp::limits::MAX_DATAGRAM as u64,
         )?;
         positive(Knob::UdpDedupWindow, Some(self.udp_dedup_window))?;
         if let Some(rate) = self.udp_peer_rate {

@@ -2,7 +2,7 @@
 //! router, answers and calls queued on its output, Responses matched to pending calls.
 //!
 //! Invariants:
-//! - [`Conn`] = a [`StreamFraming`] (bytes → frames) + a [`Session`] (frames → dispatch →
+//! - [`Conn`] = a [`TcpFraming`] (bytes → frames) + a [`Session`] (frames → dispatch →
 //!   output); the session knows nothing of bytes on a socket, so datagram and WebSocket
 //!   transports reuse it unchanged.
 //! - Once the peer fails authentication nothing more it sends is dispatched.
@@ -22,21 +22,21 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::ids::ConnInfo;
-use crate::observe::measure::MethodMetrics;
+use crate::observe::methods::MethodMetrics;
 use crate::reactor::mailbox::Mailbox;
 use crate::router::Router;
 use crate::transport::arpc::{ArpcFraming, Next};
 use crate::transport::ws::framing::{Event as WsInput, WsFraming};
 use crate::transport::ws::handshake::HandshakeConfig;
 
-pub(crate) use crate::transport::tcp::{ConnError, StreamFraming};
+pub(crate) use crate::transport::tcp::{FramingError, TcpFraming};
 pub(crate) use session::{ConnStats, Session};
 
 /// One connection: its framing and its session.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Bytes → frames.
-    pub(crate) framing: StreamFraming,
+    pub(crate) framing: TcpFraming,
     /// Frames → dispatch → output.
     pub(crate) session: Session,
 }
@@ -46,7 +46,7 @@ impl Conn {
     /// later through `mailbox`.
     pub(crate) fn new(info: ConnInfo, mailbox: Arc<Mailbox>, max_body: u32) -> Conn {
         Conn {
-            framing: StreamFraming::Arpc(ArpcFraming::new(max_body)),
+            framing: TcpFraming::Arpc(ArpcFraming::new(max_body)),
             session: Session::new(info, mailbox),
         }
     }
@@ -60,7 +60,7 @@ impl Conn {
         websocket: Arc<HandshakeConfig>,
     ) -> Conn {
         Conn {
-            framing: StreamFraming::Undecided {
+            framing: TcpFraming::Undecided {
                 websocket,
                 max_body,
                 held: Vec::new(),
@@ -78,7 +78,7 @@ impl Conn {
         websocket: Arc<HandshakeConfig>,
     ) -> Conn {
         Conn {
-            framing: StreamFraming::WebSocket(Box::new(WsFraming::new(websocket, max_body))),
+            framing: TcpFraming::WebSocket(Box::new(WsFraming::new(websocket, max_body))),
             session: Session::new(info, mailbox),
         }
     }
@@ -86,7 +86,7 @@ impl Conn {
     /// Takes bytes the peer sent: dispatches every whole frame and keeps the tail.
     ///
     /// An error means the connection must be closed once its queued output is flushed.
-    pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), ConnError> {
+    pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), FramingError> {
         self.handle_recv_metered(data, router, &mut MethodMetrics::default(), |_| 0)
     }
 
@@ -98,7 +98,7 @@ impl Conn {
         router: &Router,
         methods: &mut MethodMetrics,
         waiting: impl FnMut(usize) -> usize,
-    ) -> Result<(), ConnError> {
+    ) -> Result<(), FramingError> {
         let session = &mut self.session;
         session.stats.bytes_in += data.len() as u64;
         if session.rejected() {
@@ -106,13 +106,13 @@ impl Conn {
         }
         let data = self.framing.decide(data);
         let decoded = match &mut self.framing {
-            StreamFraming::Undecided { .. } => Ok(()),
-            StreamFraming::Arpc(f) => f
+            TcpFraming::Undecided { .. } => Ok(()),
+            TcpFraming::Arpc(f) => f
                 .decode_from_socket(&data, waiting, |frame, owner| {
                     session.dispatch_next(frame, owner, router, methods)
                 })
-                .map_err(ConnError::Arpc),
-            StreamFraming::WebSocket(ws) => ws
+                .map_err(FramingError::Arpc),
+            TcpFraming::WebSocket(ws) => ws
                 .decode(&data, &mut |event| match event {
                     WsInput::Frame(frame) => session.dispatch_next(frame, None, router, methods),
                     WsInput::Raw(bytes) => {
@@ -124,7 +124,7 @@ impl Conn {
                         Next::Continue
                     }
                 })
-                .map_err(ConnError::WebSocket),
+                .map_err(FramingError::WebSocket),
         };
         self.session.stats.gzip_in = self.framing.gzip_in();
         decoded
@@ -144,7 +144,7 @@ impl Conn {
     /// The rest of a raw arpc connection's partial frame is large enough to receive straight
     /// into its own buffer.
     pub(crate) fn direct_wanted(&self) -> bool {
-        matches!(&self.framing, StreamFraming::Arpc(f) if f.direct_remaining().is_some())
+        matches!(&self.framing, TcpFraming::Arpc(f) if f.direct_remaining().is_some())
     }
 
     /// Lends the partial frame's buffer to a direct receive: the buffer, with room for what
@@ -152,7 +152,7 @@ impl Conn {
     /// [`Conn::direct_wanted`].
     pub(crate) fn take_for_direct(&mut self, queued: usize) -> Option<(BytesMut, usize)> {
         match &mut self.framing {
-            StreamFraming::Arpc(f) => f.take_for_direct(queued),
+            TcpFraming::Arpc(f) => f.take_for_direct(queued),
             _ => None,
         }
     }
@@ -160,7 +160,7 @@ impl Conn {
     /// Takes back the buffer a direct receive filled, `received` bytes longer; decode it
     /// with [`Conn::handle_recv_metered`] and no new bytes.
     pub(crate) fn end_direct(&mut self, buf: BytesMut, received: usize) {
-        if let StreamFraming::Arpc(f) = &mut self.framing {
+        if let TcpFraming::Arpc(f) = &mut self.framing {
             f.end_direct(buf);
             self.session.stats.bytes_in += received as u64;
         }

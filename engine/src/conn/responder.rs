@@ -109,7 +109,7 @@ pub struct Responder {
     /// Metadata the Response carries.
     metadata: Option<Metadata>,
     /// When metrics are on: when the request was dispatched, for its latency.
-    timing: Option<crate::observe::measure::Timing>,
+    timing: Option<crate::observe::methods::Timing>,
 }
 
 impl fmt::Debug for Responder {
@@ -128,7 +128,7 @@ impl Responder {
         seq: u64,
         method: &[u8],
         flags: Flags,
-        timing: Option<crate::observe::measure::Timing>,
+        timing: Option<crate::observe::methods::Timing>,
     ) -> Responder {
         Responder {
             conn,

@@ -16,7 +16,7 @@ use crate::conn::responder::Deferred;
 use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError, INVALID_METADATA, TOO_MANY_IN_FLIGHT};
 use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnInfo;
-use crate::observe::measure::MethodMetrics;
+use crate::observe::methods::MethodMetrics;
 use crate::reactor::mailbox::{CallDone, CallDoneMd, Mailbox};
 use crate::router::{Dispatched, Router};
 use crate::secret::constant_time_eq;

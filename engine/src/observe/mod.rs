@@ -1,7 +1,8 @@
 //! Observability: per-core counters, per-method metrics and the Prometheus endpoint.
 
+pub(crate) mod closes;
 pub(crate) mod core_stats;
 pub(crate) mod http;
-pub(crate) mod measure;
+pub(crate) mod methods;
 pub(crate) mod prometheus;
 pub(crate) mod scrape;

@@ -11,9 +11,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::cluster::link::BridgeStats;
+use crate::observe::closes::CloseKind;
 use crate::observe::core_stats::CoreStats;
-use crate::observe::measure::CloseKind;
-use crate::observe::measure::{BUCKETS_NS, LatencyHistogram, MethodStats};
+use crate::observe::methods::{BUCKETS_NS, LatencyHistogram, MethodStats};
 use crate::observe::scrape::{CoreSnapshot, NOT_FOUND_LABEL};
 use crate::pubsub::PubSubStats;
 

@@ -28,7 +28,8 @@ use crate::observe::core_stats::CoreStats;
 use crate::pubsub::{PubSub, PubSubStats};
 use crate::reactor::mailbox::Mailbox;
 
-use crate::observe::measure::{ClosedBy, MethodMetrics, MethodStats};
+use crate::observe::closes::ClosedBy;
+use crate::observe::methods::{MethodMetrics, MethodStats};
 
 /// How long one scrape waits for the reactors' fresh snapshots, all cores together.
 pub(crate) const SCRAPE_WAIT: Duration = Duration::from_millis(500);

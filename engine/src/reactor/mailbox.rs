@@ -35,7 +35,7 @@ use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::executor::contain::contain;
 use crate::ids::{ConnId, ConnInfo};
 use crate::stream::shared::{OutFrame, StreamShared};
-use crate::udp::settings::Retry;
+use crate::udp::limits::Retry;
 
 /// Completion of a call: runs once, on the reactor thread, with the Response payload.
 pub(crate) type CallDone = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
@@ -71,7 +71,7 @@ pub(crate) enum Command {
         conn: ConnId,
         frame: Bytes,
         /// When metrics are on: the request's clock, stopped when this arrives.
-        timing: Option<crate::observe::measure::Timing>,
+        timing: Option<crate::observe::methods::Timing>,
     },
     /// Start a call to the peer of a connection (counts against the capacity).
     Call {

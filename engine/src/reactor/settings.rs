@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::reactor::mailbox;
 use crate::stream::StreamLimits;
 use crate::transport::ws::handshake::HandshakeConfig;
-use crate::udp::settings::UdpLimits;
+use crate::udp::limits::UdpLimits;
 
 /// What each reactor needs to know, server or client.
 #[derive(Clone, Debug)]

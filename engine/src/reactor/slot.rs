@@ -143,7 +143,7 @@ impl Reactor {
     pub(super) fn release(&mut self, idx: usize, reason: DisconnectReason) {
         let mut slot = self.conns.remove(idx);
         self.stats.closed += 1;
-        let kind = crate::observe::measure::CloseKind::of(&reason);
+        let kind = crate::observe::closes::CloseKind::of(&reason);
         self.closed_by[kind as usize] += 1;
         slot.conn.session.fail_calls(CallError::Disconnected);
         // Its async handlers' answers can no longer be delivered: drop them now.

@@ -18,7 +18,7 @@ use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnId;
 use crate::reactor::mailbox::{CallDone, Command};
 use crate::udp::UdpCore;
-use crate::udp::settings::Retry;
+use crate::udp::limits::Retry;
 
 /// The tag of every datagram op (connection tags never reach it: slot `u32::MAX`).
 pub(super) const UDP_TAG: u64 = u64::MAX;

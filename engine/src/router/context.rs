@@ -13,7 +13,7 @@ use crate::conn::handle::ConnHandle;
 use crate::conn::responder::{Deferred, NotifySlot, Owed, Responder};
 use crate::error::{RESPONSE_TOO_LARGE, check_body};
 use crate::ids::ConnInfo;
-use crate::observe::measure::Timing;
+use crate::observe::methods::Timing;
 use crate::reactor::mailbox::Mailbox;
 use crate::router::request::Extensions;
 use crate::router::request::Request;

@@ -11,7 +11,7 @@ use super::{Context, Flow, Handler, ReplyState, Route, Router};
 use crate::conn::responder::Deferred;
 use crate::error::{HANDLER_PANICKED, METHOD_NOT_FOUND, STOPPED_BY_MIDDLEWARE};
 use crate::ids::ConnInfo;
-use crate::observe::measure::{MethodMetrics, Timing};
+use crate::observe::methods::{MethodMetrics, Timing};
 use crate::reactor::mailbox::Mailbox;
 use crate::transport::outqueue::OutQueue;
 

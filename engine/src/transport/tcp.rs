@@ -14,7 +14,7 @@ use crate::transport::ws::handshake::HandshakeConfig;
 
 /// The framings a stream connection can speak.
 #[derive(Debug)]
-pub(crate) enum StreamFraming {
+pub(crate) enum TcpFraming {
     /// Not decided yet: a connection whose first four bytes start an HTTP request
     /// ([`HTTP_STARTS`]: a WebSocket upgrade, or a GET of a static asset) is HTTP, anything
     /// else raw arpc (each of them read as an arpc length is at least 542,393,671, `GET `'s,
@@ -35,22 +35,22 @@ pub(crate) const HTTP_STARTS: [&[u8; 4]; 9] = [
     b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
 ];
 
-impl StreamFraming {
+impl TcpFraming {
     /// Bytes held: an incomplete frame (or upgrade request).
     pub(crate) fn buffered(&self) -> usize {
         match self {
-            StreamFraming::Undecided { held, .. } => held.len(),
-            StreamFraming::Arpc(f) => f.buffered(),
-            StreamFraming::WebSocket(ws) => ws.buffered(),
+            TcpFraming::Undecided { held, .. } => held.len(),
+            TcpFraming::Arpc(f) => f.buffered(),
+            TcpFraming::WebSocket(ws) => ws.buffered(),
         }
     }
 
     /// Compressed frames inflated so far.
     pub(crate) fn gzip_in(&self) -> u64 {
         match self {
-            StreamFraming::Undecided { .. } => 0,
-            StreamFraming::Arpc(f) => f.gzip_in(),
-            StreamFraming::WebSocket(ws) => ws.gzip_in(),
+            TcpFraming::Undecided { .. } => 0,
+            TcpFraming::Arpc(f) => f.gzip_in(),
+            TcpFraming::WebSocket(ws) => ws.gzip_in(),
         }
     }
 
@@ -58,7 +58,7 @@ impl StreamFraming {
     /// tests).
     pub(crate) fn partial(&self) -> Option<&BytesMut> {
         match self {
-            StreamFraming::Arpc(f) => Some(f.partial()),
+            TcpFraming::Arpc(f) => Some(f.partial()),
             _ => None,
         }
     }
@@ -66,7 +66,7 @@ impl StreamFraming {
     /// Decides between raw arpc and WebSocket once enough bytes are in; returns the bytes
     /// to decode now (the held ones first).
     pub(crate) fn decide<'d>(&mut self, data: &'d [u8]) -> Cow<'d, [u8]> {
-        let StreamFraming::Undecided {
+        let TcpFraming::Undecided {
             websocket,
             max_body,
             held,
@@ -89,9 +89,9 @@ impl StreamFraming {
             .iter()
             .any(|start| bytes.starts_with(&start[..]))
         {
-            StreamFraming::WebSocket(Box::new(WsFraming::new(websocket.clone(), *max_body)))
+            TcpFraming::WebSocket(Box::new(WsFraming::new(websocket.clone(), *max_body)))
         } else {
-            StreamFraming::Arpc(ArpcFraming::new(*max_body))
+            TcpFraming::Arpc(ArpcFraming::new(*max_body))
         };
         bytes
     }
@@ -99,28 +99,30 @@ impl StreamFraming {
 
 /// Why a connection's input ends it.
 #[derive(Debug)]
-pub(crate) enum ConnError {
+pub(crate) enum FramingError {
     /// The arpc framing was broken.
     Arpc(DecodeError),
     /// The WebSocket layer ended the connection (refused upgrade, close, protocol error).
     WebSocket(WsEnd),
 }
 
-impl ConnError {
+impl FramingError {
     /// Why the connection closes.
     pub(crate) fn into_reason(self) -> DisconnectReason {
         match self {
-            ConnError::Arpc(e) | ConnError::WebSocket(WsEnd::Arpc(e)) => {
+            FramingError::Arpc(e) | FramingError::WebSocket(WsEnd::Arpc(e)) => {
                 DisconnectReason::Protocol(e)
             }
-            ConnError::WebSocket(WsEnd::Served) => DisconnectReason::HttpServed { status: 200 },
-            ConnError::WebSocket(WsEnd::Refused(refused)) => DisconnectReason::HandshakeRefused {
-                status: refused.status(),
-            },
-            ConnError::WebSocket(WsEnd::PeerClosed(code)) => {
+            FramingError::WebSocket(WsEnd::Served) => DisconnectReason::HttpServed { status: 200 },
+            FramingError::WebSocket(WsEnd::Refused(refused)) => {
+                DisconnectReason::HandshakeRefused {
+                    status: refused.status(),
+                }
+            }
+            FramingError::WebSocket(WsEnd::PeerClosed(code)) => {
                 DisconnectReason::WebSocketClosed { code }
             }
-            ConnError::WebSocket(WsEnd::Protocol(code)) => {
+            FramingError::WebSocket(WsEnd::Protocol(code)) => {
                 DisconnectReason::WebSocketClosed { code: Some(code) }
             }
         }

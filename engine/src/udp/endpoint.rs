@@ -23,7 +23,7 @@ use crate::reactor::mailbox::Command;
 use crate::reactor::runtime::RunError;
 use crate::router::Context;
 use crate::server::{RunningServer, Server, ServerBuilder, ServerReport, StartError};
-use crate::udp::settings::Retry;
+use crate::udp::limits::Retry;
 
 /// Settings and routes of a [`UdpEndpoint`]; [`UdpEndpointBuilder::start`] binds and starts.
 pub struct UdpEndpointBuilder {

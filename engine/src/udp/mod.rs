@@ -22,7 +22,7 @@
 //!   core's socket is forwarded to the core that waits for it.
 
 pub(crate) mod endpoint;
-pub(crate) mod settings;
+pub(crate) mod limits;
 
 mod dedup;
 mod stats;
@@ -44,8 +44,8 @@ use crate::reactor::mailbox::{CallDone, Mailbox};
 use crate::router::Router;
 use crate::transport::outqueue::OutQueue;
 #[cfg(test)]
-use crate::udp::settings::DEFAULT_MAX_DATAGRAM;
-pub(crate) use crate::udp::settings::{Retry, UdpLimits};
+use crate::udp::limits::DEFAULT_MAX_DATAGRAM;
+pub(crate) use crate::udp::limits::{Retry, UdpLimits};
 use dedup::{Admit, Dedup};
 pub use stats::UdpStats;
 
@@ -326,7 +326,7 @@ impl UdpCore {
         // Out of the peer for the dispatch (which borrows `scratch`), back right after.
         let in_flight = std::mem::take(&mut self.peers[idx].in_flight);
         // Per-method metrics count TCP and WebSocket requests; UDP has its own counters.
-        let mut unmetered = crate::observe::measure::MethodMetrics::default();
+        let mut unmetered = crate::observe::methods::MethodMetrics::default();
         router.dispatch(
             frame,
             None,

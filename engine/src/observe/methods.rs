@@ -1,6 +1,6 @@
-//! What a reactor measures for metrics: per-method counts and latency histograms for its
-//! own requests, and its connections closed by reason. A leaf (nothing from the crate but
-//! `error`), so the request path records without reaching the metrics server.
+//! Per-method metrics: what a reactor counts of its own Requests and Notifies, by method,
+//! with a latency histogram each, kept only when metrics are on. Beside the always-on
+//! [`CoreStats`](crate::CoreStats), and read by the metrics scrape (`observe::scrape`).
 //!
 //! Invariants: only the reactor thread that owns a [`MethodMetrics`] writes it (plain
 //! integers, no atomics); the set of methods is fixed when the server is built (the
@@ -8,8 +8,6 @@
 //! bounded whatever method names peers send.
 
 use std::time::{Duration, Instant};
-
-use crate::error::DisconnectReason;
 
 /// Upper bounds of the latency buckets, in nanoseconds (10 µs .. 10 s, 1-2.5-5 steps); a
 /// last implicit bucket holds everything slower.
@@ -178,73 +176,3 @@ mod tests {
         assert_eq!(on.stats()[0].calls, 0);
     }
 }
-
-/// Why connections closed, as the `reason` label of `ringrpc_connections_closed_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CloseKind {
-    PeerClosed,
-    Protocol,
-    Socket,
-    Shutdown,
-    Application,
-    IdleTimeout,
-    ReadTimeout,
-    Unauthenticated,
-    HandshakeRefused,
-    HttpServed,
-    WebSocketClosed,
-}
-
-impl CloseKind {
-    /// Every kind, in label order.
-    pub(crate) const ALL: [CloseKind; 11] = [
-        CloseKind::PeerClosed,
-        CloseKind::Protocol,
-        CloseKind::Socket,
-        CloseKind::Shutdown,
-        CloseKind::Application,
-        CloseKind::IdleTimeout,
-        CloseKind::ReadTimeout,
-        CloseKind::Unauthenticated,
-        CloseKind::HandshakeRefused,
-        CloseKind::HttpServed,
-        CloseKind::WebSocketClosed,
-    ];
-
-    /// The kind of `reason`.
-    pub(crate) fn of(reason: &DisconnectReason) -> CloseKind {
-        match reason {
-            DisconnectReason::PeerClosed => CloseKind::PeerClosed,
-            DisconnectReason::Protocol(_) => CloseKind::Protocol,
-            DisconnectReason::Socket(_) => CloseKind::Socket,
-            DisconnectReason::Shutdown => CloseKind::Shutdown,
-            DisconnectReason::Closed => CloseKind::Application,
-            DisconnectReason::IdleTimeout => CloseKind::IdleTimeout,
-            DisconnectReason::ReadTimeout => CloseKind::ReadTimeout,
-            DisconnectReason::Unauthenticated => CloseKind::Unauthenticated,
-            DisconnectReason::HandshakeRefused { .. } => CloseKind::HandshakeRefused,
-            DisconnectReason::HttpServed { .. } => CloseKind::HttpServed,
-            DisconnectReason::WebSocketClosed { .. } => CloseKind::WebSocketClosed,
-        }
-    }
-
-    /// The label value.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            CloseKind::PeerClosed => "peer_closed",
-            CloseKind::Protocol => "protocol_error",
-            CloseKind::Socket => "socket_error",
-            CloseKind::Shutdown => "shutdown",
-            CloseKind::Application => "application",
-            CloseKind::IdleTimeout => "idle_timeout",
-            CloseKind::ReadTimeout => "read_timeout",
-            CloseKind::Unauthenticated => "unauthenticated",
-            CloseKind::HandshakeRefused => "handshake_refused",
-            CloseKind::HttpServed => "http_served",
-            CloseKind::WebSocketClosed => "websocket_closed",
-        }
-    }
-}
-
-/// Connections closed on one core, by [`CloseKind`] (indexed by its position in `ALL`).
-pub(crate) type ClosedBy = [u64; CloseKind::ALL.len()];

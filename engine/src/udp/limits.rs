@@ -1,4 +1,4 @@
-//! Datagram settings shared by configuration, mailboxes and the UDP core: size limits,
+//! Datagram limits shared by configuration, mailboxes and the UDP core: size limits,
 //! duplicate-suppression limits and the retry policy of calls.
 //!
 //! Invariants: a leaf module (imports nothing else of the crate).
