@@ -48,7 +48,7 @@ mod udp;
 
 pub use client::core_client::{CONNECT_TIMEOUT, ConnectFuture, CoreClient};
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
-pub use cluster::bridge::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
+pub use cluster::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
@@ -70,9 +70,10 @@ pub use reactor::runtime::{RunError, SpawnError};
 pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
 pub use ringrpc_protocol::{Topic, TopicError};
 pub use router::request::Request;
+#[cfg(feature = "msgpack")]
+pub use router::typed::MsgPack;
 pub use router::typed::{
-    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,
-    TypedHandler,
+    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, Rejection, Reply, State, TypedHandler,
 };
 pub use router::{
     Context, Flow, Handler, LogRequests, Middleware, PropagateMetadata, ReplyState, RouteError,

@@ -20,6 +20,7 @@ use crate::error::CallError;
 #[derive(Clone, Copy, Debug)]
 enum Codec {
     Json,
+    #[cfg(feature = "msgpack")]
     MsgPack,
 }
 
@@ -27,6 +28,7 @@ impl Codec {
     fn name(self) -> &'static str {
         match self {
             Codec::Json => "JSON",
+            #[cfg(feature = "msgpack")]
             Codec::MsgPack => "MessagePack",
         }
     }
@@ -34,6 +36,7 @@ impl Codec {
     fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, CallError> {
         let encoded = match self {
             Codec::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+            #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
         };
         encoded.map(Bytes::from).map_err(|e| {
@@ -48,6 +51,7 @@ impl Codec {
     fn decode<T: DeserializeOwned>(self, answer: &[u8]) -> Result<T, CallError> {
         let decoded = match self {
             Codec::Json => serde_json::from_slice(answer).map_err(|e| e.to_string()),
+            #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::from_slice(answer).map_err(|e| e.to_string()),
         };
         decoded.map_err(|e| {
@@ -82,6 +86,7 @@ impl Client {
     }
 
     /// As [`Client::call_json`] with MessagePack (maps with field names, `rmp-serde`).
+    #[cfg(feature = "msgpack")]
     pub fn call_msgpack<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
@@ -106,6 +111,7 @@ impl Client {
     }
 
     /// As [`Client::call_msgpack`], awaited (see [`Client::call_async`]).
+    #[cfg(feature = "msgpack")]
     pub fn call_msgpack_async<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,
@@ -135,6 +141,7 @@ impl ConnHandle {
     }
 
     /// As [`ConnHandle::call_json_async`] with MessagePack.
+    #[cfg(feature = "msgpack")]
     pub fn call_msgpack_async<Q: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         method: &str,

@@ -26,13 +26,13 @@
 //! - Local delivery never waits for NATS: the publish path delivers locally first, then
 //!   hands a copy to the bridge with a non-blocking `try_send` on a bounded channel
 //!   ([`OUTBOUND_CAPACITY`] messages); when it is full or NATS is disconnected the message
-//!   is dropped and counted in [`BridgeStats::dropped_outbound`], never queued for later
+//!   is dropped and counted in [`BridgeStats::dropped_outbound`](crate::BridgeStats::dropped_outbound), never queued for later
 //!   (at most once, like a delivery to a slow subscriber).
 //! - A node that cannot reach NATS still starts and serves; the client reconnects forever
 //!   (100 ms more per attempt, at most 2 s apart) and resubscribes.
 //! - Every task the bridge spawns lives in one `JoinSet` that joins each as it ends, so it
 //!   holds only the running ones: two subscriptions plus one queue group per topic with
-//!   local subscribers ([`BridgeStats::tasks`]), however often topics come and go.
+//!   local subscribers ([`BridgeStats::tasks`](crate::BridgeStats::tasks)), however often topics come and go.
 
 use std::collections::HashMap;
 
@@ -47,14 +47,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
-pub use crate::cluster::link::BridgeStats;
+use crate::cluster::OUTBOUND_CAPACITY;
 use crate::cluster::link::{BridgeLink, Counters, Outbound};
 use crate::pubsub::PubSub;
 use crate::reactor::shared::Shared;
-
-/// Messages the publish path may hand to the bridge before further ones are dropped (each
-/// costs its payload plus about 64 bytes while queued).
-pub const OUTBOUND_CAPACITY: usize = 16_384;
 
 const PUB_PREFIX: &str = "ringrpc.pub.";
 const ONE_PREFIX: &str = "ringrpc.one.";
@@ -250,7 +246,7 @@ impl Task {
         tasks.abort_all();
     }
 
-    /// Publishes how many tasks the bridge holds ([`BridgeStats::tasks`]).
+    /// Publishes how many tasks the bridge holds ([`BridgeStats::tasks`](crate::BridgeStats::tasks)).
     fn count_tasks(&self, tasks: &tokio::task::JoinSet<()>) {
         self.link
             .counters

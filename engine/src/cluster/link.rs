@@ -8,39 +8,13 @@
 //! reports.
 
 use std::fmt;
+
+use crate::cluster::BridgeStats;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
-
-/// The counters of a server's NATS bridge, from
-/// [`ServerHandle::bridge_stats`](crate::ServerHandle::bridge_stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BridgeStats {
-    /// This node's id in `Ringrpc-Origin` headers.
-    pub node_id: u64,
-    /// Whether the bridge is connected to NATS now.
-    pub connected: bool,
-    /// Messages handed to NATS (publications, publications to one, broadcasts).
-    pub forwarded: u64,
-    /// Messages received from other nodes (each handed to the local subscribers or
-    /// connections it was for, if any).
-    pub received: u64,
-    /// Messages that could not be forwarded: NATS was disconnected or the bridge's queue
-    /// was full.
-    pub dropped_outbound: u64,
-    /// Times the connection to NATS came back after being lost.
-    pub reconnects: u64,
-    /// Messages that came back from NATS to their origin node and were ignored (normally 0:
-    /// the bridge connects with `no_echo`).
-    pub ignored_own: u64,
-    /// Tasks the bridge holds now: one per NATS subscription (`ringrpc.pub.*`,
-    /// `ringrpc.bcast`, and one per topic with local subscribers, for its publish-to-one
-    /// queue group), plus a start-up check for its first two seconds.
-    pub tasks: usize,
-}
 
 /// What the publish path hands to the bridge.
 #[derive(Debug)]

@@ -305,6 +305,9 @@ impl ConfigBuilder {
     /// Request or Notify for its latency. Reactors copy their counters only when a scrape
     /// asks, so nothing is shared per request. The address is bound by
     /// [`ServerBuilder::build`](crate::ServerBuilder::build), so a port in use fails there.
+    ///
+    /// Needs the `metrics` cargo feature: without it, [`ConfigBuilder::build`] refuses an
+    /// address with [`ConfigError::FeatureDisabled`](crate::ConfigError::FeatureDisabled).
     pub fn metrics_listen(mut self, addr: Option<impl Into<String>>) -> Self {
         self.metrics_listen = addr.map(Into::into);
         self
@@ -426,6 +429,9 @@ impl ConfigBuilder {
     /// reconnecting. Costs one thread and, while NATS is slow, at most
     /// [`NATS_OUTBOUND_CAPACITY`](crate::NATS_OUTBOUND_CAPACITY) queued messages (each its
     /// payload plus about 64 bytes).
+    ///
+    /// Needs the `nats` cargo feature: without it, [`ConfigBuilder::build`] refuses a URL
+    /// with [`ConfigError::FeatureDisabled`](crate::ConfigError::FeatureDisabled).
     pub fn nats(mut self, url: Option<impl Into<String>>) -> Self {
         self.nats = url.map(Into::into);
         self

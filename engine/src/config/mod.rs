@@ -175,4 +175,34 @@ mod tests {
             .unwrap();
         assert_eq!(c.max_connections_per_core(), 4);
     }
+
+    #[test]
+    fn a_knob_whose_feature_is_off_is_refused_naming_the_feature() {
+        let nats = Config::builder()
+            .nats(Some("nats://127.0.0.1:4222"))
+            .build();
+        if cfg!(feature = "nats") {
+            assert!(nats.is_ok(), "{nats:?}");
+        } else {
+            let e = nats.unwrap_err();
+            assert_eq!(
+                e,
+                ConfigError::FeatureDisabled {
+                    knob: Knob::Nats,
+                    feature: "nats"
+                }
+            );
+            assert!(e.to_string().contains("`nats` cargo feature"), "{e}");
+        }
+        let metrics = Config::builder()
+            .metrics_listen(Some("127.0.0.1:0"))
+            .build();
+        if cfg!(feature = "metrics") {
+            assert!(metrics.is_ok(), "{metrics:?}");
+        } else {
+            let e = metrics.unwrap_err();
+            assert_eq!(e.knob(), Some(Knob::MetricsListen));
+            assert!(e.to_string().contains("`metrics` cargo feature"), "{e}");
+        }
+    }
 }

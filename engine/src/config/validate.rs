@@ -168,9 +168,22 @@ impl ConfigBuilder {
         if listen.is_empty() && udp_listen.is_none() {
             return Err(ConfigError::NothingToListenOn);
         }
+        if cfg!(not(feature = "metrics")) && metrics_listen.is_some() {
+            return Err(ConfigError::FeatureDisabled {
+                knob: Knob::MetricsListen,
+                feature: "metrics",
+            });
+        }
         let mut nats = Vec::new();
         if let Some(urls) = &self.nats {
+            if cfg!(not(feature = "nats")) {
+                return Err(ConfigError::FeatureDisabled {
+                    knob: Knob::Nats,
+                    feature: "nats",
+                });
+            }
             for url in urls.split(',').map(str::trim) {
+                #[cfg(feature = "nats")]
                 if let Err(e) = url.parse::<async_nats::ServerAddr>() {
                     return Err(ConfigError::Nats {
                         url: url.to_string(),

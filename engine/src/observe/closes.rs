@@ -57,6 +57,7 @@ impl CloseKind {
     }
 
     /// The label value.
+    #[cfg(feature = "metrics")]
     pub(crate) fn label(self) -> &'static str {
         match self {
             CloseKind::PeerClosed => "peer_closed",

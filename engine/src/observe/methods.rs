@@ -53,6 +53,7 @@ impl LatencyHistogram {
         self.sum_ns = self.sum_ns.saturating_add(ns);
     }
 
+    #[cfg(feature = "metrics")]
     /// Adds `other`'s observations.
     pub(crate) fn add(&mut self, other: &LatencyHistogram) {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {

@@ -10,11 +10,14 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::cluster::link::BridgeStats;
+use crate::cluster::BridgeStats;
 use crate::observe::closes::CloseKind;
 use crate::observe::core_stats::CoreStats;
 use crate::observe::methods::{BUCKETS_NS, LatencyHistogram, MethodStats};
-use crate::observe::scrape::{CoreSnapshot, NOT_FOUND_LABEL};
+use crate::observe::scrape::CoreSnapshot;
+
+/// The label of requests for methods with no route.
+const NOT_FOUND_LABEL: &str = "_not_found";
 use crate::pubsub::PubSubStats;
 
 /// Per-core counters: name (without `_total`), help, and how to read it.

@@ -21,17 +21,22 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(feature = "metrics")]
 use std::time::{Duration, Instant};
 
-use crate::cluster::link::BridgeStats;
+#[cfg(feature = "metrics")]
+use crate::cluster::BridgeStats;
 use crate::observe::core_stats::CoreStats;
-use crate::pubsub::{PubSub, PubSubStats};
+use crate::pubsub::PubSub;
+#[cfg(feature = "metrics")]
+use crate::pubsub::PubSubStats;
 use crate::reactor::mailbox::Mailbox;
 
 use crate::observe::closes::ClosedBy;
 use crate::observe::methods::{MethodMetrics, MethodStats};
 
 /// How long one scrape waits for the reactors' fresh snapshots, all cores together.
+#[cfg(feature = "metrics")]
 pub(crate) const SCRAPE_WAIT: Duration = Duration::from_millis(500);
 
 /// What one reactor publishes for a scrape.
@@ -68,16 +73,18 @@ impl CoreSlot {
 #[derive(Debug)]
 pub(crate) struct Hub {
     cores: Vec<CoreSlot>,
-    mailboxes: Vec<Arc<Mailbox>>,
     /// Route names by index (`_not_found` is implied after them).
     methods: Vec<String>,
+    /// What a scrape reads beyond the reactors' snapshots: their mailboxes to wake them,
+    /// the pub/sub counters.
+    #[cfg(feature = "metrics")]
+    mailboxes: Vec<Arc<Mailbox>>,
+    #[cfg(feature = "metrics")]
     pubsub: Option<PubSub>,
     /// The NATS bridge, once the server starts one.
+    #[cfg(feature = "nats")]
     pub(crate) bridge: std::sync::OnceLock<Arc<crate::cluster::link::BridgeLink>>,
 }
-
-/// The label of requests for methods with no route.
-pub(crate) const NOT_FOUND_LABEL: &str = "_not_found";
 
 impl Hub {
     /// A hub for the reactors behind `mailboxes`, serving `methods` (by route index).
@@ -86,11 +93,16 @@ impl Hub {
         methods: Vec<String>,
         pubsub: Option<PubSub>,
     ) -> Hub {
+        #[cfg(not(feature = "metrics"))]
+        let _ = pubsub; // nothing scrapes without the feature
         Hub {
             cores: mailboxes.iter().map(|_| CoreSlot::default()).collect(),
-            mailboxes,
             methods,
+            #[cfg(feature = "metrics")]
+            mailboxes,
+            #[cfg(feature = "metrics")]
             pubsub,
+            #[cfg(feature = "nats")]
             bridge: std::sync::OnceLock::new(),
         }
     }
@@ -111,6 +123,7 @@ impl Hub {
 
     /// Every core's snapshot, fresh where the reactor answered within [`SCRAPE_WAIT`], and
     /// how many were stale.
+    #[cfg(feature = "metrics")]
     pub(crate) fn collect(&self) -> (Vec<CoreSnapshot>, usize) {
         let wanted: Vec<u64> = self
             .cores
@@ -150,6 +163,7 @@ impl Hub {
 
     /// Everything one scrape reports: every core's snapshot (see [`Hub::collect`]), the
     /// route names, and the pub/sub and NATS bridge counters when there are some.
+    #[cfg(feature = "metrics")]
     pub(crate) fn scrape(&self) -> Scrape<'_> {
         let (cores, stale) = self.collect();
         Scrape {
@@ -157,12 +171,16 @@ impl Hub {
             stale,
             methods: &self.methods,
             pubsub: self.pubsub.as_ref().map(PubSub::stats),
+            #[cfg(feature = "nats")]
             bridge: self.bridge.get().map(|b| b.stats()),
+            #[cfg(not(feature = "nats"))]
+            bridge: None,
         }
     }
 }
 
 /// One scrape's numbers, ready to encode.
+#[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub(crate) struct Scrape<'a> {
     /// Every core's snapshot, in core order.

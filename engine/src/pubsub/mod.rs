@@ -30,12 +30,15 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+#[cfg(feature = "nats")]
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use ringrpc_protocol::{Command as Cmd, Flags, Topic, TopicError, TopicRef};
 
+#[cfg(feature = "nats")]
 use crate::cluster::link::{BridgeLink, Outbound};
 use crate::config::Config;
 use crate::conn::handle::{ConnHandle, encode};
@@ -171,6 +174,7 @@ struct State {
     /// What the subscribers' reactors did with what was posted.
     tally: Arc<NotifyTally>,
     /// The NATS bridge, when the server has one: publications go to other nodes too.
+    #[cfg(feature = "nats")]
     bridge: OnceLock<Arc<BridgeLink>>,
 }
 
@@ -185,9 +189,12 @@ impl State {
     /// Tells the bridge which topics gained or lost local interest (under the write lock,
     /// so the bridge sees changes in order).
     fn report_interest(&self, registry: &mut Registry) {
+        #[cfg(feature = "nats")]
         if let Some(bridge) = self.bridge.get() {
             bridge.interest_changed(&mut registry.interest_changed);
         }
+        #[cfg(not(feature = "nats"))]
+        let _ = registry;
     }
 
     fn post(&self, to: &ConnHandle, frame: &Bytes) -> bool {
@@ -342,6 +349,7 @@ impl PubSub {
     fn publish_all(&self, name: &[u8], topic: &[u8]) -> usize {
         self.state.published.fetch_add(1, Ordering::Relaxed);
         let n = self.state.deliver_all(name, &publication(topic));
+        #[cfg(feature = "nats")]
         if let Some(bridge) = self.state.bridge.get() {
             bridge.forward(Outbound::Publish {
                 name: Bytes::copy_from_slice(name),
@@ -358,19 +366,19 @@ impl PubSub {
         if self.state.deliver_one(name, &publication(topic)) {
             return true;
         }
-        match self.state.bridge.get() {
-            Some(bridge) => {
-                bridge.forward(Outbound::PublishToOne {
-                    name: Bytes::copy_from_slice(name),
-                    topic: Bytes::copy_from_slice(topic),
-                });
-                true
-            }
-            None => false,
+        #[cfg(feature = "nats")]
+        if let Some(bridge) = self.state.bridge.get() {
+            bridge.forward(Outbound::PublishToOne {
+                name: Bytes::copy_from_slice(name),
+                topic: Bytes::copy_from_slice(topic),
+            });
+            return true;
         }
+        false
     }
 
     /// Connects this registry to a server's NATS bridge.
+    #[cfg(feature = "nats")]
     pub(crate) fn attach_bridge(&self, link: Arc<BridgeLink>) {
         if self.state.bridge.set(link).is_ok() {
             let mut registry = self.state.write();
@@ -383,12 +391,14 @@ impl PubSub {
     }
 
     /// Whether this node has a subscriber to `name`.
+    #[cfg(feature = "nats")]
     pub(crate) fn has_local(&self, name: &[u8]) -> bool {
         self.state.read().topics.contains_key(name)
     }
 
     /// Delivers a publication another node forwarded (arpc topic bytes) to every local
     /// subscriber, or to one when `one`; never forwards it again.
+    #[cfg(feature = "nats")]
     pub(crate) fn deliver_remote(&self, topic: &Bytes, one: bool) {
         let name = match TopicRef::parse(topic) {
             Ok(t) => t.name,

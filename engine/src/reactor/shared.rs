@@ -87,6 +87,7 @@ pub(crate) struct Shared {
     /// Where reactors publish counters for scrapes, when the server serves metrics.
     pub(crate) metrics: Option<Arc<crate::observe::scrape::Hub>>,
     /// The NATS bridge, when the server has one: broadcasts go to other nodes too.
+    #[cfg(feature = "nats")]
     pub(crate) bridge: std::sync::OnceLock<Arc<crate::cluster::link::BridgeLink>>,
 }
 
@@ -100,6 +101,7 @@ impl Shared {
             mailboxes,
             hooks,
             metrics: None,
+            #[cfg(feature = "nats")]
             bridge: std::sync::OnceLock::new(),
         }
     }

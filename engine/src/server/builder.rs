@@ -360,6 +360,7 @@ impl ServerBuilder {
             udp_addr,
             shared: Arc::new(shared),
             metrics,
+            #[cfg(feature = "nats")]
             pubsub: self.pubsub,
         })
     }

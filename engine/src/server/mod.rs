@@ -15,12 +15,16 @@ pub(crate) mod signals;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+#[cfg(feature = "nats")]
 use crate::cluster::bridge::Bridge;
 use crate::config::Config;
+#[cfg(feature = "metrics")]
 use crate::observe::http::MetricsServer;
 use crate::observe::scrape::Hub;
 use crate::reactor::CoreSockets;
-use crate::reactor::runtime::{join_all, spawn_reactors};
+#[cfg(feature = "metrics")]
+use crate::reactor::runtime::join_all;
+use crate::reactor::runtime::spawn_reactors;
 use crate::reactor::settings::ReactorSettings;
 use crate::reactor::shared::Shared;
 use crate::router::Router;
@@ -43,6 +47,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The bound metrics socket and what it serves, when metrics are on.
     metrics: Option<(TcpListener, Arc<Hub>)>,
+    /// The pub/sub served, for the NATS bridge.
+    #[cfg(feature = "nats")]
     pubsub: Option<crate::PubSub>,
 }
 
@@ -105,37 +111,27 @@ impl Server {
     /// serving. An unreachable NATS server does not stop the start: the bridge keeps
     /// trying, and this node serves its own connections meanwhile.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        let bridge = match self.config.nats_urls() {
-            [] => None,
-            urls => {
-                let bridge = Bridge::start(urls, self.pubsub.clone(), self.shared.clone())
-                    .map_err(|e| StartError::Resource("the NATS bridge thread", e))?;
-                if let Some(pubsub) = &self.pubsub {
-                    pubsub.attach_bridge(bridge.link().clone());
-                }
-                let _ = self.shared.bridge.set(bridge.link().clone());
-                if let Some((_, hub)) = &self.metrics {
-                    let _ = hub.bridge.set(bridge.link().clone());
-                }
-                Some(bridge)
-            }
-        };
+        #[cfg(feature = "nats")]
+        let bridge = self.start_bridge()?;
         let threads = match spawn_reactors(&self.settings, &self.router, &self.shared, self.sockets)
         {
             Ok(threads) => threads,
             Err(e) => {
+                #[cfg(feature = "nats")]
                 if let Some(bridge) = bridge {
                     bridge.stop();
                 }
                 return Err(e.into());
             }
         };
+        #[cfg(feature = "metrics")]
         let metrics = match self.metrics {
             Some((listener, hub)) => match MetricsServer::start(listener, hub) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     self.shared.shutdown();
                     join_all(threads);
+                    #[cfg(feature = "nats")]
                     if let Some(bridge) = bridge {
                         bridge.stop();
                     }
@@ -152,9 +148,31 @@ impl Server {
             ws_addrs: self.ws_addrs,
             udp_addr: self.udp_addr,
             threads,
+            #[cfg(feature = "metrics")]
             metrics,
+            #[cfg(feature = "nats")]
             bridge,
         })
+    }
+
+    /// Starts the NATS bridge when the config names NATS servers, and connects pub/sub,
+    /// broadcasts and the metrics to it.
+    #[cfg(feature = "nats")]
+    fn start_bridge(&self) -> Result<Option<Bridge>, StartError> {
+        let urls = self.config.nats_urls();
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let bridge = Bridge::start(urls, self.pubsub.clone(), self.shared.clone())
+            .map_err(|e| StartError::Resource("the NATS bridge thread", e))?;
+        if let Some(pubsub) = &self.pubsub {
+            pubsub.attach_bridge(bridge.link().clone());
+        }
+        let _ = self.shared.bridge.set(bridge.link().clone());
+        if let Some((_, hub)) = &self.metrics {
+            let _ = hub.bridge.set(bridge.link().clone());
+        }
+        Ok(Some(bridge))
     }
 }
 

@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{ServerReport, first_addr};
-use crate::cluster::bridge::{Bridge, BridgeStats};
+use crate::cluster::BridgeStats;
+#[cfg(feature = "nats")]
+use crate::cluster::bridge::Bridge;
 use crate::error::CallError;
 use crate::ids::ConnInfo;
+#[cfg(feature = "metrics")]
 use crate::observe::http::MetricsServer;
 use crate::reactor::runtime::{ReactorThreads, RunError, join_all};
 use crate::reactor::shared::Shared;
@@ -42,6 +45,7 @@ impl ServerHandle {
     pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
         let outcome = self.shared.broadcast_local(method, payload, None);
         if outcome.as_ref().err() != Some(&CallError::BadMethod) {
+            #[cfg(feature = "nats")]
             if let Some(bridge) = self.shared.bridge.get() {
                 bridge.forward(crate::cluster::link::Outbound::Broadcast {
                     method: bytes::Bytes::copy_from_slice(method.as_bytes()),
@@ -71,9 +75,13 @@ impl ServerHandle {
             .broadcast_local(method, payload, Some(Arc::new(filter)))
     }
 
-    /// The NATS bridge's counters, if this server has one.
+    /// The NATS bridge's counters, if this server has one (never without the `nats`
+    /// feature).
     pub fn bridge_stats(&self) -> Option<BridgeStats> {
-        self.shared.bridge.get().map(|b| b.stats())
+        #[cfg(feature = "nats")]
+        return self.shared.bridge.get().map(|b| b.stats());
+        #[cfg(not(feature = "nats"))]
+        None
     }
 }
 
@@ -85,7 +93,9 @@ pub struct RunningServer {
     pub(super) ws_addrs: Vec<SocketAddr>,
     pub(super) udp_addr: Option<SocketAddr>,
     pub(super) threads: ReactorThreads,
+    #[cfg(feature = "metrics")]
     pub(super) metrics: Option<MetricsServer>,
+    #[cfg(feature = "nats")]
     pub(super) bridge: Option<Bridge>,
 }
 
@@ -115,7 +125,10 @@ impl RunningServer {
     }
     /// The address `GET /metrics` is served on, if metrics are on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().map(MetricsServer::addr)
+        #[cfg(feature = "metrics")]
+        return self.metrics.as_ref().map(MetricsServer::addr);
+        #[cfg(not(feature = "metrics"))]
+        None
     }
     /// The NATS bridge's counters, if this server has one.
     pub fn bridge_stats(&self) -> Option<BridgeStats> {
@@ -132,6 +145,7 @@ impl RunningServer {
         let mut report = ServerReport::default();
         let mut failure = None;
         let results = join_all(self.threads);
+        #[cfg(feature = "nats")]
         if let Some(bridge) = self.bridge {
             bridge.stop();
         }
@@ -146,6 +160,7 @@ impl RunningServer {
             }
         }
         // Scrapes are answered through the drain; the endpoint closes with the reactors.
+        #[cfg(feature = "metrics")]
         if let Some(metrics) = self.metrics {
             metrics.stop();
         }

@@ -47,7 +47,8 @@ pub struct Json<T>(pub T);
 
 /// A payload as MessagePack (one of arpc's codecs, and xiwangshe's default), through
 /// `rmp-serde`: as an argument, the body parsed into `T`; as a return value, `T` serialized
-/// as a map with field names.
+/// as a map with field names. Needs the `msgpack` feature (on by default).
+#[cfg(feature = "msgpack")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MsgPack<T>(pub T);
 
@@ -59,6 +60,7 @@ impl<T: DeserializeOwned> FromRequest for Json<T> {
     }
 }
 
+#[cfg(feature = "msgpack")]
 impl<T: DeserializeOwned> FromRequest for MsgPack<T> {
     fn from_request(request: &Request) -> Result<Self, Rejection> {
         rmp_serde::from_slice(&request.payload)

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 use serde::Serialize;
 
-pub use extract::{FromRequest, Json, MsgPack, Rejection, State};
+#[cfg(feature = "msgpack")]
+pub use extract::MsgPack;
+pub use extract::{FromRequest, Json, Rejection, State};
 pub use handler::{AsyncHandler, TypedHandler};
 pub(crate) use handler::{async_route, typed_route};
 
@@ -116,6 +118,7 @@ impl<T: Serialize> IntoReply for Json<T> {
     }
 }
 
+#[cfg(feature = "msgpack")]
 impl<T: Serialize> IntoReply for MsgPack<T> {
     fn into_reply(self) -> Reply {
         match rmp_serde::to_vec_named(&self.0) {
@@ -179,8 +182,6 @@ handler_error_from!(
     crate::executor::NotOnReactor,
     crate::executor::BlockingError,
     serde_json::Error,
-    rmp_serde::encode::Error,
-    rmp_serde::decode::Error,
     std::io::Error,
     std::fmt::Error,
     String,
@@ -188,6 +189,9 @@ handler_error_from!(
     Rejection,
     Box<dyn std::error::Error + Send + Sync>,
 );
+
+#[cfg(feature = "msgpack")]
+handler_error_from!(rmp_serde::encode::Error, rmp_serde::decode::Error);
 
 #[cfg(test)]
 mod tests;

@@ -50,12 +50,21 @@ fn values_become_replies_and_errors_their_text() {
     assert_eq!(failed.into_reply(), Reply::error("call timed out"));
     let text: Result<(), String> = Err("no such user".into());
     assert!(text.into_reply().is_error());
+}
+
+#[cfg(feature = "msgpack")]
+#[test]
+fn msgpack_values_become_replies_and_payloads_arguments() {
     let packed = MsgPack(Args { a: 1, b: 2 }).into_reply();
     let Ok(body) = packed.body else { panic!() };
     assert_eq!(
         rmp_serde::from_slice::<Args>(&body).unwrap(),
         Args { a: 1, b: 2 }
     );
+    let packed = rmp_serde::to_vec_named(&Args { a: 7, b: 8 }).unwrap();
+    let MsgPack(args) = MsgPack::<Args>::from_request(&request(&packed)).unwrap();
+    assert_eq!(args, Args { a: 7, b: 8 });
+    assert!(MsgPack::<Args>::from_request(&request(b"\xc1")).is_err());
 }
 
 #[test]
@@ -69,10 +78,6 @@ fn extractors_parse_the_payload_and_name_the_type_when_they_cannot() {
         "{text}"
     );
     assert!(text.contains("Args"), "{text}");
-    let packed = rmp_serde::to_vec_named(&Args { a: 7, b: 8 }).unwrap();
-    let MsgPack(args) = MsgPack::<Args>::from_request(&request(&packed)).unwrap();
-    assert_eq!(args, Args { a: 7, b: 8 });
-    assert!(MsgPack::<Args>::from_request(&request(b"\xc1")).is_err());
     assert_eq!(Bytes::from_request(&request(b"raw")).unwrap(), &b"raw"[..]);
     assert_eq!(
         State::<u32>::from_request(&request(b"")).unwrap(),
