@@ -72,7 +72,9 @@ impl ClientBuilder {
     }
 
     /// Serves `method` for calls and notifies the server sends to this client. Handlers
-    /// run on the client's reactor thread and must not block (take a responder instead).
+    /// run on the client's reactor thread and must not block (take a responder instead); a
+    /// call the handler does not answer gets an empty, successful Response (see
+    /// [`Handler`](crate::Handler)).
     pub fn route(
         mut self,
         method: &str,

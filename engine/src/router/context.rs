@@ -22,8 +22,12 @@ use crate::transport::outqueue::OutQueue;
 /// A request handler: reads the context and replies through it (now, or later through a
 /// [`Responder`]). It runs on the reactor thread, so it must not block.
 ///
-/// A Request whose handler returns without replying or taking a responder gets an empty
-/// Response.
+/// **A Request the handler leaves unanswered is answered with an empty, successful
+/// Response**: when it returns without replying and without taking a responder, the engine
+/// sends the caller `Ok` with an empty payload (arpc's caller sees `Ok(b"")`), so a handler
+/// that only counts or logs still completes every call. To fail the call, reply with
+/// [`Context::reply_error`]; to answer later, take [`Context::responder`]. A Notify gets no
+/// Response whatever the handler does.
 pub type Handler = Arc<dyn Fn(&mut Context<'_>) + Send + Sync>;
 
 /// How far a Request has been answered.
@@ -185,8 +189,10 @@ impl<'a> Context<'a> {
     }
 
     /// Takes over answering this Request: the returned [`Responder`] is `Send + 'static`
-    /// and answers from any thread, whenever the work is done. `None` for a Notify or when
-    /// a reply was already queued.
+    /// and answers from any thread, whenever the work is done (dropped unanswered, it sends
+    /// an error). `None` when there is nothing left to answer: for a Notify (it gets no
+    /// Response), and once this Request is answered or owed, that is after a reply (or an
+    /// error) was queued or a responder was taken before; [`Context::replied`] tells.
     pub fn responder(&mut self) -> Option<Responder> {
         if self.replied() {
             return None;
@@ -246,15 +252,18 @@ impl<'a> Context<'a> {
         self.state
     }
 
-    /// Replies with `payload` (copied). Returns false, sending nothing, if already replied.
-    pub fn reply(&mut self, payload: &[u8]) -> bool {
-        self.respond(Flags::default(), payload)
+    /// Replies with `payload` (copied). A Request gets one Response: once it has replied
+    /// (or a [`Responder`] was taken; see [`Context::replied`]), further replies are
+    /// ignored, and a Notify's are never sent.
+    pub fn reply(&mut self, payload: &[u8]) {
+        self.respond(Flags::default(), payload);
     }
 
     /// Replies with `payload` without copying it: it is sent from this `Bytes` directly.
-    pub fn reply_bytes(&mut self, payload: Bytes) -> bool {
+    /// Ignored once replied, like [`Context::reply`].
+    pub fn reply_bytes(&mut self, payload: Bytes) {
         if self.replied() {
-            return false;
+            return;
         }
         if check_body(self.method, &payload).is_err() {
             return self.too_large(payload.len());
@@ -262,8 +271,7 @@ impl<'a> Context<'a> {
         self.state = ReplyState::Sent;
         let flags = self.response_flags(Flags::default());
         if self.reply_metadata.is_some() {
-            self.respond_with_metadata(flags, &payload);
-            return true;
+            return self.respond_with_metadata(flags, &payload);
         }
         if self.behind_local_mail() {
             return self.queue_behind(flags, &payload);
@@ -276,17 +284,17 @@ impl<'a> Context<'a> {
             self.method,
             payload,
         );
-        true
     }
 
-    /// Replies with an error Response carrying `message`.
-    pub fn reply_error(&mut self, message: &str) -> bool {
-        self.respond(Flags::default().with_error(), message.as_bytes())
+    /// Replies with an error Response carrying `message`. Ignored once replied, like
+    /// [`Context::reply`].
+    pub fn reply_error(&mut self, message: &str) {
+        self.respond(Flags::default().with_error(), message.as_bytes());
     }
 
-    fn respond(&mut self, flags: Flags, payload: &[u8]) -> bool {
+    fn respond(&mut self, flags: Flags, payload: &[u8]) {
         if self.replied() {
-            return false;
+            return;
         }
         if check_body(self.method, payload).is_err() {
             return self.too_large(payload.len());
@@ -298,8 +306,7 @@ impl<'a> Context<'a> {
         };
         let flags = self.response_flags(flags);
         if self.reply_metadata.is_some() {
-            self.respond_with_metadata(flags, payload);
-            return true;
+            return self.respond_with_metadata(flags, payload);
         }
         if self.behind_local_mail() {
             return self.queue_behind(flags, payload);
@@ -312,13 +319,12 @@ impl<'a> Context<'a> {
             self.method,
             payload,
         );
-        true
     }
 
     /// A reply over the wire's 4 GiB limit becomes the error [`RESPONSE_TOO_LARGE`] (the
     /// peer learns why; the connection stays usable).
     #[cold]
-    fn too_large(&mut self, bytes: usize) -> bool {
+    fn too_large(&mut self, bytes: usize) {
         tracing::error!(seq = self.header.seq, bytes, "{RESPONSE_TOO_LARGE}");
         self.respond(Flags::default().with_error(), RESPONSE_TOO_LARGE.as_bytes())
     }
@@ -334,7 +340,7 @@ impl<'a> Context<'a> {
     /// Queues the Response behind the messages posted before it (see
     /// [`Context::behind_local_mail`]).
     #[cold]
-    fn queue_behind(&mut self, flags: Flags, payload: &[u8]) -> bool {
+    fn queue_behind(&mut self, flags: Flags, payload: &[u8]) {
         let frame = crate::conn::handle::encode(
             Command::Response,
             flags,
@@ -343,7 +349,6 @@ impl<'a> Context<'a> {
             payload,
         );
         self.queue_encoded_behind(frame);
-        true
     }
 
     #[cold]

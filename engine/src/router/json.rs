@@ -25,12 +25,12 @@ impl<'a> Context<'a> {
         serde_json::from_slice(self.payload())
     }
 
-    /// Replies with `value` serialized as JSON. Returns false, sending nothing, if already
-    /// replied; a value that fails to serialize is answered with an error Response naming
-    /// serde's reason (and still returns true).
-    pub fn reply_json<T: Serialize + ?Sized>(&mut self, value: &T) -> bool {
+    /// Replies with `value` serialized as JSON; a value that fails to serialize is answered
+    /// with an error Response naming serde's reason. Ignored once replied, like
+    /// [`Context::reply`].
+    pub fn reply_json<T: Serialize + ?Sized>(&mut self, value: &T) {
         if self.replied() {
-            return false;
+            return;
         }
         match serde_json::to_vec(value) {
             Ok(body) => self.reply_bytes(Bytes::from(body)),

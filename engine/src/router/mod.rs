@@ -134,12 +134,10 @@ impl fmt::Debug for Router {
 /// the buffer it arrived in, without a copy).
 pub fn echo(ctx: &mut Context<'_>) {
     match ctx.payload_shared() {
-        Some(payload) => {
-            ctx.reply_bytes(payload);
-        }
+        Some(payload) => ctx.reply_bytes(payload),
         None => {
             let payload = ctx.payload();
-            ctx.reply(payload);
+            ctx.reply(payload)
         }
     }
 }
@@ -262,7 +260,8 @@ impl Router {
         self.streams.get(method)
     }
 
-    /// Registers `handler` for `method`, replacing any earlier one.
+    /// Registers `handler` for `method`, replacing any earlier one. A Request it leaves
+    /// unanswered gets an empty, successful Response (see [`Handler`]).
     pub fn add(
         &mut self,
         method: &str,

@@ -78,7 +78,9 @@ impl ServerBuilder {
 
     /// Serves `method` with `handler`, replacing a built-in of the same name. The handler
     /// runs on the reactor thread of the connection and must not block; to answer later or
-    /// from another thread, take [`Context::responder`](crate::Context::responder).
+    /// from another thread, take [`Context::responder`](crate::Context::responder). A Request
+    /// it returns from without replying (and without taking a responder) gets an empty,
+    /// successful Response: see [`Handler`](crate::Handler).
     pub fn route(
         mut self,
         method: &str,

@@ -94,9 +94,7 @@ where
         let request = ctx.to_request();
         match handler.call(&request) {
             Ok(value) => answer(ctx, value.into_reply()),
-            Err(rejection) => {
-                ctx.reply_error(&rejection.to_string());
-            }
+            Err(rejection) => ctx.reply_error(&rejection.to_string()),
         }
     }
 }
@@ -168,5 +166,5 @@ fn answer(ctx: &mut Context<'_>, reply: Reply) {
     match reply.body {
         Ok(payload) => ctx.reply_bytes(payload),
         Err(text) => ctx.reply_error(&text),
-    };
+    }
 }
