@@ -1,8 +1,13 @@
-//! ringrpc: a thread-per-core io_uring RPC server engine speaking the arpc wire format.
+//! ringrpc: a thread-per-core io_uring RPC engine speaking Go arpc's wire format.
 //!
 //! One reactor thread per core, each pinned to its CPU and owning its io_uring, its
-//! `SO_REUSEPORT` listener and a slab of its connections. Data flows one way:
-//! ring → reactor → conn → router → conn → ring. All `unsafe` lives in the `ringrpc-uring` crate.
+//! `SO_REUSEPORT` listeners and a slab of its connections. Data flows one way: ring →
+//! reactor → framing → session → router → handler → output queue → ring. Handlers run on
+//! the reactor that owns their connection: plain ones at once ([`Server::builder`]'s
+//! `route`), async ones as tasks of that core's executor (`route_async`), blocking ones on
+//! a worker pool (`route_blocking`). The same machinery serves [`Client`] connections,
+//! WebSocket peers ([`ConfigBuilder::ws_path`]), UDP ([`UdpEndpoint`]), streams
+//! ([`BiStream`]) and pub/sub ([`PubSub`]). All `unsafe` lives in the `ringrpc-uring` crate.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -27,7 +32,48 @@
 //! assert_eq!(report.total().requests, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Where to start
+//!
+//! | you want to | start at |
+//! |---|---|
+//! | serve methods | [`Server`], [`ServerBuilder`], [`Context`], [`Config`] |
+//! | answer later, or from another thread | [`Context::responder`], [`Responder`] |
+//! | typed and async handlers | [`ServerBuilder::route_typed`], [`ServerBuilder::route_async`], [`Json`], [`IntoReply`], [`HandlerError`] |
+//! | call a server | [`Client`], [`CallFuture`] |
+//! | act on a connection later | [`ConnHandle`] |
+//! | streams | [`BiStream`], [`StreamContext`], [`transfer`] |
+//! | publish/subscribe | [`PubSub`], [`Client::subscribe_topic`] |
+//! | UDP | [`UdpEndpoint`], [`ConfigBuilder::udp_listen`] |
+//! | shut down on SIGINT/SIGTERM | [`Server::run_until_signal`], [`ShutdownSignals`] |
+//! | counters | [`ServerReport`], [`CoreStats`] |
+//!
+//! `docs/architecture.md` in the repository maps the modules and follows one request
+//! through them; `docs/async.md` covers async handlers and the awaitable client.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds | extra dependencies |
+//! |---|---|---|---|
+//! | `msgpack` | on | MessagePack (arpc's msgpack codec): the `MsgPack` extractor and reply, `Client::call_msgpack` and `call_msgpack_async` | `rmp-serde` |
+//! | `nats` | off | the NATS bridge between the nodes of a cluster: [`ConfigBuilder::nats`] | `async-nats`, `tokio` (a single-threaded runtime on a thread of its own) |
+//! | `metrics` | off | Prometheus metrics over HTTP: [`ConfigBuilder::metrics_listen`] | `prometheus-client` |
+//!
+//! Why the defaults: the library's core is the reactors and what they serve, and every
+//! embedder pays for it; `msgpack` is a small codec that typed handlers expect beside JSON,
+//! so it is on. `nats` and `metrics` each bring a runtime, threads and a network endpoint of
+//! their own (and `nats` a TLS stack: some sixty more crates), which only deployments
+//! that run a cluster or scrape Prometheus want: they are off, the way tokio leaves its
+//! optional parts off, and the `engine` binary turns both on. `cargo tree -p ringrpc
+//! --no-default-features -e normal` shows neither tokio nor async-nats.
+//!
+//! The API does not change with the features. A knob whose part is compiled out is refused
+//! by [`ConfigBuilder::build`] with [`ConfigError::FeatureDisabled`], which names the
+//! feature to turn on; [`ServerHandle::bridge_stats`] and [`RunningServer::metrics_addr`]
+//! then answer `None`. Only the `msgpack` items are absent without their feature (a type
+//! cannot be refused at run time).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod client;
 mod cluster;
@@ -98,9 +144,9 @@ pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
 }
 
-/// The async guide's code blocks, compiled and run as doc tests.
+/// The async guide's code blocks, compiled and run as doc tests (they use `MsgPack`).
 #[doc = include_str!("../../docs/async.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "msgpack"))]
 pub struct AsyncGuideDoctests;
 
 /// The README's code blocks, compiled and run as doc tests.

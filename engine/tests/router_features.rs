@@ -603,8 +603,7 @@ fn json_payloads_bind_to_types_and_replies_serialize() {
 // ---- Handlers that do not reply ----
 
 #[test]
-fn a_request_its_handler_leaves_unanswered_gets_an_empty_success_and_no_responder_after_a_reply()
-{
+fn a_request_its_handler_leaves_unanswered_gets_an_empty_success_and_no_responder_after_a_reply() {
     let counted = Arc::new(AtomicUsize::new(0));
     let seen = counted.clone();
     let server = start(

@@ -1,5 +1,9 @@
-//! A client's options, and connecting: targets resolved, the first one dialled, the
-//! connection handed to the runtime.
+//! A client's options ([`ClientBuilder`]), and connecting: its targets resolved, one
+//! dialled, the connection handed to the runtime under the client's own policy.
+//!
+//! Invariants: `connect` returns only once the connection is served (and authenticated, with
+//! a secret); a target that does not resolve is skipped with a warning unless none does;
+//! clients given the same targets start at a random one, so they spread.
 
 use std::fmt;
 use std::io;

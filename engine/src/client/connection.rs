@@ -1,5 +1,9 @@
 //! A client's live connection: dialling its targets in turn, handing the socket to the
-//! runtime, authenticating and resubscribing, and reconnecting after a loss.
+//! runtime, authenticating and resubscribing, and reconnecting after a loss ([`Reconnect`]).
+//!
+//! Invariants: a reconnect runs on a thread of its own, never on the reactor; callers see a
+//! new connection only once it is authenticated and its topics resubscribed; a client closed
+//! by the user never reconnects; the lost target is tried last.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};

@@ -71,13 +71,23 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// A connection to an arpc server, usable from any thread (cheap to clone).
+/// A connection to an arpc server (ringrpc or Go arpc), usable from any thread (cheap to
+/// clone). Its socket is served by a [`ClientRuntime`]: a reactor of its own, or one shared
+/// with other clients ([`ClientBuilder::runtime`]). Calls block ([`Client::call`]), take a
+/// callback ([`Client::call_with`]) or are awaited from any executor
+/// ([`Client::call_async`]); the server can call and notify back through the client's
+/// routes ([`ClientBuilder::route`]).
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
-/// let client = ringrpc::Client::connect("127.0.0.1:8888")?;
-/// let answer = client.call("/echo", "hi".into(), Duration::from_secs(1))?;
+/// # let config = ringrpc::Config::builder().cores(1).listen("127.0.0.1:0").build()?;
+/// # let server = ringrpc::Server::builder().config(config).build()?.start()?;
+/// # let addr = server.local_addr().to_string(); // a server with the built-in /echo
+/// let client = ringrpc::Client::connect(&addr)?;
+/// let answer = client.call("/echo", "hi".into(), Duration::from_secs(5))?;
 /// assert_eq!(&answer[..], b"hi");
+/// # drop(client);
+/// # server.shutdown()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]

@@ -1,5 +1,9 @@
 //! [`ClientRuntime`]: a reactor without a listener, serving the connections of every client
 //! built on it.
+//!
+//! Invariants: one unpinned reactor thread, built like a server's; a socket is adopted with
+//! one short mutex section and a wake-up; the runtime stops when its last clone and the last
+//! client on it are dropped (never joining itself from its own thread).
 
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,9 @@
 //! Clustering: the NATS bridge that carries publications and broadcasts between the nodes
-//! of a cluster (`bridge`, its own thread and tokio runtime), and the publish path's end
-//! of it (`link`). Both need the `nats` feature; the bridge's counters and queue size are
-//! part of the API either way (with the feature off, no server has a bridge).
+//! of a cluster (`bridge`, on its own thread and tokio runtime), and the publish path's end of
+//! it (`link`). Both need the `nats` feature; the bridge's counters ([`BridgeStats`]) and
+//! queue size are part of the API either way (with the feature off, no server has a bridge).
+//!
+//! Invariants: local delivery never waits for NATS (see `bridge`).
 
 #[cfg(feature = "nats")]
 pub(crate) mod bridge;

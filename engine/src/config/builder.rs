@@ -1,10 +1,14 @@
-//! The knobs of a server's configuration: each one's meaning, default and memory cost.
+//! The knobs of a server's configuration ([`ConfigBuilder`]): each one's meaning, default
+//! and memory cost.
+//!
+//! Invariants: setting a knob never fails (every check is in `validate`, at `build`); each
+//! knob is named as its method, in the errors too; defaults are those documented here.
 
 use std::time::Duration;
 
 use ringrpc_protocol::DEFAULT_MAX_BODY;
 
-/// Builder for [`Config`]; [`ConfigBuilder::build`] validates.
+/// Builder for [`Config`](super::Config); [`ConfigBuilder::build`] validates.
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
     pub(super) cores: usize,

@@ -14,7 +14,27 @@ pub use builder::{ConfigBuilder, MAX_MAX_BODY};
 pub use error::{ConfigError, Knob, ListenAddrError};
 pub use listen::ListenAddr;
 
-/// Validated server settings.
+/// Validated server settings, made by [`ConfigBuilder::build`], which checks every knob
+/// (each knob's doc says what it costs in memory) before anything starts.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringrpc::{Config, ConfigError, Knob};
+///
+/// let config = Config::builder()
+///     .cores(2)
+///     .listen(":8888")
+///     .max_connections(10_000)
+///     .idle_timeout(Some(Duration::from_secs(60)))
+///     .build()?;
+/// assert_eq!(config.cores(), 2);
+/// assert_eq!(config.max_connections_per_core(), 5_000);
+///
+/// // A refused setting names its knob.
+/// let refused = Config::builder().cores(0).build().unwrap_err();
+/// assert_eq!(refused.knob(), Some(Knob::Cores));
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) cores: usize,

@@ -1,5 +1,8 @@
-//! Validating a configuration: every knob in range, and the knobs that must agree, checked
-//! before anything starts.
+//! Validating a configuration: every knob in range, the knobs that must agree, and knobs
+//! whose cargo feature is off, checked before anything starts.
+//!
+//! Invariants: the first problem found is returned, naming its knob ([`ConfigError::knob`]);
+//! a [`Config`] exists only once every check passed.
 
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
-//! Handles user code keeps to act on a connection later, from any thread: send notifies,
-//! make calls to the peer, answer a request asynchronously, close.
+//! [`ConnHandle`]: a connection as user code keeps it, usable from any thread: send
+//! notifies, make calls to the peer (blocking, with a callback, or awaited), close.
 //!
 //! Invariants: every action travels to the owning reactor through its mailbox, never by
 //! touching reactor state directly; a handle to a connection that has closed is harmless
 //! (its messages are dropped, its calls fail with [`CallError::Disconnected`], or with
-//! [`CallError::Stopped`] once its reactor has stopped); a [`Responder`] sends exactly one
-//! Response, an error if dropped unanswered; a frame body over the wire's 4 GiB limit is
-//! refused where it enters, never truncated.
+//! [`CallError::Stopped`] once its reactor has stopped); blocking calls are refused on a
+//! reactor thread; a frame body over the wire's 4 GiB limit is refused where it enters, never
+//! truncated.
 
 use std::cell::Cell;
 use std::fmt;
@@ -47,7 +47,43 @@ fn valid_method(method: &str) -> bool {
     (1..=MAX_METHOD_LEN).contains(&method.len())
 }
 
-/// A connection, usable from any thread. Cheap to clone.
+/// A connection, usable from any thread. Cheap to clone. Every action travels to the
+/// connection's reactor through its mailbox; once the connection is gone, notifies are
+/// dropped and calls fail with [`CallError::Disconnected`].
+///
+/// Handlers get one from [`Context::conn`](crate::Context::conn), hooks from
+/// [`ServerBuilder::on_connect`](crate::ServerBuilder::on_connect), clients from
+/// [`Client::conn`](crate::Client::conn). Here a server keeps the handle of each client that
+/// connects and notifies it later:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use ringrpc::{Client, Config, Server};
+///
+/// let (conns, connected) = mpsc::channel();
+/// let server = Server::builder()
+///     .config(Config::builder().cores(1).listen("127.0.0.1:0").build()?)
+///     .on_connect(move |conn| {
+///         let _ = conns.send(conn.clone());
+///     })
+///     .build()?
+///     .start()?;
+///
+/// let (news, got) = mpsc::channel();
+/// let client = Client::builder(&server.local_addr().to_string())
+///     .route("/news", move |ctx| {
+///         let _ = news.send(ctx.payload().to_vec());
+///     })
+///     .connect()?;
+///
+/// let conn = connected.recv_timeout(Duration::from_secs(5))?; // the server's side of it
+/// conn.notify("/news", b"hello")?;
+/// assert_eq!(got.recv_timeout(Duration::from_secs(5))?, b"hello");
+/// # drop(client);
+/// # server.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ConnHandle {
     info: ConnInfo,

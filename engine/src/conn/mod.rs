@@ -1,5 +1,6 @@
-//! One connection's sans-IO protocol state: frames in (from its framing), dispatched to the
-//! router, answers and calls queued on its output, Responses matched to pending calls.
+//! Connections: one connection's sans-IO protocol state ([`Conn`] here, its [`Session`] in
+//! `session`), the handles other threads keep to act on it (`handle`, `responder`,
+//! `call_future`, `call_slot`), the user's hooks (`hooks`) and its lifecycle (`lifecycle`).
 //!
 //! Invariants:
 //! - [`Conn`] = a [`TcpFraming`] (bytes → frames) + a [`Session`] (frames → dispatch →

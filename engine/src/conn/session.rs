@@ -1,6 +1,12 @@
-//! One connection's protocol state above its framing: frames dispatched to the router,
-//! authentication, the in-flight limit, and the calls this side made waiting for their
-//! Responses.
+//! One connection's protocol state above its framing: frames dispatched to the router (or to
+//! its streams), the `/_auth` handshake, the in-flight limit, and the calls this side made,
+//! waiting for their Responses.
+//!
+//! Invariants: once the peer fails authentication nothing more it sends is dispatched; past
+//! `max_in_flight` deferred answers a Request is refused at once with `TOO_MANY_IN_FLIGHT`
+//! (never queued); every pending call completes exactly once (answered, timed out, or failed
+//! at close), its completion's panics contained; a malformed metadata block fails only its
+//! own frame.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -27,7 +27,7 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BlockingError {
-    /// [`QUEUE_CAPACITY`] jobs were already waiting; this one was not started.
+    /// `QUEUE_CAPACITY` (65,536) jobs were already waiting; this one was not started.
     QueueFull,
     /// The job panicked with this message.
     Panicked(String),

@@ -2,7 +2,7 @@
 //!
 //! Invariants: each counter is written only by its reactor's thread (no shared atomics on
 //! the hot path); totals are merged after the reactors stop, and while they run only from
-//! the snapshots a reactor copies out when a metrics scrape asks (see `metrics`).
+//! the snapshots a reactor copies out when a metrics scrape asks (see `observe::scrape`).
 
 use crate::conn::ConnStats;
 use crate::udp::UdpStats;

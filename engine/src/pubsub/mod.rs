@@ -1,5 +1,5 @@
 //! Publish/subscribe, wire-compatible with Go arpc's pub/sub extension (arpcex
-//! `extension/pubsub`): the server side ([`PubSub`]); `client.rs` adds the client calls.
+//! `extension/pubsub`): the server side ([`PubSub`]); `client::pubsub` is the client side.
 //!
 //! A peer calls (Request) `in_A` to authenticate with the password, `in_S` / `in_U` to
 //! subscribe to / unsubscribe from a topic, `in_P` to publish to every subscriber and `in_P1`

@@ -1,5 +1,5 @@
 //! Pub/sub's words on the wire, shared by the server side (`pubsub`) and the client side
-//! (`client_topics`): the route names of Go arpc's pub/sub extension, the client's error,
+//! (`client::pubsub`): the route names of Go arpc's pub/sub extension, the client's error,
 //! and how a topic's bytes are made. A leaf (only `error` from the crate).
 
 use std::fmt;

@@ -2,9 +2,13 @@
 //!
 //! The loop lives here; each concern has its own file: `accept` (listeners, limits,
 //! descriptor-exhaustion backoff), `io` (recv, send batching, send completions), `close`
-//! (carrying out what each connection's `Lifecycle` decides, its timers), `mail` (messages from other
-//! threads, adopted sockets), `drain` (shutdown, stats lines), `timers` (the deadline heap),
-//! `slot` (one connection's state, open and release).
+//! (carrying out what each connection's `Lifecycle` decides, its timers), `mail` (applying
+//! messages from other threads, adopted sockets), `drain` (shutdown, stats lines), `timers`
+//! (the deadline heap), `slot` (one connection's state, open and release), `udp` (the
+//! datagram socket). Around the loop: `mailbox` (the only way in from other threads),
+//! `shared` (what the reactors of one server share with each other and with handles),
+//! `settings` (what each reactor needs to know, derived from the `Config`) and `runtime`
+//! (spawning and joining reactor threads).
 //!
 //! Invariants:
 //! - One clock per tick: `now` is read once after each kernel wait and every decision of

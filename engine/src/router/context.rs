@@ -1,5 +1,11 @@
 //! What a handler sees of one Request or Notify ([`Context`]) and how it answers: straight
 //! into the connection's output, or later through a [`Responder`].
+//!
+//! Invariants: a context lives for one dispatch; it queues at most one Response (later replies
+//! are ignored, `ReplyState` says which one went); a Response written while messages this
+//! reactor posted to itself still wait is queued behind them, so a handler's notify or call
+//! to its own connection leaves before its answer; a reply over the wire's 4 GiB limit
+//! becomes an error Response, never a truncated frame.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,7 +51,32 @@ pub enum ReplyState {
     NoReply,
 }
 
-/// What a handler sees of one Request or Notify, and how it answers.
+/// What a handler sees of one Request or Notify, and how it answers: now, straight into the
+/// connection's output ([`Context::reply`], [`Context::reply_bytes`],
+/// [`Context::reply_error`]), or later from any thread through a [`Responder`]
+/// ([`Context::responder`]). A Request gets exactly one Response: later replies are
+/// ignored, and one the handler never sends is an empty, successful Response (see
+/// [`Handler`]).
+///
+/// ```
+/// use ringrpc::{Context, Server};
+///
+/// fn greet(ctx: &mut Context<'_>) {
+///     match std::str::from_utf8(ctx.payload()) {
+///         Ok(name) if !name.is_empty() => ctx.reply(format!("hello, {name}").as_bytes()),
+///         _ => ctx.reply_error("send a name"),
+///     }
+/// }
+///
+/// fn later(ctx: &mut Context<'_>) {
+///     // Answered from another thread once the work is done.
+///     if let Some(responder) = ctx.responder() {
+///         std::thread::spawn(move || responder.reply(b"done"));
+///     }
+/// }
+///
+/// let builder = Server::builder().route("/greet", greet).route("/later", later);
+/// ```
 pub struct Context<'a> {
     header: Header,
     method: &'a [u8],
@@ -123,7 +154,7 @@ impl<'a> Context<'a> {
 
     /// Attaches `metadata` to whatever Response this Request gets (the handler's reply, an
     /// error, or a [`Responder`] taken after this call), replacing any set before (a
-    /// [`PropagateMetadata`] middleware's included: add keys with
+    /// [`PropagateMetadata`](crate::PropagateMetadata) middleware's included: add keys with
     /// [`Context::reply_metadata_mut`] to keep those). Ignored for a Notify and once
     /// replied.
     pub fn set_reply_metadata(&mut self, metadata: Metadata) {

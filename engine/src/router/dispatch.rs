@@ -1,5 +1,10 @@
 //! Dispatching one Request or Notify: the route looked up, the middleware chain and the
-//! handler run under panic containment, and the Response rules settled.
+//! handler run with panics caught, and the Response rules settled.
+//!
+//! Invariants: a panic in a handler or middleware answers [`HANDLER_PANICKED`] and never
+//! unwinds into the reactor; a Request nobody answered gets an empty Response (an unknown
+//! method [`METHOD_NOT_FOUND`]); with metrics on, a Request is timed from dispatch until its
+//! answer is queued (a deferred one when its responder's answer arrives).
 
 use std::sync::Arc;
 

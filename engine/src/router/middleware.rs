@@ -1,4 +1,8 @@
-//! Middleware: code run around every handler, and the two the engine ships.
+//! Middleware: code run around every handler ([`Middleware`], [`Flow`]), and the two the
+//! engine ships ([`PropagateMetadata`], [`LogRequests`]).
+//!
+//! Invariants: middleware runs on the reactor thread, like handlers; `before` in registration
+//! order, `after` in reverse, for every middleware whose `before` ran (see `dispatch`).
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ pub enum Flow {
     /// Run the next middleware, then the handler.
     Continue,
     /// Skip the later middlewares and the handler. A Request the middleware did not answer
-    /// gets the error Response [`STOPPED_BY_MIDDLEWARE`].
+    /// gets the error Response [`STOPPED_BY_MIDDLEWARE`](crate::router::STOPPED_BY_MIDDLEWARE).
     Stop,
 }
 

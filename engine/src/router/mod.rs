@@ -1,10 +1,14 @@
-//! Methods and their handlers, the request context a handler sees, the not-found fallback
-//! and the middleware chain around every handler.
+//! Routing and handlers (the public `ringrpc::router` module): the route table ([`Router`]:
+//! method names to handlers, the not-found fallback, middleware, the blocking pool), what a
+//! handler sees ([`Context`], `context`), the middleware chain (`middleware`), dispatching
+//! one frame (`dispatch`), the owned [`Request`] (`request`), blocking handlers
+//! (`blocking`), typed and async handlers (`typed`) and JSON helpers (`json`).
 //!
 //! Invariants: a method name is 1..=127 bytes (the wire limit); a Request always gets exactly
 //! one Response, whatever the handler or a middleware does (replies twice, never, stops the
 //! chain, or panics); a Notify never gets one; every middleware whose `before` ran gets its
-//! `after`, in reverse order, once the Response is settled.
+//! `after`, in reverse order, once the Response is settled; the table is fixed once the
+//! server is built (network input only looks names up).
 
 pub(crate) mod blocking;
 pub(crate) mod context;
@@ -331,13 +335,14 @@ impl Router {
     }
 
     /// Registers a typed `handler` for `method`: its arguments are extractors ([`Json`],
-    /// [`MsgPack`], `Bytes`, [`Metadata`], [`ConnHandle`], [`State`], [`Request`]) and its
+    /// `MsgPack` (with the `msgpack` feature), `Bytes`, [`Metadata`](crate::Metadata),
+    /// [`ConnHandle`](crate::ConnHandle),
+    /// [`State`], [`Request`]) and its
     /// value the Response ([`IntoReply`]). It runs on the reactor thread, like
     /// [`Router::add`], after the payload is copied into a [`Request`]. A body an extractor
     /// cannot parse is answered with an error naming the type expected.
     ///
     /// [`Json`]: crate::Json
-    /// [`MsgPack`]: crate::MsgPack
     /// [`State`]: crate::State
     pub fn add_typed<Args: 'static>(
         &mut self,

@@ -1,4 +1,10 @@
-//! Collecting routes, hooks and settings for a server; `build` validates and binds.
+//! Collecting a server's routes, hooks, static assets and settings ([`ServerBuilder`]);
+//! `build` validates and binds.
+//!
+//! Invariants: a bad method name or asset path is kept and reported by `build` (the chain of
+//! calls never panics); `build` binds every listener, the metrics socket included, before
+//! any thread starts, so a port in use fails there; pub/sub from the config is served unless
+//! the application registered its own.
 
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};
@@ -21,7 +27,31 @@ use crate::server::bind::{Transport, bind_all};
 use crate::transport::ws::handshake::Asset;
 use ringrpc_uring::sys;
 
-/// Collects routes and settings; [`ServerBuilder::build`] validates and binds.
+/// Collects routes, hooks and settings; [`ServerBuilder::build`] validates and binds.
+/// Route errors (a bad method name) are kept and reported by `build`, so the calls chain.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringrpc::{Config, HandlerError, LogRequests, Server};
+///
+/// let server = Server::builder()
+///     .config(Config::builder().cores(1).listen("127.0.0.1:0").build()?)
+///     // On the reactor thread: must not block.
+///     .route("/upper", |ctx| {
+///         let loud = ctx.payload().to_ascii_uppercase();
+///         ctx.reply(&loud)
+///     })
+///     // On the blocking pool: may block.
+///     .route_blocking("/slow", |req| {
+///         std::thread::sleep(Duration::from_millis(10));
+///         Ok::<_, HandlerError>(req.payload)
+///     })
+///     .on_connect(|conn| eprintln!("{} connected", conn.peer()))
+///     .middleware(LogRequests)
+///     .build()?; // validated and bound; nothing runs until start or run
+/// assert_ne!(server.local_addr().port(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct ServerBuilder {
     config: Option<Config>,

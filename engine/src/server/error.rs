@@ -1,5 +1,8 @@
-//! Why a server could not start or stopped with an error; each message names the cause
-//! and the fix.
+//! Why a server could not start ([`StartError`]) or stopped with an error
+//! ([`ServerError`]).
+//!
+//! Invariants: each message names the cause and the fix (which process holds a port, which
+//! privilege is missing); texts never name CLI flags.
 
 use std::fmt;
 use std::io;
@@ -86,7 +89,7 @@ impl From<SpawnError> for StartError {
     }
 }
 
-/// Why [`Server::run`] or [`Server::run_until_signal`] returned an error.
+/// Why [`Server::run`](crate::Server::run) or [`Server::run_until_signal`](crate::Server::run_until_signal) returned an error.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerError {

@@ -1,9 +1,12 @@
-//! The public face of the engine: bind, start one reactor per core, shut down, report.
+//! The server: [`Server`] (bound, ready to start), its builder (`builder`), the running
+//! server and its handle (`running`), its report (`report`), startup errors (`error`), binding
+//! one socket per core (`bind`) and graceful shutdown on signals (`signals`).
 //!
 //! Invariants: every listener of a server shares one port through `SO_REUSEPORT` and is
 //! bound before any reactor starts, so address errors surface synchronously; a reactor's
 //! io_uring is created on its own thread (SINGLE_ISSUER), and a failure of any one stops
-//! the others before `start` returns the error.
+//! the others before `start` returns the error; the NATS bridge and the metrics thread start
+//! around the reactors and stop after them.
 
 pub(crate) mod bind;
 mod builder;
@@ -34,7 +37,31 @@ pub use error::{ServerError, StartError};
 pub use report::ServerReport;
 pub use running::{RunningServer, ServerHandle};
 
-/// A bound server, ready to run.
+/// A bound server, ready to run: [`Server::builder`] collects routes, hooks and a
+/// [`Config`]; [`ServerBuilder::build`] validates and binds every listener (so address
+/// errors surface there); [`Server::start`] runs one reactor per core and returns a
+/// [`RunningServer`], [`Server::run`] blocks until a [`ServerHandle`] shuts it down.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringrpc::{Client, Config, Server};
+///
+/// let config = Config::builder().cores(1).listen("127.0.0.1:0").build()?;
+/// let server = Server::builder()
+///     .config(config)
+///     .route("/hello", |ctx| ctx.reply(b"hello"))
+///     .build()?
+///     .start()?;
+///
+/// let client = Client::connect(&server.local_addr().to_string())?;
+/// let answer = client.call("/hello", "".into(), Duration::from_secs(5))?;
+/// assert_eq!(&answer[..], b"hello");
+/// drop(client);
+///
+/// let report = server.shutdown()?; // drains, closes, joins every reactor
+/// assert_eq!(report.total().requests, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Server {
     config: Arc<Config>,

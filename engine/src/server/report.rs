@@ -1,4 +1,6 @@
-//! What a server did, per core, once it stopped.
+//! What a server did, per core, once it stopped ([`ServerReport`]).
+//!
+//! Invariants: one entry per reactor, in core order; the total is their sum.
 
 use std::fmt;
 

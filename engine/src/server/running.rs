@@ -1,5 +1,9 @@
-//! A server whose reactors run: its addresses, the handle that stops it or broadcasts
-//! from any thread, and the join that returns its report.
+//! A server whose reactors run ([`RunningServer`]): its addresses, the handle that stops
+//! it or broadcasts from any thread ([`ServerHandle`]), and the join that returns its report.
+//!
+//! Invariants: `shutdown` is idempotent and returns at once; `join` waits for every reactor,
+//! then stops the NATS bridge and the metrics endpoint; one core failing takes the server down
+//! rather than serving on a subset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +30,7 @@ impl ServerHandle {
     /// connection and lets `run`/`join` return. Answers still owed by a
     /// [`Responder`](crate::Responder) or a blocking handler are waited for, up to
     /// [`ConfigBuilder::shutdown_grace`](crate::ConfigBuilder::shutdown_grace); those still
-    /// owed when it ends are counted in [`CoreStats::answers_abandoned`]. Once a reactor has
+    /// owed when it ends are counted in [`CoreStats::answers_abandoned`](crate::CoreStats::answers_abandoned). Once a reactor has
     /// stopped, calls and streams on its connections fail at once with
     /// [`CallError::Stopped`] (streams: [`StreamError::Disconnected`](crate::StreamError)).
     /// Returns at once; idempotent.
@@ -41,7 +45,7 @@ impl ServerHandle {
     ///
     /// Fails with [`CallError::MailboxFull`] if some reactor's inbox was full (the others
     /// still got it); a connection over its send-queue limit misses it (counted in
-    /// [`CoreStats::broadcast_drops`]).
+    /// [`CoreStats::broadcast_drops`](crate::CoreStats::broadcast_drops)).
     pub fn broadcast(&self, method: &str, payload: &[u8]) -> Result<(), CallError> {
         let outcome = self.shared.broadcast_local(method, payload, None);
         if outcome.as_ref().err() != Some(&CallError::BadMethod) {

@@ -284,10 +284,35 @@ impl Replies {
     }
 }
 
-/// One stream: send and receive from any thread. Made by
+/// One stream (arpc's cmd 6): send and receive from any thread. Made by
 /// [`ConnHandle::open_stream`](crate::ConnHandle::open_stream),
-/// [`Client::open_stream`](crate::Client::open_stream), or handed to a blocking stream
-/// handler.
+/// [`Client::open_stream`](crate::Client::open_stream), or handed to a blocking or async
+/// stream handler. Its inbox and its send window are bounded
+/// ([`StreamLimits`]); async code uses [`BiStream::recv_async`], or the stream as a
+/// `futures::Stream` and `Sink`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringrpc::{Client, Config, Server};
+///
+/// let server = Server::builder() // serves the built-in /echo/stream
+///     .config(Config::builder().cores(1).listen("127.0.0.1:0").build()?)
+///     .build()?
+///     .start()?;
+/// let client = Client::connect(&server.local_addr().to_string())?;
+///
+/// let stream = client.open_stream("/echo/stream")?;
+/// stream.send("one")?;
+/// stream.send_and_close("two")?;
+/// let wait = Duration::from_secs(5);
+/// assert_eq!(stream.recv_timeout(wait)?.as_deref(), Some(&b"one"[..]));
+/// assert_eq!(stream.recv_timeout(wait)?.as_deref(), Some(&b"two"[..]));
+/// assert_eq!(stream.recv_timeout(wait)?, None); // the server's EOF
+/// # drop(stream);
+/// # drop(client);
+/// # server.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct BiStream {
     sender: StreamSender,
 }

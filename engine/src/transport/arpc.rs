@@ -2,9 +2,9 @@
 //! frames, borrowed where possible.
 //!
 //! A connection's path is bytes in → framing → frames → dispatch (`conn`) → frames →
-//! `OutQueue` → bytes out. This module holds raw arpc framing; `conn::TcpFraming`
-//! chooses between it and WebSocket (`ws::stream`), which unwraps messages and hands their
-//! bytes to an [`ArpcFraming`] inside it. Datagram transports need no stream framing: each
+//! `OutQueue` → bytes out. This module holds raw arpc framing; `transport::tcp` chooses
+//! between it and WebSocket (`transport::ws::framing`), which unwraps messages and hands
+//! their bytes to an [`ArpcFraming`] inside it. Datagram transports need no stream framing: each
 //! datagram is parsed as exactly one frame and dispatched directly.
 //!
 //! Invariants: whole frames are decoded straight from the slice they arrived in; only the

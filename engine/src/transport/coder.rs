@@ -2,17 +2,17 @@
 //! going both ways, on top of the sans-IO codecs in `ringrpc_protocol::{gzip, metadata}`.
 //!
 //! Where each step happens (`docs/architecture.md`, "Compression and metadata"):
-//! - inflating: in the framing (`framing::ArpcFraming`, also inside WebSocket messages),
+//! - inflating: in the framing (`transport::arpc::ArpcFraming`, also inside WebSocket messages),
 //!   through `ringrpc_protocol::parse_frame_any`; the inflated bytes live only while their
 //!   frame is dispatched;
-//! - stripping metadata: in `conn::Session::dispatch`, before any handler, middleware or
+//! - stripping metadata: in `conn::session::Session::dispatch`, before any handler, middleware or
 //!   stream sees the payload;
 //! - appending metadata: where a frame is encoded for sending ([`encode_with_metadata`]),
 //!   always before compressing;
-//! - compressing: in `outqueue::OutQueue`, the one place output frames are written, per
+//! - compressing: in `transport::outqueue::OutQueue`, the one place output frames are written, per
 //!   connection ([`Gzip`]).
 //!
-//! A leaf: nothing from the crate; `router::PropagateMetadata` is the ready-made middleware
+//! A leaf: nothing from the crate; `PropagateMetadata` is the ready-made middleware
 //! built on it.
 //!
 //! Invariants: frames without `user_flags` bits 0 and 7 never reach this module's code on

@@ -1,5 +1,10 @@
-//! The framings a TCP connection can speak: raw arpc frames back to back, or arpc frames in
-//! WebSocket messages after an HTTP upgrade, chosen by the first bytes.
+//! What a TCP connection's bytes are ([`TcpFraming`]): raw arpc frames back to back, or arpc
+//! frames in WebSocket messages after an HTTP upgrade, chosen by the first bytes; and why its
+//! input ends it ([`FramingError`]).
+//!
+//! Invariants: the choice is made once, from at most the first four bytes (held meanwhile);
+//! `GET ` read as an arpc length is over any body a WebSocket-enabled server accepts, so the
+//! two never overlap; after the choice every byte goes to the chosen framing.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Typed handlers in the axum style, for sync and async routes alike: what a handler
-//! returns ([`IntoReply`]: bytes, text, [`Json`], [`MsgPack`], `Result`), the error type
+//! returns ([`IntoReply`]: bytes, text, [`Json`], `MsgPack` with the `msgpack` feature,
+//! `Result`), the error type
 //! that `?` converts into ([`HandlerError`]), and the extractors its arguments are built
 //! from ([`FromRequest`]).
 //!

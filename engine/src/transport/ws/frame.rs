@@ -6,7 +6,7 @@
 //! control frame and a 64-bit length with its top bit set are refused before any payload is
 //! buffered; a data frame's length is checked against [`Limits::max_payload`] before any
 //! memory is reserved for it, and room for a partial frame grows only with the bytes that
-//! arrived (at most twice what the buffer holds, or `framing::FIRST_STEP`; never the
+//! arrived (at most twice what the buffer holds, or `transport::arpc::FIRST_STEP`; never the
 //! declared length up front); `decode` consumes bytes only when it returns a whole frame and
 //! never panics on any input.
 

@@ -8,7 +8,7 @@
 //!
 //! # How it plugs in
 //!
-//! [`stream::WsFraming`] is the `conn::TcpFraming::WebSocket` variant: a connection on
+//! [`framing::WsFraming`] is the `transport::tcp::TcpFraming::WebSocket` variant: a connection on
 //! the arpc port whose first bytes are `GET ` becomes one (`GET ` read as an arpc body length
 //! is 542,393,671, over any body limit a WebSocket-enabled server accepts). It parses the
 //! upgrade with [`handshake`], then runs [`session::WsSession`] over what arrives (copied,
