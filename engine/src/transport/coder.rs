@@ -1,7 +1,7 @@
 //! arpc's coders in the engine: gzip compression of outgoing frames and metadata blocks
 //! going both ways, on top of the sans-IO codecs in `ringrpc_protocol::{gzip, metadata}`.
 //!
-//! Where each step happens (`docs/architecture.md`, "Compression and metadata"):
+//! Where each step happens (`docs/architecture.md`, section 4, "The path of one request"):
 //! - inflating: in the framing (`transport::arpc::ArpcFraming`, also inside WebSocket messages),
 //!   through `ringrpc_protocol::parse_frame_any`; the inflated bytes live only while their
 //!   frame is dispatched;
