@@ -58,10 +58,10 @@ fn notify_client(ctx: &mut Context<'_>) {
     let Some((method, data)) = split_once(ctx.payload()) else {
         return bad_payload(ctx);
     };
-    let _ = match ctx.conn().notify(&method, &data) {
+    match ctx.conn().notify(&method, &data) {
         Ok(()) => ctx.reply(b"sent"),
         Err(e) => ctx.reply_error(&e.to_string()),
-    };
+    }
 }
 
 fn stream_to_client(ctx: &mut Context<'_>) {
@@ -113,11 +113,11 @@ fn serve() -> Result<(), Error> {
             let Some((method, data)) = split_once(ctx.payload()) else {
                 return bad_payload(ctx);
             };
-            let _ = match broadcast_handle.get().map(|h| h.broadcast(&method, &data)) {
+            match broadcast_handle.get().map(|h| h.broadcast(&method, &data)) {
                 Some(Ok(())) => ctx.reply(b"sent"),
                 Some(Err(e)) => ctx.reply_error(&e.to_string()),
                 None => ctx.reply_error("not started yet"),
-            };
+            }
         })
         .route("/srv/udp-call", move |ctx| {
             let Some((addr, rest)) = split_once(ctx.payload()) else {

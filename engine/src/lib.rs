@@ -1,8 +1,13 @@
-//! ringrpc: a thread-per-core io_uring RPC server engine speaking the arpc wire format.
+//! ringrpc: a thread-per-core io_uring RPC engine speaking Go arpc's wire format.
 //!
 //! One reactor thread per core, each pinned to its CPU and owning its io_uring, its
-//! `SO_REUSEPORT` listener and a slab of its connections. Data flows one way:
-//! ring → reactor → conn → router → conn → ring. All `unsafe` lives in the `ringrpc-uring` crate.
+//! `SO_REUSEPORT` listeners and a slab of its connections. Data flows one way: ring →
+//! reactor → framing → session → router → handler → output queue → ring. Handlers run on
+//! the reactor that owns their connection: plain ones at once ([`Server::builder`]'s
+//! `route`), async ones as tasks of that core's executor (`route_async`), blocking ones on
+//! a worker pool (`route_blocking`). The same machinery serves [`Client`] connections,
+//! WebSocket peers ([`ConfigBuilder::ws_path`]), UDP ([`UdpEndpoint`]), streams
+//! ([`BiStream`]) and pub/sub ([`PubSub`]). All `unsafe` lives in the `ringrpc-uring` crate.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -27,96 +32,112 @@
 //! assert_eq!(report.total().requests, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Where to start
+//!
+//! | you want to | start at |
+//! |---|---|
+//! | serve methods | [`Server`], [`ServerBuilder`], [`Context`], [`Config`] |
+//! | answer later, or from another thread | [`Context::responder`], [`Responder`] |
+//! | typed and async handlers | [`ServerBuilder::route_typed`], [`ServerBuilder::route_async`], [`Json`], [`IntoReply`], [`HandlerError`] |
+//! | call a server | [`Client`], [`CallFuture`] |
+//! | act on a connection later | [`ConnHandle`] |
+//! | streams | [`BiStream`], [`StreamContext`], [`transfer`] |
+//! | publish/subscribe | [`PubSub`], [`Client::subscribe_topic`] |
+//! | UDP | [`UdpEndpoint`], [`ConfigBuilder::udp_listen`] |
+//! | shut down on SIGINT/SIGTERM | [`Server::run_until_signal`], [`ShutdownSignals`] |
+//! | counters | [`ServerReport`], [`CoreStats`] |
+//!
+//! `docs/architecture.md` in the repository maps the modules and follows one request
+//! through them; `docs/async.md` covers async handlers and the awaitable client.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds | extra dependencies |
+//! |---|---|---|---|
+//! | `msgpack` | on | MessagePack (arpc's msgpack codec): the `MsgPack` extractor and reply, `Client::call_msgpack` and `call_msgpack_async` | `rmp-serde` |
+//! | `nats` | off | the NATS bridge between the nodes of a cluster: [`ConfigBuilder::nats`] | `async-nats`, `tokio` (a single-threaded runtime on a thread of its own) |
+//! | `metrics` | off | Prometheus metrics over HTTP: [`ConfigBuilder::metrics_listen`] | `prometheus-client` |
+//!
+//! Why the defaults: the library's core is the reactors and what they serve, and every
+//! embedder pays for it; `msgpack` is a small codec that typed handlers expect beside JSON,
+//! so it is on. `nats` and `metrics` each bring a runtime, threads and a network endpoint of
+//! their own (and `nats` a TLS stack: some sixty more crates), which only deployments
+//! that run a cluster or scrape Prometheus want: they are off, the way tokio leaves its
+//! optional parts off, and the `engine` binary turns both on. `cargo tree -p ringrpc
+//! --no-default-features -e normal` shows neither tokio nor async-nats.
+//!
+//! The API does not change with the features. A knob whose part is compiled out is refused
+//! by [`ConfigBuilder::build`] with [`ConfigError::FeatureDisabled`], which names the
+//! feature to turn on; [`ServerHandle::bridge_stats`] and [`RunningServer::metrics_addr`]
+//! then answer `None`. Only the `msgpack` items are absent without their feature (a type
+//! cannot be refused at run time).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
-mod bind;
-mod bridge;
-mod bridge_link;
-mod call_future;
 mod client;
-mod client_pubsub;
-mod client_topics;
-mod coder;
+mod cluster;
 mod config;
 mod conn;
-mod contain;
-mod core_client;
-mod datagram;
-mod endpoint;
 pub mod error;
 mod executor;
-mod framing;
 mod guide_doctests;
-mod handle;
-mod hooks;
 mod ids;
-mod json;
-mod lifecycle;
-mod mailbox;
-mod measure;
-mod metrics;
-mod outqueue;
-mod pool;
+mod observe;
 pub mod pubsub;
-mod pubsub_wire;
 mod reactor;
 pub mod router;
-mod runtime;
 mod secret;
 mod server;
-mod settings;
-mod shared;
-mod signals;
-mod stats;
 mod stream;
-mod stream_state;
-pub mod transfer;
-mod typed;
+mod transport;
 mod udp;
-mod ws;
 
-pub use bridge::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
-pub use call_future::{CallFuture, CallWithMetadata};
+pub use client::core_client::{CONNECT_TIMEOUT, ConnectFuture, CoreClient};
 pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
+pub use cluster::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
 };
-pub use core_client::{CONNECT_TIMEOUT, ConnectFuture, CoreClient};
-pub use datagram::Retry;
-pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use conn::call_future::{CallFuture, CallWithMetadata};
+pub use conn::handle::ConnHandle;
+pub use conn::hooks::{ConnectHook, DisconnectHook, OverstockHook};
+pub use conn::responder::Responder;
 pub use error::{CallError, DisconnectReason, StreamError};
 pub use executor::time;
 pub use executor::{
     BlockingError, BlockingJoin, Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_blocking,
     spawn_local, yield_now,
 };
-pub use handle::{ConnHandle, Responder};
-pub use hooks::{ConnectHook, DisconnectHook, OverstockHook};
 pub use ids::{ConnId, ConnInfo};
-pub use mailbox::BroadcastFilter;
-pub use pool::Request;
+pub use observe::core_stats::CoreStats;
 pub use pubsub::{PubSub, PubSubError, PubSubStats};
+pub use reactor::mailbox::BroadcastFilter;
+pub use reactor::runtime::{RunError, SpawnError};
 pub use ringrpc_protocol::metadata::{MAX_METADATA_LEN, Metadata, MetadataError};
 pub use ringrpc_protocol::{Topic, TopicError};
+pub use router::request::Request;
+#[cfg(feature = "msgpack")]
+pub use router::typed::MsgPack;
+pub use router::typed::{
+    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, Rejection, Reply, State, TypedHandler,
+};
 pub use router::{
     Context, Flow, Handler, LogRequests, Middleware, PropagateMetadata, ReplyState, RouteError,
     Router,
 };
-pub use runtime::{RunError, SpawnError};
+pub use server::signals::ShutdownSignals;
 pub use server::{
     RunningServer, Server, ServerBuilder, ServerError, ServerHandle, ServerReport, StartError,
 };
-pub use signals::ShutdownSignals;
-pub use stats::CoreStats;
+pub use stream::transfer;
 pub use stream::{
     BiStream, BlockingStreamHandler, RecvFuture, Replies, SendFuture, StreamContext, StreamHandler,
     StreamLimits, StreamSender, Subscription, echo_stream,
 };
-pub use typed::{
-    AsyncHandler, FromRequest, HandlerError, IntoReply, Json, MsgPack, Rejection, Reply, State,
-    TypedHandler,
-};
 pub use udp::UdpStats;
+pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use udp::limits::Retry;
 
 /// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
 #[doc(hidden)]
@@ -124,9 +145,9 @@ pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
 }
 
-/// The async guide's code blocks, compiled and run as doc tests.
+/// The async guide's code blocks, compiled and run as doc tests (they use `MsgPack`).
 #[doc = include_str!("../../docs/async.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "msgpack"))]
 pub struct AsyncGuideDoctests;
 
 /// The README's code blocks, compiled and run as doc tests.

@@ -567,7 +567,8 @@ fn json_payloads_bind_to_types_and_replies_serialize() {
             .route("/unencodable", |ctx| {
                 // JSON object keys must be strings.
                 let map = std::collections::HashMap::from([((1, 2), 3)]);
-                assert!(ctx.reply_json(&map));
+                ctx.reply_json(&map);
+                assert_eq!(ctx.reply_state(), ringrpc::ReplyState::SentError);
             }),
         1,
     );
@@ -596,5 +597,39 @@ fn json_payloads_bind_to_types_and_replies_serialize() {
         "{}",
         text(&f)
     );
+    server.shutdown().unwrap();
+}
+
+// ---- Handlers that do not reply ----
+
+#[test]
+fn a_request_its_handler_leaves_unanswered_gets_an_empty_success_and_no_responder_after_a_reply() {
+    let counted = Arc::new(AtomicUsize::new(0));
+    let seen = counted.clone();
+    let server = start(
+        Server::builder()
+            .route("/count", move |_ctx| {
+                seen.fetch_add(1, Ordering::Relaxed);
+            })
+            .route("/twice", |ctx| {
+                ctx.reply(b"first");
+                assert!(ctx.replied());
+                assert!(ctx.responder().is_none(), "answered: nothing left to defer");
+                ctx.reply(b"ignored");
+                ctx.reply_error("ignored too");
+            }),
+        1,
+    );
+    let mut c = Client::connect(server.local_addr());
+    let f = call(&mut c, 1, "/count", b"x");
+    assert!(!f.is_error(), "{}", text(&f));
+    assert!(f.payload.is_empty());
+    assert_eq!(counted.load(Ordering::Relaxed), 1);
+    let f = call(&mut c, 2, "/twice", b"");
+    assert!(!f.is_error(), "{}", text(&f));
+    assert_eq!(text(&f), "first");
+    // Only one Response per Request: the next frame answers the next call.
+    let f = call(&mut c, 3, "/count", b"");
+    assert!(f.payload.is_empty());
     server.shutdown().unwrap();
 }

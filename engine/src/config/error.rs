@@ -195,6 +195,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A knob whose part of the engine this build lacks: ringrpc was compiled without the
+    /// cargo feature that provides it.
+    FeatureDisabled {
+        /// The setting.
+        knob: Knob,
+        /// The cargo feature it needs.
+        feature: &'static str,
+    },
     /// A listen address that cannot be used.
     Listen {
         /// The address as given.
@@ -219,6 +227,7 @@ impl ConfigError {
             ConfigError::Listen { .. } => None,
             ConfigError::WsListenWithoutWebSocket => Some(Knob::WsListen),
             ConfigError::Nats { .. } => Some(Knob::Nats),
+            ConfigError::FeatureDisabled { knob, .. } => Some(*knob),
             ConfigError::EmptyPubsubPassword | ConfigError::PubsubPasswordWithoutPubsub => {
                 Some(Knob::PubsubPassword)
             }
@@ -291,6 +300,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Nats { url, reason } => write!(
                 f,
                 "invalid nats address {url:?}: {reason} (use nats://HOST:PORT, several separated by commas)"
+            ),
+            ConfigError::FeatureDisabled { knob, feature } => write!(
+                f,
+                "{knob} needs ringrpc's `{feature}` cargo feature, which this build lacks: enable it (ringrpc = {{ version = \"0.1\", features = [\"{feature}\"] }}) or leave {knob} unset"
             ),
             ConfigError::Listen { addr, reason } => write!(
                 f,

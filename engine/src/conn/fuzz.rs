@@ -9,7 +9,7 @@ use ringrpc_protocol::fuzzing::{Input, check_frame, decode_reference_any};
 use ringrpc_protocol::metadata::{USER_FLAG_METADATA, take_metadata};
 use ringrpc_protocol::{Command, DecodeError, Decoder, Flags, Frame, HEADER_LEN, frame_len};
 
-use super::{Conn, ConnError};
+use super::{Conn, FramingError};
 use crate::error::{INVALID_METADATA, METHOD_NOT_FOUND, STREAM_METHOD_NOT_FOUND, TOO_MANY_STREAMS};
 use crate::router::Router;
 use crate::stream::StreamLimits;
@@ -55,7 +55,7 @@ pub fn fuzz_check(data: &[u8]) -> FuzzOutcome {
             drain(&mut conn, &mut output);
             if let Err(e) = result {
                 match e {
-                    ConnError::Arpc(e) => error = Some(e),
+                    FramingError::Arpc(e) => error = Some(e),
                     other => panic!("a raw arpc connection ended by {other:?}"),
                 }
                 break;

@@ -1,9 +1,16 @@
 //! One connection without sockets: framing at every split, dispatch, calls, auth, panics,
 //! and the first bytes choosing arpc or WebSocket.
 use super::*;
+use crate::error::{AUTH_METHOD, AUTH_REQUIRED, CallError};
+use crate::reactor::mailbox::CallDone;
+use crate::secret::constant_time_eq;
+use crate::transport::tcp::HTTP_STARTS;
+use bytes::Bytes;
 use bytes::BytesMut;
+use ringrpc_protocol::{Command, DecodeError};
 use ringrpc_protocol::{Decoder, Frame};
 use std::time::Duration;
+use std::time::Instant;
 
 fn test_conn(max_body: u32) -> Conn {
     Conn::for_fuzzing(max_body)
@@ -89,7 +96,7 @@ fn oversized_body_is_rejected_from_the_header_alone() {
     let err = conn.handle_recv(&head[10..], &router).unwrap_err();
     assert!(matches!(
         err,
-        ConnError::Arpc(DecodeError::BodyTooLarge { .. })
+        FramingError::Arpc(DecodeError::BodyTooLarge { .. })
     ));
     assert!(conn.framing.partial().unwrap().capacity() < 1024);
 }
@@ -112,7 +119,7 @@ fn a_trickled_maximum_body_holds_at_most_twice_what_arrived() {
         received += chunk.len();
         // Growth by doubling what arrived (from a first step), never towards the 64 MiB
         // declared.
-        let bound = crate::framing::FIRST_STEP.max(2 * received);
+        let bound = crate::transport::arpc::FIRST_STEP.max(2 * received);
         assert!(
             conn.framing.partial().unwrap().capacity() <= bound,
             "{} for {received}",
@@ -238,7 +245,7 @@ fn a_secret_must_come_first_and_is_compared_exactly() {
 
 fn undecided_conn() -> Conn {
     let mut conn = Conn::for_fuzzing(1 << 20);
-    conn.framing = StreamFraming::Undecided {
+    conn.framing = TcpFraming::Undecided {
         websocket: Arc::new(HandshakeConfig::default()),
         max_body: 1 << 20,
         held: Vec::new(),
@@ -263,10 +270,7 @@ fn the_first_bytes_choose_arpc_or_websocket_at_any_split() {
         let mut conn = undecided_conn();
         conn.handle_recv(&arpc[..split], &router).unwrap();
         conn.handle_recv(&arpc[split..], &router).unwrap();
-        assert!(
-            matches!(conn.framing, StreamFraming::Arpc(_)),
-            "split {split}"
-        );
+        assert!(matches!(conn.framing, TcpFraming::Arpc(_)), "split {split}");
         assert_eq!(drain_output(&mut conn)[0].payload, "hi".as_bytes());
     }
     for split in 0..=upgrade.len() {
@@ -275,7 +279,7 @@ fn the_first_bytes_choose_arpc_or_websocket_at_any_split() {
             conn.handle_recv(part, &router).unwrap();
         }
         assert!(
-            matches!(conn.framing, StreamFraming::WebSocket(_)),
+            matches!(conn.framing, TcpFraming::WebSocket(_)),
             "split {split}"
         );
         let out = raw_output(&mut conn);
@@ -290,11 +294,11 @@ fn the_first_bytes_choose_arpc_or_websocket_at_any_split() {
     for b in upgrade.iter() {
         conn.handle_recv(&[*b], &router).unwrap();
     }
-    assert!(matches!(conn.framing, StreamFraming::WebSocket(_)));
+    assert!(matches!(conn.framing, TcpFraming::WebSocket(_)));
     let mut conn = undecided_conn();
     conn.handle_recv(b"G", &router).unwrap();
     conn.handle_recv(b"X", &router).unwrap();
-    assert!(matches!(conn.framing, StreamFraming::Arpc(_)));
+    assert!(matches!(conn.framing, TcpFraming::Arpc(_)));
 }
 
 #[test]

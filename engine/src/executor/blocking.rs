@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
-use crate::contain::panic_message;
+use crate::executor::contain::panic_message;
 
 /// Jobs that may wait for a thread of the pool; past this, new jobs are refused.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -27,7 +27,7 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BlockingError {
-    /// [`QUEUE_CAPACITY`] jobs were already waiting; this one was not started.
+    /// `QUEUE_CAPACITY` (65,536) jobs were already waiting; this one was not started.
     QueueFull,
     /// The job panicked with this message.
     Panicked(String),

@@ -12,8 +12,9 @@
 //!   flips it does anything, so a task is queued at most once however often it is woken.
 //! - On the reactor's own thread the task's key goes onto the thread-local ready queue: no
 //!   syscall, no atomic read-modify-write beyond the flag.
-//! - From any other thread it travels as [`Command::Wake`] through the reactor's mailbox
-//!   (channel plus eventfd), and the reactor queues it when it takes its mail.
+//! - From any other thread it goes through [`RemoteWake`]: the reactor's mailbox carries it
+//!   as a `Command::Wake` (channel plus eventfd), and the reactor queues it when it takes
+//!   its mail. The executor knows the mailbox only as that trait, so it sits below it.
 //!
 //! Invariants:
 //! - A future is polled, and dropped, only on its reactor's thread: a waker that outlives
@@ -23,6 +24,8 @@
 //! - While a future is polled it is taken out of its slot, so the executor is never
 //!   borrowed across user code: a future may spawn, cancel (itself included) and arm timers.
 //! - Stopping the executor drops every future still held, on this thread.
+
+pub(crate) mod contain;
 
 mod blocking;
 pub mod time;
@@ -41,8 +44,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use crate::contain::{contain, panic_message};
-use crate::mailbox::{Command, Mailbox};
+use crate::executor::contain::{contain, panic_message};
 pub use blocking::{BlockingError, BlockingJoin, spawn_blocking};
 use timers::Timers;
 
@@ -60,14 +62,25 @@ pub(crate) struct TaskKey {
     generation: u32,
 }
 
-/// One task's waker. `Send + Sync`: it holds only the task's key, a flag and the mailbox
-/// of the reactor that owns the task.
+/// How a wake-up reaches a task's reactor: the reactor's mailbox (`reactor::mailbox`) is
+/// the one implementation. The executor names only this, so it knows nothing of the
+/// messages a reactor takes.
+pub(crate) trait RemoteWake: Send + Sync + std::fmt::Debug {
+    /// Whether the calling thread runs this reactor (a wake-up then needs no message).
+    fn is_own_thread(&self) -> bool;
+    /// Queues task `key` from another thread and wakes the reactor if it sleeps. Owed:
+    /// never refused (each task is queued at most once at a time).
+    fn wake_from_afar(&self, key: TaskKey);
+}
+
+/// One task's waker. `Send + Sync`: it holds only the task's key, a flag and the way to
+/// the reactor that owns the task.
 #[derive(Debug)]
 pub(crate) struct TaskWaker {
     key: TaskKey,
     /// Queued to run (set by the wake that queued it, cleared just before each poll).
     scheduled: AtomicBool,
-    mailbox: Arc<Mailbox>,
+    reactor: Arc<dyn RemoteWake>,
 }
 
 impl Wake for TaskWaker {
@@ -79,11 +92,10 @@ impl Wake for TaskWaker {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        if self.mailbox.is_own_thread() {
+        if self.reactor.is_own_thread() {
             READY.with(|ready| ready.borrow_mut().push_back(self.key));
         } else {
-            // Owed (never refused): each task is queued at most once at a time.
-            let _ = self.mailbox.post(Command::Wake(self.key));
+            self.reactor.wake_from_afar(self.key);
         }
     }
 }
@@ -99,7 +111,7 @@ struct Task {
 pub(crate) struct Executor {
     /// Unique in the process: timers armed here remember it.
     id: u64,
-    mailbox: Arc<Mailbox>,
+    reactor: Arc<dyn RemoteWake>,
     tasks: Slab<Task>,
     next_generation: u32,
     timers: Timers,
@@ -129,14 +141,14 @@ impl std::fmt::Display for NotOnReactor {
 impl std::error::Error for NotOnReactor {}
 
 impl Executor {
-    /// Sets up this thread's executor for the reactor behind `mailbox` (call on the
-    /// reactor's thread before its loop).
-    pub(crate) fn install(mailbox: Arc<Mailbox>) {
+    /// Sets up this thread's executor for `reactor` (call on the reactor's thread before its
+    /// loop).
+    pub(crate) fn install(reactor: Arc<dyn RemoteWake>) {
         EXECUTOR.with(|ex| {
             static NEXT_ID: AtomicU64 = AtomicU64::new(1);
             *ex.borrow_mut() = Some(Executor {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                mailbox,
+                reactor,
                 tasks: Slab::new(),
                 next_generation: 0,
                 timers: Timers::default(),
@@ -187,7 +199,7 @@ impl Executor {
                 waker: Arc::new(TaskWaker {
                     key,
                     scheduled: AtomicBool::new(true),
-                    mailbox: ex.mailbox.clone(),
+                    reactor: ex.reactor.clone(),
                 }),
                 generation: key.generation,
             });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::mailbox::{Command, Mailbox};
+use crate::reactor::mailbox::{Command, Mailbox};
 
 /// This thread as a reactor would set it up; returns the mailbox cross-thread wakes go to.
 fn install() -> Arc<Mailbox> {

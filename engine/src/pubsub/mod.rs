@@ -1,5 +1,5 @@
 //! Publish/subscribe, wire-compatible with Go arpc's pub/sub extension (arpcex
-//! `extension/pubsub`): the server side ([`PubSub`]); `client.rs` adds the client calls.
+//! `extension/pubsub`): the server side ([`PubSub`]); `client::pubsub` is the client side.
 //!
 //! A peer calls (Request) `in_A` to authenticate with the password, `in_S` / `in_U` to
 //! subscribe to / unsubscribe from a topic, `in_P` to publish to every subscriber and `in_P1`
@@ -23,30 +23,34 @@
 //!   `udp`), which runs the same disconnect hook, so there are at most as many as the
 //!   endpoint's peer table holds (65,536 per core).
 
+pub(crate) mod wire;
+
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+#[cfg(feature = "nats")]
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use ringrpc_protocol::{Command as Cmd, Flags, Topic, TopicError, TopicRef};
 
-use crate::bridge_link::{BridgeLink, Outbound};
+#[cfg(feature = "nats")]
+use crate::cluster::link::{BridgeLink, Outbound};
 use crate::config::Config;
-use crate::handle::{ConnHandle, encode};
-use crate::hooks::DisconnectHook;
+use crate::conn::handle::{ConnHandle, encode};
+use crate::conn::hooks::DisconnectHook;
 use crate::ids::ConnId;
-use crate::mailbox::NotifyTally;
-pub(crate) use crate::pubsub_wire::now_ns;
-pub use crate::pubsub_wire::{
+pub(crate) use crate::pubsub::wire::now_ns;
+pub use crate::pubsub::wire::{
     AUTHENTICATE, PUBLISH, PUBLISH_TO_ONE, PubSubError, SUBSCRIBE, UNSUBSCRIBE,
 };
+use crate::reactor::mailbox::NotifyTally;
 use crate::router::Context;
 use crate::secret::constant_time_eq;
-use crate::udp::UdpCore;
 
 /// Error text of a failed `in_A` (arpc's own).
 pub const INVALID_PASSWORD: &str = "invalid password";
@@ -170,6 +174,7 @@ struct State {
     /// What the subscribers' reactors did with what was posted.
     tally: Arc<NotifyTally>,
     /// The NATS bridge, when the server has one: publications go to other nodes too.
+    #[cfg(feature = "nats")]
     bridge: OnceLock<Arc<BridgeLink>>,
 }
 
@@ -184,9 +189,12 @@ impl State {
     /// Tells the bridge which topics gained or lost local interest (under the write lock,
     /// so the bridge sees changes in order).
     fn report_interest(&self, registry: &mut Registry) {
+        #[cfg(feature = "nats")]
         if let Some(bridge) = self.bridge.get() {
             bridge.interest_changed(&mut registry.interest_changed);
         }
+        #[cfg(not(feature = "nats"))]
+        let _ = registry;
     }
 
     fn post(&self, to: &ConnHandle, frame: &Bytes) -> bool {
@@ -341,6 +349,7 @@ impl PubSub {
     fn publish_all(&self, name: &[u8], topic: &[u8]) -> usize {
         self.state.published.fetch_add(1, Ordering::Relaxed);
         let n = self.state.deliver_all(name, &publication(topic));
+        #[cfg(feature = "nats")]
         if let Some(bridge) = self.state.bridge.get() {
             bridge.forward(Outbound::Publish {
                 name: Bytes::copy_from_slice(name),
@@ -357,19 +366,19 @@ impl PubSub {
         if self.state.deliver_one(name, &publication(topic)) {
             return true;
         }
-        match self.state.bridge.get() {
-            Some(bridge) => {
-                bridge.forward(Outbound::PublishToOne {
-                    name: Bytes::copy_from_slice(name),
-                    topic: Bytes::copy_from_slice(topic),
-                });
-                true
-            }
-            None => false,
+        #[cfg(feature = "nats")]
+        if let Some(bridge) = self.state.bridge.get() {
+            bridge.forward(Outbound::PublishToOne {
+                name: Bytes::copy_from_slice(name),
+                topic: Bytes::copy_from_slice(topic),
+            });
+            return true;
         }
+        false
     }
 
     /// Connects this registry to a server's NATS bridge.
+    #[cfg(feature = "nats")]
     pub(crate) fn attach_bridge(&self, link: Arc<BridgeLink>) {
         if self.state.bridge.set(link).is_ok() {
             let mut registry = self.state.write();
@@ -382,12 +391,14 @@ impl PubSub {
     }
 
     /// Whether this node has a subscriber to `name`.
+    #[cfg(feature = "nats")]
     pub(crate) fn has_local(&self, name: &[u8]) -> bool {
         self.state.read().topics.contains_key(name)
     }
 
     /// Delivers a publication another node forwarded (arpc topic bytes) to every local
     /// subscriber, or to one when `one`; never forwards it again.
+    #[cfg(feature = "nats")]
     pub(crate) fn deliver_remote(&self, topic: &Bytes, one: bool) {
         let name = match TopicRef::parse(topic) {
             Ok(t) => t.name,
@@ -496,7 +507,7 @@ impl PubSub {
     fn on_subscribe(&self, ctx: &mut Context<'_>) {
         let Some(topic) = self.topic(ctx) else { return };
         let conn = ctx.conn();
-        if UdpCore::owns(conn.id()) {
+        if conn.id().is_datagram() {
             ctx.reply_error(NEEDS_STREAM);
             return;
         }

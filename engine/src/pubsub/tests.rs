@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::ids::ConnInfo;
-use crate::mailbox::{Command, Mailbox};
+use crate::reactor::mailbox::{Command, Mailbox};
 
 fn handle(slot: u32, mailbox: &Arc<Mailbox>) -> ConnHandle {
     let info = ConnInfo {

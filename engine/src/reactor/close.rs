@@ -1,4 +1,4 @@
-//! Carrying out what a connection's [`Lifecycle`](crate::lifecycle::Lifecycle) decides: its timers in the reactor's
+//! Carrying out what a connection's [`Lifecycle`](crate::conn::lifecycle::Lifecycle) decides: its timers in the reactor's
 //! deadline heap, and each poll's actions — Ping, send, recv arm or cancel, shutdowns,
 //! the overstock hook, release.
 //!
@@ -14,8 +14,8 @@ use ringrpc_uring::sys;
 
 use super::Reactor;
 use super::timers::TimerId;
-use crate::contain::contain;
-use crate::lifecycle::Facts;
+use crate::conn::lifecycle::Facts;
+use crate::executor::contain::contain;
 
 /// A refused action leads to a close, which needs at most one more poll to settle.
 const MAX_POLLS: usize = 3;

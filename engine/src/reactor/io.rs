@@ -5,7 +5,7 @@
 //! Invariants: a provided buffer goes back to the kernel when the completion that lent it
 //! is done with it; at most one send per connection is in flight, and the batch it carried
 //! comes back to the same connection (or is dropped with it); what each completion means
-//! for the connection's life is the [`Lifecycle`](crate::lifecycle::Lifecycle)'s call.
+//! for the connection's life is the [`Lifecycle`](crate::conn::lifecycle::Lifecycle)'s call.
 
 use std::io;
 use std::os::fd::AsFd;

@@ -17,14 +17,13 @@ use bytes::Bytes;
 use super::Reactor;
 use super::slot::Origin;
 use super::timers::TimerId;
-use crate::call_future::CallSlot;
-use crate::conn::CALL_DONE;
-use crate::contain::contain;
+use crate::conn::call_slot::CallSlot;
+use crate::conn::handle::ConnHandle;
 use crate::error::{CallError, DisconnectReason, StreamError};
-use crate::handle::ConnHandle;
+use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnId;
-use crate::mailbox::{Command, NotifyTally};
-use crate::stream_state::StreamShared;
+use crate::reactor::mailbox::{Command, NotifyTally};
+use crate::stream::shared::StreamShared;
 use crate::udp::UdpCore;
 
 impl Reactor {
@@ -344,7 +343,7 @@ impl Reactor {
         idx: usize,
         frame: bytes::Bytes,
         deadline: Instant,
-        done: crate::mailbox::CallDoneMd,
+        done: crate::reactor::mailbox::CallDoneMd,
     ) {
         let seq = self.conns[idx]
             .conn
@@ -360,7 +359,7 @@ impl Reactor {
         method: &[u8],
         payload: &[u8],
         deadline: Instant,
-        done: crate::mailbox::CallDone,
+        done: crate::reactor::mailbox::CallDone,
     ) {
         let seq = self.conns[idx]
             .conn

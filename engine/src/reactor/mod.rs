@@ -2,9 +2,13 @@
 //!
 //! The loop lives here; each concern has its own file: `accept` (listeners, limits,
 //! descriptor-exhaustion backoff), `io` (recv, send batching, send completions), `close`
-//! (carrying out what each connection's `Lifecycle` decides, its timers), `mail` (messages from other
-//! threads, adopted sockets), `drain` (shutdown, stats lines), `timers` (the deadline heap),
-//! `slot` (one connection's state, open and release).
+//! (carrying out what each connection's `Lifecycle` decides, its timers), `mail` (applying
+//! messages from other threads, adopted sockets), `drain` (shutdown, stats lines), `timers`
+//! (the deadline heap), `slot` (one connection's state, open and release), `udp` (the
+//! datagram socket). Around the loop: `mailbox` (the only way in from other threads),
+//! `shared` (what the reactors of one server share with each other and with handles),
+//! `settings` (what each reactor needs to know, derived from the `Config`) and `runtime`
+//! (spawning and joining reactor threads).
 //!
 //! Invariants:
 //! - One clock per tick: `now` is read once after each kernel wait and every decision of
@@ -17,6 +21,11 @@
 //!   the low 32 bits of the serial) is checked against the slot first.
 //! - Network input never panics the loop: a bad peer closes only its own connection.
 //! - Every wake-up and ring error is handled: logged and counted in `loop_errors`.
+
+pub(crate) mod mailbox;
+pub(crate) mod runtime;
+pub(crate) mod settings;
+pub(crate) mod shared;
 
 mod accept;
 mod close;
@@ -37,16 +46,17 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, RingError, SharedFd};
 use slab::Slab;
 
-use crate::contain::{contain, take_panics};
+use crate::conn::handle::mark_reactor_thread;
 use crate::error::{CallError, DisconnectReason};
+use crate::executor::contain::{contain, take_panics};
 use crate::executor::{Executor, POLL_BUDGET};
-use crate::handle::mark_reactor_thread;
 use crate::ids::ConnId;
-use crate::mailbox::{Mailbox, local_pending};
-use crate::measure::{ClosedBy, MethodMetrics};
-use crate::metrics::{CoreMetrics, Published};
+use crate::observe::closes::ClosedBy;
+use crate::observe::methods::MethodMetrics;
+use crate::observe::scrape::{CoreMetrics, Published};
+use crate::reactor::mailbox::{Mailbox, local_pending};
+use crate::reactor::settings::ReactorSettings;
 use crate::router::Router;
-use crate::settings::ReactorSettings;
 
 /// The connection slab reserves at most this many slots up front (about 100 MB of address
 /// space); past it, it grows by doubling.
@@ -58,8 +68,8 @@ const SPARE_BATCHES: usize = 1024;
 /// Coalescing buffers kept for reuse: with `SPARE_BUFFER_MAX` (64 KiB) each, at most 16 MiB
 /// per core, usually a few KiB each.
 const SPARE_BUFFERS: usize = 256;
-use crate::shared::{ConnPolicy, Shared};
-use crate::stats::CoreStats;
+use crate::observe::core_stats::CoreStats;
+use crate::reactor::shared::{ConnPolicy, Shared};
 use crate::udp::UdpCore;
 
 use accept::Listener;
@@ -226,7 +236,7 @@ impl Reactor {
         Executor::install(self.mailbox.clone());
         // Outbound connections of core clients: served here, with no routes of their own.
         let outbound = ConnPolicy::new(Arc::new(Router::new()), &self.settings, None, None, None);
-        crate::core_client::install(self.id, self.shared.clone(), Arc::new(outbound));
+        crate::client::core_client::install(self.id, self.shared.clone(), Arc::new(outbound));
         let served = catch_unwind(AssertUnwindSafe(|| self.serve()));
         self.stop_taking_mail();
         match served {
@@ -351,7 +361,7 @@ impl Reactor {
         // left open) are dropped here, on their own thread; what they post on the way is
         // abandoned like any late message.
         let dropped = Executor::uninstall();
-        crate::core_client::uninstall();
+        crate::client::core_client::uninstall();
         if dropped > 0 {
             tracing::debug!(
                 core = self.id,

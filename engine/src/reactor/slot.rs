@@ -14,13 +14,13 @@ use ringrpc_uring::{OpId, SharedFd};
 
 use super::{Reactor, conn_tag};
 use crate::conn::Conn;
-use crate::contain::contain;
+use crate::conn::handle::ConnHandle;
+use crate::conn::lifecycle::Lifecycle;
 use crate::error::{CallError, DisconnectReason};
-use crate::handle::ConnHandle;
+use crate::executor::contain::contain;
 use crate::ids::{ConnId, ConnInfo};
-use crate::lifecycle::Lifecycle;
-use crate::mailbox::Closed;
-use crate::shared::ConnPolicy;
+use crate::reactor::mailbox::Closed;
+use crate::reactor::shared::ConnPolicy;
 
 pub(super) struct Slot {
     /// The socket; the ring holds clones while ops on it are in flight.
@@ -143,7 +143,7 @@ impl Reactor {
     pub(super) fn release(&mut self, idx: usize, reason: DisconnectReason) {
         let mut slot = self.conns.remove(idx);
         self.stats.closed += 1;
-        let kind = crate::measure::CloseKind::of(&reason);
+        let kind = crate::observe::closes::CloseKind::of(&reason);
         self.closed_by[kind as usize] += 1;
         slot.conn.session.fail_calls(CallError::Disconnected);
         // Its async handlers' answers can no longer be delivered: drop them now.

@@ -13,13 +13,12 @@ use ringrpc_uring::{Completion, OpId, SharedFd};
 
 use super::Reactor;
 use super::timers::TimerId;
-use crate::conn::CALL_DONE;
-use crate::contain::contain;
-use crate::datagram::Retry;
 use crate::error::{CallError, DisconnectReason};
+use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnId;
-use crate::mailbox::{CallDone, Command};
+use crate::reactor::mailbox::{CallDone, Command};
 use crate::udp::UdpCore;
+use crate::udp::limits::Retry;
 
 /// The tag of every datagram op (connection tags never reach it: slot `u32::MAX`).
 pub(super) const UDP_TAG: u64 = u64::MAX;

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringrpc_protocol::metadata::Metadata;
 
-use super::{StreamSender, table};
+use super::StreamSender;
+use crate::conn::handle::ConnHandle;
 use crate::error::StreamError;
-use crate::handle::ConnHandle;
-use crate::outqueue::OutQueue;
-use crate::stream_state::StreamShared;
+use crate::stream::frames;
+use crate::stream::shared::StreamShared;
+use crate::transport::outqueue::OutQueue;
 
 /// What one call of a [`StreamHandler`] is about.
 #[derive(Clone, Copy, Debug)]
@@ -146,10 +147,10 @@ impl<'a> StreamContext<'a> {
         if self.shared.is_send_closed() {
             return Err(StreamError::SendClosed);
         }
-        table::push_with_metadata(
+        frames::push_with_metadata(
             self.out,
-            table::bits(self.shared.opened_here(), false),
-            table::flags(false),
+            frames::bits(self.shared.opened_here(), false),
+            frames::flags(false),
             self.shared.id(),
             self.shared.method(),
             data,
@@ -178,10 +179,10 @@ impl<'a> StreamContext<'a> {
         if self.shared.is_send_closed() || (eof && !self.shared.close_send()) {
             return Err(StreamError::SendClosed);
         }
-        let bits = table::bits(self.shared.opened_here(), eof);
+        let bits = frames::bits(self.shared.opened_here(), eof);
         let (id, method) = (self.shared.id(), self.shared.method());
         self.out
-            .push_stream_frame(bits, table::flags(error), id, method, payload);
+            .push_stream_frame(bits, frames::flags(error), id, method, payload);
         self.frames_out += 1;
         if eof {
             self.closed_send = true;

@@ -20,7 +20,7 @@ use ringrpc_protocol::metadata::Metadata;
 
 use super::{BiStream, StreamSender, check_size, post_reserved};
 use crate::error::StreamError;
-use crate::stream_state::Received;
+use crate::stream::shared::Received;
 
 /// One received frame's data and metadata; `None` after the peer's EOF.
 type Frame = Option<(Bytes, Option<Metadata>)>;

@@ -17,7 +17,11 @@
 //! - Dropping a [`BiStream`] closes its send side (an EOF, if none was sent) and discards
 //!   whatever arrives for it later.
 
+pub(crate) mod shared;
+pub mod transfer;
+
 mod context;
+mod frames;
 pub(crate) mod table;
 
 #[cfg(test)]
@@ -31,13 +35,13 @@ use bytes::Bytes;
 
 use ringrpc_protocol::metadata::Metadata;
 
-use crate::stream_state::{OutFrame, Received, StreamShared};
+use crate::stream::shared::{OutFrame, Received, StreamShared};
 pub use context::StreamContext;
 pub(crate) use context::StreamEvent;
 
+use crate::conn::handle::{ConnHandle, on_reactor_thread};
 use crate::error::{STREAM_HANDLER_PANICKED, StreamError};
-use crate::handle::{ConnHandle, on_reactor_thread};
-use crate::mailbox::Command;
+use crate::reactor::mailbox::Command;
 
 /// A stream handler run on the reactor thread for every frame of a stream the peer opens
 /// (and once for its end): it must not block. Send from it through [`StreamContext`].
@@ -280,10 +284,35 @@ impl Replies {
     }
 }
 
-/// One stream: send and receive from any thread. Made by
+/// One stream (arpc's cmd 6): send and receive from any thread. Made by
 /// [`ConnHandle::open_stream`](crate::ConnHandle::open_stream),
-/// [`Client::open_stream`](crate::Client::open_stream), or handed to a blocking stream
-/// handler.
+/// [`Client::open_stream`](crate::Client::open_stream), or handed to a blocking or async
+/// stream handler. Its inbox and its send window are bounded
+/// ([`StreamLimits`]); async code uses [`BiStream::recv_async`], or the stream as a
+/// `futures::Stream` and `Sink`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringrpc::{Client, Config, Server};
+///
+/// let server = Server::builder() // serves the built-in /echo/stream
+///     .config(Config::builder().cores(1).listen("127.0.0.1:0").build()?)
+///     .build()?
+///     .start()?;
+/// let client = Client::connect(&server.local_addr().to_string())?;
+///
+/// let stream = client.open_stream("/echo/stream")?;
+/// stream.send("one")?;
+/// stream.send_and_close("two")?;
+/// let wait = Duration::from_secs(5);
+/// assert_eq!(stream.recv_timeout(wait)?.as_deref(), Some(&b"one"[..]));
+/// assert_eq!(stream.recv_timeout(wait)?.as_deref(), Some(&b"two"[..]));
+/// assert_eq!(stream.recv_timeout(wait)?, None); // the server's EOF
+/// # drop(stream);
+/// # drop(client);
+/// # server.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct BiStream {
     sender: StreamSender,
 }

@@ -16,22 +16,23 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringrpc_protocol::{CMD_STREAM_EOF, CMD_STREAM_LOCAL, Flags, FrameRef};
+use ringrpc_protocol::FrameRef;
 
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
-use crate::contain::panic_message;
 use crate::executor::Executor;
+use crate::executor::contain::panic_message;
+use crate::stream::frames::{bits, flags, push_error_end, push_with_metadata};
 
 use super::{BiStream, StreamContext, StreamEvent, StreamHandler, StreamLimits, StreamRoute};
+use crate::conn::handle::ConnHandle;
 use crate::error::{
     STREAM_HANDLER_PANICKED, STREAM_METHOD_NOT_FOUND, STREAM_TIMED_OUT, StreamError,
     TOO_MANY_STREAMS,
 };
-use crate::handle::ConnHandle;
-use crate::outqueue::OutQueue;
-use crate::stream_state::{OutFrame, StreamShared};
+use crate::stream::shared::{OutFrame, StreamShared};
+use crate::transport::outqueue::OutQueue;
 
 /// Who opened a stream (`true` = this side) and its id.
 pub(crate) type StreamKey = (bool, u64);
@@ -103,64 +104,6 @@ impl std::fmt::Debug for StreamTable {
             .field("holding", &self.holding())
             .finish()
     }
-}
-
-/// The stream bits of the cmd byte for a frame of a stream opened here or by the peer.
-pub(super) fn bits(opened_here: bool, eof: bool) -> u8 {
-    (if opened_here { CMD_STREAM_LOCAL } else { 0 }) | (if eof { CMD_STREAM_EOF } else { 0 })
-}
-
-/// The flag byte of a stream frame: the error bit on an error end.
-pub(super) fn flags(error: bool) -> Flags {
-    if error {
-        Flags(Flags::ERROR)
-    } else {
-        Flags::default()
-    }
-}
-
-/// Queues one Stream frame with `metadata` appended (arpc's `md` block); a block that
-/// cannot be appended (the frame would overflow) sends the frame without it, logged.
-pub(crate) fn push_with_metadata(
-    out: &mut OutQueue,
-    stream_bits: u8,
-    flags: Flags,
-    id: u64,
-    method: &[u8],
-    payload: &[u8],
-    metadata: &ringrpc_protocol::metadata::Metadata,
-) {
-    match crate::coder::encode_stream_with_metadata(
-        stream_bits,
-        flags,
-        id,
-        method,
-        payload,
-        metadata,
-    ) {
-        Ok(frame) => out.push_encoded(frame),
-        Err(e) => {
-            tracing::warn!(id, "stream frame metadata dropped: {e}");
-            out.push_stream_frame(
-                stream_bits,
-                flags,
-                id,
-                method,
-                Bytes::copy_from_slice(payload),
-            );
-        }
-    }
-}
-
-/// Queues an error end for stream `id` (opened by us when `opened_here`).
-fn push_error_end(out: &mut OutQueue, opened_here: bool, id: u64, method: &[u8], text: &str) {
-    out.push_stream_frame(
-        bits(opened_here, true),
-        flags(true),
-        id,
-        method,
-        Bytes::copy_from_slice(text.as_bytes()),
-    );
 }
 
 impl StreamTable {

@@ -89,7 +89,7 @@ fn a_full_inbox_holds_reading_until_received() {
         .unwrap();
     let mut conn = Conn::for_fuzzing(1 << 20);
     // Each 60-byte frame counts at its cost in memory: the third fills the inbox.
-    let item = crate::stream_state::item_cost(&[1u8; 60], None);
+    let item = crate::stream::shared::item_cost(&[1u8; 60], None);
     conn.session.set_stream_limits(crate::StreamLimits {
         max_streams: 4,
         queue_bytes: 2 * item + 1,
@@ -114,7 +114,7 @@ fn a_full_inbox_holds_reading_until_received() {
     let mut resumed = 0;
     let mailbox = conn.session.mailbox().clone();
     for cmd in mailbox.drain() {
-        if let crate::mailbox::Command::StreamResume { shared, .. } = cmd {
+        if let crate::reactor::mailbox::Command::StreamResume { shared, .. } = cmd {
             conn.session.streams.resume(&shared);
             resumed += 1;
         }

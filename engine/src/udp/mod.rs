@@ -21,6 +21,9 @@
 //! - A call's seq carries its core in the top 16 bits, so a Response that reached another
 //!   core's socket is forwarded to the core that waits for it.
 
+pub(crate) mod endpoint;
+pub(crate) mod limits;
+
 mod dedup;
 mod stats;
 
@@ -33,22 +36,21 @@ use bytes::{Bytes, BytesMut};
 use ringrpc_protocol::{Command, Flags, FrameRef, HEADER_LEN, parse_frame, write_frame};
 use slab::Slab;
 
-use crate::conn::CALL_DONE;
-use crate::contain::contain;
-#[cfg(test)]
-use crate::datagram::DEFAULT_MAX_DATAGRAM;
-pub(crate) use crate::datagram::{Retry, UdpLimits};
+use crate::conn::responder::Deferred;
 use crate::error::{CallError, TOO_MANY_IN_FLIGHT};
-use crate::handle::Deferred;
+use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::{ConnId, ConnInfo};
-use crate::mailbox::{CallDone, Mailbox};
-use crate::outqueue::OutQueue;
+use crate::reactor::mailbox::{CallDone, Mailbox};
 use crate::router::Router;
+use crate::transport::outqueue::OutQueue;
+#[cfg(test)]
+use crate::udp::limits::DEFAULT_MAX_DATAGRAM;
+pub(crate) use crate::udp::limits::{Retry, UdpLimits};
 use dedup::{Admit, Dedup};
 pub use stats::UdpStats;
 
 /// Set in a [`ConnId`]'s slot for a datagram peer.
-pub(crate) const UDP_SLOT: u32 = 1 << 31;
+pub(crate) const UDP_SLOT: u32 = crate::ids::DATAGRAM_SLOT_BIT;
 struct Peer {
     addr: SocketAddr,
     serial: u64,
@@ -151,7 +153,7 @@ impl UdpCore {
 
     /// Whether `id` names a datagram peer (rather than a stream connection).
     pub(crate) fn owns(id: ConnId) -> bool {
-        id.slot & UDP_SLOT != 0
+        id.is_datagram()
     }
 
     fn info(&self, idx: usize) -> ConnInfo {
@@ -324,7 +326,7 @@ impl UdpCore {
         // Out of the peer for the dispatch (which borrows `scratch`), back right after.
         let in_flight = std::mem::take(&mut self.peers[idx].in_flight);
         // Per-method metrics count TCP and WebSocket requests; UDP has its own counters.
-        let mut unmetered = crate::measure::MethodMetrics::default();
+        let mut unmetered = crate::observe::methods::MethodMetrics::default();
         router.dispatch(
             frame,
             None,

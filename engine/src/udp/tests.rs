@@ -333,7 +333,7 @@ fn a_response_for_another_core_is_forwarded() {
 #[test]
 fn a_deferred_answer_is_cached_against_retries() {
     let mut router = Router::with_builtins();
-    let slot: Arc<Mutex<Option<crate::handle::Responder>>> = Arc::default();
+    let slot: Arc<Mutex<Option<crate::conn::responder::Responder>>> = Arc::default();
     let keep = slot.clone();
     router
         .add("/later", move |ctx| {
@@ -350,7 +350,7 @@ fn a_deferred_answer_is_cached_against_retries() {
     slot.lock().unwrap().take().unwrap().reply(b"done");
     // The reactor drains the mailbox and hands the answer back to the core.
     for cmd in mb.drain() {
-        if let crate::mailbox::Command::Answer { conn, frame, .. } = cmd {
+        if let crate::reactor::mailbox::Command::Answer { conn, frame, .. } = cmd {
             assert!(UdpCore::owns(conn));
             core.send_to_peer(conn, frame, true);
         }

@@ -1,0 +1,102 @@
+//! Replies, errors and extractors without sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::conn::handle::ConnHandle;
+use crate::ids::{ConnId, ConnInfo};
+use crate::reactor::mailbox::Mailbox;
+use crate::router::request::{Extensions, Request};
+
+fn request(payload: &[u8]) -> Request {
+    let info = ConnInfo {
+        id: ConnId {
+            core: 0,
+            slot: 3,
+            serial: 9,
+        },
+        peer: SocketAddr::from(([127, 0, 0, 1], 4000)),
+    };
+    let mut extensions = Extensions::default();
+    extensions.insert(41u32);
+    Request {
+        method: Bytes::from_static(b"/m"),
+        payload: Bytes::copy_from_slice(payload),
+        seq: 1,
+        user_flags: 0,
+        is_notify: false,
+        conn: ConnHandle::new(info, Arc::new(Mailbox::new(4))),
+        metadata: None,
+        extensions: Arc::new(extensions),
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct Args {
+    a: i64,
+    b: i64,
+}
+
+#[test]
+fn values_become_replies_and_errors_their_text() {
+    assert_eq!(().into_reply(), Reply::ok(Bytes::new()));
+    assert_eq!("hi".into_reply(), Reply::ok(Bytes::from_static(b"hi")));
+    assert_eq!(Json(5).into_reply(), Reply::ok(Bytes::from_static(b"5")));
+    let failed: Result<Bytes, HandlerError> = Err(crate::CallError::Timeout.into());
+    assert_eq!(failed.into_reply(), Reply::error("call timed out"));
+    let text: Result<(), String> = Err("no such user".into());
+    assert!(text.into_reply().is_error());
+}
+
+#[cfg(feature = "msgpack")]
+#[test]
+fn msgpack_values_become_replies_and_payloads_arguments() {
+    let packed = MsgPack(Args { a: 1, b: 2 }).into_reply();
+    let Ok(body) = packed.body else { panic!() };
+    assert_eq!(
+        rmp_serde::from_slice::<Args>(&body).unwrap(),
+        Args { a: 1, b: 2 }
+    );
+    let packed = rmp_serde::to_vec_named(&Args { a: 7, b: 8 }).unwrap();
+    let MsgPack(args) = MsgPack::<Args>::from_request(&request(&packed)).unwrap();
+    assert_eq!(args, Args { a: 7, b: 8 });
+    assert!(MsgPack::<Args>::from_request(&request(b"\xc1")).is_err());
+}
+
+#[test]
+fn extractors_parse_the_payload_and_name_the_type_when_they_cannot() {
+    let Json(args) = Json::<Args>::from_request(&request(br#"{"a":2,"b":3}"#)).unwrap();
+    assert_eq!(args, Args { a: 2, b: 3 });
+    let bad = Json::<Args>::from_request(&request(b"not json")).unwrap_err();
+    let text = bad.to_string();
+    assert!(
+        text.starts_with("bad request body: expected JSON for "),
+        "{text}"
+    );
+    assert!(text.contains("Args"), "{text}");
+    assert_eq!(Bytes::from_request(&request(b"raw")).unwrap(), &b"raw"[..]);
+    assert_eq!(
+        State::<u32>::from_request(&request(b"")).unwrap(),
+        State(41)
+    );
+    let missing = State::<String>::from_request(&request(b"")).unwrap_err();
+    assert!(
+        missing.to_string().contains("no state of type"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn handlers_of_several_extractors_run_with_them_in_order() {
+    fn sum(Json(args): Json<Args>, State(base): State<u32>) -> Json<i64> {
+        Json(args.a + args.b + i64::from(base))
+    }
+    let out = TypedHandler::call(&sum, &request(br#"{"a":1,"b":1}"#)).unwrap();
+    assert_eq!(out.into_reply(), Reply::ok(Bytes::from_static(b"43")));
+    // The first argument that cannot be built rejects the request.
+    assert!(TypedHandler::call(&sum, &request(b"{}")).is_err());
+}
