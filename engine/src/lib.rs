@@ -109,7 +109,7 @@ pub use executor::{
     BlockingError, BlockingJoin, Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_blocking,
     spawn_local, yield_now,
 };
-pub use ids::{ConnId, ConnInfo};
+pub use ids::{ConnId, ConnInfo, PeerCertificate, TlsInfo};
 pub use observe::core_stats::CoreStats;
 pub use pubsub::{PubSub, PubSubError, PubSubStats};
 pub use reactor::mailbox::BroadcastFilter;
@@ -135,6 +135,8 @@ pub use stream::{
     BiStream, BlockingStreamHandler, RecvFuture, Replies, SendFuture, StreamContext, StreamHandler,
     StreamLimits, StreamSender, Subscription, echo_stream,
 };
+#[cfg(feature = "tls")]
+pub use transport::tls::{ALPN_ARPC, ALPN_HTTP1, ClientTls, TlsError};
 pub use udp::UdpStats;
 pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
 pub use udp::limits::Retry;

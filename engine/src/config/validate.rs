@@ -199,6 +199,10 @@ impl ConfigBuilder {
         if udp_listen.is_some() && self.auth_secret.is_some() {
             return Err(ConfigError::UdpWithAuth);
         }
+        if let Some(mode) = self.unix_mode {
+            range(Knob::UnixMode, mode.into(), 0, 0o777)?;
+        }
+        let tls = self.load_tls()?;
         Ok(Config {
             cores: self.cores,
             listen,
@@ -238,6 +242,59 @@ impl ConfigBuilder {
             metrics_listen,
             ws_listen,
             nats,
+            tls,
+            unix_mode: self.unix_mode,
         })
+    }
+
+    /// The TLS knobs agree, and the files load (with the `tls` feature).
+    fn load_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::transport::tls::ServerTls>>, ConfigError> {
+        let Some((cert, key)) = &self.tls else {
+            if self.tls_client_ca.is_some() {
+                return Err(ConfigError::TlsOptionWithoutTls {
+                    knob: Knob::TlsClientCa,
+                });
+            }
+            if self.tls_required {
+                return Err(ConfigError::TlsOptionWithoutTls {
+                    knob: Knob::TlsRequired,
+                });
+            }
+            return Ok(None);
+        };
+        #[cfg(feature = "tls")]
+        {
+            use crate::transport::tls::{ServerTls, TlsFiles};
+            let files = TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+                client_ca: self.tls_client_ca.as_ref().map(Into::into),
+            };
+            let knob = if self.tls_client_ca.is_some() {
+                Knob::TlsClientCa
+            } else {
+                Knob::Tls
+            };
+            ServerTls::load(files, self.tls_required)
+                .map(|tls| Some(std::sync::Arc::new(tls)))
+                .map_err(|e| ConfigError::Tls {
+                    knob: if e.to_string().contains("client CA") {
+                        knob
+                    } else {
+                        Knob::Tls
+                    },
+                    reason: e.to_string(),
+                })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (cert, key);
+            Err(ConfigError::FeatureDisabled {
+                knob: Knob::Tls,
+                feature: "tls",
+            })
+        }
     }
 }

@@ -216,7 +216,7 @@ impl<'a> Context<'a> {
     /// The connection, as a handle usable later and from any thread (notify or call the
     /// peer, close).
     pub fn conn(&self) -> ConnHandle {
-        ConnHandle::new(*self.conn, self.mailbox.clone())
+        ConnHandle::new(self.conn.clone(), self.mailbox.clone())
     }
 
     /// Takes over answering this Request: the returned [`Responder`] is `Send + 'static`

@@ -13,14 +13,14 @@ use crate::reactor::mailbox::Mailbox;
 use crate::router::request::{Extensions, Request};
 
 fn request(payload: &[u8]) -> Request {
-    let info = ConnInfo {
-        id: ConnId {
+    let info = ConnInfo::new(
+        ConnId {
             core: 0,
             slot: 3,
             serial: 9,
         },
-        peer: SocketAddr::from(([127, 0, 0, 1], 4000)),
-    };
+        SocketAddr::from(([127, 0, 0, 1], 4000)),
+    );
     let mut extensions = Extensions::default();
     extensions.insert(41u32);
     Request {
