@@ -149,6 +149,22 @@ impl ConfigBuilder {
             .iter()
             .map(|a| ListenAddr::parse(a))
             .collect::<Result<Vec<_>, _>>()?;
+        for (addr, what) in [
+            (&udp_listen, "udp_listen"),
+            (
+                &metrics_listen_early(&self.metrics_listen)?,
+                "metrics_listen",
+            ),
+        ] {
+            if let Some(addr) = addr.as_ref().filter(|a| a.is_unix()) {
+                return Err(ConfigError::Listen {
+                    addr: addr.to_string(),
+                    reason: crate::config::ListenAddrError::UnixPath(format!(
+                        "{what} needs an IP address; Unix sockets serve the stream listeners only"
+                    )),
+                });
+            }
+        }
         if !ws_listen.is_empty() && self.ws_path.is_none() {
             return Err(ConfigError::WsListenWithoutWebSocket);
         }
@@ -246,7 +262,14 @@ impl ConfigBuilder {
             unix_mode: self.unix_mode,
         })
     }
+}
 
+/// Parses the metrics address (also checked, for its kind, before the rest).
+fn metrics_listen_early(addr: &Option<String>) -> Result<Option<ListenAddr>, ConfigError> {
+    addr.as_deref().map(ListenAddr::parse).transpose()
+}
+
+impl ConfigBuilder {
     /// The TLS knobs agree, and the files load (with the `tls` feature).
     fn load_tls(
         &self,
