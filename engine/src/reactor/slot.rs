@@ -196,6 +196,8 @@ mod tests {
     #[test]
     fn a_connection_slot_stays_small() {
         let size = std::mem::size_of::<super::Slot>();
-        assert!(size <= 640, "Slot is {size} bytes");
+        // 640 before TLS and Unix sockets, which added the TLS state (16 bytes) and the
+        // connection's `unix` flag and TLS details in its ConnInfo (16, with padding 24).
+        assert!(size <= 680, "Slot is {size} bytes");
     }
 }

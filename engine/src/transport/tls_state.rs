@@ -15,13 +15,19 @@ use crate::transport::tls::{SNIFF_LEN, ServerTls, Sniff, TlsLayer, sniff};
 pub(crate) enum TlsState {
     /// Plaintext: raw arpc or HTTP.
     Off,
-    /// TLS and plaintext share the port: the first bytes decide.
-    Sniffing {
-        server: Arc<ServerTls>,
-        held: Vec<u8>,
-    },
+    /// TLS and plaintext share the port: the first bytes decide (boxed: a connection
+    /// spends only its first read here, its slot stays small).
+    Sniffing(Box<Sniffing>),
     /// Everything goes through TLS.
     On(Box<TlsLayer>),
+}
+
+/// A connection deciding between TLS and plaintext.
+#[derive(Debug)]
+pub(crate) struct Sniffing {
+    server: Arc<ServerTls>,
+    /// The first bytes, while too few to decide.
+    held: Vec<u8>,
 }
 
 impl TlsState {
@@ -31,19 +37,20 @@ impl TlsState {
         Ok(match server {
             None => TlsState::Off,
             Some(tls) if tls.required() => TlsState::On(Box::new(TlsLayer::accept(tls)?)),
-            Some(tls) => TlsState::Sniffing {
+            Some(tls) => TlsState::Sniffing(Box::new(Sniffing {
                 server: tls.clone(),
                 held: Vec::new(),
-            },
+            })),
         })
     }
 
     /// While sniffing, decides if it can: returns the bytes to pass on now (the held ones
     /// first; none while undecided). An error: rustls would not start.
     pub(crate) fn decide<'d>(&mut self, data: &'d [u8]) -> Result<Cow<'d, [u8]>, String> {
-        let TlsState::Sniffing { server, held } = self else {
+        let TlsState::Sniffing(sniffing) = self else {
             return Ok(data.into());
         };
+        let Sniffing { server, held } = &mut **sniffing;
         let bytes: Cow<'d, [u8]> = if held.is_empty() {
             data.into()
         } else {
@@ -72,7 +79,7 @@ impl TlsState {
     pub(crate) fn pending_input(&self) -> usize {
         match self {
             TlsState::Off => 0,
-            TlsState::Sniffing { held, .. } => held.len(),
+            TlsState::Sniffing(sniffing) => sniffing.held.len(),
             TlsState::On(layer) => usize::from(layer.is_handshaking()),
         }
     }
