@@ -42,6 +42,8 @@ pub struct ClientBuilder {
     auth: Option<Bytes>,
     pubsub: Arc<TopicTable>,
     gzip_threshold: Option<usize>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::ClientTls>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -72,6 +74,8 @@ impl ClientBuilder {
             auth: None,
             pubsub,
             gzip_threshold: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -238,6 +242,10 @@ impl ClientBuilder {
         let mut targets = Vec::with_capacity(self.targets.len());
         let mut unresolved = None;
         for target in self.targets {
+            if super::dial::unix_target(&target).is_some() {
+                targets.push((target, Vec::new()));
+                continue;
+            }
             match target.to_socket_addrs() {
                 Ok(addrs) => targets.push((target, addrs.collect())),
                 Err(e) if targets.is_empty() => unresolved = Some((target, e)),
@@ -270,6 +278,8 @@ impl ClientBuilder {
             on_reconnect: self.on_reconnect,
             auth: self.auth,
             pubsub: self.pubsub,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         });
         let stream = inner
             .dial(start)
@@ -283,6 +293,16 @@ impl ClientBuilder {
             ClientError::Connect(inner.target(), why)
         })?;
         Ok(Client { inner })
+    }
+
+    /// Speaks TLS on every connection (feature `tls`): roots, server name and, for mutual
+    /// TLS, a client certificate, as [`ClientTls`](crate::ClientTls) says. The handshake
+    /// runs while connecting, so `connect` fails with rustls' reason when the server's
+    /// certificate is refused (or ours is); ALPN offers `arpc`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// This client's pub/sub handlers and password.

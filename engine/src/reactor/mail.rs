@@ -43,10 +43,14 @@ impl Reactor {
                 });
                 continue;
             }
-            let idx = self.open_conn(adoption.stream, adoption.policy, Origin::Adopted);
+            let idx = self.open_conn(
+                adoption.stream,
+                adoption.policy,
+                Origin::Adopted(adoption.tls),
+            );
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
-            let handle = ConnHandle::new(*slot.info(), self.mailbox.clone());
+            let handle = ConnHandle::new(slot.info().clone(), self.mailbox.clone());
             contain("a client's opened callback", || (adoption.opened)(handle));
         }
     }

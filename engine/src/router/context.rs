@@ -225,10 +225,16 @@ impl<'a> Context<'a> {
     pub fn peer(&self) -> SocketAddr {
         self.conn.peer
     }
+    /// The connection as hooks see it: its id, peer address and, under TLS, what the
+    /// handshake settled ([`ConnInfo::tls`]; a mutual-TLS client's verified certificate
+    /// through [`ConnInfo::peer_certificate`], for authorisation in middleware).
+    pub fn info(&self) -> &'a ConnInfo {
+        self.conn
+    }
     /// The connection, as a handle usable later and from any thread (notify or call the
     /// peer, close).
     pub fn conn(&self) -> ConnHandle {
-        ConnHandle::new(*self.conn, self.mailbox.clone())
+        ConnHandle::new(self.conn.clone(), self.mailbox.clone())
     }
 
     /// Takes over answering this Request: the returned [`Responder`] is `Send + 'static`

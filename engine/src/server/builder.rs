@@ -23,7 +23,7 @@ use crate::reactor::runtime::new_mailboxes;
 use crate::reactor::settings::ReactorSettings;
 use crate::reactor::shared::Shared;
 use crate::router::{RouteError, Router};
-use crate::server::bind::{Transport, bind_all};
+use crate::server::bind::{Transport, bind_all, bind_unix};
 use crate::transport::ws::handshake::Asset;
 use ringrpc_uring::sys;
 
@@ -332,7 +332,22 @@ impl ServerBuilder {
             .map(|_| CoreSockets::default())
             .collect();
         let mut local_addrs = Vec::new();
-        for addr in config.listen_addrs() {
+        let mut unix_files = Vec::new();
+        for (addr, websocket_only) in config
+            .listen_addrs()
+            .iter()
+            .map(|a| (a, false))
+            .chain(config.ws_listen_addrs().iter().map(|a| (a, true)))
+            .filter(|(a, _)| a.is_unix())
+        {
+            let (group, file) = bind_unix(addr, config.cores(), config.unix_mode)
+                .map_err(|e| StartError::UnixBind(addr.to_string(), e))?;
+            for (core, listener) in group.into_iter().enumerate() {
+                sockets[core].unix.push((listener, websocket_only));
+            }
+            unix_files.extend(file);
+        }
+        for addr in config.listen_addrs().iter().filter(|a| !a.is_unix()) {
             let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
                 .map_err(|(a, e)| bind_error(a, e))?;
             for (core, listener) in group.into_iter().enumerate() {
@@ -341,7 +356,7 @@ impl ServerBuilder {
             local_addrs.push(bound);
         }
         let mut ws_addrs = Vec::new();
-        for addr in config.ws_listen_addrs() {
+        for addr in config.ws_listen_addrs().iter().filter(|a| !a.is_unix()) {
             let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
                 .map_err(|(a, e)| bind_error(a, e))?;
             for (core, listener) in group.into_iter().enumerate() {
@@ -389,6 +404,7 @@ impl ServerBuilder {
             sockets,
             local_addrs,
             ws_addrs,
+            unix_files,
             udp_addr,
             shared: Arc::new(shared),
             metrics,

@@ -17,14 +17,14 @@ use ringrpc_protocol::{Frame, parse_frame};
 
 /// Runs `f` with the context of a Request carrying `payload`, as a handler would see it.
 fn with_ctx<R>(payload: &[u8], f: impl FnOnce(&Context<'_>) -> R) -> R {
-    let info = ConnInfo {
-        id: ConnId {
+    let info = ConnInfo::new(
+        ConnId {
             core: 0,
             slot: 3,
             serial: 9,
         },
-        peer: SocketAddr::from(([127, 0, 0, 1], 4000)),
-    };
+        SocketAddr::from(([127, 0, 0, 1], 4000)),
+    );
     let mut extensions = Extensions::default();
     extensions.insert(41u32);
     let extensions = Arc::new(extensions);
