@@ -196,7 +196,7 @@ impl ServerTls {
 /// use ringrpc::{Client, ClientTls};
 ///
 /// let tls = ClientTls::with_ca_file("ca.pem")?.server_name("api.example.com");
-/// let client = Client::builder(["api.example.com:8888"]).tls(tls).connect()?;
+/// let client = Client::builder("api.example.com:8888").tls(tls).connect()?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
