@@ -57,6 +57,14 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// Keeps the first route registration error, which `build`/`connect` reports.
+    fn keep_error(mut self, added: Result<(), crate::router::RouteError>) -> Self {
+        if let Err(e) = added {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
     /// Options for a connection to any one of `targets` (see [`Client::builder_multi`]).
     pub(super) fn new(targets: Vec<String>) -> ClientBuilder {
         let pubsub = Arc::new(TopicTable::default());
@@ -88,10 +96,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` for the server's calls and notifies with a typed `handler` (see
@@ -101,10 +107,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl crate::TypedHandler<Args>,
     ) -> Self {
-        if let Err(e) = self.router.add_typed(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_typed(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` for the server's calls and notifies with an async `handler`, run as
@@ -114,10 +118,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl crate::AsyncHandler<Args>,
     ) -> Self {
-        if let Err(e) = self.router.add_async(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_async(method, handler);
+        self.keep_error(added)
     }
 
     /// Makes `value` available to the [`State`](crate::State) extractor of this client's
@@ -134,10 +136,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl Fn(&mut crate::StreamContext<'_>) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_stream(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves streams the server opens to this client for `method` on a thread each (see
@@ -147,10 +147,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl Fn(crate::BiStream) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_stream_blocking(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream_blocking(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves streams the server opens to this client for `method` as async tasks on the
@@ -160,10 +158,8 @@ impl ClientBuilder {
         F: Fn(crate::BiStream) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + 'static,
     {
-        if let Err(e) = self.router.add_stream_async(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream_async(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves this client on a shared runtime instead of a reactor thread of its own; its
