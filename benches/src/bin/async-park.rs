@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
+use clap::builder::TypedValueParser;
 use hdrhistogram::Histogram;
 use ringrpc::{Config, Server, time};
 use ringrpc_protocol::{Decoder, Frame};
@@ -28,11 +29,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(about = "Memory per parked async handler, and /echo latency before and during")]
 struct Args {
-    /// Async handlers to park.
-    #[arg(long, default_value_t = 100_000)]
+    /// Async handlers to park (at least 1).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     tasks: usize,
-    /// Connections to spread them over (each holds at most 4096 at once).
-    #[arg(long, default_value_t = 32)]
+    /// Connections to spread them over (each holds at most 4096 at once; at least 1).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     conns: usize,
     /// How long to measure /echo each time.
     #[arg(long, default_value = "3", value_parser = seconds)]
