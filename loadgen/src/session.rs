@@ -16,6 +16,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::cli::config::Config;
+use crate::connect::Dialer;
 use crate::counters::Counters;
 use crate::cpu::{CpuSource, WindowCpu, process_cpu_time};
 use crate::error::RunError;
@@ -100,6 +101,11 @@ impl<'c> Session<'c> {
             reflect: config.reflect,
             udp: config.udp,
             pubsub: (config.pattern == Pattern::Pubsub).then(|| PubsubPlan::new(&config.topic)),
+            reconnect_every: config.reconnect_every,
+            dialer: match config.reconnect_every {
+                Some(_) => Some(Dialer::new(config)?),
+                None => None,
+            },
         });
         Ok(Session {
             config,
