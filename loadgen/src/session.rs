@@ -130,7 +130,14 @@ impl<'c> Session<'c> {
     pub(crate) fn monitor(&mut self, finished: &dyn Fn() -> bool) -> Monitored {
         let (config, plan, start) = (self.config, Arc::clone(&self.plan), self.start);
         let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
-        let server_sample = || config.server_pid.and_then(process_cpu_time);
+        // The server's CPU time: its process and any beside it (a proxy in front).
+        let server_sample = || {
+            let pid = config.server_pid?;
+            std::iter::once(&pid)
+                .chain(&config.also_server_pids)
+                .map(|pid| process_cpu_time(*pid))
+                .sum::<Option<Duration>>()
+        };
         let mut server_start = None;
         let mut next_tick = start + Duration::from_secs(1);
         let mut last_tick = start;

@@ -148,6 +148,8 @@ pub struct Config {
     pub rate: Option<f64>,
     /// Server process whose CPU time is reported.
     pub server_pid: Option<u32>,
+    /// `--also-server-pid`: more processes whose CPU time counts as the server's.
+    pub also_server_pids: Vec<u32>,
     /// Reflected requests count as answers.
     pub reflect: bool,
     /// Wire protocol.
@@ -238,8 +240,8 @@ impl Config {
                 ));
             }
         }
-        if let Some(pid) = cli.server_pid {
-            if crate::cpu::process_cpu_time(pid).is_none() {
+        for pid in cli.server_pid.iter().chain(&cli.also_server_pid) {
+            if crate::cpu::process_cpu_time(*pid).is_none() {
                 return usage(format!(
                     "--server-pid {pid}: no such process (or its /proc entry is unreadable)"
                 ));
@@ -296,6 +298,7 @@ impl Config {
             io: cli.io,
             rate: cli.rate,
             server_pid: cli.server_pid,
+            also_server_pids: cli.also_server_pid,
             reflect: cli.reflect,
             proto: cli.proto,
             hdr_log: cli.hdr_log,

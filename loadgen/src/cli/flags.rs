@@ -113,6 +113,10 @@ pub struct Cli {
     /// window beside the loadgen's own.
     #[arg(long, value_name = "PID", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
     pub server_pid: Option<u32>,
+    /// Another process serving the same load beside --server-pid (a TLS proxy in front of
+    /// it): its CPU time is added to the server's. May be given more than once.
+    #[arg(long, value_name = "PID", requires = "server_pid", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
+    pub also_server_pid: Vec<u32>,
     /// Accept our own request frames reflected back unchanged as answers (for a server that
     /// writes back what it receives, such as `engine --reflect`).
     #[arg(long)]
