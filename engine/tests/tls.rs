@@ -694,3 +694,29 @@ fn the_connect_hook_runs_after_the_handshake_with_the_verified_identity_over_tls
     server.join().unwrap();
     assert_eq!(gone.load(Ordering::SeqCst), 3, "one disconnect per connect");
 }
+
+#[test]
+fn openssl_s_client_sees_tls_1_3_and_alpn_arpc() {
+    if !common::have_tool("openssl") {
+        return;
+    }
+    let pki = Pki::new("openssl");
+    let (cert, key) = pki.server_cert();
+    let server = serve(Config::builder().tls(s(&cert), s(&key)).tls_required(true));
+    let addr = server.local_addr();
+    for alpn in ["arpc", "http/1.1"] {
+        let output = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "localhost", "-alpn", alpn])
+            .args(["-CAfile", &s(&pki.path("ca.pem")), "-verify_return_error"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("New, TLSv1.3"), "{text}");
+        assert!(text.contains(&format!("ALPN protocol: {alpn}")), "{text}");
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    }
+    server.handle().shutdown();
+    server.join().unwrap();
+}
