@@ -117,6 +117,10 @@ impl Dialer {
             Endpoint::Tcp(addrs) => connect(addrs, self.timeout)?,
             Endpoint::Unix(path) => TcpStream::from(OwnedFd::from(connect_unix(path)?)),
         };
+        if !self.is_unix() {
+            // Before the handshake, whose small flights Nagle would hold back.
+            stream.set_nodelay(true)?;
+        }
         let Some(tls) = &self.tls else {
             return Ok((stream, None));
         };

@@ -5,6 +5,7 @@
 //!
 //! Invariants: the handshake runs blocking on the connecting thread before a connection is
 //! handed to an I/O thread (so a reconnect's handshake is part of the I/O thread's work);
+//! every handshake is a full one (no session resumption);
 //! plaintext is sealed only after the handshake; records leave in the order sealed.
 //!
 //! Why not the engine's `ClientTls`: loadgen is published without depending on ringrpc, and
@@ -85,6 +86,9 @@ impl TlsSettings {
         };
         let mut config = builder.with_no_client_auth();
         config.alpn_protocols = vec![ALPN_ARPC.to_vec()];
+        // Every handshake a full one, as Go's tls.Dial makes without a session cache: a
+        // resumed one would skip the certificate's signature, the cost being measured.
+        config.resumption = rustls::client::Resumption::disabled();
         let server_name = ServerName::try_from(server_name.to_string())
             .map_err(|_| format!("{server_name:?} is not a valid TLS server name"))?;
         Ok(TlsSettings {
