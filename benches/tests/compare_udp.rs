@@ -45,10 +45,17 @@ fn compare_runs_the_udp_reflect_row() {
     // its tests in the same profile directory.
     let reflect = PathBuf::from(env!("CARGO_BIN_EXE_peer-udp-reflect"));
     assert_eq!(reflect.parent(), Some(bin_dir.as_path()));
-    let servers = select(servers_for(CompareTransport::Udp), Some("udp-reflect")).unwrap();
+    let servers = select(
+        servers_for(CompareTransport::Udp),
+        vec![],
+        Some("udp-reflect"),
+    )
+    .unwrap();
     let cpus = core_count();
     let runner = Runner {
         bin_dir,
+        work_dir: std::env::temp_dir(),
+        certificate: None,
         load: LoadShape {
             conns: 4,
             per_conn: 4,

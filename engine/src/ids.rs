@@ -50,9 +50,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer came over a Unix domain socket.
     pub unix: bool,
-    /// What the TLS handshake settled, once it has finished (feature `tls`); `None` for a
-    /// plaintext connection and, on a TLS one, for hooks that run before the handshake
-    /// ends (`on_connect`). Handlers and middleware of a TLS connection always see it.
+    /// What the TLS handshake settled (feature `tls`); `None` for a plaintext connection.
+    /// The connect hook, handlers and middleware of a TLS connection always see it: on a
+    /// port that serves TLS, `on_connect` runs once the handshake is done.
     pub tls: Option<Arc<TlsInfo>>,
 }
 

@@ -194,6 +194,10 @@ impl TlsClient {
         self.tls
             .write_all(&Frame::request(seq, method.to_string(), payload.to_vec()).to_bytes())?;
         self.tls.flush()?;
+        self.recv()
+    }
+
+    fn recv(&mut self) -> std::io::Result<Frame> {
         loop {
             if let Some(f) = Decoder::default().decode(&mut self.buf).unwrap() {
                 return Ok(f);
@@ -572,6 +576,147 @@ fn unix_sockets_serve_plaintext_and_tls_replace_stale_files_and_clean_up() {
         b"@"
     );
     drop(client);
+    server.handle().shutdown();
+    server.join().unwrap();
+}
+
+/// What the connect hook saw: whether TLS had settled and the client certificate's CN.
+type Announced = (bool, Option<String>);
+
+#[test]
+fn the_connect_hook_runs_after_the_handshake_with_the_verified_identity_over_tls_and_wss() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    let pki = Pki::new("hook");
+    let (cert, key) = pki.server_cert();
+    let (alice, alice_key) = pki.issue("alice", "alice", &[], KeyPair::generate().unwrap(), false);
+    let (seen, announced) = mpsc::channel::<Announced>();
+    let gone = Arc::new(AtomicUsize::new(0));
+    let gone_in_hook = gone.clone();
+    let config = Config::builder()
+        .tls(s(&cert), s(&key))
+        .tls_client_ca(Some(s(&pki.path("ca.pem"))))
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .route("/whoami", whoami)
+        .on_connect(move |conn| {
+            let info = conn.info();
+            let cn = info.peer_certificate().and_then(|p| p.common_name.clone());
+            let _ = seen.send((info.tls.is_some(), cn));
+            // A greeting pushed at once must reach the peer inside its TLS session (not to
+            // a WebSocket peer, whose upgrade has yet to come).
+            let alpn = info.tls.as_ref().and_then(|tls| tls.alpn.as_deref());
+            if alpn != Some("http/1.1") {
+                let _ = conn.notify("/hello", b"hi");
+            }
+        })
+        .on_disconnect(move |_, _| {
+            gone_in_hook.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let ca = pki.path("ca.pem");
+    let next = || {
+        announced
+            .recv_timeout(IO_TIMEOUT)
+            .expect("the connect hook ran")
+    };
+
+    // arpc over mutual TLS: the hook sees alice, and its greeting arrives encrypted.
+    let mut tls = TlsClient::connect(addr, client_config(&ca, Some((&alice, &alice_key)), &[]))
+        .expect("handshake");
+    assert_eq!(next(), (true, Some("alice".to_string())));
+    let hello = tls.call(1, "/echo", b"after").unwrap();
+    assert_eq!(&hello.payload[..], b"hi", "the greeting comes first");
+    assert_eq!(&tls.recv().unwrap().payload[..], b"after");
+
+    // WebSocket over the same TLS (wss://): the same identity, before the upgrade.
+    let wss = TlsClient::connect(
+        addr,
+        client_config(&ca, Some((&alice, &alice_key)), &[b"http/1.1"]),
+    )
+    .expect("handshake");
+    assert_eq!(next(), (true, Some("alice".to_string())));
+    let (mut ws, response) =
+        tungstenite::client(format!("wss://localhost:{}/ws", addr.port()), wss.tls).unwrap();
+    assert_eq!(response.status(), 101);
+    let request = Frame::request(1, "/whoami", Vec::new()).to_bytes();
+    ws.send(tungstenite::Message::Binary(request)).unwrap();
+    let answer = loop {
+        match ws.read().unwrap() {
+            tungstenite::Message::Binary(b) => break b,
+            _ => continue,
+        }
+    };
+    let answer = Decoder::default()
+        .decode(&mut BytesMut::from(&answer[..]))
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer
+            .payload
+            .ends_with(b"cn=alice uris=[\"spiffe://acme/alice\"]")
+    );
+
+    // Plaintext on the same port is announced once its first bytes say so, without TLS.
+    let mut plain = RawClient::connect(addr);
+    plain.send(&Frame::request(1, "/echo", b"plain".to_vec()));
+    assert_eq!(next(), (false, None));
+    assert_eq!(&plain.recv().payload[..], b"hi");
+    assert_eq!(&plain.recv().payload[..], b"plain");
+
+    // A handshake that fails is never announced, and so never said to be gone.
+    let other = Pki::new("hook-other");
+    let (mallory, mallory_key) = other.issue(
+        "mallory",
+        "mallory",
+        &[],
+        KeyPair::generate().unwrap(),
+        false,
+    );
+    let refused = TlsClient::connect(
+        addr,
+        client_config(&ca, Some((&mallory, &mallory_key)), &[]),
+    )
+    .and_then(|mut c| c.call(1, "/echo", b"x"));
+    assert!(refused.is_err(), "served: {refused:?}");
+    assert!(announced.recv_timeout(Duration::from_millis(300)).is_err());
+
+    drop((tls, ws, plain));
+    server.handle().shutdown();
+    server.join().unwrap();
+    assert_eq!(gone.load(Ordering::SeqCst), 3, "one disconnect per connect");
+}
+
+#[test]
+fn openssl_s_client_sees_tls_1_3_and_alpn_arpc() {
+    if !common::have_tool("openssl") {
+        return;
+    }
+    let pki = Pki::new("openssl");
+    let (cert, key) = pki.server_cert();
+    let server = serve(Config::builder().tls(s(&cert), s(&key)).tls_required(true));
+    let addr = server.local_addr();
+    for alpn in ["arpc", "http/1.1"] {
+        let output = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "localhost", "-alpn", alpn])
+            .args(["-CAfile", &s(&pki.path("ca.pem")), "-verify_return_error"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("New, TLSv1.3"), "{text}");
+        assert!(text.contains(&format!("ALPN protocol: {alpn}")), "{text}");
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    }
     server.handle().shutdown();
     server.join().unwrap();
 }

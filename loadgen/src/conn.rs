@@ -5,7 +5,8 @@
 //!
 //! Invariants:
 //! - `in_flight` counts the units of outstanding requests that have not timed out.
-//! - Output goes out as `segments`, then `tx`.
+//! - Output goes out as `segments`, then `tx`. Under TLS, `segments` holds sealed records
+//!   and `tx` plaintext not yet sealed (payloads are then never sent by reference).
 //! - While an echo is checked as it arrives (`incoming`), `rx` holds nothing: the echo's
 //!   bytes come first in every read until it is complete.
 
@@ -24,6 +25,7 @@ use crate::arriving_echo::Incoming;
 use crate::pattern::{Pattern, write_stream_frame};
 use crate::payload_frame::{self, put_payload_frame};
 use crate::pubsub::publication;
+use crate::tls::TlsSession;
 use crate::window::{FORGET_AFTER_TIMEOUTS, Schedule, SeqHasher};
 use crate::worker::{Plan, RequestWindow, WorkerState};
 
@@ -82,6 +84,10 @@ pub(crate) struct Connection {
     ws: Option<Box<crate::ws::Unwrapper>>,
     /// Open loop: when the next request is due; `None` in the closed loop.
     schedule: Option<Schedule>,
+    /// `--tls`: the connection's TLS, its handshake done.
+    tls: Option<Box<TlsSession>>,
+    /// Calls sent on this connection (for `--reconnect-every`).
+    calls_sent: u64,
 }
 
 impl Connection {
@@ -101,7 +107,36 @@ impl Connection {
             idle_streams: Vec::new(),
             ws: None,
             schedule,
+            tls: None,
+            calls_sent: 0,
         }
+    }
+
+    /// From now on, frames travel under `tls` (its handshake done).
+    pub(crate) fn use_tls(&mut self, tls: Option<TlsSession>) {
+        self.tls = tls.map(Box::new);
+    }
+
+    /// Under `--reconnect-every`: every call due on this connection is answered, so a new
+    /// connection takes its place (not past the deadline).
+    pub(crate) fn wants_reconnect(&self, now: Instant, plan: &Plan) -> bool {
+        self.open
+            && now < plan.deadline
+            && self.in_flight == 0
+            && plan.reconnect_every.is_some_and(|n| self.calls_sent >= n)
+    }
+
+    /// Goes on over a new connection: `stream` (for `--io std`; `None` when io_uring has
+    /// it) under `tls`. Requests still pending had timed out; their answers cannot come.
+    pub(crate) fn reopen(&mut self, stream: Option<TcpStream>, tls: Option<TlsSession>) {
+        self.stream = stream;
+        self.use_tls(tls);
+        self.segments.clear();
+        self.incoming = None;
+        self.rx.clear();
+        self.tx.clear();
+        self.pending.clear();
+        self.calls_sent = 0;
     }
 
     /// From now on, frames travel in WebSocket messages (the upgrade is done).
@@ -132,11 +167,26 @@ impl Connection {
     /// holds) are sent from the pattern itself ([`payload_frame::put_call`]);
     /// [`Connection::take_output`] hands them out as segments of their own.
     pub(crate) fn send_by_reference(&mut self) {
-        self.send_by_reference = true;
+        self.send_by_reference = self.tls.is_none();
+    }
+
+    /// Under TLS: seals what `tx` holds into records at the end of `segments`.
+    fn seal_tx(&mut self) {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        if !self.tx.is_empty() {
+            tls.seal([&self.tx[..]]);
+            self.tx.clear();
+        }
+        if let Some(records) = tls.take_sealed() {
+            self.segments.push(records);
+        }
     }
 
     /// Encoded requests waiting to be written, appended to `batch` for a vectored send.
     pub(crate) fn take_output(&mut self, batch: &mut Vec<Bytes>) {
+        self.seal_tx();
         batch.append(&mut self.segments);
         if !self.tx.is_empty() {
             batch.push(self.tx.split().freeze());
@@ -187,7 +237,8 @@ impl Connection {
             return 0;
         }
         let mut queued = 0;
-        while self.in_flight < plan.per_conn {
+        let calls_allowed = plan.reconnect_every.unwrap_or(u64::MAX);
+        while self.in_flight < plan.per_conn && self.calls_sent < calls_allowed {
             let sent_at = match self.schedule.as_mut() {
                 None => now,
                 Some(s) if s.next <= now && s.next < plan.deadline => {
@@ -227,6 +278,7 @@ impl Connection {
         };
         let (key, pending) = match plan.pattern {
             Pattern::Call => {
+                self.calls_sent += 1;
                 let seq = next();
                 payload_frame::put_call(
                     &mut self.tx,
@@ -302,6 +354,12 @@ impl Connection {
     /// Writes queued bytes until done or the socket pushes back (would-block, or the blocking
     /// mode's short write timeout), so a full send buffer never stops us reading answers.
     fn flush(&mut self) -> Result<(), String> {
+        if self.stream.is_none() {
+            return Ok(());
+        }
+        if self.tls.is_some() {
+            return self.flush_sealed();
+        }
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
@@ -309,6 +367,27 @@ impl Connection {
             match stream.write(&self.tx) {
                 Ok(0) => return Err("write returned 0 bytes: connection closed".into()),
                 Ok(n) => self.tx.advance(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Connection::flush`] under TLS: seals `tx`, then writes the records in order.
+    fn flush_sealed(&mut self) -> Result<(), String> {
+        self.seal_tx();
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while let Some(records) = self.segments.first_mut() {
+            match stream.write(records) {
+                Ok(0) => return Err("write returned 0 bytes: connection closed".into()),
+                Ok(n) if n == records.len() => {
+                    self.segments.remove(0);
+                }
+                Ok(n) => records.advance(n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
                 Err(e) => return Err(format!("write failed: {e}")),
@@ -416,6 +495,7 @@ impl Connection {
         self.tx.clear();
         self.incoming = None;
         self.stream = None;
+        self.tls = None;
         self.open = false;
     }
 }

@@ -53,6 +53,7 @@ pub mod report;
 mod run;
 mod session;
 mod std_worker;
+pub mod tls;
 mod udp;
 mod uring;
 mod window;

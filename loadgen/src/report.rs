@@ -78,6 +78,8 @@ pub struct RunConfig {
     pub reflect: bool,
     /// The server process whose CPU time was measured.
     pub server_pid: Option<u32>,
+    /// Processes whose CPU time was added to the server's (`--also-server-pid`).
+    pub also_server_pids: Vec<u32>,
 }
 
 /// Request outcomes. Every measured request (sent) ends as exactly one of answered, errors,
@@ -366,6 +368,7 @@ impl Report {
                 rate: config.rate,
                 reflect: config.reflect,
                 server_pid: config.server_pid,
+                also_server_pids: config.also_server_pids.clone(),
             },
             success: failures.is_empty(),
             counts,

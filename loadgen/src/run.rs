@@ -5,7 +5,6 @@
 //! Invariant: both protocols run inside one [`Session`], so they share the phase edges
 //! (warmup, measured window, drain), the progress line, CPU sampling and the report.
 
-use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use crate::cli::config::Config;
 use crate::cli::flags::{IoMode, Proto, Transport};
 use crate::conn::Connection;
-use crate::connect::{connect, resolve};
+use crate::connect::{Dialer, resolve};
 use crate::counters::Counters;
 use crate::cpu::CpuSource;
 use crate::error::RunError;
@@ -25,13 +24,11 @@ use crate::pubsub::subscribers::{Subscribers, authenticate_publisher};
 use crate::report::Report;
 use crate::session::Session;
 use crate::std_worker::run_std_worker;
+use crate::tls::TlsSession;
 use crate::udp::{UdpConn, connect_udp, run_udp_worker};
 use crate::uring::run_uring_worker;
 use crate::window::Schedule;
 use crate::worker::{Plan, Shared, WorkerOutput};
-
-/// Longest a blocking read or write waits before the thread re-checks deadlines and timeouts.
-const BLOCKING_POLL: Duration = Duration::from_millis(10);
 
 /// Connects, applies the load described by `config`, and reports what happened.
 pub fn run(config: &Config) -> Result<Report, RunError> {
@@ -56,7 +53,7 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
     if config.transport == Transport::Udp {
         return run_udp(config, hdr_log);
     }
-    let addrs = resolve(config)?;
+    let dialer = Dialer::new(config)?;
     let connect_error = |cause| RunError::Connect {
         target: config.target.clone(),
         proto: Proto::Arpc,
@@ -73,13 +70,14 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
                 };
                 Some(Subscribers::start(&other, &resolve(&other)?)?)
             }
-            None => Some(Subscribers::start(config, &addrs)?),
+            None => Some(Subscribers::start(config, &resolve(config)?)?),
         },
         _ => None,
     };
-    let mut groups: Vec<Vec<TcpStream>> = (0..config.threads).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<(TcpStream, Option<TlsSession>)>> =
+        (0..config.threads).map(|_| Vec::new()).collect();
     for i in 0..config.conns {
-        let mut stream = connect(&addrs, config.timeout).map_err(connect_error)?;
+        let (mut stream, tls) = dialer.dial().map_err(connect_error)?;
         if config.transport == Transport::Ws {
             stream
                 .set_read_timeout(Some(config.timeout))
@@ -91,7 +89,7 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
         if subscribers.is_some() {
             authenticate_publisher(&mut stream, i, config)?;
         }
-        groups[i % config.threads].push(stream);
+        groups[i % config.threads].push((stream, tls));
     }
     let mut session = Session::begin(config, CpuSource::detect(), hdr_log)?;
     let start = session.start;
@@ -108,13 +106,16 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
         let blocking = config.io == IoMode::Std && group.len() == 1;
         let nonblocking = config.io == IoMode::Std && group.len() > 1;
         let mut conns = Vec::with_capacity(group.len());
-        for stream in group {
-            configure(&stream, blocking, nonblocking).map_err(connect_error)?;
+        for (stream, tls) in group {
+            dialer
+                .configure(&stream, blocking, nonblocking)
+                .map_err(connect_error)?;
             let schedule = interval.map(|interval| Schedule {
                 next: start + interval.mul_f64(next_id as f64 / config.conns as f64),
                 interval,
             });
             let mut conn = Connection::new(next_id, stream, schedule);
+            conn.use_tls(tls);
             if config.transport == Transport::Ws {
                 conn.use_websocket();
             }
@@ -224,13 +225,4 @@ fn finish(
         .map(|subs| subs.drain(&published_ok, session.config.timeout))
         .transpose()?;
     session.conclude(&counters, workers_cpu, monitored, pubsub)
-}
-
-fn configure(stream: &TcpStream, blocking: bool, nonblocking: bool) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    if blocking {
-        stream.set_read_timeout(Some(BLOCKING_POLL))?;
-        stream.set_write_timeout(Some(BLOCKING_POLL))?;
-    }
-    stream.set_nonblocking(nonblocking)
 }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::cli::config::Config;
+use crate::connect::Dialer;
 use crate::counters::Counters;
 use crate::cpu::{CpuSource, WindowCpu, process_cpu_time};
 use crate::error::RunError;
@@ -100,6 +101,11 @@ impl<'c> Session<'c> {
             reflect: config.reflect,
             udp: config.udp,
             pubsub: (config.pattern == Pattern::Pubsub).then(|| PubsubPlan::new(&config.topic)),
+            reconnect_every: config.reconnect_every,
+            dialer: match config.reconnect_every {
+                Some(_) => Some(Dialer::new(config)?),
+                None => None,
+            },
         });
         Ok(Session {
             config,
@@ -124,7 +130,14 @@ impl<'c> Session<'c> {
     pub(crate) fn monitor(&mut self, finished: &dyn Fn() -> bool) -> Monitored {
         let (config, plan, start) = (self.config, Arc::clone(&self.plan), self.start);
         let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
-        let server_sample = || config.server_pid.and_then(process_cpu_time);
+        // The server's CPU time: its process and any beside it (a proxy in front).
+        let server_sample = || {
+            let pid = config.server_pid?;
+            std::iter::once(&pid)
+                .chain(&config.also_server_pids)
+                .map(|pid| process_cpu_time(*pid))
+                .sum::<Option<Duration>>()
+        };
         let mut server_start = None;
         let mut next_tick = start + Duration::from_secs(1);
         let mut last_tick = start;

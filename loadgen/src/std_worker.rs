@@ -24,7 +24,18 @@ pub(crate) fn run_std_worker(
         let now = Instant::now();
         cpu.observe(now);
         let mut progressed = false;
+        let lone = conns.len() == 1;
         for conn in conns.iter_mut().filter(|c| !c.is_done(now, plan)) {
+            if let Some(dialer) = plan
+                .dialer
+                .as_ref()
+                .filter(|_| conn.wants_reconnect(now, plan))
+            {
+                match dialer.redial(lone, !lone) {
+                    Ok((socket, tls)) => conn.reopen(Some(socket), tls),
+                    Err(e) => conn.fail(format!("reconnect failed: {e}"), &mut state),
+                }
+            }
             progressed |= conn.step(now, plan, &mut state);
         }
         let now = Instant::now();

@@ -6,6 +6,8 @@
 //! partial send goes out before anything queued after it; a failed connection's recv is
 //! cancelled and its ring handle dropped (the ring closes the socket after the recv's final
 //! completion); the ring (dropped last) cancels and waits for whatever is still in flight.
+//! Each op's tag carries its connection's index and generation (bumped by a
+//! `--reconnect-every` reconnect), so a closed socket's late completions are dropped.
 
 use std::io;
 use std::time::Instant;
@@ -36,6 +38,18 @@ struct ConnIo {
     /// The rest of a partial send, sent before anything newer.
     unsent: Vec<Bytes>,
     spare: Vec<Bytes>,
+    /// Which socket of this connection's slot the ops are for (see [`op_tag`]).
+    generation: u32,
+}
+
+/// The tag of connection `i`'s ops on its current socket.
+fn op_tag(i: usize, io: &ConnIo) -> u64 {
+    (u64::from(io.generation) << 32) | i as u64
+}
+
+/// Connection index and generation of a tag.
+fn split_tag(tag: u64) -> (usize, u32) {
+    ((tag & u64::from(u32::MAX)) as usize, (tag >> 32) as u32)
 }
 
 /// The connections to visit next turn, each once.
@@ -94,15 +108,8 @@ pub(crate) fn run_uring_worker(
         let Some(stream) = conn.take_stream() else {
             continue;
         };
-        let fd = SharedFd::from(stream);
         conn.send_by_reference();
-        match ring.recv_multi(&fd, i as u64) {
-            Ok(id) => {
-                io[i].recv = Some(id);
-                io[i].fd = Some(fd);
-            }
-            Err(e) => conn.fail(format!("cannot arm recv: {e}"), &mut state),
-        }
+        start_recv(&mut ring, conn, &mut io[i], i, stream, &mut state);
     }
     let mut cpu = WindowCpu::new(plan.cpu_source, plan.measure_start, plan.deadline);
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
@@ -121,6 +128,9 @@ pub(crate) fn run_uring_worker(
         touched.take(&mut visit);
         for &i in &visit {
             let conn = &mut conns[i];
+            if !io[i].sending && conn.wants_reconnect(now, plan) {
+                reconnect(&mut ring, conn, &mut io[i], i, plan, &mut state);
+            }
             if !conn.is_done(now, plan) {
                 conn.fill_window(now, plan, &mut state);
             }
@@ -147,7 +157,11 @@ pub(crate) fn run_uring_worker(
             .map_err(|e| format!("io_uring_enter failed: {e}"))?;
         let received_at = Instant::now();
         for cqe in cqes.drain(..) {
-            let i = cqe.tag() as usize;
+            let (i, generation) = split_tag(cqe.tag());
+            if generation != io[i].generation {
+                // A closed socket's: its buffers and batch go back as `cqe` drops.
+                continue;
+            }
             touched.mark(i);
             match cqe.kind() {
                 OpKind::Recv => on_recv(
@@ -193,7 +207,7 @@ fn start_send(
         io.spare = batch;
         return;
     }
-    match ring.send(fd, i as u64, batch) {
+    match ring.send(fd, op_tag(i, io), batch) {
         Ok(_) => io.sending = true,
         Err(e) => fail(
             ring,
@@ -256,11 +270,58 @@ fn on_recv(
     }
     if io.recv.is_none() {
         if let Some(fd) = io.fd.as_ref() {
-            match ring.recv_multi(fd, i as u64) {
+            match ring.recv_multi(fd, op_tag(i, io)) {
                 Ok(id) => io.recv = Some(id),
                 Err(e) => fail(ring, conn, io, format!("cannot re-arm recv: {e}"), state),
             }
         }
+    }
+}
+
+/// Hands `stream` to the ring and arms its multishot recv.
+fn start_recv(
+    ring: &mut Ring,
+    conn: &mut Connection,
+    io: &mut ConnIo,
+    i: usize,
+    stream: std::net::TcpStream,
+    state: &mut WorkerState,
+) {
+    let fd = SharedFd::from(stream);
+    match ring.recv_multi(&fd, op_tag(i, io)) {
+        Ok(id) => {
+            io.recv = Some(id);
+            io.fd = Some(fd);
+        }
+        Err(e) => conn.fail(format!("cannot arm recv: {e}"), state),
+    }
+}
+
+/// `--reconnect-every`: closes the connection's socket (its recv cancelled, its late
+/// completions dropped by generation) and goes on over a new one.
+fn reconnect(
+    ring: &mut Ring,
+    conn: &mut Connection,
+    io: &mut ConnIo,
+    i: usize,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    let Some(dialer) = plan.dialer.as_ref() else {
+        return;
+    };
+    if let Some(recv) = io.recv.take() {
+        let _ = ring.cancel(recv);
+    }
+    io.fd = None;
+    io.unsent.clear();
+    io.generation = io.generation.wrapping_add(1);
+    match dialer.redial(false, false) {
+        Ok((stream, tls)) => {
+            conn.reopen(None, tls);
+            start_recv(ring, conn, io, i, stream, state);
+        }
+        Err(e) => conn.fail(format!("reconnect failed: {e}"), state),
     }
 }
 

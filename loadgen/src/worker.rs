@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use ringrpc_protocol::Decoder;
 
 use crate::cli::config::UdpSettings;
+use crate::connect::Dialer;
 use crate::counters::Counters;
 use crate::cpu::CpuSource;
 use crate::pattern::Pattern;
@@ -49,6 +50,10 @@ pub(crate) struct Plan {
     pub udp: Option<UdpSettings>,
     /// `--pattern pubsub`: the topic and the clock publications carry.
     pub pubsub: Option<PubsubPlan>,
+    /// `--reconnect-every`: calls per connection before a new one takes its place.
+    pub reconnect_every: Option<u64>,
+    /// Opens the new connections of `--reconnect-every`.
+    pub dialer: Option<Dialer>,
 }
 
 /// What a worker publishes while running, for the progress line and the final merge.

@@ -125,6 +125,46 @@ fn server_cpu_is_reported_per_request_for_a_server_pid() {
 }
 
 #[test]
+fn a_process_beside_the_server_adds_its_cpu_time() {
+    let server = engine(false);
+    // An idle process stands for the server, one burning CPU for a proxy in front of it.
+    let mut idle = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = idle.id().to_string();
+    let mut busy = std::process::Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let also = busy.id().to_string();
+    let report = load(
+        server.local_addr(),
+        &[
+            "--conns",
+            "2",
+            "--server-pid",
+            &pid,
+            "--also-server-pid",
+            &also,
+        ],
+    );
+    for child in [&mut busy, &mut idle] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_clean(&report);
+    assert_eq!(report.config.also_server_pids, [busy.id()]);
+    // The busy process's CPU time in the 1 s window is counted; the idle one has next to none.
+    let total_ms = report.server_cpu_total_ms.expect("server CPU measured");
+    assert!(total_ms > 100.0, "{total_ms} ms");
+    assert!(report.render_text().contains(&format!(" + {also})")));
+    let alone = Cli::try_parse_from(["loadgen", "--also-server-pid", &also]);
+    assert!(alone.is_err(), "--also-server-pid needs --server-pid");
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn every_pattern_against_the_engine_accounts_for_every_unit() {
     let server = engine(false);
     for (pattern, io) in [

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use ringrpc_benches::compare::certs::make_certificate;
 use ringrpc_benches::compare::chart::{CpuPanel, write_cpu_chart};
 use ringrpc_benches::compare::chart::{LatencyCurve, write_latency_chart};
 use ringrpc_benches::compare::idle::{IdleOutcome, IdleRss};
@@ -16,7 +17,8 @@ use ringrpc_benches::compare::matrix::{
 };
 use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_quote};
 use ringrpc_benches::compare::servers::{
-    CompareTransport, EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, extra_server, select, servers_for,
+    CompareTransport, EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, extra_server, opt_in_servers,
+    select, servers_for,
 };
 use ringrpc_benches::compare::settings::{LoadShape, Pinning, utc_timestamp};
 use ringrpc_benches::compare::summary::{
@@ -122,7 +124,10 @@ struct Cli {
     /// engine's /echo/async), reflect (the engine's --reflect), peer-reflect (the epoll
     /// floor), peer-tokio, peer-tokio-uring,
     /// grpc-echo and the external server's name (tcp);
-    /// engine-udp, udp-reflect (udp) [default: all of them].
+    /// engine-udp, udp-reflect (udp) [default: all of them]. Only when named: engine-tls
+    /// (the engine with a certificate compare makes), haproxy-tls (HAProxy terminating TLS
+    /// in front of the engine; server CPU is both processes'), engine-unix (the engine on a
+    /// Unix socket).
     #[arg(long)]
     servers: Option<String>,
     /// Rows offered: `tcp` the TCP servers; `udp` the engine's UDP endpoint
@@ -178,14 +183,23 @@ fn compare(cli: &Cli) -> Result<(), String> {
     if matrix && cli.transport != CompareTransport::Tcp {
         return Err("--matrix and --idle-rss run TCP servers only: leave out --transport".into());
     }
-    let servers = select(available, cli.servers.as_deref())?;
+    let servers = select(available, opt_in_servers(), cli.servers.as_deref())?;
     let duration = cli.duration.unwrap_or(if matrix {
         MATRIX_DURATION
     } else {
         DEFAULT_DURATION
     });
     let warmup = cli.warmup.unwrap_or(DEFAULT_WARMUP);
+    let out = cli.out.clone().unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let certificate = servers
+        .iter()
+        .any(|s| s.launch.needs_certificate())
+        .then(|| make_certificate(&out))
+        .transpose()?;
     let runner = Runner {
+        work_dir: out.clone(),
+        certificate,
         bin_dir: cli.bin_dir.clone(),
         load: LoadShape {
             conns: cli.conns as usize,
@@ -209,8 +223,6 @@ fn compare(cli: &Cli) -> Result<(), String> {
     }
     check_taskset(cli.server_cpu)?;
     check_taskset(cli.loadgen_cpu)?;
-    let out = cli.out.clone().unwrap_or_else(default_out_dir);
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
 
     let machine = Machine::detect();
     let command_line = std::env::args()

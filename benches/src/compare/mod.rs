@@ -6,6 +6,7 @@
 //! server's runs and their median) and [`markdown`] (table text) are leaves that
 //! [`targets`], [`table`], [`summary`], [`matrix`] and the rest build on.
 
+pub mod certs;
 pub mod chart;
 pub mod idle;
 pub mod loadgen_report;

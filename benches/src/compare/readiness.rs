@@ -1,6 +1,6 @@
 //! When a started server is ready: its `listening on ADDR` announcement on stdout (bundled
-//! servers pick their own port), a TCP connect that succeeds, or an answered arpc datagram
-//! (UDP servers, which are given a free port).
+//! servers pick their own port), a TCP (or Unix socket) connect that succeeds, or an
+//! answered arpc datagram (UDP servers, which are given a free port).
 //!
 //! Invariant: every wait ends within [`READY_TIMEOUT`], or as soon as the server exits, with
 //! a message that says which.
@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::Child;
 use std::sync::mpsc;
 use std::thread;
@@ -86,6 +88,27 @@ pub(crate) fn wait_until_accepting(child: &mut Child, addr: SocketAddr) -> Resul
     }
     Err(format!(
         "server did not accept TCP connections on {addr} within {READY_TIMEOUT:?}"
+    ))
+}
+
+/// Waits until the server's Unix socket at `path` accepts connections.
+pub(crate) fn wait_until_accepting_unix(child: &mut Child, path: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "server exited ({status}) before accepting on {}",
+                path.display()
+            ));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "server did not accept connections on {} within {READY_TIMEOUT:?}",
+        path.display()
     ))
 }
 

@@ -3,6 +3,7 @@
 //! stopped is `process`'s, when a server is ready `readiness`'s, and the idle-memory
 //! measurement `runner::idle_rss`'s.
 
+mod haproxy;
 mod idle_rss;
 
 use std::fs::File;
@@ -12,16 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::certs::Certificate;
 use super::loadgen_report::LoadgenReport;
 use super::process::{CapturedOutput, abandon, command_line, run_with_deadline, stop};
 pub use super::process::{failure_excerpt, shell_quote};
 pub use super::readiness::announced_address;
 use super::readiness::{
     forward_lines, free_port, free_udp_port, wait_for_announcement, wait_until_accepting,
-    wait_until_answering_udp,
+    wait_until_accepting_unix, wait_until_answering_udp,
 };
 use super::results::RunOutcome;
-use super::servers::{Launch, PORT_PLACEHOLDER, ServerSpec};
+use super::servers::{Launch, PORT_PLACEHOLDER, SOCKET_PLACEHOLDER, ServerSpec};
 use super::settings::{LoadShape, Pinning, loadgen_duration};
 
 /// loadgen's own `--timeout`, the longest it waits for an answer.
@@ -35,6 +37,10 @@ pub struct Runner {
     pub bin_dir: PathBuf,
     pub load: LoadShape,
     pub pinning: Pinning,
+    /// Where runs keep their Unix sockets and HAProxy configurations.
+    pub work_dir: PathBuf,
+    /// What the TLS rows serve (made at start when one is selected).
+    pub certificate: Option<Certificate>,
 }
 
 /// Output files of one run.
@@ -52,7 +58,23 @@ pub struct RunFiles {
 #[derive(Debug)]
 struct RunningServer {
     child: Child,
-    addr: SocketAddr,
+    /// Its TCP address (`None` on a Unix socket).
+    addr: Option<SocketAddr>,
+    /// What loadgen's `--target` is.
+    target: String,
+    /// A server behind `child` (HAProxy's backend), stopped after it; its CPU counts too.
+    backend: Option<Child>,
+}
+
+impl RunningServer {
+    fn tcp(child: Child, addr: SocketAddr) -> RunningServer {
+        RunningServer {
+            child,
+            addr: Some(addr),
+            target: addr.to_string(),
+            backend: None,
+        }
+    }
 }
 
 /// Fails with a clear message unless `taskset` exists and can pin to `cpu`.
@@ -84,7 +106,11 @@ impl Runner {
     pub fn missing_binaries(&self, servers: &[ServerSpec]) -> Vec<PathBuf> {
         let mut needed = vec!["loadgen"];
         for spec in servers {
-            if let Launch::Bundled { binary, .. } | Launch::BundledUdp { binary, .. } = spec.launch
+            if let Launch::Bundled { binary, .. }
+            | Launch::BundledUdp { binary, .. }
+            | Launch::BundledTls { binary, .. }
+            | Launch::BundledUnix { binary, .. }
+            | Launch::HaproxyTls { binary, .. } = spec.launch
             {
                 if !needed.contains(&binary) {
                     needed.push(binary);
@@ -106,9 +132,38 @@ impl Runner {
             Launch::Bundled {
                 binary,
                 args: server_args,
+            }
+            | Launch::HaproxyTls {
+                binary,
+                args: server_args,
             } => {
                 args.push(self.binary(binary).display().to_string());
                 args.extend(server_args.iter().map(|a| a.to_string()));
+            }
+            Launch::BundledTls {
+                binary,
+                args: server_args,
+            } => {
+                args.push(self.binary(binary).display().to_string());
+                args.extend(server_args.iter().map(|a| a.to_string()));
+                if let Some(certificate) = &self.certificate {
+                    args.push("--tls-cert".into());
+                    args.push(certificate.cert.display().to_string());
+                    args.push("--tls-key".into());
+                    args.push(certificate.key.display().to_string());
+                }
+            }
+            Launch::BundledUnix {
+                binary,
+                args: server_args,
+            } => {
+                let socket = self.socket_path(spec).display().to_string();
+                args.push(self.binary(binary).display().to_string());
+                args.extend(
+                    server_args
+                        .iter()
+                        .map(|a| a.replace(SOCKET_PLACEHOLDER, &socket)),
+                );
             }
             Launch::BundledUdp {
                 binary,
@@ -130,12 +185,19 @@ impl Runner {
         ("taskset".into(), args)
     }
 
-    /// loadgen's program and arguments against `target`, server `pid`, writing `json`.
+    /// The Unix socket a [`Launch::BundledUnix`] row listens on.
+    fn socket_path(&self, spec: &ServerSpec) -> PathBuf {
+        self.work_dir.join(format!("{}.sock", spec.name))
+    }
+
+    /// loadgen's program and arguments against `target`, server `pid` (and `also` beside
+    /// it), writing `json`.
     fn loadgen_command(
         &self,
         spec: &ServerSpec,
         target: &str,
         pid: &str,
+        also: Option<&str>,
         json: &str,
     ) -> (String, Vec<String>) {
         let load = &self.load;
@@ -168,6 +230,9 @@ impl Runner {
             "--server-pid".into(),
             pid.into(),
         ];
+        if let Some(also) = also {
+            args.extend(["--also-server-pid".into(), also.into()]);
+        }
         args.extend(spec.loadgen_args.iter().map(|a| a.to_string()));
         ("taskset".into(), args)
     }
@@ -175,13 +240,30 @@ impl Runner {
     /// Markdown naming the commands of one run of `spec`, with ADDR and PID left symbolic.
     pub fn describe_run(&self, spec: &ServerSpec) -> String {
         let (program, args) = self.server_command(spec, "PORT");
-        let server = command_line(&program, &args);
+        let mut server = command_line(&program, &args);
         let target = match spec.launch {
-            Launch::Bundled { .. } => "ADDR",
-            Launch::External { .. } | Launch::BundledUdp { .. } => "127.0.0.1:PORT",
+            Launch::Bundled { .. } | Launch::BundledTls { .. } => "ADDR".to_string(),
+            Launch::BundledUnix { .. } => format!("unix:{}", self.socket_path(spec).display()),
+            Launch::External { .. } | Launch::BundledUdp { .. } | Launch::HaproxyTls { .. } => {
+                "127.0.0.1:PORT".to_string()
+            }
         };
-        let (program, args) =
-            self.loadgen_command(spec, target, "PID", &format!("{}-roundN.json", spec.name));
+        let also = matches!(spec.launch, Launch::HaproxyTls { .. }).then_some("ENGINE_PID");
+        if also.is_some() {
+            let (program, args) = self.haproxy_command(&self.haproxy_config_path(spec));
+            server = format!(
+                "{server}` (ENGINE_PID) and `{}` (PID, {} below)",
+                command_line(&program, &args),
+                haproxy::describe()
+            );
+        }
+        let (program, args) = self.loadgen_command(
+            spec,
+            &target,
+            "PID",
+            also,
+            &format!("{}-roundN.json", spec.name),
+        );
         let loadgen = command_line(&program, &args);
         format!("{}: `{server}` then `{loadgen}`", spec.name)
     }
@@ -193,7 +275,10 @@ impl Runner {
             Err(why) => return RunOutcome::Failed(why),
         };
         let measured = self.run_loadgen(spec, &server, files);
-        let stopped = stop(&mut server.child);
+        let mut stopped = stop(&mut server.child);
+        if let Some(backend) = server.backend.as_mut() {
+            stopped = stopped.and(stop(backend));
+        }
         match (measured, stopped) {
             (Err(why), _) => RunOutcome::Failed(why),
             (Ok(_), Err(why)) => RunOutcome::Failed(why),
@@ -221,9 +306,29 @@ impl Runner {
             .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         match ready(&mut child, addr) {
-            Ok(()) => Ok(RunningServer { child, addr }),
+            Ok(()) => Ok(RunningServer::tcp(child, addr)),
             Err(why) => Err(abandon(child, why, log_path)),
         }
+    }
+
+    /// Starts a bundled server whose stdout (forwarded to `log`, line by line to the
+    /// receiver) announces where it listens.
+    fn spawn_announcing(
+        &self,
+        spec: &ServerSpec,
+        log: File,
+        stderr: File,
+    ) -> Result<(Child, std::sync::mpsc::Receiver<String>), String> {
+        let (program, args) = self.server_command(spec, "0");
+        let mut child = Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        Ok((child, forward_lines(stdout, log)))
     }
 
     fn start_server(&self, spec: &ServerSpec, log_path: &Path) -> Result<RunningServer, String> {
@@ -234,21 +339,36 @@ impl Runner {
                 .map_err(|e| format!("cannot share {}: {e}", log_path.display()))
         };
         match &spec.launch {
-            Launch::Bundled { .. } => {
-                let (program, args) = self.server_command(spec, "0");
-                let mut child = Command::new(&program)
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(clone_log()?)
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", command_line(&program, &args)))?;
-                let stdout = child.stdout.take().expect("stdout was piped");
-                let lines = forward_lines(stdout, log);
+            Launch::Bundled { .. } | Launch::BundledTls { .. } => {
+                let stderr = clone_log()?;
+                let (mut child, lines) = self.spawn_announcing(spec, log, stderr)?;
                 match wait_for_announcement(&mut child, &lines) {
-                    Ok(addr) => Ok(RunningServer { child, addr }),
+                    Ok(addr) => Ok(RunningServer::tcp(child, addr)),
                     Err(why) => Err(abandon(child, why, log_path)),
                 }
+            }
+            Launch::BundledUnix { .. } => {
+                let socket = self.socket_path(spec);
+                let stderr = clone_log()?;
+                let (mut child, _lines) = self.spawn_announcing(spec, log, stderr)?;
+                match wait_until_accepting_unix(&mut child, &socket) {
+                    Ok(()) => Ok(RunningServer {
+                        child,
+                        addr: None,
+                        target: format!("unix:{}", socket.display()),
+                        backend: None,
+                    }),
+                    Err(why) => Err(abandon(child, why, log_path)),
+                }
+            }
+            Launch::HaproxyTls { .. } => {
+                let stderr = clone_log()?;
+                let (mut backend, lines) = self.spawn_announcing(spec, log, stderr)?;
+                let backend_addr = match wait_for_announcement(&mut backend, &lines) {
+                    Ok(addr) => addr,
+                    Err(why) => return Err(abandon(backend, why, log_path)),
+                };
+                self.start_haproxy(spec, backend, backend_addr, log_path)
             }
             Launch::External { .. } => self.start_on_port(
                 spec,
@@ -277,10 +397,12 @@ impl Runner {
     ) -> Result<LoadgenReport, String> {
         // A stale JSON from an earlier invocation must not pass for this run's.
         let _ = std::fs::remove_file(&files.json);
+        let backend_pid = server.backend.as_ref().map(|b| b.id().to_string());
         let (program, args) = self.loadgen_command(
             spec,
-            &server.addr.to_string(),
+            &server.target,
             &server.child.id().to_string(),
+            backend_pid.as_deref(),
             &files.json.display().to_string(),
         );
         let deadline = self.load.warmup + self.load.duration + REQUEST_TIMEOUT + LOADGEN_SLACK;

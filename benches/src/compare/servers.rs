@@ -25,7 +25,36 @@ pub enum Launch {
         binary: &'static str,
         args: Vec<&'static str>,
     },
+    /// As [`Launch::Bundled`], serving TLS with the certificate compare made at start
+    /// (`--tls-cert` and `--tls-key` appended).
+    BundledTls {
+        binary: &'static str,
+        args: Vec<&'static str>,
+    },
+    /// As [`Launch::Bundled`], listening on a Unix socket in the output directory
+    /// ([`SOCKET_PLACEHOLDER`] in `args`); ready once the socket accepts.
+    BundledUnix {
+        binary: &'static str,
+        args: Vec<&'static str>,
+    },
+    /// HAProxy terminating TLS (compare's certificate, ALPN arpc) on a free port in front of
+    /// a bundled server over TCP, both pinned to the server CPU; the server CPU measured is
+    /// both processes' (`loadgen --also-server-pid`).
+    HaproxyTls {
+        binary: &'static str,
+        args: Vec<&'static str>,
+    },
 }
+
+impl Launch {
+    /// Whether it needs the certificate compare makes.
+    pub fn needs_certificate(&self) -> bool {
+        matches!(self, Launch::BundledTls { .. } | Launch::HaproxyTls { .. })
+    }
+}
+
+/// The Unix socket path placeholder of [`Launch::BundledUnix`].
+pub const SOCKET_PLACEHOLDER: &str = "{socket}";
 
 /// The `{port}` placeholder of [`Launch::External`] and [`Launch::BundledUdp`].
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -77,6 +106,41 @@ pub fn bundled_servers() -> Vec<ServerSpec> {
             vec![],
         ),
         bundled("grpc-echo", "grpc-echo", peer_args, vec!["--proto", "grpc"]),
+    ]
+}
+
+/// Rows run only when named in `--servers`: the engine over TLS (engine-tls), HAProxy
+/// terminating TLS in front of the plaintext engine (haproxy-tls: what users had before),
+/// and the engine over a Unix socket (engine-unix). loadgen's TLS checks handshake
+/// signatures but not the chain (`--tls-insecure`): the certificate is made per run.
+pub fn opt_in_servers() -> Vec<ServerSpec> {
+    let engine_args = vec!["--cores", "1", "--listen", "127.0.0.1:0", "--log", "warn"];
+    let tls = vec!["--tls", "--tls-insecure"];
+    vec![
+        ServerSpec {
+            name: "engine-tls".into(),
+            launch: Launch::BundledTls {
+                binary: "engine",
+                args: engine_args.clone(),
+            },
+            loadgen_args: tls.clone(),
+        },
+        ServerSpec {
+            name: "haproxy-tls".into(),
+            launch: Launch::HaproxyTls {
+                binary: "engine",
+                args: engine_args,
+            },
+            loadgen_args: tls,
+        },
+        ServerSpec {
+            name: "engine-unix".into(),
+            launch: Launch::BundledUnix {
+                binary: "engine",
+                args: vec!["--cores", "1", "--listen", "unix:{socket}", "--log", "warn"],
+            },
+            loadgen_args: vec![],
+        },
     ]
 }
 
@@ -170,6 +234,7 @@ pub fn extra_server(
     }
     if servers_for(CompareTransport::All)
         .iter()
+        .chain(&opt_in_servers())
         .any(|s| s.name == name)
     {
         return Err(format!(
@@ -185,11 +250,18 @@ pub fn extra_server(
     }))
 }
 
-/// The rows named in `list` (comma-separated, in the order given), or all of `available`.
-pub fn select(available: Vec<ServerSpec>, list: Option<&str>) -> Result<Vec<ServerSpec>, String> {
+/// The rows named in `list` (comma-separated, in the order given) from `available` and
+/// `opt_in`, or all of `available`.
+pub fn select(
+    available: Vec<ServerSpec>,
+    opt_in: Vec<ServerSpec>,
+    list: Option<&str>,
+) -> Result<Vec<ServerSpec>, String> {
     let Some(list) = list else {
         return Ok(available);
     };
+    let mut available = available;
+    available.extend(opt_in);
     let mut chosen: Vec<ServerSpec> = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let spec = available.iter().find(|s| s.name == name).ok_or_else(|| {
@@ -218,7 +290,7 @@ mod tests {
     fn all_bundled_by_default_and_selection_keeps_its_order() {
         let all = bundled_servers();
         assert_eq!(
-            names(&select(all.clone(), None).unwrap()),
+            names(&select(all.clone(), opt_in_servers(), None).unwrap()),
             [
                 "engine",
                 "engine-async",
@@ -230,15 +302,35 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&select(all.clone(), Some("grpc-echo, engine,engine")).unwrap()),
+            names(
+                &select(
+                    all.clone(),
+                    opt_in_servers(),
+                    Some("grpc-echo, engine,engine")
+                )
+                .unwrap()
+            ),
             ["grpc-echo", "engine"]
         );
         assert!(
-            select(all.clone(), Some("nginx"))
+            select(all.clone(), vec![], Some("nginx"))
                 .unwrap_err()
                 .contains("known: engine")
         );
-        assert!(select(all, Some(",")).is_err());
+        assert!(select(all.clone(), vec![], Some(",")).is_err());
+        // The TLS and Unix rows run only when named.
+        assert_eq!(
+            names(
+                &select(
+                    all,
+                    opt_in_servers(),
+                    Some("engine,engine-tls,haproxy-tls,engine-unix")
+                )
+                .unwrap()
+            ),
+            ["engine", "engine-tls", "haproxy-tls", "engine-unix"]
+        );
+        assert!(extra_server(Some("engine-tls".into()), Some("s {port}".into())).is_err());
     }
 
     #[test]

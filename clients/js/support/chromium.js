@@ -8,10 +8,23 @@
 // unless RINGRPC_REQUIRE_BROWSER=1 (see `browserSkip`).
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
+import { testTls } from './engine.js';
+
+/**
+ * Under the TLS run (see engine.js), the flag that makes Chromium trust the test
+ * certificate's key: the base64 SHA-256 of its SubjectPublicKeyInfo.
+ */
+function trustTestCertificate() {
+  const tls = testTls();
+  if (!tls) return [];
+  const spki = new X509Certificate(readFileSync(tls.cert)).publicKey.export({ type: 'spki', format: 'der' });
+  return [`--ignore-certificate-errors-spki-list=${createHash('sha256').update(spki).digest('base64')}`];
+}
 
 /** The browser binary, or null when there is none. */
 export function findBrowser() {
@@ -108,6 +121,7 @@ export function launch(bin, userDir) {
     '--remote-debugging-address=127.0.0.1',
     '--remote-debugging-port=0',
     `--user-data-dir=${userDir}`,
+    ...trustTestCertificate(),
     'about:blank',
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';

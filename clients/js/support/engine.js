@@ -3,6 +3,11 @@
 // The binary is $RINGRPC_ENGINE, else $CARGO_TARGET_DIR/debug/engine, else
 // ../../target/debug/engine relative to this package (build it with
 // `cargo build -p ringrpc-cli`, or run ./run-tests.sh which does).
+//
+// With RINGRPC_JS_TLS_CERT and RINGRPC_JS_TLS_KEY set (PEM files for localhost), every
+// engine serves TLS on its port and `url` is wss://localhost:PORT/ws: run-tests.sh runs the
+// engine and browser tests a second time so, with NODE_EXTRA_CA_CERTS trusting the
+// certificate in Node and its key pinned in Chromium (see chromium.js).
 
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -27,7 +32,9 @@ export function enginePath() {
  */
 export function startEngine({ args = [], port = 0 } = {}) {
   const bin = enginePath();
-  const proc = spawn(bin, ['--cores', '1', '--no-pin', '--listen', `127.0.0.1:${port}`, '--log', 'warn', ...args], {
+  const tls = testTls();
+  const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
+  const proc = spawn(bin, ['--cores', '1', '--no-pin', '--listen', `127.0.0.1:${port}`, '--log', 'warn', ...tlsArgs, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -54,7 +61,7 @@ export function startEngine({ args = [], port = 0 } = {}) {
         proc,
         addr,
         port: p,
-        url: `ws://${addr}/ws`,
+        url: tls ? `wss://localhost:${p}/ws` : `ws://${addr}/ws`,
         exited,
         signal(sig) {
           try {
@@ -92,6 +99,13 @@ export function startEngine({ args = [], port = 0 } = {}) {
       reject(new Error(`engine exited (${code ?? sig}) before listening; stderr: ${stderr}`));
     });
   });
+}
+
+/** The certificate and key the engines serve TLS with, or null for plaintext. */
+export function testTls() {
+  const cert = process.env.RINGRPC_JS_TLS_CERT;
+  const key = process.env.RINGRPC_JS_TLS_KEY;
+  return cert && key ? { cert, key } : null;
 }
 
 /** Whether every thread of `pid` is in state T (stopped); Linux /proc. */

@@ -1,5 +1,5 @@
 // The unbundled module in a real headless browser (Chromium) against a real engine: the page
-// imports ringrpc.js from a tiny static server and talks to ws://127.0.0.1:PORT/ws with the
+// imports ringrpc.js from a tiny static server and talks to ws://127.0.0.1:PORT/ws (wss://localhost:PORT/ws in the TLS run) with the
 // browser's own WebSocket. Chromium is driven over the DevTools protocol with the `ws`
 // package (support/chromium.js), so no Playwright or Puppeteer is needed.
 //

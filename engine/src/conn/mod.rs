@@ -96,17 +96,20 @@ impl Conn {
     ///
     /// An error means the connection must be closed once its queued output is flushed.
     pub(crate) fn handle_recv(&mut self, data: &[u8], router: &Router) -> Result<(), FramingError> {
-        self.handle_recv_metered(data, router, &mut MethodMetrics::default(), |_| 0)
+        self.handle_recv_metered(data, router, &mut MethodMetrics::default(), |_| 0, |_| {})
     }
 
     /// As [`Conn::handle_recv`], counting each Request and Notify in `methods` (when on);
-    /// `waiting`: bytes arrived after `data`, as `ArpcFraming::decode_from_socket` asks.
+    /// `waiting`: bytes arrived after `data`, as `ArpcFraming::decode_from_socket` asks;
+    /// `announce` runs (before anything is dispatched) when a connection not yet announced
+    /// (`Session::unannounced`) is ready: its TLS handshake done, or its first bytes plaintext.
     pub(crate) fn handle_recv_metered(
         &mut self,
         data: &[u8],
         router: &Router,
         methods: &mut MethodMetrics,
         waiting: impl FnMut(usize) -> usize,
+        announce: impl FnOnce(&ConnInfo),
     ) -> Result<(), FramingError> {
         self.session.stats.bytes_in += data.len() as u64;
         if self.session.rejected() {
@@ -114,13 +117,23 @@ impl Conn {
         }
         let data = self.tls.decide(data).map_err(FramingError::Tls)?;
         let (framing, session) = (&mut self.framing, &mut self.session);
-        let TlsState::On(tls) = &mut self.tls else {
-            return decode(framing, session, &data, router, methods, waiting);
+        let tls = match &mut self.tls {
+            TlsState::On(tls) => tls,
+            TlsState::Off => {
+                if std::mem::take(&mut session.unannounced) {
+                    announce(session.info());
+                }
+                return decode(framing, session, &data, router, methods, waiting);
+            }
+            TlsState::Sniffing(_) => return Ok(()),
         };
         with_plaintext(|plain| {
             let read = tls.read(&data, plain);
             if let Some(info) = tls.take_settled() {
                 session.set_tls(info);
+                if std::mem::take(&mut session.unannounced) {
+                    announce(session.info());
+                }
             }
             // Plaintext that came before a TLS error is still served.
             decode(framing, session, plain, router, methods, waiting)?;

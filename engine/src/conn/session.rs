@@ -110,6 +110,10 @@ pub(crate) struct Session {
     auth: Option<Arc<[u8]>>,
     /// The peer failed to authenticate: nothing more is dispatched.
     rejected: bool,
+    /// Not yet announced to the connect hook: a connection that may be TLS is announced
+    /// once its handshake is done (or its first bytes say plaintext), so the hook sees the
+    /// verified identity and nothing it sends goes out before the handshake.
+    pub(crate) unannounced: bool,
     /// Requests whose answer was deferred to a responder and not yet sent.
     in_flight: Deferred,
     /// Past this many, new Requests are refused with [`TOO_MANY_IN_FLIGHT`].
@@ -142,6 +146,7 @@ impl Session {
             next_call_seq: 1,
             auth: None,
             rejected: false,
+            unannounced: false,
             in_flight: Deferred::default(),
             max_in_flight: usize::MAX,
             out: OutQueue::default(),
@@ -150,12 +155,12 @@ impl Session {
         }
     }
 
-    /// Sets this connection's stream limits (before any stream opens).
-    /// What the connection's TLS handshake settled, for handlers from now on.
+    /// What the connection's TLS handshake settled, for hooks and handlers from now on.
     pub(crate) fn set_tls(&mut self, tls: crate::ids::TlsInfo) {
         self.info.tls = Some(Arc::new(tls));
     }
 
+    /// Sets this connection's stream limits (before any stream opens).
     pub(crate) fn set_stream_limits(&mut self, limits: StreamLimits) {
         self.streams = StreamTable::new(limits);
     }

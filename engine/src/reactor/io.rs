@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 
 use ringrpc_uring::{Completion, OpKind, SendError, SharedFd, sys};
 
+use super::slot::announce;
 use super::{Reactor, SPARE_BATCHES, SPARE_BUFFERS};
 use crate::error::DisconnectReason;
 
@@ -94,11 +95,14 @@ impl Reactor {
         }
         let before = slot.conn.session.stats;
         let (tag, socket) = (slot.tag(idx), &slot.socket);
-        let decoded =
-            slot.conn
-                .handle_recv_metered(data, &slot.policy.router, &mut self.methods, |rest| {
-                    bytes_waiting(tag, later, socket, rest)
-                });
+        let (hook, mailbox) = (&self.shared.hooks.on_connect, &self.mailbox);
+        let decoded = slot.conn.handle_recv_metered(
+            data,
+            &slot.policy.router,
+            &mut self.methods,
+            |rest| bytes_waiting(tag, later, socket, rest),
+            |info| announce(hook.as_ref(), info, mailbox),
+        );
         self.stats.add_conn_delta(&before, &slot.conn.session.stats);
         let lifecycle = &mut slot.lifecycle;
         lifecycle.decoded(now, slot.conn.partial_len() > 0);

@@ -15,11 +15,12 @@ use ringrpc_uring::{OpId, SharedFd};
 use super::{Reactor, conn_tag};
 use crate::conn::Conn;
 use crate::conn::handle::ConnHandle;
+use crate::conn::hooks::ConnectHook;
 use crate::conn::lifecycle::Lifecycle;
 use crate::error::{CallError, DisconnectReason};
 use crate::executor::contain::contain;
 use crate::ids::{ConnId, ConnInfo};
-use crate::reactor::mailbox::Closed;
+use crate::reactor::mailbox::{Closed, Mailbox};
 use crate::reactor::shared::{ConnPolicy, StreamSocket};
 use crate::transport::tls::TlsLayer;
 use crate::transport::tls_state::TlsState;
@@ -113,6 +114,8 @@ impl Reactor {
                 Err(e) => (TlsState::Off, Some(e)),
             },
         };
+        // A client's own connection has done its handshake on the connecting thread.
+        let adopted = matches!(origin, Origin::Adopted(_));
         let mut conn = match (&self.settings.websocket, &origin) {
             (Some(ws), Origin::WebSocketListener) => {
                 Conn::websocket_only(info.clone(), mailbox, max_body, ws.clone())
@@ -156,9 +159,12 @@ impl Reactor {
         self.stats.accepted += 1;
         self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
-        if let Some(hook) = &self.shared.hooks.on_connect {
-            let handle = ConnHandle::new(info.clone(), self.mailbox.clone());
-            contain("the connect hook", || hook(&handle));
+        let slot = &mut self.conns[idx];
+        if adopted || slot.conn.tls.is_off() {
+            announce(self.shared.hooks.on_connect.as_ref(), &info, &self.mailbox);
+        } else {
+            // Announced once the handshake is done (or the first bytes say plaintext).
+            slot.conn.session.unannounced = true;
         }
         idx
     }
@@ -180,12 +186,24 @@ impl Reactor {
         for hook in &self.shared.hooks.internal_disconnect {
             contain("an internal disconnect hook", || hook(info, &reason));
         }
-        if let Some(hook) = &self.shared.hooks.on_disconnect {
+        // Only a connection the connect hook saw is said to be gone (not one whose TLS
+        // handshake failed), so the user's two hooks always pair up.
+        if let Some(hook) = &self.shared.hooks.on_disconnect
+            && !slot.conn.session.unannounced
+        {
             contain("the disconnect hook", || hook(info, &reason));
         }
         if let Some(closed) = slot.on_close.take() {
             contain("a client's closed callback", || closed(&reason));
         }
+    }
+}
+
+/// Runs the connect hook, if any, for the connection `info` (once per connection).
+pub(super) fn announce(hook: Option<&ConnectHook>, info: &ConnInfo, mailbox: &Arc<Mailbox>) {
+    if let Some(hook) = hook {
+        let handle = ConnHandle::new(info.clone(), mailbox.clone());
+        contain("the connect hook", || hook(&handle));
     }
 }
 

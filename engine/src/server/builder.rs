@@ -86,6 +86,11 @@ impl ServerBuilder {
 
     /// Runs `hook` for every accepted connection, on its reactor thread (must not block);
     /// the handle may be kept to notify or call the peer later.
+    ///
+    /// With TLS on (`ConfigBuilder::tls`), a connection is announced once its handshake is
+    /// done, so [`ConnHandle::info`] carries the verified client identity for mutual TLS
+    /// (and a plaintext one on a shared port once its first bytes arrive); a connection
+    /// whose handshake fails is never announced, nor passed to `on_disconnect`.
     pub fn on_connect(mut self, hook: impl Fn(&ConnHandle) + Send + Sync + 'static) -> Self {
         self.hooks.on_connect = Some(Box::new(hook));
         self
@@ -99,7 +104,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Runs `hook` when a connection is gone, with the reason, on its reactor thread.
+    /// Runs `hook` when a connection is gone, with the reason, on its reactor thread (for
+    /// each connection `on_connect` was run for).
     pub fn on_disconnect(
         mut self,
         hook: impl Fn(&ConnInfo, &DisconnectReason) + Send + Sync + 'static,

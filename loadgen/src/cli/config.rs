@@ -16,6 +16,7 @@ use crate::cli::flags::{Cli, CpuList, IoMode, Proto, Transport};
 use crate::grpc_echo::{GRPC_ECHO_METHOD, GRPC_MAX_PAYLOAD};
 use crate::pattern::Pattern;
 use crate::pubsub::publication::{MESSAGE_HEADER_LEN, METHOD_PUBLISH};
+use crate::tls::TlsSettings;
 
 /// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 pub const UDP_MAX_DATAGRAM: usize = 65_507;
@@ -53,6 +54,14 @@ fn as_millis<S: serde::Serializer>(d: &Duration, serializer: S) -> Result<S::Ok,
 /// Expands `:PORT` to `127.0.0.1:PORT` and checks that a target has a port in 0..=65535,
 /// so that messages (and the hint to start the engine) name the port actually used.
 fn normalize_target(target: &str) -> Result<String, String> {
+    if let Some(path) = target.strip_prefix("unix:") {
+        if path.is_empty() || path == "@" {
+            return Err(format!(
+                "--target {target:?} names no socket; use unix:/path or unix:@name"
+            ));
+        }
+        return Ok(target.to_string());
+    }
     let target = match target.strip_prefix(':') {
         Some(port) if !port.contains(':') => format!("127.0.0.1:{port}"),
         _ => target.to_string(),
@@ -139,6 +148,8 @@ pub struct Config {
     pub rate: Option<f64>,
     /// Server process whose CPU time is reported.
     pub server_pid: Option<u32>,
+    /// `--also-server-pid`: more processes whose CPU time counts as the server's.
+    pub also_server_pids: Vec<u32>,
     /// Reflected requests count as answers.
     pub reflect: bool,
     /// Wire protocol.
@@ -151,6 +162,10 @@ pub struct Config {
     pub ws_path: String,
     /// Retry and size settings; `Some` exactly with `--transport udp`.
     pub udp: Option<UdpSettings>,
+    /// `--tls`: how every arpc connection speaks TLS.
+    pub tls: Option<TlsSettings>,
+    /// A new connection after this many answered calls.
+    pub reconnect_every: Option<u64>,
 }
 
 impl Config {
@@ -225,13 +240,15 @@ impl Config {
                 ));
             }
         }
-        if let Some(pid) = cli.server_pid {
-            if crate::cpu::process_cpu_time(pid).is_none() {
+        for pid in cli.server_pid.iter().chain(&cli.also_server_pid) {
+            if crate::cpu::process_cpu_time(*pid).is_none() {
                 return usage(format!(
                     "--server-pid {pid}: no such process (or its /proc entry is unreadable)"
                 ));
             }
         }
+        let target = normalize_target(&cli.target).map_err(UsageError)?;
+        let tls = check_stream_flags(&cli, &target)?;
         let cpus = cli.cpus.map(|list| list.0).unwrap_or_default();
         if !cpus.is_empty() {
             check_cpus_available(&cpus)?;
@@ -248,7 +265,6 @@ impl Config {
                 cores.min(cli.conns)
             }
         };
-        let target = normalize_target(&cli.target).map_err(UsageError)?;
         let method = match cli.proto {
             Proto::Arpc => method,
             Proto::Grpc => GRPC_ECHO_METHOD.to_string(),
@@ -282,13 +298,77 @@ impl Config {
             io: cli.io,
             rate: cli.rate,
             server_pid: cli.server_pid,
+            also_server_pids: cli.also_server_pid,
             reflect: cli.reflect,
             proto: cli.proto,
             hdr_log: cli.hdr_log,
             transport: cli.transport,
             ws_path: cli.ws_path,
             udp,
+            tls,
+            reconnect_every: cli.reconnect_every,
         })
+    }
+}
+
+/// `--tls*`, a `unix:` target and `--reconnect-every` apply to arpc calls over byte
+/// streams; returns the TLS settings when `--tls` is on.
+fn check_stream_flags(cli: &Cli, target: &str) -> Result<Option<TlsSettings>, UsageError> {
+    let refuse = |msg: String| Err(UsageError(msg));
+    let unix = target.starts_with("unix:");
+    let plain_tcp = cli.proto == Proto::Arpc && cli.transport == Transport::Tcp;
+    for (what, given) in [
+        ("--tls", cli.tls),
+        ("a unix: --target", unix),
+        ("--reconnect-every", cli.reconnect_every.is_some()),
+    ] {
+        if given && !plain_tcp {
+            return refuse(format!(
+                "{what} applies to arpc over --transport tcp (drop --proto grpc, --transport ws/udp)"
+            ));
+        }
+    }
+    if unix && (cli.pattern == Pattern::Pubsub || cli.subscriber_target.is_some()) {
+        return refuse("--pattern pubsub needs a TCP --target".into());
+    }
+    if cli.reconnect_every.is_some() && cli.pattern != Pattern::Call {
+        return refuse("--reconnect-every applies to --pattern call only".into());
+    }
+    if !cli.tls {
+        for (flag, given) in [
+            ("--tls-ca", cli.tls_ca.is_some()),
+            ("--tls-insecure", cli.tls_insecure),
+            ("--tls-server-name", cli.tls_server_name.is_some()),
+        ] {
+            if given {
+                return refuse(format!("{flag} needs --tls"));
+            }
+        }
+        return Ok(None);
+    }
+    if cli.tls_insecure && cli.tls_ca.is_some() {
+        return refuse("--tls-insecure trusts any certificate; drop --tls-ca or it".into());
+    }
+    let name = match &cli.tls_server_name {
+        Some(name) => name.clone(),
+        None => default_server_name(target),
+    };
+    TlsSettings::new(cli.tls_ca.as_deref(), cli.tls_insecure, &name)
+        .map(Some)
+        .map_err(UsageError)
+}
+
+/// The target's host name; `localhost` for an IP address or a Unix socket (what a test
+/// certificate carries).
+fn default_server_name(target: &str) -> String {
+    let host = match target.rsplit_once(':') {
+        Some((host, _)) if !target.starts_with("unix:") => host.trim_matches(['[', ']']),
+        _ => return "localhost".into(),
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        "localhost".into()
+    } else {
+        host.to_string()
     }
 }
 

@@ -33,7 +33,8 @@ pub const UDP_DEFAULT_MAX_DATAGRAM: usize = 1472;
         failed (errors, mismatches, timeouts, lost), 2 for usage or connection problems."
 )]
 pub struct Cli {
-    /// Server address, HOST:PORT (":PORT" means 127.0.0.1:PORT).
+    /// Server address, HOST:PORT (":PORT" means 127.0.0.1:PORT), or a Unix domain socket:
+    /// unix:/path or unix:@abstract-name (arpc over --transport tcp only).
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub target: String,
     /// Number of TCP connections (with --transport udp: UDP sockets, each connected to the
@@ -112,6 +113,10 @@ pub struct Cli {
     /// window beside the loadgen's own.
     #[arg(long, value_name = "PID", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
     pub server_pid: Option<u32>,
+    /// Another process serving the same load beside --server-pid (a TLS proxy in front of
+    /// it): its CPU time is added to the server's. May be given more than once.
+    #[arg(long, value_name = "PID", requires = "server_pid", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
+    pub also_server_pid: Vec<u32>,
     /// Accept our own request frames reflected back unchanged as answers (for a server that
     /// writes back what it receives, such as `engine --reflect`).
     #[arg(long)]
@@ -148,6 +153,27 @@ pub struct Cli {
     /// send; 1472 fits one Ethernet MTU, 65507 is the most UDP carries.
     #[arg(long, value_name = "BYTES", default_value_t = UDP_DEFAULT_MAX_DATAGRAM, allow_negative_numbers = true, value_parser = parse_size_as::<usize>)]
     pub udp_max_datagram: usize,
+    /// Speak TLS (ALPN arpc) on every arpc connection (--transport tcp); the handshake runs
+    /// before the connection's first request. Needs --tls-ca or --tls-insecure.
+    #[arg(long)]
+    pub tls: bool,
+    /// --tls: trust the CA certificates of this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// --tls: accept any server certificate (self-signed test certificates); handshake
+    /// signatures are still checked.
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// --tls: the name the server's certificate must carry, also sent as SNI [default: the
+    /// target's host, or localhost for an IP address or a Unix socket].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Close each connection after N answered calls and open a new one in its place (with
+    /// its TLS handshake under --tls), to measure connection set-up; the window drains
+    /// before each reconnect, and the new connection (and handshake) is made on the I/O
+    /// thread, blocking it meanwhile. --pattern call over --transport tcp only.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_positive::<u64>)]
+    pub reconnect_every: Option<u64>,
 }
 
 /// How arpc frames travel.

@@ -27,6 +27,15 @@ impl Connection {
         plan: &Plan,
         state: &mut WorkerState,
     ) -> Result<(), String> {
+        if let Some(mut tls) = self.tls.take() {
+            let result = tls.open(data, |plain| {
+                self.on_received_arpc(plain, received_at, plan, state)
+            });
+            if self.open {
+                self.tls = Some(tls);
+            }
+            return result;
+        }
         if let Some(ws) = self.ws.as_mut() {
             // Unwrap the messages, then decode their bytes as if read from a raw socket; the
             // buffer they are unwrapped into is reused from one read to the next.

@@ -141,9 +141,15 @@ impl Report {
             self.server_cpu_total_ms,
             self.config.server_pid,
         ) {
+            let also: String = self
+                .config
+                .also_server_pids
+                .iter()
+                .map(|pid| format!(" + {pid}"))
+                .collect();
             writeln!(
                 out,
-                "server cpu  {per_request:.3} µs per answered request ({total:.1} ms user+system in the window, pid {pid})"
+                "server cpu  {per_request:.3} µs per answered request ({total:.1} ms user+system in the window, pid {pid}{also})"
             )?;
         }
         let d = &self.diagnostics;

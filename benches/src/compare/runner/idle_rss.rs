@@ -61,6 +61,12 @@ impl Runner {
         if matches!(spec.launch, Launch::BundledUdp { .. }) {
             return Err("a UDP server holds no connections".into());
         }
+        if !matches!(
+            spec.launch,
+            Launch::Bundled { .. } | Launch::External { .. }
+        ) {
+            return Err("idle memory is measured over plaintext TCP connections".into());
+        }
         // Huge pages off for the server (it keeps the setting across exec): its RSS then grows
         // in 4 KiB pages, so the figure per connection is not rounded by where 2 MiB pages
         // happen to fall (at 10,000 connections one such page is 210 bytes per connection).
@@ -72,12 +78,13 @@ impl Runner {
             .map_err(|e| format!("cannot restore transparent huge pages: {e}"))?;
         let mut server = started?;
         let pid = server.child.id();
+        let addr = server.addr.ok_or("the server has no TCP address")?;
         let measured = (|| {
             let before = settled_rss(pid)?;
             let fds_before = open_fds(pid);
             let mut open = Vec::with_capacity(connections);
             for i in 0..connections {
-                let stream = open_idle_connection(server.addr, prelude, i as u64)
+                let stream = open_idle_connection(addr, prelude, i as u64)
                     .map_err(|e| format!("connection {} of {connections}: {e}", i + 1))?;
                 open.push(stream);
             }
