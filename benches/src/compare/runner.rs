@@ -168,6 +168,9 @@ impl Runner {
             "--server-pid".into(),
             pid.into(),
         ];
+        if let Some(rate) = load.rate {
+            args.extend(["--rate".into(), format!("{rate:.0}")]);
+        }
         args.extend(spec.loadgen_args.iter().map(|a| a.to_string()));
         ("taskset".into(), args)
     }
