@@ -289,6 +289,7 @@ fn summary_json_names_each_rounds_figures_and_the_median() {
             payload_bytes: 32,
             duration: std::time::Duration::from_secs(5),
             warmup: std::time::Duration::from_secs(1),
+            rate: None,
         },
         pinning: Pinning {
             server_cpu: 0,

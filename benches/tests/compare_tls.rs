@@ -63,6 +63,7 @@ fn compare_runs_the_tls_unix_and_haproxy_rows() {
             payload_bytes: 32,
             duration: Duration::from_millis(500),
             warmup: Duration::from_millis(100),
+            rate: None,
         },
         pinning: Pinning {
             server_cpu: 0,

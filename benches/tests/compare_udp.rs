@@ -62,6 +62,7 @@ fn compare_runs_the_udp_reflect_row() {
             payload_bytes: 32,
             duration: Duration::from_millis(500),
             warmup: Duration::from_millis(100),
+            rate: None,
         },
         pinning: Pinning {
             server_cpu: 0,

@@ -10,7 +10,6 @@
 //!   payload bytes only, and no more than its payload's length: what follows in the same
 //!   read belongs to the next frames.
 
-use bytes::BytesMut;
 use ringrpc_protocol::{Command, Header};
 
 use crate::pattern::Pattern;
@@ -63,18 +62,19 @@ impl Incoming {
     }
 }
 
-/// When the partial frame in `rx` is a large echo of one of our calls (`seed_of` gives the
-/// seed of an outstanding seq), checks what arrived of its payload, clears `rx` and returns
-/// the echo to check the rest of as it arrives, without keeping it.
+/// When `partial` (the start of a frame, all that has arrived of it) is a large echo of one
+/// of our calls (`seed_of` gives the seed of an outstanding seq), checks what arrived of its
+/// payload and returns the echo to check the rest of as it arrives; the caller then drops
+/// `partial` instead of keeping it.
 pub(crate) fn check_partial_as_it_arrives(
-    rx: &mut BytesMut,
+    partial: &[u8],
     max_body: u32,
     pattern: Pattern,
     reflect: bool,
     payload_len: usize,
     seed_of: impl FnOnce(u64) -> Option<u64>,
 ) -> Option<Incoming> {
-    let head = rx.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>()?;
+    let head = partial.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>()?;
     // A bad header is refused when the whole frame is parsed.
     let header = Header::parse(head, max_body).ok()?;
     let echo = match header.cmd {
@@ -89,8 +89,8 @@ pub(crate) fn check_partial_as_it_arrives(
         || header.flags.is_error()
         || header.user_flags != 0
         || header.payload_len() != payload_len
-        || rx.len() < payload_at
-        || frame_len - rx.len() < CHECK_AS_IT_ARRIVES_MIN
+        || partial.len() < payload_at
+        || frame_len - partial.len() < CHECK_AS_IT_ARRIVES_MIN
     {
         return None;
     }
@@ -102,7 +102,6 @@ pub(crate) fn check_partial_as_it_arrives(
         remaining: header.payload_len(),
         difference: None,
     };
-    incoming.take(&rx[payload_at..]);
-    rx.clear();
+    incoming.take(&partial[payload_at..]);
     Some(incoming)
 }

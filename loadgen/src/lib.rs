@@ -5,7 +5,9 @@
 //! stream frames or subscribes). Each answer is checked (command,
 //! seq, error flag, echoed payload) and its latency recorded in an HdrHistogram. [`run`] does
 //! a whole run and returns a [`Report`]; the `loadgen` binary is a thin wrapper around it.
-//! `--proto grpc` drives the same loop through tonic; `--hdr-log` also writes the latencies
+//! `--io` (`--driver`) picks the I/O driver: io_uring (`uring`), an epoll loop (`epoll`, a
+//! second, differently shaped client) or plain sockets (`std`). `--proto grpc` drives the
+//! same loop through tonic; `--hdr-log` also writes the latencies
 //! as an HdrHistogram interval log. `--transport udp` sends each arpc frame as one datagram
 //! and resends unanswered requests, counting retries, duplicate answers and losses.
 //! `--pattern pubsub` publishes to a topic of Go arpc's pub/sub and checks, times and counts
@@ -40,6 +42,7 @@ mod conn;
 mod connect;
 mod counters;
 pub mod cpu;
+mod epoll;
 mod error;
 mod grpc;
 mod grpc_echo;

@@ -16,6 +16,7 @@ use crate::conn::Connection;
 use crate::connect::{Dialer, resolve};
 use crate::counters::Counters;
 use crate::cpu::CpuSource;
+use crate::epoll::run_epoll_worker;
 use crate::error::RunError;
 use crate::hdrlog::HdrLogFile;
 use crate::pattern::Pattern;
@@ -129,6 +130,7 @@ fn run_arpc(config: &Config, hdr_log: Option<HdrLogFile>) -> Result<Report, RunE
     {
         IoMode::Uring => run_uring_worker,
         IoMode::Std => |conns, plan, shared| Ok(run_std_worker(conns, plan, shared)),
+        IoMode::Epoll => run_epoll_worker,
     };
     let handles = spawn_workers(config, &mut session, workers, drive)?;
     finish(session, handles, subscribers)

@@ -52,28 +52,28 @@ fn split_tag(tag: u64) -> (usize, u32) {
     ((tag & u64::from(u32::MAX)) as usize, (tag >> 32) as u32)
 }
 
-/// The connections to visit next turn, each once.
-struct Touched {
+/// The connections to visit next turn, each once (the epoll driver's too).
+pub(crate) struct Touched {
     list: Vec<usize>,
     marked: Vec<bool>,
 }
 
 impl Touched {
     /// Every one of `n` connections marked.
-    fn all(n: usize) -> Touched {
+    pub(crate) fn all(n: usize) -> Touched {
         Touched {
             list: (0..n).collect(),
             marked: vec![true; n],
         }
     }
 
-    fn mark(&mut self, i: usize) {
+    pub(crate) fn mark(&mut self, i: usize) {
         if !std::mem::replace(&mut self.marked[i], true) {
             self.list.push(i);
         }
     }
 
-    fn mark_all(&mut self) {
+    pub(crate) fn mark_all(&mut self) {
         for i in 0..self.marked.len() {
             self.mark(i);
         }
@@ -81,7 +81,7 @@ impl Touched {
 
     /// Moves the marked connections, in the order marked, into `into` (emptied first; its
     /// storage becomes the next turn's list) and unmarks them.
-    fn take(&mut self, into: &mut Vec<usize>) {
+    pub(crate) fn take(&mut self, into: &mut Vec<usize>) {
         into.clear();
         std::mem::swap(&mut self.list, into);
         for &i in into.iter() {

@@ -1,5 +1,5 @@
 //! What every I/O thread shares, whatever drives its connections (`std_worker`, `uring`,
-//! `udp`): the run's [`Plan`], the thread's [`WorkerState`] and what it publishes for the
+//! `epoll`, `udp`): the run's [`Plan`], the thread's [`WorkerState`] and what it publishes for the
 //! progress line ([`Shared`]), and the bookkeeping at the end of each loop turn.
 //!
 //! Invariant: an I/O thread's latencies reach its [`Shared`] only through [`publish`], at

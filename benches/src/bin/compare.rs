@@ -6,21 +6,29 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use ringrpc_benches::compare::by_driver::render_ratio_summary;
 use ringrpc_benches::compare::certs::make_certificate;
 use ringrpc_benches::compare::chart::{CpuPanel, write_cpu_chart};
 use ringrpc_benches::compare::chart::{LatencyCurve, write_latency_chart};
+use ringrpc_benches::compare::drivers::{
+    DEFAULT_DRIVERS, DEFAULT_MATRIX_DRIVERS, expand, parse_drivers,
+};
 use ringrpc_benches::compare::idle::{IdleOutcome, IdleRss};
 use ringrpc_benches::compare::machine::Machine;
 use ringrpc_benches::compare::matrix::{
     CellResult, CellSummary, DEFAULT_LOADS, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_PAYLOADS, FLOOR,
     MatrixFile, cells, cpu_series, parse_loads, parse_payloads, render_matrix, server_skip_reason,
 };
+use ringrpc_benches::compare::open_load::{
+    OpenLoadBase, OpenLoadCell, OpenLoadCellSummary, parse_percents, render_open_load,
+    run_open_load,
+};
 use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_quote};
 use ringrpc_benches::compare::servers::{
     CompareTransport, EXTRA_CMD_VAR, EXTRA_NAME_VAR, ServerSpec, extra_server, opt_in_servers,
     select, servers_for,
 };
-use ringrpc_benches::compare::settings::{LoadShape, Pinning, utc_timestamp};
+use ringrpc_benches::compare::settings::{LoadShape, Pinning, check_descriptors, utc_timestamp};
 use ringrpc_benches::compare::summary::{
     RunOutcome, RunRecord, ServerResult, ServerSummary, SummaryFile,
 };
@@ -53,9 +61,13 @@ Outputs in --out:
 
 With --matrix (payload × load cells, each running every server in interleaved rounds):
   <cell>/<server>-round<N>.*      each run's files, e.g. 8x10-4KiB/engine-round1.json
-  matrix.md                       a table per cell, with server CPU ÷ the floor's (peer-reflect),
-                                  and the idle memory table (also printed)
-  matrix.json                     every cell's rounds, medians and ratios, and idle memory
+  matrix.md                       a table per cell, with server CPU ÷ the floor's (peer-reflect)
+                                  measured by the same --drivers driver, the idle memory table,
+                                  the ratios by driver and, with --open-load, the latency at
+                                  each percentage of the closed-loop maximum (also printed)
+  matrix.json                     every cell's rounds, medians and ratios, idle memory and the
+                                  open-load runs
+  <cell>/<row>-open<P>-round<N>.* each open-load run's files
   matrix.svg                      server CPU µs/request by payload, one line per server, one
                                   panel per load
   <server>-idle.server.log        the server's output during the idle memory measurement
@@ -107,6 +119,20 @@ struct Cli {
     /// 10000x1 at 1 MiB].
     #[arg(long, value_parser = parse_size, requires = "matrix")]
     matrix_max_in_flight: Option<u64>,
+    /// loadgen drivers measuring every row, comma-separated: uring, epoll (`loadgen
+    /// --driver`); with several, rows are named SERVER@DRIVER and each is compared with the
+    /// floor measured by its driver [default: uring; uring,epoll with --matrix].
+    #[arg(long)]
+    drivers: Option<String>,
+    /// With --matrix: after each cell's closed-loop rounds, run every row again open loop
+    /// (`loadgen --rate`) at these percentages of its closed-loop maximum, e.g. 50,90, and
+    /// report p50/p99/p99.9 beside the floor's.
+    #[arg(long, value_name = "PERCENTS", requires = "matrix")]
+    open_load: Option<String>,
+    /// What --open-load's percentages are of: each row's `own` maximum, or the `floor`'s
+    /// (same driver), so every row runs at the same rates.
+    #[arg(long, value_enum, default_value = "own", requires = "open_load")]
+    open_load_base: OpenLoadBase,
     /// Measure only idle memory (RSS per idle connection at --idle-conns), no load.
     #[arg(long, conflicts_with = "matrix")]
     idle_rss: bool,
@@ -184,6 +210,14 @@ fn compare(cli: &Cli) -> Result<(), String> {
         return Err("--matrix and --idle-rss run TCP servers only: leave out --transport".into());
     }
     let servers = select(available, opt_in_servers(), cli.servers.as_deref())?;
+    let default_drivers = if cli.matrix {
+        DEFAULT_MATRIX_DRIVERS
+    } else {
+        DEFAULT_DRIVERS
+    };
+    let drivers = parse_drivers(cli.drivers.as_deref().unwrap_or(default_drivers))?;
+    let (rows, notes) = expand(&servers, &drivers);
+    notes.iter().for_each(|note| eprintln!("compare: {note}"));
     let duration = cli.duration.unwrap_or(if matrix {
         MATRIX_DURATION
     } else {
@@ -207,13 +241,14 @@ fn compare(cli: &Cli) -> Result<(), String> {
             payload_bytes: cli.payload,
             duration,
             warmup,
+            rate: None,
         },
         pinning: Pinning {
             server_cpu: cli.server_cpu,
             loadgen_cpu: cli.loadgen_cpu,
         },
     };
-    let missing = runner.missing_binaries(&servers);
+    let missing = runner.missing_binaries(&rows);
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
         return Err(format!(
@@ -231,20 +266,20 @@ fn compare(cli: &Cli) -> Result<(), String> {
         .join(" ");
     let rounds = cli.rounds as usize;
     if matrix {
-        return run_matrix(cli, &runner, &servers, &out, &machine, &command_line);
+        return run_matrix(cli, &runner, &rows, &servers, &out, &machine, &command_line);
     }
     let per_run = warmup + duration;
     eprintln!(
         "compare: {} server{} × {rounds} round{}, {:.0} s of load each ({:.0} s in all); results in {}",
-        servers.len(),
-        if servers.len() == 1 { "" } else { "s" },
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
         if rounds == 1 { "" } else { "s" },
         per_run.as_secs_f64(),
-        per_run.as_secs_f64() * (servers.len() * rounds) as f64,
+        per_run.as_secs_f64() * (rows.len() * rounds) as f64,
         out.display()
     );
 
-    let mut results: Vec<ServerResult> = servers
+    let mut results: Vec<ServerResult> = rows
         .iter()
         .map(|spec| ServerResult {
             name: spec.name.clone(),
@@ -252,14 +287,14 @@ fn compare(cli: &Cli) -> Result<(), String> {
         })
         .collect();
     for round in 1..=rounds {
-        for (spec, result) in servers.iter().zip(&mut results) {
+        for (spec, result) in rows.iter().zip(&mut results) {
             let record = run_and_log(&runner, spec, round, rounds, &out, "");
             result.runs.push(record);
         }
     }
 
     let targets = evaluate(&results);
-    let run_commands: Vec<String> = servers.iter().map(|s| runner.describe_run(s)).collect();
+    let run_commands: Vec<String> = rows.iter().map(|s| runner.describe_run(s)).collect();
     let report = render_report(
         &results,
         rounds,
@@ -299,11 +334,13 @@ fn compare(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// The matrix: each cell runs every server in interleaved rounds; then idle memory.
+/// The matrix: each cell runs every row (server × driver) in interleaved rounds, then, with
+/// --open-load, again open loop; then idle memory of every server.
 fn run_matrix(
     cli: &Cli,
     runner: &Runner,
     servers: &[ServerSpec],
+    idle_servers: &[ServerSpec],
     out: &Path,
     machine: &Machine,
     command_line: &str,
@@ -347,6 +384,8 @@ fn run_matrix(
         },
         out.display()
     );
+    let percents = cli.open_load.as_deref().map(parse_percents).transpose()?;
+    let mut open_cells: Vec<OpenLoadCell> = Vec::new();
     let mut results: Vec<CellResult> = Vec::new();
     for (index, cell) in all_cells.iter().enumerate() {
         let prefix = format!("[{}/{}] {:<14} ", index + 1, all_cells.len(), cell.id());
@@ -391,6 +430,18 @@ fn run_matrix(
                 result.runs.push(record);
             }
         }
+        if let Some(percents) = &percents {
+            let rows = run_open_load(
+                &cell_runner,
+                &chosen,
+                &cell_results,
+                percents,
+                cli.open_load_base,
+                rounds,
+                |r, spec, round| run_and_log(r, spec, round, rounds, &dir, &prefix),
+            );
+            open_cells.push(OpenLoadCell { cell: *cell, rows });
+        }
         results.push(CellResult {
             cell: *cell,
             skipped: None,
@@ -401,7 +452,7 @@ fn run_matrix(
 
     let mut idle: Vec<IdleRss> = Vec::new();
     if cli.idle_conns > 0 {
-        for spec in servers {
+        for spec in idle_servers {
             eprint!("idle memory  {:<18}", spec.name);
             let log = out.join(format!("{}-idle.server.log", spec.name));
             let row = runner.idle_rss(spec, cli.idle_conns, &log);
@@ -420,7 +471,12 @@ fn run_matrix(
     }
 
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-    let report = render_matrix(&results, &idle, rounds, machine, command_line);
+    let mut report = render_matrix(&results, &idle, rounds, machine, command_line);
+    report.push_str(&render_ratio_summary(&results, &names));
+    for open in &open_cells {
+        report.push_str(&render_open_load(open, cli.open_load_base));
+        report.push('\n');
+    }
     write(&out.join("matrix.md"), &report)?;
     let file = MatrixFile {
         command_line: command_line.to_owned(),
@@ -434,7 +490,11 @@ fn run_matrix(
         cells: results.iter().map(CellSummary::from).collect(),
         idle_rss: idle,
     };
-    write(&out.join("matrix.json"), &file.to_json())?;
+    let open_load: Vec<OpenLoadCellSummary> = open_cells
+        .iter()
+        .map(|open| OpenLoadCellSummary::new(open, cli.open_load_base))
+        .collect();
+    write(&out.join("matrix.json"), &matrix_json(&file, &open_load))?;
     let panels: Vec<CpuPanel> = cpu_series(&results, &names)
         .into_iter()
         .map(|(load, series)| CpuPanel {
@@ -459,21 +519,20 @@ fn run_matrix(
     Ok(())
 }
 
-/// Fails early, with the fix, when the open-files limit cannot hold `connections` descriptors
-/// (plus a margin for everything else a process opens).
-fn check_descriptors(connections: usize) -> Result<(), String> {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok());
-    match soft {
-        Some(soft) if soft < connections + 100 => Err(format!(
-            "the open-files limit is {soft}, under the {connections} descriptors needed plus 100 (one per connection): raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
-        )),
-        _ => Ok(()),
+/// `matrix.json`: the matrix file, plus the open-load runs when there are any.
+fn matrix_json(file: &MatrixFile, open_load: &[OpenLoadCellSummary]) -> String {
+    if open_load.is_empty() {
+        return file.to_json();
     }
+    #[derive(serde::Serialize)]
+    struct WithOpenLoad<'a> {
+        #[serde(flatten)]
+        file: &'a MatrixFile,
+        open_load: &'a [OpenLoadCellSummary],
+    }
+    serde_json::to_string_pretty(&WithOpenLoad { file, open_load })
+        .expect("a matrix serialises: numbers, strings, paths")
+        + "\n"
 }
 
 /// Runs one server once and says how it went on stderr.

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use ringrpc_protocol::units::parse_size_as;
 use serde::Serialize;
 
+use super::drivers::same_driver;
 use super::idle::IdleRss;
 use super::machine::Machine;
 use super::markdown::{format_rate, table_cell};
@@ -206,14 +207,35 @@ impl CellResult {
             .server_cpu_us_per_request
     }
 
-    /// The floor's median server CPU µs per request in this cell.
+    /// The floor's median server CPU µs per request in this cell (with several drivers, as
+    /// the first driver measured it).
     pub fn floor_cpu(&self) -> Option<f64> {
-        self.server_cpu(FLOOR)
+        let first_floor = self
+            .results
+            .iter()
+            .find(|r| same_driver(FLOOR, &r.name) == r.name)?;
+        self.server_cpu(&first_floor.name)
     }
 
-    /// `name`'s median server CPU per request divided by the floor's.
+    /// `name`'s median server CPU per request divided by the floor's (measured by the same
+    /// driver).
     pub fn cpu_ratio_to_floor(&self, name: &str) -> Option<f64> {
-        ratio(self.server_cpu(name), self.floor_cpu())
+        ratio(
+            self.server_cpu(name),
+            self.server_cpu(&same_driver(FLOOR, name)),
+        )
+    }
+
+    /// `name`'s loadgen CPU per request divided by the floor server's (same driver): whether
+    /// the client, not the server, could be the limit of the cell.
+    pub fn loadgen_cpu_ratio_to_floor(&self, name: &str) -> Option<f64> {
+        let loadgen = self
+            .results
+            .iter()
+            .find(|r| r.name == name)?
+            .median()?
+            .cpu_us_per_request;
+        ratio(loadgen, self.server_cpu(&same_driver(FLOOR, name)))
     }
 
     /// The floor's median requests/s divided by `name`'s: how many times slower it is.
@@ -225,7 +247,7 @@ impl CellResult {
                 .median()
                 .map(|report| report.requests_per_second)
         };
-        ratio(rate(FLOOR), rate(name))
+        ratio(rate(&same_driver(FLOOR, name)), rate(name))
     }
 }
 
@@ -247,16 +269,16 @@ pub fn render_cell(result: &CellResult, rounds: usize) -> String {
     };
     writeln!(
         out,
-        "| server | {median} | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | loadgen CPU µs/req | server CPU ÷ floor |"
+        "| server | {median} | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | loadgen CPU µs/req | server CPU ÷ floor | loadgen CPU ÷ floor server |"
     )
     .expect("writing to a String cannot fail");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for server in &result.results {
         let line = match server.median() {
             Some(report) => {
                 let l = &report.latency_us;
                 format!(
-                    "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
                     server.name,
                     format_rate(report.requests_per_second),
                     l.p50,
@@ -265,10 +287,11 @@ pub fn render_cell(result: &CellResult, rounds: usize) -> String {
                     optional(report.server_cpu_us_per_request, 3),
                     optional(report.cpu_us_per_request, 3),
                     optional(result.cpu_ratio_to_floor(&server.name), 2),
+                    optional(result.loadgen_cpu_ratio_to_floor(&server.name), 2),
                 )
             }
             None => format!(
-                "| {} | failed: {} | – | – | – | – | – | – |",
+                "| {} | failed: {} | – | – | – | – | – | – | – |",
                 server.name,
                 table_cell(server.first_failure().unwrap_or("no runs"))
             ),
@@ -279,7 +302,7 @@ pub fn render_cell(result: &CellResult, rounds: usize) -> String {
     for (name, why) in &result.skipped_servers {
         writeln!(
             out,
-            "| {name} | skipped: {} | – | – | – | – | – | – |",
+            "| {name} | skipped: {} | – | – | – | – | – | – | – |",
             table_cell(why)
         )
         .expect("writing to a String cannot fail");
@@ -296,7 +319,7 @@ pub fn render_matrix(
     command_line: &str,
 ) -> String {
     let mut out = format!(
-        "Machine: {machine}\n\nCommand: `{command_line}`\n\n\"server CPU ÷ floor\" is the server's CPU µs per request over {FLOOR}'s in the same cell.\n\n"
+        "Machine: {machine}\n\nCommand: `{command_line}`\n\n\"server CPU ÷ floor\" is the server's CPU µs per request over {FLOOR}'s in the same cell, measured by the same loadgen driver (a row `SERVER@DRIVER` was driven by `loadgen --driver DRIVER`); \"loadgen CPU ÷ floor server\" is loadgen's own CPU µs per request over {FLOOR}'s server CPU.\n\n"
     );
     for cell in cells {
         out.push_str(&render_cell(cell, rounds));
@@ -317,6 +340,8 @@ pub struct CellServer {
     pub server_cpu_ratio_to_floor: Option<f64>,
     /// The floor's median requests/s ÷ this server's.
     pub floor_rate_ratio: Option<f64>,
+    /// Median loadgen CPU µs/request ÷ the floor server's (same driver).
+    pub loadgen_cpu_ratio_to_floor: Option<f64>,
 }
 
 /// A skipped server in one cell of `matrix.json`.
@@ -350,6 +375,7 @@ impl From<&CellResult> for CellSummary {
                     summary: ServerSummary::from(server),
                     server_cpu_ratio_to_floor: result.cpu_ratio_to_floor(&server.name),
                     floor_rate_ratio: result.rate_ratio_to_floor(&server.name),
+                    loadgen_cpu_ratio_to_floor: result.loadgen_cpu_ratio_to_floor(&server.name),
                 })
                 .collect(),
             skipped_servers: result

@@ -6,13 +6,16 @@
 //! server's runs and their median) and [`markdown`] (table text) are leaves that
 //! [`targets`], [`table`], [`summary`], [`matrix`] and the rest build on.
 
+pub mod by_driver;
 pub mod certs;
 pub mod chart;
+pub mod drivers;
 pub mod idle;
 pub mod loadgen_report;
 pub mod machine;
 pub mod markdown;
 pub mod matrix;
+pub mod open_load;
 mod process;
 mod readiness;
 pub mod results;

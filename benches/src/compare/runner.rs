@@ -233,6 +233,9 @@ impl Runner {
         if let Some(also) = also {
             args.extend(["--also-server-pid".into(), also.into()]);
         }
+        if let Some(rate) = load.rate {
+            args.extend(["--rate".into(), format!("{rate:.0}")]);
+        }
         args.extend(spec.loadgen_args.iter().map(|a| a.to_string()));
         ("taskset".into(), args)
     }

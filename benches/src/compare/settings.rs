@@ -1,4 +1,5 @@
-//! The load every server is given and the CPUs the two sides are pinned to, plus parsing helpers.
+//! The load every server is given and the CPUs the two sides are pinned to, plus parsing helpers
+//! and the open-files check a run with many connections needs first.
 
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ pub struct LoadShape {
     pub duration: Duration,
     #[serde(serialize_with = "as_seconds")]
     pub warmup: Duration,
+    /// Open loop: requests/s over all connections (`loadgen --rate`), `per_conn` then capping
+    /// the requests in flight per connection; `None` for the closed loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 /// The CPUs the server and loadgen each run on, one apiece so neither steals from the other.
@@ -30,6 +35,23 @@ fn as_seconds<S: serde::Serializer>(d: &Duration, serializer: S) -> Result<S::Ok
 /// Formats a duration the way loadgen parses it, exactly to the millisecond.
 pub fn loadgen_duration(d: Duration) -> String {
     format!("{}ms", d.as_millis())
+}
+
+/// Fails early, with the fix, when the open-files limit cannot hold `connections` descriptors
+/// (plus a margin for everything else a process opens).
+pub fn check_descriptors(connections: usize) -> Result<(), String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < connections + 100 => Err(format!(
+            "the open-files limit is {soft}, under the {connections} descriptors needed plus 100 (one per connection): raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf) or ask for fewer (--idle-conns, --matrix-loads)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `YYYYMMDDTHHMMSSZ` for seconds since the Unix epoch, in UTC.

@@ -229,6 +229,14 @@ impl Config {
                 ));
             }
         }
+        if cli.io == IoMode::Epoll && (cli.proto != Proto::Arpc || cli.transport != Transport::Tcp)
+        {
+            return usage(format!(
+                "--io epoll drives arpc over TCP only, not --proto {} --transport {}: drop --io epoll (or use --io uring)",
+                flag_value(cli.proto),
+                flag_value(cli.transport)
+            ));
+        }
         let udp = match cli.transport {
             Transport::Tcp | Transport::Ws => None,
             Transport::Udp => Some(check_udp_flags(&cli, &method)?),
@@ -370,6 +378,13 @@ fn default_server_name(target: &str) -> String {
     } else {
         host.to_string()
     }
+}
+
+/// How a flag's value is written on the command line.
+fn flag_value(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
 }
 
 /// Checks the flags of `--transport udp`: arpc only, and every request frame fits one datagram.

@@ -99,10 +99,12 @@ pub struct Cli {
     /// No per-second progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// I/O engine: `uring` drives the connections through ringrpc's io_uring ring (multishot
-    /// recv, one vectored send per connection per turn); `std` uses plain sockets. Ignored
-    /// with --proto grpc, which runs on tokio.
-    #[arg(long, value_enum, default_value = "uring")]
+    /// I/O engine (also `--driver`): `uring` drives the connections through ringrpc's
+    /// io_uring ring (multishot recv, one vectored send per connection per turn); `epoll`:
+    /// non-blocking sockets on an epoll loop, one vectored write per connection per
+    /// readiness (a second, differently shaped client; TCP arpc only); `std` uses plain
+    /// sockets. Ignored with --proto grpc, which runs on tokio.
+    #[arg(long, visible_alias = "driver", value_enum, default_value = "uring")]
     pub io: IoMode,
     /// Open loop: send R requests/s over all connections on a fixed schedule, with latency
     /// measured from each request's intended send time (coordinated-omission corrected);
@@ -207,6 +209,8 @@ pub enum IoMode {
     Uring,
     /// Plain sockets.
     Std,
+    /// Non-blocking sockets on an epoll loop (mio), no io_uring.
+    Epoll,
 }
 
 /// CPU ids parsed from `--cpus` (a newtype so clap takes the flag as one value).

@@ -69,37 +69,49 @@ impl Connection {
             let done = self.incoming.take().expect("checked above");
             self.finish_incoming(done, received_at, plan, state);
         }
-        let result = if self.rx.is_empty() {
-            let consumed = self.handle_frames(data, received_at, plan, state);
-            if let Ok(n) = consumed {
-                reserve_frame(&mut self.rx, &data[n..], state.decoder.max_body());
-                self.rx.extend_from_slice(&data[n..]);
-            }
-            consumed
-        } else {
-            self.rx.extend_from_slice(data);
+        // A partial frame held in `rx` is completed with only the bytes it lacks (its header,
+        // then its method, then the rest); a large echo is taken over as soon as its method
+        // is in. Whatever follows is handled straight from `data`.
+        while !self.rx.is_empty() && !data.is_empty() {
+            let take = bytes_lacking(&self.rx, state.decoder.max_body()).min(data.len());
+            self.rx.extend_from_slice(&data[..take]);
+            data = &data[take..];
             let rx = std::mem::take(&mut self.rx);
             let consumed = self.handle_frames(&rx, received_at, plan, state);
             self.rx = rx;
-            if let Ok(n) = consumed {
-                self.rx.advance(n);
+            self.rx.advance(consumed?);
+            if let Some(incoming) = self.check_partial(&self.rx, plan, state) {
+                self.rx.clear();
+                self.incoming = Some(incoming);
+                return self.on_received_arpc(data, received_at, plan, state);
             }
-            consumed
-        };
-        result?;
+        }
+        if self.rx.is_empty() {
+            let n = self.handle_frames(data, received_at, plan, state)?;
+            // A large echo's start is checked straight from the read, never copied.
+            let tail = &data[n..];
+            self.incoming = self.check_partial(tail, plan, state);
+            if self.incoming.is_none() {
+                reserve_frame(&mut self.rx, tail, state.decoder.max_body());
+                self.rx.extend_from_slice(tail);
+            }
+        }
+        self.fill_window(received_at, plan, state);
+        Ok(())
+    }
+
+    /// The echo to check as it arrives when `partial` (a frame's start) is a large echo of
+    /// one of our calls.
+    fn check_partial(&self, partial: &[u8], plan: &Plan, state: &WorkerState) -> Option<Incoming> {
         let pending = &self.pending;
-        if let Some(incoming) = arriving_echo::check_partial_as_it_arrives(
-            &mut self.rx,
+        arriving_echo::check_partial_as_it_arrives(
+            partial,
             state.decoder.max_body(),
             plan.pattern,
             plan.reflect,
             plan.payload_len,
             |seq| pending.get(&seq).map(|p| p.seed),
-        ) {
-            self.incoming = Some(incoming);
-        }
-        self.fill_window(received_at, plan, state);
-        Ok(())
+        )
     }
 
     /// The last piece of an echo checked as it arrived is in: settles its call.
@@ -296,6 +308,24 @@ impl Connection {
                 state,
             );
         }
+    }
+}
+
+/// How many more bytes the partial frame `rx` needs before it can be looked at again: the
+/// rest of its header, then of its method (so a large echo can be recognised), then of the
+/// frame. A header over `max_body` asks for everything: it fails when it is parsed.
+fn bytes_lacking(rx: &[u8], max_body: u32) -> usize {
+    let Some(head) = rx.first_chunk::<{ ringrpc_protocol::HEADER_LEN }>() else {
+        return ringrpc_protocol::HEADER_LEN - rx.len();
+    };
+    let Ok(header) = Header::parse(head, max_body) else {
+        return usize::MAX;
+    };
+    let method_end = ringrpc_protocol::HEADER_LEN + header.method_len as usize;
+    if rx.len() < method_end {
+        method_end - rx.len()
+    } else {
+        header.frame_len() - rx.len()
     }
 }
 

@@ -48,6 +48,7 @@ impl Report {
                 ("arpc over WebSocket", "conns", "std sockets I/O thread")
             }
             (Proto::Arpc, _, Some(IoMode::Uring)) => ("arpc", "conns", "io_uring I/O thread"),
+            (Proto::Arpc, _, Some(IoMode::Epoll)) => ("arpc", "conns", "epoll I/O thread"),
             (Proto::Arpc, _, _) => ("arpc", "conns", "std sockets I/O thread"),
         };
         writeln!(
