@@ -329,6 +329,13 @@ fn flag(knob: Knob) -> String {
 }
 
 fn serve(args: Args) -> Result<(), Box<dyn Error>> {
+    // Unix listeners have no socket address to report: the banner names them as given.
+    let unix_listens: Vec<String> = args
+        .listen
+        .iter()
+        .filter(|a| a.starts_with("unix:"))
+        .cloned()
+        .collect();
     let mut addrs = args.listen.into_iter();
     let mut config = Config::builder().listen(addrs.next().unwrap_or_else(|| ":8888".into()));
     for addr in addrs {
@@ -436,6 +443,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     };
     // The first address stays the fourth word: scripts and tests read it from there.
     let mut addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    addrs.extend(unix_listens);
     if let Some(udp) = server.udp_addr() {
         addrs.push(format!("udp:{udp}"));
     }

@@ -408,6 +408,59 @@ fn binary_serves_udp_beside_tcp_and_reports_it() {
 }
 
 #[test]
+fn binary_announces_a_unix_listener_and_serves_it() {
+    let dir = std::env::temp_dir().join(format!("ringrpc-binary-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("engine.sock");
+    let listen = format!("unix:{}", path.display());
+    let mut child = engine(&[
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        &listen,
+    ])
+    .spawn()
+    .expect("spawn engine");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.split_whitespace().any(|w| w == listen),
+        "the banner names {listen}: {line:?}"
+    );
+    let mut sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut sock,
+        &Frame::request(3, "/echo", "over unix").to_bytes(),
+    )
+    .unwrap();
+    let mut bytes = bytes::BytesMut::new();
+    let mut decoder = ringrpc_protocol::Decoder::default();
+    let frame = loop {
+        if let Some(frame) = decoder.decode(&mut bytes).unwrap() {
+            break frame;
+        }
+        let mut buf = [0u8; 256];
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "the engine closed the Unix connection");
+        bytes.extend_from_slice(&buf[..n]);
+    };
+    assert_eq!(
+        (frame.header.seq, &frame.payload[..]),
+        (3, &b"over unix"[..])
+    );
+    drop(sock);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    assert!(!path.exists(), "the socket file is removed on shutdown");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn binary_refuses_udp_with_an_auth_secret_naming_the_fix() {
     let dir = std::env::temp_dir().join(format!("ringrpc-udp-auth-{}", std::process::id()));
     std::fs::write(&dir, "s3cret").unwrap();
