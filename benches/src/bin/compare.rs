@@ -20,7 +20,7 @@ use ringrpc_benches::compare::matrix::{
     MatrixFile, cells, cpu_series, parse_loads, parse_payloads, render_matrix, server_skip_reason,
 };
 use ringrpc_benches::compare::open_load::{
-    OpenLoadBase, OpenLoadCell, OpenLoadCellSummary, parse_percents, render_open_load,
+    OpenLoadBase, OpenLoadCell, OpenLoadCellSummary, matrix_json, parse_percents, render_open_load,
     run_open_load,
 };
 use ringrpc_benches::compare::runner::{RunFiles, Runner, check_taskset, shell_quote};
@@ -517,22 +517,6 @@ fn run_matrix(
     }
     println!("- <cell>/<server>-round<N>.json for every run (with .server.log and .loadgen.txt)");
     Ok(())
-}
-
-/// `matrix.json`: the matrix file, plus the open-load runs when there are any.
-fn matrix_json(file: &MatrixFile, open_load: &[OpenLoadCellSummary]) -> String {
-    if open_load.is_empty() {
-        return file.to_json();
-    }
-    #[derive(serde::Serialize)]
-    struct WithOpenLoad<'a> {
-        #[serde(flatten)]
-        file: &'a MatrixFile,
-        open_load: &'a [OpenLoadCellSummary],
-    }
-    serde_json::to_string_pretty(&WithOpenLoad { file, open_load })
-        .expect("a matrix serialises: numbers, strings, paths")
-        + "\n"
 }
 
 /// Runs one server once and says how it went on stderr.

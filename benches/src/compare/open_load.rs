@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::drivers::same_driver;
 use super::markdown::{format_rate, table_cell};
-use super::matrix::{Cell, FLOOR, ratio};
+use super::matrix::{Cell, FLOOR, MatrixFile, ratio};
 use super::results::{RunRecord, ServerResult};
 use super::runner::Runner;
 use super::servers::ServerSpec;
@@ -225,6 +225,22 @@ impl OpenLoadCellSummary {
                 .collect(),
         }
     }
+}
+
+/// `matrix.json`: the matrix file, plus the open-load runs when there are any.
+pub fn matrix_json(file: &MatrixFile, open_load: &[OpenLoadCellSummary]) -> String {
+    if open_load.is_empty() {
+        return file.to_json();
+    }
+    #[derive(serde::Serialize)]
+    struct WithOpenLoad<'a> {
+        #[serde(flatten)]
+        file: &'a MatrixFile,
+        open_load: &'a [OpenLoadCellSummary],
+    }
+    serde_json::to_string_pretty(&WithOpenLoad { file, open_load })
+        .expect("a matrix serialises: numbers, strings, paths")
+        + "\n"
 }
 
 #[cfg(test)]
