@@ -720,3 +720,46 @@ fn openssl_s_client_sees_tls_1_3_and_alpn_arpc() {
     server.handle().shutdown();
     server.join().unwrap();
 }
+
+#[test]
+fn a_tls_1_2_renegotiation_is_refused_and_the_server_goes_on() {
+    if !common::have_tool("openssl") {
+        return;
+    }
+    let pki = Pki::new("renegotiate");
+    let (cert, key) = pki.server_cert();
+    let server = serve(Config::builder().tls(s(&cert), s(&key)).tls_required(true));
+    let addr = server.local_addr();
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect", &addr.to_string()])
+        .args([
+            "-servername",
+            "localhost",
+            "-CAfile",
+            &s(&pki.path("ca.pem")),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // s_client renegotiates on a line "R" once its handshake is done; stdin stays open
+    // until the server has answered, then closes (s_client exits at EOF).
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"R\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("Protocol  : TLSv1.2"), "{text}");
+    assert!(text.contains("RENEGOTIATING"), "{text}");
+    assert!(text.contains("no renegotiation"), "refused: {text}");
+
+    let config = client_config(&pki.path("ca.pem"), None, &[]);
+    let mut good = TlsClient::connect(addr, config).unwrap();
+    assert_eq!(&good.call(1, "/echo", b"on").unwrap().payload[..], b"on");
+    drop(good);
+    server.handle().shutdown();
+    assert_eq!(server.join().unwrap().total().requests, 1);
+}
