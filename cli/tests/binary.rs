@@ -439,7 +439,7 @@ fn binary_announces_a_unix_listener_and_serves_it() {
     )
     .unwrap();
     let mut bytes = bytes::BytesMut::new();
-    let mut decoder = ringrpc_protocol::Decoder::default();
+    let decoder = ringrpc_protocol::Decoder::default();
     let frame = loop {
         if let Some(frame) = decoder.decode(&mut bytes).unwrap() {
             break frame;
