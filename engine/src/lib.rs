@@ -89,6 +89,7 @@ mod reactor;
 pub mod router;
 mod secret;
 mod server;
+mod sim;
 mod stream;
 mod transport;
 mod udp;
@@ -143,6 +144,18 @@ pub use udp::limits::Retry;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
+}
+
+/// Deterministic simulation support (`engine/tests/simulate/`): the sans-IO connection,
+/// datagram and WebSocket state machines driven without sockets; not a stable API.
+#[doc(hidden)]
+pub mod simulation {
+    pub use crate::sim::udp::{SimUdp, SimUdpLimits};
+    pub use crate::sim::ws;
+    pub use crate::sim::{
+        Applied, LINGER_LIMIT, SimActions, SimConfig, SimConn, SimFraming, SimGauges, SimMail,
+        SimMailbox, add_pubsub, conn_id, peer_addr,
+    };
 }
 
 /// The async guide's code blocks, compiled and run as doc tests (they use `MsgPack`).

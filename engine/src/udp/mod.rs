@@ -551,13 +551,11 @@ impl UdpCore {
     }
 
     /// Calls waiting for a Response.
-    #[cfg(test)]
     pub(crate) fn calls_pending(&self) -> usize {
         self.calls.len()
     }
 
     /// Requests cached for duplicate suppression.
-    #[cfg(test)]
     pub(crate) fn cached(&self) -> usize {
         self.dedup.len()
     }
