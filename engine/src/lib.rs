@@ -140,10 +140,14 @@ pub use udp::UdpStats;
 pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
 pub use udp::limits::Retry;
 
-/// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
+/// Fuzzing support for the `conn`, `websocket`, `udp` and `stream` fuzz targets and their
+/// stable replay; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
+    pub use crate::sim::fuzz::{
+        StreamOutcome, UdpOutcome, WsOutcome, check_streams, check_udp, check_websocket,
+    };
 }
 
 /// Deterministic simulation support (`engine/tests/simulate/`): the sans-IO connection,

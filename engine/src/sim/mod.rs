@@ -15,6 +15,7 @@
 //! reactor code it mirrors); a [`SimConn`] is released once, and every later input is
 //! ignored, as a reactor drops completions for a freed slot.
 
+pub mod fuzz;
 mod mail;
 pub mod udp;
 pub mod ws;

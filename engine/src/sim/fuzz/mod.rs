@@ -1,0 +1,41 @@
+//! The fuzz checks of the peer-reachable decoders beyond the arpc stream (which
+//! `conn::fuzz` covers): the WebSocket upgrade and frames (`websocket`), datagrams through
+//! the UDP endpoint (`udp`) and Stream frames against a connection's stream table
+//! (`streams`). Each is shared by its cargo-fuzz target (fuzz/) and the stable replay of
+//! its corpus (engine/tests/fuzz_corpus.rs); each panics on a violation.
+
+mod streams;
+mod udp;
+mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use streams::{StreamOutcome, check_streams};
+pub use udp::{UdpOutcome, check_udp};
+pub use websocket::{WsOutcome, check_websocket};
+
+use crate::conn::Conn;
+use crate::ids::{ConnId, ConnInfo};
+use crate::reactor::mailbox::Mailbox;
+use crate::transport::ws::handshake::HandshakeConfig;
+
+/// A connection that speaks WebSocket: HTTP only, or (`undecided`) raw arpc or HTTP as
+/// its first bytes say.
+fn websocket_conn(max_body: u32, undecided: bool) -> Conn {
+    let info = ConnInfo {
+        id: ConnId {
+            core: 0,
+            slot: 0,
+            serial: 1,
+        },
+        peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+    };
+    let mailbox = Arc::new(Mailbox::new(crate::reactor::mailbox::DEFAULT_CAPACITY));
+    let ws = Arc::new(HandshakeConfig::default());
+    if undecided {
+        Conn::with_websocket(info, mailbox, max_body, ws)
+    } else {
+        Conn::websocket_only(info, mailbox, max_body, ws)
+    }
+}
