@@ -271,6 +271,30 @@ impl SimConn {
             .recv_error(io::Error::from_raw_os_error(errno), more);
     }
 
+    /// The ring refused the recv (or direct recv) the last poll asked for (`EAGAIN`,
+    /// `EBUSY`: a full submission queue), as `reactor::close::advance` reports it.
+    pub fn arm_refused(&mut self, errno: i32) {
+        if self.released {
+            return;
+        }
+        if let Some((buf, _)) = self.direct.take() {
+            self.conn.end_direct(buf, 0);
+        }
+        self.lifecycle
+            .recv_arm_failed(io::Error::from_raw_os_error(errno));
+    }
+
+    /// The ring refused the send the last poll started; its batch is dropped with it, as
+    /// `reactor::io::start_send` drops it.
+    pub fn send_refused(&mut self, errno: i32) {
+        if self.released {
+            return;
+        }
+        self.sending.clear();
+        self.lifecycle
+            .send_start_failed(io::Error::from_raw_os_error(errno));
+    }
+
     /// How many bytes the direct recv in flight asks for (`None`: none in flight).
     pub fn direct_want(&self) -> Option<usize> {
         self.direct.as_ref().map(|(_, want)| *want)

@@ -12,6 +12,7 @@ use crate::world::{Link, Recv, Side, World, WsClient};
 
 const ECONNRESET: i32 = 104;
 const EPIPE: i32 = 32;
+const EAGAIN: i32 = 11;
 
 /// What a side's input holds now.
 enum Input {
@@ -262,6 +263,28 @@ impl World {
                 .map_or_else(|| input.arrived(now), |w| w.decoded.len())
         };
         let actions = side.conn.poll(at, unread);
+        // Now and then the ring refuses what the poll asked for (a full submission queue):
+        // the connection closes with that error.
+        let mut actions = actions;
+        let mut refused_op = false;
+        if self.sc.resets && self.rng.per_mille(2) {
+            let refused = if actions.start_send {
+                actions.start_send = false;
+                side.conn.send_refused(EAGAIN);
+                true
+            } else if actions.arm_recv || actions.start_direct {
+                actions.arm_recv = false;
+                actions.start_direct = false;
+                side.conn.arm_refused(EAGAIN);
+                true
+            } else {
+                false
+            };
+            if refused {
+                self.tally.faults += 1;
+                refused_op = true;
+            }
+        }
         if actions.start_send {
             side.sending = true;
         }
@@ -312,6 +335,11 @@ impl World {
             if server {
                 self.log_release(id);
             }
+        }
+        if refused_op {
+            // The lifecycle decided to close: the next poll carries it out.
+            self.links[li].faulted = true;
+            self.poll_side(li, server);
         }
     }
 
