@@ -4,7 +4,6 @@
 //! rightly, every connection released once, pub/sub's registry empty).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use ringrpc::simulation::conn_id;
 use ringrpc::{CallError, StreamError};
@@ -14,9 +13,7 @@ use crate::world::{GRACE, World};
 
 /// Steps the settle phase may take before what is missing is reported.
 const SETTLE_STEPS: usize = 20_000;
-/// Simulated time the close phase may take before a connection still open is a leak.
-const CLOSE_LIMIT: Duration = Duration::from_secs(600);
-/// Steps the close phase may take.
+/// Steps the close phase may take before a connection still open is a leak.
 const CLOSE_STEPS: usize = 200_000;
 
 /// What one seed found.
@@ -43,7 +40,6 @@ pub fn run(seed: u64, trace: bool) -> Outcome {
         w.check_settled();
     }
     w.note(|| "closing".into());
-    let started = w.t;
     if w.sc.drain {
         let now = w.t;
         for link in &mut w.links {
@@ -57,10 +53,8 @@ pub fn run(seed: u64, trace: bool) -> Outcome {
         }
     }
     let mut steps = 0;
-    while !(w.all_released() && w.timers.is_empty())
-        && w.t - started < CLOSE_LIMIT
-        && steps < CLOSE_STEPS
-    {
+    // Bounded by steps, not simulated time: clock jumps eat time, not work.
+    while !(w.all_released() && w.timers.is_empty()) && steps < CLOSE_STEPS {
         steps += 1;
         if w.draining_since.is_some_and(|since| w.t - since >= GRACE) {
             for link in &mut w.links {
@@ -236,10 +230,9 @@ impl World {
                 Link::Datagram(_) => (false, true),
             };
             let dropped = self.calls.dropped_responders.contains(tag);
-            if let Some(why) = judge(plan, outcome, dropped, datagram) {
-                if !(corrupted && outcome.is_ok()) {
-                    problems.push(format!("tag {tag}: {why}"));
-                }
+            // Garbage shifts the frame boundaries after it: any answer is possible there.
+            if let Some(why) = judge(plan, outcome, dropped, datagram).filter(|_| !corrupted) {
+                problems.push(format!("tag {tag}: {why}"));
             }
             let pushed_later = rec.pushes.iter().any(|&(_, t)| t == *tag);
             if plan.method == "/push" && !datagram && outcome.is_ok() && !pushed && pushed_later {
