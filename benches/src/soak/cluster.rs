@@ -49,7 +49,21 @@ fn start_nats(port: u16) -> Result<KillOnDrop, String> {
     Ok(KillOnDrop(child))
 }
 
-fn start_node(engine: &Path, port: u16, nats: u16) -> Result<KillOnDrop, String> {
+/// Starts a node on `port`, retrying for a few seconds while the port is still held by the
+/// node just killed.
+fn start_node(engine: &Path, port: u16, nats: u16, dir: &Path) -> Result<KillOnDrop, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_start_node(engine, port, nats, dir) {
+            Ok(node) => return Ok(node),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn try_start_node(engine: &Path, port: u16, nats: u16, dir: &Path) -> Result<KillOnDrop, String> {
+    let log = dir.join(format!("node-{port}.log"));
     let mut child = Command::new(engine)
         .args([
             "--cores",
@@ -62,7 +76,7 @@ fn start_node(engine: &Path, port: u16, nats: u16) -> Result<KillOnDrop, String>
         .args(["--shutdown-delay", "1", "--log", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", engine.display()))?;
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
@@ -70,7 +84,9 @@ fn start_node(engine: &Path, port: u16, nats: u16) -> Result<KillOnDrop, String>
     out.read_line(&mut line).map_err(|e| e.to_string())?;
     if !line.starts_with("engine listening on") {
         let _ = child.kill();
-        return Err(format!("a node said {line:?}"));
+        let _ = child.wait();
+        let why = std::fs::read_to_string(&log).unwrap_or_default();
+        return Err(format!("a node did not start: {line:?} {}", why.trim()));
     }
     thread::spawn(move || for _ in out.lines() {});
     Ok(KillOnDrop(child))
@@ -139,7 +155,7 @@ pub fn run(engine: &Path, duration: Duration, seed: u64) -> Result<Report, Strin
     let ports = [free_port()?, free_port()?, free_port()?];
     let mut nodes: Vec<Option<KillOnDrop>> = ports
         .iter()
-        .map(|&p| start_node(engine, p, nats_port).map(Some))
+        .map(|&p| start_node(engine, p, nats_port, &dir).map(Some))
         .collect::<Result<_, _>>()?;
     let front = format!("127.0.0.1:{}", free_port()?);
     let front_port: u16 = front
@@ -241,7 +257,7 @@ pub fn run(engine: &Path, duration: Duration, seed: u64) -> Result<Report, Strin
                 fault,
                 Duration::from_millis(rng.range(300, 1500)),
             );
-            nodes[i] = Some(start_node(engine, ports[i], nats_port)?);
+            nodes[i] = Some(start_node(engine, ports[i], nats_port, &dir)?);
         } else {
             drop(nats.take());
             report.nats_restarts += 1;

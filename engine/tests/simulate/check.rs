@@ -218,6 +218,12 @@ impl World {
     fn check_end(&mut self) {
         let mut problems = Vec::new();
         let rec = self.shared.lock();
+        // How many times each request ran: a datagram request whose resend came after its
+        // peer was forgotten (quiet for the dedup window) runs again, as documented.
+        let mut runs: BTreeMap<u64, usize> = BTreeMap::new();
+        for &(_, tag, _) in &rec.dispatched {
+            *runs.entry(tag).or_default() += 1;
+        }
         let mut count: BTreeMap<u64, usize> = BTreeMap::new();
         for (tag, outcome, pushed) in &rec.outcomes {
             *count.entry(*tag).or_default() += 1;
@@ -229,7 +235,8 @@ impl World {
                 Link::Stream(li) => (self.links[li].corrupted, false),
                 Link::Datagram(_) => (false, true),
             };
-            let dropped = self.calls.dropped_responders.contains(tag);
+            let ran_again = datagram && runs.get(tag).copied().unwrap_or(0) > 1;
+            let dropped = self.calls.dropped_responders.contains(tag) && !ran_again;
             // Garbage shifts the frame boundaries after it: any answer is possible there.
             if let Some(why) = judge(plan, outcome, dropped, datagram).filter(|_| !corrupted) {
                 problems.push(format!("tag {tag}: {why}"));
