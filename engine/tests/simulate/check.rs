@@ -236,9 +236,10 @@ impl World {
                 Link::Datagram(_) => (false, true),
             };
             let ran_again = datagram && runs.get(tag).copied().unwrap_or(0) > 1;
-            let dropped = self.calls.dropped_responders.contains(tag) && !ran_again;
+            let dropped = self.calls.dropped_responders.contains(tag);
             // Garbage shifts the frame boundaries after it: any answer is possible there.
-            if let Some(why) = judge(plan, outcome, dropped, datagram).filter(|_| !corrupted) {
+            let verdict = judge(plan, outcome, dropped, ran_again, datagram);
+            if let Some(why) = verdict.filter(|_| !corrupted) {
                 problems.push(format!("tag {tag}: {why}"));
             }
             let pushed_later = rec.pushes.iter().any(|&(_, t)| t == *tag);
