@@ -33,7 +33,7 @@ struct Args {
         long,
         value_name = "ADDR",
         default_value = ":8888",
-        help = "Listen address: :PORT (all interfaces), HOST:PORT or [IPV6]:PORT; repeat to listen on several"
+        help = "Listen address: :PORT (all interfaces), HOST:PORT, [IPV6]:PORT, unix:/PATH (a Unix socket file) or unix:@NAME (abstract); repeat to listen on several"
     )]
     listen: Vec<String>,
     /// Submission queue entries per core, a power of two in 8..=32768 (128 B each per core)
@@ -177,6 +177,25 @@ struct Args {
     /// shorter (default off); peers must decode arpc gzip frames
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = size::<usize>)]
     gzip_threshold: Option<usize>,
+    /// Serve TLS 1.3 and 1.2 with the PEM certificate chain in FILE (leaf first) on every
+    /// listen address, plaintext arpc and WebSocket sharing the ports unless
+    /// --tls-required; ALPN arpc and http/1.1; SIGHUP reloads the files. Needs --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC); must match the certificate
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require client certificates issued by a CA of the PEM FILE (handlers see
+    /// the verified subject and names)
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve TLS only: a connection that does not start with a TLS ClientHello is refused
+    #[arg(long)]
+    tls_required: bool,
+    /// Permissions of the unix:/PATH socket files, in octal (e.g. 0660) [default: as the
+    /// umask leaves them]
+    #[arg(long, value_name = "MODE", value_parser = octal)]
+    unix_mode: Option<u32>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log: String,
@@ -232,6 +251,14 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("must be a non-negative number of seconds, got {s}"))
 }
 
+/// File permissions in octal: `0660`, `660`.
+fn octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("must be octal permissions 0..=0777, e.g. 0660, got {s:?}"))
+}
+
 /// Zero turns a timeout off.
 fn off_if_zero(d: Duration) -> Option<Duration> {
     Some(d).filter(|d| !d.is_zero())
@@ -282,6 +309,7 @@ fn flag_hint(e: &(dyn Error + 'static)) -> Option<String> {
             Some(Knob::PubsubPassword) => {
                 "check --pubsub and the file given to --pubsub-password-file".into()
             }
+            Some(Knob::Tls) => "check the files given to --tls-cert and --tls-key".into(),
             Some(knob) => format!("set by --{}", flag(knob)),
             None => "set by --listen, --udp-listen or --metrics-listen".into(),
         });
@@ -366,6 +394,13 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         config = config.udp_listen(addr);
     }
     config = config.metrics_listen(args.metrics_listen);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config = config.tls(path_text(cert), path_text(key));
+    }
+    config = config
+        .tls_client_ca(args.tls_client_ca.as_deref().map(path_text))
+        .tls_required(args.tls_required)
+        .unix_mode(args.unix_mode);
     if args.no_tcp_listen {
         config = config.no_tcp_listen();
     }
@@ -374,10 +409,13 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     }
     let reflect = args.reflect;
     let config = config.build()?;
+    let tls = config.tls();
     let cores = config.cores();
 
     // Caught before any reactor starts, so a signal is never lost in between.
     let signals = ShutdownSignals::install()?;
+    // SIGHUP reloads the TLS files (and no longer ends the process).
+    let reloads = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     let pubsub = PubSub::from_config(&config);
     // `/echo/async` answers from an async task after one yield, so loadgen can measure the
     // async path beside `/echo` (`--method /echo/async`).
@@ -415,6 +453,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     std::io::stdout().flush()?;
 
     let handle = server.handle();
+    watch_reloads(reloads, handle.clone(), tls);
     let report = signals.wait(server)?;
     let bridge = handle.bridge_stats();
     print!("{report}");
@@ -433,6 +472,35 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// A path as the library's TLS knobs take it.
+fn path_text(path: &std::path::Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Reloads the TLS certificate and key on each SIGHUP (logging the outcome), from a thread
+/// of its own; without TLS, says there is nothing to reload.
+fn watch_reloads(
+    mut reloads: signal_hook::iterator::Signals,
+    handle: ringrpc::ServerHandle,
+    tls: bool,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in reloads.forever() {
+                if !tls {
+                    tracing::warn!("SIGHUP: no TLS to reload (give --tls-cert and --tls-key)");
+                    continue;
+                }
+                // reload_tls logs success, or the refusal and that the old files stay.
+                let _ = handle.reload_tls();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for SIGHUP (TLS reloads off): {e}");
+    }
 }
 
 /// The pub/sub password from `path`, less one trailing newline; missing, unreadable and

@@ -75,6 +75,10 @@ pub enum DisconnectReason {
         /// The close code, if the Close frame carried one.
         code: Option<u16>,
     },
+    /// TLS failed: a handshake refused (plaintext on a TLS-only port, a client certificate
+    /// that does not verify, no common version or cipher), or a record that does not
+    /// verify. rustls' words; its alert was sent before closing.
+    Tls(String),
 }
 
 impl fmt::Display for DisconnectReason {
@@ -99,6 +103,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::WebSocketClosed { code: None } => {
                 f.write_str("WebSocket closed without a code")
             }
+            DisconnectReason::Tls(reason) => write!(f, "TLS error: {reason}"),
             DisconnectReason::ReadTimeout => {
                 f.write_str("read timeout: a frame was not completed in time")
             }

@@ -49,7 +49,7 @@ pub struct CliReferenceDoctests;
 #[cfg(doctest)]
 pub struct BenchmarksDoctests;
 
-/// docs/tls.md: TLS in front of the engine.
+/// docs/tls.md: TLS natively, or in front; Unix sockets.
 #[doc = include_str!("../../docs/tls.md")]
 #[cfg(doctest)]
 pub struct TlsGuideDoctests;

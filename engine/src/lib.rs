@@ -58,20 +58,24 @@
 //! | `msgpack` | on | MessagePack (arpc's msgpack codec): the `MsgPack` extractor and reply, `Client::call_msgpack` and `call_msgpack_async` | `rmp-serde` |
 //! | `nats` | off | the NATS bridge between the nodes of a cluster: [`ConfigBuilder::nats`] | `async-nats`, `tokio` (a single-threaded runtime on a thread of its own) |
 //! | `metrics` | off | Prometheus metrics over HTTP: [`ConfigBuilder::metrics_listen`] | `prometheus-client` |
+//! | `tls` | off | TLS 1.3/1.2 and mutual TLS on the reactors: [`ConfigBuilder::tls`], `ClientBuilder::tls`, `ServerHandle::reload_tls` | `rustls` (ring provider), `webpki-roots`, `rustls-native-certs`, `x509-cert` |
 //!
 //! Why the defaults: the library's core is the reactors and what they serve, and every
 //! embedder pays for it; `msgpack` is a small codec that typed handlers expect beside JSON,
 //! so it is on. `nats` and `metrics` each bring a runtime, threads and a network endpoint of
 //! their own (and `nats` a TLS stack: some sixty more crates), which only deployments
 //! that run a cluster or scrape Prometheus want: they are off, the way tokio leaves its
-//! optional parts off, and the `engine` binary turns both on. `cargo tree -p ringrpc
-//! --no-default-features -e normal` shows neither tokio nor async-nats.
+//! optional parts off, and the `engine` binary turns both on. `tls` brings a crypto library
+//! (ring: C and assembly built with the C compiler) that an embedder behind a TLS proxy, or
+//! on Unix sockets, does not need: off, on in the `engine` binary. `cargo tree -p ringrpc
+//! --no-default-features -e normal` shows neither tokio, async-nats nor rustls.
 //!
 //! The API does not change with the features. A knob whose part is compiled out is refused
 //! by [`ConfigBuilder::build`] with [`ConfigError::FeatureDisabled`], which names the
 //! feature to turn on; [`ServerHandle::bridge_stats`] and [`RunningServer::metrics_addr`]
-//! then answer `None`. Only the `msgpack` items are absent without their feature (a type
-//! cannot be refused at run time).
+//! then answer `None`. Only the `msgpack` and `tls` items (`ClientTls`, `TlsError`,
+//! `ClientBuilder::tls`, `ServerHandle::reload_tls`) are absent without their feature (a
+//! type cannot be refused at run time).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -110,7 +114,7 @@ pub use executor::{
     BlockingError, BlockingJoin, Cancelled, JoinHandle, NotOnReactor, YieldNow, spawn_blocking,
     spawn_local, yield_now,
 };
-pub use ids::{ConnId, ConnInfo};
+pub use ids::{ConnId, ConnInfo, PeerCertificate, TlsInfo};
 pub use observe::core_stats::CoreStats;
 pub use pubsub::{PubSub, PubSubError, PubSubStats};
 pub use reactor::mailbox::BroadcastFilter;
@@ -136,6 +140,8 @@ pub use stream::{
     BiStream, BlockingStreamHandler, RecvFuture, Replies, SendFuture, StreamContext, StreamHandler,
     StreamLimits, StreamSender, Subscription, echo_stream,
 };
+#[cfg(feature = "tls")]
+pub use transport::tls::{ALPN_ARPC, ALPN_HTTP1, ClientTls, TlsError};
 pub use udp::UdpStats;
 pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
 pub use udp::limits::Retry;

@@ -42,6 +42,8 @@ pub struct ClientBuilder {
     auth: Option<Bytes>,
     pubsub: Arc<TopicTable>,
     gzip_threshold: Option<usize>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::ClientTls>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -55,6 +57,14 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// Keeps the first route registration error, which `build`/`connect` reports.
+    fn keep_error(mut self, added: Result<(), crate::router::RouteError>) -> Self {
+        if let Err(e) = added {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
     /// Options for a connection to any one of `targets` (see [`Client::builder_multi`]).
     pub(super) fn new(targets: Vec<String>) -> ClientBuilder {
         let pubsub = Arc::new(TopicTable::default());
@@ -72,6 +82,8 @@ impl ClientBuilder {
             auth: None,
             pubsub,
             gzip_threshold: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -84,10 +96,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` for the server's calls and notifies with a typed `handler` (see
@@ -97,10 +107,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl crate::TypedHandler<Args>,
     ) -> Self {
-        if let Err(e) = self.router.add_typed(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_typed(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` for the server's calls and notifies with an async `handler`, run as
@@ -110,10 +118,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl crate::AsyncHandler<Args>,
     ) -> Self {
-        if let Err(e) = self.router.add_async(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_async(method, handler);
+        self.keep_error(added)
     }
 
     /// Makes `value` available to the [`State`](crate::State) extractor of this client's
@@ -130,10 +136,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl Fn(&mut crate::StreamContext<'_>) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_stream(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves streams the server opens to this client for `method` on a thread each (see
@@ -143,10 +147,8 @@ impl ClientBuilder {
         method: &str,
         handler: impl Fn(crate::BiStream) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_stream_blocking(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream_blocking(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves streams the server opens to this client for `method` as async tasks on the
@@ -156,10 +158,8 @@ impl ClientBuilder {
         F: Fn(crate::BiStream) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + 'static,
     {
-        if let Err(e) = self.router.add_stream_async(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream_async(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves this client on a shared runtime instead of a reactor thread of its own; its
@@ -238,6 +238,10 @@ impl ClientBuilder {
         let mut targets = Vec::with_capacity(self.targets.len());
         let mut unresolved = None;
         for target in self.targets {
+            if super::dial::unix_target(&target).is_some() {
+                targets.push((target, Vec::new()));
+                continue;
+            }
             match target.to_socket_addrs() {
                 Ok(addrs) => targets.push((target, addrs.collect())),
                 Err(e) if targets.is_empty() => unresolved = Some((target, e)),
@@ -270,6 +274,8 @@ impl ClientBuilder {
             on_reconnect: self.on_reconnect,
             auth: self.auth,
             pubsub: self.pubsub,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         });
         let stream = inner
             .dial(start)
@@ -283,6 +289,16 @@ impl ClientBuilder {
             ClientError::Connect(inner.target(), why)
         })?;
         Ok(Client { inner })
+    }
+
+    /// Speaks TLS on every connection (feature `tls`): roots, server name and, for mutual
+    /// TLS, a client certificate, as [`ClientTls`](crate::ClientTls) says. The handshake
+    /// runs while connecting, so `connect` fails with rustls' reason when the server's
+    /// certificate is refused (or ours is); ALPN offers `arpc`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// This client's pub/sub handlers and password.

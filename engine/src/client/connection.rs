@@ -6,7 +6,7 @@
 //! by the user never reconnects; the lost target is tried last.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::ClientRuntime;
+use super::dial::{self, Dialled};
 use crate::client::pubsub::TopicTable;
 use crate::conn::handle::ConnHandle;
 use crate::error::{AUTH_METHOD, CallError, DisconnectReason};
@@ -60,6 +61,9 @@ pub(super) struct ClientInner {
     pub(super) auth: Option<Bytes>,
     /// Pub/sub handlers and password, restored on every new connection.
     pub(super) pubsub: Arc<TopicTable>,
+    /// TLS on every connection, if asked.
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<crate::ClientTls>,
 }
 
 impl Drop for ClientInner {
@@ -79,19 +83,22 @@ impl Drop for ClientInner {
 impl ClientInner {
     /// Connects to the first target, from `start` on and round, that accepts; it becomes
     /// the current target.
-    pub(super) fn dial(&self, start: usize) -> io::Result<TcpStream> {
+    pub(super) fn dial(&self, start: usize) -> io::Result<Dialled> {
         let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
         let n = self.targets.len();
         for i in 0..n {
             let at = (start + i) % n;
-            for addr in &self.targets[at].1 {
-                match TcpStream::connect_timeout(addr, self.connect_timeout) {
-                    Ok(stream) => {
-                        self.cursor.store(at, Ordering::Relaxed);
-                        return Ok(stream);
+            let (target, addrs) = &self.targets[at];
+            match dial::connect(target, addrs, self.connect_timeout) {
+                Ok(stream) => {
+                    self.cursor.store(at, Ordering::Relaxed);
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = &self.tls {
+                        return dial::handshake(stream, target, tls, self.connect_timeout);
                     }
-                    Err(e) => last = e,
+                    return Ok((stream, None));
                 }
+                Err(e) => last = e,
             }
         }
         Err(last)
@@ -111,11 +118,12 @@ impl ClientInner {
     }
 
     /// Hands `stream` to the runtime and makes it the current connection.
-    pub(super) fn attach(this: &Arc<ClientInner>, stream: TcpStream) -> Result<(), CallError> {
+    pub(super) fn attach(this: &Arc<ClientInner>, dialled: Dialled) -> Result<(), CallError> {
         let weak = Arc::downgrade(this);
+        let (stream, tls) = dialled;
         let handle = this
             .runtime
-            .adopt(stream, this.policy.clone(), move |reason| {
+            .adopt(stream, tls, this.policy.clone(), move |reason| {
                 if let Some(inner) = weak.upgrade() {
                     inner.lost(reason);
                 }

@@ -263,7 +263,8 @@ async fn adopt_here(stream: TcpStream) -> Result<(ConnHandle, Arc<AtomicBool>), 
     shared.adopt(
         core,
         Adoption {
-            stream,
+            stream: crate::reactor::shared::StreamSocket::Tcp(stream),
+            tls: None,
             policy,
             opened: Box::new(move |conn| {
                 let _ = opened_tx.send(conn);

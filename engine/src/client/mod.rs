@@ -10,6 +10,7 @@
 mod builder;
 mod connection;
 pub(crate) mod core_client;
+pub(crate) mod dial;
 pub(crate) mod pubsub;
 mod runtime;
 mod typed_calls;

@@ -5,7 +5,6 @@
 //! one short mutex section and a wake-up; the runtime stops when its last clone and the last
 //! client on it are dropped (never joining itself from its own thread).
 
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 use super::ClientError;
@@ -15,9 +14,10 @@ use crate::error::{CallError, DisconnectReason};
 use crate::reactor::CoreSockets;
 use crate::reactor::runtime::{ReactorThreads, join_all, new_mailboxes, spawn_reactors};
 use crate::reactor::settings::ReactorSettings;
-use crate::reactor::shared::{Adoption, ConnPolicy, Shared};
+use crate::reactor::shared::{Adoption, ConnPolicy, Shared, StreamSocket};
 use crate::router::Router;
 use crate::server::StartError;
+use crate::transport::tls::TlsLayer;
 
 /// A reactor thread that serves client connections; cheap to clone, shared by as many
 /// clients as you like. It stops when the last clone and the last client using it drop.
@@ -73,7 +73,8 @@ impl ClientRuntime {
     /// reactor thread when it is gone. Returns its handle once the reactor serves it.
     pub(super) fn adopt(
         &self,
-        stream: TcpStream,
+        stream: StreamSocket,
+        tls: Option<Box<TlsLayer>>,
         policy: Arc<ConnPolicy>,
         closed: impl FnOnce(&DisconnectReason) + Send + 'static,
     ) -> Result<ConnHandle, CallError> {
@@ -82,6 +83,7 @@ impl ClientRuntime {
             0,
             Adoption {
                 stream,
+                tls,
                 policy,
                 opened: Box::new(move |handle| {
                     let _ = tx.send(handle);

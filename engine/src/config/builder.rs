@@ -49,6 +49,10 @@ pub struct ConfigBuilder {
     pub(super) gzip_threshold: Option<usize>,
     pub(super) metrics_listen: Option<String>,
     pub(super) nats: Option<String>,
+    pub(super) tls: Option<(String, String)>,
+    pub(super) tls_client_ca: Option<String>,
+    pub(super) tls_required: bool,
+    pub(super) unix_mode: Option<u32>,
 }
 
 impl Default for ConfigBuilder {
@@ -94,6 +98,10 @@ impl Default for ConfigBuilder {
             gzip_threshold: None,
             metrics_listen: None,
             nats: None,
+            tls: None,
+            tls_client_ca: None,
+            tls_required: false,
+            unix_mode: None,
         }
     }
 }
@@ -438,6 +446,51 @@ impl ConfigBuilder {
     /// with [`ConfigError::FeatureDisabled`](crate::ConfigError::FeatureDisabled).
     pub fn nats(mut self, url: Option<impl Into<String>>) -> Self {
         self.nats = url.map(Into::into);
+        self
+    }
+
+    /// Serves TLS 1.3 and 1.2 on every TCP and Unix listen address (default none): `cert`
+    /// is a PEM certificate chain, leaf first; `key` its PEM private key (PKCS#8, RSA or
+    /// EC; RSA, ECDSA and Ed25519 keys). Both are read and checked against each other by
+    /// [`build`](ConfigBuilder::build), so a missing file or a key that does not match is a
+    /// startup error naming the files; [`ServerHandle::reload_tls`](crate::ServerHandle)
+    /// reads them again. Unless [`tls_required`](Self::tls_required), plaintext arpc and
+    /// WebSocket share the ports with TLS, told apart by the first bytes (a ClientHello).
+    /// ALPN offers `arpc` and `http/1.1` (`wss://`).
+    ///
+    /// Costs, per TLS connection, rustls' state (about 1 KiB idle; up to about 34 KiB of
+    /// record buffers while records are in flight) and, per send, the records sealed (at
+    /// most 256 KiB ahead of the socket); one handshake's CPU per connection.
+    ///
+    /// Needs the `tls` cargo feature: without it, [`ConfigBuilder::build`] refuses it
+    /// with [`ConfigError::FeatureDisabled`](crate::ConfigError::FeatureDisabled).
+    pub fn tls(mut self, cert: impl Into<String>, key: impl Into<String>) -> Self {
+        self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Mutual TLS: requires every TLS client to present a certificate issued by a CA of
+    /// this PEM file (default none: no client certificate asked for). Handlers see the
+    /// verified identity in [`ConnInfo::tls`](crate::ConnInfo). Needs [`tls`](Self::tls).
+    /// Costs the CA certificates' memory, once.
+    pub fn tls_client_ca(mut self, path: Option<impl Into<String>>) -> Self {
+        self.tls_client_ca = path.map(Into::into);
+        self
+    }
+
+    /// Serves TLS only (default off): a connection that does not start with a TLS
+    /// ClientHello fails its handshake and is closed. Needs [`tls`](Self::tls). Costs
+    /// nothing.
+    pub fn tls_required(mut self, on: bool) -> Self {
+        self.tls_required = on;
+        self
+    }
+
+    /// Permissions of the Unix socket files this server creates (`unix:` listen
+    /// addresses), e.g. `0o660` (default: as the process's umask leaves them). Costs
+    /// nothing.
+    pub fn unix_mode(mut self, mode: Option<u32>) -> Self {
+        self.unix_mode = mode;
         self
     }
 }

@@ -66,6 +66,14 @@ pub enum Knob {
     PubsubPassword,
     /// [`ConfigBuilder::metrics_listen`](super::ConfigBuilder::metrics_listen)
     MetricsListen,
+    /// [`ConfigBuilder::tls`](super::ConfigBuilder::tls)
+    Tls,
+    /// [`ConfigBuilder::tls_client_ca`](super::ConfigBuilder::tls_client_ca)
+    TlsClientCa,
+    /// [`ConfigBuilder::tls_required`](super::ConfigBuilder::tls_required)
+    TlsRequired,
+    /// [`ConfigBuilder::unix_mode`](super::ConfigBuilder::unix_mode)
+    UnixMode,
 }
 
 impl Knob {
@@ -100,6 +108,10 @@ impl Knob {
             Knob::Nats => "nats",
             Knob::PubsubPassword => "pubsub_password",
             Knob::MetricsListen => "metrics_listen",
+            Knob::Tls => "tls",
+            Knob::TlsClientCa => "tls_client_ca",
+            Knob::TlsRequired => "tls_required",
+            Knob::UnixMode => "unix_mode",
         }
     }
 
@@ -203,6 +215,18 @@ pub enum ConfigError {
         /// The cargo feature it needs.
         feature: &'static str,
     },
+    /// TLS files that cannot be used: which, and why (rustls' or the system's words).
+    Tls {
+        /// The setting.
+        knob: Knob,
+        /// What is wrong, naming the file(s).
+        reason: String,
+    },
+    /// A TLS option without the certificate and key ([`tls`](super::ConfigBuilder::tls)).
+    TlsOptionWithoutTls {
+        /// The option given.
+        knob: Knob,
+    },
     /// A listen address that cannot be used.
     Listen {
         /// The address as given.
@@ -227,7 +251,9 @@ impl ConfigError {
             ConfigError::Listen { .. } => None,
             ConfigError::WsListenWithoutWebSocket => Some(Knob::WsListen),
             ConfigError::Nats { .. } => Some(Knob::Nats),
-            ConfigError::FeatureDisabled { knob, .. } => Some(*knob),
+            ConfigError::FeatureDisabled { knob, .. }
+            | ConfigError::Tls { knob, .. }
+            | ConfigError::TlsOptionWithoutTls { knob } => Some(*knob),
             ConfigError::EmptyPubsubPassword | ConfigError::PubsubPasswordWithoutPubsub => {
                 Some(Knob::PubsubPassword)
             }
@@ -307,7 +333,12 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Listen { addr, reason } => write!(
                 f,
-                "invalid listen address {addr:?}: {reason} (use :PORT, HOST:PORT or [IPV6]:PORT)"
+                "invalid listen address {addr:?}: {reason} (use :PORT, HOST:PORT, [IPV6]:PORT, unix:/PATH or unix:@NAME)"
+            ),
+            ConfigError::Tls { reason, .. } => write!(f, "{reason}"),
+            ConfigError::TlsOptionWithoutTls { knob } => write!(
+                f,
+                "{knob} needs TLS on: give tls a certificate and key, or drop {knob}"
             ),
         }
     }
@@ -326,6 +357,8 @@ pub enum ListenAddrError {
     Resolve(String),
     /// The host name resolves to no address.
     NoAddress,
+    /// A Unix socket path or abstract name that cannot be used.
+    UnixPath(String),
 }
 
 impl fmt::Display for ListenAddrError {
@@ -339,6 +372,7 @@ impl fmt::Display for ListenAddrError {
             }
             ListenAddrError::Resolve(e) => f.write_str(e),
             ListenAddrError::NoAddress => f.write_str("the host name resolves to no address"),
+            ListenAddrError::UnixPath(why) => f.write_str(why),
         }
     }
 }

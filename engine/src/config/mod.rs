@@ -75,6 +75,9 @@ pub struct Config {
     pub(crate) gzip_threshold: Option<usize>,
     pub(crate) metrics_listen: Option<ListenAddr>,
     pub(crate) nats: Vec<String>,
+    /// TLS on the stream listeners, loaded and checked.
+    pub(crate) tls: Option<std::sync::Arc<crate::transport::tls::ServerTls>>,
+    pub(crate) unix_mode: Option<u32>,
 }
 
 impl Config {
@@ -117,6 +120,10 @@ impl Config {
     /// The NATS servers the bridge connects to (none: no bridge).
     pub fn nats_urls(&self) -> &[String] {
         &self.nats
+    }
+    /// Whether TLS is served.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
     /// Connections each reactor accepts before refusing more.
     pub fn max_connections_per_core(&self) -> usize {

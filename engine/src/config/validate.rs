@@ -149,6 +149,22 @@ impl ConfigBuilder {
             .iter()
             .map(|a| ListenAddr::parse(a))
             .collect::<Result<Vec<_>, _>>()?;
+        for (addr, what) in [
+            (&udp_listen, "udp_listen"),
+            (
+                &metrics_listen_early(&self.metrics_listen)?,
+                "metrics_listen",
+            ),
+        ] {
+            if let Some(addr) = addr.as_ref().filter(|a| a.is_unix()) {
+                return Err(ConfigError::Listen {
+                    addr: addr.to_string(),
+                    reason: crate::config::ListenAddrError::UnixPath(format!(
+                        "{what} needs an IP address; Unix sockets serve the stream listeners only"
+                    )),
+                });
+            }
+        }
         if !ws_listen.is_empty() && self.ws_path.is_none() {
             return Err(ConfigError::WsListenWithoutWebSocket);
         }
@@ -199,6 +215,10 @@ impl ConfigBuilder {
         if udp_listen.is_some() && self.auth_secret.is_some() {
             return Err(ConfigError::UdpWithAuth);
         }
+        if let Some(mode) = self.unix_mode {
+            range(Knob::UnixMode, mode.into(), 0, 0o777)?;
+        }
+        let tls = self.load_tls()?;
         Ok(Config {
             cores: self.cores,
             listen,
@@ -238,6 +258,66 @@ impl ConfigBuilder {
             metrics_listen,
             ws_listen,
             nats,
+            tls,
+            unix_mode: self.unix_mode,
         })
+    }
+}
+
+/// Parses the metrics address (also checked, for its kind, before the rest).
+fn metrics_listen_early(addr: &Option<String>) -> Result<Option<ListenAddr>, ConfigError> {
+    addr.as_deref().map(ListenAddr::parse).transpose()
+}
+
+impl ConfigBuilder {
+    /// The TLS knobs agree, and the files load (with the `tls` feature).
+    fn load_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::transport::tls::ServerTls>>, ConfigError> {
+        let Some((cert, key)) = &self.tls else {
+            if self.tls_client_ca.is_some() {
+                return Err(ConfigError::TlsOptionWithoutTls {
+                    knob: Knob::TlsClientCa,
+                });
+            }
+            if self.tls_required {
+                return Err(ConfigError::TlsOptionWithoutTls {
+                    knob: Knob::TlsRequired,
+                });
+            }
+            return Ok(None);
+        };
+        #[cfg(feature = "tls")]
+        {
+            use crate::transport::tls::{ServerTls, TlsFiles};
+            let files = TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+                client_ca: self.tls_client_ca.as_ref().map(Into::into),
+            };
+            let knob = if self.tls_client_ca.is_some() {
+                Knob::TlsClientCa
+            } else {
+                Knob::Tls
+            };
+            ServerTls::load(files, self.tls_required)
+                .map(|tls| Some(std::sync::Arc::new(tls)))
+                .map_err(|e| ConfigError::Tls {
+                    knob: if e.to_string().contains("client CA") {
+                        knob
+                    } else {
+                        Knob::Tls
+                    },
+                    reason: e.to_string(),
+                })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (cert, key);
+            Err(ConfigError::FeatureDisabled {
+                knob: Knob::Tls,
+                feature: "tls",
+            })
+        }
     }
 }

@@ -3,9 +3,10 @@
 //! `call_future`, `call_slot`), the user's hooks (`hooks`) and its lifecycle (`lifecycle`).
 //!
 //! Invariants:
-//! - [`Conn`] = a [`TcpFraming`] (bytes → frames) + a [`Session`] (frames → dispatch →
-//!   output); the session knows nothing of bytes on a socket, so datagram and WebSocket
-//!   transports reuse it unchanged.
+//! - [`Conn`] = a [`TlsState`] (ciphertext ↔ plaintext, when TLS is on) + a [`TcpFraming`]
+//!   (bytes → frames) + a [`Session`] (frames → dispatch → output); the session knows
+//!   nothing of bytes on a socket, so datagram, WebSocket and TLS transports reuse it
+//!   unchanged.
 //! - Once the peer fails authentication nothing more it sends is dispatched.
 //! - Every pending call completes exactly once: answered, timed out, or failed at close.
 
@@ -20,13 +21,15 @@ mod session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::ids::ConnInfo;
 use crate::observe::methods::MethodMetrics;
 use crate::reactor::mailbox::Mailbox;
 use crate::router::Router;
 use crate::transport::arpc::{ArpcFraming, Next};
+use crate::transport::tls::with_plaintext;
+use crate::transport::tls_state::TlsState;
 use crate::transport::ws::framing::{Event as WsInput, WsFraming};
 use crate::transport::ws::handshake::HandshakeConfig;
 
@@ -36,6 +39,8 @@ pub(crate) use session::{ConnStats, Session};
 /// One connection: its framing and its session.
 #[derive(Debug)]
 pub(crate) struct Conn {
+    /// Ciphertext ↔ plaintext, under the framing (off for plaintext connections).
+    pub(crate) tls: TlsState,
     /// Bytes → frames.
     pub(crate) framing: TcpFraming,
     /// Frames → dispatch → output.
@@ -47,6 +52,7 @@ impl Conn {
     /// later through `mailbox`.
     pub(crate) fn new(info: ConnInfo, mailbox: Arc<Mailbox>, max_body: u32) -> Conn {
         Conn {
+            tls: TlsState::Off,
             framing: TcpFraming::Arpc(ArpcFraming::new(max_body)),
             session: Session::new(info, mailbox),
         }
@@ -61,6 +67,7 @@ impl Conn {
         websocket: Arc<HandshakeConfig>,
     ) -> Conn {
         Conn {
+            tls: TlsState::Off,
             framing: TcpFraming::Undecided {
                 websocket,
                 max_body,
@@ -79,6 +86,7 @@ impl Conn {
         websocket: Arc<HandshakeConfig>,
     ) -> Conn {
         Conn {
+            tls: TlsState::Off,
             framing: TcpFraming::WebSocket(Box::new(WsFraming::new(websocket, max_body))),
             session: Session::new(info, mailbox),
         }
@@ -100,35 +108,24 @@ impl Conn {
         methods: &mut MethodMetrics,
         waiting: impl FnMut(usize) -> usize,
     ) -> Result<(), FramingError> {
-        let session = &mut self.session;
-        session.stats.bytes_in += data.len() as u64;
-        if session.rejected() {
+        self.session.stats.bytes_in += data.len() as u64;
+        if self.session.rejected() {
             return Ok(());
         }
-        let data = self.framing.decide(data);
-        let decoded = match &mut self.framing {
-            TcpFraming::Undecided { .. } => Ok(()),
-            TcpFraming::Arpc(f) => f
-                .decode_from_socket(&data, waiting, |frame, owner| {
-                    session.dispatch_next(frame, owner, router, methods)
-                })
-                .map_err(FramingError::Arpc),
-            TcpFraming::WebSocket(ws) => ws
-                .decode(&data, &mut |event| match event {
-                    WsInput::Frame(frame) => session.dispatch_next(frame, None, router, methods),
-                    WsInput::Raw(bytes) => {
-                        session.out.push_raw(&bytes);
-                        Next::Continue
-                    }
-                    WsInput::Upgraded => {
-                        session.out.wrap_in_websocket();
-                        Next::Continue
-                    }
-                })
-                .map_err(FramingError::WebSocket),
+        let data = self.tls.decide(data).map_err(FramingError::Tls)?;
+        let (framing, session) = (&mut self.framing, &mut self.session);
+        let TlsState::On(tls) = &mut self.tls else {
+            return decode(framing, session, &data, router, methods, waiting);
         };
-        self.session.stats.gzip_in = self.framing.gzip_in();
-        decoded
+        with_plaintext(|plain| {
+            let read = tls.read(&data, plain);
+            if let Some(info) = tls.take_settled() {
+                session.set_tls(info);
+            }
+            // Plaintext that came before a TLS error is still served.
+            decode(framing, session, plain, router, methods, waiting)?;
+            read.map_err(FramingError::Tls)
+        })
     }
 
     /// Reflect mode: queues the received bytes to be written back unchanged, undecoded.
@@ -137,15 +134,58 @@ impl Conn {
         self.session.out.push_raw(data);
     }
 
-    /// Bytes of an incomplete frame held.
+    /// Bytes of an incomplete frame held (a TLS handshake under way counts as one).
     pub(crate) fn partial_len(&self) -> usize {
-        self.framing.buffered()
+        self.framing.buffered() + self.tls.pending_input()
     }
 
     /// The rest of a raw arpc connection's partial frame is large enough to receive straight
-    /// into its own buffer.
+    /// into its own buffer (never under TLS: the socket's bytes are ciphertext).
     pub(crate) fn direct_wanted(&self) -> bool {
-        matches!(&self.framing, TcpFraming::Arpc(f) if f.direct_remaining().is_some())
+        self.tls.is_off()
+            && matches!(&self.framing, TcpFraming::Arpc(f) if f.direct_remaining().is_some())
+    }
+
+    /// Whether a send now would carry something.
+    pub(crate) fn has_output(&self) -> bool {
+        match &self.tls {
+            TlsState::On(tls) => tls.has_output(&self.session.out),
+            _ => !self.session.out.is_empty(),
+        }
+    }
+
+    /// Bytes not yet written to the socket (plaintext queued, and TLS records).
+    pub(crate) fn backlog_bytes(&self) -> usize {
+        let tls = match &self.tls {
+            TlsState::On(tls) => tls.backlog_bytes(),
+            _ => 0,
+        };
+        self.session.out.backlog_bytes() + tls
+    }
+
+    /// Moves the next send's segments into `batch` (TLS records, under TLS); returns how
+    /// many frames it carries for the first time.
+    pub(crate) fn take_batch(&mut self, batch: &mut Vec<Bytes>) -> u64 {
+        match &mut self.tls {
+            TlsState::On(tls) => tls.take_batch(&mut self.session.out, batch),
+            _ => self.session.out.take_batch(batch),
+        }
+    }
+
+    /// The connection is closing gracefully: under TLS, tells the peer (close_notify) before
+    /// the FIN.
+    pub(crate) fn closing(&mut self) {
+        if let TlsState::On(tls) = &mut self.tls {
+            tls.close_notify();
+        }
+    }
+
+    /// Takes back a batch of which `written` bytes went out.
+    pub(crate) fn sent(&mut self, batch: &mut Vec<Bytes>, written: usize) {
+        match &mut self.tls {
+            TlsState::On(tls) => tls.sent(batch, written),
+            _ => self.session.out.sent(batch, written),
+        }
     }
 
     /// Lends the partial frame's buffer to a direct receive: the buffer, with room for what
@@ -168,6 +208,41 @@ impl Conn {
     }
 }
 
+/// Decodes plaintext `data` through `framing` into `session`.
+fn decode(
+    framing: &mut TcpFraming,
+    session: &mut Session,
+    data: &[u8],
+    router: &Router,
+    methods: &mut MethodMetrics,
+    waiting: impl FnMut(usize) -> usize,
+) -> Result<(), FramingError> {
+    let data = framing.decide(data);
+    let decoded = match framing {
+        TcpFraming::Undecided { .. } => Ok(()),
+        TcpFraming::Arpc(f) => f
+            .decode_from_socket(&data, waiting, |frame, owner| {
+                session.dispatch_next(frame, owner, router, methods)
+            })
+            .map_err(FramingError::Arpc),
+        TcpFraming::WebSocket(ws) => ws
+            .decode(&data, &mut |event| match event {
+                WsInput::Frame(frame) => session.dispatch_next(frame, None, router, methods),
+                WsInput::Raw(bytes) => {
+                    session.out.push_raw(&bytes);
+                    Next::Continue
+                }
+                WsInput::Upgraded => {
+                    session.out.wrap_in_websocket();
+                    Next::Continue
+                }
+            })
+            .map_err(FramingError::WebSocket),
+    };
+    session.stats.gzip_in = framing.gzip_in();
+    decoded
+}
+
 // Fuzzing support, kept out of the connection logic above; not a stable API.
 mod fuzz;
 pub use fuzz::{FuzzOutcome, fuzz_check};
@@ -176,14 +251,14 @@ impl Conn {
     /// A connection with a placeholder identity and a mailbox of its own, for fuzzing and
     /// tests without a reactor. Not a stable API.
     pub(crate) fn for_fuzzing(max_body: u32) -> Conn {
-        let info = ConnInfo {
-            id: crate::ids::ConnId {
+        let info = ConnInfo::new(
+            crate::ids::ConnId {
                 core: 0,
                 slot: 0,
                 serial: 1,
             },
-            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
-        };
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+        );
         let mailbox = Mailbox::new(crate::reactor::mailbox::DEFAULT_CAPACITY);
         Conn::new(info, Arc::new(mailbox), max_body)
     }

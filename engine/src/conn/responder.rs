@@ -15,7 +15,7 @@ use ringrpc_protocol::{Command as Cmd, Flags};
 
 use crate::conn::handle::{ConnHandle, encode};
 use crate::error::{RESPONDER_DROPPED, RESPONSE_TOO_LARGE, check_body};
-use crate::reactor::mailbox::Command;
+use crate::reactor::mailbox::{AnswerParts, Command};
 
 /// What a task owes the connection it serves: a Request's answer, or a Notify's slot of the
 /// in-flight limit.
@@ -126,14 +126,14 @@ impl Responder {
     pub(crate) fn new(
         conn: ConnHandle,
         seq: u64,
-        method: &[u8],
+        method: Bytes,
         flags: Flags,
         timing: Option<crate::observe::methods::Timing>,
     ) -> Responder {
         Responder {
             conn,
             seq,
-            method: Bytes::copy_from_slice(method),
+            method,
             async_flag: flags.0 & Flags::ASYNC,
             answered: false,
             metadata: None,
@@ -161,6 +161,25 @@ impl Responder {
     /// Sends the Response.
     pub fn reply(mut self, payload: &[u8]) {
         self.send(Flags(self.async_flag), payload);
+    }
+
+    /// Sends the Response from `payload` without copying it here: the reactor queues it
+    /// (a small payload is copied into the connection's output buffer there, a large one
+    /// is sent from this `Bytes`).
+    pub fn reply_bytes(mut self, payload: Bytes) {
+        if self.metadata.is_some() || check_body(&self.method, &payload).is_err() {
+            return self.send(Flags(self.async_flag), &payload);
+        }
+        self.answered = true;
+        // Never refused: answers are bounded by the connection's deferred-request limit.
+        let _ = self.conn.mailbox().post(Command::AnswerParts(AnswerParts {
+            conn: self.conn.id(),
+            seq: self.seq,
+            flags: Flags(self.async_flag),
+            method: self.method.clone(),
+            payload,
+            timing: self.timing,
+        }));
     }
 
     /// Sends the Response with `metadata` appended as arpc's `md` block (replacing any

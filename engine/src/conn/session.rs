@@ -151,6 +151,11 @@ impl Session {
     }
 
     /// Sets this connection's stream limits (before any stream opens).
+    /// What the connection's TLS handshake settled, for handlers from now on.
+    pub(crate) fn set_tls(&mut self, tls: crate::ids::TlsInfo) {
+        self.info.tls = Some(Arc::new(tls));
+    }
+
     pub(crate) fn set_stream_limits(&mut self, limits: StreamLimits) {
         self.streams = StreamTable::new(limits);
     }
@@ -488,8 +493,8 @@ impl Session {
             Command::Pong => {}
             Command::Response => self.answer_call(frame, metadata),
             Command::Stream => {
-                let (info, mailbox) = (self.info, &self.mailbox);
-                let conn = || ConnHandle::new(info, mailbox.clone());
+                let (info, mailbox) = (&self.info, &self.mailbox);
+                let conn = || ConnHandle::new(info.clone(), mailbox.clone());
                 let route = |m: &[u8]| router.stream_route(m);
                 let md = metadata.as_ref();
                 self.streams

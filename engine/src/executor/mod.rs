@@ -77,7 +77,8 @@ pub(crate) trait RemoteWake: Send + Sync + std::fmt::Debug {
 /// the reactor that owns the task.
 #[derive(Debug)]
 pub(crate) struct TaskWaker {
-    key: TaskKey,
+    /// The task's key, packed (a waker nobody else holds is reused for the next task).
+    key: AtomicU64,
     /// Queued to run (set by the wake that queued it, cleared just before each poll).
     scheduled: AtomicBool,
     reactor: Arc<dyn RemoteWake>,
@@ -92,10 +93,11 @@ impl Wake for TaskWaker {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
+        let key = TaskKey::unpack(self.key.load(Ordering::Acquire));
         if self.reactor.is_own_thread() {
-            READY.with(|ready| ready.borrow_mut().push_back(self.key));
+            READY.with(|ready| ready.borrow_mut().push_back(key));
         } else {
-            self.reactor.wake_from_afar(self.key);
+            self.reactor.wake_from_afar(key);
         }
     }
 }
@@ -117,6 +119,25 @@ pub(crate) struct Executor {
     timers: Timers,
     /// Task futures that panicked (each contained and logged).
     panics: u64,
+    /// Wakers of finished tasks that nobody else held, for the next tasks (at most
+    /// [`SPARE_WAKERS`]): a spawn then allocates only its future.
+    spare_wakers: Vec<Arc<TaskWaker>>,
+}
+
+/// Wakers kept for reuse per reactor (a few dozen bytes each).
+const SPARE_WAKERS: usize = 1024;
+
+impl TaskKey {
+    fn pack(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    fn unpack(packed: u64) -> TaskKey {
+        TaskKey {
+            index: (packed >> 32) as u32,
+            generation: packed as u32,
+        }
+    }
 }
 
 thread_local! {
@@ -153,6 +174,7 @@ impl Executor {
                 next_generation: 0,
                 timers: Timers::default(),
                 panics: 0,
+                spare_wakers: Vec::new(),
             })
         });
     }
@@ -194,13 +216,21 @@ impl Executor {
                 index: entry.key() as u32,
                 generation: ex.next_generation,
             };
-            entry.insert(Task {
-                future: Some(future),
-                waker: Arc::new(TaskWaker {
-                    key,
+            let waker = match ex.spare_wakers.pop() {
+                Some(waker) => {
+                    waker.key.store(key.pack(), Ordering::Release);
+                    waker.scheduled.store(true, Ordering::Release);
+                    waker
+                }
+                None => Arc::new(TaskWaker {
+                    key: AtomicU64::new(key.pack()),
                     scheduled: AtomicBool::new(true),
                     reactor: ex.reactor.clone(),
                 }),
+            };
+            entry.insert(Task {
+                future: Some(future),
+                waker,
                 generation: key.generation,
             });
             key
@@ -208,6 +238,14 @@ impl Executor {
         .ok_or(NotOnReactor)?;
         READY.with(|ready| ready.borrow_mut().push_back(key));
         Ok(key)
+    }
+
+    /// Keeps a finished task's waker for the next task, if nobody else holds it (a waker
+    /// held elsewhere may still be woken; it then names a key that no longer matches).
+    fn keep_waker(&mut self, waker: Arc<TaskWaker>) {
+        if Arc::strong_count(&waker) == 1 && self.spare_wakers.len() < SPARE_WAKERS {
+            self.spare_wakers.push(waker);
+        }
     }
 
     /// Drops task `key`'s future now if it is still alive (a cancel): its connection is
@@ -277,6 +315,7 @@ impl Executor {
         let waker = Waker::from(waker);
         let mut cx = Context::from_waker(&waker);
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+        drop(waker);
         let done = match polled {
             Ok(Poll::Pending) => false,
             Ok(Poll::Ready(())) => true,
@@ -287,22 +326,33 @@ impl Executor {
                 true
             }
         };
+        if done {
+            let finished = Executor::with(|ex| match ex.tasks.get(key.index as usize) {
+                Some(task) if task.generation == key.generation => {
+                    Some(ex.tasks.remove(key.index as usize).waker)
+                }
+                _ => None,
+            })
+            .flatten();
+            // Dropped outside the borrow (its destructors may use the executor), and before
+            // its waker is looked at: a future holding a clone keeps the waker from reuse.
+            contain("dropping a finished task", || drop(future));
+            if let Some(waker) = finished {
+                Executor::with(|ex| ex.keep_waker(waker));
+            }
+            return;
+        }
         let back = Executor::with(|ex| match ex.tasks.get_mut(key.index as usize) {
             Some(task) if task.generation == key.generation => {
-                if done {
-                    ex.tasks.remove(key.index as usize);
-                    Some(future)
-                } else {
-                    task.future = Some(future);
-                    None
-                }
+                task.future = Some(future);
+                None
             }
             // Cancelled while it ran: drop it now, outside the borrow.
             _ => Some(future),
         })
         .flatten();
         if let Some(future) = back {
-            contain("dropping a finished task", || drop(future));
+            contain("dropping a cancelled task", || drop(future));
         }
     }
 

@@ -21,11 +21,12 @@ pub(crate) enum CloseKind {
     HandshakeRefused,
     HttpServed,
     WebSocketClosed,
+    Tls,
 }
 
 impl CloseKind {
     /// Every kind, in label order.
-    pub(crate) const ALL: [CloseKind; 11] = [
+    pub(crate) const ALL: [CloseKind; 12] = [
         CloseKind::PeerClosed,
         CloseKind::Protocol,
         CloseKind::Socket,
@@ -37,6 +38,7 @@ impl CloseKind {
         CloseKind::HandshakeRefused,
         CloseKind::HttpServed,
         CloseKind::WebSocketClosed,
+        CloseKind::Tls,
     ];
 
     /// The kind of `reason`.
@@ -53,6 +55,7 @@ impl CloseKind {
             DisconnectReason::HandshakeRefused { .. } => CloseKind::HandshakeRefused,
             DisconnectReason::HttpServed { .. } => CloseKind::HttpServed,
             DisconnectReason::WebSocketClosed { .. } => CloseKind::WebSocketClosed,
+            DisconnectReason::Tls(_) => CloseKind::Tls,
         }
     }
 
@@ -71,6 +74,7 @@ impl CloseKind {
             CloseKind::HandshakeRefused => "handshake_refused",
             CloseKind::HttpServed => "http_served",
             CloseKind::WebSocketClosed => "websocket_closed",
+            CloseKind::Tls => "tls_error",
         }
     }
 }

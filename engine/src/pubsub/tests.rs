@@ -7,14 +7,14 @@ use crate::ids::ConnInfo;
 use crate::reactor::mailbox::{Command, Mailbox};
 
 fn handle(slot: u32, mailbox: &Arc<Mailbox>) -> ConnHandle {
-    let info = ConnInfo {
-        id: ConnId {
+    let info = ConnInfo::new(
+        ConnId {
             core: 0,
             slot,
             serial: u64::from(slot) + 1,
         },
-        peer: SocketAddr::from(([127, 0, 0, 1], 9)),
-    };
+        SocketAddr::from(([127, 0, 0, 1], 9)),
+    );
     ConnHandle::new(info, mailbox.clone())
 }
 

@@ -8,11 +8,13 @@
 
 use std::io;
 use std::net::{IpAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use ringrpc_uring::{Completion, OpId, SharedFd};
 
 use super::Reactor;
+use super::shared::StreamSocket;
 use super::slot::Origin;
 use super::timers::TimerId;
 
@@ -25,6 +27,8 @@ pub(super) struct Listener {
     pub(super) accept: Option<OpId>,
     /// Its connections must speak HTTP (a WebSocket upgrade or a static asset).
     pub(super) websocket_only: bool,
+    /// A Unix domain socket (no per-peer limit: its peers have no address).
+    pub(super) unix: bool,
 }
 
 impl Reactor {
@@ -61,12 +65,16 @@ impl Reactor {
                 listener.accept = None;
             }
         }
-        let websocket_only = self
+        let (websocket_only, unix) = self
             .listeners
             .get(completion.tag() as usize)
-            .is_some_and(|l| l.websocket_only);
+            .map_or((false, false), |l| (l.websocket_only, l.unix));
         if let Some(fd) = completion.take_accepted() {
-            let stream = TcpStream::from(fd);
+            let stream = if unix {
+                StreamSocket::Unix(UnixStream::from(fd))
+            } else {
+                StreamSocket::Tcp(TcpStream::from(fd))
+            };
             if self.accept_failure_streak > 0 {
                 tracing::info!(
                     core = self.id,
@@ -109,7 +117,7 @@ impl Reactor {
 
     /// Applies the connection limits: `None` refuses; `Some(counted)` admits, counted
     /// against its peer's limit when one is set.
-    fn admit(&mut self, stream: &TcpStream) -> Option<bool> {
+    fn admit(&mut self, stream: &StreamSocket) -> Option<bool> {
         let limit = self.settings.max_connections_per_core;
         if self.conns.len() >= limit {
             self.stats.refused += 1;
@@ -121,6 +129,10 @@ impl Reactor {
             return None;
         }
         let Some(per_peer) = self.settings.max_connections_per_peer else {
+            return Some(false);
+        };
+        let StreamSocket::Tcp(stream) = stream else {
+            // A Unix peer has no address to count.
             return Some(false);
         };
         let Ok(ip) = stream.peer_addr().map(|a| a.ip()) else {

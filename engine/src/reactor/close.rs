@@ -58,6 +58,9 @@ impl Reactor {
                 return;
             };
             slot.dirty = false;
+            if slot.lifecycle.is_finishing() {
+                slot.conn.closing();
+            }
             let partial_len = slot.conn.partial_len();
             let direct_wanted = slot.conn.direct_wanted();
             let session = &mut slot.conn.session;
@@ -65,13 +68,14 @@ impl Reactor {
                 // The output drained: stream sends that waited for it go now.
                 session.streams.flush_held(&mut session.out);
             }
-            let out = &session.out;
+            let conn = &slot.conn;
+            let session = &conn.session;
             let facts = Facts {
-                output_empty: out.is_empty(),
+                output_empty: !conn.has_output(),
                 bytes_in: session.stats.bytes_in,
                 partial_len,
-                backlog_bytes: out.backlog_bytes(),
-                backlog_frames: out.backlog_frames(),
+                backlog_bytes: conn.backlog_bytes(),
+                backlog_frames: session.out.backlog_frames(),
                 hold_reading: session.streams.holding() > 0,
                 direct_wanted,
                 answers_owed: session.answers_owed(),
@@ -122,8 +126,8 @@ impl Reactor {
             }
             if actions.overstocked() {
                 self.stats.overstocks += 1;
-                let out = &slot.conn.session.out;
-                tracing::debug!(core = self.id, peer = %slot.info().peer, bytes = out.backlog_bytes(), frames = out.backlog_frames(), "overstocked; reading paused");
+                let conn = &slot.conn;
+                tracing::debug!(core = self.id, peer = %slot.info().peer, bytes = conn.backlog_bytes(), frames = conn.session.out.backlog_frames(), "overstocked; reading paused");
                 if let Some(hook) = &self.shared.hooks.on_overstock {
                     contain("the overstock hook", || hook(slot.info()));
                 }

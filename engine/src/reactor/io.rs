@@ -147,12 +147,11 @@ impl Reactor {
         match completion.take_sent_batch() {
             Some(mut batch) if result >= 0 => {
                 self.stats.bytes_out += result as u64;
-                let out = &mut slot.conn.session.out;
-                out.sent(&mut batch, result as usize);
+                slot.conn.sent(&mut batch, result as usize);
                 if self.spare_batches.len() < SPARE_BATCHES {
                     self.spare_batches.push(batch);
                 }
-                if let Some(buf) = out.take_idle_buffer() {
+                if let Some(buf) = slot.conn.session.out.take_idle_buffer() {
                     if self.spare_buffers.len() < SPARE_BUFFERS {
                         self.spare_buffers.push(buf);
                     }
@@ -201,7 +200,7 @@ impl Reactor {
     pub(super) fn start_send(&mut self, idx: usize) -> io::Result<()> {
         let slot = &mut self.conns[idx];
         let mut batch = self.spare_batches.pop().unwrap_or_default();
-        self.stats.frames_out += slot.conn.session.out.take_batch(&mut batch);
+        self.stats.frames_out += slot.conn.take_batch(&mut batch);
         self.stats.gzip_out += slot.conn.session.out.take_gzip_out();
         match self.ring.send(&slot.socket, slot.tag(idx), batch) {
             Ok(_) => {

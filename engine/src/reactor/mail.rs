@@ -19,6 +19,7 @@ use super::slot::Origin;
 use super::timers::TimerId;
 use crate::conn::call_slot::CallSlot;
 use crate::conn::handle::ConnHandle;
+use crate::conn::handle::encode;
 use crate::error::{CallError, DisconnectReason, StreamError};
 use crate::executor::contain::{CALL_DONE, contain};
 use crate::ids::ConnId;
@@ -42,10 +43,14 @@ impl Reactor {
                 });
                 continue;
             }
-            let idx = self.open_conn(adoption.stream, adoption.policy, Origin::Adopted);
+            let idx = self.open_conn(
+                adoption.stream,
+                adoption.policy,
+                Origin::Adopted(adoption.tls),
+            );
             let slot = &mut self.conns[idx];
             slot.on_close = Some(adoption.closed);
-            let handle = ConnHandle::new(*slot.info(), self.mailbox.clone());
+            let handle = ConnHandle::new(slot.info().clone(), self.mailbox.clone());
             contain("a client's opened callback", || (adoption.opened)(handle));
         }
     }
@@ -66,6 +71,16 @@ impl Reactor {
             }
             Command::Answer { conn, frame, .. } if UdpCore::owns(conn) => {
                 self.udp_send_to_peer(conn, frame, true)
+            }
+            Command::AnswerParts(parts) if UdpCore::owns(parts.conn) => {
+                let frame = encode(
+                    ringrpc_protocol::Command::Response,
+                    parts.flags,
+                    parts.seq,
+                    &parts.method,
+                    &parts.payload,
+                );
+                self.udp_send_to_peer(parts.conn, frame, true)
             }
             Command::Call {
                 conn,
@@ -116,6 +131,24 @@ impl Reactor {
                 if let Some(idx) = self.live_id(conn) {
                     let session = &mut self.conns[idx].conn.session;
                     session.out.push_encoded(frame);
+                    session.answer_queued();
+                    self.mark_dirty(idx);
+                }
+            }
+            Command::AnswerParts(parts) => {
+                if let Some(timing) = parts.timing {
+                    self.methods.finish(timing);
+                }
+                if let Some(idx) = self.live_id(parts.conn) {
+                    let session = &mut self.conns[idx].conn.session;
+                    session.out.push_frame_bytes(
+                        ringrpc_protocol::Command::Response,
+                        parts.flags,
+                        0,
+                        parts.seq,
+                        &parts.method,
+                        parts.payload,
+                    );
                     session.answer_queued();
                     self.mark_dirty(idx);
                 }

@@ -63,6 +63,18 @@ pub(crate) struct NotifyTally {
 }
 
 /// What other threads ask a reactor to do.
+/// A Response owed by a responder, in parts (see [`Command::AnswerParts`]).
+pub(crate) struct AnswerParts {
+    pub(crate) conn: ConnId,
+    pub(crate) seq: u64,
+    /// The Response's flags (the request's async bit; the error bit for an error).
+    pub(crate) flags: ringrpc_protocol::Flags,
+    pub(crate) method: Bytes,
+    pub(crate) payload: Bytes,
+    /// When metrics are on: the request's clock, stopped when this arrives.
+    pub(crate) timing: Option<crate::observe::methods::Timing>,
+}
+
 pub(crate) enum Command {
     /// Queue an encoded Notify on a connection (counts against the capacity).
     Notify { conn: ConnId, frame: Bytes },
@@ -73,6 +85,9 @@ pub(crate) enum Command {
         /// When metrics are on: the request's clock, stopped when this arrives.
         timing: Option<crate::observe::methods::Timing>,
     },
+    /// As `Answer`, not yet encoded: the reactor writes the Response straight into the
+    /// connection's output (a `Responder::reply_bytes`, an async handler's answer).
+    AnswerParts(AnswerParts),
     /// Start a call to the peer of a connection (counts against the capacity).
     Call {
         conn: ConnId,
@@ -208,6 +223,7 @@ impl Command {
             }
             Command::Notify { .. }
             | Command::Answer { .. }
+            | Command::AnswerParts(_)
             | Command::Broadcast { .. }
             | Command::Close { .. }
             | Command::Reply { .. }
@@ -291,7 +307,8 @@ impl Mailbox {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Box::new(cmd));
         }
-        if self.is_own_thread() && !self.is_closed() {
+        // Only this thread closes the mailbox, so on it a relaxed load sees that.
+        if self.is_own_thread() && !self.closed.load(Ordering::Relaxed) {
             LOCAL.with(|queue| queue.borrow_mut().push_back(cmd));
             LOCAL_PENDING.with(|n| n.set(n.get() + 1));
             return Ok(());

@@ -37,6 +37,7 @@ pub(crate) mod timers;
 mod udp;
 
 use std::net::{TcpListener, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -83,6 +84,8 @@ pub(crate) struct CoreSockets {
     pub(crate) tcp: Vec<TcpListener>,
     /// Listeners whose connections must speak HTTP (WebSocket or static assets).
     pub(crate) websocket: Vec<TcpListener>,
+    /// Unix domain socket listeners, and whether each must speak HTTP.
+    pub(crate) unix: Vec<(std::os::unix::net::UnixListener, bool)>,
     pub(crate) udp: Option<UdpSocket>,
 }
 
@@ -193,12 +196,24 @@ impl Reactor {
             listeners: sockets
                 .tcp
                 .into_iter()
-                .map(|socket| (socket, false))
-                .chain(sockets.websocket.into_iter().map(|socket| (socket, true)))
-                .map(|(socket, websocket_only)| Listener {
+                .map(|socket| (OwnedFd::from(socket), false, false))
+                .chain(
+                    sockets
+                        .websocket
+                        .into_iter()
+                        .map(|socket| (OwnedFd::from(socket), true, false)),
+                )
+                .chain(
+                    sockets
+                        .unix
+                        .into_iter()
+                        .map(|(socket, ws)| (OwnedFd::from(socket), ws, true)),
+                )
+                .map(|(socket, websocket_only, unix)| Listener {
                     socket: SharedFd::from(socket),
                     accept: None,
                     websocket_only,
+                    unix,
                 })
                 .collect(),
             // Room for every connection this core may hold, reserved once: the slab never

@@ -45,6 +45,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) streams: StreamLimits,
     /// Frames longer than this are sent gzip-compressed.
     pub(crate) gzip_threshold: Option<usize>,
+    /// TLS on accepted connections, if on.
+    pub(crate) tls: Option<Arc<crate::transport::tls::ServerTls>>,
 }
 
 impl ReactorSettings {
@@ -73,6 +75,7 @@ impl ReactorSettings {
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
             udp_gso: config.udp_gso,
             gzip_threshold: config.gzip_threshold,
+            tls: config.tls.clone(),
             streams: StreamLimits {
                 max_streams: config.max_streams_per_conn,
                 queue_bytes: config.stream_queue_bytes,
@@ -114,6 +117,7 @@ impl ReactorSettings {
         settings.read_timeout = None;
         settings.shutdown_grace = Duration::from_secs(1);
         settings.websocket = None;
+        settings.tls = None;
         // Its calls fill its output: it refuses new ones, but keeps reading the answers.
         settings.pause_reading = false;
         settings

@@ -5,7 +5,9 @@
 //! Invariants: reactors touch each other only through this (atomics, mailboxes, two short
 //! mutex sections off the hot path: per-peer counting at accept/close and adoption).
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,12 +57,49 @@ impl ConnPolicy {
     }
 }
 
+/// A connected stream socket: TCP or Unix domain.
+#[derive(Debug)]
+pub(crate) enum StreamSocket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl StreamSocket {
+    /// The peer's address (`0.0.0.0:0` for a Unix peer, or one already gone), and whether
+    /// it is a Unix peer.
+    pub(crate) fn peer(&self) -> (SocketAddr, bool) {
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        match self {
+            StreamSocket::Tcp(s) => (s.peer_addr().unwrap_or(unknown), false),
+            StreamSocket::Unix(_) => (unknown, true),
+        }
+    }
+
+    /// Sends small writes at once (TCP); nothing to do on a Unix socket.
+    pub(crate) fn set_nodelay(&self) {
+        if let StreamSocket::Tcp(s) = self {
+            let _ = s.set_nodelay(true);
+        }
+    }
+}
+
+impl From<StreamSocket> for OwnedFd {
+    fn from(socket: StreamSocket) -> OwnedFd {
+        match socket {
+            StreamSocket::Tcp(s) => s.into(),
+            StreamSocket::Unix(s) => s.into(),
+        }
+    }
+}
+
 /// Runs on the reactor thread once an adopted connection is being served.
 pub(crate) type Opened = Box<dyn FnOnce(ConnHandle) + Send>;
 
 /// An already connected socket for a reactor to serve (a client's outbound connection).
 pub(crate) struct Adoption {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: StreamSocket,
+    /// The client side of TLS, its handshake done on the connecting thread.
+    pub(crate) tls: Option<Box<crate::transport::tls::TlsLayer>>,
     pub(crate) policy: Arc<ConnPolicy>,
     pub(crate) opened: Opened,
     pub(crate) closed: Closed,
@@ -210,7 +249,8 @@ mod tests {
         shared.adopt(
             0,
             Adoption {
-                stream,
+                stream: StreamSocket::Tcp(stream),
+                tls: None,
                 policy,
                 opened: Box::new(move |h| {
                     let _ = opened_tx.send(h);

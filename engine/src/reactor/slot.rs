@@ -6,7 +6,7 @@
 //! no completion can ever name a reused slot; release runs every close consequence exactly
 //! once (pending calls failed, per-peer count returned, hooks told).
 
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,9 @@ use crate::error::{CallError, DisconnectReason};
 use crate::executor::contain::contain;
 use crate::ids::{ConnId, ConnInfo};
 use crate::reactor::mailbox::Closed;
-use crate::reactor::shared::ConnPolicy;
+use crate::reactor::shared::{ConnPolicy, StreamSocket};
+use crate::transport::tls::TlsLayer;
+use crate::transport::tls_state::TlsState;
 
 pub(super) struct Slot {
     /// The socket; the ring holds clones while ops on it are in flight.
@@ -65,14 +67,15 @@ impl Slot {
 }
 
 /// Where a connection came from, which decides the framings it may speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Origin {
-    /// Accepted on a `listen` address: raw arpc, or WebSocket when it is on.
+    /// Accepted on a `listen` address: raw arpc, or WebSocket when it is on (under TLS,
+    /// when it is on).
     Listener,
     /// Accepted on a `ws_listen` address: HTTP only (WebSocket or static assets).
     WebSocketListener,
-    /// A client's outbound connection: raw arpc.
-    Adopted,
+    /// A client's outbound connection: raw arpc, under the client's TLS if it has one.
+    Adopted(Option<Box<TlsLayer>>),
 }
 
 impl Reactor {
@@ -80,36 +83,48 @@ impl Reactor {
     /// Returns its slot.
     pub(super) fn open_conn(
         &mut self,
-        stream: TcpStream,
+        stream: StreamSocket,
         policy: Arc<ConnPolicy>,
         origin: Origin,
     ) -> usize {
-        let _ = stream.set_nodelay(true);
-        let peer = stream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        stream.set_nodelay();
+        let (peer, unix) = stream.peer();
         self.serial += 1;
         let serial = self.serial;
-        let socket = SharedFd::from(stream);
+        let socket = SharedFd::from(std::os::fd::OwnedFd::from(stream));
         let entry = self.conns.vacant_entry();
         let idx = entry.key();
-        let info = ConnInfo {
-            id: ConnId {
+        let mut info = ConnInfo::new(
+            ConnId {
                 core: self.id as u16,
                 slot: idx as u32,
                 serial,
             },
             peer,
-        };
+        );
+        info.unix = unix;
         let (mailbox, max_body) = (self.mailbox.clone(), self.settings.max_body);
-        let mut conn = match (&self.settings.websocket, origin) {
+        let reflect = self.settings.reflect;
+        let (tls, tls_error) = match &origin {
+            Origin::Adopted(_) => (TlsState::Off, None),
+            _ if reflect => (TlsState::Off, None),
+            _ => match TlsState::for_server(self.settings.tls.as_ref()) {
+                Ok(tls) => (tls, None),
+                Err(e) => (TlsState::Off, Some(e)),
+            },
+        };
+        let mut conn = match (&self.settings.websocket, &origin) {
             (Some(ws), Origin::WebSocketListener) => {
-                Conn::websocket_only(info, mailbox, max_body, ws.clone())
+                Conn::websocket_only(info.clone(), mailbox, max_body, ws.clone())
             }
-            (Some(ws), Origin::Listener) if !self.settings.reflect => {
-                Conn::with_websocket(info, mailbox, max_body, ws.clone())
+            (Some(ws), Origin::Listener) if !reflect => {
+                Conn::with_websocket(info.clone(), mailbox, max_body, ws.clone())
             }
-            _ => Conn::new(info, mailbox, max_body),
+            _ => Conn::new(info.clone(), mailbox, max_body),
+        };
+        conn.tls = match origin {
+            Origin::Adopted(Some(client)) => TlsState::On(client),
+            _ => tls,
         };
         if let Some(secret) = &self.settings.auth_secret {
             conn.session.require_auth(secret.clone());
@@ -118,11 +133,20 @@ impl Reactor {
             .set_max_in_flight(self.settings.max_in_flight_per_conn);
         conn.session.set_stream_limits(self.settings.streams);
         conn.session.out.set_gzip_threshold(policy.gzip_threshold);
+        let mut lifecycle = Lifecycle::new(self.now);
+        if conn.partial_len() > 0 {
+            // A TLS-only connection: the handshake counts against the read timeout at once.
+            lifecycle.decoded(self.now, true);
+        }
+        if let Some(e) = tls_error {
+            tracing::warn!(core = self.id, "cannot start TLS on a connection: {e}");
+            lifecycle.fail(DisconnectReason::Tls(e));
+        }
         entry.insert(Slot {
             socket,
             conn,
             policy,
-            lifecycle: Lifecycle::new(self.now),
+            lifecycle,
             recv: None,
             dirty: false,
             counted_peer: false,
@@ -133,7 +157,7 @@ impl Reactor {
         self.schedule_conn_timer(idx);
         self.mark_dirty(idx);
         if let Some(hook) = &self.shared.hooks.on_connect {
-            let handle = ConnHandle::new(info, self.mailbox.clone());
+            let handle = ConnHandle::new(info.clone(), self.mailbox.clone());
             contain("the connect hook", || hook(&handle));
         }
         idx
@@ -172,6 +196,8 @@ mod tests {
     #[test]
     fn a_connection_slot_stays_small() {
         let size = std::mem::size_of::<super::Slot>();
-        assert!(size <= 640, "Slot is {size} bytes");
+        // 640 before TLS and Unix sockets, which added the TLS state (16 bytes) and the
+        // connection's `unix` flag and TLS details in its ConnInfo (16, with padding 24).
+        assert!(size <= 680, "Slot is {size} bytes");
     }
 }

@@ -265,14 +265,14 @@ mod tests {
             gate_rx.recv().unwrap();
             Reply::ok(Bytes::new())
         });
-        let info = crate::ids::ConnInfo {
-            id: crate::ids::ConnId {
+        let info = crate::ids::ConnInfo::new(
+            crate::ids::ConnId {
                 core: 0,
                 slot: 0,
                 serial: 1,
             },
-            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-        };
+            std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+        );
         let mailbox = Arc::new(crate::reactor::mailbox::Mailbox::new(16));
         let conn = ConnHandle::new(info, mailbox.clone());
         // A quarter of the limit each (one buffer shared: the pool counts what each job

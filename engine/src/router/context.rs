@@ -96,7 +96,9 @@ pub struct Context<'a> {
     /// shares it instead of copying.
     pub(super) owner: Option<&'a Bytes>,
     /// The state registered with the builder, for extractors.
-    pub(super) extensions: &'a Arc<Extensions>,
+    pub(crate) extensions: &'a Arc<Extensions>,
+    /// The route's own name, when the method has one: shared without a copy.
+    pub(super) route_name: Option<&'a Bytes>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -139,6 +141,16 @@ impl<'a> Context<'a> {
             timing: None,
             owner: None,
             extensions,
+            route_name: None,
+        }
+    }
+
+    /// The method name as an owned `Bytes`: the route's static name when there is one,
+    /// else a copy.
+    fn method_bytes(&self) -> Bytes {
+        match self.route_name {
+            Some(name) => name.clone(),
+            None => Bytes::copy_from_slice(self.method),
         }
     }
 
@@ -213,10 +225,16 @@ impl<'a> Context<'a> {
     pub fn peer(&self) -> SocketAddr {
         self.conn.peer
     }
+    /// The connection as hooks see it: its id, peer address and, under TLS, what the
+    /// handshake settled ([`ConnInfo::tls`]; a mutual-TLS client's verified certificate
+    /// through [`ConnInfo::peer_certificate`], for authorisation in middleware).
+    pub fn info(&self) -> &'a ConnInfo {
+        self.conn
+    }
     /// The connection, as a handle usable later and from any thread (notify or call the
     /// peer, close).
     pub fn conn(&self) -> ConnHandle {
-        ConnHandle::new(*self.conn, self.mailbox.clone())
+        ConnHandle::new(self.conn.clone(), self.mailbox.clone())
     }
 
     /// Takes over answering this Request: the returned [`Responder`] is `Send + 'static`
@@ -233,7 +251,7 @@ impl<'a> Context<'a> {
         let responder = Responder::new(
             self.conn(),
             self.header.seq,
-            self.method,
+            self.method_bytes(),
             self.header.flags,
             self.timing,
         );
@@ -243,10 +261,11 @@ impl<'a> Context<'a> {
         })
     }
     /// The request as an owned [`Request`] (the payload shared without a copy when the frame
-    /// has a buffer of its own, copied otherwise), for typed and async handlers.
-    pub(crate) fn to_request(&self) -> Request {
+    /// has a buffer of its own, copied otherwise), to keep beyond the handler or move to
+    /// another thread.
+    pub fn to_request(&self) -> Request {
         Request {
-            method: Bytes::copy_from_slice(self.method),
+            method: self.method_bytes(),
             payload: self.payload_bytes(),
             seq: self.header.seq,
             user_flags: self.header.user_flags,

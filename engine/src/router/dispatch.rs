@@ -102,6 +102,7 @@ impl Router {
             &self.extensions,
         );
         ctx.owner = owner;
+        ctx.route_name = found.map(|r| &r.name);
         match metered {
             None => self.run(route, &mut ctx),
             Some((timing, deferred)) => {

@@ -146,6 +146,13 @@ pub fn echo(ctx: &mut Context<'_>) {
     }
 }
 
+/// A route's name kept for the life of the process (a few bytes per route, registered once
+/// at startup), so the `Bytes` every request and responder of the route holds costs neither
+/// a copy nor an atomic refcount shared by every core.
+fn static_name(method: &str) -> Bytes {
+    Bytes::from_static(Box::leak(method.as_bytes().to_vec().into_boxed_slice()))
+}
+
 fn check_method(method: &str) -> Result<(), RouteError> {
     if method.is_empty() || method.len() > MAX_METHOD_LEN {
         return Err(RouteError::BadMethodLength {
@@ -290,8 +297,9 @@ impl Router {
                 r.handler = handler.clone();
                 r.blocking = blocking;
             })
-            .or_insert(Route {
+            .or_insert_with(|| Route {
                 handler,
+                name: static_name(method),
                 index: next,
                 blocking,
             });
@@ -415,6 +423,9 @@ impl Router {
 #[derive(Clone)]
 struct Route {
     handler: Handler,
+    /// The method name as a static `Bytes`: requests, responders and async handlers share
+    /// it without a copy or a refcount (see [`static_name`]).
+    name: Bytes,
     index: u32,
     /// Served on the blocking pool.
     blocking: bool,

@@ -32,8 +32,16 @@ pub struct Request {
     pub conn: ConnHandle,
     /// The request's metadata (arpc's `md` block), already taken off `payload`.
     pub metadata: Option<ringrpc_protocol::metadata::Metadata>,
-    /// The state registered with the builder's `state(..)`, for the `State` extractor.
+    /// The state registered with the builder's `state(..)` (see [`Request::state`]).
     pub(crate) extensions: Arc<Extensions>,
+}
+
+impl Request {
+    /// The application state of type `T` registered with the builder's `state(..)` (as the
+    /// `State` extractor gives typed and async handlers), for a blocking handler.
+    pub fn state<T: Clone + 'static>(&self) -> Option<T> {
+        self.extensions.get::<T>().cloned()
+    }
 }
 
 /// Values registered with the builders' `state(..)`, one per type.

@@ -23,7 +23,7 @@ use crate::reactor::runtime::new_mailboxes;
 use crate::reactor::settings::ReactorSettings;
 use crate::reactor::shared::Shared;
 use crate::router::{RouteError, Router};
-use crate::server::bind::{Transport, bind_all};
+use crate::server::bind::{Transport, bind_all, bind_unix};
 use crate::transport::ws::handshake::Asset;
 use ringrpc_uring::sys;
 
@@ -64,6 +64,14 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
+    /// Keeps the first route registration error, which `build`/`connect` reports.
+    fn keep_error(mut self, added: Result<(), RouteError>) -> Self {
+        if let Err(e) = added {
+            self.route_error.get_or_insert(e);
+        }
+        self
+    }
+
     /// A builder with the built-in `/echo` route (see [`Server::builder`]).
     pub(super) fn new() -> ServerBuilder {
         ServerBuilder {
@@ -116,10 +124,8 @@ impl ServerBuilder {
         method: &str,
         handler: impl Fn(&mut crate::Context<'_>) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` with a blocking `handler`, run on a shared worker pool instead of the
@@ -137,10 +143,8 @@ impl ServerBuilder {
     where
         R: crate::IntoReply,
     {
-        if let Err(e) = self.router.add_blocking(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_blocking(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` with a typed `handler` on the reactor thread: its arguments are
@@ -157,10 +161,8 @@ impl ServerBuilder {
         method: &str,
         handler: impl crate::TypedHandler<Args>,
     ) -> Self {
-        if let Err(e) = self.router.add_typed(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_typed(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `method` with an async `handler`, run as a task on the reactor that owns the
@@ -180,10 +182,8 @@ impl ServerBuilder {
         method: &str,
         handler: impl crate::AsyncHandler<Args>,
     ) -> Self {
-        if let Err(e) = self.router.add_async(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_async(method, handler);
+        self.keep_error(added)
     }
 
     /// Makes `value` available to the [`State`](crate::State) extractor of typed and async
@@ -200,10 +200,8 @@ impl ServerBuilder {
         method: &str,
         handler: impl Fn(&mut crate::StreamContext<'_>) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_stream(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves streams clients open for `method` on a thread each, owning the
@@ -213,10 +211,8 @@ impl ServerBuilder {
         method: &str,
         handler: impl Fn(crate::BiStream) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_stream_blocking(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream_blocking(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves streams clients open for `method` as async tasks on the connection's reactor,
@@ -226,10 +222,8 @@ impl ServerBuilder {
         F: Fn(crate::BiStream) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + 'static,
     {
-        if let Err(e) = self.router.add_stream_async(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_stream_async(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves subscribes to `method`: the handler gets the request and the
@@ -239,10 +233,8 @@ impl ServerBuilder {
         method: &str,
         handler: impl Fn(bytes::Bytes, crate::Replies) + Send + Sync + 'static,
     ) -> Self {
-        if let Err(e) = self.router.add_subscribe(method, handler) {
-            self.route_error.get_or_insert(e);
-        }
-        self
+        let added = self.router.add_subscribe(method, handler);
+        self.keep_error(added)
     }
 
     /// Serves `body` as `content_type` to a plain HTTP `GET` (or `HEAD`) of `path` on the
@@ -332,7 +324,22 @@ impl ServerBuilder {
             .map(|_| CoreSockets::default())
             .collect();
         let mut local_addrs = Vec::new();
-        for addr in config.listen_addrs() {
+        let mut unix_files = Vec::new();
+        for (addr, websocket_only) in config
+            .listen_addrs()
+            .iter()
+            .map(|a| (a, false))
+            .chain(config.ws_listen_addrs().iter().map(|a| (a, true)))
+            .filter(|(a, _)| a.is_unix())
+        {
+            let (group, file) = bind_unix(addr, config.cores(), config.unix_mode)
+                .map_err(|e| StartError::UnixBind(addr.to_string(), e))?;
+            for (core, listener) in group.into_iter().enumerate() {
+                sockets[core].unix.push((listener, websocket_only));
+            }
+            unix_files.extend(file);
+        }
+        for addr in config.listen_addrs().iter().filter(|a| !a.is_unix()) {
             let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
                 .map_err(|(a, e)| bind_error(a, e))?;
             for (core, listener) in group.into_iter().enumerate() {
@@ -341,7 +348,7 @@ impl ServerBuilder {
             local_addrs.push(bound);
         }
         let mut ws_addrs = Vec::new();
-        for addr in config.ws_listen_addrs() {
+        for addr in config.ws_listen_addrs().iter().filter(|a| !a.is_unix()) {
             let (group, bound) = bind_all(addr, config.cores(), Transport::Tcp)
                 .map_err(|(a, e)| bind_error(a, e))?;
             for (core, listener) in group.into_iter().enumerate() {
@@ -389,6 +396,7 @@ impl ServerBuilder {
             sockets,
             local_addrs,
             ws_addrs,
+            unix_files,
             udp_addr,
             shared: Arc::new(shared),
             metrics,

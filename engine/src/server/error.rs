@@ -35,6 +35,8 @@ pub enum StartError {
     /// The metrics address ([`ConfigBuilder::metrics_listen`](crate::ConfigBuilder::metrics_listen))
     /// could not be bound.
     MetricsBind(SocketAddr, io::Error),
+    /// A Unix socket listen address (`unix:/PATH` or `unix:@NAME`) could not be bound.
+    UnixBind(String, io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -56,6 +58,7 @@ impl fmt::Display for StartError {
                 "cannot bind {a}: that address is not assigned to this machine; use :PORT for all interfaces or one of `ip addr`'s addresses"
             ),
             StartError::Bind(a, e) => write!(f, "cannot bind {a}: {e}"),
+            StartError::UnixBind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             StartError::Ring(core, e) => write!(f, "core {core}: {e}"),
             StartError::Resource(what, e) => write!(f, "cannot create {what}: {e}"),
             StartError::MetricsBind(a, e) => match e.raw_os_error() {

@@ -70,6 +70,8 @@ pub struct Server {
     sockets: Vec<CoreSockets>,
     local_addrs: Vec<SocketAddr>,
     ws_addrs: Vec<SocketAddr>,
+    /// The Unix socket files made, removed when the running server is done.
+    unix_files: Vec<crate::server::bind::UnixSocketFile>,
     udp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     /// The bound metrics socket and what it serves, when metrics are on.
@@ -86,7 +88,7 @@ impl Server {
     }
 
     /// The first TCP address actually bound (the real port when 0 was asked for), or the
-    /// UDP address for a datagram-only server.
+    /// UDP address for a datagram-only server (`0.0.0.0:0` on Unix sockets only).
     pub fn local_addr(&self) -> SocketAddr {
         first_addr(&self.local_addrs, self.udp_addr)
     }
@@ -124,6 +126,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: self.shared.clone(),
+            tls: self.settings.tls.clone(),
         }
     }
 
@@ -170,9 +173,11 @@ impl Server {
         Ok(RunningServer {
             handle: ServerHandle {
                 shared: self.shared,
+                tls: self.settings.tls.clone(),
             },
             local_addrs: self.local_addrs,
             ws_addrs: self.ws_addrs,
+            unix_files: self.unix_files,
             udp_addr: self.udp_addr,
             threads,
             #[cfg(feature = "metrics")]
@@ -205,8 +210,9 @@ impl Server {
 
 /// The first TCP address, else the UDP one (a valid config has one of them).
 fn first_addr(tcp: &[SocketAddr], udp: Option<SocketAddr>) -> SocketAddr {
+    // A server on Unix sockets only has no IP address: 0.0.0.0:0.
     tcp.first()
         .copied()
         .or(udp)
-        .expect("a validated config listens somewhere")
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }

@@ -23,6 +23,9 @@ use crate::reactor::shared::Shared;
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     pub(crate) shared: Arc<Shared>,
+    /// The server's TLS files and configuration, when it serves TLS.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) tls: Option<Arc<crate::transport::tls::ServerTls>>,
 }
 
 impl ServerHandle {
@@ -79,6 +82,28 @@ impl ServerHandle {
             .broadcast_local(method, payload, Some(Arc::new(filter)))
     }
 
+    /// Reads the TLS certificate, key and client CA files again
+    /// ([`ConfigBuilder::tls`](crate::ConfigBuilder::tls)): new connections use them, open
+    /// ones keep theirs, none is dropped. A file that does not load is refused with the
+    /// reason (and logged), and the files loaded before stay in use. The `engine` binary
+    /// does this on SIGHUP.
+    #[cfg(feature = "tls")]
+    pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
+        let Some(tls) = &self.tls else {
+            return Err(crate::TlsError::not_configured());
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificate and key reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("TLS reload refused, the previous certificate stays in use: {e}");
+                Err(e)
+            }
+        }
+    }
+
     /// The NATS bridge's counters, if this server has one (never without the `nats`
     /// feature).
     pub fn bridge_stats(&self) -> Option<BridgeStats> {
@@ -95,6 +120,7 @@ pub struct RunningServer {
     pub(super) handle: ServerHandle,
     pub(super) local_addrs: Vec<SocketAddr>,
     pub(super) ws_addrs: Vec<SocketAddr>,
+    pub(super) unix_files: Vec<crate::server::bind::UnixSocketFile>,
     pub(super) udp_addr: Option<SocketAddr>,
     pub(super) threads: ReactorThreads,
     #[cfg(feature = "metrics")]
@@ -122,6 +148,10 @@ impl RunningServer {
     /// The UDP address actually bound, if the server listens on UDP.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+    /// The Unix socket files this server made (removed once it has stopped).
+    pub fn unix_paths(&self) -> Vec<&std::path::Path> {
+        self.unix_files.iter().map(|f| f.path()).collect()
     }
     /// A handle to stop the server.
     pub fn handle(&self) -> ServerHandle {

@@ -191,7 +191,7 @@ impl SimConn {
 
     /// Who the connection is.
     pub fn info(&self) -> ConnInfo {
-        *self.conn.session.info()
+        self.conn.session.info().clone()
     }
 
     /// A handle to it, as hooks and handlers get.

@@ -1,5 +1,6 @@
 //! Transports, sans-IO: bytes in, arpc frames out (`arpc`: raw framing; `ws`: WebSocket;
-//! `tcp`: the choice between them), the queue of frames going back (`outqueue`), and arpc's
+//! `tcp`: the choice between them; `tls`: TLS under them, `tls_state`: whether a connection
+//! uses it), the queue of frames going back (`outqueue`), and arpc's
 //! coders (`coder`: gzip and metadata). Nothing here owns a socket; the reactor does.
 //!
 //! Invariants: whole frames are decoded where they lie and only partial tails are copied;
@@ -10,4 +11,10 @@ pub(crate) mod arpc;
 pub(crate) mod coder;
 pub(crate) mod outqueue;
 pub(crate) mod tcp;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+pub(crate) mod tls;
+pub(crate) mod tls_state;
 pub(crate) mod ws;

@@ -109,12 +109,15 @@ pub(crate) enum FramingError {
     Arpc(DecodeError),
     /// The WebSocket layer ended the connection (refused upgrade, close, protocol error).
     WebSocket(WsEnd),
+    /// TLS failed (a bad handshake, a certificate refused, a record that does not verify).
+    Tls(String),
 }
 
 impl FramingError {
     /// Why the connection closes.
     pub(crate) fn into_reason(self) -> DisconnectReason {
         match self {
+            FramingError::Tls(reason) => DisconnectReason::Tls(reason),
             FramingError::Arpc(e) | FramingError::WebSocket(WsEnd::Arpc(e)) => {
                 DisconnectReason::Protocol(e)
             }

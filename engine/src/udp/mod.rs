@@ -158,14 +158,14 @@ impl UdpCore {
 
     fn info(&self, idx: usize) -> ConnInfo {
         let peer = &self.peers[idx];
-        ConnInfo {
-            id: ConnId {
+        ConnInfo::new(
+            ConnId {
                 core: self.core,
                 slot: idx as u32 | UDP_SLOT,
                 serial: peer.serial,
             },
-            peer: peer.addr,
-        }
+            peer.addr,
+        )
     }
 
     /// The peer table entry for `addr`, made if there is room; a known peer's rate-limit

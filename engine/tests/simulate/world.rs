@@ -190,10 +190,14 @@ impl World {
             let server_info = ConnInfo {
                 id: conn_id(0, serial),
                 peer: peer_addr(i as u16),
+                unix: false,
+                tls: None,
             };
             let client_info = ConnInfo {
                 id: conn_id(1, serial),
                 peer: SocketAddr::from(([10, 9, 9, 9], 8888)),
+                unix: false,
+                tls: None,
             };
             let server = SimConn::new(
                 server_info,

@@ -86,15 +86,20 @@ const ROUTES: [(&str, Op); 9] = [
     (p::LOGOUT, Op::Logout),
 ];
 
+/// One request for the chat thread.
+#[derive(Debug)]
+struct RequestEvent {
+    op: Op,
+    payload: Vec<u8>,
+    conn: ConnHandle,
+    responder: Responder,
+}
+
 /// What the chat thread is told.
 #[derive(Debug)]
 enum Event {
-    Request {
-        op: Op,
-        payload: Vec<u8>,
-        conn: ConnHandle,
-        responder: Responder,
-    },
+    /// Boxed: the handle and responder make it far larger than the other events.
+    Request(Box<RequestEvent>),
     Receipt {
         user: String,
         id: u64,
@@ -135,12 +140,12 @@ impl Chat {
                 let Some(responder) = ctx.responder() else {
                     return;
                 };
-                let _ = events.send(Event::Request {
+                let _ = events.send(Event::Request(Box::new(RequestEvent {
                     op,
                     payload,
                     conn,
                     responder,
-                });
+                })));
             });
         }
         let gone = events.clone();
@@ -285,12 +290,15 @@ impl State {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Request {
-                op,
-                payload,
-                conn,
-                responder,
-            } => self.request(op, &payload, &conn, responder),
+            Event::Request(request) => {
+                let RequestEvent {
+                    op,
+                    payload,
+                    conn,
+                    responder,
+                } = *request;
+                self.request(op, &payload, &conn, responder)
+            }
             Event::Receipt {
                 user,
                 id,

@@ -170,6 +170,11 @@ impl Lifecycle {
         &self.phase
     }
 
+    /// Closing gracefully: output is being flushed before the FIN.
+    pub(crate) fn is_finishing(&self) -> bool {
+        matches!(self.phase, Phase::Finishing)
+    }
+
     #[cfg(test)]
     pub(crate) fn recv_state(&self) -> RecvState {
         self.recv

@@ -1,5 +1,7 @@
-//! Extractors: the arguments of a typed or async handler, each built from the owned
-//! [`Request`], so a handler reads like its signature.
+//! Extractors: the arguments of a typed or async handler, each built at dispatch from the
+//! request's [`Context`] (on the reactor, before any future runs), so a handler reads like
+//! its signature and an extractor takes only what it needs: `Json<T>` parses the payload
+//! where it lies, `Bytes` shares or copies it, `Request` builds the whole owned request.
 //!
 //! Invariants: an extractor never panics on network input; a payload it cannot parse is a
 //! [`Rejection`] naming the type expected and why, which the engine sends as the error
@@ -13,6 +15,7 @@ use ringrpc_protocol::metadata::Metadata;
 use serde::de::DeserializeOwned;
 
 use crate::conn::handle::ConnHandle;
+use crate::router::context::Context;
 use crate::router::request::Request;
 
 /// A request an extractor refused: its text is the error Response.
@@ -34,10 +37,10 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Builds a handler argument from the request.
+/// Builds a handler argument from the request, at dispatch, on the reactor thread.
 pub trait FromRequest: Sized {
     /// The argument, or why the request does not provide it.
-    fn from_request(request: &Request) -> Result<Self, Rejection>;
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection>;
 }
 
 /// A payload as JSON (arpc's default codec): as an argument, the body parsed into `T`; as a
@@ -53,8 +56,8 @@ pub struct Json<T>(pub T);
 pub struct MsgPack<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest for Json<T> {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        serde_json::from_slice(&request.payload)
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        serde_json::from_slice(ctx.payload())
             .map(Json)
             .map_err(|e| bad_body("JSON", type_name::<T>(), e))
     }
@@ -62,8 +65,8 @@ impl<T: DeserializeOwned> FromRequest for Json<T> {
 
 #[cfg(feature = "msgpack")]
 impl<T: DeserializeOwned> FromRequest for MsgPack<T> {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        rmp_serde::from_slice(&request.payload)
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        rmp_serde::from_slice(ctx.payload())
             .map(MsgPack)
             .map_err(|e| bad_body("MessagePack", type_name::<T>(), e))
     }
@@ -75,31 +78,32 @@ fn bad_body(codec: &str, expected: &str, error: impl fmt::Display) -> Rejection 
     ))
 }
 
-/// The payload, shared without a copy when the frame had a buffer of its own.
+/// The payload, shared without a copy when the frame had a buffer of its own (a copy
+/// otherwise; see [`Context::payload_bytes`]).
 impl FromRequest for Bytes {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        Ok(request.payload.clone())
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        Ok(ctx.payload_bytes())
     }
 }
 
 /// The request's metadata (empty when it carried none).
 impl FromRequest for Metadata {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        Ok(request.metadata.clone().unwrap_or_default())
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        Ok(ctx.metadata().cloned().unwrap_or_default())
     }
 }
 
 /// The connection the request came on.
 impl FromRequest for ConnHandle {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        Ok(request.conn.clone())
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        Ok(ctx.conn())
     }
 }
 
-/// The whole request.
+/// The whole request, owned (see [`Context::to_request`]).
 impl FromRequest for Request {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        Ok(request.clone())
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        Ok(ctx.to_request())
     }
 }
 
@@ -109,8 +113,8 @@ impl FromRequest for Request {
 pub struct State<T>(pub T);
 
 impl<T: Clone + Send + Sync + 'static> FromRequest for State<T> {
-    fn from_request(request: &Request) -> Result<Self, Rejection> {
-        request.extensions.get::<T>().cloned().map(State).ok_or_else(|| {
+    fn from_request(ctx: &Context<'_>) -> Result<Self, Rejection> {
+        ctx.extensions.get::<T>().cloned().map(State).ok_or_else(|| {
             Rejection(format!(
                 "internal error: no state of type {} was registered (call .state(..) on the builder)",
                 type_name::<T>()

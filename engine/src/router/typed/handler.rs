@@ -18,7 +18,6 @@ use crate::error::HANDLER_PANICKED;
 use crate::executor::Executor;
 use crate::executor::contain::panic_message;
 use crate::router::context::Context;
-use crate::router::request::Request;
 
 /// A function usable with `route_async`: its arguments are extractors, it returns a future
 /// (need not be `Send`) of anything [`IntoReply`].
@@ -27,8 +26,8 @@ pub trait AsyncHandler<Args>: Send + Sync + 'static {
     type Output: IntoReply;
     /// The handler's future.
     type Future: Future<Output = Self::Output> + 'static;
-    /// Extracts the arguments from `request` and starts the handler.
-    fn call(&self, request: &Request) -> Result<Self::Future, Rejection>;
+    /// Extracts the arguments from the request's context and starts the handler.
+    fn call(&self, ctx: &Context<'_>) -> Result<Self::Future, Rejection>;
 }
 
 /// A function usable with `route_typed`: its arguments are extractors, it returns anything
@@ -36,8 +35,8 @@ pub trait AsyncHandler<Args>: Send + Sync + 'static {
 pub trait TypedHandler<Args>: Send + Sync + 'static {
     /// What it answers with.
     type Output: IntoReply;
-    /// Extracts the arguments from `request` and runs the handler.
-    fn call(&self, request: &Request) -> Result<Self::Output, Rejection>;
+    /// Extracts the arguments from the request's context and runs the handler.
+    fn call(&self, ctx: &Context<'_>) -> Result<Self::Output, Rejection>;
 }
 
 macro_rules! impl_handlers {
@@ -53,8 +52,8 @@ macro_rules! impl_handlers {
             type Future = Fut;
 
             #[allow(non_snake_case, unused_variables)]
-            fn call(&self, request: &Request) -> Result<Fut, Rejection> {
-                $(let $arg = $arg::from_request(request)?;)*
+            fn call(&self, ctx: &Context<'_>) -> Result<Fut, Rejection> {
+                $(let $arg = $arg::from_request(ctx)?;)*
                 Ok(self($($arg),*))
             }
         }
@@ -68,8 +67,8 @@ macro_rules! impl_handlers {
             type Output = R;
 
             #[allow(non_snake_case, unused_variables)]
-            fn call(&self, request: &Request) -> Result<R, Rejection> {
-                $(let $arg = $arg::from_request(request)?;)*
+            fn call(&self, ctx: &Context<'_>) -> Result<R, Rejection> {
+                $(let $arg = $arg::from_request(ctx)?;)*
                 Ok(self($($arg),*))
             }
         }
@@ -90,12 +89,9 @@ where
     H: TypedHandler<Args>,
     Args: 'static,
 {
-    move |ctx: &mut Context<'_>| {
-        let request = ctx.to_request();
-        match handler.call(&request) {
-            Ok(value) => answer(ctx, value.into_reply()),
-            Err(rejection) => ctx.reply_error(&rejection.to_string()),
-        }
+    move |ctx: &mut Context<'_>| match handler.call(ctx) {
+        Ok(value) => answer(ctx, value.into_reply()),
+        Err(rejection) => ctx.reply_error(&rejection.to_string()),
     }
 }
 
@@ -107,15 +103,13 @@ where
     Args: 'static,
 {
     move |ctx: &mut Context<'_>| {
-        let request = ctx.to_request();
-        let future = match handler.call(&request) {
+        let future = match handler.call(ctx) {
             Ok(future) => future,
             Err(rejection) => {
                 ctx.reply_error(&rejection.to_string());
                 return;
             }
         };
-        drop(request);
         let owed = ctx.owe();
         let task = async move {
             let outcome = AssertUnwindSafe(future).catch_unwind().await;
@@ -149,7 +143,7 @@ impl Owed {
                     None => responder,
                 };
                 match reply.body {
-                    Ok(payload) => responder.reply(&payload),
+                    Ok(payload) => responder.reply_bytes(payload),
                     Err(text) => responder.reply_error(&text),
                 }
             }

@@ -23,14 +23,12 @@ use crate::transport::ws::handshake::HandshakeConfig;
 /// A connection that speaks WebSocket: HTTP only, or (`undecided`) raw arpc or HTTP as
 /// its first bytes say.
 fn websocket_conn(max_body: u32, undecided: bool) -> Conn {
-    let info = ConnInfo {
-        id: ConnId {
-            core: 0,
-            slot: 0,
-            serial: 1,
-        },
-        peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+    let id = ConnId {
+        core: 0,
+        slot: 0,
+        serial: 1,
     };
+    let info = ConnInfo::new(id, SocketAddr::from(([127, 0, 0, 1], 1)));
     let mailbox = Arc::new(Mailbox::new(crate::reactor::mailbox::DEFAULT_CAPACITY));
     let ws = Arc::new(HandshakeConfig::default());
     if undecided {

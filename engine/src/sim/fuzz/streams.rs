@@ -100,10 +100,7 @@ pub fn check_streams(data: &[u8]) -> StreamOutcome {
     while let Some(stale) = mailbox.take() {
         drop(stale);
     }
-    let info = ConnInfo {
-        id: crate::sim::conn_id(0, 1),
-        peer: crate::sim::peer_addr(1),
-    };
+    let info = ConnInfo::new(crate::sim::conn_id(0, 1), crate::sim::peer_addr(1));
     let now = Instant::now();
     let router = ROUTER.with(Arc::clone);
     let mut conn = SimConn::new(info, &cfg, router, &mailbox, Arc::default(), now);
