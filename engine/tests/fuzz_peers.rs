@@ -66,6 +66,10 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         v.extend_from_slice(payload);
         v
     };
+    let asked = Frame::request(1 << 48 | 7, "/echo", "x");
+    let response = Frame::response_to(&asked.header, "/echo", "yes").to_bytes();
+    let mut other_core = vec![peer_raw(2), 1, response.len() as u8];
+    other_core.extend_from_slice(&response);
     let mut raw_datagram = vec![peer_raw(1), 0, echo.len() as u8];
     raw_datagram.extend_from_slice(&echo);
     vec![
@@ -165,6 +169,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .concat(),
         ),
         ("udp", "raw-echo", [vec![8u8], raw_datagram].concat()),
+        // A peer's Response naming core 1 in its seq: handed back to forward (found by fuzz).
+        (
+            "udp",
+            "response-for-another-core",
+            [vec![0u8], other_core].concat(),
+        ),
         (
             "stream",
             "open-send-read",

@@ -7,7 +7,8 @@
 //! ms; `op`'s low two bits name the peer; bits 2–3 the kind: 0 raw `[len][len bytes]` as
 //! one datagram, 1 a Request built from `[seq][method][len][len bytes]` (method one of
 //! `/echo`, `/defer`, `/nope`, `in_P`), 2 answer the oldest deferred request, 3 the
-//! periodic sweep.
+//! periodic sweep. A peer's Response naming another core (the seq's top 16 bits) must be
+//! handed back to forward there, unchanged; nothing else is.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -132,16 +133,29 @@ pub fn check_udp(data: &[u8]) -> UdpOutcome {
         };
         if let Some(d) = datagram {
             fed += 1;
+            // A whole Response whose seq names another core (its top 16 bits) goes there.
+            let mut owner = None;
             match parse_frame(&d, limits.max_body) {
                 Ok(Some((f, len))) if len == d.len() => {
                     if f.header.cmd == Command::Request {
                         asked.entry(from).or_default().push(f.header.seq);
                     }
+                    let core_of_seq = (f.header.seq >> 48) as usize;
+                    if f.header.cmd == Command::Response && core_of_seq != 0 {
+                        owner = Some(core_of_seq);
+                    }
                 }
                 _ => malformed += 1,
             }
             let forward = core.on_datagram(now, from, &d, &router, &mailbox);
-            assert!(forward.is_none(), "core 0 forwards nothing of core 0's");
+            match (forward, owner) {
+                (None, None) => {}
+                (Some(f), Some(owner)) => {
+                    assert_eq!(f.core, owner, "forwarded to the wrong core");
+                    assert_eq!((f.peer, &f.frame[..]), (from, &d[..]), "forwarded altered");
+                }
+                (f, owner) => panic!("forwarded to {:?}, owner {owner:?}", f.map(|f| f.core)),
+            }
         }
         // Answers the responders posted, as reactor::mail does.
         for cmd in mailbox.drain() {
