@@ -154,6 +154,8 @@ pub mod fuzzing {
     pub use crate::sim::fuzz::{
         StreamOutcome, UdpOutcome, WsOutcome, check_streams, check_udp, check_websocket,
     };
+    #[cfg(feature = "tls")]
+    pub use crate::sim::fuzz::{TlsOutcome, check_tls};
 }
 
 /// Deterministic simulation support (`engine/tests/simulate/`): the sans-IO connection,
