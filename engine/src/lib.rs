@@ -93,6 +93,7 @@ mod reactor;
 pub mod router;
 mod secret;
 mod server;
+mod sim;
 mod stream;
 mod transport;
 mod udp;
@@ -145,10 +146,28 @@ pub use udp::UdpStats;
 pub use udp::endpoint::{UdpEndpoint, UdpEndpointBuilder};
 pub use udp::limits::Retry;
 
-/// Fuzzing support for the `conn` fuzz target and its stable replay; not a stable API.
+/// Fuzzing support for the `conn`, `websocket`, `udp` and `stream` fuzz targets and their
+/// stable replay; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::conn::{FuzzOutcome, fuzz_check};
+    pub use crate::sim::fuzz::{
+        StreamOutcome, UdpOutcome, WsOutcome, check_streams, check_udp, check_websocket,
+    };
+    #[cfg(feature = "tls")]
+    pub use crate::sim::fuzz::{TlsOutcome, check_tls};
+}
+
+/// Deterministic simulation support (`engine/tests/simulate/`): the sans-IO connection,
+/// datagram and WebSocket state machines driven without sockets; not a stable API.
+#[doc(hidden)]
+pub mod simulation {
+    pub use crate::sim::udp::{SimUdp, SimUdpLimits};
+    pub use crate::sim::ws;
+    pub use crate::sim::{
+        Applied, LINGER_LIMIT, SimActions, SimConfig, SimConn, SimFraming, SimGauges, SimMail,
+        SimMailbox, add_pubsub, conn_id, peer_addr,
+    };
 }
 
 /// The async guide's code blocks, compiled and run as doc tests (they use `MsgPack`).

@@ -310,3 +310,53 @@ fn connecting_to_nothing_names_the_target() {
         "{err}"
     );
 }
+
+/// Found by the simulator (`scripts/simulate`, seed 12 of its first version): a client
+/// whose queued calls pass its send-queue limit used to stop reading, exactly like a server;
+/// a server whose answers passed its own limit stopped reading too, and neither ever wrote
+/// again. A client now keeps reading while overstocked (its new calls are refused instead),
+/// so every answer arrives.
+#[test]
+fn a_client_over_its_send_limit_keeps_reading_so_a_paused_server_drains() {
+    // The server pauses early; the client's limit is the default 4 MiB.
+    let config = Config::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .max_send_queue_bytes(64 << 10)
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .config(config)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let client = Client::connect(&server.local_addr().to_string()).unwrap();
+    // 32 MiB of calls at once: past the client's limit, and past what the kernel's buffers
+    // of both directions hold on loopback.
+    let payload = Bytes::from(vec![7u8; 64 << 10]);
+    let calls = 512;
+    let (tx, answers) = unbounded();
+    for _ in 0..calls {
+        let tx = tx.clone();
+        client.call_with("/echo", payload.clone(), LONG, move |r| {
+            let _ = tx.send(r.map(|p| p.len()));
+        });
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for _ in 0..calls {
+        match answers.recv_timeout(LONG + Duration::from_secs(5)) {
+            Ok(Ok(len)) => {
+                assert_eq!(len, payload.len());
+                ok += 1;
+            }
+            Ok(Err(CallError::Overstocked)) => refused += 1,
+            other => panic!("after {ok} answers: {other:?}"),
+        }
+    }
+    assert_eq!(ok + refused, calls);
+    assert!(ok > 0);
+    drop(client);
+    server.shutdown().unwrap();
+}

@@ -454,3 +454,28 @@ fn a_datagram_peer_that_authenticated_is_forgotten_with_the_quiet_peer() {
     }
     server.shutdown().unwrap();
 }
+
+/// The threat model's row for topics (docs/security.md): one connection holds at most
+/// `max_subscriptions_per_conn` subscriptions; past it `in_S` is refused with the error,
+/// a topic it already has still subscribes, and unsubscribing makes room again.
+#[test]
+fn subscriptions_past_the_per_connection_limit_are_refused() {
+    let pubsub = PubSub::new().max_subscriptions_per_conn(3);
+    let server = serve(Config::builder().cores(1), &pubsub);
+    let mut c = Raw::connect(server.local_addr());
+    for (seq, name) in ["a", "b", "c"].iter().enumerate() {
+        ok(&mut c, seq as u64 + 1, "in_S", topic(name, b"", 0));
+    }
+    let refused = call(&mut c, 4, "in_S", topic("d", b"", 0));
+    assert!(refused.is_error());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.payload),
+        ringrpc::pubsub::TOO_MANY_SUBSCRIPTIONS
+    );
+    ok(&mut c, 5, "in_S", topic("a", b"", 0));
+    assert_eq!(pubsub.stats().subscribers, 3);
+    ok(&mut c, 6, "in_U", topic("b", b"", 0));
+    ok(&mut c, 7, "in_S", topic("d", b"", 0));
+    assert_eq!((pubsub.stats().subscribers, pubsub.stats().topics), (3, 3));
+    server.shutdown().unwrap();
+}

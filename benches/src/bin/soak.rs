@@ -3,25 +3,20 @@
 //! released every connection, and it shut down cleanly.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use ringrpc_benches::soak::chaos::{self, Action, ChaosConfig, Tally};
-use ringrpc_benches::soak::engine_log::{ExitLine, StatsLog, parse_exit_line};
+use ringrpc_benches::soak::engine_log::{ExitLine, parse_exit_line};
+use ringrpc_benches::soak::process::{self, Engine, KillOnDrop, RssSampler, stop};
+use ringrpc_benches::soak::process::{STOP_TIMEOUT, wait_deadline, wait_open_zero};
 use ringrpc_benches::soak::rng::Rng;
-use ringrpc_benches::soak::{LoadgenSummary, rss_kib};
+use ringrpc_benches::soak::{LoadgenSummary, chat, mixed, rss_kib};
 use ringrpc_loadgen::parse_duration;
 
-/// How long the engine may take to print its listening line.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the engine may take to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Settle time before the first memory reading.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Headroom for loadgen beyond its duration and request timeout.
@@ -51,47 +46,33 @@ struct Args {
     /// Chaos client threads
     #[arg(long, default_value_t = 2)]
     chaos_threads: usize,
+    /// Everything at once: TCP, WebSocket and UDP on; loadgen also over WebSocket and UDP,
+    /// of notifies, streams and pub/sub; clients subscribing and unsubscribing, streaming
+    /// with slow consumers; a chat workload through chat-server
+    #[arg(long)]
+    mixed: bool,
+    /// Instead of the soak: kill chat-server with SIGKILL at random moments under load this
+    /// many times, restarting it on its database, then check no acknowledged message was
+    /// lost (or delivered twice to one login)
+    #[arg(long, value_name = "RESTARTS")]
+    chat_crash: Option<usize>,
+    /// Instead of the soak: a cluster (nats-server, three engine nodes, HAProxy) under load
+    /// for --duration while nodes are killed and restarted and nats-server restarted
+    #[arg(long)]
+    cluster: bool,
     /// Extra engine flags, after `--` (soak sets --cores, --listen, --read-timeout, --stats)
     #[arg(last = true)]
     engine_args: Vec<String>,
 }
 
-/// A started engine and the output its reader threads gather.
-struct Engine {
-    child: Child,
-    addr: SocketAddr,
-    stats: Arc<Mutex<StatsLog>>,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr_tail: Arc<Mutex<Vec<String>>>,
-    /// The threads reading stdout and stderr; they end when the engine exits.
-    readers: Vec<thread::JoinHandle<()>>,
-}
-
-impl Drop for Engine {
-    /// An early error must not leave the engine running.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A child killed if soak returns early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    match soak(args) {
+    let outcome = match args.chat_crash {
+        Some(restarts) => chat_crash(&args, restarts),
+        None if args.cluster => cluster(&args),
+        None => soak(args),
+    };
+    match outcome {
         Ok(failed) if failed.is_empty() => {
             println!("verdict: PASS");
             ExitCode::SUCCESS
@@ -117,123 +98,97 @@ fn bin_dir(args: &Args) -> Result<PathBuf, String> {
 }
 
 fn start_engine(args: &Args, engine: &Path) -> Result<Engine, String> {
-    let mut child = Command::new(engine)
-        .args(["--cores", "2", "--listen", "127.0.0.1:0"])
-        .args(["--read-timeout", &args.read_timeout.to_string()])
-        .args(["--stats", &STATS_SECS.to_string(), "--log", "info"])
-        .args(&args.engine_args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", engine.display()))?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let stdout_lines = Arc::new(Mutex::new(Vec::new()));
-    let stats = Arc::new(Mutex::new(StatsLog::default()));
-    let stderr_tail = Arc::new(Mutex::new(Vec::new()));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut readers = Vec::new();
-    {
-        let lines = Arc::clone(&stdout_lines);
-        readers.push(thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("engine listening on ") {
-                    let _ = ready_tx.send(line.clone());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        }));
+    let mut flags: Vec<String> = ["--cores", "2", "--listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    flags.extend(["--read-timeout".into(), args.read_timeout.to_string()]);
+    flags.extend([
+        "--stats".into(),
+        STATS_SECS.to_string(),
+        "--log".into(),
+        "info".into(),
+    ]);
+    if args.mixed {
+        flags.extend([
+            "--udp-listen".into(),
+            "127.0.0.1:0".into(),
+            "--pubsub".into(),
+        ]);
     }
-    {
-        let (stats, tail) = (Arc::clone(&stats), Arc::clone(&stderr_tail));
-        readers.push(thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                stats.lock().unwrap().observe(&line);
-                let mut tail = tail.lock().unwrap();
-                // Keep the last lines only: stats lines arrive all run long.
-                if tail.len() >= 200 {
-                    tail.remove(0);
-                }
-                tail.push(line);
-            }
-        }));
-    }
-    let line = match ready_rx.recv_timeout(READY_TIMEOUT) {
-        Ok(line) => line,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let tail = stderr_tail.lock().unwrap().join(" / ");
-            return Err(format!("engine did not start listening: {tail}"));
-        }
-    };
-    // The first address is the fourth word.
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("cannot read the address in {line:?}"))?;
-    Ok(Engine {
-        child,
-        addr,
-        stats,
-        stdout: stdout_lines,
-        stderr_tail,
-        readers,
+    flags.extend(args.engine_args.iter().cloned());
+    process::start_engine(engine, &flags)
+}
+
+fn seed_of(args: &Args) -> u64 {
+    args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     })
 }
 
-/// SIGTERM, then up to [`STOP_TIMEOUT`] to exit; `None` when it had to be killed.
-fn stop(child: &mut Child) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
+fn chat_crash(args: &Args, restarts: usize) -> Result<Vec<String>, String> {
+    let bin = bin_dir(args)?.join("chat-server");
+    let seed = seed_of(args);
+    println!(
+        "chat crash loop: seed {seed}, {restarts} SIGKILLs, {}",
+        bin.display()
+    );
+    let started = Instant::now();
+    let r = chat::crash_loop(&bin, 6, restarts, seed)?;
+    println!(
+        "chat crash loop: {} restarts in {:.0}s; {} messages acknowledged, {} unacknowledged \
+         (their sender saw the crash), {} deliveries, {} of them again after a crash",
+        r.restarts,
+        started.elapsed().as_secs_f64(),
+        r.acked,
+        r.unacked,
+        r.delivered,
+        r.redelivered
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    Ok(if r.problems.is_empty() {
+        vec![]
+    } else {
+        vec!["chat-crash".into()]
+    })
 }
 
-fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        thread::sleep(Duration::from_millis(50));
+fn cluster(args: &Args) -> Result<Vec<String>, String> {
+    let engine = bin_dir(args)?.join("engine");
+    let seed = seed_of(args);
+    println!(
+        "cluster chaos: seed {seed}, {:?}, {}",
+        args.duration,
+        engine.display()
+    );
+    let r = ringrpc_benches::soak::cluster::run(&engine, args.duration, seed)?;
+    println!(
+        "cluster chaos: {} node kills, {} nats-server restarts, {} client failovers; calls: \
+         {} answered (each its own payload), {} failed over a fault; {} batches published \
+         while whole, {} deliveries, each exactly once; {} publications during faults, none \
+         delivered twice",
+        r.node_kills,
+        r.nats_restarts,
+        r.failovers,
+        r.calls_answered,
+        r.calls_failed,
+        r.batches,
+        r.batch_deliveries,
+        r.published_during_faults
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// Waits for a stats line from every core newer than now, each showing no open connection.
-fn wait_open_zero(stats: &Mutex<StatsLog>, cores: usize, limit: Duration) -> Vec<u64> {
-    let before = stats.lock().unwrap().generations();
-    let deadline = Instant::now() + limit;
-    loop {
-        let (generations, open) = {
-            let log = stats.lock().unwrap();
-            (log.generations(), log.open())
-        };
-        let fresh = generations.len() >= cores
-            && (0..cores).all(|c| generations[c] > before.get(c).copied().unwrap_or(0));
-        if (fresh && open.iter().all(|&n| n == 0)) || Instant::now() >= deadline {
-            return open;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    Ok(if r.problems.is_empty() {
+        vec![]
+    } else {
+        vec!["cluster".into()]
+    })
 }
 
 fn mib(kib: u64) -> f64 {
@@ -248,12 +203,7 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
             return Err(format!("{} not found (build it first)", bin.display()));
         }
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    });
+    let seed = seed_of(&args);
     let read_timeout = Duration::try_from_secs_f64(args.read_timeout)
         .map_err(|_| format!("bad --read-timeout {}", args.read_timeout))?;
     println!(
@@ -267,6 +217,7 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
     println!("soak: engine pid {pid} on {}", engine.addr);
     thread::sleep(SETTLE);
     let rss_before = rss_kib(pid)?;
+    let rss = RssSampler::start(pid);
 
     let work = std::env::temp_dir().join(format!("ringrpc-soak-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
@@ -295,6 +246,18 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
             .map_err(|e| format!("cannot start {}: {e}", loadgen_bin.display()))?,
     );
 
+    let mixed = if args.mixed {
+        Some(mixed::MixedRun::start(
+            &dir,
+            engine.addr,
+            engine.udp,
+            args.duration,
+            seed,
+            &work,
+        )?)
+    } else {
+        None
+    };
     let config = ChaosConfig {
         target: engine.addr,
         until: Instant::now() + args.duration,
@@ -317,6 +280,7 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
 
     let mut failed = Vec::new();
     let mut problems = Vec::new();
+    let mixed = mixed.map(|m| m.finish(args.duration + Duration::from_secs(5) + LOADGEN_SLACK));
     let report = std::fs::read_to_string(&json)
         .map_err(|e| e.to_string())
         .and_then(|text| LoadgenSummary::from_json(&text).map_err(|e| e.to_string()));
@@ -379,6 +343,13 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
                 log_path.display()
             ));
         }
+    }
+    if let Some(m) = mixed {
+        for line in &m.lines {
+            println!("{line}");
+        }
+        failed.extend(m.failed);
+        problems.extend(m.problems);
     }
     if loadgen_status.is_none() {
         failed.push("loadgen-exit".into());
@@ -447,8 +418,9 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
     match rss_after {
         Ok(after) => {
             println!(
-                "engine RSS: {:.1} MiB before, {:.1} MiB after (bound +{} MiB)",
+                "engine RSS: {:.1} MiB before, {:.1} MiB at the peak, {:.1} MiB after (bound +{} MiB)",
                 mib(rss_before),
+                mib(rss.peak_kib().max(after)),
                 mib(after),
                 args.rss_bound_mib
             );

@@ -2,7 +2,11 @@
 //! loadgen report, kept apart from the `soak` binary so they can be tested without a server.
 
 pub mod chaos;
+pub mod chat;
+pub mod cluster;
 pub mod engine_log;
+pub mod mixed;
+pub mod process;
 pub mod rng;
 
 use serde::Deserialize;
@@ -11,10 +15,23 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoadgenSummary {
     pub counts: LoadgenCounts,
+    /// `--pattern pubsub`: what the subscribers received.
+    #[serde(default)]
+    pub pubsub: Option<PubsubCounts>,
     pub success: bool,
     pub requests_per_second: f64,
     #[serde(default)]
     pub failures: Vec<String>,
+}
+
+/// loadgen's pub/sub delivery outcomes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct PubsubCounts {
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub corrupt: u64,
 }
 
 /// loadgen's request outcomes.

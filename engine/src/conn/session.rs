@@ -296,7 +296,6 @@ impl Session {
     }
 
     /// The mailbox handles of this connection post to.
-    #[cfg(test)]
     pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
         &self.mailbox
     }
@@ -307,7 +306,6 @@ impl Session {
     }
 
     /// Calls waiting for a Response.
-    #[cfg(test)]
     pub(crate) fn calls_pending(&self) -> usize {
         self.calls.len()
     }

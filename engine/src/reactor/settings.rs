@@ -23,6 +23,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) max_connections_per_peer: Option<usize>,
     pub(crate) max_send_queue_bytes: usize,
     pub(crate) max_send_queue_frames: u64,
+    /// An overstocked connection stops reading (a server's; see `LifecycleConfig`).
+    pub(crate) pause_reading: bool,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) read_timeout: Option<Duration>,
@@ -59,6 +61,7 @@ impl ReactorSettings {
             max_connections_per_peer: config.max_connections_per_peer,
             max_send_queue_bytes: config.max_send_queue_bytes,
             max_send_queue_frames: config.max_send_queue_frames,
+            pause_reading: true,
             idle_timeout: config.idle_timeout,
             keepalive: config.keepalive,
             read_timeout: config.read_timeout,
@@ -115,6 +118,8 @@ impl ReactorSettings {
         settings.shutdown_grace = Duration::from_secs(1);
         settings.websocket = None;
         settings.tls = None;
+        // Its calls fill its output: it refuses new ones, but keeps reading the answers.
+        settings.pause_reading = false;
         settings
     }
 }

@@ -47,6 +47,7 @@ impl ConnPolicy {
                 keepalive,
                 max_send_queue_bytes: settings.max_send_queue_bytes,
                 max_send_queue_frames: settings.max_send_queue_frames,
+                pause_reading: settings.pause_reading,
                 linger_quiet: LINGER_QUIET,
                 linger_max: LINGER_MAX,
                 linger_tick: LINGER_TICK,

@@ -126,7 +126,6 @@ impl StreamTable {
     }
 
     /// Streams open now.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.open.as_ref().map_or(0, |t| t.entries.len())
     }

@@ -361,17 +361,27 @@ impl UdpCore {
         self.push(peer, frame);
     }
 
+    /// The error Response sent instead of an answer over the datagram limit; it fits the
+    /// limit itself (at least 64 bytes): a shorter text, then no method, when need be.
     fn too_large_answer(&self, frame: &[u8], seq: u64) -> Bytes {
         let method_len = frame.get(7).copied().unwrap_or(0) as usize;
-        let method = frame
+        let mut method = frame
             .get(HEADER_LEN..HEADER_LEN + method_len)
             .unwrap_or_default();
         let flags = Flags(Flags::ERROR | (frame.get(6).copied().unwrap_or(0) & Flags::ASYNC));
-        let text = format!(
+        let room = self.limits.max_datagram.saturating_sub(HEADER_LEN);
+        let mut text = format!(
             "response of {} bytes does not fit one datagram (max {})",
             frame.len(),
             self.limits.max_datagram
         );
+        if method.len() + text.len() > room {
+            text = "response too large for one datagram".to_owned();
+        }
+        if method.len() + text.len() > room {
+            method = &[];
+        }
+        text.truncate(room);
         encode(Command::Response, flags, seq, method, text.as_bytes())
     }
 
@@ -551,13 +561,11 @@ impl UdpCore {
     }
 
     /// Calls waiting for a Response.
-    #[cfg(test)]
     pub(crate) fn calls_pending(&self) -> usize {
         self.calls.len()
     }
 
     /// Requests cached for duplicate suppression.
-    #[cfg(test)]
     pub(crate) fn cached(&self) -> usize {
         self.dedup.len()
     }

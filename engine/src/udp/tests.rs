@@ -239,15 +239,53 @@ fn an_answer_too_big_for_a_datagram_becomes_an_error_saying_so() {
     let mut core = UdpCore::new(
         0,
         UdpLimits {
-            max_datagram: 64,
+            max_datagram: 100,
             ..limits()
         },
     );
-    let req = Frame::request(4, "/echo", vec![b'x'; 60]).to_bytes();
+    let req = Frame::request(4, "/echo", vec![b'x'; 90]).to_bytes();
     core.on_datagram(Instant::now(), addr(1), &req, &router, &mb);
     let f = decode(&core.out[0].1);
     assert!(f.is_error() && f.header.seq == 4);
     assert!(String::from_utf8_lossy(&f.payload).contains("does not fit one datagram"));
+}
+
+/// Found by the `udp` fuzz target: the error that replaces an answer too big for a datagram
+/// was itself over a small `udp_max_datagram` (77 bytes for a limit of 64), so the core
+/// sent a datagram past its own limit. It now fits, whatever the method's length.
+#[test]
+fn the_error_replacing_a_too_big_answer_fits_the_datagram_limit_too() {
+    let router = Router::with_builtins();
+    let mb = mailbox();
+    for (max, method) in [
+        (64, "/echo".to_string()),
+        (64, format!("/{}", "m".repeat(126))),
+        (100, "/echo".into()),
+    ] {
+        let mut core = UdpCore::new(
+            0,
+            UdpLimits {
+                max_datagram: max,
+                ..limits()
+            },
+        );
+        let mut r = Router::with_builtins();
+        r.add(&method, |ctx: &mut crate::router::Context<'_>| {
+            ctx.reply(&[b'y'; 300])
+        })
+        .unwrap();
+        let router = if method == "/echo" { &router } else { &r };
+        let req = Frame::request(9, method.clone(), vec![b'x'; 200]).to_bytes();
+        core.on_datagram(Instant::now(), addr(1), &req, router, &mb);
+        let (_, answer) = &core.out[0];
+        assert!(
+            answer.len() <= max,
+            "a {}-byte answer past the {max}-byte limit",
+            answer.len()
+        );
+        let f = decode(answer);
+        assert!(f.is_error() && f.header.seq == 9, "{f:?}");
+    }
 }
 
 #[test]

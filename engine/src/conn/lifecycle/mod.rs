@@ -59,6 +59,11 @@ pub(crate) struct LifecycleConfig {
     pub(crate) max_send_queue_bytes: usize,
     /// Pause reading above this many frames not yet handed to a send.
     pub(crate) max_send_queue_frames: u64,
+    /// Whether being over those limits stops reading. A server's connections do: their
+    /// peer's requests are what fills the output. A client's do not: its own calls fill
+    /// it (and new ones are refused past the limits), and a client that stopped reading
+    /// answers while a server stopped reading its calls would leave both waiting forever.
+    pub(crate) pause_reading: bool,
     pub(crate) linger_quiet: Duration,
     pub(crate) linger_max: Duration,
     pub(crate) linger_tick: Duration,
@@ -447,8 +452,8 @@ impl Lifecycle {
             self.phase,
             Phase::Open | Phase::Finishing | Phase::Lingering { .. }
         ) && !self.peer_eof;
-        // Held back by our own output (overstocked) or by a full consumer.
-        let hold = self.paused || facts.hold_reading;
+        // Held back by our own output (overstocked, on a server) or by a full consumer.
+        let hold = (self.paused && cfg.pause_reading) || facts.hold_reading;
         // The multishot gives way to a direct recv of a large frame's rest.
         let direct = facts.direct_wanted && self.is_reading();
         match self.recv {

@@ -11,6 +11,7 @@ fn cfg() -> LifecycleConfig {
         keepalive: Some(Duration::from_secs(10)),
         max_send_queue_bytes: 1000,
         max_send_queue_frames: 100,
+        pause_reading: true,
         linger_quiet: LINGER_QUIET,
         linger_max: LINGER_MAX,
         linger_tick: LINGER_TICK,
@@ -237,6 +238,28 @@ fn backpressure_pauses_above_the_limit_and_resumes_at_half() {
     assert!(a.arm_recv() && !a.overstocked());
     assert!(!h.lc.is_paused());
     assert_eq!(h.lc.recv_state(), RecvState::Armed);
+}
+
+/// A client's connection over its limits is overstocked (its calls are refused) but goes on
+/// reading: stopping would deadlock with a server that stopped reading it too. Found by the
+/// simulator.
+#[test]
+fn a_client_connection_over_its_limits_keeps_reading() {
+    let mut h = H::with(LifecycleConfig {
+        pause_reading: false,
+        ..cfg()
+    });
+    h.queue(1001);
+    let a = h.poll(1);
+    assert!(a.start_send() && a.overstocked() && !a.cancel_recv());
+    assert!(h.lc.is_paused());
+    assert_eq!(h.lc.recv_state(), RecvState::Armed);
+    // A recv that ends is re-armed while still overstocked.
+    h.lc.recv_no_buffers();
+    assert!(h.poll(2).arm_recv());
+    // A full stream inbox still holds reading.
+    h.facts.hold_reading = true;
+    assert!(h.poll(3).cancel_recv());
 }
 
 #[test]
