@@ -1,7 +1,7 @@
 //! `--tls`: arpc over TLS, client side, with rustls driven sans-IO as the engine drives it
 //! (ciphertext in → plaintext out; plaintext in → records out), so either I/O engine keeps
 //! its own sockets and sends. [`TlsSettings`] is what the flags configure (roots or
-//! `--tls-insecure`, the server name, ALPN `arpc`); [`TlsSession`] is one connection's state.
+//! `--tls-insecure`, the server name, ALPN `arpc`); `TlsSession` is one connection's state.
 //!
 //! Invariants: the handshake runs blocking on the connecting thread before a connection is
 //! handed to an I/O thread (so a reconnect's handshake is part of the I/O thread's work);
