@@ -56,14 +56,7 @@ pub(crate) fn run_epoll_worker(
         };
         // Large payloads go out as their own segments, straight from the pattern.
         conn.send_by_reference();
-        let registered = stream.set_nonblocking(true).and_then(|()| {
-            let mut stream = TcpStream::from_std(stream);
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            poll.registry()
-                .register(&mut stream, Token(i), interest)
-                .map(|()| stream)
-        });
-        match registered {
+        match register(&poll, stream, i) {
             Ok(stream) => io[i].stream = Some(stream),
             Err(e) => conn.fail(format!("cannot register with epoll: {e}"), &mut state),
         }
@@ -86,6 +79,9 @@ pub(crate) fn run_epoll_worker(
         touched.take(&mut visit);
         for &i in &visit {
             let conn = &mut conns[i];
+            if io[i].unsent.is_empty() && conn.wants_reconnect(now, plan) {
+                reconnect(&poll, conn, &mut io[i], i, plan, &mut state);
+            }
             if !conn.is_done(now, plan) {
                 conn.fill_window(now, plan, &mut state);
             }
@@ -148,6 +144,43 @@ fn wait_timeout(
         };
     }
     timeout
+}
+
+/// Makes `stream` non-blocking and registers it as connection `i`.
+fn register(poll: &Poll, stream: std::net::TcpStream, i: usize) -> std::io::Result<TcpStream> {
+    stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(stream);
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    poll.registry().register(&mut stream, Token(i), interest)?;
+    Ok(stream)
+}
+
+/// `--reconnect-every`: closes the connection's socket (nothing is unsent or in flight) and
+/// goes on over a new one, its TLS handshake done by the dialer.
+fn reconnect(
+    poll: &Poll,
+    conn: &mut Connection,
+    io: &mut ConnIo,
+    i: usize,
+    plan: &Plan,
+    state: &mut WorkerState,
+) {
+    let Some(dialer) = plan.dialer.as_ref() else {
+        return;
+    };
+    if let Some(mut old) = io.stream.take() {
+        let _ = poll.registry().deregister(&mut old);
+    }
+    match dialer.redial(false, false) {
+        Ok((stream, tls)) => match register(poll, stream, i) {
+            Ok(stream) => {
+                conn.reopen(None, tls);
+                io.stream = Some(stream);
+            }
+            Err(e) => conn.fail(format!("cannot register with epoll: {e}"), state),
+        },
+        Err(e) => conn.fail(format!("reconnect failed: {e}"), state),
+    }
 }
 
 /// Reads until the socket is drained, handing every read to the connection (which checks the
