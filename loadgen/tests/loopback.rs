@@ -199,12 +199,14 @@ fn unanswered_requests_time_out_during_the_drain() {
 
 #[test]
 fn requests_on_a_closed_connection_are_lost() {
+    // The run ends as soon as both connections have failed; the long window only keeps a
+    // stalled CI machine from ending it before the server's 50 echoes are counted.
     let addr = spawn_server(Behaviour::CloseAfter(50));
     let report = run(&config(
         addr,
         &[
             "--duration",
-            "500ms",
+            "30s",
             "--warmup",
             "0s",
             "--conns",
@@ -224,6 +226,8 @@ fn requests_on_a_closed_connection_are_lost() {
 
 #[test]
 fn requests_on_a_closed_connection_are_lost_with_io_uring() {
+    // The run ends as soon as both connections have failed; the long window only keeps a
+    // stalled CI machine from ending it before the server's 50 echoes are counted.
     // The io_uring path: the failed connection's recv is cancelled and the ring closes the
     // socket after its final completion.
     let addr = spawn_server(Behaviour::CloseAfter(50));
@@ -231,7 +235,7 @@ fn requests_on_a_closed_connection_are_lost_with_io_uring() {
         addr,
         &[
             "--duration",
-            "500ms",
+            "30s",
             "--warmup",
             "0s",
             "--conns",
