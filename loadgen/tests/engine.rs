@@ -6,24 +6,9 @@ mod common;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use common::assert_clean;
+use common::{assert_clean, engine};
 use ringrpc::{Config as EngineConfig, RunningServer, Server};
 use ringrpc_loadgen::{Cli, Config, Report, run};
-
-fn engine(reflect: bool) -> RunningServer {
-    let config = EngineConfig::builder()
-        .cores(1)
-        .listen("127.0.0.1:0")
-        .reflect(reflect)
-        .build()
-        .unwrap();
-    Server::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
-        .unwrap()
-}
 
 fn load(addr: SocketAddr, flags: &[&str]) -> Report {
     let target = addr.to_string();

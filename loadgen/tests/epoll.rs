@@ -11,8 +11,7 @@ use std::thread;
 
 use bytes::BytesMut;
 use clap::Parser;
-use common::{Behaviour, assert_accounting, assert_clean, config, spawn_server};
-use ringrpc::{Config as EngineConfig, RunningServer, Server};
+use common::{Behaviour, assert_accounting, assert_clean, config, engine, spawn_server};
 use ringrpc_loadgen::{Cli, Config, IoMode, run};
 use ringrpc_protocol::{Decoder, Frame};
 
@@ -20,21 +19,6 @@ fn epoll<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["--driver", "epoll"];
     all.extend_from_slice(flags);
     all
-}
-
-fn engine(reflect: bool) -> RunningServer {
-    let config = EngineConfig::builder()
-        .cores(1)
-        .listen("127.0.0.1:0")
-        .reflect(reflect)
-        .build()
-        .unwrap();
-    Server::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
-        .unwrap()
 }
 
 #[test]

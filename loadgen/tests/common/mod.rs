@@ -8,6 +8,7 @@ use std::thread;
 
 use bytes::BytesMut;
 use clap::Parser;
+use ringrpc::{Config as EngineConfig, RunningServer, Server};
 use ringrpc_loadgen::{Cli, Config, Report};
 use ringrpc_protocol::{Command, Decoder, Frame};
 
@@ -26,6 +27,23 @@ pub enum Behaviour {
     /// Writes each response in three pieces a millisecond apart, the last payload byte of
     /// every tenth flipped (so large echoes are checked as they arrive).
     InPiecesCorruptEveryTenthLast,
+}
+
+/// A real ringrpc engine on one core and an ephemeral loopback port (`reflect`: writing
+/// received bytes back undecoded).
+pub fn engine(reflect: bool) -> RunningServer {
+    let config = EngineConfig::builder()
+        .cores(1)
+        .listen("127.0.0.1:0")
+        .reflect(reflect)
+        .build()
+        .unwrap();
+    Server::builder()
+        .config(config)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap()
 }
 
 /// Starts a server on an ephemeral loopback port; it lives until the test process exits.
