@@ -20,9 +20,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::Connection;
 use crate::cpu::WindowCpu;
-use crate::uring::Touched;
 use crate::worker::{
-    HOUSEKEEPING_INTERVAL, Plan, Shared, WorkerOutput, WorkerState, end_of_turn, next_wake, publish,
+    HOUSEKEEPING_INTERVAL, Plan, Shared, Touched, WorkerOutput, WorkerState, end_of_turn,
+    next_wake, publish,
 };
 
 /// Readiness events taken per `epoll_wait`.
@@ -73,10 +73,7 @@ pub(crate) fn run_epoll_worker(
     loop {
         let now = Instant::now();
         cpu.observe(now);
-        if paced || now >= next_housekeeping {
-            touched.mark_all();
-        }
-        touched.take(&mut visit);
+        touched.take(paced || now >= next_housekeeping, &mut visit);
         for &i in &visit {
             let conn = &mut conns[i];
             if io[i].unsent.is_empty() && conn.wants_reconnect(now, plan) {

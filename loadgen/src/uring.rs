@@ -18,7 +18,8 @@ use ringrpc_uring::{Completion, OpId, OpKind, Ring, RingConfig, SharedFd};
 use crate::conn::Connection;
 use crate::cpu::WindowCpu;
 use crate::worker::{
-    HOUSEKEEPING_INTERVAL, Plan, Shared, WorkerOutput, WorkerState, end_of_turn, next_wake, publish,
+    HOUSEKEEPING_INTERVAL, Plan, Shared, Touched, WorkerOutput, WorkerState, end_of_turn,
+    next_wake, publish,
 };
 
 /// Submission queue entries per I/O thread.
@@ -50,44 +51,6 @@ fn op_tag(i: usize, io: &ConnIo) -> u64 {
 /// Connection index and generation of a tag.
 fn split_tag(tag: u64) -> (usize, u32) {
     ((tag & u64::from(u32::MAX)) as usize, (tag >> 32) as u32)
-}
-
-/// The connections to visit next turn, each once (the epoll driver's too).
-pub(crate) struct Touched {
-    list: Vec<usize>,
-    marked: Vec<bool>,
-}
-
-impl Touched {
-    /// Every one of `n` connections marked.
-    pub(crate) fn all(n: usize) -> Touched {
-        Touched {
-            list: (0..n).collect(),
-            marked: vec![true; n],
-        }
-    }
-
-    pub(crate) fn mark(&mut self, i: usize) {
-        if !std::mem::replace(&mut self.marked[i], true) {
-            self.list.push(i);
-        }
-    }
-
-    pub(crate) fn mark_all(&mut self) {
-        for i in 0..self.marked.len() {
-            self.mark(i);
-        }
-    }
-
-    /// Moves the marked connections, in the order marked, into `into` (emptied first; its
-    /// storage becomes the next turn's list) and unmarks them.
-    pub(crate) fn take(&mut self, into: &mut Vec<usize>) {
-        into.clear();
-        std::mem::swap(&mut self.list, into);
-        for &i in into.iter() {
-            self.marked[i] = false;
-        }
-    }
 }
 
 /// Runs `conns` on one io_uring until each is done or the drain deadline passes.
@@ -122,10 +85,7 @@ pub(crate) fn run_uring_worker(
     loop {
         let now = Instant::now();
         cpu.observe(now);
-        if paced || now >= next_housekeeping {
-            touched.mark_all();
-        }
-        touched.take(&mut visit);
+        touched.take(paced || now >= next_housekeeping, &mut visit);
         for &i in &visit {
             let conn = &mut conns[i];
             if !io[i].sending && conn.wants_reconnect(now, plan) {

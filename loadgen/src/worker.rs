@@ -1,6 +1,7 @@
 //! What every I/O thread shares, whatever drives its connections (`std_worker`, `uring`,
 //! `epoll`, `udp`): the run's [`Plan`], the thread's [`WorkerState`] and what it publishes for the
-//! progress line ([`Shared`]), and the bookkeeping at the end of each loop turn.
+//! progress line ([`Shared`]), the bookkeeping at the end of each loop turn, and
+//! which connections a turn visits ([`Touched`]).
 //!
 //! Invariant: an I/O thread's latencies reach its [`Shared`] only through [`publish`], at
 //! least every [`HOUSEKEEPING_INTERVAL`] and once more when the thread ends (gRPC callers,
@@ -174,4 +175,42 @@ pub(crate) fn publish(state: &mut WorkerState, shared: &Shared) {
         .add(&state.latencies)
         .expect("worker and shared histograms are built with the same bounds");
     state.latencies.reset();
+}
+
+/// The connections to visit next turn, each once (the io_uring and epoll drivers').
+pub(crate) struct Touched {
+    list: Vec<usize>,
+    marked: Vec<bool>,
+}
+
+impl Touched {
+    /// Every one of `n` connections marked.
+    pub(crate) fn all(n: usize) -> Touched {
+        Touched {
+            list: (0..n).collect(),
+            marked: vec![true; n],
+        }
+    }
+
+    pub(crate) fn mark(&mut self, i: usize) {
+        if !std::mem::replace(&mut self.marked[i], true) {
+            self.list.push(i);
+        }
+    }
+
+    /// Moves the marked connections (every one with `all`: requests go out on a clock, or
+    /// housekeeping may have freed window slots), in the order marked, into `into` (emptied
+    /// first; its storage becomes the next turn's list) and unmarks them.
+    pub(crate) fn take(&mut self, all: bool, into: &mut Vec<usize>) {
+        if all {
+            for i in 0..self.marked.len() {
+                self.mark(i);
+            }
+        }
+        into.clear();
+        std::mem::swap(&mut self.list, into);
+        for &i in into.iter() {
+            self.marked[i] = false;
+        }
+    }
 }
