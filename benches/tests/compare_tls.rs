@@ -3,8 +3,10 @@
 //! of the engine, both processes' CPU counted) each started, driven by the real loadgen and
 //! stopped. haproxy-tls is skipped, saying so, where HAProxy is not installed.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ringrpc_benches::compare::certs::make_certificate;
@@ -15,29 +17,7 @@ use ringrpc_benches::compare::summary::RunOutcome;
 
 /// Builds the engine and loadgen (the tests' profile); returns the directory they are in.
 fn bin_dir() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "ringrpc-loadgen",
-            "-p",
-            "ringrpc-cli",
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .current_dir(&workspace)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cargo to build the engine and loadgen");
-    assert!(output.status.success(), "cargo build failed");
-    let loadgen = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "loadgen")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported the loadgen executable");
-    loadgen.parent().unwrap().to_path_buf()
+    common::build_beside_loadgen(&["-p", "ringrpc-loadgen", "-p", "ringrpc-cli"])
 }
 
 #[test]

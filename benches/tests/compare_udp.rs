@@ -2,8 +2,9 @@
 //! probed until it answers, driven by the real loadgen with `--transport udp --reflect`, and
 //! stopped. (engine-udp goes through the same path once the engine has `--udp-listen`.)
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ringrpc_benches::compare::runner::{RunFiles, Runner};
@@ -13,29 +14,7 @@ use ringrpc_benches::compare::summary::RunOutcome;
 
 /// Builds loadgen (the tests' profile) and returns the directory cargo put it in.
 fn loadgen_dir() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "ringrpc-loadgen",
-            "--bin",
-            "loadgen",
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .current_dir(&workspace)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cargo to build loadgen");
-    assert!(output.status.success(), "cargo build of loadgen failed");
-    let loadgen = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "loadgen")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported the loadgen executable");
-    loadgen.parent().unwrap().to_path_buf()
+    common::build_beside_loadgen(&["-p", "ringrpc-loadgen", "--bin", "loadgen"])
 }
 
 #[test]
