@@ -159,15 +159,9 @@ fn a_server_that_never_answers_loses_every_request_and_the_binary_fails() {
     let json = std::env::temp_dir().join(format!("loadgen-udp-lost-{}.json", std::process::id()));
     let output = Process::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--target", &addr.to_string(), "--quiet"])
-        .args(["--transport", "udp", "--duration", "1s", "--warmup", "0s"])
-        .args([
-            "--conns",
-            "2",
-            "--per-conn",
-            "3",
-            "--udp-retry-after",
-            "50ms",
-        ])
+        .args(["--transport", "udp", "--duration", "3s", "--warmup", "0s"])
+        .args(["--conns", "2", "--per-conn", "3", "--timeout", "10s"])
+        .args(["--udp-retry-after", "150ms"])
         .args(["--json", json.to_str().unwrap()])
         .output()
         .unwrap();
@@ -178,10 +172,12 @@ fn a_server_that_never_answers_loses_every_request_and_the_binary_fails() {
     let _ = std::fs::remove_file(&json);
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     let counts = &report["counts"];
-    // 2 sockets × 3 in flight, each sent 5 times (4 retries) over 50+100+200+400 ms and
-    // given up 800 ms after the last (1.55 s in all, past the 1 s window): none refills.
-    // A socket thread that a loaded machine starts after the window opened still sends,
-    // but its requests may count as warmup; every measured one is lost after 5 sends.
+    // 2 sockets × 3 in flight, each sent 5 times (4 retries) over 150+300+600+1200 ms and
+    // given up 2.4 s after the last (4.65 s in all, past the 3 s window): none refills.
+    // The window is long so that a socket thread a loaded machine starts late still sends
+    // inside it (a 1 s window once closed before a stalled CI machine ran the thread), and
+    // --timeout is past a request's whole life so that a late thread's losses are not
+    // timeouts; every measured request is lost after 5 sends.
     let sent = counts["sent"].as_u64().unwrap();
     assert!((3..=6).contains(&sent), "{stdout}");
     assert_eq!(counts["lost"].as_u64(), Some(sent), "{stdout}");
