@@ -1,6 +1,8 @@
-//! `--io epoll` (`--driver epoll`), the second client: every answer checked (seq, flags,
-//! payload) against small loopback servers and the real engine, closed and open loop, and
-//! the combinations it does not drive refused. Assertions are about accounting, never timing.
+//! `--io epoll` (`--driver epoll`), the second client, where it differs from the others:
+//! `--driver` as the flag's alias, answers to the wrong seq, the real engine closed and open
+//! loop and in reflect mode, and the combinations it does not drive refused. The scenarios
+//! every driver shares (echo accounting, corruption, pieces, errors, timeouts, closed
+//! connections) run per driver in loopback.rs. Assertions are about accounting, never timing.
 
 mod common;
 
@@ -27,98 +29,6 @@ fn driver_is_an_alias_of_io() {
     assert_eq!(config(addr, &["--driver", "epoll"]).io, IoMode::Epoll);
     assert_eq!(config(addr, &["--io", "epoll"]).io, IoMode::Epoll);
     assert_eq!(config(addr, &["--driver", "std"]).io, IoMode::Std);
-}
-
-#[test]
-fn epoll_against_an_echo_server_accounts_for_every_request() {
-    let addr = spawn_server(Behaviour::Echo);
-    for payload in ["32", "4096", "65536"] {
-        let report = run(&config(
-            addr,
-            &epoll(&[
-                "--duration",
-                "500ms",
-                "--warmup",
-                "100ms",
-                "--conns",
-                "3",
-                "--per-conn",
-                "5",
-                "--threads",
-                "1",
-                "--payload",
-                payload,
-            ]),
-        ))
-        .unwrap();
-        assert_clean(&report);
-        assert_eq!(report.config.io, Some(IoMode::Epoll));
-        assert!(report.render_text().contains("epoll I/O thread"));
-    }
-}
-
-#[test]
-fn epoll_detects_corrupted_payloads() {
-    let addr = spawn_server(Behaviour::CorruptEveryTenth);
-    let report = run(&config(
-        addr,
-        &epoll(&[
-            "--duration",
-            "500ms",
-            "--warmup",
-            "100ms",
-            "--conns",
-            "2",
-            "--per-conn",
-            "4",
-        ]),
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert!(report.counts.mismatches > 0 && report.counts.answered > 0);
-    assert!(!report.success);
-    let sample = report.diagnostics.first_mismatch.as_deref().unwrap();
-    assert!(sample.contains("payload byte 0"), "{sample}");
-}
-
-#[test]
-fn epoll_checks_large_echoes_arriving_in_pieces_to_the_last_byte() {
-    let addr = spawn_server(Behaviour::InPiecesCorruptEveryTenthLast);
-    let report = run(&config(
-        addr,
-        &epoll(&[
-            "--duration",
-            "1s",
-            "--warmup",
-            "100ms",
-            "--conns",
-            "2",
-            "--per-conn",
-            "2",
-            "--payload",
-            "65536",
-        ]),
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    let n = &report.counts;
-    assert!(n.mismatches > 0 && n.answered >= 5 * n.mismatches, "{n:?}");
-    let sample = report.diagnostics.first_mismatch.as_deref().unwrap();
-    assert!(sample.contains("payload byte 65535 of 65536"), "{sample}");
-}
-
-#[test]
-fn epoll_counts_error_answers_as_errors() {
-    let addr = spawn_server(Behaviour::ErrorAll);
-    let report = run(&config(
-        addr,
-        &epoll(&["--duration", "300ms", "--warmup", "0s", "--conns", "2"]),
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert!(report.counts.errors > 0);
-    assert_eq!(report.counts.answered, 0);
-    assert!(!report.success);
 }
 
 /// Answers every tenth request with a seq one million past it: an answer to nothing
@@ -179,29 +89,6 @@ fn epoll_detects_answers_to_the_wrong_seq() {
     assert!(report.counts.unexpected > 0, "{:?}", report.counts);
     assert!(report.counts.timeouts > 0, "{:?}", report.counts);
     assert!(!report.success);
-}
-
-#[test]
-fn epoll_counts_requests_on_a_closed_connection_as_lost() {
-    let addr = spawn_server(Behaviour::CloseAfter(50));
-    let report = run(&config(
-        addr,
-        &epoll(&[
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--conns",
-            "2",
-            "--per-conn",
-            "4",
-        ]),
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert_eq!(report.counts.connection_failures, 2);
-    assert!(report.counts.lost > 0 && report.counts.answered > 0);
-    assert!(report.diagnostics.connection_errors[0].contains("closed"));
 }
 
 fn load_engine(addr: SocketAddr, flags: &[&str]) -> ringrpc_loadgen::Report {

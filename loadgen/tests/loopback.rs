@@ -1,63 +1,68 @@
-//! End-to-end runs of the load generator against small in-test arpc servers on loopback.
+//! End-to-end runs of the load generator against small in-test arpc servers on loopback,
+//! each scenario once per `--io` driver (io_uring, plain sockets, epoll): what a client must
+//! count does not depend on its shape. Assertions are about accounting, never timing.
 
 mod common;
 
 use std::net::TcpListener;
 use std::process::Command as Process;
 
-use common::{Behaviour, assert_accounting, config, spawn_server};
+use common::{
+    Behaviour, DRIVERS, assert_accounting, assert_clean, config, spawn_server, with_driver,
+};
 use ringrpc_loadgen::run;
 
+/// Every driver: each measured request settled once, the report's text and JSON agree, and
+/// the I/O threads' CPU time is counted though they exit right after the deadline.
 #[test]
 fn echo_server_run_succeeds_and_accounts_for_every_request() {
     let addr = spawn_server(Behaviour::Echo);
-    let report = run(&config(
-        addr,
-        &[
-            "--duration",
-            "1s",
-            "--warmup",
-            "200ms",
-            "--conns",
-            "2",
-            "--per-conn",
-            "4",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    let n = &report.counts;
-    assert!(n.answered > 0);
-    assert_eq!((n.errors, n.mismatches, n.timeouts, n.lost), (0, 0, 0, 0));
-    assert_eq!((n.unexpected, n.connection_failures), (0, 0));
-    assert!(report.success, "failures: {:?}", report.failures);
-    assert_eq!(report.exit_code(), 0);
-    assert!(report.requests_per_second > 0.0);
-    // Every I/O thread's CPU time is counted, though the threads exit right after the deadline.
-    assert!(
-        report
-            .cpu_total_ms
-            .expect("CPU time is readable from /proc")
-            > 0.0
-    );
-    let last = report.percentile_spectrum.last().expect("a spectrum");
-    assert_eq!(last.total_count, n.answered);
+    for driver in DRIVERS {
+        for payload in ["32", "4096", "65536"] {
+            let flags = [
+                "--duration",
+                "500ms",
+                "--warmup",
+                "100ms",
+                "--conns",
+                "2",
+                "--per-conn",
+                "4",
+                "--payload",
+                payload,
+            ];
+            let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
+            assert_clean(&report);
+            let n = &report.counts;
+            assert_eq!(n.connection_failures, 0, "{driver} {payload}");
+            assert_eq!(report.exit_code(), 0);
+            assert!(report.requests_per_second > 0.0);
+            let cpu = report
+                .cpu_total_ms
+                .expect("CPU time is readable from /proc");
+            assert!(cpu > 0.0, "{driver} {payload}");
+            let last = report.percentile_spectrum.last().expect("a spectrum");
+            assert_eq!(last.total_count, n.answered);
 
-    let text = report.render_text();
-    assert!(text.contains("Detailed Percentile spectrum:"));
-    assert!(text.contains("#[Buckets = "));
-    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-    assert_eq!(json["counts"]["answered"], n.answered);
-    assert_eq!(json["config"]["per_conn"], 4);
-    assert!(json["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+            let text = report.render_text();
+            assert!(text.contains("Detailed Percentile spectrum:"));
+            assert!(text.contains("#[Buckets = "));
+            let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+            assert_eq!(json["counts"]["answered"], n.answered);
+            assert_eq!(json["config"]["per_conn"], 4);
+            assert_eq!(json["config"]["io"], driver, "{driver}");
+            assert!(json["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+        }
+    }
 }
 
+/// Several connections on one thread: plain sockets switch to their non-blocking loop, the
+/// io_uring and epoll drivers share their ring or epoll set.
 #[test]
-fn connections_sharing_one_thread_use_the_non_blocking_loop() {
+fn connections_sharing_one_thread_are_all_served() {
     let addr = spawn_server(Behaviour::Echo);
-    let report = run(&config(
-        addr,
-        &[
+    for driver in DRIVERS {
+        let flags = [
             "--duration",
             "500ms",
             "--warmup",
@@ -70,46 +75,43 @@ fn connections_sharing_one_thread_use_the_non_blocking_loop() {
             "1",
             "--payload",
             "100",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert_eq!(report.config.threads, 1);
-    assert!(report.counts.answered > 0);
-    assert!(report.success, "failures: {:?}", report.failures);
+        ];
+        let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
+        assert_clean(&report);
+        assert_eq!(report.config.threads, 1);
+    }
 }
 
 #[test]
 fn corrupted_echoes_are_mismatches_and_fail_the_run() {
     let addr = spawn_server(Behaviour::CorruptEveryTenth);
-    let report = run(&config(
-        addr,
-        &[
+    for driver in DRIVERS {
+        let flags = [
             "--duration",
-            "1s",
+            "500ms",
             "--warmup",
-            "200ms",
+            "100ms",
             "--conns",
             "2",
             "--per-conn",
             "4",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert!(report.counts.mismatches > 0);
-    assert!(report.counts.answered > 0);
-    assert!(!report.success);
-    assert_eq!(report.exit_code(), 1);
-    let sample = report.diagnostics.first_mismatch.as_deref().unwrap();
-    assert!(sample.contains("payload byte 0"), "{sample}");
+        ];
+        let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
+        assert_accounting(&report);
+        assert!(report.counts.mismatches > 0, "{driver}");
+        assert!(report.counts.answered > 0, "{driver}");
+        assert!(!report.success);
+        assert_eq!(report.exit_code(), 1);
+        let sample = report.diagnostics.first_mismatch.as_deref().unwrap();
+        assert!(sample.contains("payload byte 0"), "{driver}: {sample}");
+    }
 }
 
 /// Large echoes arriving in pieces are checked as they arrive (never assembled): a flipped
-/// last byte is a mismatch at that byte, every other echo is answered, both I/O modes.
+/// last byte is a mismatch at that byte, every other echo is answered.
 #[test]
 fn large_echoes_arriving_in_pieces_are_checked_to_the_last_byte() {
-    for io in ["uring", "std"] {
+    for driver in DRIVERS {
         let addr = spawn_server(Behaviour::InPiecesCorruptEveryTenthLast);
         let flags = [
             "--duration",
@@ -122,21 +124,19 @@ fn large_echoes_arriving_in_pieces_are_checked_to_the_last_byte() {
             "2",
             "--payload",
             "65536",
-            "--io",
-            io,
         ];
-        let report = run(&config(addr, &flags)).unwrap();
+        let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
         assert_accounting(&report);
         let n = &report.counts;
-        assert!(n.mismatches > 0 && n.answered > 0, "{io}: {n:?}");
+        assert!(n.mismatches > 0 && n.answered > 0, "{driver}: {n:?}");
         assert!(
             n.answered >= 5 * n.mismatches,
-            "{io}: only every tenth: {n:?}"
+            "{driver}: only every tenth: {n:?}"
         );
         let sample = report.diagnostics.first_mismatch.as_deref().unwrap();
         assert!(
             sample.contains("payload byte 65535 of 65536"),
-            "{io}: {sample}"
+            "{driver}: {sample}"
         );
     }
 }
@@ -144,40 +144,32 @@ fn large_echoes_arriving_in_pieces_are_checked_to_the_last_byte() {
 #[test]
 fn error_responses_are_counted_as_errors() {
     let addr = spawn_server(Behaviour::ErrorAll);
-    let report = run(&config(
-        addr,
-        &[
+    for driver in DRIVERS {
+        let flags = [
             "--duration",
             "300ms",
             "--warmup",
             "0s",
             "--conns",
-            "1",
+            "2",
             "--per-conn",
             "2",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert!(report.counts.errors > 0);
-    assert_eq!(report.counts.answered, 0);
-    assert_eq!(report.exit_code(), 1);
-    assert!(
-        report
-            .diagnostics
-            .first_error
-            .as_deref()
-            .unwrap()
-            .contains("no such method")
-    );
+        ];
+        let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
+        assert_accounting(&report);
+        assert!(report.counts.errors > 0, "{driver}");
+        assert_eq!(report.counts.answered, 0);
+        assert_eq!(report.exit_code(), 1);
+        let error = report.diagnostics.first_error.as_deref().unwrap();
+        assert!(error.contains("no such method"), "{driver}: {error}");
+    }
 }
 
 #[test]
 fn unanswered_requests_time_out_during_the_drain() {
     let addr = spawn_server(Behaviour::Silent);
-    let report = run(&config(
-        addr,
-        &[
+    for driver in DRIVERS {
+        let flags = [
             "--duration",
             "300ms",
             "--warmup",
@@ -188,23 +180,25 @@ fn unanswered_requests_time_out_during_the_drain() {
             "2",
             "--per-conn",
             "3",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert!(report.counts.timeouts > 0);
-    assert_eq!(report.counts.answered, 0);
-    assert_eq!(report.exit_code(), 1);
+        ];
+        let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
+        assert_accounting(&report);
+        assert!(report.counts.timeouts > 0, "{driver}");
+        assert_eq!(report.counts.answered, 0);
+        assert_eq!(report.exit_code(), 1);
+    }
 }
 
+/// A server that answers 50 requests on a connection, then closes it: what was in flight
+/// is lost. (With io_uring the failed connection's recv is cancelled and the ring closes the
+/// socket after its final completion.)
 #[test]
 fn requests_on_a_closed_connection_are_lost() {
-    // The run ends as soon as both connections have failed; the long window only keeps a
-    // stalled CI machine from ending it before the server's 50 echoes are counted.
-    let addr = spawn_server(Behaviour::CloseAfter(50));
-    let report = run(&config(
-        addr,
-        &[
+    for driver in DRIVERS {
+        // The run ends as soon as both connections have failed; the long window only keeps
+        // a stalled CI machine from ending it before the server's 50 echoes are counted.
+        let addr = spawn_server(Behaviour::CloseAfter(50));
+        let flags = [
             "--duration",
             "30s",
             "--warmup",
@@ -213,45 +207,16 @@ fn requests_on_a_closed_connection_are_lost() {
             "2",
             "--per-conn",
             "4",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert_eq!(report.counts.connection_failures, 2);
-    assert!(report.counts.lost > 0);
-    assert!(report.counts.answered > 0);
-    assert_eq!(report.exit_code(), 1);
-    assert!(report.diagnostics.connection_errors[0].contains("closed"));
-}
-
-#[test]
-fn requests_on_a_closed_connection_are_lost_with_io_uring() {
-    // The run ends as soon as both connections have failed; the long window only keeps a
-    // stalled CI machine from ending it before the server's 50 echoes are counted.
-    // The io_uring path: the failed connection's recv is cancelled and the ring closes the
-    // socket after its final completion.
-    let addr = spawn_server(Behaviour::CloseAfter(50));
-    let report = run(&config(
-        addr,
-        &[
-            "--duration",
-            "30s",
-            "--warmup",
-            "0s",
-            "--conns",
-            "2",
-            "--per-conn",
-            "4",
-            "--io",
-            "uring",
-        ],
-    ))
-    .unwrap();
-    assert_accounting(&report);
-    assert_eq!(report.counts.connection_failures, 2);
-    assert!(report.counts.lost > 0);
-    assert!(report.counts.answered > 0);
-    assert!(report.diagnostics.connection_errors[0].contains("closed"));
+        ];
+        let report = run(&config(addr, &with_driver(driver, &flags))).unwrap();
+        assert_accounting(&report);
+        assert_eq!(report.counts.connection_failures, 2, "{driver}");
+        assert!(report.counts.lost > 0, "{driver}");
+        assert!(report.counts.answered > 0, "{driver}");
+        assert_eq!(report.exit_code(), 1);
+        let error = &report.diagnostics.connection_errors[0];
+        assert!(error.contains("closed"), "{driver}: {error}");
+    }
 }
 
 #[test]

@@ -125,6 +125,17 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour) {
     }
 }
 
+/// Every `--io` driver of arpc over TCP: the scenarios that hold for a client whatever its
+/// shape run once with each.
+pub const DRIVERS: [&str; 3] = ["uring", "std", "epoll"];
+
+/// `flags` with `--io driver` in front.
+pub fn with_driver<'a>(driver: &'a str, flags: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--io", driver];
+    all.extend_from_slice(flags);
+    all
+}
+
 pub fn config(addr: SocketAddr, flags: &[&str]) -> Config {
     let target = addr.to_string();
     let mut args = vec!["loadgen", "--target", target.as_str(), "--quiet"];
