@@ -149,6 +149,8 @@ pub struct Ring {
     /// The generation of the next op started (see `op`).
     next_generation: NonZeroU64,
     features: RingFeatures,
+    /// A [`Ring::cancel_all_and_wait`] ran out of time: later ones do not wait again.
+    gave_up_waiting: bool,
 }
 
 impl fmt::Debug for Ring {
@@ -210,6 +212,7 @@ impl Ring {
             waker,
             next_generation: NonZeroU64::MIN,
             features,
+            gave_up_waiting: false,
         })
     }
 
@@ -491,10 +494,18 @@ impl Ring {
 
     /// Cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel to finish them
     /// all (kernel ≥ 6.0); returns whether it did. Completions reaped meanwhile are dropped
-    /// (accepted sockets closed, buffers recycled, batches freed).
+    /// (accepted sockets closed, buffers recycled, batches freed). A zero-copy send's
+    /// notification cannot be cancelled: it comes when the peer has acknowledged the bytes
+    /// (or the connection is gone), so a peer that stopped reading can hold it past the
+    /// wait. Once a wait has run out, later calls (and dropping the ring) only reap what
+    /// has come meanwhile, without waiting again.
     pub fn cancel_all_and_wait(&mut self) -> bool {
         if self.ops.is_empty() {
             return true;
+        }
+        if self.gave_up_waiting {
+            let _ = self.submit_and_wait_for(0, Duration::ZERO, &mut Vec::new());
+            return self.ops.is_empty();
         }
         if self.enqueue(Request::CancelAll).is_err() {
             return false;
@@ -514,6 +525,7 @@ impl Ring {
             }
             done.clear();
         }
+        self.gave_up_waiting = !self.ops.is_empty();
         self.ops.is_empty()
     }
 }
