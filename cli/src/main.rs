@@ -179,7 +179,8 @@ struct Args {
     gzip_threshold: Option<usize>,
     /// Send a connection's output zero-copy (io_uring SENDMSG_ZC) when one send carries at
     /// least BYTES (0: off; else at least 4KiB); its answers' buffers stay allocated until
-    /// the peer has acknowledged them
+    /// the peer has acknowledged them. Costs more CPU on loopback, where the kernel copies
+    /// at delivery anyway (docs/benchmarks.md)
     #[arg(long, value_name = "BYTES", default_value = "0", allow_negative_numbers = true, value_parser = size::<usize>)]
     send_zc_min: usize,
     /// Serve TLS 1.3 and 1.2 with the PEM certificate chain in FILE (leaf first) on every

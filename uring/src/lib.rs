@@ -75,7 +75,8 @@ pub use error::{RingError, SendError};
 pub use fd::SharedFd;
 pub use op::{CancelOutcome, OpId, OpKind};
 use op::{
-    INTERNAL_USER_DATA, Op, OpMem, Request, SendZcMem, USER_DATA_GENERATION_MASK, parse_user_data,
+    INTERNAL_USER_DATA, NOTIF_USAGE_ZC_COPIED, Op, OpMem, Request, SEND_ZC_REPORT_USAGE, SendZcMem,
+    USER_DATA_GENERATION_MASK, parse_user_data,
 };
 pub use setup::RingFeatures;
 use setup::setup;
@@ -88,13 +89,6 @@ pub const DROP_WAIT: Duration = Duration::from_secs(2);
 
 /// Buffer group id of the receive buffers (one group per ring).
 const RECV_BGID: u16 = 0;
-
-/// `IORING_SEND_ZC_REPORT_USAGE` (kernel 6.2), a zero-copy send's flag in the SQE's `ioprio`:
-/// the notification then says whether the kernel copied the data after all.
-const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
-
-/// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the kernel copied.
-const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
 
 /// Sizes of a ring; see [`Ring::new`].
 #[derive(Clone, Copy, Debug)]
@@ -456,7 +450,7 @@ impl Ring {
             } else if more {
                 if let Some(op) = self.ops.get_mut(id.index as usize) {
                     if let OpMem::SendZc(mem) = &mut op.mem {
-                        payload = zc_send_done(mem);
+                        payload = mem.first_completion().map_or(Payload::None, Payload::Sent);
                         // The kernel names the socket no more; closing it must not wait
                         // for the notification (which may wait for the peer to read).
                         op.fd = None;
@@ -528,19 +522,6 @@ impl Ring {
         self.gave_up_waiting = !self.ops.is_empty();
         self.ops.is_empty()
     }
-}
-
-/// A zero-copy send's first completion, with a notification to follow: the batch goes back
-/// to the caller and the record keeps clones of its segments until the notification.
-fn zc_send_done(mem: &mut SendZcMem) -> Payload {
-    let SendZcMem::Sending { batch, .. } = mem else {
-        return Payload::None;
-    };
-    let pinned = batch.clone();
-    let batch = std::mem::take(batch);
-    // Dropping the msghdr and iovecs here: the kernel read them while issuing the send.
-    *mem = SendZcMem::AwaitingNotification { _pinned: pinned };
-    Payload::Sent(batch)
 }
 
 impl Drop for Ring {

@@ -47,6 +47,13 @@ pub(crate) const INTERNAL_USER_DATA: u64 = 1 << 63;
 /// internal requests.
 pub(crate) const USER_DATA_GENERATION_MASK: u64 = (1 << 31) - 1;
 
+/// `IORING_SEND_ZC_REPORT_USAGE` (kernel 6.2), a zero-copy send's flag in the SQE's `ioprio`:
+/// the notification then says whether the kernel copied the data after all.
+pub(crate) const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+
+/// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the kernel copied.
+pub(crate) const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+
 /// Names one op from push until its final completion; returned by every op.
 ///
 /// Slab slot plus the op's 64-bit generation: once the op has finished, the id matches
@@ -197,6 +204,21 @@ pub(crate) enum SendZcMem {
     /// clones keep every segment's memory allocated (and, `Bytes` being shared, unwritable)
     /// until the notification says the kernel no longer reads it.
     AwaitingNotification { _pinned: Vec<Bytes> },
+}
+
+impl SendZcMem {
+    /// The first completion came, with a notification to follow: hands the batch back and
+    /// keeps clones of its segments until the notification. `None` if it already came.
+    pub(crate) fn first_completion(&mut self) -> Option<Vec<Bytes>> {
+        let SendZcMem::Sending { batch, .. } = self else {
+            return None;
+        };
+        let pinned = batch.clone();
+        let batch = std::mem::take(batch);
+        // Drops the msghdr and iovecs: the kernel read them while it issued the send.
+        *self = SendZcMem::AwaitingNotification { _pinned: pinned };
+        Some(batch)
+    }
 }
 
 /// One op in flight.

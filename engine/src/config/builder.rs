@@ -119,7 +119,9 @@ pub(super) const UDP_RECV_HEADER: usize = 144;
 /// copy it saves.
 pub const MIN_SEND_ZC_MIN: usize = 4096;
 
-/// `send_zc_min`'s default: off (0) until a measured curve says where it pays.
+/// `send_zc_min`'s default: off (0). On loopback it cost more CPU per request at every size
+/// measured, 16 KiB to 1 MiB (docs/benchmarks.md, "Zero-copy send"): the kernel copies each
+/// zero-copy buffer at delivery anyway, after pinning it.
 const DEFAULT_SEND_ZC_MIN: usize = 0;
 
 /// Largest `max_body` accepted: the frame must still fit a `u32` length.
@@ -453,6 +455,12 @@ impl ConfigBuilder {
     /// the bytes: up to the socket's send buffer (`net.ipv4.tcp_wmem`, 4 MiB at most by
     /// default) per connection, longer while a peer does not read. A plain send lets them
     /// go at once, the kernel holding a copy instead.
+    ///
+    /// Off by default because it did not pay where measured: on loopback (where the kernel
+    /// copies each zero-copy buffer at delivery anyway, after pinning it) it cost the core
+    /// 1.05 to 2.2 times the CPU per request of plain sends from 16 KiB to 1 MiB answers
+    /// (docs/benchmarks.md, "Zero-copy send"). Whether it pays towards a real NIC is for a
+    /// measurement there; `sends_zc` and `zc_copied` in the report say what happened.
     pub fn send_zc_min(mut self, bytes: usize) -> Self {
         self.send_zc_min = bytes;
         self
