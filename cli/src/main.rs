@@ -177,6 +177,12 @@ struct Args {
     /// shorter (default off); peers must decode arpc gzip frames
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = size::<usize>)]
     gzip_threshold: Option<usize>,
+    /// Send a connection's output zero-copy (io_uring SENDMSG_ZC) when one send carries at
+    /// least BYTES (0: off; else at least 4KiB); its answers' buffers stay allocated until
+    /// the peer has acknowledged them. Costs more CPU on loopback, where the kernel copies
+    /// at delivery anyway (docs/benchmarks.md)
+    #[arg(long, value_name = "BYTES", default_value = "0", allow_negative_numbers = true, value_parser = size::<usize>)]
+    send_zc_min: usize,
     /// Serve TLS 1.3 and 1.2 with the PEM certificate chain in FILE (leaf first) on every
     /// listen address, plaintext arpc and WebSocket sharing the ports unless
     /// --tls-required; ALPN arpc and http/1.1; SIGHUP reloads the files. Needs --tls-key
@@ -386,6 +392,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .udp_dedup_capacity(args.udp_dedup_capacity)
         .udp_gso(!args.no_udp_gso)
         .gzip_threshold(args.gzip_threshold)
+        .send_zc_min(args.send_zc_min)
         .nats(args.nats)
         .ws_path((!args.no_websocket).then_some(args.ws_path))
         .ws_allowed_origins((!args.ws_allowed_origin.is_empty()).then_some(args.ws_allowed_origin))

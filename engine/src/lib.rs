@@ -103,6 +103,7 @@ pub use client::{Client, ClientBuilder, ClientError, ClientRuntime, Reconnect};
 pub use cluster::{BridgeStats, OUTBOUND_CAPACITY as NATS_OUTBOUND_CAPACITY};
 pub use config::{
     Config, ConfigBuilder, ConfigError, Knob, ListenAddr, ListenAddrError, MAX_MAX_BODY,
+    MIN_SEND_ZC_MIN,
 };
 pub use conn::call_future::{CallFuture, CallWithMetadata};
 pub use conn::handle::ConnHandle;

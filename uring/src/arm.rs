@@ -16,7 +16,7 @@ use io_uring::types;
 use crate::datagram::{self, GsoControl, SockAddr};
 use crate::error::SendError;
 use crate::fd::SharedFd;
-use crate::op::{KernelCell, OpId, OpMem};
+use crate::op::{KernelCell, OpId, OpMem, SendZcMem};
 use crate::{IOV_MAX, Ring};
 // Named in the methods' docs.
 #[cfg(doc)]
@@ -113,18 +113,6 @@ impl Ring {
         tag: u64,
         batch: Vec<Bytes>,
     ) -> Result<OpId, SendError> {
-        if batch.is_empty() || batch.len() > IOV_MAX {
-            return Err(SendError {
-                error: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
-                        batch.len()
-                    ),
-                ),
-                batch,
-            });
-        }
         self.send_msg(socket, tag, None, None, batch)
     }
 
@@ -158,6 +146,44 @@ impl Ring {
         self.send_msg(socket, tag, Some(peer), Some(segment_size), batch)
     }
 
+    /// As [`Ring::send`], but zero-copy (`IORING_OP_SENDMSG_ZC`, kernel ≥ 6.1; the copy
+    /// report needs 6.2): the kernel sends straight from the batch's memory instead of
+    /// copying it into socket buffers. Where the ring has no zero-copy send
+    /// ([`RingFeatures::send_zc`](crate::RingFeatures::send_zc) false: not probed, or
+    /// [`Ring::disable_send_zc`]) it is exactly [`Ring::send`].
+    ///
+    /// Two completions: the first carries the result and hands the batch back
+    /// ([`Completion::take_sent_batch`]) as a plain send's does; when it says
+    /// [`Completion::more`], a notification follows ([`Completion::notification`]), its
+    /// final one. Until then the ring keeps clones of every segment, so their memory stays
+    /// allocated and, being shared, unwritable through `Bytes`: the caller may send again at
+    /// once. A socket that cannot send zero-copy (not TCP or UDP) fails the first completion
+    /// with `-EOPNOTSUPP`, the batch back unsent; send it with [`Ring::send`] instead.
+    pub fn send_zc(
+        &mut self,
+        socket: &SharedFd,
+        tag: u64,
+        batch: Vec<Bytes>,
+    ) -> Result<OpId, SendError> {
+        if !self.features.send_zc {
+            return self.send(socket, tag, batch);
+        }
+        if let Err(error) = check_segments(&batch) {
+            return Err(SendError { error, batch });
+        }
+        let (iovecs, msg) = msghdr_for(&batch);
+        let mem = OpMem::SendZc(SendZcMem::Sending {
+            batch,
+            _iovecs: iovecs,
+            msg,
+        });
+        self.start(tag, Some(socket), mem)
+            .map_err(|(error, op)| match op.mem {
+                OpMem::SendZc(SendZcMem::Sending { batch, .. }) => SendError { error, batch },
+                _ => unreachable!("a zero-copy send's record holds a send"),
+            })
+    }
+
     /// The one `sendmsg` builder behind [`Ring::send`], [`Ring::send_to`] and
     /// [`Ring::send_to_segmented`].
     fn send_msg(
@@ -168,30 +194,10 @@ impl Ring {
         segment_size: Option<u16>,
         batch: Vec<Bytes>,
     ) -> Result<OpId, SendError> {
-        if batch.is_empty() || batch.len() > IOV_MAX {
-            return Err(SendError {
-                error: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
-                        batch.len()
-                    ),
-                ),
-                batch,
-            });
+        if let Err(error) = check_segments(&batch) {
+            return Err(SendError { error, batch });
         }
-        let iovecs: Vec<libc::iovec> = batch
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
-        // SAFETY: msghdr is plain old data; all-zero is a valid empty header (the libc
-        // struct has private padding fields on some targets, so no struct literal).
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iovecs.len() as _;
+        let (iovecs, mut msg) = msghdr_for(&batch);
         let name = peer.map(|peer| {
             let (addr, len) = SockAddr::new(peer);
             let addr = Box::new(addr);
@@ -240,4 +246,36 @@ impl Ring {
         self.start(tag, None, OpMem::Timeout { ts })
             .map_err(|(e, _)| e)
     }
+}
+
+/// A send carries 1 to [`IOV_MAX`] segments.
+fn check_segments(batch: &[Bytes]) -> io::Result<()> {
+    if batch.is_empty() || batch.len() > IOV_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a send carries 1 to {IOV_MAX} segments, not {}; split the batch",
+                batch.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One iovec per segment of `batch` and a `msghdr` pointing at them, both on the heap (so
+/// they stay put when the op record moves).
+fn msghdr_for(batch: &[Bytes]) -> (Vec<libc::iovec>, Box<libc::msghdr>) {
+    let iovecs: Vec<libc::iovec> = batch
+        .iter()
+        .map(|s| libc::iovec {
+            iov_base: s.as_ptr() as *mut libc::c_void,
+            iov_len: s.len(),
+        })
+        .collect();
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header (the libc
+    // struct has private padding fields on some targets, so no struct literal).
+    let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+    msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iovecs.len() as _;
+    (iovecs, msg)
 }

@@ -28,6 +28,10 @@ pub(crate) enum Payload {
     Datagram(Datagram),
     Sent(Vec<Bytes>),
     Filled(BytesMut),
+    /// A zero-copy send's notification; `copied`: the kernel copied the payload after all.
+    Notification {
+        copied: bool,
+    },
 }
 
 /// One finished (or, for multishot ops, progressed) op.
@@ -141,6 +145,18 @@ impl Completion {
             Payload::Filled(buf) => Ok(buf),
             other => Err(other),
         })
+    }
+    /// For a zero-copy send's notification ([`Ring::send_zc`](crate::Ring::send_zc)), its
+    /// final completion: `Some(copied)`, `copied` being true where the kernel reported
+    /// copying the payload after all (kernel ≥ 6.2; a loopback peer, for one, gets a copy
+    /// at delivery). The ring has released the segments it kept. `None` for every other
+    /// completion, the send's first one included. A notification's [`Completion::result`]
+    /// is 0.
+    pub fn notification(&self) -> Option<bool> {
+        match self.payload {
+            Payload::Notification { copied } => Some(copied),
+            _ => None,
+        }
     }
     /// A send's own batch, in order, for resuming a partial send or reusing the `Vec`.
     pub fn take_sent_batch(&mut self) -> Option<Vec<Bytes>> {

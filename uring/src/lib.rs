@@ -18,8 +18,13 @@
 //!   cloned outside this crate.
 //! - Dropping a [`Ring`] cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel
 //!   to confirm; if it does not, the op records and the buffer ring are leaked, never freed.
+//! - A zero-copy send ([`Ring::send_zc`]) has two completions: the first (with "more")
+//!   carries the result and hands the batch back; the notification, its final one, says the
+//!   kernel reads the payload no more, and only then does the record release the clones of
+//!   the segments it kept.
 //! - Minimum kernel: 6.0 (multishot recv and recvmsg, cancel-any). Each op states its own
-//!   minimum; newer setup flags are used when present.
+//!   minimum; newer setup flags are used when present, newer ops when probed
+//!   ([`RingFeatures`]).
 //!
 //! ```no_run
 //! use ringrpc_uring::{Completion, OpKind, Ring, RingConfig, SharedFd};
@@ -69,7 +74,10 @@ pub use datagram::Datagram;
 pub use error::{RingError, SendError};
 pub use fd::SharedFd;
 pub use op::{CancelOutcome, OpId, OpKind};
-use op::{INTERNAL_USER_DATA, Op, OpMem, Request, USER_DATA_GENERATION_MASK, parse_user_data};
+use op::{
+    INTERNAL_USER_DATA, NOTIF_USAGE_ZC_COPIED, Op, OpMem, Request, SEND_ZC_REPORT_USAGE, SendZcMem,
+    USER_DATA_GENERATION_MASK, parse_user_data,
+};
 pub use setup::RingFeatures;
 use setup::setup;
 
@@ -135,6 +143,8 @@ pub struct Ring {
     /// The generation of the next op started (see `op`).
     next_generation: NonZeroU64,
     features: RingFeatures,
+    /// A [`Ring::cancel_all_and_wait`] ran out of time: later ones do not wait again.
+    gave_up_waiting: bool,
 }
 
 impl fmt::Debug for Ring {
@@ -196,6 +206,7 @@ impl Ring {
             waker,
             next_generation: NonZeroU64::MIN,
             features,
+            gave_up_waiting: false,
         })
     }
 
@@ -206,9 +217,16 @@ impl Ring {
         self.ops.reserve(ops.saturating_sub(self.ops.len()));
     }
 
-    /// The setup flags the kernel accepted.
+    /// The setup flags the kernel accepted, and the ops it was probed for.
     pub fn features(&self) -> RingFeatures {
         self.features
+    }
+
+    /// Makes [`Ring::send_zc`] send plainly from now on, as on a kernel without zero-copy
+    /// sends ([`RingFeatures::send_zc`] becomes false). Zero-copy sends in flight finish as
+    /// they started.
+    pub fn disable_send_zc(&mut self) {
+        self.features.send_zc = false;
     }
 
     /// A handle other threads use to wake this ring (see [`Ring::wake_read`]).
@@ -303,6 +321,15 @@ impl Ring {
                             .flags(libc::MSG_NOSIGNAL as u32)
                             .build()
                     }
+                    OpMem::SendZc(SendZcMem::Sending { msg, .. }) => {
+                        opcode::SendMsgZc::new(fd, &**msg as *const libc::msghdr)
+                            .flags(libc::MSG_NOSIGNAL as u32)
+                            .ioprio(SEND_ZC_REPORT_USAGE)
+                            .build()
+                    }
+                    OpMem::SendZc(SendZcMem::AwaitingNotification { .. }) => {
+                        unreachable!("an op is pushed once, before its first completion")
+                    }
                     OpMem::Wake { buf } => {
                         opcode::Read::new(fd, buf.as_ptr().cast::<u8>(), 8).build()
                     }
@@ -325,7 +352,10 @@ impl Ring {
             // record, so it stays open; a send's `msg`, its iovecs and the `Bytes` they point
             // at, its peer address and GSO control message, the recvmsg template, the timespec
             // and the eventfd buffer are heap allocations owned by the record, which do not
-            // move when the slab grows. The record is removed only when its final
+            // move when the slab grows. A zero-copy send's batch stays owned by the record
+            // (as itself, then as clones of its segments) until its notification, the final
+            // completion: the kernel reads the payload until then, the `msghdr` and iovecs
+            // only until the first completion. The record is removed only when its final
             // completion is reaped (`reap`), or leaked with the slab if the kernel never
             // confirms (Drop); recv buffers belong to `self.bufs`, which lives as long.
             // A `recv_into` target is the spare capacity of the `BytesMut` the record owns:
@@ -393,6 +423,7 @@ impl Ring {
             let kind = op.mem.kind();
             let tag = op.tag;
             let more = cqueue::more(flags);
+            let notification = cqueue::notif(flags);
             if result == -libc::ENOBUFS && matches!(kind, OpKind::Recv | OpKind::RecvMsg) {
                 // The caller re-arms; that recv finds twice the buffers (until all are out).
                 self.bufs.grow();
@@ -410,9 +441,29 @@ impl Ring {
                 }
                 _ => Payload::None,
             };
+            if notification {
+                // The kernel reads the payload no longer; the record, with the segments it
+                // kept, goes below. Bit 31 of the result is the copy report, not an errno.
+                payload = Payload::Notification {
+                    copied: result as u32 & NOTIF_USAGE_ZC_COPIED != 0,
+                };
+            } else if more {
+                if let Some(op) = self.ops.get_mut(id.index as usize) {
+                    if let OpMem::SendZc(mem) = &mut op.mem {
+                        payload = mem.first_completion().map_or(Payload::None, Payload::Sent);
+                        // The kernel names the socket no more; closing it must not wait
+                        // for the notification (which may wait for the peer to read).
+                        op.fd = None;
+                    }
+                }
+            }
             if !more {
                 match self.ops.remove(id.index as usize).mem {
                     OpMem::Send { batch, .. } => payload = Payload::Sent(batch),
+                    // The first completion came without "more": no notification follows.
+                    OpMem::SendZc(SendZcMem::Sending { batch, .. }) if !notification => {
+                        payload = Payload::Sent(batch);
+                    }
                     OpMem::RecvInto { mut buf, want, .. } => {
                         let got = usize::try_from(result).unwrap_or(0);
                         assert!(
@@ -429,6 +480,7 @@ impl Ring {
                     _ => {}
                 }
             }
+            let result = if notification { 0 } else { result };
             out.push(Completion::new(tag, id, kind, result, more, payload));
         }
         Ok(())
@@ -436,10 +488,18 @@ impl Ring {
 
     /// Cancels every op in flight and waits up to [`DROP_WAIT`] for the kernel to finish them
     /// all (kernel ≥ 6.0); returns whether it did. Completions reaped meanwhile are dropped
-    /// (accepted sockets closed, buffers recycled, batches freed).
+    /// (accepted sockets closed, buffers recycled, batches freed). A zero-copy send's
+    /// notification cannot be cancelled: it comes when the peer has acknowledged the bytes
+    /// (or the connection is gone), so a peer that stopped reading can hold it past the
+    /// wait. Once a wait has run out, later calls (and dropping the ring) only reap what
+    /// has come meanwhile, without waiting again.
     pub fn cancel_all_and_wait(&mut self) -> bool {
         if self.ops.is_empty() {
             return true;
+        }
+        if self.gave_up_waiting {
+            let _ = self.submit_and_wait_for(0, Duration::ZERO, &mut Vec::new());
+            return self.ops.is_empty();
         }
         if self.enqueue(Request::CancelAll).is_err() {
             return false;
@@ -459,6 +519,7 @@ impl Ring {
             }
             done.clear();
         }
+        self.gave_up_waiting = !self.ops.is_empty();
         self.ops.is_empty()
     }
 }

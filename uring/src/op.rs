@@ -12,6 +12,11 @@
 //!   it is on the heap, so it stays put when the record moves. While the ring keeps the record,
 //!   an fd cannot be closed (and its number reused) and no memory can be freed under the
 //!   kernel, whatever the caller drops.
+//! - A zero-copy send ([`SendZcMem`]) keeps its record past the first completion (which
+//!   carries "more" and hands the batch back): clones of the batch's segments stay in it
+//!   until the notification completion, its final one. Its descriptor clone is dropped at
+//!   the first completion, since the kernel no longer names the socket by then, so closing
+//!   the connection never waits for a peer that does not read.
 //! - Memory the kernel writes is a [`KernelCell`], reached only through a raw pointer, so no
 //!   Rust reference to it exists while the kernel may write.
 //! - An [`OpId`] is the op's slab index plus its 64-bit generation, one more for every op the
@@ -41,6 +46,13 @@ pub(crate) const INTERNAL_USER_DATA: u64 = 1 << 63;
 /// The bits of a generation that `user_data` carries (above the index), keeping bit 63 for
 /// internal requests.
 pub(crate) const USER_DATA_GENERATION_MASK: u64 = (1 << 31) - 1;
+
+/// `IORING_SEND_ZC_REPORT_USAGE` (kernel 6.2), a zero-copy send's flag in the SQE's `ioprio`:
+/// the notification then says whether the kernel copied the data after all.
+pub(crate) const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+
+/// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the kernel copied.
+pub(crate) const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
 
 /// Names one op from push until its final completion; returned by every op.
 ///
@@ -92,7 +104,9 @@ pub enum OpKind {
     RecvInto,
     /// [`Ring::send`](crate::Ring::send), [`Ring::send_to`](crate::Ring::send_to) and
     /// [`Ring::send_to_segmented`](crate::Ring::send_to_segmented): each one `sendmsg`, whose
-    /// completion hands the batch back the same way.
+    /// completion hands the batch back the same way. [`Ring::send_zc`](crate::Ring::send_zc)
+    /// too, whose notification is a second completion of this kind
+    /// ([`Completion::notification`](crate::Completion::notification)).
     Send,
     /// [`Ring::wake_read`](crate::Ring::wake_read).
     Wake,
@@ -151,6 +165,8 @@ pub(crate) enum OpMem {
         _control: Option<Box<GsoControl>>,
         msg: Box<libc::msghdr>,
     },
+    /// A zero-copy `sendmsg` ([`Ring::send_zc`](crate::Ring::send_zc)), in two stages.
+    SendZc(SendZcMem),
     Wake {
         buf: KernelCell<u64>,
     },
@@ -166,10 +182,42 @@ impl OpMem {
             OpMem::Recv => OpKind::Recv,
             OpMem::RecvMsg { .. } => OpKind::RecvMsg,
             OpMem::RecvInto { .. } => OpKind::RecvInto,
-            OpMem::Send { .. } => OpKind::Send,
+            OpMem::Send { .. } | OpMem::SendZc(_) => OpKind::Send,
             OpMem::Wake { .. } => OpKind::Wake,
             OpMem::Timeout { .. } => OpKind::Timeout,
         }
+    }
+}
+
+/// A zero-copy send's memory. The kernel reads the `msghdr` and iovecs only while it issues
+/// the send, which ends with the first completion; it may read the payload itself (its pages
+/// pinned into socket buffers) until the notification completion.
+pub(crate) enum SendZcMem {
+    /// Pushed; the first completion, with the result, has not come.
+    Sending {
+        batch: Vec<Bytes>,
+        // Never read by us: kept so the kernel's pointers stay valid until the completion.
+        _iovecs: Vec<libc::iovec>,
+        msg: Box<libc::msghdr>,
+    },
+    /// The first completion came with "more": the caller has the batch back, and these
+    /// clones keep every segment's memory allocated (and, `Bytes` being shared, unwritable)
+    /// until the notification says the kernel no longer reads it.
+    AwaitingNotification { _pinned: Vec<Bytes> },
+}
+
+impl SendZcMem {
+    /// The first completion came, with a notification to follow: hands the batch back and
+    /// keeps clones of its segments until the notification. `None` if it already came.
+    pub(crate) fn first_completion(&mut self) -> Option<Vec<Bytes>> {
+        let SendZcMem::Sending { batch, .. } = self else {
+            return None;
+        };
+        let pinned = batch.clone();
+        let batch = std::mem::take(batch);
+        // Drops the msghdr and iovecs: the kernel read them while it issued the send.
+        *self = SendZcMem::AwaitingNotification { _pinned: pinned };
+        Some(batch)
     }
 }
 

@@ -5,12 +5,15 @@
 //! - DEFER_TASKRUN (6.1), SINGLE_ISSUER (6.0) and COOP_TASKRUN (5.19) are used when present.
 //!   Only `EINVAL` (a flag this kernel lacks) moves on to the next, less capable attempt; any
 //!   other error is diagnosed at once, since fewer flags would not fix it.
+//! - Ops newer than the crate's minimum kernel are probed once the ring exists
+//!   (`IORING_REGISTER_PROBE`, kernel ≥ 5.6); a failed probe counts as "not supported", so the
+//!   op falls back rather than failing at first use.
 //! - SINGLE_ISSUER ties the ring to the thread that creates it; that holds because
 //!   [`Ring`](crate::Ring) is `!Send`.
 
 use std::io;
 
-use io_uring::IoUring;
+use io_uring::{IoUring, Probe, opcode};
 
 use crate::error::{self, RingError};
 
@@ -23,6 +26,10 @@ pub struct RingFeatures {
     pub defer_taskrun: bool,
     /// COOP_TASKRUN was accepted (kernel ≥ 5.19).
     pub coop_taskrun: bool,
+    /// The kernel has zero-copy `sendmsg` (`IORING_OP_SENDMSG_ZC`, kernel ≥ 6.1), probed at
+    /// setup (`IORING_REGISTER_PROBE`); without it [`Ring::send_zc`](crate::Ring::send_zc)
+    /// sends plainly. [`Ring::disable_send_zc`](crate::Ring::disable_send_zc) turns it off.
+    pub send_zc: bool,
 }
 
 pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> {
@@ -32,16 +39,19 @@ pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> 
             single_issuer: true,
             defer_taskrun: true,
             coop_taskrun: false,
+            send_zc: false,
         },
         RingFeatures {
             single_issuer: true,
             defer_taskrun: false,
             coop_taskrun: true,
+            send_zc: false,
         },
         RingFeatures {
             single_issuer: false,
             defer_taskrun: false,
             coop_taskrun: true,
+            send_zc: false,
         },
         RingFeatures::default(),
     ];
@@ -59,7 +69,10 @@ pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> 
             b.setup_coop_taskrun();
         }
         match b.build(entries) {
-            Ok(ring) => return Ok((ring, want)),
+            Ok(ring) => {
+                let send_zc = probe_send_zc(&ring);
+                return Ok((ring, RingFeatures { send_zc, ..want }));
+            }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => return Err(error::diagnose_setup(e)),
         }
@@ -67,4 +80,11 @@ pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> 
     Err(RingError::Unsupported {
         source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)),
     })
+}
+
+/// Whether this kernel has `IORING_OP_SENDMSG_ZC` (6.1).
+fn probe_send_zc(ring: &IoUring) -> bool {
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(opcode::SendMsgZc::CODE)
 }

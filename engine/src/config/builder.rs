@@ -47,6 +47,7 @@ pub struct ConfigBuilder {
     pub(super) pubsub: bool,
     pub(super) pubsub_password: Option<Vec<u8>>,
     pub(super) gzip_threshold: Option<usize>,
+    pub(super) send_zc_min: usize,
     pub(super) metrics_listen: Option<String>,
     pub(super) nats: Option<String>,
     pub(super) tls: Option<(String, String)>,
@@ -96,6 +97,7 @@ impl Default for ConfigBuilder {
             pubsub: false,
             pubsub_password: None,
             gzip_threshold: None,
+            send_zc_min: DEFAULT_SEND_ZC_MIN,
             metrics_listen: None,
             nats: None,
             tls: None,
@@ -112,6 +114,15 @@ pub(super) const WS_SNIFF_LIMIT: u32 = u32::from_le_bytes(*b"GET ");
 
 /// Bytes of a receive buffer that a datagram's header and address take.
 pub(super) const UDP_RECV_HEADER: usize = 144;
+
+/// Smallest `send_zc_min` other than 0 (off): below a page, pinning costs more than the
+/// copy it saves.
+pub const MIN_SEND_ZC_MIN: usize = 4096;
+
+/// `send_zc_min`'s default: off (0). On loopback it cost more CPU per request at every size
+/// measured, 16 KiB to 1 MiB (docs/benchmarks.md, "Zero-copy send"): the kernel copies each
+/// zero-copy buffer at delivery anyway, after pinning it.
+const DEFAULT_SEND_ZC_MIN: usize = 0;
 
 /// Largest `max_body` accepted: the frame must still fit a `u32` length.
 pub const MAX_MAX_BODY: u32 = u32::MAX - 16;
@@ -429,6 +440,29 @@ impl ConfigBuilder {
     /// is.
     pub fn gzip_threshold(mut self, bytes: Option<usize>) -> Self {
         self.gzip_threshold = bytes;
+        self
+    }
+
+    /// Sends a connection's output with zero-copy `sendmsg` (io_uring `SENDMSG_ZC`, kernel
+    /// ≥ 6.1) whenever one send carries at least this many bytes (default 0: off; else at
+    /// least [`MIN_SEND_ZC_MIN`], 4 KiB). The kernel then sends straight from the answers'
+    /// own buffers instead of copying them into socket memory; where it lacks zero-copy
+    /// sends, or the socket cannot (Unix sockets), the send is a plain one.
+    ///
+    /// Costs memory for time: each such send's buffers (the whole `Bytes` of every answer
+    /// in it, and the coalescing buffer it was cut from) stay allocated until the kernel's
+    /// notification says it no longer reads them, which is when the peer has acknowledged
+    /// the bytes: up to the socket's send buffer (`net.ipv4.tcp_wmem`, 4 MiB at most by
+    /// default) per connection, longer while a peer does not read. A plain send lets them
+    /// go at once, the kernel holding a copy instead.
+    ///
+    /// Off by default because it did not pay where measured: on loopback (where the kernel
+    /// copies each zero-copy buffer at delivery anyway, after pinning it) it cost the core
+    /// 1.05 to 2.2 times the CPU per request of plain sends from 16 KiB to 1 MiB answers
+    /// (docs/benchmarks.md, "Zero-copy send"). Whether it pays towards a real NIC is for a
+    /// measurement there; `sends_zc` and `zc_copied` in the report say what happened.
+    pub fn send_zc_min(mut self, bytes: usize) -> Self {
+        self.send_zc_min = bytes;
         self
     }
 

@@ -74,6 +74,8 @@ pub enum Knob {
     TlsRequired,
     /// [`ConfigBuilder::unix_mode`](super::ConfigBuilder::unix_mode)
     UnixMode,
+    /// [`ConfigBuilder::send_zc_min`](super::ConfigBuilder::send_zc_min)
+    SendZcMin,
 }
 
 impl Knob {
@@ -112,6 +114,7 @@ impl Knob {
             Knob::TlsClientCa => "tls_client_ca",
             Knob::TlsRequired => "tls_required",
             Knob::UnixMode => "unix_mode",
+            Knob::SendZcMin => "send_zc_min",
         }
     }
 
@@ -123,7 +126,8 @@ impl Knob {
             | Knob::MaxSendQueueBytes
             | Knob::StreamQueueBytes
             | Knob::StreamSendWindow
-            | Knob::UdpMaxDatagram => " bytes",
+            | Knob::UdpMaxDatagram
+            | Knob::SendZcMin => " bytes",
             _ => "",
         }
     }

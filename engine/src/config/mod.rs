@@ -10,7 +10,7 @@ mod validate;
 
 use std::time::Duration;
 
-pub use builder::{ConfigBuilder, MAX_MAX_BODY};
+pub use builder::{ConfigBuilder, MAX_MAX_BODY, MIN_SEND_ZC_MIN};
 pub use error::{ConfigError, Knob, ListenAddrError};
 pub use listen::ListenAddr;
 
@@ -73,6 +73,7 @@ pub struct Config {
     pub(crate) pubsub: bool,
     pub(crate) pubsub_password: Option<std::sync::Arc<[u8]>>,
     pub(crate) gzip_threshold: Option<usize>,
+    pub(crate) send_zc_min: usize,
     pub(crate) metrics_listen: Option<ListenAddr>,
     pub(crate) nats: Vec<String>,
     /// TLS on the stream listeners, loaded and checked.
@@ -116,6 +117,10 @@ impl Config {
     /// Frames longer than this are sent gzip-compressed; `None`: none are.
     pub fn gzip_threshold(&self) -> Option<usize> {
         self.gzip_threshold
+    }
+    /// Sends carrying at least this many bytes go zero-copy; 0: none do.
+    pub fn send_zc_min(&self) -> usize {
+        self.send_zc_min
     }
     /// The NATS servers the bridge connects to (none: no bridge).
     pub fn nats_urls(&self) -> &[String] {

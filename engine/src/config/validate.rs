@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::builder::{MAX_MAX_BODY, UDP_RECV_HEADER, WS_SNIFF_LIMIT};
+use super::builder::{MAX_MAX_BODY, MIN_SEND_ZC_MIN, UDP_RECV_HEADER, WS_SNIFF_LIMIT};
 use super::{Config, ConfigBuilder, ConfigError, Knob, ListenAddr};
 
 impl ConfigBuilder {
@@ -68,6 +68,14 @@ impl ConfigBuilder {
             2,
             u64::MAX,
         )?;
+        if self.send_zc_min != 0 {
+            range(
+                Knob::SendZcMin,
+                self.send_zc_min as u64,
+                MIN_SEND_ZC_MIN as u64,
+                u64::MAX,
+            )?;
+        }
         positive(Knob::StatsInterval, self.stats_interval)?;
         positive(Knob::IdleTimeout, self.idle_timeout)?;
         positive(Knob::Keepalive, self.keepalive)?;
@@ -255,6 +263,7 @@ impl ConfigBuilder {
             pubsub: self.pubsub,
             pubsub_password: self.pubsub_password.map(std::sync::Arc::from),
             gzip_threshold: self.gzip_threshold,
+            send_zc_min: self.send_zc_min,
             metrics_listen,
             ws_listen,
             nats,

@@ -32,6 +32,17 @@ pub struct CoreStats {
     pub bytes_out: u64,
     /// Vectored sends issued.
     pub sends: u64,
+    /// Of `sends`, those issued zero-copy (`send_zc_min`).
+    pub sends_zc: u64,
+    /// Zero-copy sends' notifications: the kernel no longer reads their buffers, which were
+    /// released then.
+    pub zc_notifications: u64,
+    /// Of `zc_notifications`, those where the kernel reported copying the data after all
+    /// (a loopback peer always gets a copy).
+    pub zc_copied: u64,
+    /// Zero-copy sends a socket refused (Unix sockets), sent again plainly; that
+    /// connection sends plainly from then on.
+    pub zc_refused: u64,
     /// Requests and notifies for unknown methods.
     pub not_found: u64,
     /// Handlers that panicked.
@@ -103,6 +114,10 @@ impl CoreStats {
             bytes_in,
             bytes_out,
             sends,
+            sends_zc,
+            zc_notifications,
+            zc_copied,
+            zc_refused,
             not_found,
             panics,
             callback_panics,
@@ -138,6 +153,10 @@ impl CoreStats {
         self.bytes_in += bytes_in;
         self.bytes_out += bytes_out;
         self.sends += sends;
+        self.sends_zc += sends_zc;
+        self.zc_notifications += zc_notifications;
+        self.zc_copied += zc_copied;
+        self.zc_refused += zc_refused;
         self.not_found += not_found;
         self.panics += panics;
         self.callback_panics += callback_panics;

@@ -99,6 +99,26 @@ const CORE_COUNTERS: &[CounterDef] = &[
         |s| s.direct_recvs,
     ),
     (
+        "ringrpc_sends_zc",
+        "Sends issued zero-copy (send_zc_min).",
+        |s| s.sends_zc,
+    ),
+    (
+        "ringrpc_zc_notifications",
+        "Zero-copy sends whose buffers the kernel released.",
+        |s| s.zc_notifications,
+    ),
+    (
+        "ringrpc_zc_copied",
+        "Zero-copy sends the kernel copied after all.",
+        |s| s.zc_copied,
+    ),
+    (
+        "ringrpc_zc_refused",
+        "Zero-copy sends a socket refused, sent again plainly.",
+        |s| s.zc_refused,
+    ),
+    (
         "ringrpc_accept_errors",
         "Accept failures (descriptor or memory exhaustion).",
         |s| s.accept_errors,

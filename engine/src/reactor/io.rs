@@ -6,10 +6,14 @@
 //! is done with it; at most one send per connection is in flight, and the batch it carried
 //! comes back to the same connection (or is dropped with it); what each completion means
 //! for the connection's life is the [`Lifecycle`](crate::conn::lifecycle::Lifecycle)'s call.
+//! A zero-copy send is done for the connection at its first completion (the next send may
+//! go at once); its notification only counts, since the ring, not the connection, holds its
+//! buffers until then, so neither a close nor a released slot waits for it.
 
 use std::io;
 use std::os::fd::AsFd;
 
+use bytes::Bytes;
 use ringrpc_uring::{Completion, OpKind, SendError, SharedFd, sys};
 
 use super::slot::announce;
@@ -143,12 +147,27 @@ impl Reactor {
     }
 
     pub(super) fn on_send(&mut self, mut completion: Completion) {
+        if let Some(copied) = completion.notification() {
+            // The ring has released the zero-copy send's buffers; the connection finished
+            // with that send at its first completion and may be gone.
+            self.stats.zc_notifications += 1;
+            self.stats.zc_copied += u64::from(copied);
+            return;
+        }
         let Some(idx) = self.live(completion.tag()) else {
             return;
         };
         let slot = &mut self.conns[idx];
         let result = completion.result();
         match completion.take_sent_batch() {
+            Some(mut batch) if zero_copy_refused(result, slot.sending_zc) => {
+                // Nothing went out: the batch goes back to the front of the queue and
+                // leaves in the next flush, plainly.
+                self.stats.zc_refused += 1;
+                slot.zc_refused = true;
+                slot.conn.sent(&mut batch, 0);
+                slot.lifecycle.send_done(Ok(0));
+            }
             Some(mut batch) if result >= 0 => {
                 self.stats.bytes_out += result as u64;
                 slot.conn.sent(&mut batch, result as usize);
@@ -206,9 +225,17 @@ impl Reactor {
         let mut batch = self.spare_batches.pop().unwrap_or_default();
         self.stats.frames_out += slot.conn.take_batch(&mut batch);
         self.stats.gzip_out += slot.conn.session.out.take_gzip_out();
-        match self.ring.send(&slot.socket, slot.tag(idx), batch) {
+        let zero_copy = !slot.zc_refused && goes_zero_copy(self.settings.send_zc_min, &batch);
+        let sent = if zero_copy {
+            self.ring.send_zc(&slot.socket, slot.tag(idx), batch)
+        } else {
+            self.ring.send(&slot.socket, slot.tag(idx), batch)
+        };
+        match sent {
             Ok(_) => {
+                slot.sending_zc = zero_copy && self.ring.features().send_zc;
                 self.stats.sends += 1;
+                self.stats.sends_zc += u64::from(slot.sending_zc);
                 Ok(())
             }
             Err(SendError { error, .. }) => Err(error),
@@ -229,4 +256,49 @@ fn bytes_waiting(tag: u64, later: &[Completion], socket: &SharedFd, rest: usize)
         return in_batch;
     }
     in_batch + sys::unread_bytes(socket.as_fd()).unwrap_or(0)
+}
+
+/// Whether a send of `batch` goes zero-copy: `send_zc_min` is on (not 0) and the batch
+/// carries at least that many bytes.
+fn goes_zero_copy(send_zc_min: usize, batch: &[Bytes]) -> bool {
+    send_zc_min != 0 && batch.iter().map(Bytes::len).sum::<usize>() >= send_zc_min
+}
+
+/// Whether a send's first completion says the socket cannot send zero-copy: a zero-copy
+/// send (`was_zero_copy`) that failed with `-EOPNOTSUPP` (a socket that is not TCP or UDP)
+/// or `-EINVAL` (a kernel older than the send's copy report, 6.2). The kernel sent nothing
+/// then; a plain send follows. The same errors from a plain send are the socket's own.
+fn zero_copy_refused(result: i32, was_zero_copy: bool) -> bool {
+    was_zero_copy && (result == -libc::EOPNOTSUPP || result == -libc::EINVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_goes_zero_copy_only_at_or_above_the_threshold() {
+        let batch = |sizes: &[usize]| -> Vec<Bytes> {
+            sizes.iter().map(|&n| Bytes::from(vec![0; n])).collect()
+        };
+        assert!(!goes_zero_copy(0, &batch(&[1 << 20])), "0 is off");
+        assert!(!goes_zero_copy(65_536, &batch(&[40_000, 25_535])));
+        assert!(goes_zero_copy(65_536, &batch(&[40_000, 25_536])));
+        assert!(goes_zero_copy(4096, &batch(&[100, 3996])));
+        assert!(!goes_zero_copy(4096, &batch(&[100, 3995])));
+        assert!(!goes_zero_copy(4096, &[]));
+    }
+
+    #[test]
+    fn only_the_errors_of_a_socket_without_zero_copy_are_refusals() {
+        assert!(zero_copy_refused(-libc::EOPNOTSUPP, true));
+        assert!(zero_copy_refused(-libc::EINVAL, true));
+        // From a plain send they are the socket's own errors: resending would loop.
+        assert!(!zero_copy_refused(-libc::EOPNOTSUPP, false));
+        assert!(!zero_copy_refused(-libc::EINVAL, false));
+        assert!(!zero_copy_refused(-libc::EPIPE, true));
+        assert!(!zero_copy_refused(-libc::ECONNRESET, true));
+        assert!(!zero_copy_refused(0, true));
+        assert!(!zero_copy_refused(65_536, true));
+    }
 }

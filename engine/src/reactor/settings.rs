@@ -45,6 +45,8 @@ pub(crate) struct ReactorSettings {
     pub(crate) streams: StreamLimits,
     /// Frames longer than this are sent gzip-compressed.
     pub(crate) gzip_threshold: Option<usize>,
+    /// Sends carrying at least this many bytes go zero-copy; 0: off.
+    pub(crate) send_zc_min: usize,
     /// TLS on accepted connections, if on.
     pub(crate) tls: Option<Arc<crate::transport::tls::ServerTls>>,
 }
@@ -75,6 +77,7 @@ impl ReactorSettings {
             mailbox_capacity: mailbox::DEFAULT_CAPACITY,
             udp_gso: config.udp_gso,
             gzip_threshold: config.gzip_threshold,
+            send_zc_min: config.send_zc_min,
             tls: config.tls.clone(),
             streams: StreamLimits {
                 max_streams: config.max_streams_per_conn,

@@ -39,6 +39,10 @@ pub(super) struct Slot {
     pub(super) dirty: bool,
     /// Counted against the per-peer limit (released on close).
     pub(super) counted_peer: bool,
+    /// The socket refused a zero-copy send (a Unix socket): it sends plainly from then on.
+    pub(super) zc_refused: bool,
+    /// The send in flight, if any, was issued zero-copy.
+    pub(super) sending_zc: bool,
     /// The deadline this connection has in the reactor's heap, if any.
     pub(super) timer_at: Option<Instant>,
     /// Told why, when the connection is gone (adopted connections).
@@ -153,6 +157,8 @@ impl Reactor {
             recv: None,
             dirty: false,
             counted_peer: false,
+            zc_refused: false,
+            sending_zc: false,
             timer_at: None,
             on_close: None,
         });
