@@ -2,43 +2,21 @@
 //! 127.0.0.1 and [::1] (where the machine has IPv6), through the public API only.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use bytes::Bytes;
+use common::{reap_until, ring_with};
 use ringrpc_uring::{Completion, Datagram, OpKind, Ring, RingConfig, SharedFd};
 
 const BUF: usize = 4096;
 /// Payload room in one buffer: the kernel's 16-byte header and 128-byte name field come first.
 const ROOM: usize = BUF - 16 - 128;
 
-fn ring(recv_buffers: u16) -> Ring {
-    Ring::new(RingConfig {
-        entries: 64,
-        recv_buffers,
-        recv_buffer_size: BUF,
-    })
-    .expect("io_uring setup")
-}
-
 /// A UDP socket on `ip` (port 0), or `None` where the address family is unavailable.
 fn udp(ip: &str) -> Option<UdpSocket> {
     UdpSocket::bind((ip, 0)).ok()
-}
-
-fn reap_until(ring: &mut Ring, mut pred: impl FnMut(&Completion) -> bool) -> Vec<Completion> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut all = Vec::new();
-    let mut batch = Vec::new();
-    loop {
-        ring.submit_and_wait_for(1, Duration::from_millis(100), &mut batch)
-            .unwrap();
-        let hit = batch.iter().any(&mut pred);
-        all.append(&mut batch);
-        if hit {
-            return all;
-        }
-        assert!(Instant::now() < deadline, "no matching completion in 5 s");
-    }
 }
 
 /// Reaps until `n` datagrams arrived (re-arming the recvmsg if it ends); returns them.
@@ -86,7 +64,7 @@ fn two_peers_on(ip: &str) {
     let addr = server.local_addr().unwrap();
     let server = SharedFd::from(server);
     let (a, b) = (udp(ip).unwrap(), udp(ip).unwrap());
-    let mut ring = ring(8);
+    let mut ring = ring_with(8, BUF);
     let mut recv = ring.recvmsg_multi(&server, 1).unwrap();
     a.send_to(b"from a", addr).unwrap();
     b.send_to(b"from b, longer", addr).unwrap();
@@ -127,7 +105,7 @@ fn more_datagrams_than_buffers_recycle_them() {
     let addr = server.local_addr().unwrap();
     let server = SharedFd::from(server);
     let client = udp("127.0.0.1").unwrap();
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, BUF);
     let mut recv = ring.recvmsg_multi(&server, 1).unwrap();
     let mut bids = Vec::new();
     for i in 0..16u8 {
@@ -147,7 +125,7 @@ fn holding_every_buffer_ends_the_recvmsg_with_enobufs() {
     let addr = server.local_addr().unwrap();
     let server = SharedFd::from(server);
     let client = udp("127.0.0.1").unwrap();
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, BUF);
     let recv = ring.recvmsg_multi(&server, 1).unwrap();
     for i in 0..3u8 {
         client.send_to(&[i; 10], addr).unwrap();
@@ -174,7 +152,7 @@ fn an_empty_datagram_arrives_empty() {
     let addr = server.local_addr().unwrap();
     let server = SharedFd::from(server);
     let client = udp("127.0.0.1").unwrap();
-    let mut ring = ring(4);
+    let mut ring = ring_with(4, BUF);
     let mut recv = ring.recvmsg_multi(&server, 1).unwrap();
     client.send_to(&[], addr).unwrap();
     let got = datagrams(&mut Vec::new(), &mut ring, &server, &mut recv, 1);
@@ -190,7 +168,7 @@ fn a_datagram_larger_than_the_buffer_is_reported_truncated() {
     let addr = server.local_addr().unwrap();
     let server = SharedFd::from(server);
     let client = udp("127.0.0.1").unwrap();
-    let mut ring = ring(4);
+    let mut ring = ring_with(4, BUF);
     let mut recv = ring.recvmsg_multi(&server, 1).unwrap();
     let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
     client.send_to(&big, addr).unwrap();
@@ -219,7 +197,7 @@ fn send_to_on(ip: &str) {
     let sender = udp(ip).unwrap();
     let sender_addr = sender.local_addr().unwrap();
     let sender = SharedFd::from(sender);
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, BUF);
     let batch = vec![Bytes::from_static(b"hello "), Bytes::from(vec![7u8; 500])];
     let ptrs: Vec<*const u8> = batch.iter().map(|b| b.as_ptr()).collect();
     let id = ring
@@ -260,7 +238,7 @@ fn a_segmented_send_to_arrives_as_separate_datagrams() {
     let sender = udp("127.0.0.1").unwrap();
     let from = sender.local_addr().unwrap();
     let sender = SharedFd::from(sender);
-    let mut ring = ring(8);
+    let mut ring = ring_with(8, BUF);
     let mut recv = ring.recvmsg_multi(&server, 1).unwrap();
     // 2500 bytes in two segments of the batch, cut by the kernel into 1000, 1000, 500.
     let bytes: Vec<u8> = (0..2500u32).map(|i| (i / 1000) as u8 + b'a').collect();
@@ -293,7 +271,7 @@ fn a_segmented_send_to_arrives_as_separate_datagrams() {
 #[test]
 fn cancel_all_finishes_an_armed_recvmsg() {
     let server = SharedFd::from(udp("127.0.0.1").unwrap());
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, BUF);
     let recv = ring.recvmsg_multi(&server, 1).unwrap();
     let mut done = Vec::new();
     ring.submit_and_wait(0, &mut done).unwrap();
@@ -327,7 +305,7 @@ fn recvmsg_refuses_buffers_too_small_for_header_and_address() {
 
 #[test]
 fn a_send_to_that_cannot_be_queued_returns_its_batch() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, BUF);
     let s = SharedFd::from(udp("127.0.0.1").unwrap());
     let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let err = ring.send_to(&s, 0, to, Vec::new()).unwrap_err();

@@ -5,47 +5,15 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
-use ringrpc_uring::{
-    CancelOutcome, Completion, IOV_MAX, OpKind, Ring, RingConfig, RingError, SharedFd,
-};
-
-fn ring(recv_buffers: u16) -> Ring {
-    Ring::new(RingConfig {
-        entries: 64,
-        recv_buffers,
-        recv_buffer_size: 4096,
-    })
-    .expect("io_uring setup")
-}
-
-fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-/// Reaps until `pred` holds for some completion (or 5 s pass); returns everything reaped.
-fn reap_until(ring: &mut Ring, mut pred: impl FnMut(&Completion) -> bool) -> Vec<Completion> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut all = Vec::new();
-    let mut batch = Vec::new();
-    loop {
-        ring.submit_and_wait_for(1, Duration::from_millis(100), &mut batch)
-            .unwrap();
-        let hit = batch.iter().any(&mut pred);
-        all.append(&mut batch);
-        if hit {
-            return all;
-        }
-        assert!(Instant::now() < deadline, "no matching completion in 5 s");
-    }
-}
+use common::{pair, reap_until, ring_with};
+use ringrpc_uring::{CancelOutcome, IOV_MAX, OpKind, Ring, RingConfig, RingError, SharedFd};
 
 #[test]
 fn cancel_all_finishes_accept_recv_send_timeout_and_wake() {
-    let mut ring = ring(8);
+    let mut ring = ring_with(8, 4096);
     let listener = SharedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
     let (client, server) = pair();
     let (client, server) = (SharedFd::from(client), SharedFd::from(server));
@@ -67,7 +35,7 @@ fn cancel_all_finishes_accept_recv_send_timeout_and_wake() {
 
 #[test]
 fn recv_buffers_go_back_to_the_kernel_when_dropped() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let (mut client, server) = pair();
     let server = SharedFd::from(server);
     let mut recv = ring.recv_multi(&server, 9).unwrap();
@@ -95,7 +63,7 @@ fn recv_buffers_go_back_to_the_kernel_when_dropped() {
 
 #[test]
 fn holding_every_buffer_ends_the_recv_with_enobufs() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let (mut client, server) = pair();
     let server = SharedFd::from(server);
     ring.recv_multi(&server, 1).unwrap();
@@ -129,7 +97,7 @@ fn holding_every_buffer_ends_the_recv_with_enobufs() {
 
 #[test]
 fn a_send_hands_back_exactly_its_own_batch() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let (mut c1, s1) = pair();
     let (mut c2, s2) = pair();
     let (s1, s2) = (SharedFd::from(s1), SharedFd::from(s2));
@@ -164,7 +132,7 @@ fn a_send_hands_back_exactly_its_own_batch() {
 
 #[test]
 fn a_send_that_cannot_be_queued_returns_its_batch() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let (_c, s) = pair();
     let s = SharedFd::from(s);
     let err = ring.send(&s, 0, Vec::new()).unwrap_err();
@@ -177,7 +145,7 @@ fn a_send_that_cannot_be_queued_returns_its_batch() {
 
 #[test]
 fn many_concurrent_timeouts_fire_in_order() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     // 20 timers of 10..200 ms, armed out of order; tag = length in ms.
     let mut armed = Vec::new();
     for i in 0..20u64 {
@@ -205,7 +173,7 @@ fn many_concurrent_timeouts_fire_in_order() {
 
 #[test]
 fn cancelling_a_finished_op_does_not_cancel_a_newer_one() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let old = ring.timeout(Duration::from_millis(1), 1).unwrap();
     reap_until(&mut ring, |c| c.op() == old);
     assert!(!ring.is_in_flight(old));
@@ -233,7 +201,7 @@ fn fd_target(fd: i32) -> Option<std::path::PathBuf> {
 
 #[test]
 fn a_socket_stays_open_until_its_ops_final_completion() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let (_client, server) = pair();
     let server = SharedFd::from(server);
     let n = server.as_raw_fd();
@@ -257,7 +225,7 @@ fn a_socket_stays_open_until_its_ops_final_completion() {
 
 #[test]
 fn accept_hands_over_an_owned_connected_socket() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = SharedFd::from(listener);
@@ -285,7 +253,7 @@ fn accept_hands_over_an_owned_connected_socket() {
 
 #[test]
 fn a_recv_buf_outlives_its_ring() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let (mut client, server) = pair();
     let server = SharedFd::from(server);
     ring.recv_multi(&server, 1).unwrap();
@@ -300,7 +268,7 @@ fn a_recv_buf_outlives_its_ring() {
 
 #[test]
 fn a_waker_on_another_thread_completes_the_wake_read() {
-    let mut ring = ring(2);
+    let mut ring = ring_with(2, 4096);
     let wake = ring.wake_read(42).unwrap();
     let waker = ring.waker();
     let t = std::thread::spawn(move || {
@@ -336,7 +304,7 @@ fn bad_config_is_rejected_with_a_library_level_message() {
 /// already held, and leaves the rest of the stream for the next recv.
 #[test]
 fn recv_into_receives_exactly_what_it_asks_for_into_the_buffer() {
-    let mut ring = ring(8);
+    let mut ring = ring_with(8, 4096);
     let (mut client, server) = pair();
     let server = SharedFd::from(server);
     let mut buf = bytes::BytesMut::with_capacity(300_000);
@@ -381,7 +349,7 @@ fn recv_into_receives_exactly_what_it_asks_for_into_the_buffer() {
 /// buffer back; one cancelled while waiting returns the buffer with what arrived before.
 #[test]
 fn recv_into_checks_its_size_and_returns_its_buffer_when_cancelled() {
-    let mut ring = ring(8);
+    let mut ring = ring_with(8, 4096);
     let (mut client, server) = pair();
     let server = SharedFd::from(server);
     let buf = bytes::BytesMut::with_capacity(100);
@@ -408,7 +376,7 @@ fn recv_into_checks_its_size_and_returns_its_buffer_when_cancelled() {
 /// every one of them is held, twice as many are handed over, up to all 256.
 #[test]
 fn running_out_of_buffers_hands_the_kernel_more_up_to_all() {
-    let mut ring = ring(256);
+    let mut ring = ring_with(256, 4096);
     let (mut client, server) = pair();
     let server = SharedFd::from(server);
     let mut held = Vec::new();

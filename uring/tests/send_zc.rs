@@ -3,29 +3,15 @@
 //! notification outstanding, and the plain fallbacks.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
-use ringrpc_uring::{Completion, DROP_WAIT, OpId, OpKind, Ring, RingConfig, SharedFd};
-
-fn ring() -> Ring {
-    Ring::new(RingConfig {
-        entries: 64,
-        recv_buffers: 2,
-        recv_buffer_size: 4096,
-    })
-    .expect("io_uring setup")
-}
-
-fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
+use common::{pair, reap_until, ring_with};
+use ringrpc_uring::{Completion, DROP_WAIT, OpId, OpKind, Ring, SharedFd};
 
 /// Segments of distinct bytes, `sizes` long each.
 fn batch(sizes: &[usize]) -> Vec<Bytes> {
@@ -34,23 +20,6 @@ fn batch(sizes: &[usize]) -> Vec<Bytes> {
         .enumerate()
         .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 31 + j * 7) as u8).collect::<Vec<u8>>()))
         .collect()
-}
-
-/// Reaps until `pred` holds for some completion (or 5 s pass); returns everything reaped.
-fn reap_until(ring: &mut Ring, mut pred: impl FnMut(&Completion) -> bool) -> Vec<Completion> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut all = Vec::new();
-    let mut done = Vec::new();
-    loop {
-        ring.submit_and_wait_for(1, Duration::from_millis(50), &mut done)
-            .unwrap();
-        let hit = done.iter().any(&mut pred);
-        all.append(&mut done);
-        if hit {
-            return all;
-        }
-        assert!(Instant::now() < deadline, "no matching completion in 5 s");
-    }
 }
 
 /// The first completion of send `id`, with its batch taken out.
@@ -77,12 +46,15 @@ fn reader(mut peer: impl Read + Send + 'static, want: usize) -> thread::JoinHand
 fn the_kernel_has_zero_copy_sends_here() {
     // The tests below prove the zero-copy path only where the probe found it; this kernel
     // (the project's CI and development machines run 6.1 or later) must have it.
-    assert!(ring().features().send_zc, "IORING_OP_SENDMSG_ZC not probed");
+    assert!(
+        ring_with(2, 4096).features().send_zc,
+        "IORING_OP_SENDMSG_ZC not probed"
+    );
 }
 
 #[test]
 fn the_batch_comes_back_at_once_and_its_memory_is_held_until_the_notification() {
-    let mut ring = ring();
+    let mut ring = ring_with(2, 4096);
     let (client, server) = pair();
     let client = SharedFd::from(client);
     let sent = batch(&[300_000, 5, 70_000]);
@@ -150,7 +122,7 @@ fn batch_tail(batch: &[Bytes], mut written: usize) -> Vec<Bytes> {
 
 #[test]
 fn closing_the_socket_with_a_notification_outstanding_neither_waits_nor_frees_early() {
-    let mut ring = ring();
+    let mut ring = ring_with(2, 4096);
     let (client, server) = pair();
     let client = SharedFd::from(client);
     let n = client.as_raw_fd();
@@ -189,7 +161,7 @@ fn closing_the_socket_with_a_notification_outstanding_neither_waits_nor_frees_ea
 
 #[test]
 fn dropping_the_ring_with_a_notification_outstanding_keeps_the_memory_and_returns() {
-    let mut ring = ring();
+    let mut ring = ring_with(2, 4096);
     let (client, server) = pair();
     let client = SharedFd::from(client);
     let sent = batch(&[8 << 20]);
@@ -214,7 +186,7 @@ fn dropping_the_ring_with_a_notification_outstanding_keeps_the_memory_and_return
 
 #[test]
 fn without_zero_copy_it_is_one_plain_send() {
-    let mut ring = ring();
+    let mut ring = ring_with(2, 4096);
     ring.disable_send_zc();
     assert!(!ring.features().send_zc);
     let (client, server) = pair();
@@ -233,7 +205,7 @@ fn without_zero_copy_it_is_one_plain_send() {
 
 #[test]
 fn a_socket_without_zero_copy_refuses_it_and_hands_the_batch_back_unsent() {
-    let mut ring = ring();
+    let mut ring = ring_with(2, 4096);
     let (ours, theirs) = UnixStream::pair().unwrap();
     let ours = SharedFd::from(std::os::fd::OwnedFd::from(ours));
     let sent = batch(&[64 * 1024]);
