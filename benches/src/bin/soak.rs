@@ -2,16 +2,15 @@
 //! connections, then checks that loadgen saw no failure, the engine kept its memory and
 //! released every connection, and it shut down cleanly.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use ringrpc_benches::soak::chaos::{self, Action, ChaosConfig, Tally};
 use ringrpc_benches::soak::engine_log::{ExitLine, parse_exit_line};
-use ringrpc_benches::soak::process::{self, Engine, KillOnDrop, RssSampler, stop};
+use ringrpc_benches::soak::process::{self, Engine, RssSampler, stop};
 use ringrpc_benches::soak::process::{STOP_TIMEOUT, wait_deadline, wait_open_zero};
 use ringrpc_benches::soak::rng::Rng;
 use ringrpc_benches::soak::{LoadgenSummary, chat, mixed, rss_kib};
@@ -223,28 +222,14 @@ fn soak(args: Args) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let json = work.join("loadgen.json");
     let log_path = work.join("loadgen.log");
-    let log = File::create(&log_path).map_err(|e| format!("cannot create loadgen log: {e}"))?;
-    let log_err = log.try_clone().map_err(|e| format!("loadgen log: {e}"))?;
-    let duration_arg = format!("{}ms", args.duration.as_millis());
-    let mut loadgen = KillOnDrop(
-        Command::new(&loadgen_bin)
-            .args(["--target", &engine.addr.to_string()])
-            .args([
-                "--conns",
-                "4",
-                "--per-conn",
-                "8",
-                "--duration",
-                &duration_arg,
-            ])
-            .args(["--warmup", "0s", "--quiet", "--timeout", "5s", "--json"])
-            .arg(&json)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", loadgen_bin.display()))?,
-    );
+    let mut loadgen = process::spawn_loadgen(
+        &loadgen_bin,
+        &engine.addr.to_string(),
+        &["--conns", "4", "--per-conn", "8"],
+        args.duration,
+        &json,
+        &log_path,
+    )?;
 
     let mixed = if args.mixed {
         Some(mixed::MixedRun::start(

@@ -6,10 +6,8 @@
 //! consumers (every byte echoed, in order).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use bytes::Bytes;
 use ringrpc::{Client, Reconnect};
 
 use super::LoadgenSummary;
-use super::process::{KillOnDrop, wait_deadline};
+use super::process::{KillOnDrop, spawn_loadgen, wait_deadline};
 use super::rng::Rng;
 
 /// The extra loadgen runs: a name and its flags (target, duration and output added).
@@ -91,20 +89,8 @@ impl Loadgens {
             };
             let json = work.join(format!("loadgen-{i}.json"));
             let log_path = work.join(format!("loadgen-{i}.log"));
-            let log = File::create(&log_path).map_err(|e| format!("loadgen log: {e}"))?;
-            let log_err = log.try_clone().map_err(|e| format!("loadgen log: {e}"))?;
-            let child = Command::new(loadgen)
-                .args(["--target", &target])
-                .args(&flags)
-                .args(["--duration", &format!("{}ms", duration.as_millis())])
-                .args(["--warmup", "0s", "--quiet", "--timeout", "5s", "--json"])
-                .arg(&json)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", loadgen.display()))?;
-            runs.push((name, KillOnDrop(child), json, log_path));
+            let child = spawn_loadgen(loadgen, &target, &flags, duration, &json, &log_path)?;
+            runs.push((name, child, json, log_path));
         }
         Ok(Loadgens { runs })
     }

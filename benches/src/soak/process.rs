@@ -57,6 +57,35 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts `loadgen` against `target` with `flags` for `duration` (no warmup, 5 s timeout),
+/// its JSON report to `json` and its output to `log`; killed if the soak returns early.
+pub fn spawn_loadgen<S: AsRef<std::ffi::OsStr>>(
+    loadgen: &Path,
+    target: &str,
+    flags: &[S],
+    duration: Duration,
+    json: &Path,
+    log: &Path,
+) -> Result<KillOnDrop, String> {
+    let out =
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = Command::new(loadgen)
+        .args(["--target", target])
+        .args(flags)
+        .args(["--duration", &format!("{}ms", duration.as_millis())])
+        .args(["--warmup", "0s", "--quiet", "--timeout", "5s", "--json"])
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", loadgen.display()))?;
+    Ok(KillOnDrop(child))
+}
+
 /// Starts `engine` with `args`, gathers its output and waits for its listening line.
 pub fn start_engine(engine: &Path, args: &[String]) -> Result<Engine, String> {
     let mut child = Command::new(engine)
