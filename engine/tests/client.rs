@@ -1,6 +1,8 @@
 //! The client library against a real server on loopback: calls, notifies, callbacks,
 //! timeouts, server→client calls, disconnects, reconnects, shared runtimes, keepalive.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -319,18 +321,7 @@ fn connecting_to_nothing_names_the_target() {
 #[test]
 fn a_client_over_its_send_limit_keeps_reading_so_a_paused_server_drains() {
     // The server pauses early; the client's limit is the default 4 MiB.
-    let config = Config::builder()
-        .cores(1)
-        .listen("127.0.0.1:0")
-        .max_send_queue_bytes(64 << 10)
-        .build()
-        .unwrap();
-    let server = Server::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
-        .unwrap();
+    let server = common::start_with(Config::builder().cores(1).max_send_queue_bytes(64 << 10));
     let client = Client::connect(&server.local_addr().to_string()).unwrap();
     // 32 MiB of calls at once: past the client's limit, and past what the kernel's buffers
     // of both directions hold on loopback.

@@ -2,31 +2,15 @@
 //! check, plus a short fuzz-like pass of generated inputs, so CI exercises it without nightly.
 //! The corpus's stream seeds are generated here too (`stream_seeds`), with the answers
 //! each is owed.
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::fs;
+
+use common::{corpus, corpus_dir};
 use proptest::prelude::*;
 use ringrpc::fuzzing::fuzz_check;
 use ringrpc_protocol::fuzzing::{MAX_BODY_CHOICES, encode_input};
 use ringrpc_protocol::{Command, Flags, Frame, MAX_METHOD_LEN};
-
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a corpus entry").path())
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, fs::read(&p).expect("a readable corpus file"))
-        })
-        .collect()
-}
 
 #[test]
 fn every_corpus_input_passes_the_fuzz_check() {
@@ -419,7 +403,7 @@ fn describe(f: &Frame) -> String {
 /// `RINGRPC_WRITE_SEEDS=1` to write them into fuzz/corpus/conn after changing one.
 #[test]
 fn stream_seeds_are_committed_and_get_the_echo() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/conn");
+    let dir = corpus_dir("conn");
     let write = std::env::var_os("RINGRPC_WRITE_SEEDS").is_some();
     for (name, data, wanted) in stream_seeds() {
         let path = dir.join(name);

@@ -2,35 +2,15 @@
 //! through their checks (`ringrpc::fuzzing`), plus a short pass of generated inputs per
 //! check, so CI exercises them without nightly. The corpora's seeds are generated here
 //! (`seeds`): set `RINGRPC_WRITE_SEEDS=1` to write them after changing one.
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::fs;
+
+use common::{corpus, corpus_dir};
 use proptest::prelude::*;
 use ringrpc::fuzzing::{check_streams, check_udp, check_websocket};
 use ringrpc_protocol::fuzzing::encode_input;
 use ringrpc_protocol::{Frame, Topic};
-
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = corpus_dir(target);
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a corpus entry").path())
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, fs::read(&p).expect("a readable corpus file"))
-        })
-        .collect()
-}
 
 /// A masked client frame item of the `websocket` input's item form: `[b0][len][payload]`.
 fn item(b0: u8, payload: &[u8]) -> Vec<u8> {

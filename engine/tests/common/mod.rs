@@ -1,4 +1,5 @@
-//! Helpers for loopback tests: a server on an ephemeral port and a raw-frame client.
+//! Helpers for loopback tests: a server on an ephemeral port and a raw-frame client, child
+//! processes, and the fuzz corpora the replay tests read.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -131,6 +132,30 @@ pub fn have_tool(tool: &str) -> bool {
         eprintln!("skipped: {tool} is not installed (apt-get install -y {tool})");
     }
     found
+}
+
+/// The fuzz corpus of `target` (`fuzz/corpus/TARGET`).
+pub fn corpus_dir(target: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// Every file of `target`'s corpus as (name, bytes), in name order.
+pub fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a corpus entry").path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("a readable corpus file"))
+        })
+        .collect()
 }
 
 /// A loopback port free now.
