@@ -447,7 +447,9 @@ impl Ring {
                 payload = Payload::Notification {
                     copied: result as u32 & NOTIF_USAGE_ZC_COPIED != 0,
                 };
-            } else if more {
+            } else if more && kind == OpKind::Send {
+                // Only a zero-copy send's first completion: multishot recvs and accepts,
+                // which carry "more" on every completion, skip the second lookup.
                 if let Some(op) = self.ops.get_mut(id.index as usize) {
                     if let OpMem::SendZc(mem) = &mut op.mem {
                         payload = mem.first_completion().map_or(Payload::None, Payload::Sent);
