@@ -49,7 +49,7 @@ pub struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) read_timeout: Option<Duration>,
-    pub(crate) auth_secret: Option<std::sync::Arc<[u8]>>,
+    pub(crate) auth_secret: Option<std::sync::Arc<Vec<u8>>>,
     pub(crate) max_connections_per_peer: Option<usize>,
     pub(crate) max_in_flight_per_conn: usize,
     pub(crate) max_streams_per_conn: usize,

@@ -240,7 +240,7 @@ impl ConfigBuilder {
             idle_timeout: self.idle_timeout,
             keepalive: self.keepalive,
             read_timeout: self.read_timeout,
-            auth_secret: self.auth_secret.map(std::sync::Arc::from),
+            auth_secret: self.auth_secret.map(std::sync::Arc::new),
             max_connections_per_peer: self.max_connections_per_peer,
             max_in_flight_per_conn: self.max_in_flight_per_conn,
             max_streams_per_conn: self.max_streams_per_conn,

@@ -252,7 +252,7 @@ fn decode(
             })
             .map_err(FramingError::WebSocket),
     };
-    session.stats.gzip_in = framing.gzip_in();
+    session.stats.gzip_in += u64::from(framing.take_gzip_in());
     decoded
 }
 

@@ -57,10 +57,28 @@ impl Drop for NotifySlot {
 ///
 /// It also keeps the connection's async handler tasks, so they are cancelled (their futures
 /// dropped) when the connection is released.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Deferred {
     owed: std::cell::Cell<usize>,
-    tasks: std::cell::RefCell<Vec<crate::executor::TaskKey>>,
+    /// Boxed, and only once a task is tracked: most connections never run an async handler,
+    /// and this is every connection's slot (8 bytes here instead of 32).
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin pointer: the Vec's 24 bytes would sit in every slot"
+    )]
+    tasks: std::cell::Cell<Option<Box<Vec<crate::executor::TaskKey>>>>,
+}
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tasks = self.tasks.take();
+        let tracked = tasks.as_ref().map_or(0, |t| t.len());
+        self.tasks.set(tasks);
+        f.debug_struct("Deferred")
+            .field("owed", &self.owed.get())
+            .field("tasks", &tracked)
+            .finish()
+    }
 }
 
 impl Deferred {
@@ -82,17 +100,17 @@ impl Deferred {
     /// Keeps an async handler task of this connection (finished ones are forgotten as new
     /// ones come, so the list stays within the tasks alive plus a few).
     pub(crate) fn track(&self, task: crate::executor::TaskKey) {
-        let mut tasks = self.tasks.borrow_mut();
+        let mut tasks = self.tasks.take().unwrap_or_default();
         if tasks.len() >= 8 && tasks.len() == tasks.capacity() {
             tasks.retain(|t| crate::executor::Executor::is_alive(*t));
         }
         tasks.push(task);
+        self.tasks.set(Some(tasks));
     }
 
     /// Cancels every task still running for this connection (it is being released).
     pub(crate) fn cancel_tasks(&self) {
-        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
-        for task in tasks {
+        for task in self.tasks.take().into_iter().flat_map(|tasks| *tasks) {
             crate::executor::Executor::cancel(task);
         }
     }

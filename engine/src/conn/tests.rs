@@ -208,7 +208,7 @@ fn a_secret_must_come_first_and_is_compared_exactly() {
     let router = Router::with_builtins();
     // Right secret: the auth call is answered, then requests are served.
     let mut conn = test_conn(1 << 20);
-    conn.session.require_auth(Arc::from(&b"s3cret"[..]));
+    conn.session.require_auth(Arc::new(b"s3cret".to_vec()));
     let mut wire = BytesMut::new();
     Frame::request(1, AUTH_METHOD, "s3cret").encode_to(&mut wire);
     Frame::request(2, "/echo", "hi").encode_to(&mut wire);
@@ -227,7 +227,7 @@ fn a_secret_must_come_first_and_is_compared_exactly() {
         Frame::ping(),
     ] {
         let mut conn = test_conn(1 << 20);
-        conn.session.require_auth(Arc::from(&b"s3cret"[..]));
+        conn.session.require_auth(Arc::new(b"s3cret".to_vec()));
         let mut wire = BytesMut::new();
         first.encode_to(&mut wire);
         Frame::request(2, "/echo", "hi").encode_to(&mut wire);

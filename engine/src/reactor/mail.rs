@@ -49,7 +49,7 @@ impl Reactor {
                 Origin::Adopted(adoption.tls),
             );
             let slot = &mut self.conns[idx];
-            slot.on_close = Some(adoption.closed);
+            slot.on_close = Some(Box::new(adoption.closed));
             let handle = ConnHandle::new(slot.info().clone(), self.mailbox.clone());
             contain("a client's opened callback", || (adoption.opened)(handle));
         }

@@ -28,7 +28,7 @@ pub(crate) struct ReactorSettings {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) read_timeout: Option<Duration>,
-    pub(crate) auth_secret: Option<Arc<[u8]>>,
+    pub(crate) auth_secret: Option<Arc<Vec<u8>>>,
     pub(crate) max_in_flight_per_conn: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) shutdown_delay: Duration,

@@ -161,7 +161,7 @@ impl SimConn {
             SimFraming::WebSocket => Conn::websocket_only(info, mailbox, cfg.max_body, ws),
         };
         if let Some(secret) = &cfg.auth_secret {
-            conn.session.require_auth(Arc::from(&secret[..]));
+            conn.session.require_auth(Arc::new(secret.to_vec()));
         }
         conn.session.set_max_in_flight(cfg.max_in_flight);
         conn.session.set_stream_limits(cfg.streams);

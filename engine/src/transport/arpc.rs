@@ -98,8 +98,9 @@ pub(crate) enum Next {
 pub(crate) struct ArpcFraming {
     max_body: u32,
     partial: BytesMut,
-    /// Compressed frames inflated so far.
-    gzip_in: u64,
+    /// Compressed frames inflated since [`ArpcFraming::take_gzip_in`] last took them (a
+    /// `u32` taken after every read, so the struct packs into 40 bytes of every slot).
+    gzip_in: u32,
 }
 
 impl ArpcFraming {
@@ -159,9 +160,9 @@ impl ArpcFraming {
         }
     }
 
-    /// Compressed frames inflated so far.
-    pub(crate) fn gzip_in(&self) -> u64 {
-        self.gzip_in
+    /// Compressed frames inflated since the last call.
+    pub(crate) fn take_gzip_in(&mut self) -> u32 {
+        std::mem::take(&mut self.gzip_in)
     }
 
     /// [`ArpcFraming::decode_from_socket`] of bytes with nothing known to follow them.
@@ -199,7 +200,7 @@ impl ArpcFraming {
                 break;
             };
             let next = on_frame(&frame, None);
-            self.gzip_in += u64::from(inflated.is_some());
+            self.gzip_in += u32::from(inflated.is_some());
             if next == Next::Stop {
                 return Ok(());
             }
@@ -244,7 +245,7 @@ impl ArpcFraming {
             let (frame, _) =
                 parse_frame_any(&whole, self.max_body, &mut inflated)?.expect("a whole frame");
             next = on_frame(&frame, owner);
-            self.gzip_in += u64::from(inflated.is_some());
+            self.gzip_in += u32::from(inflated.is_some());
             // Reused unless a handler kept part of it (a reply sent without copying).
             if let Ok(mut buf) = whole.try_into_mut() {
                 if buf.capacity() <= PARTIAL_KEEP {
@@ -534,7 +535,7 @@ mod tests {
                         .unwrap();
                 }
                 assert_eq!(seen, [(1, 1), (2, 270), (0, 0)], "cut at {cut}, {cut2}");
-                assert_eq!(framing.gzip_in(), 1);
+                assert_eq!(framing.take_gzip_in(), 1);
                 assert_eq!(framing.buffered(), 0);
             }
         }

@@ -50,12 +50,12 @@ impl TcpFraming {
         }
     }
 
-    /// Compressed frames inflated so far.
-    pub(crate) fn gzip_in(&self) -> u64 {
+    /// Compressed frames inflated since the last call.
+    pub(crate) fn take_gzip_in(&mut self) -> u32 {
         match self {
             TcpFraming::Undecided { .. } => 0,
-            TcpFraming::Arpc(f) => f.gzip_in(),
-            TcpFraming::WebSocket(ws) => ws.gzip_in(),
+            TcpFraming::Arpc(f) => f.take_gzip_in(),
+            TcpFraming::WebSocket(ws) => ws.take_gzip_in(),
         }
     }
 

@@ -78,13 +78,15 @@ pub(crate) enum Phase {
     /// decoded (after a close request; after EOF none comes).
     Finishing,
     /// The peer broke the protocol or did not authenticate: read no more, flush the output
-    /// its valid frames earned, then close with this reason.
-    Failing(DisconnectReason),
+    /// its valid frames earned, then close with this reason (boxed, as in `Closing`).
+    Failing(Box<DisconnectReason>),
     /// Our FIN went out at `since`: input is read and discarded until the peer closes, goes
     /// quiet with nothing unread, or `linger_max` passes.
     Lingering { since: Instant },
     /// The close is decided: both directions shut, waiting for the recv and send in flight.
-    Closing(DisconnectReason),
+    /// The reason is boxed so that a slot, whose phase is usually `Open`, does not carry
+    /// its 32 bytes: one allocation per close, 24 bytes less per connection.
+    Closing(Box<DisconnectReason>),
     /// Handed back to the reactor with its reason; every later input is ignored.
     Released,
 }
@@ -211,7 +213,7 @@ impl Lifecycle {
     /// Decides the close reason, unless one is decided already.
     fn close(&mut self, reason: DisconnectReason) {
         if !self.is_dead() {
-            self.phase = Phase::Closing(reason);
+            self.phase = Phase::Closing(Box::new(reason));
         }
     }
 
@@ -256,7 +258,7 @@ impl Lifecycle {
     /// while reading.
     pub(crate) fn fail(&mut self, reason: DisconnectReason) {
         if self.is_reading() {
-            self.phase = Phase::Failing(reason);
+            self.phase = Phase::Failing(Box::new(reason));
         }
     }
 
@@ -486,7 +488,7 @@ impl Lifecycle {
             && !self.send_in_flight
         {
             if let Phase::Closing(reason) = std::mem::replace(&mut self.phase, Phase::Released) {
-                out.release = Some(reason);
+                out.release = Some(*reason);
             }
         }
         out

@@ -75,9 +75,9 @@ impl WsFraming {
         }
     }
 
-    /// Compressed frames inflated so far.
-    pub(crate) fn gzip_in(&self) -> u64 {
-        self.inner.gzip_in()
+    /// Compressed frames inflated since the last call.
+    pub(crate) fn take_gzip_in(&mut self) -> u32 {
+        self.inner.take_gzip_in()
     }
 
     /// Bytes held: the request head or undecoded frames, plus a partial arpc frame.
