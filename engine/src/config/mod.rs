@@ -42,6 +42,7 @@ pub struct Config {
     pub(crate) ring_entries: u32,
     pub(crate) recv_buffers: u16,
     pub(crate) recv_buffer_size: usize,
+    pub(crate) incremental_recv_buffers: bool,
     pub(crate) max_body: u32,
     pub(crate) max_connections: usize,
     pub(crate) max_send_queue_bytes: usize,
