@@ -38,7 +38,9 @@
 //! - Buffers `0..published` have been handed to the kernel; the rest were never touched (so
 //!   they cost address space, not memory) until [`BufRing::grow`] publishes them. Starting
 //!   small keeps the buffers that cycle few and warm in the cache: the kernel takes them in
-//!   ring order, so every published buffer is reused before any is reused twice.
+//!   ring order, so every published buffer is reused before any is reused twice. An
+//!   incremental ring starts with 1 MiB of them ([`BufRing::publish_initial`]), since the
+//!   kernel writes each from end to end.
 //! - The memory is freed when the last `Rc<BufRing>` goes: the [`Ring`](crate::Ring) holds one
 //!   (and leaks it if the kernel may still write) and every `RecvBuf` holds one.
 
@@ -68,8 +70,13 @@ const _: () = assert!(size_of::<Entry>() == size_of::<BufRingEntry>() && size_of
 
 /// Page alignment the kernel requires for the ring entries.
 const RING_ALIGN: usize = 4096;
-/// Buffers published at first; [`BufRing::grow`] doubles that each time recvs run out.
+/// Whole buffers published at first; [`BufRing::grow`] doubles that each time recvs run out.
 pub(crate) const INITIAL_PUBLISHED: u16 = 64;
+/// Bytes of incremental buffers published at first (at least one buffer, at most
+/// [`INITIAL_PUBLISHED`]): the kernel fills each of those from end to end, in ring order,
+/// before it reuses any, so this is the memory its receive copies cycle through. A whole
+/// buffer, by contrast, is reused after each completion, which touches only its first bytes.
+pub(crate) const INITIAL_PUBLISHED_INC_BYTES: usize = 1 << 20;
 
 /// What the ring knows of one buffer id since it was last published.
 #[derive(Clone, Copy, Debug, Default)]
@@ -110,8 +117,8 @@ impl fmt::Debug for BufRing {
 }
 
 impl BufRing {
-    /// Allocates the entries and buffers and publishes the first [`INITIAL_PUBLISHED`] (or
-    /// all, if fewer) to the kernel-visible ring. Registration with io_uring is the caller's next step (see `Ring::new`).
+    /// Allocates the entries and buffers, none published yet: registration with io_uring
+    /// and then [`BufRing::publish_initial`] are the caller's next steps (see `Ring::new`).
     /// `count` must be a power of two ≥ 1 and `buf_size` in `1..=u32::MAX` (checked by the caller).
     pub(crate) fn new(count: u16, buf_size: usize, bgid: u16) -> BufRing {
         debug_assert!(count.is_power_of_two() && buf_size > 0);
@@ -144,8 +151,18 @@ impl BufRing {
             bgid,
             states: (0..count).map(|_| Cell::new(BidState::default())).collect(),
         };
-        ring.publish_up_to(count.min(INITIAL_PUBLISHED));
         ring
+    }
+
+    /// Publishes the first buffers: [`INITIAL_PUBLISHED`] whole ones, or for a ring the kernel
+    /// consumes incrementally as many as hold [`INITIAL_PUBLISHED_INC_BYTES`]; all, if fewer.
+    pub(crate) fn publish_initial(&self, incremental: bool) {
+        let first = if incremental {
+            (INITIAL_PUBLISHED_INC_BYTES / self.buf_size).clamp(1, INITIAL_PUBLISHED.into()) as u16
+        } else {
+            INITIAL_PUBLISHED
+        };
+        self.publish_up_to(self.count().min(first));
     }
 
     /// Publishes twice as many buffers as so far (up to all); returns whether any were added.
@@ -367,6 +384,7 @@ mod tests {
     #[test]
     fn entries_and_tail_are_where_the_kernel_reads_them() {
         let ring = BufRing::new(4, 64, 0);
+        ring.publish_initial(false);
         // SAFETY: `entries` is the ring's base, page-aligned and initialised (zeroed).
         let theirs = unsafe { BufRingEntry::tail(ring.entries.cast()) };
         assert_eq!(
@@ -386,6 +404,7 @@ mod tests {
     #[test]
     fn filling_entry_zero_leaves_the_tail_to_publish() {
         let ring = BufRing::new(4, 64, 0);
+        ring.publish_initial(false);
         let kernel_view = ring.kernel_tail();
         assert_eq!(kernel_view.load(Ordering::Acquire), 4);
         // All four buffers are published, so the next push lands on entry 4 & 3 = 0.
@@ -402,6 +421,7 @@ mod tests {
     #[test]
     fn a_buffer_goes_back_when_retired_and_its_last_slice_is_dropped() {
         let ring = Rc::new(BufRing::new(2, 64, 0));
+        ring.publish_initial(true);
         let tail = |r: &BufRing| r.kernel_tail().load(Ordering::Acquire);
         assert_eq!(tail(&ring), 2);
         // SAFETY: buffer 0's 64 bytes lie inside the allocation; no kernel uses this ring and
@@ -427,7 +447,23 @@ mod tests {
     #[should_panic(expected = "outside it")]
     fn a_completion_past_the_end_of_its_buffer_is_refused() {
         let ring = Rc::new(BufRing::new(1, 64, 0));
+        ring.publish_initial(true);
         let _a = RecvBuf::from_completion(&ring, 0, 60, true);
         let _b = RecvBuf::from_completion(&ring, 0, 5, false);
+    }
+
+    #[test]
+    fn incremental_rings_start_with_a_mebibyte_of_buffers_whole_ones_with_64() {
+        let published = |count, size, incremental| {
+            let ring = BufRing::new(count, size, 0);
+            ring.publish_initial(incremental);
+            ring.kernel_tail().load(Ordering::Acquire)
+        };
+        assert_eq!(published(512, 16 << 10, false), 64);
+        assert_eq!(published(512, 128 << 10, false), 64);
+        assert_eq!(published(512, 16 << 10, true), 64);
+        assert_eq!(published(64, 128 << 10, true), 8);
+        assert_eq!(published(64, 4 << 20, true), 1);
+        assert_eq!(published(4, 64, true), 4);
     }
 }

@@ -97,7 +97,8 @@ pub struct RingConfig {
     /// may be in flight; a full queue is submitted to make room.
     pub entries: u32,
     /// Receive buffers shared by every multishot recv: a power of two, at most 32768. The
-    /// first 64 are handed to the kernel at once; each time a recv runs out (`-ENOBUFS`) the
+    /// first 64 (incremental ones: 1 MiB of them) are handed to the kernel at once; each
+    /// time a recv runs out (`-ENOBUFS`) the
     /// ring hands over as many again, up to all of them. Buffers never handed over cost
     /// address space only, and few buffers in rotation stay warm in the CPU cache.
     pub recv_buffers: u16,
@@ -194,6 +195,7 @@ impl Ring {
         let mut features = features;
         features.incremental_recv_buffers =
             setup::register_buf_ring(&uring, &bufs, config.incremental_recv_buffers)?;
+        bufs.publish_initial(features.incremental_recv_buffers);
         let wake = sys::eventfd().map_err(RingError::Other)?;
         let waker = Waker(Arc::new(wake.try_clone().map_err(RingError::Other)?));
         Ok(Ring {
