@@ -139,7 +139,7 @@ impl BufRing {
         if buffers.is_null() {
             std::alloc::handle_alloc_error(buffers_layout);
         }
-        let ring = BufRing {
+        BufRing {
             entries,
             entries_layout,
             buffers,
@@ -150,8 +150,7 @@ impl BufRing {
             published: Cell::new(0),
             bgid,
             states: (0..count).map(|_| Cell::new(BidState::default())).collect(),
-        };
-        ring
+        }
     }
 
     /// Publishes the first buffers: [`INITIAL_PUBLISHED`] whole ones, or for a ring the kernel
