@@ -238,4 +238,16 @@ mod tests {
             assert!(e.to_string().contains("`metrics` cargo feature"), "{e}");
         }
     }
+
+    #[test]
+    fn incremental_recv_buffers_are_kept_whole_with_a_udp_endpoint() {
+        let on = |b: ConfigBuilder| b.incremental_recv_buffers(true).build().unwrap();
+        assert!(on(Config::builder()).incremental_recv_buffers);
+        let udp = on(Config::builder().udp_listen("127.0.0.1:0"));
+        assert!(
+            !udp.incremental_recv_buffers,
+            "datagrams need whole buffers"
+        );
+        assert!(!Config::builder().build().unwrap().incremental_recv_buffers);
+    }
 }
