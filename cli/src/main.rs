@@ -45,6 +45,10 @@ struct Args {
     /// Size of each receive buffer in bytes, 256..=1048576
     #[arg(long, visible_alias = "buffer-size", value_name = "BYTES", default_value = "16KiB", allow_negative_numbers = true, value_parser = size::<usize>)]
     recv_buffer_size: usize,
+    /// Let the kernel consume receive buffers incrementally (kernel >= 6.12): small reads
+    /// share a buffer; no memory of its own (see --recv-buffers); ignored with --udp-listen
+    #[arg(long)]
+    incremental_recv_buffers: bool,
     /// Largest frame body (method + payload) a peer may send, in bytes; a connection holds at
     /// most this much for one partial frame, as its bytes arrive (room for at most twice
     /// the bytes received, at least 16 KiB)
@@ -369,6 +373,7 @@ fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         .ring_entries(args.ring_entries)
         .recv_buffers(args.recv_buffers)
         .recv_buffer_size(args.recv_buffer_size)
+        .incremental_recv_buffers(args.incremental_recv_buffers)
         .max_body(args.max_body)
         .max_connections(args.max_connections)
         .max_send_queue_bytes(args.max_send_queue_bytes)

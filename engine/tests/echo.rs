@@ -4,7 +4,8 @@ mod common;
 
 use std::thread;
 
-use common::{Client, start};
+use common::{Client, start, start_with};
+use ringrpc::Config;
 use ringrpc_protocol::{Command, Flags, Frame};
 
 #[test]
@@ -374,4 +375,53 @@ fn a_slow_large_frame_is_received_directly_and_the_frames_behind_it_follow() {
     }
     let report = server.shutdown().unwrap();
     assert!(report.total().direct_recvs >= 3, "{:?}", report.total());
+}
+
+/// Whether this kernel consumes provided buffers incrementally (`IOU_PBUF_RING_INC`, 6.12).
+fn kernel_has_incremental_buffers() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap(), nums.next().unwrap()) >= (6, 12)
+}
+
+/// With incremental receive buffers, echoes of 32 B to 1 MiB come back byte for byte, and
+/// the small reads share buffers (whole buffers, never shared, on a kernel before 6.12).
+#[test]
+fn incremental_recv_buffers_echo_every_size_byte_for_byte() {
+    let server = start_with(
+        Config::builder()
+            .cores(1)
+            .incremental_recv_buffers(true)
+            .recv_buffers(64)
+            .recv_buffer_size(128 * 1024),
+    );
+    let mut c = Client::connect(server.local_addr());
+    let mut seq = 0;
+    for size in [32usize, 4096, 65536, 1 << 20] {
+        for round in 0..8 {
+            seq += 1;
+            let payload: Vec<u8> = (0..size).map(|i| ((i * 7 + round) % 251) as u8).collect();
+            let mut sock = c.sock.try_clone().unwrap();
+            let bytes = Frame::request(seq, "/echo", payload.clone()).to_bytes();
+            let writer = thread::spawn(move || std::io::Write::write_all(&mut sock, &bytes));
+            let f = c.recv();
+            writer.join().unwrap().unwrap();
+            assert_eq!(f.header.seq, seq);
+            assert!(
+                f.payload == payload,
+                "{size} B echo {round} came back changed"
+            );
+        }
+    }
+    drop(c);
+    let total = server.shutdown().unwrap().total();
+    assert_eq!(total.requests, seq);
+    if kernel_has_incremental_buffers() {
+        // Every 32 B and 4 KiB request after a buffer's first is a read into its rest.
+        assert!(total.recv_buffer_shared >= 8, "{total:?}");
+    } else {
+        assert_eq!(total.recv_buffer_shared, 0, "{total:?}");
+    }
 }

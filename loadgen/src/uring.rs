@@ -63,6 +63,7 @@ pub(crate) fn run_uring_worker(
         entries: RING_ENTRIES,
         recv_buffers: RECV_BUFFERS,
         recv_buffer_size: RECV_BUFFER_SIZE,
+        incremental_recv_buffers: false,
     })
     .map_err(|e| format!("{e} (or run loadgen with --io std)"))?;
     let mut state = WorkerState::new(plan, shared);

@@ -45,8 +45,16 @@ impl Ring {
     /// address and the payload. Each buffer holds a 16-byte header and a 128-byte address
     /// field before the payload, so a datagram longer than `recv_buffer_size - 144` bytes is
     /// delivered truncated ([`Datagram::is_truncated`]). `-ENOBUFS` ends it as for
-    /// [`Ring::recv_multi`]. Fails with `InvalidInput` if the buffers are smaller than 144 bytes.
+    /// [`Ring::recv_multi`]. Fails with `InvalidInput` if the buffers are smaller than 144 bytes
+    /// or consumed incrementally ([`RingConfig::incremental_recv_buffers`]: the rest of a
+    /// shared buffer could cut a datagram short).
     pub fn recvmsg_multi(&mut self, socket: &SharedFd, tag: u64) -> io::Result<OpId> {
+        if self.features.incremental_recv_buffers {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "recvmsg needs whole receive buffers; this ring consumes them incrementally",
+            ));
+        }
         if self.bufs.buf_size() < datagram::MIN_BUFFER {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

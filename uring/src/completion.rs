@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - Payloads are moved out of completions, never copied: an accepted descriptor is wrapped in
-//!   an [`OwnedFd`] by the ring the moment its completion is reaped, a filled receive buffer
-//!   becomes one [`RecvBuf`] (its docs and module give the proof) or, for `recvmsg`, one
+//!   an [`OwnedFd`] by the ring the moment its completion is reaped, the bytes a completion
+//!   put in a receive buffer become one [`RecvBuf`] slice (its docs and module give the
+//!   proof) or, for `recvmsg`, one
 //!   [`Datagram`] owning that `RecvBuf` and parsed without `unsafe`, a send's batch comes back
 //!   only in that send's own [`Completion`]. Each `take_*` leaves [`Payload::None`] behind, so
 //!   a payload comes out at most once.

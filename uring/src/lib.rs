@@ -97,21 +97,30 @@ pub struct RingConfig {
     /// may be in flight; a full queue is submitted to make room.
     pub entries: u32,
     /// Receive buffers shared by every multishot recv: a power of two, at most 32768. The
-    /// first 64 are handed to the kernel at once; each time a recv runs out (`-ENOBUFS`) the
+    /// first 64 (incremental ones: 1 MiB of them) are handed to the kernel at once; each
+    /// time a recv runs out (`-ENOBUFS`) the
     /// ring hands over as many again, up to all of them. Buffers never handed over cost
     /// address space only, and few buffers in rotation stay warm in the CPU cache.
     pub recv_buffers: u16,
     /// Size of each receive buffer in bytes (≥ 1); one recv completion carries at most this.
     pub recv_buffer_size: usize,
+    /// Ask the kernel to consume receive buffers incrementally (`IOU_PBUF_RING_INC`, kernel
+    /// ≥ 6.12): a completion takes only the bytes it carries, so several completions share a
+    /// buffer and larger buffers cost no more per small receive. A kernel that refuses the
+    /// flag gets whole buffers; [`RingFeatures::incremental_recv_buffers`] says which.
+    /// [`Ring::recvmsg_multi`] needs whole buffers (a datagram must not be cut short by the
+    /// rest of a shared one), so it is refused on a ring that got incremental ones.
+    pub incremental_recv_buffers: bool,
 }
 
 impl Default for RingConfig {
-    /// 256 entries, 256 receive buffers of 16 KiB.
+    /// 256 entries, 256 whole receive buffers of 16 KiB.
     fn default() -> RingConfig {
         RingConfig {
             entries: 256,
             recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
+            incremental_recv_buffers: false,
         }
     }
 }
@@ -183,19 +192,10 @@ impl Ring {
             config.recv_buffer_size,
             RECV_BGID,
         ));
-        // SAFETY: the entries array is owned by `bufs`, whose Rc the Ring keeps until the
-        // kernel has finished every op (see Drop) or leaks; it outlives any use by the kernel.
-        let reg = unsafe {
-            uring.submitter().register_buf_ring_with_flags(
-                bufs.ring_addr(),
-                bufs.count(),
-                bufs.bgid(),
-                0,
-            )
-        };
-        if let Err(e) = reg {
-            return Err(error::diagnose_buf_ring(e, bufs.count()));
-        }
+        let mut features = features;
+        features.incremental_recv_buffers =
+            setup::register_buf_ring(&uring, &bufs, config.incremental_recv_buffers)?;
+        bufs.publish_initial(features.incremental_recv_buffers);
         let wake = sys::eventfd().map_err(RingError::Other)?;
         let waker = Waker(Arc::new(wake.try_clone().map_err(RingError::Other)?));
         Ok(Ring {
@@ -405,8 +405,10 @@ impl Ring {
         for cqe in self.uring.completion() {
             let (result, flags) = (cqe.result(), cqe.flags());
             // Take the buffer first, so it goes back to the kernel whatever happens below.
-            let recv_buf = cqueue::buffer_select(flags)
-                .map(|bid| RecvBuf::from_completion(&self.bufs, bid, result.max(0) as usize));
+            let recv_buf = cqueue::buffer_select(flags).map(|bid| {
+                let more_in_buf = cqueue::buffer_more(flags);
+                RecvBuf::from_completion(&self.bufs, bid, result.max(0) as usize, more_in_buf)
+            });
             let Some((index, low_generation)) = parse_user_data(cqe.user_data()) else {
                 continue; // our own cancel request
             };
@@ -545,6 +547,7 @@ mod tests {
             entries: 8,
             recv_buffers: 1,
             recv_buffer_size: 64,
+            incremental_recv_buffers: false,
         })
         .expect("io_uring setup")
     }

@@ -8,6 +8,9 @@
 //! - Ops newer than the crate's minimum kernel are probed once the ring exists
 //!   (`IORING_REGISTER_PROBE`, kernel ≥ 5.6); a failed probe counts as "not supported", so the
 //!   op falls back rather than failing at first use.
+//! - The receive buffers are registered incremental (`IOU_PBUF_RING_INC`, kernel ≥ 6.12) when
+//!   asked and the kernel accepts it; `EINVAL` (a kernel without the flag) registers them
+//!   whole instead, any other error is diagnosed.
 //! - SINGLE_ISSUER ties the ring to the thread that creates it; that holds because
 //!   [`Ring`](crate::Ring) is `!Send`.
 
@@ -15,6 +18,7 @@ use std::io;
 
 use io_uring::{IoUring, Probe, opcode};
 
+use crate::bufring::BufRing;
 use crate::error::{self, RingError};
 
 /// What the ring setup settled on.
@@ -30,6 +34,9 @@ pub struct RingFeatures {
     /// setup (`IORING_REGISTER_PROBE`); without it [`Ring::send_zc`](crate::Ring::send_zc)
     /// sends plainly. [`Ring::disable_send_zc`](crate::Ring::disable_send_zc) turns it off.
     pub send_zc: bool,
+    /// The receive buffers are consumed incrementally (`IOU_PBUF_RING_INC`, kernel ≥ 6.12):
+    /// asked for in [`RingConfig`](crate::RingConfig) and accepted by the kernel.
+    pub incremental_recv_buffers: bool,
 }
 
 pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> {
@@ -40,18 +47,21 @@ pub(crate) fn setup(entries: u32) -> Result<(IoUring, RingFeatures), RingError> 
             defer_taskrun: true,
             coop_taskrun: false,
             send_zc: false,
+            incremental_recv_buffers: false,
         },
         RingFeatures {
             single_issuer: true,
             defer_taskrun: false,
             coop_taskrun: true,
             send_zc: false,
+            incremental_recv_buffers: false,
         },
         RingFeatures {
             single_issuer: false,
             defer_taskrun: false,
             coop_taskrun: true,
             send_zc: false,
+            incremental_recv_buffers: false,
         },
         RingFeatures::default(),
     ];
@@ -87,4 +97,43 @@ fn probe_send_zc(ring: &IoUring) -> bool {
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe).is_ok()
         && probe.is_supported(opcode::SendMsgZc::CODE)
+}
+
+/// `enum io_uring_register_pbuf_ring_flags` in `include/uapi/linux/io_uring.h` (6.12); the
+/// io-uring crate's own binding of it is not public.
+const IOU_PBUF_RING_INC: u16 = 2;
+
+/// Registers `bufs` as the ring's provided-buffer ring, incremental if `incremental` and the
+/// kernel accepts it (kernel ≥ 6.12), else whole; returns whether incremental.
+pub(crate) fn register_buf_ring(
+    uring: &IoUring,
+    bufs: &BufRing,
+    incremental: bool,
+) -> Result<bool, RingError> {
+    let register = |flags: u16| {
+        // SAFETY: the entries array is owned by `bufs`, whose Rc the Ring keeps until the
+        // kernel has finished every op (see the Ring's Drop) or leaks; it outlives any use by
+        // the kernel. With `IOU_PBUF_RING_INC` the kernel also writes the head entry's `addr`
+        // and `len`; `bufring` never forms a reference to an entry, so that aliases nothing.
+        unsafe {
+            uring.submitter().register_buf_ring_with_flags(
+                bufs.ring_addr(),
+                bufs.count(),
+                bufs.bgid(),
+                flags,
+            )
+        }
+    };
+    if incremental {
+        match register(IOU_PBUF_RING_INC) {
+            Ok(()) => return Ok(true),
+            // A kernel before 6.12 refuses the flag: whole buffers instead.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(error::diagnose_buf_ring(e, bufs.count())),
+        }
+    }
+    match register(0) {
+        Ok(()) => Ok(false),
+        Err(e) => Err(error::diagnose_buf_ring(e, bufs.count())),
+    }
 }

@@ -294,6 +294,7 @@ fn recvmsg_refuses_buffers_too_small_for_header_and_address() {
         entries: 8,
         recv_buffers: 2,
         recv_buffer_size: 100,
+        incremental_recv_buffers: false,
     })
     .unwrap();
     let server = SharedFd::from(udp("127.0.0.1").unwrap());

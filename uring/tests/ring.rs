@@ -290,6 +290,7 @@ fn bad_config_is_rejected_with_a_library_level_message() {
         entries: 8,
         recv_buffers: 3,
         recv_buffer_size: 16,
+        incremental_recv_buffers: false,
     })
     .unwrap_err();
     assert!(matches!(err, RingError::InvalidConfig(_)));

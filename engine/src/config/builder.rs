@@ -16,6 +16,7 @@ pub struct ConfigBuilder {
     pub(super) ring_entries: u32,
     pub(super) recv_buffers: u32,
     pub(super) recv_buffer_size: usize,
+    pub(super) incremental_recv_buffers: bool,
     pub(super) max_body: u32,
     pub(super) max_connections: usize,
     pub(super) max_send_queue_bytes: usize,
@@ -66,6 +67,7 @@ impl Default for ConfigBuilder {
             ring_entries: 4096,
             recv_buffers: 512,
             recv_buffer_size: 16 * 1024,
+            incremental_recv_buffers: false,
             max_body: DEFAULT_MAX_BODY,
             max_connections: 100_000,
             max_send_queue_bytes: 4 << 20,
@@ -172,6 +174,18 @@ impl ConfigBuilder {
     /// arrives whole in one, a 64 KiB one in four completions). See `recv_buffers`.
     pub fn recv_buffer_size(mut self, n: usize) -> Self {
         self.recv_buffer_size = n;
+        self
+    }
+    /// Let the kernel consume receive buffers incrementally (io_uring `IOU_PBUF_RING_INC`,
+    /// kernel ≥ 6.12; default off): a recv completion takes only the bytes it carries, so
+    /// small reads share a buffer instead of each taking a whole one (counted in
+    /// `recv_buffer_shared`). A buffer goes back to the kernel once the kernel has filled it
+    /// and the engine has copied every read out of it. Costs no memory of its own: the
+    /// buffers cost what `recv_buffers` says; larger buffers then suit it, since few bytes
+    /// no longer waste them. Ignored (whole buffers) with `udp_listen`, whose datagrams need
+    /// whole buffers, and on kernels without the flag.
+    pub fn incremental_recv_buffers(mut self, on: bool) -> Self {
+        self.incremental_recv_buffers = on;
         self
     }
     /// Largest frame body (method + payload) a peer may declare, 1..=u32::MAX−16 (default

@@ -42,6 +42,7 @@ pub struct Config {
     pub(crate) ring_entries: u32,
     pub(crate) recv_buffers: u16,
     pub(crate) recv_buffer_size: usize,
+    pub(crate) incremental_recv_buffers: bool,
     pub(crate) max_body: u32,
     pub(crate) max_connections: usize,
     pub(crate) max_send_queue_bytes: usize,
@@ -236,5 +237,17 @@ mod tests {
             assert_eq!(e.knob(), Some(Knob::MetricsListen));
             assert!(e.to_string().contains("`metrics` cargo feature"), "{e}");
         }
+    }
+
+    #[test]
+    fn incremental_recv_buffers_are_kept_whole_with_a_udp_endpoint() {
+        let on = |b: ConfigBuilder| b.incremental_recv_buffers(true).build().unwrap();
+        assert!(on(Config::builder()).incremental_recv_buffers);
+        let udp = on(Config::builder().udp_listen("127.0.0.1:0"));
+        assert!(
+            !udp.incremental_recv_buffers,
+            "datagrams need whole buffers"
+        );
+        assert!(!Config::builder().build().unwrap().incremental_recv_buffers);
     }
 }

@@ -233,6 +233,8 @@ impl ConfigBuilder {
             ring_entries: self.ring_entries,
             recv_buffers: self.recv_buffers as u16,
             recv_buffer_size: self.recv_buffer_size,
+            // Datagrams need whole buffers (a shared buffer's rest could cut one short).
+            incremental_recv_buffers: self.incremental_recv_buffers && udp_listen.is_none(),
             max_body: self.max_body,
             max_connections: self.max_connections,
             max_send_queue_bytes: self.max_send_queue_bytes,

@@ -62,6 +62,9 @@ pub struct CoreStats {
     pub socket_errors: u64,
     /// Times the receive buffers ran out (recv re-armed).
     pub recv_buffers_exhausted: u64,
+    /// Recv completions whose bytes followed an earlier completion's in the same receive
+    /// buffer (`incremental_recv_buffers`; always 0 with whole buffers).
+    pub recv_buffer_shared: u64,
     /// Large frames whose rest was received straight into their own buffer.
     pub direct_recvs: u64,
     /// Accept failures (descriptor or memory exhaustion).
@@ -126,6 +129,7 @@ impl CoreStats {
             protocol_errors,
             socket_errors,
             recv_buffers_exhausted,
+            recv_buffer_shared,
             direct_recvs,
             accept_errors,
             broadcasts,
@@ -165,6 +169,7 @@ impl CoreStats {
         self.protocol_errors += protocol_errors;
         self.socket_errors += socket_errors;
         self.recv_buffers_exhausted += recv_buffers_exhausted;
+        self.recv_buffer_shared += recv_buffer_shared;
         self.direct_recvs += direct_recvs;
         self.accept_errors += accept_errors;
         self.broadcasts += broadcasts;

@@ -94,6 +94,11 @@ const CORE_COUNTERS: &[CounterDef] = &[
         |s| s.recv_buffers_exhausted,
     ),
     (
+        "ringrpc_recv_buffer_shared",
+        "Recv completions that followed an earlier one in the same receive buffer.",
+        |s| s.recv_buffer_shared,
+    ),
+    (
         "ringrpc_direct_recvs",
         "Large frames whose rest was received straight into their own buffer.",
         |s| s.direct_recvs,

@@ -38,6 +38,7 @@ impl Reactor {
         if result > 0 {
             match completion.take_recv_buf() {
                 Some(buf) if slot.lifecycle.recv_data(now, more) => {
+                    self.stats.recv_buffer_shared += u64::from(buf.offset() > 0);
                     if self.settings.reflect {
                         slot.conn.reflect(&buf);
                         self.stats.bytes_in += buf.len() as u64;

@@ -163,6 +163,7 @@ impl Reactor {
             entries: settings.ring_entries,
             recv_buffers: settings.recv_buffers,
             recv_buffer_size: settings.recv_buffer_size,
+            incremental_recv_buffers: settings.incremental_recv_buffers,
         })?;
         let presized = settings.max_connections_per_core.min(MAX_PRESIZED_SLOTS);
         // Each connection keeps one recv armed; a few more for sends, listeners, the wake-up.

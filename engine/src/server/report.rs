@@ -52,6 +52,13 @@ impl fmt::Display for ServerReport {
                 total.streams_opened, total.stream_frames
             )?;
         }
+        if total.recv_buffers_exhausted + total.recv_buffer_shared + total.direct_recvs > 0 {
+            writeln!(
+                f,
+                "   recv: buffers ran out {} times; {} reads shared a buffer; {} direct receives",
+                total.recv_buffers_exhausted, total.recv_buffer_shared, total.direct_recvs
+            )?;
+        }
         if total.panics + total.callback_panics + total.answers_abandoned > 0 {
             writeln!(
                 f,

@@ -7,12 +7,18 @@ use std::time::{Duration, Instant};
 
 use ringrpc_uring::{Completion, Ring, RingConfig};
 
-/// A 64-entry ring with `recv_buffers` provided buffers of `recv_buffer_size` bytes.
+/// A 64-entry ring with `recv_buffers` whole provided buffers of `recv_buffer_size` bytes.
 pub fn ring_with(recv_buffers: u16, recv_buffer_size: usize) -> Ring {
+    ring_config(recv_buffers, recv_buffer_size, false)
+}
+
+/// As [`ring_with`], asking for buffers consumed incrementally if `incremental`.
+pub fn ring_config(recv_buffers: u16, recv_buffer_size: usize, incremental: bool) -> Ring {
     Ring::new(RingConfig {
         entries: 64,
         recv_buffers,
         recv_buffer_size,
+        incremental_recv_buffers: incremental,
     })
     .expect("io_uring setup")
 }
