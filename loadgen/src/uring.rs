@@ -1,6 +1,6 @@
 //! An I/O thread on ringrpc's io_uring layer (`ringrpc_uring`): multishot recv into a
-//! provided buffer ring, one vectored send per connection with output, one kernel entry per
-//! loop turn.
+//! provided buffer ring (consumed incrementally for payloads from 16 KiB), one vectored send
+//! per connection with output, one kernel entry per loop turn.
 //!
 //! Invariants: at most one send is in flight per connection, and the unsent rest of a
 //! partial send goes out before anything queued after it; a failed connection's recv is
@@ -27,6 +27,34 @@ const RING_ENTRIES: u32 = 1024;
 /// Receive buffers per I/O thread (power of two) and their size: 4 MiB in all.
 const RECV_BUFFERS: u16 = 256;
 const RECV_BUFFER_SIZE: usize = 16 * 1024;
+/// From this payload size on, answers are received into fewer, larger buffers that the
+/// kernel consumes incrementally (`IOU_PBUF_RING_INC`, kernel 6.12; whole buffers where it
+/// is refused), also 4 MiB in all: a 64 KiB echo then arrives in one or two completions
+/// instead of four or five. Against peer-reflect, loadgen's CPU over the server's fell from
+/// 1.42 to 1.24 at 64 KiB, 8 × 10, and from 1.13 to 1.08 at 1 MiB (medians; docs/
+/// benchmarks.md, "Where the time goes").
+const INCREMENTAL_FROM: usize = 16 * 1024;
+const INCREMENTAL_BUFFERS: u16 = 32;
+const INCREMENTAL_BUFFER_SIZE: usize = 128 * 1024;
+
+/// The ring for a run whose payloads are `payload_len` bytes.
+fn ring_config(payload_len: usize) -> RingConfig {
+    let incremental = payload_len >= INCREMENTAL_FROM;
+    RingConfig {
+        entries: RING_ENTRIES,
+        recv_buffers: if incremental {
+            INCREMENTAL_BUFFERS
+        } else {
+            RECV_BUFFERS
+        },
+        recv_buffer_size: if incremental {
+            INCREMENTAL_BUFFER_SIZE
+        } else {
+            RECV_BUFFER_SIZE
+        },
+        incremental_recv_buffers: incremental,
+    }
+}
 
 /// Per-connection I/O state.
 #[derive(Debug, Default)]
@@ -59,13 +87,8 @@ pub(crate) fn run_uring_worker(
     plan: &Plan,
     shared: &Shared,
 ) -> Result<WorkerOutput, String> {
-    let mut ring = Ring::new(RingConfig {
-        entries: RING_ENTRIES,
-        recv_buffers: RECV_BUFFERS,
-        recv_buffer_size: RECV_BUFFER_SIZE,
-        incremental_recv_buffers: false,
-    })
-    .map_err(|e| format!("{e} (or run loadgen with --io std)"))?;
+    let mut ring = Ring::new(ring_config(plan.payload_len))
+        .map_err(|e| format!("{e} (or run loadgen with --io std)"))?;
     let mut state = WorkerState::new(plan, shared);
     let mut io: Vec<ConnIo> = conns.iter().map(|_| ConnIo::default()).collect();
     for (i, conn) in conns.iter_mut().enumerate() {
