@@ -231,6 +231,12 @@ impl StreamShared {
         std::mem::take(&mut state.held)
     }
 
+    /// Whether the inbox holds the connection's reading now. A resume the reactor takes
+    /// from its mail may be stale: the inbox can have filled again since it was posted.
+    pub(crate) fn is_held(&self) -> bool {
+        self.lock().held
+    }
+
     // ---- reactor side ----
 
     /// Adds received data; returns true when the inbox just became full, so the reactor

@@ -261,8 +261,12 @@ impl Open {
         match &entry.mode {
             Mode::Discard => {}
             Mode::Inbox => {
-                if !data.is_empty() && entry.shared.deliver(Bytes::copy_from_slice(data), metadata)
+                if !data.is_empty()
+                    && entry.shared.deliver(Bytes::copy_from_slice(data), metadata)
+                    && !entry.holding
                 {
+                    // Counted once: the inbox can fill again before the reactor takes the
+                    // resume a receive posted in between (see `resume`).
                     entry.holding = true;
                     self.holding += 1;
                 }
@@ -483,11 +487,16 @@ impl Open {
         }
     }
 
-    /// A receive drained `shared`'s inbox to half: stop holding the connection for it.
+    /// A receive drained `shared`'s inbox to half: stop holding the connection for it,
+    /// unless the inbox filled again after that resume was posted (then a later receive
+    /// posts another). Before this check, such a stale resume released a hold that was
+    /// still needed, and the hold counted twice was never released: the connection
+    /// stopped reading for good (`a_slow_consumer_bounds_memory_and_loses_nothing` hung
+    /// about one run in ten).
     fn resume(&mut self, shared: &StreamShared) {
         let key = (shared.opened_here(), shared.id());
         if let Some(entry) = self.entries.get_mut(&key) {
-            if entry.holding {
+            if entry.holding && !shared.is_held() {
                 entry.holding = false;
                 self.holding -= 1;
             }

@@ -78,8 +78,9 @@ fn an_entry_stays_until_both_sides_close() {
     assert!(output(&mut conn).is_empty());
 }
 
-#[test]
-fn a_full_inbox_holds_reading_until_received() {
+/// A connection whose `/sink` streams hand their handle to the returned channel, with an
+/// inbox that three 60-byte frames fill (each counts at its cost in memory).
+fn sink_conn() -> (Conn, Router, crossbeam_channel::Receiver<crate::BiStream>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut router = Router::new();
     router
@@ -88,18 +89,28 @@ fn a_full_inbox_holds_reading_until_received() {
         })
         .unwrap();
     let mut conn = Conn::for_fuzzing(1 << 20);
-    // Each 60-byte frame counts at its cost in memory: the third fills the inbox.
     let item = crate::stream::shared::item_cost(&[1u8; 60], None);
     conn.session.set_stream_limits(crate::StreamLimits {
         max_streams: 4,
         queue_bytes: 2 * item + 1,
         send_window: 100,
     });
+    (conn, router, rx)
+}
+
+/// `n` 60-byte frames of stream 1 on `/sink`.
+fn sink_frames(n: usize) -> BytesMut {
     let mut wire = BytesMut::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         stream_frame(1, "/sink", &[1u8; 60], true, false).encode_to(&mut wire);
     }
-    conn.handle_recv(&wire, &router).unwrap();
+    wire
+}
+
+#[test]
+fn a_full_inbox_holds_reading_until_received() {
+    let (mut conn, router, rx) = sink_conn();
+    conn.handle_recv(&sink_frames(3), &router).unwrap();
     assert_eq!(
         conn.session.streams.holding(),
         1,
@@ -121,4 +132,56 @@ fn a_full_inbox_holds_reading_until_received() {
     }
     assert_eq!(resumed, 1);
     assert_eq!(conn.session.streams.holding(), 0);
+}
+
+/// The inbox fills again before the reactor takes the resume a receive posted: that stale
+/// resume must not release the new hold, and the hold is counted once, so the resume the
+/// next draining receive posts lets reading go on. (Counted twice and released by the
+/// stale resume, the connection stopped reading for good.)
+#[test]
+fn a_resume_that_arrives_after_the_inbox_filled_again_keeps_the_hold() {
+    let (mut conn, router, rx) = sink_conn();
+    let take_resumes = |conn: &Conn| -> Vec<_> {
+        conn.session
+            .mailbox()
+            .clone()
+            .drain()
+            .filter_map(|cmd| match cmd {
+                crate::reactor::mailbox::Command::StreamResume { shared, .. } => Some(shared),
+                _ => None,
+            })
+            .collect()
+    };
+    conn.handle_recv(&sink_frames(3), &router).unwrap();
+    assert_eq!(conn.session.streams.holding(), 1, "3 items: full, held");
+    let stream = rx.recv().unwrap();
+    for _ in 0..2 {
+        stream.recv().unwrap().unwrap();
+    }
+    let stale = take_resumes(&conn);
+    assert_eq!(stale.len(), 1, "down to 1 item: a resume is posted");
+    // Before the reactor takes that resume, the inbox fills again.
+    conn.handle_recv(&sink_frames(2), &router).unwrap();
+    assert_eq!(
+        conn.session.streams.holding(),
+        1,
+        "held again, counted once"
+    );
+    for shared in &stale {
+        conn.session.streams.resume(shared);
+    }
+    assert_eq!(
+        conn.session.streams.holding(),
+        1,
+        "the stale resume leaves the hold: the inbox is full"
+    );
+    for _ in 0..2 {
+        stream.recv().unwrap().unwrap();
+    }
+    let fresh = take_resumes(&conn);
+    assert_eq!(fresh.len(), 1, "down to 1 item again: another resume");
+    for shared in &fresh {
+        conn.session.streams.resume(shared);
+    }
+    assert_eq!(conn.session.streams.holding(), 0, "reading goes on");
 }
