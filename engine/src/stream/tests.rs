@@ -98,6 +98,28 @@ fn sink_conn() -> (Conn, Router, crossbeam_channel::Receiver<crate::BiStream>) {
     (conn, router, rx)
 }
 
+/// The stream resumes receives posted to `conn`'s reactor, taken from its mailbox.
+fn posted_resumes(conn: &Conn) -> Vec<std::sync::Arc<crate::stream::shared::StreamShared>> {
+    conn.session
+        .mailbox()
+        .clone()
+        .drain()
+        .filter_map(|cmd| match cmd {
+            crate::reactor::mailbox::Command::StreamResume { shared, .. } => Some(shared),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Applies the posted stream resumes as the reactor would; returns how many there were.
+fn apply_posted_resumes(conn: &mut Conn) -> usize {
+    let resumes = posted_resumes(conn);
+    for shared in &resumes {
+        conn.session.streams.resume(shared);
+    }
+    resumes.len()
+}
+
 /// `n` 60-byte frames of stream 1 on `/sink`.
 fn sink_frames(n: usize) -> BytesMut {
     let mut wire = BytesMut::new();
@@ -122,15 +144,7 @@ fn a_full_inbox_holds_reading_until_received() {
     }
     // The receive that took it to half (1 item) posted a resume; apply it as the reactor
     // would.
-    let mut resumed = 0;
-    let mailbox = conn.session.mailbox().clone();
-    for cmd in mailbox.drain() {
-        if let crate::reactor::mailbox::Command::StreamResume { shared, .. } = cmd {
-            conn.session.streams.resume(&shared);
-            resumed += 1;
-        }
-    }
-    assert_eq!(resumed, 1);
+    assert_eq!(apply_posted_resumes(&mut conn), 1);
     assert_eq!(conn.session.streams.holding(), 0);
 }
 
@@ -141,24 +155,13 @@ fn a_full_inbox_holds_reading_until_received() {
 #[test]
 fn a_resume_that_arrives_after_the_inbox_filled_again_keeps_the_hold() {
     let (mut conn, router, rx) = sink_conn();
-    let take_resumes = |conn: &Conn| -> Vec<_> {
-        conn.session
-            .mailbox()
-            .clone()
-            .drain()
-            .filter_map(|cmd| match cmd {
-                crate::reactor::mailbox::Command::StreamResume { shared, .. } => Some(shared),
-                _ => None,
-            })
-            .collect()
-    };
     conn.handle_recv(&sink_frames(3), &router).unwrap();
     assert_eq!(conn.session.streams.holding(), 1, "3 items: full, held");
     let stream = rx.recv().unwrap();
     for _ in 0..2 {
         stream.recv().unwrap().unwrap();
     }
-    let stale = take_resumes(&conn);
+    let stale = posted_resumes(&conn);
     assert_eq!(stale.len(), 1, "down to 1 item: a resume is posted");
     // Before the reactor takes that resume, the inbox fills again.
     conn.handle_recv(&sink_frames(2), &router).unwrap();
@@ -178,10 +181,10 @@ fn a_resume_that_arrives_after_the_inbox_filled_again_keeps_the_hold() {
     for _ in 0..2 {
         stream.recv().unwrap().unwrap();
     }
-    let fresh = take_resumes(&conn);
-    assert_eq!(fresh.len(), 1, "down to 1 item again: another resume");
-    for shared in &fresh {
-        conn.session.streams.resume(shared);
-    }
+    assert_eq!(
+        apply_posted_resumes(&mut conn),
+        1,
+        "down to 1 item again: another resume"
+    );
     assert_eq!(conn.session.streams.holding(), 0, "reading goes on");
 }
